@@ -1,0 +1,9 @@
+//! sluice: a declarative REST API → staging → PostgreSQL pipeline runner.
+//!
+//! `spec` parses and validates pipeline specs; `extract` reads APIs; `stage` keeps raw
+//! records in a folder or S3; `load` writes PostgreSQL; `diagram` draws a spec; `run`
+//! knows the order of the steps; `cli` is the command line.
+
+pub mod cli;
+pub mod load;
+pub mod spec;

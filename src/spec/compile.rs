@@ -1,0 +1,668 @@
+//! The compile pass: raw spec → validated [`Pipeline`]. Pure and offline: no
+//! environment, no network. Every problem is collected, each at the line and column of
+//! the field it is about, so one `sluice validate` run shows them all.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use sha2::{Digest, Sha256};
+
+use super::diagnostic::{did_you_mean, Diagnostic};
+use super::ident::check_identifier;
+use super::interp::Interp;
+use super::jsonpath::JsonPath;
+use super::load::{Loaded, Positions};
+use super::model::*;
+use super::pipeline::{self as p, KeyTemplate, Pipeline, Reference, ValueSource, DEFAULT_KEY, RUN_ID_COLUMN};
+
+struct Ctx<'a> {
+    file: &'a str,
+    positions: &'a Positions,
+    diagnostics: Vec<Diagnostic>,
+}
+
+impl Ctx<'_> {
+    /// An error about the value at `path`.
+    fn error(&mut self, path: &str, message: impl Into<String>) {
+        let pos = self.positions.value(path);
+        self.diagnostics.push(Diagnostic::new(self.file, pos, path, message));
+    }
+
+    /// An error about the key at `path` (for a field that should not be there).
+    fn error_at_key(&mut self, path: &str, message: impl Into<String>) {
+        let pos = self.positions.key(path);
+        self.diagnostics.push(Diagnostic::new(self.file, pos, path, message));
+    }
+
+    fn interp(&mut self, path: &str, raw: &str) -> Option<Interp> {
+        match Interp::parse(raw) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                self.error(path, e);
+                None
+            }
+        }
+    }
+
+    /// A secret must come from the environment, never be written in the spec.
+    fn secret(&mut self, path: &str, raw: &str) -> Option<Interp> {
+        let t = self.interp(path, raw)?;
+        if !t.has_vars() {
+            self.error(path, "secrets must come from the environment: write `${SOME_VARIABLE}` instead of the value");
+            return None;
+        }
+        Some(t)
+    }
+
+    fn jsonpath(&mut self, path: &str, text: &str) -> Option<JsonPath> {
+        match JsonPath::parse(text) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                self.error(path, e);
+                None
+            }
+        }
+    }
+
+    fn ident(&mut self, path: &str, name: &str) -> bool {
+        match check_identifier(name) {
+            Ok(()) => true,
+            Err(e) => {
+                self.error(path, format!("invalid name: {e}"));
+                false
+            }
+        }
+    }
+}
+
+/// Compile a loaded spec. `text` is the file's content (hashed into the pipeline).
+pub fn compile(file: &str, text: &str, loaded: &Loaded) -> Result<Pipeline, Vec<Diagnostic>> {
+    let mut cx = Ctx { file, positions: &loaded.positions, diagnostics: Vec::new() };
+    let spec = &loaded.spec;
+    if spec.version != 1 {
+        cx.error("version", format!("unsupported spec version {}; this sluice reads version 1", spec.version));
+    }
+    let name_ok = !spec.name.is_empty()
+        && spec.name.len() <= 63
+        && spec.name.starts_with(|c: char| c.is_ascii_lowercase())
+        && spec.name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+    if !name_ok {
+        cx.error("name", format!("invalid pipeline name `{}`: use lowercase letters, digits, `_` and `-`, starting with a letter", spec.name));
+    }
+    let source = compile_source(&mut cx, &spec.source);
+    let staging = compile_staging(&mut cx, &spec.staging);
+    let warehouse = compile_warehouse(&mut cx, &spec.warehouse);
+    let runtime = spec.runtime.as_ref().map(|r| p::Runtime {
+        target: r.target,
+        region: r.region.clone(),
+        schedule: r.schedule.clone(),
+    });
+    if spec.resources.is_empty() {
+        cx.error("resources", "a pipeline needs at least one resource");
+    }
+    let resources: Vec<Option<p::Resource>> = spec
+        .resources
+        .iter()
+        .enumerate()
+        .map(|(i, r)| compile_resource(&mut cx, &format!("resources[{i}]"), r))
+        .collect();
+    check_names_unique(&mut cx, spec);
+    let all: Vec<p::Resource> = resources.into_iter().flatten().collect();
+    if all.len() == spec.resources.len() {
+        check_references(&mut cx, spec, &all);
+    }
+    if !cx.diagnostics.is_empty() {
+        let mut d = cx.diagnostics;
+        d.sort_by_key(|d| (d.line, d.column));
+        d.dedup();
+        return Err(d);
+    }
+    let (Some(source), Some(staging), Some(warehouse)) = (source, staging, warehouse) else {
+        unreachable!("a part that failed to compile reported a diagnostic");
+    };
+    Ok(Pipeline {
+        file: file.to_string(),
+        name: spec.name.clone(),
+        description: spec.description.clone(),
+        spec_hash: hex::encode(Sha256::digest(text.as_bytes())),
+        source,
+        staging,
+        warehouse,
+        runtime,
+        resources: all,
+    })
+}
+
+fn check_url(cx: &mut Ctx, path: &str, t: &Interp) {
+    // Only a URL that is fully known offline can be checked here.
+    let Some(url) = t.offline() else { return };
+    match url::Url::parse(&url) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
+        Ok(u) => cx.error(path, format!("`{url}` must be an http:// or https:// URL with a host, not `{}:`", u.scheme())),
+        Err(e) => cx.error(path, format!("`{url}` is not a valid URL: {e}")),
+    }
+}
+
+fn compile_source(cx: &mut Ctx, s: &RawSource) -> Option<p::Source> {
+    let base_url = cx.interp("source.base_url", &s.base_url);
+    if let Some(t) = &base_url {
+        check_url(cx, "source.base_url", t);
+    }
+    let headers = interp_map(cx, "source.headers", &s.headers);
+    let params = interp_map(cx, "source.params", &s.params);
+    let auth = match &s.auth {
+        RawAuth::Keyword(AuthKeyword::None) => Some(p::Auth::None),
+        RawAuth::Config(RawAuthConfig::Bearer { token }) => {
+            cx.secret("source.auth.token", token).map(|token| p::Auth::Bearer { token })
+        }
+        RawAuth::Config(RawAuthConfig::ApiKey { name, value, location }) => {
+            if name.trim().is_empty() {
+                cx.error("source.auth.name", "the API key needs a header or parameter name");
+            }
+            cx.secret("source.auth.value", value)
+                .map(|value| p::Auth::ApiKey { name: name.clone(), value, location: *location })
+        }
+        RawAuth::Config(RawAuthConfig::Basic { username, password }) => {
+            let u = cx.interp("source.auth.username", username);
+            let pw = cx.secret("source.auth.password", password);
+            u.zip(pw).map(|(username, password)| p::Auth::Basic { username, password })
+        }
+    };
+    let retry = s.retry.as_ref();
+    let max_attempts = retry.and_then(|r| r.max_attempts).unwrap_or(5);
+    if max_attempts == 0 {
+        cx.error("source.retry.max_attempts", "max_attempts counts the first attempt, so it must be at least 1");
+    }
+    let initial_backoff = retry.and_then(|r| r.initial_backoff).map(|d| d.0).unwrap_or(std::time::Duration::from_millis(500));
+    let max_backoff = retry.and_then(|r| r.max_backoff).map(|d| d.0).unwrap_or(std::time::Duration::from_secs(30));
+    if initial_backoff > max_backoff {
+        cx.error("source.retry.initial_backoff", "initial_backoff is longer than max_backoff");
+    }
+    let timeout = s.timeout.map(|d| d.0).unwrap_or(std::time::Duration::from_secs(30));
+    if timeout.is_zero() {
+        cx.error("source.timeout", "a timeout of zero would fail every request");
+    }
+    let rate_limit = s.rate_limit.as_ref().map(|r| r.requests_per_second);
+    if let Some(rps) = rate_limit {
+        if !(rps > 0.0 && rps.is_finite()) {
+            cx.error("source.rate_limit.requests_per_second", "requests_per_second must be a positive number");
+        }
+    }
+    let concurrency = s.concurrency.unwrap_or(4);
+    if !(1..=64).contains(&concurrency) {
+        cx.error("source.concurrency", "concurrency must be between 1 and 64");
+    }
+    Some(p::Source {
+        base_url: base_url?,
+        headers: headers?,
+        params: params?,
+        auth: auth?,
+        timeout,
+        retry: p::Retry { max_attempts, initial_backoff, max_backoff },
+        rate_limit,
+        concurrency: concurrency as usize,
+    })
+}
+
+fn interp_map(cx: &mut Ctx, path: &str, map: &BTreeMap<String, String>) -> Option<Vec<(String, Interp)>> {
+    let mut out = Vec::new();
+    let mut ok = true;
+    for (k, v) in map {
+        match cx.interp(&format!("{path}.{k}"), v) {
+            Some(t) => out.push((k.clone(), t)),
+            None => ok = false,
+        }
+    }
+    ok.then_some(out)
+}
+
+fn compile_staging(cx: &mut Ctx, s: &RawStaging) -> Option<p::Staging> {
+    let location = cx.interp("staging.location", &s.location);
+    if let Some(loc) = location.as_ref().and_then(Interp::offline) {
+        if let Some(rest) = loc.strip_prefix("s3://") {
+            if rest.split('/').next().unwrap_or("").is_empty() {
+                cx.error("staging.location", format!("`{loc}` names no bucket; write `s3://bucket/prefix`"));
+            }
+        } else if loc.contains("://") && !loc.starts_with("file://") {
+            cx.error("staging.location", format!("`{loc}` is neither `file://…`, a folder path nor `s3://bucket/prefix`"));
+        }
+    }
+    let key = match KeyTemplate::parse(s.key.as_deref().unwrap_or(DEFAULT_KEY)) {
+        Ok(k) => Some(k),
+        Err(e) => {
+            cx.error("staging.key", e);
+            None
+        }
+    };
+    let part_size = s.part_size.map(|b| b.0).unwrap_or(64 << 20);
+    if part_size < 1024 {
+        cx.error("staging.part_size", "part_size must be at least 1KiB");
+    }
+    let region = s.region.as_ref().and_then(|r| cx.interp("staging.region", r));
+    let endpoint = s.endpoint.as_ref().and_then(|r| cx.interp("staging.endpoint", r));
+    if let Some(t) = &endpoint {
+        check_url(cx, "staging.endpoint", t);
+    }
+    Some(p::Staging { location: location?, key: key?, part_size, region, endpoint, path_style: s.path_style })
+}
+
+fn compile_warehouse(cx: &mut Ctx, w: &RawWarehouse) -> Option<p::Warehouse> {
+    let url = cx.interp("warehouse.url", &w.url);
+    if let Some(t) = &url {
+        if !t.has_vars() && t.raw().contains('@') && t.raw().contains(':') {
+            cx.error("warehouse.url", "a database URL with a password must come from the environment: write `${DATABASE_URL}`");
+        }
+    }
+    let schema_ok = cx.ident("warehouse.schema", &w.schema);
+    if w.schema == "_sluice" {
+        cx.error("warehouse.schema", "`_sluice` is where sluice keeps its ledger; choose another schema");
+    }
+    (schema_ok && url.is_some()).then(|| p::Warehouse { url: url.unwrap_or_else(|| unreachable!()), schema: w.schema.clone() })
+}
+
+fn compile_resource(cx: &mut Ctx, path: &str, r: &RawResource) -> Option<p::Resource> {
+    let name_ok = cx.ident(&format!("{path}.name"), &r.name);
+    let rpath = format!("{path}.path");
+    if r.path.contains(char::is_whitespace) || r.path.contains("://") {
+        cx.error(&rpath, format!("`{}` must be a path below base_url such as `/character`, without spaces", r.path));
+    }
+    let params = interp_map(cx, &format!("{path}.params"), &r.params);
+    let records = cx.jsonpath(&format!("{path}.records"), &r.records);
+    let ppath = format!("{path}.paginate");
+    let paginator = match r.paginate.as_ref().unwrap_or(&RawPaginate::None) {
+        RawPaginate::None => Some(p::Paginator::None),
+        RawPaginate::NextUrl { next } => cx.jsonpath(&format!("{ppath}.next"), next).map(|next| p::Paginator::NextUrl { next }),
+        RawPaginate::PageNumber { param, start, total_pages } => {
+            let param = param.clone().unwrap_or_else(|| "page".into());
+            if param.is_empty() {
+                cx.error(&format!("{ppath}.param"), "the page parameter name cannot be empty");
+            }
+            let total = match total_pages {
+                Some(t) => Some(cx.jsonpath(&format!("{ppath}.total_pages"), t)).map(|o| o.ok_or(())),
+                None => None,
+            };
+            match total {
+                Some(Err(())) => None,
+                Some(Ok(t)) => Some(p::Paginator::PageNumber { param, start: start.unwrap_or(1), total_pages: Some(t) }),
+                None => Some(p::Paginator::PageNumber { param, start: start.unwrap_or(1), total_pages: None }),
+            }
+        }
+        RawPaginate::Offset { limit_param, offset_param, limit, total } => {
+            if *limit == 0 {
+                cx.error(&format!("{ppath}.limit"), "limit must be at least 1");
+            }
+            let total = match total {
+                Some(t) => match cx.jsonpath(&format!("{ppath}.total"), t) {
+                    Some(t) => Some(Some(t)),
+                    None => None,
+                },
+                None => Some(None),
+            };
+            total.map(|total| p::Paginator::Offset {
+                limit_param: limit_param.clone().unwrap_or_else(|| "limit".into()),
+                offset_param: offset_param.clone().unwrap_or_else(|| "offset".into()),
+                limit: *limit,
+                total,
+            })
+        }
+        RawPaginate::Cursor { cursor, param } => {
+            if param.is_empty() {
+                cx.error(&format!("{ppath}.param"), "the cursor parameter name cannot be empty");
+            }
+            cx.jsonpath(&format!("{ppath}.cursor"), cursor).map(|cursor| p::Paginator::Cursor { cursor, param: param.clone() })
+        }
+        RawPaginate::LinkHeader => Some(p::Paginator::LinkHeader),
+    };
+    let max_pages = r.max_pages.unwrap_or(10_000);
+    if max_pages == 0 {
+        cx.error(&format!("{path}.max_pages"), "max_pages must be at least 1");
+    }
+    let table = compile_table(cx, &format!("{path}.table"), &r.table, None);
+    let mut tables = vec![table];
+    for (i, n) in r.table.nested.iter().enumerate() {
+        tables.push(compile_nested(cx, &format!("{path}.table.nested[{i}]"), n, &r.table));
+    }
+    let tables: Option<Vec<p::Table>> = tables.into_iter().collect();
+    if !name_ok {
+        return None;
+    }
+    Some(p::Resource {
+        name: r.name.clone(),
+        path: r.path.clone(),
+        method: r.method.unwrap_or(HttpMethod::Get),
+        params: params?,
+        records: records?,
+        paginator: paginator?,
+        max_pages,
+        tables: tables?,
+    })
+}
+
+fn compile_nested(cx: &mut Ctx, path: &str, n: &RawNested, parent: &RawTable) -> Option<p::Table> {
+    let each = cx.jsonpath(&format!("{path}.each"), &n.each);
+    let as_table = RawTable {
+        name: n.name.clone(),
+        write: n.write.or(parent.write),
+        primary_key: n.primary_key.clone(),
+        on_error: parent.on_error,
+        run_id_column: parent.run_id_column,
+        description: n.description.clone(),
+        columns: n.columns.clone(),
+        nested: Vec::new(),
+    };
+    let mut t = compile_table(cx, path, &as_table, Some(parent))?;
+    t.each = Some(each?);
+    Some(t)
+}
+
+/// Which transforms make sense before coercion to which column type.
+fn transform_fits(t: Transform, ty: ColumnType) -> bool {
+    use ColumnType::*;
+    match t {
+        Transform::EpochMs | Transform::EpochS => matches!(ty, Timestamptz | Date),
+        Transform::UrlLastSegment => matches!(ty, Text | Integer | Bigint | Numeric),
+        Transform::Lowercase | Transform::Uppercase | Transform::Trim => !matches!(ty, Jsonb),
+        Transform::EmptyAsNull => true,
+    }
+}
+
+fn compile_table(cx: &mut Ctx, path: &str, t: &RawTable, parent: Option<&RawTable>) -> Option<p::Table> {
+    let mut ok = cx.ident(&format!("{path}.name"), &t.name);
+    if t.columns.is_empty() {
+        cx.error(&format!("{path}.columns"), "a table needs at least one column");
+        ok = false;
+    }
+    let mut seen: HashSet<&str> = HashSet::new();
+    let mut columns = Vec::new();
+    for (i, c) in t.columns.iter().enumerate() {
+        let cpath = format!("{path}.columns[{i}]");
+        if !seen.insert(c.name.as_str()) {
+            cx.error(&format!("{cpath}.name"), format!("duplicate column `{}` in table `{}`", c.name, t.name));
+            ok = false;
+        }
+        if c.name == RUN_ID_COLUMN && t.run_id_column.unwrap_or(true) {
+            cx.error(&format!("{cpath}.name"), format!("`{RUN_ID_COLUMN}` is added by sluice; set `run_id_column: false` to name a column so"));
+            ok = false;
+        }
+        match compile_column(cx, &cpath, c, t, parent) {
+            Some(col) => columns.push(col),
+            None => ok = false,
+        }
+    }
+    let mut pk_seen = HashSet::new();
+    for (i, k) in t.primary_key.iter().enumerate() {
+        let kpath = format!("{path}.primary_key[{i}]");
+        if !pk_seen.insert(k) {
+            cx.error(&kpath, format!("`{k}` is listed twice in the primary key"));
+            ok = false;
+        }
+        match t.columns.iter().position(|c| &c.name == k) {
+            None => {
+                let hint = did_you_mean(k, t.columns.iter().map(|c| c.name.as_str()))
+                    .map(|s| format!("; did you mean `{s}`?"))
+                    .unwrap_or_default();
+                cx.error(&kpath, format!("primary key column `{k}` is not a column of table `{}`{hint}", t.name));
+                ok = false;
+            }
+            Some(ci) => {
+                if t.columns[ci].nullable == Some(true) {
+                    cx.error(&format!("{path}.columns[{ci}].nullable"), format!("`{k}` is in the primary key, so it cannot be nullable"));
+                    ok = false;
+                }
+                if matches!(t.columns[ci].column_type, Some(ColumnType::Jsonb)) {
+                    cx.error(&kpath, format!("`{k}` is jsonb, which cannot be part of a primary key"));
+                    ok = false;
+                }
+            }
+        }
+    }
+    let write = t.write.unwrap_or_default();
+    if write == WriteMode::Merge && t.primary_key.is_empty() {
+        let wpath = format!("{path}.write");
+        cx.error(&wpath, format!("table `{}` uses `write: merge` but has no `primary_key` to merge on", t.name));
+        ok = false;
+    }
+    if !ok {
+        return None;
+    }
+    for col in &mut columns {
+        if t.primary_key.contains(&col.name) {
+            col.nullable = false;
+        }
+    }
+    Some(p::Table {
+        name: t.name.clone(),
+        write,
+        primary_key: t.primary_key.clone(),
+        on_error: t.on_error.unwrap_or_default(),
+        run_id_column: t.run_id_column.unwrap_or(true),
+        description: t.description.clone(),
+        columns,
+        each: None,
+    })
+}
+
+fn compile_column(cx: &mut Ctx, path: &str, c: &RawColumn, table: &RawTable, parent: Option<&RawTable>) -> Option<p::Column> {
+    let mut ok = cx.ident(&format!("{path}.name"), &c.name);
+    let given: Vec<&str> = [
+        c.path.as_ref().map(|_| "path"),
+        c.value.as_ref().map(|_| "value"),
+        c.meta.as_ref().map(|_| "meta"),
+        c.from_parent.as_ref().map(|_| "from_parent"),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if given.len() > 1 {
+        cx.error_at_key(&format!("{path}.{}", given[1]), format!("column `{}` has both `{}` and `{}`; give exactly one", c.name, given[0], given[1]));
+        return None;
+    }
+    let mut column_type = c.column_type;
+    let value = if let Some(jp) = &c.path {
+        cx.jsonpath(&format!("{path}.path"), jp).map(ValueSource::Path)
+    } else if let Some(v) = &c.value {
+        Some(ValueSource::Const(v.clone()))
+    } else if let Some(m) = c.meta {
+        let fits = match m {
+            MetaValue::RunId | MetaValue::Pipeline => matches!(column_type, None | Some(ColumnType::Text)),
+            MetaValue::RunTime => matches!(column_type, None | Some(ColumnType::Timestamptz | ColumnType::Text)),
+        };
+        if !fits {
+            cx.error(&format!("{path}.type"), format!("`meta: {}` does not fit a {} column", meta_name(m), column_type.map(|t| t.name()).unwrap_or("")));
+            ok = false;
+        }
+        column_type = column_type.or(Some(match m {
+            MetaValue::RunTime => ColumnType::Timestamptz,
+            _ => ColumnType::Text,
+        }));
+        Some(ValueSource::Meta(m))
+    } else if let Some(from) = &c.from_parent {
+        match parent {
+            None => {
+                cx.error_at_key(&format!("{path}.from_parent"), "`from_parent` is only allowed in nested tables");
+                None
+            }
+            Some(parent) => match parent.columns.iter().position(|pc| &pc.name == from) {
+                None => {
+                    let hint = did_you_mean(from, parent.columns.iter().map(|c| c.name.as_str()))
+                        .map(|s| format!("; did you mean `{s}`?"))
+                        .unwrap_or_default();
+                    cx.error(&format!("{path}.from_parent"), format!("parent table `{}` has no column `{from}`{hint}", parent.name));
+                    None
+                }
+                Some(i) => {
+                    let parent_type = parent.columns[i].column_type.or_else(|| parent.columns[i].meta.map(|m| match m {
+                        MetaValue::RunTime => ColumnType::Timestamptz,
+                        _ => ColumnType::Text,
+                    }));
+                    match (column_type, parent_type) {
+                        (Some(mine), Some(theirs)) if mine != theirs => {
+                            cx.error(&format!("{path}.type"), format!("column `{}` is {} but parent column `{from}` is {}", c.name, mine.name(), theirs.name()));
+                            ok = false;
+                        }
+                        _ => column_type = column_type.or(parent_type),
+                    }
+                    Some(ValueSource::Parent(i))
+                }
+            },
+        }
+    } else {
+        cx.error(path, format!("column `{}` needs one of `path`, `value`, `meta` or `from_parent`", c.name));
+        None
+    };
+    let Some(column_type) = column_type else {
+        if value.is_some() {
+            cx.error(path, format!("column `{}` needs a `type` (text, integer, bigint, numeric, double, boolean, date, timestamptz, jsonb)", c.name));
+        }
+        return None;
+    };
+    let transforms = c.transform.as_ref().map(TransformList::to_vec).unwrap_or_default();
+    for (i, t) in transforms.iter().enumerate() {
+        if !transform_fits(*t, column_type) {
+            let tpath = match &c.transform {
+                Some(TransformList::Many(_)) => format!("{path}.transform[{i}]"),
+                _ => format!("{path}.transform"),
+            };
+            cx.error(&tpath, format!("transform `{}` does not fit column type {}", t.name(), column_type.name()));
+            ok = false;
+        }
+    }
+    if let (Some(ValueSource::Const(v)), true) = (&value, ok) {
+        if let Err(e) = crate::load::coerce::check_constant(v, column_type) {
+            cx.error(&format!("{path}.value"), e);
+            ok = false;
+        }
+    }
+    let references = match &c.references {
+        None => None,
+        Some(r) => match r.split_once('.') {
+            Some((t, col)) if !t.is_empty() && !col.is_empty() && !col.contains('.') => {
+                Some(Reference { table: t.to_string(), column: col.to_string() })
+            }
+            _ => {
+                cx.error(&format!("{path}.references"), format!("`{r}` must name a column as `table.column`"));
+                ok = false;
+                None
+            }
+        },
+    };
+    let _ = table;
+    if !ok {
+        return None;
+    }
+    Some(p::Column {
+        name: c.name.clone(),
+        column_type,
+        value: value?,
+        transforms,
+        nullable: c.nullable.unwrap_or(true),
+        references,
+        description: c.description.clone(),
+    })
+}
+
+fn meta_name(m: MetaValue) -> &'static str {
+    match m {
+        MetaValue::RunId => "run_id",
+        MetaValue::RunTime => "run_time",
+        MetaValue::Pipeline => "pipeline",
+    }
+}
+
+fn check_names_unique(cx: &mut Ctx, spec: &RawSpec) {
+    let mut resources: HashMap<&str, usize> = HashMap::new();
+    let mut tables: HashMap<&str, String> = HashMap::new();
+    for (i, r) in spec.resources.iter().enumerate() {
+        if let Some(first) = resources.insert(r.name.as_str(), i) {
+            cx.error(&format!("resources[{i}].name"), format!("duplicate resource name `{}` (first used by resources[{first}])", r.name));
+        }
+        let mut names = vec![(r.table.name.as_str(), format!("resources[{i}].table.name"))];
+        for (j, n) in r.table.nested.iter().enumerate() {
+            names.push((n.name.as_str(), format!("resources[{i}].table.nested[{j}].name")));
+        }
+        for (name, path) in names {
+            if let Some(first) = tables.get(name) {
+                let line = cx.positions.value(first).line;
+                cx.error(&path, format!("duplicate table name `{name}` (first defined on line {line})"));
+            } else {
+                tables.insert(name, path);
+            }
+        }
+    }
+}
+
+/// Foreign keys: the target exists, is its table's whole primary key (PostgreSQL needs a
+/// unique target), has the same type, and the references do not form a cycle.
+fn check_references(cx: &mut Ctx, spec: &RawSpec, resources: &[p::Resource]) {
+    let tables: HashMap<&str, &p::Table> = resources.iter().flat_map(|r| r.tables.iter()).map(|t| (t.name.as_str(), t)).collect();
+    let mut edges: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for (ri, (raw, res)) in spec.resources.iter().zip(resources).enumerate() {
+        let raw_tables: Vec<(String, &Vec<RawColumn>)> = std::iter::once((format!("resources[{ri}].table"), &raw.table.columns))
+            .chain(raw.table.nested.iter().enumerate().map(|(j, n)| (format!("resources[{ri}].table.nested[{j}]"), &n.columns)))
+            .collect();
+        for ((tpath, _), table) in raw_tables.iter().zip(&res.tables) {
+            for (ci, col) in table.columns.iter().enumerate() {
+                let Some(r) = &col.references else { continue };
+                let path = format!("{tpath}.columns[{ci}].references");
+                let Some(target) = tables.get(r.table.as_str()) else {
+                    let hint = did_you_mean(&r.table, tables.keys().copied()).map(|s| format!("; did you mean `{s}`?")).unwrap_or_default();
+                    cx.error(&path, format!("`{}.{}` references table `{}`, which this spec does not define{hint}", r.table, r.column, r.table));
+                    continue;
+                };
+                let Some(tc) = target.column(&r.column) else {
+                    let hint = did_you_mean(&r.column, target.columns.iter().map(|c| c.name.as_str())).map(|s| format!("; did you mean `{s}`?")).unwrap_or_default();
+                    cx.error(&path, format!("table `{}` has no column `{}`{hint}", r.table, r.column));
+                    continue;
+                };
+                if target.primary_key != [r.column.clone()] {
+                    cx.error(&path, format!("`{}.{}` is not the primary key of `{}`; a reference must target a table's single-column primary key", r.table, r.column, r.table));
+                    continue;
+                }
+                if tc.column_type != col.column_type {
+                    cx.error(&path, format!("column `{}` is {} but `{}.{}` is {}; a reference needs the same type", col.name, col.column_type.name(), r.table, r.column, tc.column_type.name()));
+                    continue;
+                }
+                if r.table != table.name {
+                    edges.entry(table.name.as_str()).or_default().push(target.name.as_str());
+                }
+            }
+        }
+    }
+    if let Some(cycle) = find_cycle(&edges) {
+        let first = cycle[0];
+        let path = spec
+            .resources
+            .iter()
+            .enumerate()
+            .find_map(|(i, r)| (r.table.name == first).then(|| format!("resources[{i}].table.name")))
+            .unwrap_or_else(|| "resources".into());
+        cx.error(&path, format!("references form a cycle ({}); tables could not be created in any order", cycle.join(" → ")));
+    }
+}
+
+fn find_cycle<'a>(edges: &BTreeMap<&'a str, Vec<&'a str>>) -> Option<Vec<&'a str>> {
+    fn visit<'a>(n: &'a str, edges: &BTreeMap<&'a str, Vec<&'a str>>, stack: &mut Vec<&'a str>, done: &mut HashSet<&'a str>) -> Option<Vec<&'a str>> {
+        if let Some(i) = stack.iter().position(|s| *s == n) {
+            let mut c = stack[i..].to_vec();
+            c.push(n);
+            return Some(c);
+        }
+        if !done.insert(n) {
+            return None;
+        }
+        stack.push(n);
+        for m in edges.get(n).into_iter().flatten() {
+            if let Some(c) = visit(m, edges, stack, done) {
+                return Some(c);
+            }
+        }
+        stack.pop();
+        None
+    }
+    let mut done = HashSet::new();
+    for n in edges.keys() {
+        if let Some(c) = visit(n, edges, &mut Vec::new(), &mut done) {
+            return Some(c);
+        }
+    }
+    None
+}

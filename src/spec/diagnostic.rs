@@ -1,0 +1,134 @@
+//! Spec problems as data: file, line, column, field path and message. Rendering them
+//! for people (`human`), machines (`json`) or GitHub Actions (`github`) is a choice of
+//! printer, not of checker.
+
+use serde::Serialize;
+
+use super::load::Pos;
+
+/// One problem in a spec file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Diagnostic {
+    pub file: String,
+    pub line: usize,
+    pub column: usize,
+    /// Field path inside the spec, for example `resources[0].table.columns[2].type`.
+    pub path: String,
+    pub message: String,
+}
+
+impl Diagnostic {
+    pub fn new(file: &str, pos: Pos, path: &str, message: impl Into<String>) -> Self {
+        Diagnostic {
+            file: file.to_string(),
+            line: pos.line,
+            column: pos.column,
+            path: path.to_string(),
+            message: message.into(),
+        }
+    }
+
+    /// `file:line:column: error: path: message`, then the source line and a caret.
+    pub fn render_human(&self, source: Option<&str>) -> String {
+        let mut out = format!("{}:{}:{}: error: ", self.file, self.line, self.column);
+        if !self.path.is_empty() {
+            out.push_str(&format!("{}: ", self.path));
+        }
+        out.push_str(&self.message);
+        out.push('\n');
+        if let Some(line) = source.and_then(|s| s.lines().nth(self.line.saturating_sub(1))) {
+            let gutter = self.line.to_string();
+            out.push_str(&format!("{} |\n", " ".repeat(gutter.len())));
+            out.push_str(&format!("{gutter} | {line}\n"));
+            let pad: String = line
+                .chars()
+                .take(self.column.saturating_sub(1))
+                .map(|c| if c == '\t' { '\t' } else { ' ' })
+                .collect();
+            out.push_str(&format!("{} | {pad}^\n", " ".repeat(gutter.len())));
+        }
+        out
+    }
+
+    /// A GitHub Actions workflow command that annotates the line in a pull request.
+    pub fn render_github(&self) -> String {
+        let message = if self.path.is_empty() {
+            self.message.clone()
+        } else {
+            format!("{}: {}", self.path, self.message)
+        };
+        format!(
+            "::error file={},line={},col={},title=sluice validate::{}",
+            escape_property(&self.file),
+            self.line,
+            self.column,
+            escape_data(&message)
+        )
+    }
+
+    pub fn render_json(&self) -> String {
+        serde_json::to_string(self).expect("diagnostic serializes")
+    }
+}
+
+fn escape_data(s: &str) -> String {
+    s.replace('%', "%25").replace('\r', "%0D").replace('\n', "%0A")
+}
+
+fn escape_property(s: &str) -> String {
+    escape_data(s).replace(':', "%3A").replace(',', "%2C")
+}
+
+/// The closest candidate to a misspelt word, if one is close enough to be a likely typo.
+pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    candidates
+        .into_iter()
+        .map(|c| (edit_distance(word, c), c))
+        .filter(|(d, c)| *d <= (c.len().max(word.len()) / 3).max(1))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.iter().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != cb);
+            cur[j + 1] = (prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suggests_close_words_only() {
+        let keys = ["columns", "primary_key", "write"];
+        assert_eq!(did_you_mean("colums", keys), Some("columns"));
+        assert_eq!(did_you_mean("primarykey", keys), Some("primary_key"));
+        assert_eq!(did_you_mean("zebra", keys), None);
+    }
+
+    #[test]
+    fn human_rendering_points_a_caret_at_the_column() {
+        let d = Diagnostic::new("p.yaml", Pos { line: 2, column: 7 }, "b", "bad");
+        let text = d.render_human(Some("a: 1\nb:    x\n"));
+        assert_eq!(text, "p.yaml:2:7: error: b: bad\n  |\n2 | b:    x\n  |       ^\n");
+    }
+
+    #[test]
+    fn github_rendering_escapes_properties() {
+        let d = Diagnostic::new("a,b.yaml", Pos { line: 3, column: 1 }, "", "50% off\nnow");
+        assert_eq!(
+            d.render_github(),
+            "::error file=a%2Cb.yaml,line=3,col=1,title=sluice validate::50%25 off%0Anow"
+        );
+    }
+}

@@ -1,0 +1,498 @@
+//! The raw spec types: exactly what a pipeline YAML file may say, nothing checked yet
+//! beyond shape. Every doc comment here becomes the JSON Schema description and the
+//! README's spec reference, so it is written for the person authoring a spec.
+//!
+//! Fields marked *interpolated* may contain `${VAR}` or `${VAR:-default}`; they are
+//! resolved from the environment only when a pipeline runs, never when it is validated.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+use super::units::{ByteSize, Duration};
+
+/// A sluice pipeline: one REST API source, one staging location, one PostgreSQL
+/// warehouse and the resources that flow between them.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "sluice pipeline spec")]
+pub struct RawSpec {
+    /// Version of the spec language. Always `1`.
+    pub version: u32,
+    /// Pipeline name: a lowercase identifier used in staging keys, the ledger and diagrams.
+    pub name: String,
+    /// One line that says what the pipeline brings in; shown as the diagram title.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// The HTTP API every resource is read from.
+    pub source: RawSource,
+    /// Where raw records are staged between extract and load.
+    pub staging: RawStaging,
+    /// The PostgreSQL database the tables are loaded into.
+    pub warehouse: RawWarehouse,
+    /// Where the pipeline runs in production; only used to draw the architecture diagram.
+    #[serde(default)]
+    pub runtime: Option<RawRuntime>,
+    /// The API endpoints to extract, each loaded into one table (plus nested child tables).
+    pub resources: Vec<RawResource>,
+}
+
+/// The HTTP API shared by all resources.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawSource {
+    /// Base URL that every resource `path` is appended to (*interpolated*),
+    /// for example `${RICKANDMORTY_BASE_URL:-https://rickandmortyapi.com/api}`.
+    pub base_url: String,
+    /// Headers sent with every request; values are *interpolated*.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Query parameters sent with every request; values are *interpolated*.
+    #[serde(default)]
+    pub params: BTreeMap<String, String>,
+    /// Authentication: `none`, or a mapping with `type: bearer | api_key | basic`.
+    #[serde(default)]
+    pub auth: RawAuth,
+    /// Timeout of one HTTP request, for example `30s` or `500ms`. Default `30s`.
+    #[serde(default)]
+    pub timeout: Option<Duration>,
+    /// How failed requests (connect errors, timeouts, 429, 500/502/503/504) are retried.
+    #[serde(default)]
+    pub retry: Option<RawRetry>,
+    /// Client-side rate limit shared by all resources.
+    #[serde(default)]
+    pub rate_limit: Option<RawRateLimit>,
+    /// Pages fetched at once when the page count is known up front. Default 4.
+    #[serde(default)]
+    pub concurrency: Option<u32>,
+}
+
+/// Authentication for the source API. Secrets come from the environment only.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum RawAuth {
+    /// `none`: no authentication.
+    Keyword(AuthKeyword),
+    /// A mapping with `type: bearer | api_key | basic`.
+    Config(RawAuthConfig),
+}
+
+impl Default for RawAuth {
+    fn default() -> Self {
+        RawAuth::Keyword(AuthKeyword::None)
+    }
+}
+
+/// The keyword form of `auth`.
+#[derive(Debug, Clone, Copy, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthKeyword {
+    /// No authentication.
+    None,
+}
+
+/// Authentication with credentials.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum RawAuthConfig {
+    /// `Authorization: Bearer <token>`.
+    Bearer {
+        /// The token (*interpolated*), normally `${SOME_API_KEY}`.
+        token: String,
+    },
+    /// An API key sent in a header or a query parameter.
+    ApiKey {
+        /// Header or query parameter name, for example `X-Api-Key`.
+        name: String,
+        /// The key (*interpolated*), normally `${SOME_API_KEY}`.
+        value: String,
+        /// Where the key goes: `header` (default) or `query`.
+        #[serde(default, rename = "in")]
+        location: ApiKeyLocation,
+    },
+    /// HTTP basic authentication.
+    Basic {
+        /// User name (*interpolated*).
+        username: String,
+        /// Password (*interpolated*), normally `${SOME_PASSWORD}`.
+        password: String,
+    },
+}
+
+/// Where an API key is sent.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ApiKeyLocation {
+    /// In a request header.
+    #[default]
+    Header,
+    /// In a query parameter.
+    Query,
+}
+
+/// Retry policy with exponential backoff and full jitter; `Retry-After` is honoured.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawRetry {
+    /// Attempts per request, the first included. Default 5.
+    #[serde(default)]
+    pub max_attempts: Option<u32>,
+    /// Backoff before the first retry. Default `500ms`.
+    #[serde(default)]
+    pub initial_backoff: Option<Duration>,
+    /// Longest wait between two attempts, `Retry-After` included. Default `30s`.
+    #[serde(default)]
+    pub max_backoff: Option<Duration>,
+}
+
+/// Client-side rate limit (token bucket).
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawRateLimit {
+    /// Requests per second across all resources.
+    pub requests_per_second: f64,
+}
+
+/// Where raw records are staged.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawStaging {
+    /// `file://path`, a plain folder path, or `s3://bucket/prefix` (*interpolated*).
+    pub location: String,
+    /// Object key template below the location. Placeholders: `{pipeline}`, `{resource}`,
+    /// `{run_id}`, `{part}` and `{run_time:<strftime>}`, for example
+    /// `{pipeline}/{resource}/{run_time:%Y/%m/%d/%H/%M}/{run_id}-{part}.jsonl.gz`.
+    #[serde(default)]
+    pub key: Option<String>,
+    /// Format of staged objects. Only `jsonl_gzip` (gzip JSON Lines of the raw records).
+    #[serde(default)]
+    pub format: Option<StagingFormat>,
+    /// Largest uncompressed size of one staged part before a new part starts, for example
+    /// `64MiB`. Default `64MiB`.
+    #[serde(default)]
+    pub part_size: Option<ByteSize>,
+    /// AWS region of the S3 bucket (*interpolated*); defaults to the AWS chain's region.
+    #[serde(default)]
+    pub region: Option<String>,
+    /// Endpoint URL of an S3-compatible store (*interpolated*), for example MinIO.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// Use path-style S3 addressing (needed by most S3-compatible stores). Default: true
+    /// when `endpoint` is set.
+    #[serde(default)]
+    pub path_style: Option<bool>,
+}
+
+/// Format of staged objects.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StagingFormat {
+    /// Gzip-compressed JSON Lines, one raw record a line.
+    #[default]
+    JsonlGzip,
+}
+
+/// The PostgreSQL warehouse.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawWarehouse {
+    /// libpq URL or key/value connection string (*interpolated*), normally `${DATABASE_URL}`.
+    pub url: String,
+    /// Schema the tables are created in.
+    pub schema: String,
+}
+
+/// Where the pipeline runs in production (for the architecture diagram).
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawRuntime {
+    /// `aws_lambda` (drawn with AWS icons) or `local`.
+    pub target: RuntimeTarget,
+    /// AWS region, for example `eu-west-1`.
+    #[serde(default)]
+    pub region: Option<String>,
+    /// Schedule expression, for example `rate(5 minutes)` or `cron(0 * * * ? *)`.
+    #[serde(default)]
+    pub schedule: Option<String>,
+}
+
+/// Production runtime.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RuntimeTarget {
+    /// Extract and load run as AWS Lambda functions, staging in S3, warehouse in RDS.
+    AwsLambda,
+    /// Runs wherever `sluice run` is started.
+    Local,
+}
+
+/// One API endpoint and the table it loads.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawResource {
+    /// Resource name, unique in the spec; used in staging keys and the ledger.
+    pub name: String,
+    /// Path appended to `source.base_url`, for example `/character`.
+    pub path: String,
+    /// HTTP method. Default `GET`.
+    #[serde(default)]
+    pub method: Option<HttpMethod>,
+    /// Query parameters of this resource; values are *interpolated*.
+    #[serde(default)]
+    pub params: BTreeMap<String, String>,
+    /// JSONPath (RFC 9535) selecting the records in each page, for example `$.results[*]`.
+    pub records: String,
+    /// How to get from one page to the next. Default `{type: none}`.
+    #[serde(default)]
+    pub paginate: Option<RawPaginate>,
+    /// Stop with an error after this many pages (guards against endless pagination).
+    /// Default 10000.
+    #[serde(default)]
+    pub max_pages: Option<u64>,
+    /// The table the records are loaded into.
+    pub table: RawTable,
+}
+
+/// HTTP method of a resource.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum HttpMethod {
+    /// GET (default).
+    Get,
+    /// POST with an empty body.
+    Post,
+}
+
+/// Pagination style.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum RawPaginate {
+    /// A single page.
+    None,
+    /// The page names the URL of the next page; stops when it is null, empty or absent.
+    NextUrl {
+        /// JSONPath to the next page's URL (absolute or relative), for example `$.info.next`.
+        next: String,
+    },
+    /// A page-number query parameter; stops on an empty page or after the total.
+    PageNumber {
+        /// Query parameter carrying the page number. Default `page`.
+        #[serde(default)]
+        param: Option<String>,
+        /// Number of the first page. Default 1.
+        #[serde(default)]
+        start: Option<u64>,
+        /// JSONPath to the total number of pages, for example `$.info.pages`.
+        #[serde(default)]
+        total_pages: Option<String>,
+    },
+    /// Limit/offset query parameters; stops on a short page or at the total.
+    Offset {
+        /// Query parameter carrying the page size. Default `limit`.
+        #[serde(default)]
+        limit_param: Option<String>,
+        /// Query parameter carrying the offset. Default `offset`.
+        #[serde(default)]
+        offset_param: Option<String>,
+        /// Records per page.
+        limit: u64,
+        /// JSONPath to the total number of records.
+        #[serde(default)]
+        total: Option<String>,
+    },
+    /// An opaque cursor from each page sent back as a query parameter; stops when absent.
+    Cursor {
+        /// JSONPath to the next cursor, for example `$.meta.next_cursor`.
+        cursor: String,
+        /// Query parameter that carries the cursor.
+        param: String,
+    },
+    /// RFC 8288 `Link: <…>; rel="next"` response header.
+    LinkHeader,
+}
+
+/// A PostgreSQL table.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawTable {
+    /// Table name (a PostgreSQL identifier, at most 63 bytes).
+    pub name: String,
+    /// What a load does to existing rows: `append`, `replace` or `merge`. Default `append`.
+    #[serde(default)]
+    pub write: Option<WriteMode>,
+    /// Primary key columns; required for `merge`.
+    #[serde(default)]
+    pub primary_key: Vec<String>,
+    /// What to do with a record that does not fit: `fail` (default), `skip`, `quarantine`.
+    #[serde(default)]
+    pub on_error: Option<OnError>,
+    /// Add a `_sluice_run_id` column tracing every row to its run. Default true.
+    #[serde(default)]
+    pub run_id_column: Option<bool>,
+    /// Table comment.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// The columns, in order.
+    pub columns: Vec<RawColumn>,
+    /// Child tables with one row per element of an array in each record.
+    #[serde(default)]
+    pub nested: Vec<RawNested>,
+}
+
+/// A child table fed by an array inside each parent record.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawNested {
+    /// Table name.
+    pub name: String,
+    /// JSONPath, relative to the parent record, selecting the elements, e.g. `$.episode[*]`.
+    pub each: String,
+    /// Write mode; defaults to the parent table's.
+    #[serde(default)]
+    pub write: Option<WriteMode>,
+    /// Primary key columns; required for `merge`.
+    #[serde(default)]
+    pub primary_key: Vec<String>,
+    /// Table comment.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// The columns; paths are relative to the element, `from_parent` copies a parent column.
+    pub columns: Vec<RawColumn>,
+}
+
+/// Write mode of a table.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum WriteMode {
+    /// Insert every row.
+    #[default]
+    Append,
+    /// The table's rows become exactly this run's rows.
+    Replace,
+    /// Upsert on the primary key; the last record wins.
+    Merge,
+}
+
+/// Policy for a record whose value does not fit its column.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OnError {
+    /// Stop, roll back the whole load and report the record.
+    #[default]
+    Fail,
+    /// Leave the record out and count it.
+    Skip,
+    /// Store the raw record and the reason in `_sluice.rejects`.
+    Quarantine,
+}
+
+/// One column of a table.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawColumn {
+    /// Column name (a PostgreSQL identifier).
+    pub name: String,
+    /// Column type. Required unless `from_parent` is given.
+    #[serde(default, rename = "type")]
+    pub column_type: Option<ColumnType>,
+    /// JSONPath to the value inside the record (or the nested element), e.g. `$.origin.url`.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// A constant value instead of a path.
+    #[serde(default)]
+    pub value: Option<String>,
+    /// Run metadata instead of a path: `run_id`, `run_time` or `pipeline`.
+    #[serde(default)]
+    pub meta: Option<MetaValue>,
+    /// Nested tables only: copy this column of the parent row.
+    #[serde(default)]
+    pub from_parent: Option<String>,
+    /// Transform(s) applied to the value before it is coerced to the type, in order.
+    #[serde(default)]
+    pub transform: Option<TransformList>,
+    /// Whether the column may be null. Default true (primary key columns never are).
+    #[serde(default)]
+    pub nullable: Option<bool>,
+    /// Foreign key, as `table.column` of a table in this spec.
+    #[serde(default)]
+    pub references: Option<String>,
+    /// Column comment.
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+/// One transform or a list of transforms.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum TransformList {
+    /// A single transform.
+    One(Transform),
+    /// Transforms applied in order.
+    Many(Vec<Transform>),
+}
+
+impl TransformList {
+    pub fn to_vec(&self) -> Vec<Transform> {
+        match self {
+            TransformList::One(t) => vec![*t],
+            TransformList::Many(v) => v.clone(),
+        }
+    }
+}
+
+/// PostgreSQL column types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ColumnType {
+    /// `text`.
+    Text,
+    /// `integer` (32-bit).
+    Integer,
+    /// `bigint` (64-bit).
+    Bigint,
+    /// `numeric`: exact decimals of any precision (numbers sent as strings stay exact).
+    Numeric,
+    /// `double precision`.
+    Double,
+    /// `boolean`.
+    Boolean,
+    /// `date`.
+    Date,
+    /// `timestamptz` (ISO 8601, or epoch seconds/milliseconds through a transform).
+    Timestamptz,
+    /// `jsonb`: any JSON value, stored as is.
+    Jsonb,
+}
+
+/// Value transforms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Transform {
+    /// The last path segment of a URL (`…/location/3` → `3`); empty URL → null.
+    UrlLastSegment,
+    /// Epoch milliseconds → timestamp.
+    EpochMs,
+    /// Epoch seconds → timestamp.
+    EpochS,
+    /// Empty string → null.
+    EmptyAsNull,
+    /// Lowercase text.
+    Lowercase,
+    /// Uppercase text.
+    Uppercase,
+    /// Strip leading and trailing white space.
+    Trim,
+}
+
+/// Run metadata a column can hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum MetaValue {
+    /// The run id (text).
+    RunId,
+    /// The time the run started (timestamptz).
+    RunTime,
+    /// The pipeline name (text).
+    Pipeline,
+}

@@ -1,0 +1,438 @@
+//! The validated pipeline: what `compile` returns once every check has passed. Everything
+//! downstream (extract, stage, load, ddl, diagram) reads these types and never the raw
+//! spec, so it can rely on names being valid, paths compiled and references resolved.
+
+use chrono::{DateTime, Utc};
+
+pub use super::model::{
+    ApiKeyLocation, ColumnType, HttpMethod, MetaValue, OnError, RuntimeTarget, Transform, WriteMode,
+};
+use super::{interp::Interp, jsonpath::JsonPath};
+
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    pub(crate) file: String,
+    pub(crate) name: String,
+    pub(crate) description: Option<String>,
+    /// SHA-256 of the spec file, recorded in manifests and the ledger.
+    pub(crate) spec_hash: String,
+    pub(crate) source: Source,
+    pub(crate) staging: Staging,
+    pub(crate) warehouse: Warehouse,
+    pub(crate) runtime: Option<Runtime>,
+    pub(crate) resources: Vec<Resource>,
+}
+
+impl Pipeline {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    pub fn file(&self) -> &str {
+        &self.file
+    }
+    pub fn description(&self) -> Option<&str> {
+        self.description.as_deref()
+    }
+    pub fn spec_hash(&self) -> &str {
+        &self.spec_hash
+    }
+    pub fn source(&self) -> &Source {
+        &self.source
+    }
+    pub fn staging(&self) -> &Staging {
+        &self.staging
+    }
+    pub fn warehouse(&self) -> &Warehouse {
+        &self.warehouse
+    }
+    pub fn runtime(&self) -> Option<&Runtime> {
+        self.runtime.as_ref()
+    }
+    pub fn resources(&self) -> &[Resource] {
+        &self.resources
+    }
+    pub fn resource(&self, name: &str) -> Option<&Resource> {
+        self.resources.iter().find(|r| r.name == name)
+    }
+    /// Every table of the pipeline, resource tables and nested tables, in spec order.
+    pub fn tables(&self) -> impl Iterator<Item = &Table> {
+        self.resources.iter().flat_map(|r| r.tables.iter())
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub base_url: Interp,
+    pub headers: Vec<(String, Interp)>,
+    pub params: Vec<(String, Interp)>,
+    pub auth: Auth,
+    pub timeout: std::time::Duration,
+    pub retry: Retry,
+    pub rate_limit: Option<f64>,
+    pub concurrency: usize,
+}
+
+#[derive(Debug, Clone)]
+pub enum Auth {
+    None,
+    Bearer { token: Interp },
+    ApiKey { name: String, value: Interp, location: ApiKeyLocation },
+    Basic { username: Interp, password: Interp },
+}
+
+impl Auth {
+    /// The kind of authentication, for logs and diagrams (never a secret).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Auth::None => "none",
+            Auth::Bearer { .. } => "bearer token",
+            Auth::ApiKey { location: ApiKeyLocation::Header, .. } => "API key (header)",
+            Auth::ApiKey { location: ApiKeyLocation::Query, .. } => "API key (query)",
+            Auth::Basic { .. } => "basic",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Retry {
+    pub max_attempts: u32,
+    pub initial_backoff: std::time::Duration,
+    pub max_backoff: std::time::Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Staging {
+    pub location: Interp,
+    pub key: KeyTemplate,
+    pub part_size: u64,
+    pub region: Option<Interp>,
+    pub endpoint: Option<Interp>,
+    pub path_style: Option<bool>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Warehouse {
+    pub url: Interp,
+    pub schema: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Runtime {
+    pub target: RuntimeTarget,
+    pub region: Option<String>,
+    pub schedule: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Resource {
+    pub name: String,
+    pub path: String,
+    pub method: HttpMethod,
+    pub params: Vec<(String, Interp)>,
+    pub records: JsonPath,
+    pub paginator: Paginator,
+    pub max_pages: u64,
+    /// The resource's own table first, then its nested tables.
+    pub tables: Vec<Table>,
+}
+
+#[derive(Debug, Clone)]
+pub enum Paginator {
+    None,
+    NextUrl { next: JsonPath },
+    PageNumber { param: String, start: u64, total_pages: Option<JsonPath> },
+    Offset { limit_param: String, offset_param: String, limit: u64, total: Option<JsonPath> },
+    Cursor { cursor: JsonPath, param: String },
+    LinkHeader,
+}
+
+impl Paginator {
+    /// A short description for logs and diagrams.
+    pub fn describe(&self) -> String {
+        match self {
+            Paginator::None => "single page".into(),
+            Paginator::NextUrl { next } => format!("next URL {}", next.as_str()),
+            Paginator::PageNumber { param, .. } => format!("page number ?{param}="),
+            Paginator::Offset { limit_param, offset_param, limit, .. } => {
+                format!("offset ?{offset_param}=&{limit_param}={limit}")
+            }
+            Paginator::Cursor { param, .. } => format!("cursor ?{param}="),
+            Paginator::LinkHeader => "Link rel=next".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Table {
+    pub name: String,
+    pub write: WriteMode,
+    pub primary_key: Vec<String>,
+    pub on_error: OnError,
+    pub run_id_column: bool,
+    pub description: Option<String>,
+    pub columns: Vec<Column>,
+    /// Nested tables: the JSONPath selecting the elements inside each parent record.
+    pub each: Option<JsonPath>,
+}
+
+/// Name of the column that traces each row to its run.
+pub const RUN_ID_COLUMN: &str = "_sluice_run_id";
+
+impl Table {
+    pub fn column(&self, name: &str) -> Option<&Column> {
+        self.columns.iter().find(|c| c.name == name)
+    }
+    pub fn is_nested(&self) -> bool {
+        self.each.is_some()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Column {
+    pub name: String,
+    pub column_type: ColumnType,
+    pub value: ValueSource,
+    pub transforms: Vec<Transform>,
+    pub nullable: bool,
+    pub references: Option<Reference>,
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reference {
+    pub table: String,
+    pub column: String,
+}
+
+#[derive(Debug, Clone)]
+pub enum ValueSource {
+    Path(JsonPath),
+    Const(String),
+    Meta(MetaValue),
+    /// Index of the parent table's column whose value is copied.
+    Parent(usize),
+}
+
+impl ColumnType {
+    pub fn sql(self) -> &'static str {
+        match self {
+            ColumnType::Text => "text",
+            ColumnType::Integer => "integer",
+            ColumnType::Bigint => "bigint",
+            ColumnType::Numeric => "numeric",
+            ColumnType::Double => "double precision",
+            ColumnType::Boolean => "boolean",
+            ColumnType::Date => "date",
+            ColumnType::Timestamptz => "timestamp with time zone",
+            ColumnType::Jsonb => "jsonb",
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            ColumnType::Text => "text",
+            ColumnType::Integer => "integer",
+            ColumnType::Bigint => "bigint",
+            ColumnType::Numeric => "numeric",
+            ColumnType::Double => "double",
+            ColumnType::Boolean => "boolean",
+            ColumnType::Date => "date",
+            ColumnType::Timestamptz => "timestamptz",
+            ColumnType::Jsonb => "jsonb",
+        }
+    }
+}
+
+impl Transform {
+    pub fn name(self) -> &'static str {
+        match self {
+            Transform::UrlLastSegment => "url_last_segment",
+            Transform::EpochMs => "epoch_ms",
+            Transform::EpochS => "epoch_s",
+            Transform::EmptyAsNull => "empty_as_null",
+            Transform::Lowercase => "lowercase",
+            Transform::Uppercase => "uppercase",
+            Transform::Trim => "trim",
+        }
+    }
+}
+
+impl WriteMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            WriteMode::Append => "append",
+            WriteMode::Replace => "replace",
+            WriteMode::Merge => "merge",
+        }
+    }
+}
+
+/// A staging key template such as `{pipeline}/{resource}/{run_time:%Y/%m/%d}/{run_id}-{part}.jsonl.gz`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyTemplate {
+    raw: String,
+    parts: Vec<KeyPart>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum KeyPart {
+    Lit(String),
+    Pipeline,
+    Resource,
+    RunId,
+    Part,
+    RunTime(String),
+}
+
+pub const KEY_PLACEHOLDERS: [&str; 5] = ["pipeline", "resource", "run_id", "part", "run_time"];
+pub const DEFAULT_KEY: &str = "{pipeline}/{resource}/{run_time:%Y/%m/%d/%H/%M}/{run_id}-{part}.jsonl.gz";
+
+impl KeyTemplate {
+    /// Parse a template; the error names the offending placeholder.
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let mut parts = Vec::new();
+        let mut rest = raw;
+        while let Some(open) = rest.find('{') {
+            if open > 0 {
+                parts.push(KeyPart::Lit(rest[..open].to_string()));
+            }
+            let close = rest[open..]
+                .find('}')
+                .ok_or_else(|| format!("unclosed `{{` in key template `{raw}`"))?
+                + open;
+            let body = &rest[open + 1..close];
+            let part = match body.split_once(':') {
+                Some(("run_time", fmt)) => {
+                    check_strftime(fmt)?;
+                    KeyPart::RunTime(fmt.to_string())
+                }
+                _ => match body {
+                    "pipeline" => KeyPart::Pipeline,
+                    "resource" => KeyPart::Resource,
+                    "run_id" => KeyPart::RunId,
+                    "part" => KeyPart::Part,
+                    "run_time" => KeyPart::RunTime("%Y%m%dT%H%M%SZ".into()),
+                    other => {
+                        let name = other.split(':').next().unwrap_or(other);
+                        let hint = super::diagnostic::did_you_mean(name, KEY_PLACEHOLDERS)
+                            .map(|s| format!("; did you mean `{{{s}}}`?"))
+                            .unwrap_or_else(|| {
+                                "; use {pipeline}, {resource}, {run_id}, {part} or {run_time:<strftime>}"
+                                    .to_string()
+                            });
+                        return Err(format!("unknown placeholder `{{{other}}}` in key template{hint}"));
+                    }
+                },
+            };
+            parts.push(part);
+            rest = &rest[close + 1..];
+        }
+        if !rest.is_empty() {
+            parts.push(KeyPart::Lit(rest.to_string()));
+        }
+        let has = |p: &KeyPart| parts.contains(p);
+        if !has(&KeyPart::RunId) {
+            return Err("key template must contain `{run_id}` so that no run overwrites another".into());
+        }
+        if !has(&KeyPart::Resource) {
+            return Err("key template must contain `{resource}` so that resources do not overwrite each other".into());
+        }
+        if !has(&KeyPart::Part) {
+            // A run may stage several parts per resource; number them before the extension.
+            let last = parts.pop();
+            match last {
+                Some(KeyPart::Lit(text)) => {
+                    let slash = text.rfind('/').map(|i| i + 1).unwrap_or(0);
+                    let dot = text[slash..].find('.').map(|i| i + slash).unwrap_or(text.len());
+                    parts.push(KeyPart::Lit(text[..dot].to_string()));
+                    parts.push(KeyPart::Lit("-".into()));
+                    parts.push(KeyPart::Part);
+                    parts.push(KeyPart::Lit(text[dot..].to_string()));
+                }
+                Some(other) => {
+                    parts.push(other);
+                    parts.push(KeyPart::Lit("-".into()));
+                    parts.push(KeyPart::Part);
+                }
+                None => {}
+            }
+        }
+        Ok(KeyTemplate { raw: raw.to_string(), parts })
+    }
+
+    pub fn raw(&self) -> &str {
+        &self.raw
+    }
+
+    pub fn render(&self, pipeline: &str, resource: &str, run_id: &str, run_time: DateTime<Utc>, part: u32) -> String {
+        let mut out = String::new();
+        for p in &self.parts {
+            match p {
+                KeyPart::Lit(s) => out.push_str(s),
+                KeyPart::Pipeline => out.push_str(pipeline),
+                KeyPart::Resource => out.push_str(resource),
+                KeyPart::RunId => out.push_str(run_id),
+                KeyPart::Part => out.push_str(&format!("{part:05}")),
+                KeyPart::RunTime(fmt) => out.push_str(&run_time.format(fmt).to_string()),
+            }
+        }
+        out
+    }
+
+    /// The constant part of the key before the first run-dependent placeholder, with
+    /// `{pipeline}` filled in: where a diagram says the objects go.
+    pub fn prefix_for(&self, pipeline: &str) -> String {
+        let mut out = String::new();
+        for p in &self.parts {
+            match p {
+                KeyPart::Lit(s) => out.push_str(s),
+                KeyPart::Pipeline => out.push_str(pipeline),
+                KeyPart::Resource => out.push_str("{resource}"),
+                KeyPart::RunTime(f) => out.push_str(&format!("{{{f}}}")),
+                KeyPart::RunId => out.push_str("{run_id}"),
+                KeyPart::Part => out.push_str("{part}"),
+            }
+        }
+        out
+    }
+}
+
+fn check_strftime(fmt: &str) -> Result<(), String> {
+    use chrono::format::{Item, StrftimeItems};
+    if fmt.is_empty() {
+        return Err("`{run_time:}` needs a strftime format, e.g. `{run_time:%Y/%m/%d}`".into());
+    }
+    if StrftimeItems::new(fmt).any(|i| matches!(i, Item::Error)) {
+        return Err(format!("`{fmt}` is not a valid strftime format in `{{run_time:…}}`"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn key_templates_render_every_placeholder() {
+        let t = KeyTemplate::parse(DEFAULT_KEY).unwrap();
+        let at = Utc.with_ymd_and_hms(2026, 11, 25, 8, 5, 0).unwrap();
+        assert_eq!(
+            t.render("coincap", "exchanges", "r1", at, 3),
+            "coincap/exchanges/2026/11/25/08/05/r1-00003.jsonl.gz"
+        );
+    }
+
+    #[test]
+    fn a_template_without_part_numbers_parts_before_the_extension() {
+        let t = KeyTemplate::parse("{pipeline}/{resource}/{run_id}.jsonl.gz").unwrap();
+        let at = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+        assert_eq!(t.render("p", "r", "id", at, 0), "p/r/id-00000.jsonl.gz");
+    }
+
+    #[test]
+    fn bad_templates_are_explained() {
+        assert!(KeyTemplate::parse("{pipeline}/{resorce}/{run_id}").unwrap_err().contains("did you mean `{resource}`"));
+        assert!(KeyTemplate::parse("{pipeline}/{resource}").unwrap_err().contains("{run_id}"));
+        assert!(KeyTemplate::parse("{resource}/{run_time:%Q}/{run_id}").unwrap_err().contains("strftime"));
+    }
+}

@@ -1,0 +1,134 @@
+//! Human units in specs: durations (`500ms`, `30s`, `5m`) and byte sizes (`64MiB`).
+
+use std::borrow::Cow;
+use std::fmt;
+
+use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
+use serde::{Deserialize, Deserializer};
+
+/// A duration written as a number and a unit: `ms`, `s`, `m` or `h`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Duration(pub std::time::Duration);
+
+pub const DURATION_PATTERN: &str = r"^[0-9]+(ms|s|m|h)$";
+pub const BYTE_SIZE_PATTERN: &str = r"^[0-9]+(B|KiB|MiB|GiB|KB|MB|GB)$";
+
+impl Duration {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let split = text
+            .find(|c: char| !c.is_ascii_digit())
+            .ok_or_else(|| format!("`{text}` has no unit; write for example `30s` or `500ms`"))?;
+        let (digits, unit) = text.split_at(split);
+        let n: u64 = digits
+            .parse()
+            .map_err(|_| format!("`{text}` is not a duration like `30s` or `500ms`"))?;
+        let millis = match unit {
+            "ms" => n,
+            "s" => n * 1000,
+            "m" => n * 60_000,
+            "h" => n * 3_600_000,
+            _ => return Err(format!("`{text}` has unknown unit `{unit}`; use ms, s, m or h")),
+        };
+        Ok(Duration(std::time::Duration::from_millis(millis)))
+    }
+}
+
+impl fmt::Display for Duration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ms = self.0.as_millis();
+        if ms % 1000 == 0 {
+            write!(f, "{}s", ms / 1000)
+        } else {
+            write!(f, "{ms}ms")
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Duration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        Duration::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+impl JsonSchema for Duration {
+    fn schema_name() -> Cow<'static, str> {
+        "Duration".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "string",
+            "pattern": DURATION_PATTERN,
+            "description": "A duration: a whole number and a unit (ms, s, m, h), e.g. `30s`."
+        })
+    }
+}
+
+/// A byte size written as a number and a unit, for example `64MiB`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteSize(pub u64);
+
+impl ByteSize {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let split = text
+            .find(|c: char| !c.is_ascii_digit())
+            .ok_or_else(|| format!("`{text}` has no unit; write for example `64MiB`"))?;
+        let (digits, unit) = text.split_at(split);
+        let n: u64 = digits
+            .parse()
+            .map_err(|_| format!("`{text}` is not a size like `64MiB`"))?;
+        let factor = match unit {
+            "B" => 1,
+            "KB" => 1000,
+            "MB" => 1000 * 1000,
+            "GB" => 1000 * 1000 * 1000,
+            "KiB" => 1 << 10,
+            "MiB" => 1 << 20,
+            "GiB" => 1 << 30,
+            _ => return Err(format!("`{text}` has unknown unit `{unit}`; use B, KiB, MiB or GiB")),
+        };
+        Ok(ByteSize(n * factor))
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        ByteSize::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+impl JsonSchema for ByteSize {
+    fn schema_name() -> Cow<'static, str> {
+        "ByteSize".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "string",
+            "pattern": BYTE_SIZE_PATTERN,
+            "description": "A size: a whole number and a unit (B, KiB, MiB, GiB, KB, MB, GB), e.g. `64MiB`."
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(Duration::parse("500ms").unwrap().0.as_millis(), 500);
+        assert_eq!(Duration::parse("30s").unwrap().0.as_secs(), 30);
+        assert_eq!(Duration::parse("5m").unwrap().0.as_secs(), 300);
+        assert!(Duration::parse("30").is_err());
+        assert!(Duration::parse("3d").is_err());
+        assert_eq!(Duration::parse("1500ms").unwrap().to_string(), "1500ms");
+    }
+
+    #[test]
+    fn sizes_parse_with_units() {
+        assert_eq!(ByteSize::parse("64MiB").unwrap().0, 64 << 20);
+        assert_eq!(ByteSize::parse("10KB").unwrap().0, 10_000);
+        assert!(ByteSize::parse("64").is_err());
+    }
+}
