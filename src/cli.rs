@@ -19,7 +19,11 @@ pub mod exit {
 }
 
 #[derive(Debug, Parser)]
-#[command(name = "sluice", version, about = "Declarative REST API → staging → PostgreSQL pipelines from one YAML spec")]
+#[command(
+    name = "sluice",
+    version,
+    about = "Declarative REST API → staging → PostgreSQL pipelines from one YAML spec"
+)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -89,7 +93,12 @@ fn load_or_report(path: &str) -> Option<spec::Pipeline> {
             for d in &e.diagnostics {
                 let _ = write!(err, "{}", d.render_human(e.text.as_deref()));
             }
-            let _ = writeln!(err, "error: {path} is not a valid spec ({} problem{})", e.diagnostics.len(), plural(e.diagnostics.len()));
+            let _ = writeln!(
+                err,
+                "error: {path} is not a valid spec ({} problem{})",
+                e.diagnostics.len(),
+                plural(e.diagnostics.len())
+            );
             None
         }
     }
@@ -125,7 +134,13 @@ fn validate(files: &[String], format: Format) -> u8 {
         }
     }
     if format == Format::Human && problems > 0 {
-        let _ = writeln!(out, "{problems} problem{} in {} file{}", plural(problems), files.len(), plural(files.len()));
+        let _ = writeln!(
+            out,
+            "{problems} problem{} in {} file{}",
+            plural(problems),
+            files.len(),
+            plural(files.len())
+        );
     }
     if problems > 0 {
         exit::FAILED

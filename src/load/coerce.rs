@@ -96,12 +96,21 @@ pub fn apply(t: Transform, v: Val<'_>) -> Result<Val<'_>, String> {
                 Val::Text(s) => s.trim().to_string(),
                 other => return Err(format!("{} needs a number, got {}", t.name(), other.display())),
             };
-            let n: f64 = text.parse().map_err(|_| format!("{} needs a number, got {}", t.name(), v.display()))?;
-            let micros = if t == Transform::EpochMs { n * 1000.0 } else { n * 1_000_000.0 };
+            let n: f64 = text
+                .parse()
+                .map_err(|_| format!("{} needs a number, got {}", t.name(), v.display()))?;
+            let micros = if t == Transform::EpochMs {
+                n * 1000.0
+            } else {
+                n * 1_000_000.0
+            };
             if !micros.is_finite() || micros.abs() > 9.0e18 {
                 return Err(format!("{} is out of range for a timestamp", v.display()));
             }
-            let time = Utc.timestamp_micros(micros.round() as i64).single().ok_or_else(|| format!("{} is out of range for a timestamp", v.display()))?;
+            let time = Utc
+                .timestamp_micros(micros.round() as i64)
+                .single()
+                .ok_or_else(|| format!("{} is out of range for a timestamp", v.display()))?;
             Val::Time(time)
         }
     })
@@ -137,7 +146,11 @@ pub fn coerce(v: &Val<'_>, ty: ColumnType) -> Result<Cell, String> {
             if ty == T::Text {
                 return Ok(Cell::Text(j.to_string()));
             }
-            return Err(format!("{} is not a {} (use type jsonb to keep it)", v.display(), ty.name()));
+            return Err(format!(
+                "{} is not a {} (use type jsonb to keep it)",
+                v.display(),
+                ty.name()
+            ));
         }
         Val::Json(Value::String(s)) => (Cow::Borrowed(s.as_str()), true),
         Val::Json(Value::Null) | Val::Null | Val::Time(_) => unreachable!("handled above"),
@@ -145,15 +158,26 @@ pub fn coerce(v: &Val<'_>, ty: ColumnType) -> Result<Cell, String> {
     let bad = |what: &str| format!("{} is not {what}", v.display());
     match ty {
         T::Text => Ok(Cell::Text(text.into_owned())),
-        T::Integer => parse_int(&text).and_then(|n| i32::try_from(n).ok()).map(Cell::Int).ok_or_else(|| {
-            if parse_int(&text).is_some() { format!("{} is out of range for integer", v.display()) } else { bad("an integer") }
-        }),
+        T::Integer => parse_int(&text)
+            .and_then(|n| i32::try_from(n).ok())
+            .map(Cell::Int)
+            .ok_or_else(|| {
+                if parse_int(&text).is_some() {
+                    format!("{} is out of range for integer", v.display())
+                } else {
+                    bad("an integer")
+                }
+            }),
         T::Bigint => parse_int(&text).map(Cell::Big).ok_or_else(|| bad("a 64-bit integer")),
-        T::Numeric => normalize_decimal(text.trim()).map(Cell::Numeric).ok_or_else(|| bad("a number")),
+        T::Numeric => normalize_decimal(text.trim())
+            .map(Cell::Numeric)
+            .ok_or_else(|| bad("a number")),
         T::Double => {
             let t = text.trim();
             match t.parse::<f64>() {
-                Ok(f) if f.is_finite() || matches!(t, "NaN" | "Infinity" | "-Infinity" | "inf" | "-inf") => Ok(Cell::Double(f)),
+                Ok(f) if f.is_finite() || matches!(t, "NaN" | "Infinity" | "-Infinity" | "inf" | "-inf") => {
+                    Ok(Cell::Double(f))
+                }
                 _ => Err(bad("a number")),
             }
         }
@@ -162,12 +186,19 @@ pub fn coerce(v: &Val<'_>, ty: ColumnType) -> Result<Cell, String> {
             "false" | "f" | "no" | "n" | "0" => Ok(Cell::Bool(false)),
             _ => Err(bad("a boolean")),
         },
-        T::Date => parse_date(text.trim()).map(Cell::Date).ok_or_else(|| bad("a date (YYYY-MM-DD or e.g. \"December 2, 2013\")")),
+        T::Date => parse_date(text.trim())
+            .map(Cell::Date)
+            .ok_or_else(|| bad("a date (YYYY-MM-DD or e.g. \"December 2, 2013\")")),
         T::Timestamptz => {
             if !is_string {
-                return Err(format!("{} is a number; add `transform: epoch_ms` or `epoch_s` to read it as a timestamp", v.display()));
+                return Err(format!(
+                    "{} is a number; add `transform: epoch_ms` or `epoch_s` to read it as a timestamp",
+                    v.display()
+                ));
             }
-            parse_timestamp(text.trim()).map(Cell::Time).ok_or_else(|| bad("an ISO 8601 timestamp"))
+            parse_timestamp(text.trim())
+                .map(Cell::Time)
+                .ok_or_else(|| bad("an ISO 8601 timestamp"))
         }
         T::Jsonb => unreachable!("handled above"),
     }
@@ -175,7 +206,9 @@ pub fn coerce(v: &Val<'_>, ty: ColumnType) -> Result<Cell, String> {
 
 /// Check a constant `value:` from a spec against its column type, offline.
 pub fn check_constant(value: &str, ty: ColumnType) -> Result<(), String> {
-    coerce(&Val::Text(Cow::Borrowed(value)), ty).map(|_| ()).map_err(|e| format!("constant {e}"))
+    coerce(&Val::Text(Cow::Borrowed(value)), ty)
+        .map(|_| ())
+        .map_err(|e| format!("constant {e}"))
 }
 
 fn parse_int(text: &str) -> Option<i64> {
@@ -204,7 +237,10 @@ pub fn normalize_decimal(t: &str) -> Option<String> {
         None => (body, 0),
     };
     let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
-    if (int.is_empty() && frac.is_empty()) || !int.bytes().all(|b| b.is_ascii_digit()) || !frac.bytes().all(|b| b.is_ascii_digit()) {
+    if (int.is_empty() && frac.is_empty())
+        || !int.bytes().all(|b| b.is_ascii_digit())
+        || !frac.bytes().all(|b| b.is_ascii_digit())
+    {
         return None;
     }
     if exp.unsigned_abs() > 1000 {
@@ -257,7 +293,9 @@ fn parse_timestamp(t: &str) -> Option<DateTime<Utc>> {
             return Some(ts.and_utc());
         }
     }
-    NaiveDate::parse_from_str(t, "%Y-%m-%d").ok().map(|d| d.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc())
+    NaiveDate::parse_from_str(t, "%Y-%m-%d")
+        .ok()
+        .map(|d| d.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc())
 }
 
 // ---------------------------------------------------------------------------------------
@@ -349,14 +387,20 @@ mod tests {
 
     #[test]
     fn transforms() {
-        assert_eq!(apply(Transform::UrlLastSegment, text("https://x/api/location/3")).unwrap(), text("3"));
+        assert_eq!(
+            apply(Transform::UrlLastSegment, text("https://x/api/location/3")).unwrap(),
+            text("3")
+        );
         assert_eq!(apply(Transform::UrlLastSegment, text("")).unwrap(), Val::Null);
         assert_eq!(apply(Transform::EmptyAsNull, text("")).unwrap(), Val::Null);
         assert_eq!(apply(Transform::Trim, text("  a ")).unwrap(), text("a"));
         assert_eq!(apply(Transform::Lowercase, text("AbC")).unwrap(), text("abc"));
         let ms = json!(1652488911546u64);
         let t = apply(Transform::EpochMs, Val::Json(&ms)).unwrap();
-        assert_eq!(coerce(&t, ColumnType::Timestamptz).unwrap(), Cell::Time(Utc.timestamp_millis_opt(1652488911546).unwrap()));
+        assert_eq!(
+            coerce(&t, ColumnType::Timestamptz).unwrap(),
+            Cell::Time(Utc.timestamp_millis_opt(1652488911546).unwrap())
+        );
         assert!(apply(Transform::EpochS, text("soon")).is_err());
     }
 
@@ -368,23 +412,41 @@ mod tests {
         assert_eq!(normalize_decimal("1.5e3").as_deref(), Some("1500"));
         assert_eq!(normalize_decimal("-.25").as_deref(), Some("-0.25"));
         assert_eq!(normalize_decimal("12a"), None);
-        assert!(coerce(&text("abc"), ColumnType::Numeric).unwrap_err().contains("is not a number"));
-        assert!(coerce(&text("3000000000"), ColumnType::Integer).unwrap_err().contains("out of range"));
-        assert_eq!(coerce(&text("3000000000"), ColumnType::Bigint).unwrap(), Cell::Big(3_000_000_000));
+        assert!(coerce(&text("abc"), ColumnType::Numeric)
+            .unwrap_err()
+            .contains("is not a number"));
+        assert!(coerce(&text("3000000000"), ColumnType::Integer)
+            .unwrap_err()
+            .contains("out of range"));
+        assert_eq!(
+            coerce(&text("3000000000"), ColumnType::Bigint).unwrap(),
+            Cell::Big(3_000_000_000)
+        );
     }
 
     #[test]
     fn dates_times_booleans_json() {
-        assert_eq!(coerce(&text("December 2, 2013"), ColumnType::Date).unwrap(), Cell::Date(NaiveDate::from_ymd_opt(2013, 12, 2).unwrap()));
+        assert_eq!(
+            coerce(&text("December 2, 2013"), ColumnType::Date).unwrap(),
+            Cell::Date(NaiveDate::from_ymd_opt(2013, 12, 2).unwrap())
+        );
         let t = coerce(&text("2017-11-04T18:48:46.250Z"), ColumnType::Timestamptz).unwrap();
         assert_eq!(t, Cell::Time(Utc.timestamp_millis_opt(1509821326250).unwrap()));
-        assert_eq!(coerce(&text("2017-11-04 18:48:46"), ColumnType::Timestamptz).unwrap(), Cell::Time(Utc.timestamp_opt(1509821326, 0).unwrap()));
+        assert_eq!(
+            coerce(&text("2017-11-04 18:48:46"), ColumnType::Timestamptz).unwrap(),
+            Cell::Time(Utc.timestamp_opt(1509821326, 0).unwrap())
+        );
         let n = json!(5);
-        assert!(coerce(&Val::Json(&n), ColumnType::Timestamptz).unwrap_err().contains("epoch_ms"));
+        assert!(coerce(&Val::Json(&n), ColumnType::Timestamptz)
+            .unwrap_err()
+            .contains("epoch_ms"));
         let b = json!(true);
         assert_eq!(coerce(&Val::Json(&b), ColumnType::Boolean).unwrap(), Cell::Bool(true));
         let arr = json!(["a", 1]);
-        assert_eq!(coerce(&Val::Json(&arr), ColumnType::Jsonb).unwrap(), Cell::Json("[\"a\",1]".into()));
+        assert_eq!(
+            coerce(&Val::Json(&arr), ColumnType::Jsonb).unwrap(),
+            Cell::Json("[\"a\",1]".into())
+        );
         assert_eq!(coerce(&Val::Null, ColumnType::Integer).unwrap(), Cell::Null);
     }
 

@@ -17,7 +17,11 @@ pub fn ordered_tables(p: &Pipeline) -> Vec<&Table> {
             if placed.contains(t.name.as_str()) {
                 continue;
             }
-            let ready = t.columns.iter().filter_map(|c| c.references.as_ref()).all(|r| r.table == t.name || placed.contains(r.table.as_str()));
+            let ready = t
+                .columns
+                .iter()
+                .filter_map(|c| c.references.as_ref())
+                .all(|r| r.table == t.name || placed.contains(r.table.as_str()));
             if ready {
                 placed.insert(&t.name);
                 out.push(*t);
@@ -56,14 +60,22 @@ pub fn create_table(schema: &str, t: &Table) -> String {
     let mut lines = Vec::new();
     for c in &t.columns {
         let not_null = if c.nullable { "" } else { " NOT NULL" };
-        lines.push(format!("    {} {}{not_null}", quote_ident(&c.name), c.column_type.sql()));
+        lines.push(format!(
+            "    {} {}{not_null}",
+            quote_ident(&c.name),
+            c.column_type.sql()
+        ));
     }
     if t.run_id_column {
         lines.push(format!("    {} text NOT NULL", quote_ident(RUN_ID_COLUMN)));
     }
     if !t.primary_key.is_empty() {
         let cols: Vec<String> = t.primary_key.iter().map(|k| quote_ident(k)).collect();
-        lines.push(format!("    CONSTRAINT {} PRIMARY KEY ({})", quote_ident(&constraint_name(&[&t.name], "pkey")), cols.join(", ")));
+        lines.push(format!(
+            "    CONSTRAINT {} PRIMARY KEY ({})",
+            quote_ident(&constraint_name(&[&t.name], "pkey")),
+            cols.join(", ")
+        ));
     }
     for c in &t.columns {
         if let Some(r) = &c.references {
@@ -76,18 +88,31 @@ pub fn create_table(schema: &str, t: &Table) -> String {
             ));
         }
     }
-    format!("CREATE TABLE IF NOT EXISTS {} (\n{}\n);\n", qualified(schema, &t.name), lines.join(",\n"))
+    format!(
+        "CREATE TABLE IF NOT EXISTS {} (\n{}\n);\n",
+        qualified(schema, &t.name),
+        lines.join(",\n")
+    )
 }
 
 /// `COMMENT ON` statements for a table and its columns.
 pub fn comments(schema: &str, t: &Table) -> String {
     let mut out = String::new();
     if let Some(d) = &t.description {
-        out.push_str(&format!("COMMENT ON TABLE {} IS {};\n", qualified(schema, &t.name), quote_literal(d)));
+        out.push_str(&format!(
+            "COMMENT ON TABLE {} IS {};\n",
+            qualified(schema, &t.name),
+            quote_literal(d)
+        ));
     }
     for c in &t.columns {
         if let Some(d) = &c.description {
-            out.push_str(&format!("COMMENT ON COLUMN {}.{} IS {};\n", qualified(schema, &t.name), quote_ident(&c.name), quote_literal(d)));
+            out.push_str(&format!(
+                "COMMENT ON COLUMN {}.{} IS {};\n",
+                qualified(schema, &t.name),
+                quote_ident(&c.name),
+                quote_literal(d)
+            ));
         }
     }
     if t.run_id_column {
@@ -103,7 +128,11 @@ pub fn comments(schema: &str, t: &Table) -> String {
 /// The whole DDL script of a pipeline.
 pub fn ddl(p: &Pipeline) -> String {
     let schema = &p.warehouse().schema;
-    let mut out = format!("-- DDL for sluice pipeline `{}`\nCREATE SCHEMA IF NOT EXISTS {};\n", p.name(), quote_ident(schema));
+    let mut out = format!(
+        "-- DDL for sluice pipeline `{}`\nCREATE SCHEMA IF NOT EXISTS {};\n",
+        p.name(),
+        quote_ident(schema)
+    );
     for t in ordered_tables(p) {
         out.push('\n');
         out.push_str(&create_table(schema, t));

@@ -18,6 +18,8 @@ struct Ctx<'a> {
     file: &'a str,
     positions: &'a Positions,
     diagnostics: Vec<Diagnostic>,
+    /// Every table that compiled, with its field path, for the cross-table checks.
+    tables: Vec<(String, p::Table)>,
 }
 
 impl Ctx<'_> {
@@ -47,7 +49,10 @@ impl Ctx<'_> {
     fn secret(&mut self, path: &str, raw: &str) -> Option<Interp> {
         let t = self.interp(path, raw)?;
         if !t.has_vars() {
-            self.error(path, "secrets must come from the environment: write `${SOME_VARIABLE}` instead of the value");
+            self.error(
+                path,
+                "secrets must come from the environment: write `${SOME_VARIABLE}` instead of the value",
+            );
             return None;
         }
         Some(t)
@@ -76,17 +81,34 @@ impl Ctx<'_> {
 
 /// Compile a loaded spec. `text` is the file's content (hashed into the pipeline).
 pub fn compile(file: &str, text: &str, loaded: &Loaded) -> Result<Pipeline, Vec<Diagnostic>> {
-    let mut cx = Ctx { file, positions: &loaded.positions, diagnostics: Vec::new() };
+    let mut cx = Ctx {
+        file,
+        positions: &loaded.positions,
+        diagnostics: Vec::new(),
+        tables: Vec::new(),
+    };
     let spec = &loaded.spec;
     if spec.version != 1 {
-        cx.error("version", format!("unsupported spec version {}; this sluice reads version 1", spec.version));
+        cx.error(
+            "version",
+            format!("unsupported spec version {}; this sluice reads version 1", spec.version),
+        );
     }
     let name_ok = !spec.name.is_empty()
         && spec.name.len() <= 63
         && spec.name.starts_with(|c: char| c.is_ascii_lowercase())
-        && spec.name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+        && spec
+            .name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
     if !name_ok {
-        cx.error("name", format!("invalid pipeline name `{}`: use lowercase letters, digits, `_` and `-`, starting with a letter", spec.name));
+        cx.error(
+            "name",
+            format!(
+                "invalid pipeline name `{}`: use lowercase letters, digits, `_` and `-`, starting with a letter",
+                spec.name
+            ),
+        );
     }
     let source = compile_source(&mut cx, &spec.source);
     let staging = compile_staging(&mut cx, &spec.staging);
@@ -106,10 +128,8 @@ pub fn compile(file: &str, text: &str, loaded: &Loaded) -> Result<Pipeline, Vec<
         .map(|(i, r)| compile_resource(&mut cx, &format!("resources[{i}]"), r))
         .collect();
     check_names_unique(&mut cx, spec);
+    check_references(&mut cx, spec);
     let all: Vec<p::Resource> = resources.into_iter().flatten().collect();
-    if all.len() == spec.resources.len() {
-        check_references(&mut cx, spec, &all);
-    }
     if !cx.diagnostics.is_empty() {
         let mut d = cx.diagnostics;
         d.sort_by_key(|d| (d.line, d.column));
@@ -137,7 +157,13 @@ fn check_url(cx: &mut Ctx, path: &str, t: &Interp) {
     let Some(url) = t.offline() else { return };
     match url::Url::parse(&url) {
         Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
-        Ok(u) => cx.error(path, format!("`{url}` must be an http:// or https:// URL with a host, not `{}:`", u.scheme())),
+        Ok(u) => cx.error(
+            path,
+            format!(
+                "`{url}` must be an http:// or https:// URL with a host, not `{}:`",
+                u.scheme()
+            ),
+        ),
         Err(e) => cx.error(path, format!("`{url}` is not a valid URL: {e}")),
     }
 }
@@ -151,31 +177,47 @@ fn compile_source(cx: &mut Ctx, s: &RawSource) -> Option<p::Source> {
     let params = interp_map(cx, "source.params", &s.params);
     let auth = match &s.auth {
         RawAuth::Keyword(AuthKeyword::None) => Some(p::Auth::None),
-        RawAuth::Config(RawAuthConfig::Bearer { token }) => {
-            cx.secret("source.auth.token", token).map(|token| p::Auth::Bearer { token })
-        }
+        RawAuth::Config(RawAuthConfig::Bearer { token }) => cx
+            .secret("source.auth.token", token)
+            .map(|token| p::Auth::Bearer { token }),
         RawAuth::Config(RawAuthConfig::ApiKey { name, value, location }) => {
             if name.trim().is_empty() {
                 cx.error("source.auth.name", "the API key needs a header or parameter name");
             }
-            cx.secret("source.auth.value", value)
-                .map(|value| p::Auth::ApiKey { name: name.clone(), value, location: *location })
+            cx.secret("source.auth.value", value).map(|value| p::Auth::ApiKey {
+                name: name.clone(),
+                value,
+                location: *location,
+            })
         }
         RawAuth::Config(RawAuthConfig::Basic { username, password }) => {
             let u = cx.interp("source.auth.username", username);
             let pw = cx.secret("source.auth.password", password);
-            u.zip(pw).map(|(username, password)| p::Auth::Basic { username, password })
+            u.zip(pw)
+                .map(|(username, password)| p::Auth::Basic { username, password })
         }
     };
     let retry = s.retry.as_ref();
     let max_attempts = retry.and_then(|r| r.max_attempts).unwrap_or(5);
     if max_attempts == 0 {
-        cx.error("source.retry.max_attempts", "max_attempts counts the first attempt, so it must be at least 1");
+        cx.error(
+            "source.retry.max_attempts",
+            "max_attempts counts the first attempt, so it must be at least 1",
+        );
     }
-    let initial_backoff = retry.and_then(|r| r.initial_backoff).map(|d| d.0).unwrap_or(std::time::Duration::from_millis(500));
-    let max_backoff = retry.and_then(|r| r.max_backoff).map(|d| d.0).unwrap_or(std::time::Duration::from_secs(30));
+    let initial_backoff = retry
+        .and_then(|r| r.initial_backoff)
+        .map(|d| d.0)
+        .unwrap_or(std::time::Duration::from_millis(500));
+    let max_backoff = retry
+        .and_then(|r| r.max_backoff)
+        .map(|d| d.0)
+        .unwrap_or(std::time::Duration::from_secs(30));
     if initial_backoff > max_backoff {
-        cx.error("source.retry.initial_backoff", "initial_backoff is longer than max_backoff");
+        cx.error(
+            "source.retry.initial_backoff",
+            "initial_backoff is longer than max_backoff",
+        );
     }
     let timeout = s.timeout.map(|d| d.0).unwrap_or(std::time::Duration::from_secs(30));
     if timeout.is_zero() {
@@ -184,7 +226,10 @@ fn compile_source(cx: &mut Ctx, s: &RawSource) -> Option<p::Source> {
     let rate_limit = s.rate_limit.as_ref().map(|r| r.requests_per_second);
     if let Some(rps) = rate_limit {
         if !(rps > 0.0 && rps.is_finite()) {
-            cx.error("source.rate_limit.requests_per_second", "requests_per_second must be a positive number");
+            cx.error(
+                "source.rate_limit.requests_per_second",
+                "requests_per_second must be a positive number",
+            );
         }
     }
     let concurrency = s.concurrency.unwrap_or(4);
@@ -197,7 +242,11 @@ fn compile_source(cx: &mut Ctx, s: &RawSource) -> Option<p::Source> {
         params: params?,
         auth: auth?,
         timeout,
-        retry: p::Retry { max_attempts, initial_backoff, max_backoff },
+        retry: p::Retry {
+            max_attempts,
+            initial_backoff,
+            max_backoff,
+        },
         rate_limit,
         concurrency: concurrency as usize,
     })
@@ -220,10 +269,16 @@ fn compile_staging(cx: &mut Ctx, s: &RawStaging) -> Option<p::Staging> {
     if let Some(loc) = location.as_ref().and_then(Interp::offline) {
         if let Some(rest) = loc.strip_prefix("s3://") {
             if rest.split('/').next().unwrap_or("").is_empty() {
-                cx.error("staging.location", format!("`{loc}` names no bucket; write `s3://bucket/prefix`"));
+                cx.error(
+                    "staging.location",
+                    format!("`{loc}` names no bucket; write `s3://bucket/prefix`"),
+                );
             }
         } else if loc.contains("://") && !loc.starts_with("file://") {
-            cx.error("staging.location", format!("`{loc}` is neither `file://…`, a folder path nor `s3://bucket/prefix`"));
+            cx.error(
+                "staging.location",
+                format!("`{loc}` is neither `file://…`, a folder path nor `s3://bucket/prefix`"),
+            );
         }
     }
     let key = match KeyTemplate::parse(s.key.as_deref().unwrap_or(DEFAULT_KEY)) {
@@ -242,59 +297,89 @@ fn compile_staging(cx: &mut Ctx, s: &RawStaging) -> Option<p::Staging> {
     if let Some(t) = &endpoint {
         check_url(cx, "staging.endpoint", t);
     }
-    Some(p::Staging { location: location?, key: key?, part_size, region, endpoint, path_style: s.path_style })
+    Some(p::Staging {
+        location: location?,
+        key: key?,
+        part_size,
+        region,
+        endpoint,
+        path_style: s.path_style,
+    })
 }
 
 fn compile_warehouse(cx: &mut Ctx, w: &RawWarehouse) -> Option<p::Warehouse> {
     let url = cx.interp("warehouse.url", &w.url);
     if let Some(t) = &url {
         if !t.has_vars() && t.raw().contains('@') && t.raw().contains(':') {
-            cx.error("warehouse.url", "a database URL with a password must come from the environment: write `${DATABASE_URL}`");
+            cx.error(
+                "warehouse.url",
+                "a database URL with a password must come from the environment: write `${DATABASE_URL}`",
+            );
         }
     }
     let schema_ok = cx.ident("warehouse.schema", &w.schema);
     if w.schema == "_sluice" {
-        cx.error("warehouse.schema", "`_sluice` is where sluice keeps its ledger; choose another schema");
+        cx.error(
+            "warehouse.schema",
+            "`_sluice` is where sluice keeps its ledger; choose another schema",
+        );
     }
-    (schema_ok && url.is_some()).then(|| p::Warehouse { url: url.unwrap_or_else(|| unreachable!()), schema: w.schema.clone() })
+    (schema_ok && url.is_some()).then(|| p::Warehouse {
+        url: url.unwrap_or_else(|| unreachable!()),
+        schema: w.schema.clone(),
+    })
 }
 
 fn compile_resource(cx: &mut Ctx, path: &str, r: &RawResource) -> Option<p::Resource> {
     let name_ok = cx.ident(&format!("{path}.name"), &r.name);
     let rpath = format!("{path}.path");
     if r.path.contains(char::is_whitespace) || r.path.contains("://") {
-        cx.error(&rpath, format!("`{}` must be a path below base_url such as `/character`, without spaces", r.path));
+        cx.error(
+            &rpath,
+            format!(
+                "`{}` must be a path below base_url such as `/character`, without spaces",
+                r.path
+            ),
+        );
     }
     let params = interp_map(cx, &format!("{path}.params"), &r.params);
     let records = cx.jsonpath(&format!("{path}.records"), &r.records);
     let ppath = format!("{path}.paginate");
     let paginator = match r.paginate.as_ref().unwrap_or(&RawPaginate::None) {
         RawPaginate::None => Some(p::Paginator::None),
-        RawPaginate::NextUrl { next } => cx.jsonpath(&format!("{ppath}.next"), next).map(|next| p::Paginator::NextUrl { next }),
-        RawPaginate::PageNumber { param, start, total_pages } => {
+        RawPaginate::NextUrl { next } => cx
+            .jsonpath(&format!("{ppath}.next"), next)
+            .map(|next| p::Paginator::NextUrl { next }),
+        RawPaginate::PageNumber {
+            param,
+            start,
+            total_pages,
+        } => {
             let param = param.clone().unwrap_or_else(|| "page".into());
             if param.is_empty() {
                 cx.error(&format!("{ppath}.param"), "the page parameter name cannot be empty");
             }
             let total = match total_pages {
-                Some(t) => Some(cx.jsonpath(&format!("{ppath}.total_pages"), t)).map(|o| o.ok_or(())),
-                None => None,
+                Some(t) => cx.jsonpath(&format!("{ppath}.total_pages"), t).map(Some),
+                None => Some(None),
             };
-            match total {
-                Some(Err(())) => None,
-                Some(Ok(t)) => Some(p::Paginator::PageNumber { param, start: start.unwrap_or(1), total_pages: Some(t) }),
-                None => Some(p::Paginator::PageNumber { param, start: start.unwrap_or(1), total_pages: None }),
-            }
+            total.map(|total_pages| p::Paginator::PageNumber {
+                param,
+                start: start.unwrap_or(1),
+                total_pages,
+            })
         }
-        RawPaginate::Offset { limit_param, offset_param, limit, total } => {
+        RawPaginate::Offset {
+            limit_param,
+            offset_param,
+            limit,
+            total,
+        } => {
             if *limit == 0 {
                 cx.error(&format!("{ppath}.limit"), "limit must be at least 1");
             }
             let total = match total {
-                Some(t) => match cx.jsonpath(&format!("{ppath}.total"), t) {
-                    Some(t) => Some(Some(t)),
-                    None => None,
-                },
+                Some(t) => cx.jsonpath(&format!("{ppath}.total"), t).map(Some),
                 None => Some(None),
             };
             total.map(|total| p::Paginator::Offset {
@@ -308,7 +393,11 @@ fn compile_resource(cx: &mut Ctx, path: &str, r: &RawResource) -> Option<p::Reso
             if param.is_empty() {
                 cx.error(&format!("{ppath}.param"), "the cursor parameter name cannot be empty");
             }
-            cx.jsonpath(&format!("{ppath}.cursor"), cursor).map(|cursor| p::Paginator::Cursor { cursor, param: param.clone() })
+            cx.jsonpath(&format!("{ppath}.cursor"), cursor)
+                .map(|cursor| p::Paginator::Cursor {
+                    cursor,
+                    param: param.clone(),
+                })
         }
         RawPaginate::LinkHeader => Some(p::Paginator::LinkHeader),
     };
@@ -320,6 +409,16 @@ fn compile_resource(cx: &mut Ctx, path: &str, r: &RawResource) -> Option<p::Reso
     let mut tables = vec![table];
     for (i, n) in r.table.nested.iter().enumerate() {
         tables.push(compile_nested(cx, &format!("{path}.table.nested[{i}]"), n, &r.table));
+    }
+    for (i, t) in tables.iter().enumerate() {
+        if let Some(t) = t {
+            let tpath = if i == 0 {
+                format!("{path}.table")
+            } else {
+                format!("{path}.table.nested[{}]", i - 1)
+            };
+            cx.tables.push((tpath, t.clone()));
+        }
     }
     let tables: Option<Vec<p::Table>> = tables.into_iter().collect();
     if !name_ok {
@@ -376,11 +475,17 @@ fn compile_table(cx: &mut Ctx, path: &str, t: &RawTable, parent: Option<&RawTabl
     for (i, c) in t.columns.iter().enumerate() {
         let cpath = format!("{path}.columns[{i}]");
         if !seen.insert(c.name.as_str()) {
-            cx.error(&format!("{cpath}.name"), format!("duplicate column `{}` in table `{}`", c.name, t.name));
+            cx.error(
+                &format!("{cpath}.name"),
+                format!("duplicate column `{}` in table `{}`", c.name, t.name),
+            );
             ok = false;
         }
         if c.name == RUN_ID_COLUMN && t.run_id_column.unwrap_or(true) {
-            cx.error(&format!("{cpath}.name"), format!("`{RUN_ID_COLUMN}` is added by sluice; set `run_id_column: false` to name a column so"));
+            cx.error(
+                &format!("{cpath}.name"),
+                format!("`{RUN_ID_COLUMN}` is added by sluice; set `run_id_column: false` to name a column so"),
+            );
             ok = false;
         }
         match compile_column(cx, &cpath, c, t, parent) {
@@ -400,12 +505,18 @@ fn compile_table(cx: &mut Ctx, path: &str, t: &RawTable, parent: Option<&RawTabl
                 let hint = did_you_mean(k, t.columns.iter().map(|c| c.name.as_str()))
                     .map(|s| format!("; did you mean `{s}`?"))
                     .unwrap_or_default();
-                cx.error(&kpath, format!("primary key column `{k}` is not a column of table `{}`{hint}", t.name));
+                cx.error(
+                    &kpath,
+                    format!("primary key column `{k}` is not a column of table `{}`{hint}", t.name),
+                );
                 ok = false;
             }
             Some(ci) => {
                 if t.columns[ci].nullable == Some(true) {
-                    cx.error(&format!("{path}.columns[{ci}].nullable"), format!("`{k}` is in the primary key, so it cannot be nullable"));
+                    cx.error(
+                        &format!("{path}.columns[{ci}].nullable"),
+                        format!("`{k}` is in the primary key, so it cannot be nullable"),
+                    );
                     ok = false;
                 }
                 if matches!(t.columns[ci].column_type, Some(ColumnType::Jsonb)) {
@@ -418,7 +529,13 @@ fn compile_table(cx: &mut Ctx, path: &str, t: &RawTable, parent: Option<&RawTabl
     let write = t.write.unwrap_or_default();
     if write == WriteMode::Merge && t.primary_key.is_empty() {
         let wpath = format!("{path}.write");
-        cx.error(&wpath, format!("table `{}` uses `write: merge` but has no `primary_key` to merge on", t.name));
+        cx.error(
+            &wpath,
+            format!(
+                "table `{}` uses `write: merge` but has no `primary_key` to merge on",
+                t.name
+            ),
+        );
         ok = false;
     }
     if !ok {
@@ -441,7 +558,13 @@ fn compile_table(cx: &mut Ctx, path: &str, t: &RawTable, parent: Option<&RawTabl
     })
 }
 
-fn compile_column(cx: &mut Ctx, path: &str, c: &RawColumn, table: &RawTable, parent: Option<&RawTable>) -> Option<p::Column> {
+fn compile_column(
+    cx: &mut Ctx,
+    path: &str,
+    c: &RawColumn,
+    table: &RawTable,
+    parent: Option<&RawTable>,
+) -> Option<p::Column> {
     let mut ok = cx.ident(&format!("{path}.name"), &c.name);
     let given: Vec<&str> = [
         c.path.as_ref().map(|_| "path"),
@@ -453,7 +576,13 @@ fn compile_column(cx: &mut Ctx, path: &str, c: &RawColumn, table: &RawTable, par
     .flatten()
     .collect();
     if given.len() > 1 {
-        cx.error_at_key(&format!("{path}.{}", given[1]), format!("column `{}` has both `{}` and `{}`; give exactly one", c.name, given[0], given[1]));
+        cx.error_at_key(
+            &format!("{path}.{}", given[1]),
+            format!(
+                "column `{}` has both `{}` and `{}`; give exactly one",
+                c.name, given[0], given[1]
+            ),
+        );
         return None;
     }
     let mut column_type = c.column_type;
@@ -467,7 +596,14 @@ fn compile_column(cx: &mut Ctx, path: &str, c: &RawColumn, table: &RawTable, par
             MetaValue::RunTime => matches!(column_type, None | Some(ColumnType::Timestamptz | ColumnType::Text)),
         };
         if !fits {
-            cx.error(&format!("{path}.type"), format!("`meta: {}` does not fit a {} column", meta_name(m), column_type.map(|t| t.name()).unwrap_or("")));
+            cx.error(
+                &format!("{path}.type"),
+                format!(
+                    "`meta: {}` does not fit a {} column",
+                    meta_name(m),
+                    column_type.map(|t| t.name()).unwrap_or("")
+                ),
+            );
             ok = false;
         }
         column_type = column_type.or(Some(match m {
@@ -478,7 +614,10 @@ fn compile_column(cx: &mut Ctx, path: &str, c: &RawColumn, table: &RawTable, par
     } else if let Some(from) = &c.from_parent {
         match parent {
             None => {
-                cx.error_at_key(&format!("{path}.from_parent"), "`from_parent` is only allowed in nested tables");
+                cx.error_at_key(
+                    &format!("{path}.from_parent"),
+                    "`from_parent` is only allowed in nested tables",
+                );
                 None
             }
             Some(parent) => match parent.columns.iter().position(|pc| &pc.name == from) {
@@ -486,17 +625,30 @@ fn compile_column(cx: &mut Ctx, path: &str, c: &RawColumn, table: &RawTable, par
                     let hint = did_you_mean(from, parent.columns.iter().map(|c| c.name.as_str()))
                         .map(|s| format!("; did you mean `{s}`?"))
                         .unwrap_or_default();
-                    cx.error(&format!("{path}.from_parent"), format!("parent table `{}` has no column `{from}`{hint}", parent.name));
+                    cx.error(
+                        &format!("{path}.from_parent"),
+                        format!("parent table `{}` has no column `{from}`{hint}", parent.name),
+                    );
                     None
                 }
                 Some(i) => {
-                    let parent_type = parent.columns[i].column_type.or_else(|| parent.columns[i].meta.map(|m| match m {
-                        MetaValue::RunTime => ColumnType::Timestamptz,
-                        _ => ColumnType::Text,
-                    }));
+                    let parent_type = parent.columns[i].column_type.or_else(|| {
+                        parent.columns[i].meta.map(|m| match m {
+                            MetaValue::RunTime => ColumnType::Timestamptz,
+                            _ => ColumnType::Text,
+                        })
+                    });
                     match (column_type, parent_type) {
                         (Some(mine), Some(theirs)) if mine != theirs => {
-                            cx.error(&format!("{path}.type"), format!("column `{}` is {} but parent column `{from}` is {}", c.name, mine.name(), theirs.name()));
+                            cx.error(
+                                &format!("{path}.type"),
+                                format!(
+                                    "column `{}` is {} but parent column `{from}` is {}",
+                                    c.name,
+                                    mine.name(),
+                                    theirs.name()
+                                ),
+                            );
                             ok = false;
                         }
                         _ => column_type = column_type.or(parent_type),
@@ -506,7 +658,13 @@ fn compile_column(cx: &mut Ctx, path: &str, c: &RawColumn, table: &RawTable, par
             },
         }
     } else {
-        cx.error(path, format!("column `{}` needs one of `path`, `value`, `meta` or `from_parent`", c.name));
+        cx.error(
+            path,
+            format!(
+                "column `{}` needs one of `path`, `value`, `meta` or `from_parent`",
+                c.name
+            ),
+        );
         None
     };
     let Some(column_type) = column_type else {
@@ -522,7 +680,14 @@ fn compile_column(cx: &mut Ctx, path: &str, c: &RawColumn, table: &RawTable, par
                 Some(TransformList::Many(_)) => format!("{path}.transform[{i}]"),
                 _ => format!("{path}.transform"),
             };
-            cx.error(&tpath, format!("transform `{}` does not fit column type {}", t.name(), column_type.name()));
+            cx.error(
+                &tpath,
+                format!(
+                    "transform `{}` does not fit column type {}",
+                    t.name(),
+                    column_type.name()
+                ),
+            );
             ok = false;
         }
     }
@@ -535,11 +700,15 @@ fn compile_column(cx: &mut Ctx, path: &str, c: &RawColumn, table: &RawTable, par
     let references = match &c.references {
         None => None,
         Some(r) => match r.split_once('.') {
-            Some((t, col)) if !t.is_empty() && !col.is_empty() && !col.contains('.') => {
-                Some(Reference { table: t.to_string(), column: col.to_string() })
-            }
+            Some((t, col)) if !t.is_empty() && !col.is_empty() && !col.contains('.') => Some(Reference {
+                table: t.to_string(),
+                column: col.to_string(),
+            }),
             _ => {
-                cx.error(&format!("{path}.references"), format!("`{r}` must name a column as `table.column`"));
+                cx.error(
+                    &format!("{path}.references"),
+                    format!("`{r}` must name a column as `table.column`"),
+                );
                 ok = false;
                 None
             }
@@ -573,7 +742,13 @@ fn check_names_unique(cx: &mut Ctx, spec: &RawSpec) {
     let mut tables: HashMap<&str, String> = HashMap::new();
     for (i, r) in spec.resources.iter().enumerate() {
         if let Some(first) = resources.insert(r.name.as_str(), i) {
-            cx.error(&format!("resources[{i}].name"), format!("duplicate resource name `{}` (first used by resources[{first}])", r.name));
+            cx.error(
+                &format!("resources[{i}].name"),
+                format!(
+                    "duplicate resource name `{}` (first used by resources[{first}])",
+                    r.name
+                ),
+            );
         }
         let mut names = vec![(r.table.name.as_str(), format!("resources[{i}].table.name"))];
         for (j, n) in r.table.nested.iter().enumerate() {
@@ -582,7 +757,10 @@ fn check_names_unique(cx: &mut Ctx, spec: &RawSpec) {
         for (name, path) in names {
             if let Some(first) = tables.get(name) {
                 let line = cx.positions.value(first).line;
-                cx.error(&path, format!("duplicate table name `{name}` (first defined on line {line})"));
+                cx.error(
+                    &path,
+                    format!("duplicate table name `{name}` (first defined on line {line})"),
+                );
             } else {
                 tables.insert(name, path);
             }
@@ -592,55 +770,95 @@ fn check_names_unique(cx: &mut Ctx, spec: &RawSpec) {
 
 /// Foreign keys: the target exists, is its table's whole primary key (PostgreSQL needs a
 /// unique target), has the same type, and the references do not form a cycle.
-fn check_references(cx: &mut Ctx, spec: &RawSpec, resources: &[p::Resource]) {
-    let tables: HashMap<&str, &p::Table> = resources.iter().flat_map(|r| r.tables.iter()).map(|t| (t.name.as_str(), t)).collect();
+fn check_references(cx: &mut Ctx, spec: &RawSpec) {
+    let compiled = std::mem::take(&mut cx.tables);
+    let mut tables: HashMap<&str, &p::Table> = HashMap::new();
+    for (_, t) in &compiled {
+        tables.entry(t.name.as_str()).or_insert(t);
+    }
+    // Tables whose definition has its own errors exist all the same: no second error for them.
+    let declared: HashSet<&str> = spec
+        .resources
+        .iter()
+        .flat_map(|r| std::iter::once(r.table.name.as_str()).chain(r.table.nested.iter().map(|n| n.name.as_str())))
+        .collect();
     let mut edges: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-    for (ri, (raw, res)) in spec.resources.iter().zip(resources).enumerate() {
-        let raw_tables: Vec<(String, &Vec<RawColumn>)> = std::iter::once((format!("resources[{ri}].table"), &raw.table.columns))
-            .chain(raw.table.nested.iter().enumerate().map(|(j, n)| (format!("resources[{ri}].table.nested[{j}]"), &n.columns)))
-            .collect();
-        for ((tpath, _), table) in raw_tables.iter().zip(&res.tables) {
-            for (ci, col) in table.columns.iter().enumerate() {
-                let Some(r) = &col.references else { continue };
-                let path = format!("{tpath}.columns[{ci}].references");
-                let Some(target) = tables.get(r.table.as_str()) else {
-                    let hint = did_you_mean(&r.table, tables.keys().copied()).map(|s| format!("; did you mean `{s}`?")).unwrap_or_default();
-                    cx.error(&path, format!("`{}.{}` references table `{}`, which this spec does not define{hint}", r.table, r.column, r.table));
-                    continue;
-                };
-                let Some(tc) = target.column(&r.column) else {
-                    let hint = did_you_mean(&r.column, target.columns.iter().map(|c| c.name.as_str())).map(|s| format!("; did you mean `{s}`?")).unwrap_or_default();
-                    cx.error(&path, format!("table `{}` has no column `{}`{hint}", r.table, r.column));
-                    continue;
-                };
-                if target.primary_key != [r.column.clone()] {
-                    cx.error(&path, format!("`{}.{}` is not the primary key of `{}`; a reference must target a table's single-column primary key", r.table, r.column, r.table));
+    for (tpath, table) in &compiled {
+        for (ci, col) in table.columns.iter().enumerate() {
+            let Some(r) = &col.references else { continue };
+            let path = format!("{tpath}.columns[{ci}].references");
+            let Some(target) = tables.get(r.table.as_str()) else {
+                if declared.contains(r.table.as_str()) {
                     continue;
                 }
-                if tc.column_type != col.column_type {
-                    cx.error(&path, format!("column `{}` is {} but `{}.{}` is {}; a reference needs the same type", col.name, col.column_type.name(), r.table, r.column, tc.column_type.name()));
-                    continue;
-                }
-                if r.table != table.name {
-                    edges.entry(table.name.as_str()).or_default().push(target.name.as_str());
-                }
+                let hint = did_you_mean(&r.table, declared.iter().copied())
+                    .map(|s| format!("; did you mean `{s}`?"))
+                    .unwrap_or_default();
+                cx.error(
+                    &path,
+                    format!(
+                        "`{}.{}` references table `{}`, which this spec does not define{hint}",
+                        r.table, r.column, r.table
+                    ),
+                );
+                continue;
+            };
+            let Some(tc) = target.column(&r.column) else {
+                let hint = did_you_mean(&r.column, target.columns.iter().map(|c| c.name.as_str()))
+                    .map(|s| format!("; did you mean `{s}`?"))
+                    .unwrap_or_default();
+                cx.error(&path, format!("table `{}` has no column `{}`{hint}", r.table, r.column));
+                continue;
+            };
+            if target.primary_key != [r.column.clone()] {
+                cx.error(&path, format!("`{}.{}` is not the primary key of `{}`; a reference must target a table's single-column primary key", r.table, r.column, r.table));
+                continue;
+            }
+            if tc.column_type != col.column_type {
+                cx.error(
+                    &path,
+                    format!(
+                        "column `{}` is {} but `{}.{}` is {}; a reference needs the same type",
+                        col.name,
+                        col.column_type.name(),
+                        r.table,
+                        r.column,
+                        tc.column_type.name()
+                    ),
+                );
+                continue;
+            }
+            // A duplicated table name is reported on its own; it makes no graph.
+            let first_of_name = tables.get(table.name.as_str()).is_some_and(|t| std::ptr::eq(*t, table));
+            if r.table != table.name && first_of_name {
+                edges.entry(table.name.as_str()).or_default().push(target.name.as_str());
             }
         }
     }
     if let Some(cycle) = find_cycle(&edges) {
         let first = cycle[0];
-        let path = spec
-            .resources
+        let path = compiled
             .iter()
-            .enumerate()
-            .find_map(|(i, r)| (r.table.name == first).then(|| format!("resources[{i}].table.name")))
+            .find(|(_, t)| t.name == first)
+            .map(|(p, _)| format!("{p}.name"))
             .unwrap_or_else(|| "resources".into());
-        cx.error(&path, format!("references form a cycle ({}); tables could not be created in any order", cycle.join(" → ")));
+        cx.error(
+            &path,
+            format!(
+                "references form a cycle ({}); tables could not be created in any order",
+                cycle.join(" → ")
+            ),
+        );
     }
 }
 
 fn find_cycle<'a>(edges: &BTreeMap<&'a str, Vec<&'a str>>) -> Option<Vec<&'a str>> {
-    fn visit<'a>(n: &'a str, edges: &BTreeMap<&'a str, Vec<&'a str>>, stack: &mut Vec<&'a str>, done: &mut HashSet<&'a str>) -> Option<Vec<&'a str>> {
+    fn visit<'a>(
+        n: &'a str,
+        edges: &BTreeMap<&'a str, Vec<&'a str>>,
+        stack: &mut Vec<&'a str>,
+        done: &mut HashSet<&'a str>,
+    ) -> Option<Vec<&'a str>> {
         if let Some(i) = stack.iter().position(|s| *s == n) {
             let mut c = stack[i..].to_vec();
             c.push(n);

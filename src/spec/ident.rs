@@ -18,11 +18,12 @@ pub fn check_identifier(name: &str) -> Result<(), String> {
     }
     let first = name.chars().next().unwrap_or('_');
     if !(first.is_ascii_lowercase() || first == '_') {
-        return Err(format!(
-            "`{name}` must start with a lowercase letter or `_`"
-        ));
+        return Err(format!("`{name}` must start with a lowercase letter or `_`"));
     }
-    if let Some(bad) = name.chars().find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_')) {
+    if let Some(bad) = name
+        .chars()
+        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_'))
+    {
         return Err(format!(
             "`{name}` contains `{bad}`; use lowercase letters, digits and `_`"
         ));

@@ -60,14 +60,20 @@ impl Interp {
             if !lit.is_empty() {
                 parts.push(Part::Lit(std::mem::take(&mut lit)));
             }
-            parts.push(Part::Var { name: name.to_string(), default });
+            parts.push(Part::Var {
+                name: name.to_string(),
+                default,
+            });
             rest = &body_start[end + 1..];
         }
         lit.push_str(rest);
         if !lit.is_empty() {
             parts.push(Part::Lit(lit));
         }
-        Ok(Interp { raw: raw.to_string(), parts })
+        Ok(Interp {
+            raw: raw.to_string(),
+            parts,
+        })
     }
 
     /// The template as written in the spec.

@@ -31,14 +31,27 @@ impl PartialEq for JsonPath {
 impl JsonPath {
     pub fn parse(text: &str) -> Result<Self, String> {
         if !text.starts_with('$') {
-            return Err(format!("`{text}` is not a JSONPath; it must start with `$`, e.g. `$.results[*]`"));
+            return Err(format!(
+                "`{text}` is not a JSONPath; it must start with `$`, e.g. `$.results[*]`"
+            ));
         }
         let query = parse_json_path(text).map_err(|e| {
+            // pest reports `--> line:column`; the column is what helps.
             let detail = e.to_string();
-            let detail = detail.lines().next().unwrap_or("").trim().to_string();
-            format!("`{text}` is not a valid JSONPath (RFC 9535): {detail}")
+            let at = detail
+                .split("--> ")
+                .nth(1)
+                .and_then(|r| r.split_whitespace().next())
+                .and_then(|lc| lc.split(':').nth(1))
+                .map(|c| format!(" (near character {c})"))
+                .unwrap_or_default();
+            format!("`{text}` is not a valid JSONPath (RFC 9535){at}")
         })?;
-        Ok(JsonPath { text: text.to_string(), query, simple: simple_steps(text) })
+        Ok(JsonPath {
+            text: text.to_string(),
+            query,
+            simple: simple_steps(text),
+        })
     }
 
     pub fn as_str(&self) -> &str {
@@ -181,7 +194,15 @@ mod tests {
     #[test]
     fn simple_paths_agree_with_the_general_engine() {
         let v = page();
-        for text in ["$.results[*]", "$.results[*].id", "$.info.count", "$['info']['next']", "$.results[-1].id", "$.results[0].tags[*]", "$.*"] {
+        for text in [
+            "$.results[*]",
+            "$.results[*].id",
+            "$.info.count",
+            "$['info']['next']",
+            "$.results[-1].id",
+            "$.results[0].tags[*]",
+            "$.*",
+        ] {
             let fast = JsonPath::parse(text).unwrap();
             assert!(fast.simple.is_some(), "{text} should take the fast path");
             let general = js_path_process(&fast.query, &v).unwrap();

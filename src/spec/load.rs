@@ -61,9 +61,8 @@ pub struct Loaded {
 
 /// Parse and shape-check one spec file. `Err` carries every shape problem found.
 pub fn load(file: &str, text: &str) -> Result<Loaded, Vec<Diagnostic>> {
-    let root = parse_tree(text).map_err(|(pos, message)| {
-        vec![Diagnostic::new(file, pos, "", format!("invalid YAML: {message}"))]
-    })?;
+    let root = parse_tree(text)
+        .map_err(|(pos, message)| vec![Diagnostic::new(file, pos, "", format!("invalid YAML: {message}"))])?;
     let Some(root) = root else {
         return Err(vec![Diagnostic::new(
             file,
@@ -76,10 +75,16 @@ pub fn load(file: &str, text: &str) -> Result<Loaded, Vec<Diagnostic>> {
     record_positions(&root, "", &mut positions);
 
     let schema = serde_json::to_value(super::json_schema()).expect("schema serializes");
-    let mut checker = Checker { file, schema: &schema, diagnostics: Vec::new() };
+    let mut checker = Checker {
+        file,
+        schema: &schema,
+        diagnostics: Vec::new(),
+    };
     checker.check(&root, &schema, "");
     if !checker.diagnostics.is_empty() {
-        return Err(checker.diagnostics);
+        let mut d = checker.diagnostics;
+        d.sort_by_key(|d| (d.line, d.column));
+        return Err(d);
     }
     match serde_yaml::from_str::<RawSpec>(text) {
         Ok(spec) => Ok(Loaded { spec, positions }),
@@ -87,7 +92,10 @@ pub fn load(file: &str, text: &str) -> Result<Loaded, Vec<Diagnostic>> {
             // The schema check accepts what serde accepts; this is a safety net.
             let pos = e
                 .location()
-                .map(|l| Pos { line: l.line(), column: l.column() })
+                .map(|l| Pos {
+                    line: l.line(),
+                    column: l.column(),
+                })
                 .unwrap_or(Pos { line: 1, column: 1 });
             Err(vec![Diagnostic::new(file, pos, "", e.to_string())])
         }
@@ -124,7 +132,10 @@ struct TreeBuilder {
 }
 
 fn pos_of(mark: Marker) -> Pos {
-    Pos { line: mark.line(), column: mark.col() + 1 }
+    Pos {
+        line: mark.line(),
+        column: mark.col() + 1,
+    }
 }
 
 impl TreeBuilder {
@@ -150,20 +161,29 @@ impl MarkedEventReceiver for TreeBuilder {
         match ev {
             Event::Scalar(text, style, _, _) => {
                 let plain = matches!(style, TScalarStyle::Plain);
-                self.push_node(Node { kind: Kind::Scalar(text, plain), pos })
+                self.push_node(Node {
+                    kind: Kind::Scalar(text, plain),
+                    pos,
+                })
             }
             Event::Alias(_) => self.push_node(Node { kind: Kind::Alias, pos }),
             Event::SequenceStart(..) => self.stack.push(Frame::Seq(Vec::new(), pos)),
             Event::MappingStart(..) => self.stack.push(Frame::Map(Vec::new(), None, pos)),
             Event::SequenceEnd => {
                 if let Some(Frame::Seq(items, pos)) = self.stack.pop() {
-                    self.push_node(Node { kind: Kind::Seq(items), pos })
+                    self.push_node(Node {
+                        kind: Kind::Seq(items),
+                        pos,
+                    })
                 }
             }
             Event::MappingEnd => {
                 if let Some(Frame::Map(entries, _, pos)) = self.stack.pop() {
                     let pos = entries.first().map(|(k, _)| k.pos).unwrap_or(pos);
-                    self.push_node(Node { kind: Kind::Map(entries), pos })
+                    self.push_node(Node {
+                        kind: Kind::Map(entries),
+                        pos,
+                    })
                 }
             }
             _ => {}
@@ -176,7 +196,13 @@ fn parse_tree(text: &str) -> Result<Option<Node>, (Pos, String)> {
     let mut parser = Parser::new_from_str(text);
     parser.load(&mut builder, false).map_err(|e| {
         let m = e.marker();
-        (Pos { line: m.line(), column: m.col() + 1 }, e.info().to_string())
+        (
+            Pos {
+                line: m.line(),
+                column: m.col() + 1,
+            },
+            e.info().to_string(),
+        )
     })?;
     Ok(builder.done)
 }
@@ -303,13 +329,21 @@ impl<'a> Checker<'a> {
     fn check(&mut self, node: &Node, schema: &Json, path: &str) {
         let schema = self.resolve(schema);
         if let Kind::Alias = node.kind {
-            self.error(node.pos, path, "YAML aliases are not supported in specs; write the value out");
+            self.error(
+                node.pos,
+                path,
+                "YAML aliases are not supported in specs; write the value out",
+            );
             return;
         }
         if let Some(values) = self.constants(schema) {
             return self.check_constant(node, schema, &values, path);
         }
-        if let Some(branches) = schema.get("oneOf").or_else(|| schema.get("anyOf")).and_then(Json::as_array) {
+        if let Some(branches) = schema
+            .get("oneOf")
+            .or_else(|| schema.get("anyOf"))
+            .and_then(Json::as_array)
+        {
             return self.check_branches(node, branches, path);
         }
         let found = yaml_type(node);
@@ -318,9 +352,15 @@ impl<'a> Checker<'a> {
             Some(Json::Array(ts)) => ts.iter().filter_map(Json::as_str).collect(),
             _ => return,
         };
-        let fits = allowed.iter().any(|t| *t == found || (*t == "number" && found == "integer"));
+        let fits = allowed
+            .iter()
+            .any(|t| *t == found || (*t == "number" && found == "integer"));
         if !fits {
-            let want: Vec<&str> = allowed.iter().map(|t| type_word(t)).collect();
+            let want: Vec<&str> = allowed
+                .iter()
+                .filter(|t| **t != "null" || allowed.len() == 1)
+                .map(|t| type_word(t))
+                .collect();
             self.error(
                 node.pos,
                 path,
@@ -423,7 +463,11 @@ impl<'a> Checker<'a> {
                     .iter()
                     .find(|(k, _)| matches!(&k.kind, Kind::Scalar(s, _) if s == "type"));
                 let Some((_, type_node)) = type_entry else {
-                    self.error(node.pos, path, format!("missing `type`; expected one of {}", list(&tags)));
+                    self.error(
+                        node.pos,
+                        path,
+                        format!("missing `type`; expected one of {}", list(&tags)),
+                    );
                     return;
                 };
                 let Kind::Scalar(tag, _) = &type_node.kind else {
@@ -439,7 +483,11 @@ impl<'a> Checker<'a> {
                         self.error(
                             type_node.pos,
                             &child_path(path, "type"),
-                            format!("unknown {} type `{tag}`; expected one of {}{hint}", field_noun(path), list(&tags)),
+                            format!(
+                                "unknown {} type `{tag}`; expected one of {}{hint}",
+                                field_noun(path),
+                                list(&tags)
+                            ),
                         );
                     }
                 }
@@ -471,7 +519,11 @@ impl<'a> Checker<'a> {
                         None => type_word(self.branch_type(b).unwrap_or("value")).to_string(),
                     })
                     .collect();
-                self.error(node.pos, path, format!("expected {}, found {}", forms.join(" or "), describe(node)));
+                self.error(
+                    node.pos,
+                    path,
+                    format!("expected {}, found {}", forms.join(" or "), describe(node)),
+                );
             }
         }
     }

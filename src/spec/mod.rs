@@ -45,7 +45,15 @@ pub fn compile_text(file: &str, text: &str) -> Result<Pipeline, Vec<Diagnostic>>
 pub fn load_file(path: &str) -> Result<Pipeline, SpecErrors> {
     let text = std::fs::read_to_string(path).map_err(|e| SpecErrors {
         text: None,
-        diagnostics: vec![Diagnostic::new(path, load::Pos { line: 1, column: 1 }, "", format!("cannot read the spec: {e}"))],
+        diagnostics: vec![Diagnostic::new(
+            path,
+            load::Pos { line: 1, column: 1 },
+            "",
+            format!("cannot read the spec: {e}"),
+        )],
     })?;
-    compile_text(path, &text).map_err(|diagnostics| SpecErrors { text: Some(text), diagnostics })
+    compile_text(path, &text).map_err(|diagnostics| SpecErrors {
+        text: Some(text),
+        diagnostics,
+    })
 }

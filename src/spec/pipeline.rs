@@ -75,9 +75,18 @@ pub struct Source {
 #[derive(Debug, Clone)]
 pub enum Auth {
     None,
-    Bearer { token: Interp },
-    ApiKey { name: String, value: Interp, location: ApiKeyLocation },
-    Basic { username: Interp, password: Interp },
+    Bearer {
+        token: Interp,
+    },
+    ApiKey {
+        name: String,
+        value: Interp,
+        location: ApiKeyLocation,
+    },
+    Basic {
+        username: Interp,
+        password: Interp,
+    },
 }
 
 impl Auth {
@@ -86,8 +95,14 @@ impl Auth {
         match self {
             Auth::None => "none",
             Auth::Bearer { .. } => "bearer token",
-            Auth::ApiKey { location: ApiKeyLocation::Header, .. } => "API key (header)",
-            Auth::ApiKey { location: ApiKeyLocation::Query, .. } => "API key (query)",
+            Auth::ApiKey {
+                location: ApiKeyLocation::Header,
+                ..
+            } => "API key (header)",
+            Auth::ApiKey {
+                location: ApiKeyLocation::Query,
+                ..
+            } => "API key (query)",
             Auth::Basic { .. } => "basic",
         }
     }
@@ -139,10 +154,24 @@ pub struct Resource {
 #[derive(Debug, Clone)]
 pub enum Paginator {
     None,
-    NextUrl { next: JsonPath },
-    PageNumber { param: String, start: u64, total_pages: Option<JsonPath> },
-    Offset { limit_param: String, offset_param: String, limit: u64, total: Option<JsonPath> },
-    Cursor { cursor: JsonPath, param: String },
+    NextUrl {
+        next: JsonPath,
+    },
+    PageNumber {
+        param: String,
+        start: u64,
+        total_pages: Option<JsonPath>,
+    },
+    Offset {
+        limit_param: String,
+        offset_param: String,
+        limit: u64,
+        total: Option<JsonPath>,
+    },
+    Cursor {
+        cursor: JsonPath,
+        param: String,
+    },
     LinkHeader,
 }
 
@@ -153,7 +182,12 @@ impl Paginator {
             Paginator::None => "single page".into(),
             Paginator::NextUrl { next } => format!("next URL {}", next.as_str()),
             Paginator::PageNumber { param, .. } => format!("page number ?{param}="),
-            Paginator::Offset { limit_param, offset_param, limit, .. } => {
+            Paginator::Offset {
+                limit_param,
+                offset_param,
+                limit,
+                ..
+            } => {
                 format!("offset ?{offset_param}=&{limit_param}={limit}")
             }
             Paginator::Cursor { param, .. } => format!("cursor ?{param}="),
@@ -316,8 +350,7 @@ impl KeyTemplate {
                         let hint = super::diagnostic::did_you_mean(name, KEY_PLACEHOLDERS)
                             .map(|s| format!("; did you mean `{{{s}}}`?"))
                             .unwrap_or_else(|| {
-                                "; use {pipeline}, {resource}, {run_id}, {part} or {run_time:<strftime>}"
-                                    .to_string()
+                                "; use {pipeline}, {resource}, {run_id}, {part} or {run_time:<strftime>}".to_string()
                             });
                         return Err(format!("unknown placeholder `{{{other}}}` in key template{hint}"));
                     }
@@ -356,7 +389,10 @@ impl KeyTemplate {
                 None => {}
             }
         }
-        Ok(KeyTemplate { raw: raw.to_string(), parts })
+        Ok(KeyTemplate {
+            raw: raw.to_string(),
+            parts,
+        })
     }
 
     pub fn raw(&self) -> &str {
@@ -431,8 +467,14 @@ mod tests {
 
     #[test]
     fn bad_templates_are_explained() {
-        assert!(KeyTemplate::parse("{pipeline}/{resorce}/{run_id}").unwrap_err().contains("did you mean `{resource}`"));
-        assert!(KeyTemplate::parse("{pipeline}/{resource}").unwrap_err().contains("{run_id}"));
-        assert!(KeyTemplate::parse("{resource}/{run_time:%Q}/{run_id}").unwrap_err().contains("strftime"));
+        assert!(KeyTemplate::parse("{pipeline}/{resorce}/{run_id}")
+            .unwrap_err()
+            .contains("did you mean `{resource}`"));
+        assert!(KeyTemplate::parse("{pipeline}/{resource}")
+            .unwrap_err()
+            .contains("{run_id}"));
+        assert!(KeyTemplate::parse("{resource}/{run_time:%Q}/{run_id}")
+            .unwrap_err()
+            .contains("strftime"));
     }
 }

@@ -1,1 +1,5 @@
+//! The integration tests: one binary, so the heavy dependencies link once.
 
+mod support;
+
+mod spec;

@@ -1,0 +1,185 @@
+//! `validate`, `schema` and `ddl` through the real binary.
+
+use crate::support::{assert_snapshot, fixture, pg, root, Sluice};
+
+#[test]
+fn reference_pipelines_are_valid() {
+    let run = Sluice::new(["validate", "pipelines/rickandmorty.yaml", "pipelines/coincap.yaml"])
+        .run()
+        .success();
+    assert_eq!(
+        run.stdout,
+        "pipelines/rickandmorty.yaml: ok\npipelines/coincap.yaml: ok\n"
+    );
+}
+
+#[test]
+fn every_invalid_fixture_gives_its_expected_diagnostics() {
+    let dir = fixture("invalid");
+    let mut specs: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    specs.sort();
+    assert!(
+        specs.len() >= 25,
+        "expected at least 25 invalid-spec fixtures, found {}",
+        specs.len()
+    );
+    for spec in specs {
+        let rel = spec.strip_prefix(root()).unwrap().to_str().unwrap().to_string();
+        let run = Sluice::new(["validate", &rel]).run();
+        assert_eq!(run.code, 1, "{rel} should be invalid\n{}", run.stdout);
+        assert_snapshot(&spec.with_extension("expected"), &run.stdout);
+    }
+}
+
+#[test]
+fn all_problems_of_a_file_are_reported_in_one_run() {
+    let run = Sluice::new(["validate", "tests/fixtures/invalid/many_problems.yaml"])
+        .run()
+        .failure(1);
+    let errors = run.stdout.lines().filter(|l| l.contains(": error: ")).count();
+    assert!(errors >= 5, "expected every problem at once, got:\n{}", run.stdout);
+    assert!(run.stdout.ends_with(&format!("{errors} problems in 1 file\n")));
+}
+
+#[test]
+fn json_and_github_formats() {
+    let file = "tests/fixtures/invalid/unknown_column_type.yaml";
+    let run = Sluice::new(["validate", "--format", "json", file]).run().failure(1);
+    let line = run.stdout.lines().next().expect("one diagnostic");
+    let v: serde_json::Value = serde_json::from_str(line).expect("json diagnostic");
+    assert_eq!(v["file"], file);
+    assert_eq!(v["path"], "resources[0].table.columns[1].type");
+    assert!(v["line"].as_u64().unwrap() > 1 && v["column"].as_u64().unwrap() > 1);
+    let run = Sluice::new(["validate", "--format", "github", file]).run().failure(1);
+    let expected_prefix = format!("::error file={file},line={},col={},title=sluice validate::resources[0].table.columns[1].type: unknown column type", v["line"], v["column"]);
+    assert!(run.stdout.starts_with(&expected_prefix), "{}", run.stdout);
+}
+
+#[test]
+fn validation_needs_no_environment() {
+    // COINCAP_API_KEY and DATABASE_URL are unset (the runner removes them): still valid.
+    Sluice::new(["validate", "pipelines/coincap.yaml"]).run().success();
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    Sluice::new(["validate"]).run().failure(2);
+    Sluice::new(["validate", "--format", "xml", "pipelines/coincap.yaml"])
+        .run()
+        .failure(2);
+    Sluice::new(["frobnicate"]).run().failure(2);
+}
+
+#[test]
+fn a_missing_file_is_named() {
+    let run = Sluice::new(["validate", "nope.yaml"]).run().failure(1);
+    assert!(
+        run.stdout.starts_with("nope.yaml:1:1: error: cannot read the spec"),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn checked_in_schema_matches_the_binary() {
+    let run = Sluice::new(["schema"]).run().success();
+    let committed = std::fs::read_to_string(root().join("schemas/pipeline.schema.json")).unwrap();
+    assert!(
+        run.stdout == committed,
+        "schemas/pipeline.schema.json is stale: run `sluice schema > schemas/pipeline.schema.json`"
+    );
+    for p in ["pipelines/rickandmorty.yaml", "pipelines/coincap.yaml"] {
+        let text = std::fs::read_to_string(root().join(p)).unwrap();
+        assert!(
+            text.starts_with("# yaml-language-server: $schema=../schemas/pipeline.schema.json\n"),
+            "{p}"
+        );
+    }
+}
+
+#[test]
+fn every_spec_field_is_documented_in_the_schema() {
+    let schema: serde_json::Value = serde_json::from_str(&Sluice::new(["schema"]).run().success().stdout).unwrap();
+    let mut undocumented = Vec::new();
+    let defs = schema["$defs"].as_object().unwrap();
+    let mut objects: Vec<(&str, &serde_json::Value)> = defs.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    objects.push(("RawSpec", &schema));
+    for (name, def) in objects {
+        let mut stack = vec![def];
+        while let Some(s) = stack.pop() {
+            if let Some(props) = s.get("properties").and_then(|p| p.as_object()) {
+                for (field, fs) in props {
+                    if field != "type" && fs.get("description").is_none() {
+                        undocumented.push(format!("{name}.{field}"));
+                    }
+                }
+            }
+            for key in ["oneOf", "anyOf"] {
+                if let Some(branches) = s.get(key).and_then(|b| b.as_array()) {
+                    stack.extend(branches);
+                }
+            }
+        }
+    }
+    assert!(
+        undocumented.is_empty(),
+        "fields without a doc comment: {undocumented:?}"
+    );
+}
+
+#[test]
+fn ddl_matches_the_golden_files() {
+    for name in ["rickandmorty", "coincap"] {
+        let run = Sluice::new(["ddl", &format!("pipelines/{name}.yaml")]).run().success();
+        assert_snapshot(&fixture(&format!("ddl/{name}.sql")), &run.stdout);
+    }
+}
+
+#[test]
+fn ddl_applies_to_a_real_postgres_and_creates_the_keys() {
+    let url = pg::fresh_database();
+    for name in ["rickandmorty", "coincap"] {
+        let ddl = Sluice::new(["ddl", &format!("pipelines/{name}.yaml")])
+            .run()
+            .success()
+            .stdout;
+        pg::execute(&url, &ddl);
+        // Idempotent: applying it again changes nothing and fails nothing.
+        pg::execute(&url, &ddl);
+    }
+    let tables = pg::query(
+        &url,
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'rickandmorty' ORDER BY 1",
+    );
+    let tables: Vec<String> = tables.into_iter().map(|r| r[0].clone().unwrap()).collect();
+    assert_eq!(tables, ["appearance", "character", "episode", "location"]);
+    let fks = pg::query(
+        &url,
+        "SELECT conrelid::regclass::text, pg_get_constraintdef(oid) FROM pg_constraint WHERE connamespace = 'rickandmorty'::regnamespace AND contype = 'f' ORDER BY 1, 2",
+    );
+    let fks: Vec<String> = fks
+        .into_iter()
+        .map(|r| format!("{} {}", r[0].clone().unwrap(), r[1].clone().unwrap()))
+        .collect();
+    assert_eq!(
+        fks,
+        [
+            "rickandmorty.\"character\" FOREIGN KEY (location_id) REFERENCES rickandmorty.location(location_id) DEFERRABLE INITIALLY DEFERRED",
+            "rickandmorty.\"character\" FOREIGN KEY (origin_id) REFERENCES rickandmorty.location(location_id) DEFERRABLE INITIALLY DEFERRED",
+            "rickandmorty.appearance FOREIGN KEY (character_id) REFERENCES rickandmorty.\"character\"(character_id) DEFERRABLE INITIALLY DEFERRED",
+            "rickandmorty.appearance FOREIGN KEY (episode_id) REFERENCES rickandmorty.episode(episode_id) DEFERRABLE INITIALLY DEFERRED",
+        ]
+    );
+    let pk = pg::scalar(
+        &url,
+        "SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conname = 'appearance_pkey'",
+    );
+    assert_eq!(pk.as_deref(), Some("PRIMARY KEY (character_id, episode_id)"));
+    let comment = pg::scalar(&url, "SELECT obj_description('rickandmorty.episode'::regclass)");
+    assert_eq!(comment.as_deref(), Some("Episodes, with their broadcast date"));
+}
