@@ -27,6 +27,20 @@ pub mod exit {
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Only print warnings and errors on stderr.
+    #[arg(long, short, global = true)]
+    quiet: bool,
+    /// Format of the log lines on stderr.
+    #[arg(long, value_enum, global = true, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -46,6 +60,21 @@ enum Command {
     Ddl {
         /// The spec file.
         spec: String,
+    },
+    /// Extract: read the API and stage the raw records (the "ingest Lambda").
+    Extract {
+        /// The spec file.
+        spec: String,
+        /// Only this resource (repeatable).
+        #[arg(long = "resource", value_name = "NAME")]
+        resources: Vec<String>,
+        /// Stop each resource after N records.
+        #[arg(long, value_name = "N")]
+        limit: Option<u64>,
+        /// Fetch and print the records (JSON Lines) instead of staging them; one page per
+        /// resource unless --limit is given.
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
@@ -68,6 +97,7 @@ pub fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { exit::USAGE } else { exit::OK });
         }
     };
+    init_logging(cli.quiet, cli.log_format);
     ExitCode::from(match cli.command {
         Command::Validate { files, format } => validate(&files, format),
         Command::Schema => {
@@ -81,7 +111,113 @@ pub fn main() -> ExitCode {
             }
             None => exit::FAILED,
         },
+        Command::Extract {
+            spec,
+            resources,
+            limit,
+            dry_run,
+        } => {
+            let Some(p) = load_or_report(&spec) else {
+                return ExitCode::from(exit::FAILED);
+            };
+            let opts = crate::run::ExtractOptions { resources, limit };
+            block_on(extract(&p, &opts, dry_run))
+        }
     })
+}
+
+fn init_logging(quiet: bool, format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let default = if quiet { "warn" } else { "info" };
+    let filter = EnvFilter::try_from_env("SLUICE_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false);
+    let _ = match format {
+        LogFormat::Text => builder.without_time().try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+fn block_on<F: std::future::Future<Output = u8>>(f: F) -> u8 {
+    match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt.block_on(f),
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            exit::FAILED
+        }
+    }
+}
+
+/// Print an error and its causes, secrets masked, and give the failure exit code.
+fn fail(pipeline: &str, e: &dyn std::error::Error, secrets: &crate::util::Secrets) -> u8 {
+    let mut msg = format!("error: pipeline `{pipeline}`: {e}");
+    let mut source = e.source();
+    while let Some(s) = source {
+        let t = s.to_string();
+        if !msg.contains(&t) {
+            msg.push_str(&format!("\n  caused by: {t}"));
+        }
+        source = s.source();
+    }
+    eprintln!("{}", secrets.mask(&msg));
+    exit::FAILED
+}
+
+async fn extract(p: &spec::Pipeline, opts: &crate::run::ExtractOptions, dry_run: bool) -> u8 {
+    let secrets = crate::util::Secrets::default();
+    let mut out = std::io::stdout().lock();
+    if dry_run {
+        return match crate::run::extract_dry_run(p, opts, &secrets).await {
+            Ok(per_resource) => {
+                for (name, records) in per_resource {
+                    tracing::info!(resource = %name, records = records.len(), "dry run: nothing was staged");
+                    for r in records {
+                        let _ = writeln!(out, "{r}");
+                    }
+                }
+                exit::OK
+            }
+            Err(e) => fail(p.name(), &e, &secrets),
+        };
+    }
+    match crate::run::extract(p, opts, &secrets).await {
+        Ok(report) => {
+            let _ = writeln!(out, "run {} staged to {}", report.run.run_id, report.location);
+            let _ = writeln!(
+                out,
+                "{:<24} {:>7} {:>10} {:>8} {:>12}",
+                "resource", "pages", "records", "objects", "bytes"
+            );
+            for r in &report.manifest.resources {
+                let (records, bytes) = crate::run::object_totals(&r.objects);
+                let _ = writeln!(
+                    out,
+                    "{:<24} {:>7} {:>10} {:>8} {:>12}",
+                    r.name,
+                    r.pages,
+                    records,
+                    r.objects.len(),
+                    bytes
+                );
+            }
+            for r in &report.manifest.resources {
+                for o in &r.objects {
+                    let _ = writeln!(
+                        out,
+                        "object {} ({} records, {} bytes, sha256 {})",
+                        o.key, o.records, o.bytes, o.sha256
+                    );
+                }
+            }
+            let _ = writeln!(out, "manifest {}", report.manifest_key);
+            exit::OK
+        }
+        Err(e) => fail(p.name(), &e, &secrets),
+    }
 }
 
 /// Load a spec, printing its diagnostics to stderr when it is invalid.

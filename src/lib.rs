@@ -5,5 +5,9 @@
 //! knows the order of the steps; `cli` is the command line.
 
 pub mod cli;
+pub mod extract;
 pub mod load;
+pub mod run;
 pub mod spec;
+pub mod stage;
+pub mod util;

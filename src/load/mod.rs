@@ -2,3 +2,9 @@
 
 pub mod coerce;
 pub mod ddl;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("{0}")]
+    Config(String),
+}

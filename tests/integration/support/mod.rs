@@ -2,7 +2,9 @@
 
 #![allow(dead_code)]
 
+pub mod api;
 pub mod pg;
+pub mod s3;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -44,6 +46,13 @@ impl Sluice {
 
     pub fn env(mut self, key: &str, value: impl AsRef<std::ffi::OsStr>) -> Self {
         self.cmd.env(key, value);
+        self
+    }
+
+    pub fn envs(mut self, vars: Vec<(&'static str, String)>) -> Self {
+        for (k, v) in vars {
+            self.cmd.env(k, v);
+        }
         self
     }
 

@@ -1,0 +1,350 @@
+//! The HTTP side of extraction: one client per pipeline with auth, default headers and
+//! parameters, a per-request timeout, retries with backoff and `Retry-After`, and a
+//! token-bucket rate limit. The only file that calls into reqwest.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, RETRY_AFTER};
+use reqwest::StatusCode;
+use tokio::sync::Mutex;
+use url::Url;
+
+use super::ExtractError;
+use crate::spec::pipeline::{ApiKeyLocation, Auth, HttpMethod, Retry, Source};
+use crate::util::Secrets;
+
+/// A fetched page: what the paginators look at.
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+pub struct Client {
+    inner: reqwest::Client,
+    query_auth: Option<(String, String)>,
+    default_params: Vec<(String, String)>,
+    retry: Retry,
+    limiter: Option<RateLimiter>,
+    secrets: Secrets,
+}
+
+/// Whether a status is worth another attempt.
+fn retryable(status: StatusCode) -> bool {
+    matches!(status.as_u16(), 429 | 500 | 502 | 503 | 504)
+}
+
+impl Client {
+    /// Build the client, resolving every interpolated value from the environment.
+    /// Resolved secrets are registered in `secrets` so that no message shows them.
+    pub fn new(source: &Source, secrets: &Secrets) -> Result<Self, ExtractError> {
+        let resolve = |field: &str, t: &crate::spec::interp::Interp| {
+            t.resolve().map_err(|e| ExtractError::Env {
+                field: field.to_string(),
+                var: e.0,
+            })
+        };
+        let mut headers = HeaderMap::new();
+        for (name, value) in &source.headers {
+            let v = resolve(&format!("source.headers.{name}"), value)?;
+            let name = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| ExtractError::Config(format!("`{name}` is not a valid header name")))?;
+            let value = HeaderValue::from_str(&v)
+                .map_err(|_| ExtractError::Config(format!("the value of header `{name}` is not valid in a header")))?;
+            headers.insert(name, value);
+        }
+        let mut query_auth = None;
+        match &source.auth {
+            Auth::None => {}
+            Auth::Bearer { token } => {
+                let token = resolve("source.auth.token", token)?;
+                secrets.add(&token);
+                let mut v = HeaderValue::from_str(&format!("Bearer {token}"))
+                    .map_err(|_| ExtractError::Config("the bearer token is not valid in a header".into()))?;
+                v.set_sensitive(true);
+                headers.insert(AUTHORIZATION, v);
+            }
+            Auth::ApiKey { name, value, location } => {
+                let value = resolve("source.auth.value", value)?;
+                secrets.add(&value);
+                match location {
+                    ApiKeyLocation::Header => {
+                        let name = HeaderName::from_bytes(name.as_bytes())
+                            .map_err(|_| ExtractError::Config(format!("`{name}` is not a valid header name")))?;
+                        let mut v = HeaderValue::from_str(&value)
+                            .map_err(|_| ExtractError::Config("the API key is not valid in a header".into()))?;
+                        v.set_sensitive(true);
+                        headers.insert(name, v);
+                    }
+                    ApiKeyLocation::Query => query_auth = Some((name.clone(), value)),
+                }
+            }
+            Auth::Basic { username, password } => {
+                let user = resolve("source.auth.username", username)?;
+                let pass = resolve("source.auth.password", password)?;
+                secrets.add(&pass);
+                use base64_lite::encode;
+                let mut v = HeaderValue::from_str(&format!("Basic {}", encode(format!("{user}:{pass}").as_bytes())))
+                    .map_err(|_| ExtractError::Config("basic credentials are not valid in a header".into()))?;
+                v.set_sensitive(true);
+                headers.insert(AUTHORIZATION, v);
+            }
+        }
+        let mut default_params = Vec::new();
+        for (k, v) in &source.params {
+            default_params.push((k.clone(), resolve(&format!("source.params.{k}"), v)?));
+        }
+        let inner = reqwest::Client::builder()
+            .user_agent(concat!("sluice/", env!("CARGO_PKG_VERSION")))
+            .default_headers(headers)
+            .timeout(source.timeout)
+            .connect_timeout(source.timeout.min(Duration::from_secs(10)))
+            .gzip(true)
+            .deflate(true)
+            .build()
+            .map_err(|e| ExtractError::Config(format!("cannot build the HTTP client: {e}")))?;
+        Ok(Client {
+            inner,
+            query_auth,
+            default_params,
+            retry: source.retry,
+            limiter: source.rate_limit.map(RateLimiter::new),
+            secrets: secrets.clone(),
+        })
+    }
+
+    /// Add the default parameters and the query API key to a URL.
+    pub fn prepare(&self, url: &Url, resource_params: &[(String, String)]) -> Url {
+        let mut url = url.clone();
+        {
+            let existing: Vec<String> = url.query_pairs().map(|(k, _)| k.into_owned()).collect();
+            let mut q = url.query_pairs_mut();
+            for (k, v) in self.default_params.iter().chain(resource_params) {
+                if !existing.contains(k) {
+                    q.append_pair(k, v);
+                }
+            }
+        }
+        if url.query() == Some("") {
+            url.set_query(None);
+        }
+        url
+    }
+
+    /// Fetch one page with retries. `page` is 1-based, for messages.
+    pub async fn fetch(
+        &self,
+        method: HttpMethod,
+        url: &Url,
+        resource: &str,
+        page: u64,
+    ) -> Result<Response, ExtractError> {
+        let mut url = url.clone();
+        if let Some((k, v)) = &self.query_auth {
+            url.query_pairs_mut().append_pair(k, v);
+        }
+        let shown = self.secrets.mask(url.as_str());
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            if let Some(l) = &self.limiter {
+                l.acquire().await;
+            }
+            let request = match method {
+                HttpMethod::Get => self.inner.get(url.clone()),
+                HttpMethod::Post => self.inner.post(url.clone()),
+            };
+            let outcome: Result<(), (Option<StatusCode>, Option<HeaderMap>, String)> = match request.send().await {
+                Ok(resp) => {
+                    let status = resp.status();
+                    let headers = resp.headers().clone();
+                    match resp.bytes().await {
+                        Ok(body) if status.is_success() => {
+                            return Ok(Response {
+                                status: status.as_u16(),
+                                headers,
+                                body,
+                            });
+                        }
+                        Ok(body) => Err((Some(status), Some(headers), self.secrets.mask(&head(&body)))),
+                        Err(e) => Err((
+                            Some(status),
+                            None,
+                            self.secrets
+                                .mask(&format!("reading the body failed: {}", error_chain(&e))),
+                        )),
+                    }
+                }
+                Err(e) => Err((None, None, self.secrets.mask(&error_chain(&e)))),
+            };
+            let Err((status, headers, detail)) = outcome else {
+                unreachable!()
+            };
+            let can_retry = status.is_none_or(retryable) && attempt < self.retry.max_attempts;
+            if !can_retry {
+                return Err(ExtractError::Fetch {
+                    resource: resource.to_string(),
+                    page,
+                    url: shown,
+                    status: status.map(|s| s.as_u16()),
+                    attempts: attempt,
+                    detail,
+                });
+            }
+            let wait = headers
+                .as_ref()
+                .and_then(|h| h.get(RETRY_AFTER))
+                .and_then(|v| v.to_str().ok())
+                .and_then(parse_retry_after)
+                .map(|d| d.min(self.retry.max_backoff))
+                .unwrap_or_else(|| backoff(self.retry, attempt));
+            tracing::warn!(
+                resource,
+                page,
+                attempt,
+                status = status.map(|s| s.as_u16()),
+                wait_ms = wait.as_millis() as u64,
+                "request failed, retrying: {detail}"
+            );
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+/// The first bytes of a body, as text, for error messages.
+pub fn head(body: &[u8]) -> String {
+    let n = body.len().min(200);
+    let mut s = String::from_utf8_lossy(&body[..n]).replace(['\n', '\r'], " ");
+    if body.len() > n {
+        s.push('…');
+    }
+    if s.trim().is_empty() {
+        "(empty body)".into()
+    } else {
+        s
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        let t = inner.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        source = inner.source();
+    }
+    s
+}
+
+/// Exponential backoff with full jitter: a random wait in [0, min(max, initial·2^(n-1))].
+pub fn backoff(retry: Retry, attempt: u32) -> Duration {
+    let cap = retry
+        .initial_backoff
+        .saturating_mul(1u32 << (attempt - 1).min(20))
+        .min(retry.max_backoff);
+    let millis = cap.as_millis() as u64;
+    Duration::from_millis(if millis == 0 { 0 } else { rand::random_range(0..=millis) })
+}
+
+/// `Retry-After`: delay seconds or an HTTP date.
+pub fn parse_retry_after(v: &str) -> Option<Duration> {
+    let v = v.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = httpdate::parse_http_date(v).ok()?;
+    Some(
+        at.duration_since(std::time::SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
+}
+
+/// Token bucket with a burst of one: requests are spaced 1/rate apart.
+struct RateLimiter {
+    interval: Duration,
+    next: Mutex<Instant>,
+}
+
+impl RateLimiter {
+    fn new(per_second: f64) -> Self {
+        RateLimiter {
+            interval: Duration::from_secs_f64(1.0 / per_second),
+            next: Mutex::new(Instant::now()),
+        }
+    }
+
+    async fn acquire(&self) {
+        let wait = {
+            let mut next = self.next.lock().await;
+            let now = Instant::now();
+            let at = (*next).max(now);
+            *next = at + self.interval;
+            at - now
+        };
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+/// Just enough base64 for a basic-auth header.
+mod base64_lite {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+    pub fn encode(input: &[u8]) -> String {
+        let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
+        for chunk in input.chunks(3) {
+            let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+            let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+            for i in 0..4 {
+                if i <= chunk.len() {
+                    out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+                } else {
+                    out.push('=');
+                }
+            }
+        }
+        out
+    }
+
+    #[cfg(test)]
+    #[test]
+    fn encodes_like_rfc_4648() {
+        assert_eq!(encode(b"Aladdin:open sesame"), "QWxhZGRpbjpvcGVuIHNlc2FtZQ==");
+        assert_eq!(encode(b"ab"), "YWI=");
+        assert_eq!(encode(b""), "");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_in_seconds_and_dates() {
+        assert_eq!(parse_retry_after("3"), Some(Duration::from_secs(3)));
+        let future = httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(120));
+        let d = parse_retry_after(&future).unwrap();
+        assert!(d > Duration::from_secs(100) && d <= Duration::from_secs(120), "{d:?}");
+        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), Some(Duration::ZERO));
+        assert_eq!(parse_retry_after("soon"), None);
+    }
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let r = Retry {
+            max_attempts: 10,
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_millis(500),
+        };
+        for attempt in 1..10 {
+            let cap = Duration::from_millis((100u64 << (attempt - 1)).min(500));
+            assert!(backoff(r, attempt) <= cap);
+        }
+    }
+}

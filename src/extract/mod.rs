@@ -1,0 +1,211 @@
+//! Extract: read every page of a resource and hand its records, in page order, to a sink.
+//! The page loop owns the guards (max pages, repeated URLs, records path that matches
+//! nothing); the paginators only say what comes next.
+
+pub mod http;
+pub mod paginate;
+
+use std::collections::HashSet;
+use std::future::Future;
+
+use futures_util::stream::{self, StreamExt};
+use serde_json::Value;
+use url::Url;
+
+use crate::spec::pipeline::{Pipeline, Resource};
+use http::{Client, Response};
+use paginate::Page;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExtractError {
+    #[error("resource `{resource}`, page {page}: GET {url} failed{}{}: {detail}", status.map(|s| format!(" with HTTP {s}")).unwrap_or_default(), if *attempts > 1 { format!(" after {attempts} attempts") } else { String::new() })]
+    Fetch {
+        resource: String,
+        page: u64,
+        url: String,
+        status: Option<u16>,
+        attempts: u32,
+        detail: String,
+    },
+    #[error(
+        "resource `{resource}`, page {page}: the response from {url} is not JSON ({detail}); it starts with: {head}"
+    )]
+    NotJson {
+        resource: String,
+        page: u64,
+        url: String,
+        detail: String,
+        head: String,
+    },
+    #[error("resource `{resource}`, page {page}: `records: {path}` matches nothing in the response from {url}; its top-level keys are: {keys}")]
+    RecordsMissing {
+        resource: String,
+        page: u64,
+        url: String,
+        path: String,
+        keys: String,
+    },
+    #[error("resource `{resource}`, page {page}: pagination points back to {url}, which was already fetched; stopping instead of looping forever")]
+    RepeatedUrl { resource: String, page: u64, url: String },
+    #[error(
+        "resource `{resource}`: more than max_pages = {max} pages; raise `max_pages` if the API really has that many"
+    )]
+    TooManyPages { resource: String, max: u64 },
+    #[error("`{field}` needs environment variable `{var}`, which is not set")]
+    Env { field: String, var: String },
+    #[error("{0}")]
+    Config(String),
+    #[error("resource `{resource}`: {source}")]
+    Stage {
+        resource: String,
+        #[source]
+        source: crate::stage::StageError,
+    },
+}
+
+/// Receives the records of each page, in page order.
+pub trait RecordSink: Send {
+    /// Returns false to stop extracting (a dry run has seen enough).
+    fn page(&mut self, records: &[&Value]) -> impl Future<Output = Result<bool, ExtractError>> + Send;
+}
+
+/// Counts of one extracted resource.
+#[derive(Debug, Clone, Default)]
+pub struct Extracted {
+    pub pages: u64,
+    pub records: u64,
+}
+
+/// The resource's first URL: base URL + path + resource parameters.
+pub fn resource_url(base_url: &str, resource: &Resource) -> Result<Url, ExtractError> {
+    let joined = format!(
+        "{}/{}",
+        base_url.trim_end_matches('/'),
+        resource.path.trim_start_matches('/')
+    );
+    Url::parse(&joined).map_err(|e| {
+        ExtractError::Config(format!(
+            "resource `{}`: `{joined}` is not a valid URL: {e}",
+            resource.name
+        ))
+    })
+}
+
+fn top_level_keys(v: &Value) -> String {
+    match v {
+        Value::Object(m) if m.is_empty() => "(an empty object)".into(),
+        Value::Object(m) => m.keys().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", "),
+        Value::Array(_) => "(none: the response is an array)".into(),
+        other => format!("(none: the response is {other})"),
+    }
+}
+
+/// Extract one resource into `sink`.
+pub async fn extract_resource<S: RecordSink>(
+    client: &Client,
+    pipeline: &Pipeline,
+    resource: &Resource,
+    base_url: &str,
+    resource_params: &[(String, String)],
+    sink: &mut S,
+) -> Result<Extracted, ExtractError> {
+    let concurrency = pipeline.source().concurrency;
+    let start = client.prepare(&resource_url(base_url, resource)?, resource_params);
+    let mut url = paginate::first(&resource.paginator, &start);
+    let mut seen: HashSet<String> = HashSet::new();
+    let mut stats = Extracted::default();
+    loop {
+        let page_no = stats.pages + 1;
+        if page_no > resource.max_pages {
+            return Err(ExtractError::TooManyPages {
+                resource: resource.name.clone(),
+                max: resource.max_pages,
+            });
+        }
+        if !seen.insert(url.as_str().to_string()) {
+            return Err(ExtractError::RepeatedUrl {
+                resource: resource.name.clone(),
+                page: page_no,
+                url: url.to_string(),
+            });
+        }
+        let resp = client.fetch(resource.method, &url, &resource.name, page_no).await?;
+        let body = parse_body(resource, page_no, &url, &resp)?;
+        let records = select_records(resource, page_no, &url, &body)?;
+        stats.pages += 1;
+        stats.records += records.len() as u64;
+        let page = Page {
+            url: &url,
+            headers: &resp.headers,
+            body: &body,
+            records: records.len(),
+            index: stats.pages - 1,
+        };
+        if !sink.page(&records).await? {
+            return Ok(stats);
+        }
+        tracing::debug!(resource = %resource.name, page = page_no, records = records.len(), "page");
+        // When the first page tells how many there are, fetch the rest concurrently.
+        if stats.pages == 1 && concurrency > 1 {
+            if let Some(rest) = paginate::remaining(&resource.paginator, &page) {
+                if rest.len() as u64 + 1 > resource.max_pages {
+                    return Err(ExtractError::TooManyPages {
+                        resource: resource.name.clone(),
+                        max: resource.max_pages,
+                    });
+                }
+                let mut fetched = stream::iter(rest.into_iter().enumerate())
+                    .map(|(i, u)| async move {
+                        let page_no = i as u64 + 2;
+                        let resp = client.fetch(resource.method, &u, &resource.name, page_no).await;
+                        (page_no, u, resp)
+                    })
+                    .buffered(concurrency);
+                while let Some((page_no, u, resp)) = fetched.next().await {
+                    let resp = resp?;
+                    let body = parse_body(resource, page_no, &u, &resp)?;
+                    let records = select_records(resource, page_no, &u, &body)?;
+                    stats.pages += 1;
+                    stats.records += records.len() as u64;
+                    if !sink.page(&records).await? {
+                        break;
+                    }
+                }
+                return Ok(stats);
+            }
+        }
+        match paginate::next(&resource.paginator, &page) {
+            Some(next) => url = next,
+            None => return Ok(stats),
+        }
+    }
+}
+
+fn parse_body(resource: &Resource, page: u64, url: &Url, resp: &Response) -> Result<Value, ExtractError> {
+    serde_json::from_slice(&resp.body).map_err(|e| ExtractError::NotJson {
+        resource: resource.name.clone(),
+        page,
+        url: url.to_string(),
+        detail: e.to_string(),
+        head: http::head(&resp.body),
+    })
+}
+
+fn select_records<'a>(
+    resource: &Resource,
+    page: u64,
+    url: &Url,
+    body: &'a Value,
+) -> Result<Vec<&'a Value>, ExtractError> {
+    let records = resource.records.query(body);
+    if records.is_empty() && !resource.records.container_exists(body) {
+        return Err(ExtractError::RecordsMissing {
+            resource: resource.name.clone(),
+            page,
+            url: url.to_string(),
+            path: resource.records.as_str().to_string(),
+            keys: top_level_keys(body),
+        });
+    }
+    Ok(records)
+}

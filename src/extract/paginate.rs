@@ -1,0 +1,300 @@
+//! Paginators: each a pure function from one fetched page to the next request. The loop
+//! that drives them (and guards against endless pagination) lives in `extract`.
+
+use reqwest::header::{HeaderMap, LINK};
+use serde_json::Value;
+use url::Url;
+
+use crate::spec::pipeline::Paginator;
+
+/// What a paginator may look at.
+pub struct Page<'a> {
+    pub url: &'a Url,
+    pub headers: &'a HeaderMap,
+    pub body: &'a Value,
+    pub records: usize,
+    /// 0-based index of this page in the resource.
+    pub index: u64,
+}
+
+/// Set (or replace) one query parameter.
+pub fn with_param(url: &Url, name: &str, value: &str) -> Url {
+    let pairs: Vec<(String, String)> = url
+        .query_pairs()
+        .filter(|(k, _)| k != name)
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    let mut out = url.clone();
+    {
+        let mut q = out.query_pairs_mut();
+        q.clear();
+        for (k, v) in &pairs {
+            q.append_pair(k, v);
+        }
+        q.append_pair(name, value);
+    }
+    out
+}
+
+/// The first request of a resource.
+pub fn first(p: &Paginator, base: &Url) -> Url {
+    match p {
+        Paginator::PageNumber { param, start, .. } => with_param(base, param, &start.to_string()),
+        Paginator::Offset {
+            limit_param,
+            offset_param,
+            limit,
+            ..
+        } => with_param(&with_param(base, limit_param, &limit.to_string()), offset_param, "0"),
+        _ => base.clone(),
+    }
+}
+
+/// A JSON value as a count (numbers, or numbers sent as strings).
+fn as_count(v: &Value) -> Option<u64> {
+    match v {
+        Value::Number(n) => n
+            .as_u64()
+            .or_else(|| n.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64)),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+/// The next request after `page`, or `None` when the resource is complete.
+pub fn next(p: &Paginator, page: &Page) -> Option<Url> {
+    match p {
+        Paginator::None => None,
+        Paginator::NextUrl { next } => match next.first(page.body)? {
+            Value::String(s) if !s.trim().is_empty() => page.url.join(s.trim()).ok(),
+            _ => None,
+        },
+        Paginator::PageNumber {
+            param,
+            start,
+            total_pages,
+        } => {
+            if page.records == 0 {
+                return None;
+            }
+            let current = start + page.index;
+            if let Some(total) = total_pages.as_ref().and_then(|t| t.first(page.body)).and_then(as_count) {
+                // Totals count pages from 1 whatever the first page's number.
+                if page.index + 1 >= total {
+                    return None;
+                }
+            }
+            Some(with_param(page.url, param, &(current + 1).to_string()))
+        }
+        Paginator::Offset {
+            offset_param,
+            limit,
+            total,
+            ..
+        } => {
+            let offset = (page.index) * limit;
+            let next_offset = offset + limit;
+            match total.as_ref().and_then(|t| t.first(page.body)).and_then(as_count) {
+                Some(total) if next_offset >= total => return None,
+                Some(_) if page.records == 0 => return None,
+                None if (page.records as u64) < *limit => return None,
+                _ => {}
+            }
+            Some(with_param(page.url, offset_param, &next_offset.to_string()))
+        }
+        Paginator::Cursor { cursor, param } => {
+            let token = match cursor.first(page.body)? {
+                Value::String(s) if !s.is_empty() => s.clone(),
+                Value::Number(n) => n.to_string(),
+                _ => return None,
+            };
+            Some(with_param(page.url, param, &token))
+        }
+        Paginator::LinkHeader => {
+            let links = page
+                .headers
+                .get_all(LINK)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .collect::<Vec<_>>()
+                .join(",");
+            link_next(&links).and_then(|u| page.url.join(&u).ok())
+        }
+    }
+}
+
+/// When the whole page count is known from the first page, the URLs of every later page,
+/// so they can be fetched concurrently.
+pub fn remaining(p: &Paginator, first_page: &Page) -> Option<Vec<Url>> {
+    match p {
+        Paginator::PageNumber {
+            param,
+            start,
+            total_pages: Some(t),
+        } => {
+            let total = as_count(t.first(first_page.body)?)?;
+            Some(
+                (1..total)
+                    .map(|i| with_param(first_page.url, param, &(start + i).to_string()))
+                    .collect(),
+            )
+        }
+        Paginator::Offset {
+            offset_param,
+            limit,
+            total: Some(t),
+            ..
+        } => {
+            let total = as_count(t.first(first_page.body)?)?;
+            Some(
+                (1..total.div_ceil(*limit))
+                    .map(|i| with_param(first_page.url, offset_param, &(i * limit).to_string()))
+                    .collect(),
+            )
+        }
+        _ => None,
+    }
+}
+
+/// The `rel="next"` target of an RFC 8288 Link header.
+pub fn link_next(header: &str) -> Option<String> {
+    let mut rest = header;
+    while let Some(open) = rest.find('<') {
+        let close = rest[open..].find('>')? + open;
+        let target = &rest[open + 1..close];
+        let after = &rest[close + 1..];
+        let params_end = after.find('<').unwrap_or(after.len());
+        let params = &after[..params_end];
+        let is_next = params.split(';').any(|p| {
+            let p = p.trim().trim_end_matches(',').trim();
+            p.strip_prefix("rel=").is_some_and(|v| {
+                v.trim_matches('"')
+                    .split_whitespace()
+                    .any(|r| r.eq_ignore_ascii_case("next"))
+            })
+        });
+        if is_next {
+            return Some(target.to_string());
+        }
+        rest = &after[params_end..];
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::jsonpath::JsonPath;
+    use serde_json::json;
+
+    fn page<'a>(url: &'a Url, headers: &'a HeaderMap, body: &'a Value, records: usize, index: u64) -> Page<'a> {
+        Page {
+            url,
+            headers,
+            body,
+            records,
+            index,
+        }
+    }
+
+    #[test]
+    fn next_url_follows_relative_and_absolute_links_and_stops_on_null() {
+        let p = Paginator::NextUrl {
+            next: JsonPath::parse("$.info.next").unwrap(),
+        };
+        let url = Url::parse("http://h/api/character?page=1").unwrap();
+        let h = HeaderMap::new();
+        let b = json!({"info": {"next": "http://h/api/character?page=2"}});
+        assert_eq!(
+            next(&p, &page(&url, &h, &b, 20, 0)).unwrap().as_str(),
+            "http://h/api/character?page=2"
+        );
+        let b = json!({"info": {"next": "?page=3"}});
+        assert_eq!(
+            next(&p, &page(&url, &h, &b, 20, 0)).unwrap().as_str(),
+            "http://h/api/character?page=3"
+        );
+        for stop in [
+            json!({"info": {"next": null}}),
+            json!({"info": {"next": ""}}),
+            json!({"info": {}}),
+        ] {
+            assert_eq!(next(&p, &page(&url, &h, &stop, 20, 0)), None);
+        }
+    }
+
+    #[test]
+    fn page_numbers_stop_on_empty_pages_or_the_total() {
+        let p = Paginator::PageNumber {
+            param: "page".into(),
+            start: 1,
+            total_pages: Some(JsonPath::parse("$.pages").unwrap()),
+        };
+        let url = Url::parse("http://h/x?page=1").unwrap();
+        let h = HeaderMap::new();
+        let b = json!({"pages": 3});
+        assert_eq!(
+            next(&p, &page(&url, &h, &b, 20, 0)).unwrap().as_str(),
+            "http://h/x?page=2"
+        );
+        assert_eq!(next(&p, &page(&url, &h, &b, 20, 2)), None);
+        assert_eq!(next(&p, &page(&url, &h, &json!({}), 0, 0)), None);
+        let rest = remaining(&p, &page(&url, &h, &b, 20, 0)).unwrap();
+        assert_eq!(
+            rest.iter().map(Url::as_str).collect::<Vec<_>>(),
+            ["http://h/x?page=2", "http://h/x?page=3"]
+        );
+    }
+
+    #[test]
+    fn offsets_stop_on_a_short_page_or_the_total() {
+        let p = Paginator::Offset {
+            limit_param: "limit".into(),
+            offset_param: "offset".into(),
+            limit: 10,
+            total: None,
+        };
+        let base = Url::parse("http://h/x").unwrap();
+        let url = first(&p, &base);
+        assert_eq!(url.as_str(), "http://h/x?limit=10&offset=0");
+        let h = HeaderMap::new();
+        let b = json!({});
+        assert_eq!(
+            next(&p, &page(&url, &h, &b, 10, 0)).unwrap().as_str(),
+            "http://h/x?limit=10&offset=10"
+        );
+        assert_eq!(next(&p, &page(&url, &h, &b, 9, 0)), None);
+        let p = Paginator::Offset {
+            limit_param: "limit".into(),
+            offset_param: "offset".into(),
+            limit: 10,
+            total: Some(JsonPath::parse("$.total").unwrap()),
+        };
+        let b = json!({"total": "25"});
+        assert_eq!(remaining(&p, &page(&url, &h, &b, 10, 0)).unwrap().len(), 2);
+        assert_eq!(next(&p, &page(&url, &h, &b, 10, 2)), None);
+    }
+
+    #[test]
+    fn cursors_and_link_headers() {
+        let p = Paginator::Cursor {
+            cursor: JsonPath::parse("$.next_cursor").unwrap(),
+            param: "cursor".into(),
+        };
+        let url = Url::parse("http://h/x?cursor=a").unwrap();
+        let h = HeaderMap::new();
+        assert_eq!(
+            next(&p, &page(&url, &h, &json!({"next_cursor": "b c"}), 1, 0))
+                .unwrap()
+                .as_str(),
+            "http://h/x?cursor=b+c"
+        );
+        assert_eq!(next(&p, &page(&url, &h, &json!({"next_cursor": null}), 1, 0)), None);
+        assert_eq!(
+            link_next(r#"<http://h/x?page=1>; rel="prev", <http://h/x?page=3>; rel="next""#).as_deref(),
+            Some("http://h/x?page=3")
+        );
+        assert_eq!(link_next(r#"<http://h/x?page=1>; rel="first""#), None);
+        assert_eq!(link_next(r#"</x?p=2>; rel=next"#).as_deref(), Some("/x?p=2"));
+    }
+}

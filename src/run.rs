@@ -1,0 +1,289 @@
+//! The order of the steps: extract (API → staging, then the manifest), load (staging →
+//! warehouse) and run (both). The only module that knows that order.
+
+use std::time::Instant;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde_json::Value;
+
+use crate::extract::http::Client;
+use crate::extract::{extract_resource, ExtractError, RecordSink};
+use crate::spec::pipeline::{Pipeline, Resource};
+use crate::stage::manifest::{Manifest, ObjectManifest, ResourceManifest};
+use crate::stage::writer::PartWriter;
+use crate::stage::{manifest_key, StageError, Staging, Store};
+use crate::util::Secrets;
+
+/// Identity of one run: a sortable id and the time it started.
+#[derive(Debug, Clone)]
+pub struct RunInfo {
+    pub run_id: String,
+    pub run_time: DateTime<Utc>,
+}
+
+impl RunInfo {
+    pub fn new() -> Self {
+        let run_time = Utc::now();
+        let run_id = format!(
+            "{}-{:06x}",
+            run_time.format("%Y%m%dT%H%M%SZ"),
+            rand::random::<u32>() & 0xff_ffff
+        );
+        RunInfo { run_id, run_time }
+    }
+}
+
+impl Default for RunInfo {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Extract(#[from] ExtractError),
+    #[error(transparent)]
+    Stage(#[from] StageError),
+    #[error("{} of {total} resources failed: {}; the run has no manifest and will not be loaded", failed.len(), failed.join(", "))]
+    ResourcesFailed { failed: Vec<String>, total: usize },
+    #[error("unknown resource `{name}`; this spec has: {known}")]
+    UnknownResource { name: String, known: String },
+    #[error(transparent)]
+    Load(#[from] crate::load::LoadError),
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ExtractOptions {
+    /// Only these resources (all when empty).
+    pub resources: Vec<String>,
+    /// Stop each resource after this many records.
+    pub limit: Option<u64>,
+}
+
+/// What an extraction staged.
+#[derive(Debug)]
+pub struct ExtractReport {
+    pub run: RunInfo,
+    pub location: String,
+    pub manifest_key: String,
+    pub manifest: Manifest,
+}
+
+/// The resources an option list selects, in spec order.
+pub fn select<'a>(p: &'a Pipeline, names: &[String]) -> Result<Vec<&'a Resource>, RunError> {
+    for n in names {
+        if p.resource(n).is_none() {
+            let known = p
+                .resources()
+                .iter()
+                .map(|r| format!("`{}`", r.name))
+                .collect::<Vec<_>>()
+                .join(", ");
+            return Err(RunError::UnknownResource { name: n.clone(), known });
+        }
+    }
+    Ok(p.resources()
+        .iter()
+        .filter(|r| names.is_empty() || names.contains(&r.name))
+        .collect())
+}
+
+/// Resolved per-pipeline inputs of the HTTP side.
+struct Http {
+    client: Client,
+    base_url: String,
+}
+
+fn http(p: &Pipeline, secrets: &Secrets) -> Result<Http, ExtractError> {
+    let client = Client::new(p.source(), secrets)?;
+    let base_url = p.source().base_url.resolve().map_err(|e| ExtractError::Env {
+        field: "source.base_url".into(),
+        var: e.0,
+    })?;
+    Ok(Http { client, base_url })
+}
+
+fn resource_params(r: &Resource) -> Result<Vec<(String, String)>, ExtractError> {
+    r.params
+        .iter()
+        .map(|(k, v)| {
+            v.resolve().map(|v| (k.clone(), v)).map_err(|e| ExtractError::Env {
+                field: format!("resources.{}.params.{k}", r.name),
+                var: e.0,
+            })
+        })
+        .collect()
+}
+
+struct StageSink<'a> {
+    writer: PartWriter<'a, Store>,
+    resource: String,
+    limit: Option<u64>,
+    written: u64,
+}
+
+impl RecordSink for StageSink<'_> {
+    async fn page(&mut self, records: &[&Value]) -> Result<bool, ExtractError> {
+        for r in records {
+            if self.limit.is_some_and(|l| self.written >= l) {
+                return Ok(false);
+            }
+            self.writer.write(r).await.map_err(|source| ExtractError::Stage {
+                resource: self.resource.clone(),
+                source,
+            })?;
+            self.written += 1;
+        }
+        Ok(self.limit.is_none_or(|l| self.written < l))
+    }
+}
+
+/// Collects records for a dry run.
+pub struct CollectSink {
+    pub records: Vec<Value>,
+    pub limit: u64,
+}
+
+impl RecordSink for CollectSink {
+    async fn page(&mut self, records: &[&Value]) -> Result<bool, ExtractError> {
+        for r in records {
+            if self.records.len() as u64 >= self.limit {
+                break;
+            }
+            self.records.push((*r).clone());
+        }
+        Ok((self.records.len() as u64) < self.limit)
+    }
+}
+
+/// Extract the selected resources of `p` into its staging location and write the
+/// manifest. A run with any failed resource gets no manifest.
+pub async fn extract(p: &Pipeline, opts: &ExtractOptions, secrets: &Secrets) -> Result<ExtractReport, RunError> {
+    let resources = select(p, &opts.resources)?;
+    let http = http(p, secrets)?;
+    let store = Store::open(p.staging()).await?;
+    let run = RunInfo::new();
+    let started = Utc::now();
+    tracing::info!(pipeline = p.name(), run_id = %run.run_id, staging = %store.describe(), "extract started");
+    let jobs = resources.iter().map(|r| {
+        let (store, http, run) = (&store, &http, &run);
+        async move {
+            let t0 = Instant::now();
+            let params = resource_params(r)?;
+            let key = p.staging().key.clone();
+            let (pipeline, name, run_id, run_time) =
+                (p.name().to_string(), r.name.clone(), run.run_id.clone(), run.run_time);
+            let writer = PartWriter::new(store, p.staging().part_size, move |part| {
+                key.render(&pipeline, &name, &run_id, run_time, part)
+            });
+            let mut sink = StageSink {
+                writer,
+                resource: r.name.clone(),
+                limit: opts.limit,
+                written: 0,
+            };
+            let stats = extract_resource(&http.client, p, r, &http.base_url, &params, &mut sink).await?;
+            let objects = sink.writer.finish().await.map_err(|source| ExtractError::Stage {
+                resource: r.name.clone(),
+                source,
+            })?;
+            let records: u64 = objects.iter().map(|o| o.records).sum();
+            tracing::info!(
+                resource = %r.name,
+                pages = stats.pages,
+                records,
+                seconds = format!("{:.2}", t0.elapsed().as_secs_f64()),
+                "resource extracted"
+            );
+            Ok::<ResourceManifest, ExtractError>(ResourceManifest {
+                name: r.name.clone(),
+                pages: stats.pages,
+                records,
+                objects,
+            })
+        }
+    });
+    let results = futures_util::future::join_all(jobs).await;
+    let mut manifests = Vec::new();
+    let mut failed = Vec::new();
+    for (r, result) in resources.iter().zip(results) {
+        match result {
+            Ok(m) => manifests.push(m),
+            Err(e) => {
+                tracing::error!("{}", secrets.mask(&e.to_string()));
+                failed.push(format!("`{}`", r.name));
+            }
+        }
+    }
+    if !failed.is_empty() {
+        return Err(RunError::ResourcesFailed {
+            failed,
+            total: resources.len(),
+        });
+    }
+    let manifest = Manifest {
+        run_id: run.run_id.clone(),
+        pipeline: p.name().to_string(),
+        spec_hash: p.spec_hash().to_string(),
+        sluice_version: env!("CARGO_PKG_VERSION").to_string(),
+        started_at: started.to_rfc3339_opts(SecondsFormat::Millis, true),
+        finished_at: Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
+        resources: manifests,
+    };
+    let key = manifest_key(p.name(), &run.run_id);
+    let bytes = serde_json::to_vec_pretty(&manifest).expect("manifest serializes");
+    store.put_bytes(&key, bytes).await?;
+    tracing::info!(run_id = %run.run_id, manifest = %key, "extract finished");
+    Ok(ExtractReport {
+        run,
+        location: store.describe(),
+        manifest_key: key,
+        manifest,
+    })
+}
+
+/// Fetch without staging: up to `limit` records of each selected resource.
+pub async fn extract_dry_run(
+    p: &Pipeline,
+    opts: &ExtractOptions,
+    secrets: &Secrets,
+) -> Result<Vec<(String, Vec<Value>)>, RunError> {
+    let resources = select(p, &opts.resources)?;
+    let http = http(p, secrets)?;
+    let mut out = Vec::new();
+    for r in resources {
+        let params = resource_params(r)?;
+        let mut sink = CollectSink {
+            records: Vec::new(),
+            limit: opts.limit.unwrap_or(u64::MAX),
+        };
+        if opts.limit.is_none() {
+            // Default: one page.
+            let mut one_page = OnePage(sink);
+            extract_resource(&http.client, p, r, &http.base_url, &params, &mut one_page).await?;
+            sink = one_page.0;
+        } else {
+            extract_resource(&http.client, p, r, &http.base_url, &params, &mut sink).await?;
+        }
+        out.push((r.name.clone(), sink.records));
+    }
+    Ok(out)
+}
+
+struct OnePage(CollectSink);
+
+impl RecordSink for OnePage {
+    async fn page(&mut self, records: &[&Value]) -> Result<bool, ExtractError> {
+        self.0.page(records).await?;
+        Ok(false)
+    }
+}
+
+/// Totals of a list of objects.
+pub fn object_totals(objects: &[ObjectManifest]) -> (u64, u64) {
+    (
+        objects.iter().map(|o| o.records).sum(),
+        objects.iter().map(|o| o.bytes).sum(),
+    )
+}

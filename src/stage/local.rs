@@ -1,0 +1,129 @@
+//! Local-folder staging. Parts are written to `<root>/.tmp/` and hard-linked into place,
+//! which is atomic and refuses to replace an existing object.
+
+use std::path::{Path, PathBuf};
+
+use super::{LocalObject, StageError, Staging};
+
+pub struct LocalStaging {
+    root: PathBuf,
+}
+
+impl LocalStaging {
+    pub fn new(root: &Path) -> Result<Self, StageError> {
+        std::fs::create_dir_all(root).map_err(|e| StageError::io("create staging folder", root, e))?;
+        let root = root
+            .canonicalize()
+            .map_err(|e| StageError::io("open staging folder", root, e))?;
+        let tmp = root.join(".tmp");
+        std::fs::create_dir_all(&tmp).map_err(|e| StageError::io("create", &tmp, e))?;
+        Ok(LocalStaging { root })
+    }
+
+    fn path(&self, key: &str) -> Result<PathBuf, StageError> {
+        if key.is_empty() || key.starts_with('/') || key.split('/').any(|s| s == ".." || s == "." || s.is_empty()) {
+            return Err(StageError::Config(format!("`{key}` is not a valid object key")));
+        }
+        Ok(self.root.join(key))
+    }
+
+    fn place(&self, key: &str, tmp: &Path) -> Result<(), StageError> {
+        let dest = self.path(key)?;
+        if let Some(parent) = dest.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| StageError::io("create folder", parent, e))?;
+        }
+        // A hard link is atomic and fails if the destination exists: no object is ever
+        // half-visible or overwritten.
+        std::fs::hard_link(tmp, &dest).map_err(|e| StageError::io("publish staged object", &dest, e))?;
+        std::fs::remove_file(tmp).map_err(|e| StageError::io("remove temporary file", tmp, e))
+    }
+}
+
+impl Staging for LocalStaging {
+    async fn put_file(&self, key: &str, path: &Path) -> Result<(), StageError> {
+        if path.starts_with(self.work_dir()) {
+            return self.place(key, path);
+        }
+        let tmp = tempfile::NamedTempFile::new_in(self.work_dir())
+            .map_err(|e| StageError::io("create temporary file", &self.work_dir(), e))?;
+        std::fs::copy(path, tmp.path()).map_err(|e| StageError::io("copy", path, e))?;
+        let tmp = tmp.into_temp_path();
+        self.place(key, &tmp)?;
+        let _ = tmp.keep();
+        Ok(())
+    }
+
+    async fn put_bytes(&self, key: &str, bytes: Vec<u8>) -> Result<(), StageError> {
+        let mut tmp = tempfile::NamedTempFile::new_in(self.work_dir())
+            .map_err(|e| StageError::io("create temporary file", &self.work_dir(), e))?;
+        std::io::Write::write_all(&mut tmp, &bytes).map_err(|e| StageError::io("write", tmp.path(), e))?;
+        let tmp = tmp.into_temp_path();
+        self.place(key, &tmp)?;
+        let _ = tmp.keep();
+        Ok(())
+    }
+
+    async fn get_bytes(&self, key: &str) -> Result<Vec<u8>, StageError> {
+        let path = self.path(key)?;
+        std::fs::read(&path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => StageError::NotFound { key: key.to_string() },
+            _ => StageError::io("read", &path, e),
+        })
+    }
+
+    async fn open(&self, key: &str) -> Result<LocalObject, StageError> {
+        let path = self.path(key)?;
+        if !path.is_file() {
+            return Err(StageError::NotFound { key: key.to_string() });
+        }
+        Ok(LocalObject::borrowed(path))
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, StageError> {
+        // Walk only below the deepest folder the prefix names.
+        let dir_part = prefix.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
+        let start = if dir_part.is_empty() {
+            self.root.clone()
+        } else {
+            self.root.join(dir_part)
+        };
+        let mut out = Vec::new();
+        let mut stack = vec![start];
+        while let Some(dir) = stack.pop() {
+            let entries = match std::fs::read_dir(&dir) {
+                Ok(e) => e,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(StageError::io("list", &dir, e)),
+            };
+            for entry in entries {
+                let entry = entry.map_err(|e| StageError::io("list", &dir, e))?;
+                let path = entry.path();
+                if path == self.work_dir() {
+                    continue;
+                }
+                if path.is_dir() {
+                    stack.push(path);
+                } else if let Ok(rel) = path.strip_prefix(&self.root) {
+                    let key = rel
+                        .components()
+                        .map(|c| c.as_os_str().to_string_lossy())
+                        .collect::<Vec<_>>()
+                        .join("/");
+                    if key.starts_with(prefix) {
+                        out.push(key);
+                    }
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    fn work_dir(&self) -> PathBuf {
+        self.root.join(".tmp")
+    }
+
+    fn describe(&self) -> String {
+        format!("file://{}", self.root.display())
+    }
+}

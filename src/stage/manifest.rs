@@ -1,0 +1,33 @@
+//! The run manifest: written last, it makes a run complete and says what it holds.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub run_id: String,
+    pub pipeline: String,
+    /// SHA-256 of the spec file the run was extracted with.
+    pub spec_hash: String,
+    pub sluice_version: String,
+    pub started_at: String,
+    pub finished_at: String,
+    pub resources: Vec<ResourceManifest>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResourceManifest {
+    pub name: String,
+    pub pages: u64,
+    pub records: u64,
+    pub objects: Vec<ObjectManifest>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ObjectManifest {
+    pub key: String,
+    pub records: u64,
+    /// Size of the stored (compressed) object.
+    pub bytes: u64,
+    /// SHA-256 of the stored object.
+    pub sha256: String,
+}

@@ -1,0 +1,209 @@
+//! Staging: where raw records rest between extract and load. Two backends behind one
+//! small trait, a local folder and S3, both checked by one contract test suite.
+//!
+//! Guarantees every backend gives:
+//! - a put is atomic: a reader sees the whole object or no object, never half of one;
+//! - a put never replaces an existing object of another run (keys carry the run id);
+//! - `get` of a missing key is [`StageError::NotFound`], naming the key.
+//!
+//! Objects are gzip JSON Lines of the raw records. A run's manifest is written last; a
+//! run without a manifest is incomplete and is never loaded.
+
+pub mod local;
+pub mod manifest;
+pub mod s3;
+pub mod writer;
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+
+pub use manifest::Manifest;
+
+use crate::spec::pipeline::Staging as StagingSpec;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StageError {
+    #[error("staging object `{key}` does not exist")]
+    NotFound { key: String },
+    #[error("{op} `{path}`: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("S3 {op} of `s3://{bucket}/{key}` failed: {detail}")]
+    S3 {
+        op: &'static str,
+        bucket: String,
+        key: String,
+        detail: String,
+    },
+    #[error("staging location: {0}")]
+    Config(String),
+    #[error("manifest `{key}` is not valid: {detail}")]
+    BadManifest { key: String, detail: String },
+}
+
+impl StageError {
+    pub fn io(op: &'static str, path: &Path, source: std::io::Error) -> Self {
+        StageError::Io {
+            op,
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+/// A staged object made available as a local file for streaming reads.
+pub struct LocalObject {
+    pub path: PathBuf,
+    /// Set when the file is a downloaded copy, removed when dropped.
+    _temp: Option<tempfile::TempPath>,
+}
+
+/// The staging contract.
+pub trait Staging: Send + Sync {
+    /// Store the finished local file at `key`, atomically. The file may be moved.
+    fn put_file(&self, key: &str, path: &Path) -> impl Future<Output = Result<(), StageError>> + Send;
+    /// Store bytes at `key`, atomically.
+    fn put_bytes(&self, key: &str, bytes: Vec<u8>) -> impl Future<Output = Result<(), StageError>> + Send;
+    /// The whole object in memory (manifests and tests; staged data is read with `open`).
+    fn get_bytes(&self, key: &str) -> impl Future<Output = Result<Vec<u8>, StageError>> + Send;
+    /// The object as a local file to stream from.
+    fn open(&self, key: &str) -> impl Future<Output = Result<LocalObject, StageError>> + Send;
+    /// Keys below `prefix`, sorted.
+    fn list(&self, prefix: &str) -> impl Future<Output = Result<Vec<String>, StageError>> + Send;
+    /// A folder for the temporary files of parts being written.
+    fn work_dir(&self) -> PathBuf;
+    /// Where objects go, for messages: `file:///abs/path` or `s3://bucket/prefix`.
+    fn describe(&self) -> String;
+}
+
+/// The configured backend.
+pub enum Store {
+    Local(local::LocalStaging),
+    S3(s3::S3Staging),
+}
+
+impl Store {
+    /// Open the staging location of a spec, resolving its environment variables.
+    pub async fn open(spec: &StagingSpec) -> Result<Store, StageError> {
+        let resolve = |field: &str, t: &crate::spec::interp::Interp| {
+            t.resolve()
+                .map_err(|e| StageError::Config(format!("`{field}` needs {e}")))
+        };
+        let location = resolve("staging.location", &spec.location)?;
+        if let Some(rest) = location.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() {
+                return Err(StageError::Config(format!("`{location}` names no bucket")));
+            }
+            let region = spec.region.as_ref().map(|r| resolve("staging.region", r)).transpose()?;
+            let endpoint = spec
+                .endpoint
+                .as_ref()
+                .map(|r| resolve("staging.endpoint", r))
+                .transpose()?;
+            let endpoint = endpoint
+                .or_else(|| std::env::var("AWS_ENDPOINT_URL_S3").ok())
+                .filter(|e| !e.is_empty());
+            let path_style = spec.path_style.unwrap_or(endpoint.is_some());
+            Ok(Store::S3(
+                s3::S3Staging::new(bucket, prefix, region, endpoint, path_style).await,
+            ))
+        } else {
+            let path = location.strip_prefix("file://").unwrap_or(&location);
+            Ok(Store::Local(local::LocalStaging::new(Path::new(path))?))
+        }
+    }
+}
+
+impl Staging for Store {
+    async fn put_file(&self, key: &str, path: &Path) -> Result<(), StageError> {
+        match self {
+            Store::Local(s) => s.put_file(key, path).await,
+            Store::S3(s) => s.put_file(key, path).await,
+        }
+    }
+    async fn put_bytes(&self, key: &str, bytes: Vec<u8>) -> Result<(), StageError> {
+        match self {
+            Store::Local(s) => s.put_bytes(key, bytes).await,
+            Store::S3(s) => s.put_bytes(key, bytes).await,
+        }
+    }
+    async fn get_bytes(&self, key: &str) -> Result<Vec<u8>, StageError> {
+        match self {
+            Store::Local(s) => s.get_bytes(key).await,
+            Store::S3(s) => s.get_bytes(key).await,
+        }
+    }
+    async fn open(&self, key: &str) -> Result<LocalObject, StageError> {
+        match self {
+            Store::Local(s) => s.open(key).await,
+            Store::S3(s) => s.open(key).await,
+        }
+    }
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, StageError> {
+        match self {
+            Store::Local(s) => s.list(prefix).await,
+            Store::S3(s) => s.list(prefix).await,
+        }
+    }
+    fn work_dir(&self) -> PathBuf {
+        match self {
+            Store::Local(s) => s.work_dir(),
+            Store::S3(s) => s.work_dir(),
+        }
+    }
+    fn describe(&self) -> String {
+        match self {
+            Store::Local(s) => s.describe(),
+            Store::S3(s) => s.describe(),
+        }
+    }
+}
+
+/// Key of a run's manifest.
+pub fn manifest_key(pipeline: &str, run_id: &str) -> String {
+    format!("{pipeline}/_manifests/{run_id}.json")
+}
+
+/// Run ids of a pipeline's complete (manifested) runs, oldest first.
+pub async fn complete_runs(store: &impl Staging, pipeline: &str) -> Result<Vec<String>, StageError> {
+    let prefix = format!("{pipeline}/_manifests/");
+    let mut ids: Vec<String> = store
+        .list(&prefix)
+        .await?
+        .into_iter()
+        .filter_map(|k| {
+            k.strip_prefix(&prefix)
+                .and_then(|r| r.strip_suffix(".json"))
+                .map(String::from)
+        })
+        .collect();
+    ids.sort();
+    Ok(ids)
+}
+
+/// Read a run's manifest; a run without one is incomplete.
+pub async fn read_manifest(store: &impl Staging, pipeline: &str, run_id: &str) -> Result<Manifest, StageError> {
+    let key = manifest_key(pipeline, run_id);
+    let bytes = store.get_bytes(&key).await?;
+    serde_json::from_slice(&bytes).map_err(|e| StageError::BadManifest {
+        key,
+        detail: e.to_string(),
+    })
+}
+
+impl LocalObject {
+    pub fn borrowed(path: PathBuf) -> Self {
+        LocalObject { path, _temp: None }
+    }
+    pub fn temporary(temp: tempfile::TempPath) -> Self {
+        LocalObject {
+            path: temp.to_path_buf(),
+            _temp: Some(temp),
+        }
+    }
+}

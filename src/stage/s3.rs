@@ -1,0 +1,271 @@
+//! S3 staging through aws-sdk-s3: the standard credential chain and region, an optional
+//! endpoint for S3-compatible stores, SSE (`AES256`) on every put and multipart upload
+//! for large objects. The only file that calls into the AWS SDK.
+
+use std::path::{Path, PathBuf};
+
+use aws_sdk_s3::error::{DisplayErrorContext, SdkError};
+use aws_sdk_s3::primitives::{ByteStream, Length};
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, ServerSideEncryption};
+use aws_sdk_s3::Client;
+use tokio::io::AsyncWriteExt;
+
+use super::{LocalObject, StageError, Staging};
+
+/// Objects above this size go up in parts of this size.
+const MULTIPART_PART: u64 = 16 << 20;
+
+pub struct S3Staging {
+    client: Client,
+    bucket: String,
+    prefix: String,
+}
+
+impl S3Staging {
+    pub async fn new(
+        bucket: &str,
+        prefix: &str,
+        region: Option<String>,
+        endpoint: Option<String>,
+        path_style: bool,
+    ) -> Self {
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+        if let Some(r) = region {
+            loader = loader.region(aws_config::Region::new(r));
+        }
+        let shared = loader.load().await;
+        let mut conf = aws_sdk_s3::config::Builder::from(&shared).force_path_style(path_style);
+        if shared.region().is_none() {
+            // Any region signs requests for S3-compatible stores; AWS itself redirects.
+            conf = conf.region(aws_config::Region::new("us-east-1"));
+        }
+        if let Some(e) = endpoint {
+            conf = conf.endpoint_url(e);
+        }
+        Self::from_client(Client::from_conf(conf.build()), bucket, prefix)
+    }
+
+    /// A store over a client built elsewhere (tests, custom credentials).
+    pub fn from_client(client: Client, bucket: &str, prefix: &str) -> Self {
+        S3Staging {
+            client,
+            bucket: bucket.to_string(),
+            prefix: prefix.trim_matches('/').to_string(),
+        }
+    }
+
+    fn full_key(&self, key: &str) -> String {
+        if self.prefix.is_empty() {
+            key.to_string()
+        } else {
+            format!("{}/{key}", self.prefix)
+        }
+    }
+
+    fn err<E: std::error::Error + 'static>(&self, op: &'static str, key: &str, e: E) -> StageError {
+        StageError::S3 {
+            op,
+            bucket: self.bucket.clone(),
+            key: self.full_key(key),
+            detail: DisplayErrorContext(e).to_string(),
+        }
+    }
+
+    async fn put_multipart(&self, key: &str, path: &Path, size: u64) -> Result<(), StageError> {
+        let full = self.full_key(key);
+        let created = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&full)
+            .server_side_encryption(ServerSideEncryption::Aes256)
+            .content_type("application/gzip")
+            .send()
+            .await
+            .map_err(|e| self.err("create multipart upload", key, e))?;
+        let upload_id = created.upload_id().unwrap_or_default().to_string();
+        let result = async {
+            let mut parts = Vec::new();
+            let mut offset = 0;
+            let mut number = 1;
+            while offset < size {
+                let len = MULTIPART_PART.min(size - offset);
+                let body = ByteStream::read_from()
+                    .path(path)
+                    .offset(offset)
+                    .length(Length::Exact(len))
+                    .build()
+                    .await
+                    .map_err(|e| self.err("read part for upload", key, e))?;
+                let done = self
+                    .client
+                    .upload_part()
+                    .bucket(&self.bucket)
+                    .key(&full)
+                    .upload_id(&upload_id)
+                    .part_number(number)
+                    .body(body)
+                    .send()
+                    .await
+                    .map_err(|e| self.err("upload part", key, e))?;
+                parts.push(
+                    CompletedPart::builder()
+                        .part_number(number)
+                        .set_e_tag(done.e_tag().map(String::from))
+                        .build(),
+                );
+                offset += len;
+                number += 1;
+            }
+            self.client
+                .complete_multipart_upload()
+                .bucket(&self.bucket)
+                .key(&full)
+                .upload_id(&upload_id)
+                .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+                .send()
+                .await
+                .map_err(|e| self.err("complete multipart upload", key, e))?;
+            Ok(())
+        }
+        .await;
+        if result.is_err() {
+            let _ = self
+                .client
+                .abort_multipart_upload()
+                .bucket(&self.bucket)
+                .key(&full)
+                .upload_id(&upload_id)
+                .send()
+                .await;
+        }
+        result
+    }
+}
+
+impl Staging for S3Staging {
+    async fn put_file(&self, key: &str, path: &Path) -> Result<(), StageError> {
+        let size = std::fs::metadata(path)
+            .map_err(|e| StageError::io("stat", path, e))?
+            .len();
+        if size > MULTIPART_PART {
+            return self.put_multipart(key, path, size).await;
+        }
+        let body = ByteStream::from_path(path)
+            .await
+            .map_err(|e| self.err("read file for upload", key, e))?;
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(self.full_key(key))
+            .server_side_encryption(ServerSideEncryption::Aes256)
+            .content_type("application/gzip")
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| self.err("put", key, e))?;
+        Ok(())
+    }
+
+    async fn put_bytes(&self, key: &str, bytes: Vec<u8>) -> Result<(), StageError> {
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(self.full_key(key))
+            .server_side_encryption(ServerSideEncryption::Aes256)
+            .body(ByteStream::from(bytes))
+            .send()
+            .await
+            .map_err(|e| self.err("put", key, e))?;
+        Ok(())
+    }
+
+    async fn get_bytes(&self, key: &str) -> Result<Vec<u8>, StageError> {
+        let out = self.get(key).await?;
+        let data = out.body.collect().await.map_err(|e| self.err("read", key, e))?;
+        Ok(data.into_bytes().to_vec())
+    }
+
+    async fn open(&self, key: &str) -> Result<LocalObject, StageError> {
+        let mut out = self.get(key).await?;
+        let dir = self.work_dir();
+        std::fs::create_dir_all(&dir).map_err(|e| StageError::io("create", &dir, e))?;
+        let temp = tempfile::NamedTempFile::new_in(&dir)
+            .map_err(|e| StageError::io("create temporary file in", &dir, e))?
+            .into_temp_path();
+        let mut file = tokio::fs::File::create(&temp)
+            .await
+            .map_err(|e| StageError::io("create", &temp, e))?;
+        while let Some(chunk) = out.body.next().await {
+            let chunk = chunk.map_err(|e| self.err("download", key, e))?;
+            file.write_all(&chunk)
+                .await
+                .map_err(|e| StageError::io("write", &temp, e))?;
+        }
+        file.flush().await.map_err(|e| StageError::io("write", &temp, e))?;
+        Ok(LocalObject::temporary(temp))
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, StageError> {
+        let full_prefix = self.full_key(prefix);
+        let strip = if self.prefix.is_empty() {
+            0
+        } else {
+            self.prefix.len() + 1
+        };
+        let mut keys = Vec::new();
+        let mut token = None;
+        loop {
+            let page = self
+                .client
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(&full_prefix)
+                .set_continuation_token(token)
+                .send()
+                .await
+                .map_err(|e| self.err("list", prefix, e))?;
+            keys.extend(
+                page.contents()
+                    .iter()
+                    .filter_map(|o| o.key())
+                    .map(|k| k[strip.min(k.len())..].to_string()),
+            );
+            match page.next_continuation_token() {
+                Some(t) if page.is_truncated() == Some(true) => token = Some(t.to_string()),
+                _ => break,
+            }
+        }
+        keys.sort();
+        Ok(keys)
+    }
+
+    fn work_dir(&self) -> PathBuf {
+        std::env::temp_dir().join("sluice-s3")
+    }
+
+    fn describe(&self) -> String {
+        if self.prefix.is_empty() {
+            format!("s3://{}", self.bucket)
+        } else {
+            format!("s3://{}/{}", self.bucket, self.prefix)
+        }
+    }
+}
+
+impl S3Staging {
+    async fn get(&self, key: &str) -> Result<aws_sdk_s3::operation::get_object::GetObjectOutput, StageError> {
+        self.client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(self.full_key(key))
+            .send()
+            .await
+            .map_err(|e| match &e {
+                SdkError::ServiceError(se) if se.err().is_no_such_key() => {
+                    StageError::NotFound { key: key.to_string() }
+                }
+                _ => self.err("get", key, e),
+            })
+    }
+}

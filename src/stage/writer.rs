@@ -1,0 +1,138 @@
+//! Streams raw records into gzip JSON Lines parts: each part is written to a temporary
+//! file while its SHA-256 is computed, and handed to the store once it reaches the part
+//! size. Memory holds one compression buffer, whatever the number of records.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+
+use flate2::write::GzEncoder;
+use flate2::Compression;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use super::manifest::ObjectManifest;
+use super::{StageError, Staging};
+
+/// Counts and hashes what passes through to the file.
+struct Hashing<W> {
+    inner: W,
+    hash: Sha256,
+    bytes: u64,
+}
+
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hash.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+struct OpenPart {
+    encoder: GzEncoder<Hashing<BufWriter<File>>>,
+    temp: tempfile::TempPath,
+    raw_bytes: u64,
+    records: u64,
+}
+
+pub struct PartWriter<'a, S: Staging> {
+    store: &'a S,
+    key: Box<dyn Fn(u32) -> String + Send + Sync + 'a>,
+    part_size: u64,
+    current: Option<OpenPart>,
+    next_part: u32,
+    objects: Vec<ObjectManifest>,
+    line: Vec<u8>,
+}
+
+impl<'a, S: Staging> PartWriter<'a, S> {
+    /// `key(n)` names part `n`.
+    pub fn new(store: &'a S, part_size: u64, key: impl Fn(u32) -> String + Send + Sync + 'a) -> Self {
+        PartWriter {
+            store,
+            key: Box::new(key),
+            part_size,
+            current: None,
+            next_part: 0,
+            objects: Vec::new(),
+            line: Vec::with_capacity(4096),
+        }
+    }
+
+    fn open_part(&self) -> Result<OpenPart, StageError> {
+        let dir = self.store.work_dir();
+        std::fs::create_dir_all(&dir).map_err(|e| StageError::io("create", &dir, e))?;
+        let tmp =
+            tempfile::NamedTempFile::new_in(&dir).map_err(|e| StageError::io("create temporary file in", &dir, e))?;
+        let (file, temp) = tmp.into_parts();
+        let sink = Hashing {
+            inner: BufWriter::with_capacity(256 << 10, file),
+            hash: Sha256::new(),
+            bytes: 0,
+        };
+        Ok(OpenPart {
+            encoder: GzEncoder::new(sink, Compression::fast()),
+            temp,
+            raw_bytes: 0,
+            records: 0,
+        })
+    }
+
+    /// Append one raw record as a JSON line.
+    pub async fn write(&mut self, record: &Value) -> Result<(), StageError> {
+        self.line.clear();
+        serde_json::to_writer(&mut self.line, record).expect("a JSON value serializes");
+        self.line.push(b'\n');
+        self.write_line().await
+    }
+
+    async fn write_line(&mut self) -> Result<(), StageError> {
+        if self.current.is_none() {
+            self.current = Some(self.open_part()?);
+        }
+        let part = self.current.as_mut().expect("opened above");
+        part.encoder
+            .write_all(&self.line)
+            .map_err(|e| StageError::io("write", &part.temp, e))?;
+        part.raw_bytes += self.line.len() as u64;
+        part.records += 1;
+        if part.raw_bytes >= self.part_size {
+            self.close_part().await?;
+        }
+        Ok(())
+    }
+
+    async fn close_part(&mut self) -> Result<(), StageError> {
+        let Some(part) = self.current.take() else { return Ok(()) };
+        let mut sink = part
+            .encoder
+            .finish()
+            .map_err(|e| StageError::io("compress", &part.temp, e))?;
+        sink.flush().map_err(|e| StageError::io("write", &part.temp, e))?;
+        let key = (self.key)(self.next_part);
+        self.next_part += 1;
+        let sha256 = hex::encode(sink.hash.finalize_reset());
+        let bytes = sink.bytes;
+        drop(sink);
+        self.store.put_file(&key, &part.temp).await?;
+        // The store moved or copied the file; the temp path may already be gone.
+        let _ = part.temp.close();
+        self.objects.push(ObjectManifest {
+            key,
+            records: part.records,
+            bytes,
+            sha256,
+        });
+        Ok(())
+    }
+
+    /// Close the last part; the objects written, in order.
+    pub async fn finish(mut self) -> Result<Vec<ObjectManifest>, StageError> {
+        self.close_part().await?;
+        Ok(self.objects)
+    }
+}

@@ -1,0 +1,289 @@
+//! A local HTTP API replaying the recorded Rick and Morty and CoinCap pages, in every
+//! pagination style sluice supports, with faults injected on demand.
+//!
+//! Routes (`{ep}` is `character`, `location` or `episode`):
+//! - `/api/{ep}?page=N`: the real pages, `info.next` pointing back at this server
+//!   (404 `{"error":"There is nothing here"}` past the last page, like the real API);
+//! - `/empty/{ep}?page=N`: `{"results": [...]}`, an empty list past the last page;
+//! - `/offset/{ep}?limit=L&offset=O`: `{"results": [...], "total": N}`;
+//! - `/cursor/{ep}?cursor=C`: `{"results": [...], "next_cursor": "…" | null}`;
+//! - `/link/{ep}?page=N`: `{"results": [...]}` with a `Link: <…>; rel="next"` header;
+//! - `/v3/exchanges?limit=L&offset=O`: CoinCap's `{"data": [...]}` (the v2 capture).
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::{json, Value};
+
+use super::fixture;
+
+/// A fault to inject on matching requests.
+#[derive(Debug, Clone)]
+pub enum Fault {
+    /// Any status with a small JSON body.
+    Status(u16),
+    /// 429 with a `Retry-After` header.
+    TooManyRequests { retry_after: String },
+    /// Wait this long before answering.
+    Stall(Duration),
+    /// HTTP 200 with the first half of the page only.
+    Truncated,
+    /// HTTP 200 with an HTML error page.
+    Html,
+    /// A page whose `info.next` points at itself.
+    NextSelf,
+}
+
+struct Rule {
+    target: String,
+    fault: Fault,
+    remaining: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct Logged {
+    pub target: String,
+    pub authorization: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+struct State {
+    base: String,
+    pages: HashMap<String, Vec<String>>,
+    exchanges: Vec<Value>,
+    rules: Mutex<Vec<Rule>>,
+    log: Mutex<Vec<Logged>>,
+}
+
+pub struct ApiServer {
+    pub base: String,
+    state: Arc<State>,
+}
+
+fn load_pages(ep: &str) -> Vec<String> {
+    let dir = fixture(&format!("api/rickandmorty/{ep}"));
+    let mut n = 1;
+    let mut out = Vec::new();
+    while let Ok(text) = std::fs::read_to_string(dir.join(format!("page-{n}.json"))) {
+        out.push(text);
+        n += 1;
+    }
+    assert!(!out.is_empty(), "no fixture pages for {ep}");
+    out
+}
+
+impl ApiServer {
+    pub fn start() -> ApiServer {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the API server");
+        listener.set_nonblocking(true).unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let exchanges: Value =
+            serde_json::from_str(&std::fs::read_to_string(fixture("api/coincap/exchanges-v2.json")).unwrap()).unwrap();
+        let state = Arc::new(State {
+            base: base.clone(),
+            pages: ["character", "location", "episode"]
+                .into_iter()
+                .map(|ep| (ep.to_string(), load_pages(ep)))
+                .collect(),
+            exchanges: exchanges["data"].as_array().unwrap().clone(),
+            rules: Mutex::new(Vec::new()),
+            log: Mutex::new(Vec::new()),
+        });
+        let served = state.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                loop {
+                    let Ok((socket, _)) = listener.accept().await else {
+                        continue;
+                    };
+                    let state = served.clone();
+                    tokio::spawn(async move {
+                        let service = hyper::service::service_fn(move |req| {
+                            let state = state.clone();
+                            async move { Ok::<_, Infallible>(handle(&state, req).await) }
+                        });
+                        let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                            .serve_connection(TokioIo::new(socket), service)
+                            .await;
+                    });
+                }
+            });
+        });
+        ApiServer { base, state }
+    }
+
+    /// Inject `fault` on the next `times` requests whose path and query equal `target`
+    /// (or whose path equals it, when `target` has no `?`).
+    pub fn fault(&self, target: &str, fault: Fault, times: usize) {
+        self.state.rules.lock().unwrap().push(Rule {
+            target: target.to_string(),
+            fault,
+            remaining: times,
+        });
+    }
+
+    pub fn requests(&self) -> Vec<Logged> {
+        self.state.log.lock().unwrap().clone()
+    }
+}
+
+fn respond(status: u16, content_type: &str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .header("content-type", content_type)
+        .body(Full::new(body.into()))
+        .unwrap()
+}
+
+fn json_response(v: &Value) -> Response<Full<Bytes>> {
+    respond(200, "application/json; charset=utf-8", v.to_string())
+}
+
+fn param(query: &str, name: &str) -> Option<String> {
+    url::form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+async fn handle(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let path = req.uri().path().to_string();
+    let query = req.uri().query().unwrap_or("").to_string();
+    let target = if query.is_empty() {
+        path.clone()
+    } else {
+        format!("{path}?{query}")
+    };
+    let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok()).map(String::from);
+    state.log.lock().unwrap().push(Logged {
+        target: target.clone(),
+        authorization: header("authorization"),
+        user_agent: header("user-agent"),
+    });
+
+    let fault = {
+        let mut rules = state.rules.lock().unwrap();
+        let hit = rules
+            .iter_mut()
+            .find(|r| r.remaining > 0 && (r.target == target || r.target == path));
+        hit.map(|r| {
+            r.remaining -= 1;
+            r.fault.clone()
+        })
+    };
+    let mut next_self = false;
+    match fault {
+        Some(Fault::Status(code)) => {
+            return respond(code, "application/json", format!("{{\"error\":\"injected {code}\"}}"))
+        }
+        Some(Fault::TooManyRequests { retry_after }) => {
+            return Response::builder()
+                .status(429)
+                .header("retry-after", retry_after)
+                .body(Full::new(Bytes::from_static(b"{\"error\":\"slow down\"}")))
+                .unwrap()
+        }
+        Some(Fault::Stall(d)) => tokio::time::sleep(d).await,
+        Some(Fault::Html) => {
+            return respond(
+                200,
+                "text/html",
+                "<html><head><title>502 Bad Gateway</title></head><body>upstream error</body></html>",
+            )
+        }
+        Some(Fault::Truncated) => {
+            let full = route(state, &path, &query, false);
+            let body = full.into_body();
+            let bytes = http_body_util::BodyExt::collect(body).await.unwrap().to_bytes();
+            return respond(200, "application/json", bytes.slice(..bytes.len() / 2));
+        }
+        Some(Fault::NextSelf) => next_self = true,
+        None => {}
+    }
+    route(state, &path, &query, next_self)
+}
+
+fn route(state: &State, path: &str, query: &str, next_self: bool) -> Response<Full<Bytes>> {
+    let mut parts = path.trim_start_matches('/').splitn(2, '/');
+    let (style, ep) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    if style == "v3" && ep == "exchanges" {
+        let limit: usize = param(query, "limit").and_then(|v| v.parse().ok()).unwrap_or(100);
+        let offset: usize = param(query, "offset").and_then(|v| v.parse().ok()).unwrap_or(0);
+        let data: Vec<Value> = state.exchanges.iter().skip(offset).take(limit).cloned().collect();
+        // The capture kept only `data`; CoinCap v3 wraps it the same way.
+        return json_response(&json!({ "data": data }));
+    }
+    let Some(pages) = state.pages.get(ep) else {
+        return respond(404, "application/json", "{\"error\":\"There is nothing here\"}");
+    };
+    let page: usize = param(query, "page")
+        .and_then(|v| v.parse().ok())
+        .filter(|n| *n >= 1)
+        .unwrap_or(1);
+    let results = |n: usize| -> Vec<Value> {
+        pages
+            .get(n - 1)
+            .map(|p| {
+                serde_json::from_str::<Value>(p).unwrap()["results"]
+                    .as_array()
+                    .unwrap()
+                    .clone()
+            })
+            .unwrap_or_default()
+    };
+    match style {
+        "api" => match pages.get(page - 1) {
+            Some(text) => {
+                let mut body = text.replace("{{base_url}}", &format!("{}/api", state.base));
+                if next_self {
+                    let mut v: Value = serde_json::from_str(&body).unwrap();
+                    v["info"]["next"] = json!(format!("{}/api/{ep}?page={page}", state.base));
+                    body = v.to_string();
+                }
+                respond(200, "application/json; charset=utf-8", body)
+            }
+            None => respond(404, "application/json", "{\"error\":\"There is nothing here\"}"),
+        },
+        "empty" => json_response(&json!({ "results": results(page) })),
+        "offset" => {
+            let all: Vec<Value> = (1..=pages.len()).flat_map(results).collect();
+            let limit: usize = param(query, "limit").and_then(|v| v.parse().ok()).unwrap_or(20);
+            let offset: usize = param(query, "offset").and_then(|v| v.parse().ok()).unwrap_or(0);
+            let slice: Vec<Value> = all.iter().skip(offset).take(limit).cloned().collect();
+            json_response(&json!({ "results": slice, "total": all.len() }))
+        }
+        "cursor" => {
+            let n: usize = param(query, "cursor")
+                .and_then(|c| c.strip_prefix("c-").and_then(|n| n.parse().ok()))
+                .unwrap_or(1);
+            let next = if n < pages.len() {
+                json!(format!("c-{}", n + 1))
+            } else {
+                Value::Null
+            };
+            json_response(&json!({ "results": results(n), "meta": { "next_cursor": next } }))
+        }
+        "link" => {
+            let mut resp = json_response(&json!({ "results": results(page) }));
+            let mut links = vec![format!("<{}/link/{ep}?page=1>; rel=\"first\"", state.base)];
+            if page < pages.len() {
+                links.push(format!("<{}/link/{ep}?page={}>; rel=\"next\"", state.base, page + 1));
+            }
+            resp.headers_mut().insert("link", links.join(", ").parse().unwrap());
+            resp
+        }
+        _ => respond(404, "application/json", "{\"error\":\"There is nothing here\"}"),
+    }
+}
