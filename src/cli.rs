@@ -76,6 +76,34 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Load a staged run into PostgreSQL (the "load Lambda"); the latest run by default.
+    Load {
+        /// The spec file.
+        spec: String,
+        /// The run id to load (see `sluice extract` output or the manifests).
+        #[arg(long, value_name = "ID", conflicts_with = "latest")]
+        run: Option<String>,
+        /// Load the latest complete run (the default).
+        #[arg(long)]
+        latest: bool,
+        /// Load a run again even though the ledger says it was loaded.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Extract and load: the whole pipeline.
+    Run {
+        /// The spec file.
+        spec: String,
+        /// Only this resource (repeatable).
+        #[arg(long = "resource", value_name = "NAME")]
+        resources: Vec<String>,
+        /// Stop each resource after N records.
+        #[arg(long, value_name = "N")]
+        limit: Option<u64>,
+        /// Fetch and map, print the rows that would be loaded (JSON Lines), write nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -123,12 +151,100 @@ pub fn main() -> ExitCode {
             let opts = crate::run::ExtractOptions { resources, limit };
             block_on(extract(&p, &opts, dry_run))
         }
+        Command::Load {
+            spec,
+            run,
+            latest: _,
+            force,
+        } => {
+            let Some(p) = load_or_report(&spec) else {
+                return ExitCode::from(exit::FAILED);
+            };
+            let which = run
+                .map(crate::run::RunSelector::Id)
+                .unwrap_or(crate::run::RunSelector::Latest);
+            block_on(load(&p, which, force))
+        }
+        Command::Run {
+            spec,
+            resources,
+            limit,
+            dry_run,
+        } => {
+            let Some(p) = load_or_report(&spec) else {
+                return ExitCode::from(exit::FAILED);
+            };
+            let opts = crate::run::ExtractOptions { resources, limit };
+            block_on(run(&p, &opts, dry_run))
+        }
     })
+}
+
+async fn load(p: &spec::Pipeline, which: crate::run::RunSelector, force: bool) -> u8 {
+    let secrets = crate::util::Secrets::default();
+    match crate::run::load(p, &which, crate::load::LoadOptions { force }, &secrets).await {
+        Ok(report) => {
+            print_summary(&report);
+            exit::OK
+        }
+        Err(e) => fail(p.name(), &e, &secrets),
+    }
+}
+
+async fn run(p: &spec::Pipeline, opts: &crate::run::ExtractOptions, dry_run: bool) -> u8 {
+    let secrets = crate::util::Secrets::default();
+    if dry_run {
+        let opts = crate::run::ExtractOptions {
+            limit: opts.limit.or(Some(20)),
+            ..opts.clone()
+        };
+        return match crate::run::run_dry(p, &opts, &secrets).await {
+            Ok(rows) => {
+                let mut out = std::io::stdout().lock();
+                for r in rows {
+                    let _ = writeln!(out, "{r}");
+                }
+                tracing::info!("dry run: nothing was staged or loaded");
+                exit::OK
+            }
+            Err(e) => fail(p.name(), &e, &secrets),
+        };
+    }
+    match crate::run::run(p, opts, &secrets).await {
+        Ok((_, loaded)) => {
+            print_summary(&loaded);
+            exit::OK
+        }
+        Err(e) => fail(p.name(), &e, &secrets),
+    }
+}
+
+fn print_summary(report: &crate::load::LoadReport) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "run {} loaded into {}", report.run_id, report.target);
+    let _ = writeln!(
+        out,
+        "{:<16} {:<20} {:>9} {:>9} {:>9} {:>9} {:>8} {:>8} {:>10}",
+        "resource", "table", "records", "rows", "inserted", "updated", "rejected", "seconds", "rows/s"
+    );
+    for t in &report.tables {
+        let rate = if t.seconds > 0.0 {
+            (t.rows as f64 / t.seconds) as u64
+        } else {
+            0
+        };
+        let _ = writeln!(
+            out,
+            "{:<16} {:<20} {:>9} {:>9} {:>9} {:>9} {:>8} {:>8.2} {:>10}",
+            t.resource, t.table, t.records, t.rows, t.inserted, t.updated, t.rejected, t.seconds, rate
+        );
+    }
 }
 
 fn init_logging(quiet: bool, format: LogFormat) {
     use tracing_subscriber::EnvFilter;
-    let default = if quiet { "warn" } else { "info" };
+    // tokio-postgres logs every server NOTICE at info; those are not news to a user.
+    let default = if quiet { "warn" } else { "info,tokio_postgres=warn" };
     let filter = EnvFilter::try_from_env("SLUICE_LOG").unwrap_or_else(|_| EnvFilter::new(default));
     use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()

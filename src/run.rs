@@ -227,6 +227,7 @@ pub async fn extract(p: &Pipeline, opts: &ExtractOptions, secrets: &Secrets) -> 
         pipeline: p.name().to_string(),
         spec_hash: p.spec_hash().to_string(),
         sluice_version: env!("CARGO_PKG_VERSION").to_string(),
+        run_time: Some(run.run_time.to_rfc3339_opts(SecondsFormat::Micros, true)),
         started_at: started.to_rfc3339_opts(SecondsFormat::Millis, true),
         finished_at: Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
         resources: manifests,
@@ -286,4 +287,97 @@ pub fn object_totals(objects: &[ObjectManifest]) -> (u64, u64) {
         objects.iter().map(|o| o.records).sum(),
         objects.iter().map(|o| o.bytes).sum(),
     )
+}
+
+/// Which staged run `load` takes.
+#[derive(Debug, Clone)]
+pub enum RunSelector {
+    Latest,
+    Id(String),
+}
+
+/// Load a staged run into the warehouse.
+pub async fn load(
+    p: &Pipeline,
+    which: &RunSelector,
+    opts: crate::load::LoadOptions,
+    secrets: &Secrets,
+) -> Result<crate::load::LoadReport, RunError> {
+    let store = Store::open(p.staging()).await?;
+    let run_id = match which {
+        RunSelector::Id(id) => id.clone(),
+        RunSelector::Latest => crate::stage::complete_runs(&store, p.name())
+            .await?
+            .pop()
+            .ok_or_else(|| {
+                crate::load::LoadError::Io(format!(
+                    "no complete run of `{}` is staged in {}",
+                    p.name(),
+                    store.describe()
+                ))
+            })?,
+    };
+    let manifest = match crate::stage::read_manifest(&store, p.name(), &run_id).await {
+        Err(StageError::NotFound { .. }) => return Err(crate::load::LoadError::Incomplete { run_id }.into()),
+        other => other?,
+    };
+    tracing::info!(pipeline = p.name(), run_id = %run_id, "load started");
+    Ok(crate::load::load_run(p, &store, &manifest, opts, secrets).await?)
+}
+
+/// Extract, then load the run just staged.
+pub async fn run(
+    p: &Pipeline,
+    opts: &ExtractOptions,
+    secrets: &Secrets,
+) -> Result<(ExtractReport, crate::load::LoadReport), RunError> {
+    let extracted = extract(p, opts, secrets).await?;
+    let store = Store::open(p.staging()).await?;
+    let loaded = crate::load::load_run(
+        p,
+        &store,
+        &extracted.manifest,
+        crate::load::LoadOptions::default(),
+        secrets,
+    )
+    .await?;
+    Ok((extracted, loaded))
+}
+
+/// `run --dry-run`: fetch, map and return the rows that would be loaded, writing nothing.
+pub async fn run_dry(p: &Pipeline, opts: &ExtractOptions, secrets: &Secrets) -> Result<Vec<Value>, RunError> {
+    use crate::load::map::{map_row, row_json, RunMeta};
+    let fetched = extract_dry_run(p, opts, secrets).await?;
+    let run = RunInfo::new();
+    let meta = RunMeta {
+        run_id: run.run_id,
+        run_time: run.run_time,
+        pipeline: p.name().to_string(),
+    };
+    let mut rows = Vec::new();
+    for (name, records) in fetched {
+        let r = p.resource(&name).expect("selected from the spec");
+        for (n, record) in records.iter().enumerate() {
+            let fail = |table: &str, e: crate::load::map::ColumnError| {
+                crate::load::LoadError::Record(Box::new(crate::load::BadRecord {
+                    resource: name.clone(),
+                    object: "(dry run)".into(),
+                    record: n as u64 + 1,
+                    table: table.to_string(),
+                    column: e.column,
+                    value: e.value,
+                    reason: e.reason,
+                }))
+            };
+            let root = map_row(&r.tables[0], record, None, &meta).map_err(|e| fail(&r.tables[0].name, e))?;
+            rows.push(row_json(&r.tables[0], &root));
+            for t in &r.tables[1..] {
+                for el in t.each.as_ref().expect("nested").query(record) {
+                    let row = map_row(t, el, Some(&root), &meta).map_err(|e| fail(&t.name, e))?;
+                    rows.push(row_json(t, &row));
+                }
+            }
+        }
+    }
+    Ok(rows)
 }

@@ -1,10 +1,734 @@
-//! Load: staged raw records → typed rows in PostgreSQL.
+//! Load: staged raw records → typed rows in PostgreSQL, in one transaction per run.
+//!
+//! Each resource's staged objects are streamed (gzip JSON lines → mapped rows → binary
+//! COPY) into temporary tables; rows of nested tables are spilled to disk meanwhile, since
+//! one connection runs one COPY at a time. The write mode then moves rows into the real
+//! tables, and the ledger row is written in the same transaction, so a failure anywhere
+//! leaves every table as it was. The only place that calls into tokio-postgres.
 
 pub mod coerce;
+pub mod connect;
 pub mod ddl;
+pub mod map;
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, BufWriter, Read, Write};
+use std::path::PathBuf;
+use std::time::Instant;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use futures_util::SinkExt;
+use serde_json::Value;
+use tokio_postgres::Transaction;
+
+use crate::spec::ident::quote_ident;
+use crate::spec::pipeline::{OnError, Pipeline, Resource, Table, WriteMode, RUN_ID_COLUMN};
+use crate::stage::{LocalObject, Manifest, StageError, Staging};
+use crate::util::Secrets;
+use coerce::clip;
+use ddl::qualified;
+use map::{encode_row, map_row, RunMeta, COPY_HEADER, COPY_TRAILER};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     #[error("{0}")]
-    Config(String),
+    Connect(String),
+    #[error("`{field}` needs environment variable `{var}`, which is not set")]
+    Env { field: String, var: String },
+    #[error("run `{run_id}` was already loaded (at {at}); loading it again would duplicate rows. Use --force to load it anyway")]
+    AlreadyLoaded { run_id: String, at: String },
+    #[error("the live tables differ from the spec, so nothing was loaded:\n  {}", problems.join("\n  "))]
+    SchemaDrift { problems: Vec<String> },
+    #[error("{0}; the load was rolled back")]
+    Record(Box<BadRecord>),
+    #[error("resource `{resource}`, object `{object}`, line {line}: the staged record is not valid JSON: {detail}")]
+    BadStaged {
+        resource: String,
+        object: String,
+        line: u64,
+        detail: String,
+    },
+    #[error("{action}: {message}")]
+    Db { action: String, message: String },
+    #[error("{0}")]
+    Stage(#[from] StageError),
+    #[error("staged run `{run_id}` has no manifest, so it is incomplete and cannot be loaded")]
+    Incomplete { run_id: String },
+    #[error("{0}")]
+    Io(String),
+}
+
+fn db(action: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> LoadError {
+    let action = action.into();
+    move |e| {
+        let message = match e.as_db_error() {
+            Some(d) => {
+                let mut m = d.message().to_string();
+                if let Some(detail) = d.detail() {
+                    m.push_str(&format!(" ({detail})"));
+                }
+                m
+            }
+            None => {
+                let mut s = e.to_string();
+                let mut src = std::error::Error::source(&e);
+                while let Some(inner) = src {
+                    s.push_str(&format!(": {inner}"));
+                    src = inner.source();
+                }
+                s
+            }
+        };
+        LoadError::Db { action, message }
+    }
+}
+
+/// A record whose value does not fit its column.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("resource `{resource}`, object `{object}`, record {record}: column `{column}` of table `{table}`: {reason} (value {value})")]
+pub struct BadRecord {
+    pub resource: String,
+    pub object: String,
+    pub record: u64,
+    pub table: String,
+    pub column: String,
+    pub value: String,
+    pub reason: String,
+}
+
+/// Counts of one table's load.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct TableStats {
+    pub resource: String,
+    pub table: String,
+    pub records: u64,
+    pub rows: u64,
+    pub inserted: u64,
+    pub updated: u64,
+    pub rejected: u64,
+    pub seconds: f64,
+}
+
+#[derive(Debug)]
+pub struct LoadReport {
+    pub run_id: String,
+    pub target: String,
+    pub tables: Vec<TableStats>,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LoadOptions {
+    pub force: bool,
+}
+
+/// The ledger and rejects tables.
+const LEDGER_DDL: &str = r#"
+CREATE SCHEMA IF NOT EXISTS "_sluice";
+CREATE TABLE IF NOT EXISTS "_sluice"."runs" (
+    "load_id" bigserial PRIMARY KEY,
+    "pipeline" text NOT NULL,
+    "run_id" text NOT NULL,
+    "spec_hash" text NOT NULL,
+    "extracted_at" timestamp with time zone,
+    "started_at" timestamp with time zone NOT NULL,
+    "finished_at" timestamp with time zone,
+    "status" text NOT NULL,
+    "error" text,
+    "resources" jsonb NOT NULL DEFAULT '[]'
+);
+CREATE INDEX IF NOT EXISTS "runs_pipeline_run_id" ON "_sluice"."runs" ("pipeline", "run_id");
+CREATE TABLE IF NOT EXISTS "_sluice"."rejects" (
+    "pipeline" text NOT NULL,
+    "run_id" text NOT NULL,
+    "resource" text NOT NULL,
+    "table_name" text NOT NULL,
+    "object_key" text NOT NULL,
+    "record_number" bigint NOT NULL,
+    "column_name" text NOT NULL,
+    "value" text,
+    "reason" text NOT NULL,
+    "record" jsonb,
+    "rejected_at" timestamp with time zone NOT NULL DEFAULT now()
+);
+"#;
+
+/// Resolve the warehouse URL and connect; the password joins the secrets.
+pub async fn connect_warehouse(p: &Pipeline, secrets: &Secrets) -> Result<(tokio_postgres::Client, String), LoadError> {
+    let url = p.warehouse().url.resolve().map_err(|e| LoadError::Env {
+        field: "warehouse.url".into(),
+        var: e.0,
+    })?;
+    if let Ok(u) = url::Url::parse(&url) {
+        if let Some(pw) = u.password() {
+            secrets.add(pw);
+        }
+    }
+    for word in url.split_whitespace() {
+        if let Some(pw) = word.strip_prefix("password=") {
+            secrets.add(pw.trim_matches('\''));
+        }
+    }
+    connect::connect(&url).await
+}
+
+/// Load one staged run.
+pub async fn load_run(
+    p: &Pipeline,
+    store: &impl Staging,
+    manifest: &Manifest,
+    opts: LoadOptions,
+    secrets: &Secrets,
+) -> Result<LoadReport, LoadError> {
+    let (mut client, target) = connect_warehouse(p, secrets).await?;
+    client
+        .batch_execute(LEDGER_DDL)
+        .await
+        .map_err(db("create the _sluice ledger"))?;
+    let started = Utc::now();
+    let result = load_in_transaction(p, store, manifest, opts, &mut client, started).await;
+    if let Err(e) = &result {
+        // The data transaction rolled back; record the failure on its own.
+        if !matches!(e, LoadError::AlreadyLoaded { .. }) {
+            let message = secrets.mask(&e.to_string());
+            let _ = client
+                .execute(
+                    "INSERT INTO \"_sluice\".\"runs\" (pipeline, run_id, spec_hash, started_at, finished_at, status, error) \
+                     VALUES ($1, $2, $3, $4::text::timestamptz, now(), 'failed', $5)",
+                    &[&p.name(), &manifest.run_id, &p.spec_hash(), &started.to_rfc3339(), &message],
+                )
+                .await;
+        }
+    }
+    Ok(LoadReport {
+        run_id: manifest.run_id.clone(),
+        target,
+        tables: result?,
+    })
+}
+
+async fn load_in_transaction(
+    p: &Pipeline,
+    store: &impl Staging,
+    manifest: &Manifest,
+    opts: LoadOptions,
+    client: &mut tokio_postgres::Client,
+    started: DateTime<Utc>,
+) -> Result<Vec<TableStats>, LoadError> {
+    let tx = client.transaction().await.map_err(db("begin the load transaction"))?;
+    // One load of a pipeline at a time.
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(hashtext('sluice:' || $1::text))",
+        &[&p.name()],
+    )
+    .await
+    .map_err(db("lock the pipeline"))?;
+    let previous = tx
+        .query_opt(
+            "SELECT finished_at::text FROM \"_sluice\".\"runs\" WHERE pipeline = $1 AND run_id = $2 AND status = 'loaded' ORDER BY load_id DESC LIMIT 1",
+            &[&p.name(), &manifest.run_id],
+        )
+        .await
+        .map_err(db("read the ledger"))?;
+    if let (Some(row), false) = (previous, opts.force) {
+        return Err(LoadError::AlreadyLoaded {
+            run_id: manifest.run_id.clone(),
+            at: row.get::<_, Option<String>>(0).unwrap_or_default(),
+        });
+    }
+    if manifest.spec_hash != p.spec_hash() {
+        tracing::warn!(run_id = %manifest.run_id, "the spec changed since this run was extracted; loading with the current mapping");
+    }
+    sync_schema(&tx, p).await?;
+    tx.batch_execute("SET CONSTRAINTS ALL DEFERRED")
+        .await
+        .map_err(db("defer constraints"))?;
+    let run_time = manifest
+        .run_time
+        .as_deref()
+        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.with_timezone(&Utc))
+        .unwrap_or(started);
+    let meta = RunMeta {
+        run_id: manifest.run_id.clone(),
+        run_time,
+        pipeline: p.name().to_string(),
+    };
+    let mut stats = Vec::new();
+    for rm in &manifest.resources {
+        let Some(resource) = p.resource(&rm.name) else {
+            tracing::warn!(resource = %rm.name, "the run staged a resource the spec no longer has; skipped");
+            continue;
+        };
+        let mut objects = Vec::new();
+        for o in &rm.objects {
+            objects.push((o.key.clone(), store.open(&o.key).await?));
+        }
+        stats.extend(load_resource(&tx, p, resource, objects, &meta).await?);
+    }
+    let resources = serde_json::to_string(&stats).expect("stats serialize");
+    tx.execute(
+        "INSERT INTO \"_sluice\".\"runs\" (pipeline, run_id, spec_hash, extracted_at, started_at, finished_at, status, resources) \
+         VALUES ($1, $2, $3, $4::text::timestamptz, $5::text::timestamptz, now(), 'loaded', $6::text::jsonb)",
+        &[&p.name(), &manifest.run_id, &p.spec_hash(), &manifest.started_at, &started.to_rfc3339(), &resources],
+    )
+    .await
+    .map_err(db("write the ledger"))?;
+    tx.commit()
+        .await
+        .map_err(db("commit the load (deferred foreign keys are checked here)"))?;
+    Ok(stats)
+}
+
+/// Create missing tables, add new nullable columns, and refuse any other difference.
+async fn sync_schema(tx: &Transaction<'_>, p: &Pipeline) -> Result<(), LoadError> {
+    let schema = &p.warehouse().schema;
+    tx.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {}", quote_ident(schema)))
+        .await
+        .map_err(db(format!("create schema `{schema}`")))?;
+    let rows = tx
+        .query(
+            "SELECT c.relname::text, a.attname::text, format_type(a.atttypid, a.atttypmod), a.attnotnull \
+             FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') AND a.attnum > 0 AND NOT a.attisdropped ORDER BY c.relname, a.attnum",
+            &[schema],
+        )
+        .await
+        .map_err(db("read the live tables"))?;
+    let mut live: HashMap<String, Vec<(String, String, bool)>> = HashMap::new();
+    for r in rows {
+        live.entry(r.get(0)).or_default().push((r.get(1), r.get(2), r.get(3)));
+    }
+    let pk_rows = tx
+        .query(
+            "SELECT c.relname::text, array_agg(a.attname::text ORDER BY k.ord) FROM pg_constraint con \
+             JOIN pg_class c ON c.oid = con.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace \
+             CROSS JOIN LATERAL unnest(con.conkey) WITH ORDINALITY AS k(attnum, ord) \
+             JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.attnum \
+             WHERE n.nspname = $1 AND con.contype = 'p' GROUP BY c.relname",
+            &[schema],
+        )
+        .await
+        .map_err(db("read the live primary keys"))?;
+    let live_pk: HashMap<String, Vec<String>> = pk_rows.into_iter().map(|r| (r.get(0), r.get(1))).collect();
+    let mut problems = Vec::new();
+    let mut statements = Vec::new();
+    for t in ddl::ordered_tables(p) {
+        let Some(cols) = live.get(&t.name) else {
+            statements.push(ddl::create_table(schema, t));
+            statements.push(ddl::comments(schema, t));
+            continue;
+        };
+        let qt = qualified(schema, &t.name);
+        for c in &t.columns {
+            match cols.iter().find(|(n, _, _)| n == &c.name) {
+                None if c.nullable => {
+                    statements.push(format!(
+                        "ALTER TABLE {qt} ADD COLUMN {} {};",
+                        quote_ident(&c.name),
+                        c.column_type.sql()
+                    ));
+                    if let Some(r) = &c.references {
+                        statements.push(format!(
+                            "ALTER TABLE {qt} ADD FOREIGN KEY ({}) REFERENCES {} ({}) DEFERRABLE INITIALLY DEFERRED;",
+                            quote_ident(&c.name),
+                            qualified(schema, &r.table),
+                            quote_ident(&r.column)
+                        ));
+                    }
+                }
+                None => problems.push(format!(
+                    "table `{}`: new column `{}` is NOT NULL; add it as nullable or migrate the table by hand",
+                    t.name, c.name
+                )),
+                Some((_, ty, _)) if ty != c.column_type.sql() => problems.push(format!(
+                    "table `{}`: column `{}` is {ty} in the database but {} in the spec",
+                    t.name,
+                    c.name,
+                    c.column_type.sql()
+                )),
+                Some((_, _, not_null)) if *not_null == c.nullable => problems.push(format!(
+                    "table `{}`: column `{}` is {} in the database but {} in the spec",
+                    t.name,
+                    c.name,
+                    if *not_null { "NOT NULL" } else { "nullable" },
+                    if c.nullable { "nullable" } else { "NOT NULL" }
+                )),
+                Some(_) => {}
+            }
+        }
+        for (name, _, _) in cols {
+            let known = t.column(name).is_some() || (t.run_id_column && name == RUN_ID_COLUMN);
+            if !known {
+                problems.push(format!(
+                    "table `{}`: column `{name}` exists in the database but not in the spec",
+                    t.name
+                ));
+            }
+        }
+        if t.run_id_column && !cols.iter().any(|(n, _, _)| n == RUN_ID_COLUMN) {
+            statements.push(format!(
+                "ALTER TABLE {qt} ADD COLUMN {} text;",
+                quote_ident(RUN_ID_COLUMN)
+            ));
+        }
+        let live_key = live_pk.get(&t.name).cloned().unwrap_or_default();
+        if live_key != t.primary_key {
+            problems.push(format!(
+                "table `{}`: primary key is ({}) in the database but ({}) in the spec",
+                t.name,
+                live_key.join(", "),
+                t.primary_key.join(", ")
+            ));
+        }
+    }
+    if !problems.is_empty() {
+        return Err(LoadError::SchemaDrift { problems });
+    }
+    if !statements.is_empty() {
+        tx.batch_execute(&statements.concat())
+            .await
+            .map_err(db(format!("create or evolve the tables of schema `{schema}`")))?;
+    }
+    Ok(())
+}
+
+/// A record that did not fit, kept for the rejects table.
+struct Reject {
+    table: String,
+    object: String,
+    record: u64,
+    column: String,
+    value: String,
+    reason: String,
+    raw: String,
+}
+
+struct MapOutcome {
+    records: u64,
+    rows: Vec<u64>,
+    rejected: u64,
+    rejects: Vec<Reject>,
+    spills: Vec<tempfile::NamedTempFile>,
+}
+
+const CHUNK: usize = 256 << 10;
+
+/// Read the staged objects of one resource and map every record: root rows go to
+/// `sender` in COPY-sized chunks, nested rows to spill files. Runs on a blocking thread.
+fn map_objects(
+    resource: &Resource,
+    objects: &[(String, PathBuf)],
+    meta: &RunMeta,
+    spill_dir: &std::path::Path,
+    sender: tokio::sync::mpsc::Sender<Vec<u8>>,
+) -> Result<MapOutcome, LoadError> {
+    let tables = &resource.tables;
+    let root = &tables[0];
+    let policy = root.on_error;
+    let io = |what: &str, e: std::io::Error| LoadError::Io(format!("{what}: {e}"));
+    let mut spills = Vec::new();
+    let mut spill_writers = Vec::new();
+    for _ in 1..tables.len() {
+        let f = tempfile::NamedTempFile::new_in(spill_dir).map_err(|e| io("create a spill file", e))?;
+        let mut w = BufWriter::with_capacity(CHUNK, f.reopen().map_err(|e| io("open a spill file", e))?);
+        w.write_all(COPY_HEADER).map_err(|e| io("write a spill file", e))?;
+        spill_writers.push(w);
+        spills.push(f);
+    }
+    let mut out = MapOutcome {
+        records: 0,
+        rows: vec![0; tables.len()],
+        rejected: 0,
+        rejects: Vec::new(),
+        spills: Vec::new(),
+    };
+    let mut chunk = Vec::with_capacity(CHUNK + 4096);
+    let mut nested_buf: Vec<Vec<u8>> = vec![Vec::new(); tables.len()];
+    let mut line = String::new();
+    for (key, path) in objects {
+        let file = std::fs::File::open(path).map_err(|e| io(&format!("open staged object `{key}`"), e))?;
+        let mut reader = BufReader::with_capacity(CHUNK, flate2::read::MultiGzDecoder::new(file));
+        let mut record_no = 0u64;
+        loop {
+            line.clear();
+            let n = reader
+                .read_line(&mut line)
+                .map_err(|e| io(&format!("read staged object `{key}`"), e))?;
+            if n == 0 {
+                break;
+            }
+            record_no += 1;
+            let record: Value = serde_json::from_str(&line).map_err(|e| LoadError::BadStaged {
+                resource: resource.name.clone(),
+                object: key.clone(),
+                line: record_no,
+                detail: e.to_string(),
+            })?;
+            out.records += 1;
+            // Map every row of the record before keeping any, so a reject drops it whole.
+            let mapped = (|| {
+                let parent = map_row(root, &record, None, meta).map_err(|e| (root, e))?;
+                for (i, t) in tables.iter().enumerate().skip(1) {
+                    nested_buf[i].clear();
+                    let each = t.each.as_ref().expect("nested tables have `each`");
+                    for el in each.query(&record) {
+                        let row = map_row(t, el, Some(&parent), meta).map_err(|e| (t, e))?;
+                        out.rows[i] += 1;
+                        encode_row(
+                            &row,
+                            t.run_id_column.then_some(meta.run_id.as_str()),
+                            out.rows[i] as i64,
+                            &mut nested_buf[i],
+                        );
+                    }
+                }
+                Ok(parent)
+            })();
+            match mapped {
+                Ok(parent) => {
+                    out.rows[0] += 1;
+                    encode_row(
+                        &parent,
+                        root.run_id_column.then_some(meta.run_id.as_str()),
+                        out.rows[0] as i64,
+                        &mut chunk,
+                    );
+                    for (i, w) in spill_writers.iter_mut().enumerate() {
+                        w.write_all(&nested_buf[i + 1])
+                            .map_err(|e| io("write a spill file", e))?;
+                    }
+                }
+                Err((table, e)) => {
+                    if policy == OnError::Fail {
+                        return Err(LoadError::Record(Box::new(BadRecord {
+                            resource: resource.name.clone(),
+                            object: key.clone(),
+                            record: record_no,
+                            table: table.name.clone(),
+                            column: e.column,
+                            value: e.value,
+                            reason: e.reason,
+                        })));
+                    }
+                    out.rejected += 1;
+                    if policy == OnError::Quarantine {
+                        out.rejects.push(Reject {
+                            table: table.name.clone(),
+                            object: key.clone(),
+                            record: record_no,
+                            column: e.column,
+                            value: e.value,
+                            reason: e.reason,
+                            raw: line.trim_end().to_string(),
+                        });
+                    }
+                }
+            }
+            if chunk.len() >= CHUNK {
+                let full = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK + 4096));
+                if sender.blocking_send(full).is_err() {
+                    // The COPY side stopped; it reports why.
+                    return Ok(out);
+                }
+            }
+        }
+    }
+    chunk.extend_from_slice(COPY_TRAILER);
+    let _ = sender.blocking_send(chunk);
+    for (mut w, f) in spill_writers.into_iter().zip(spills) {
+        w.write_all(COPY_TRAILER).map_err(|e| io("write a spill file", e))?;
+        w.flush().map_err(|e| io("write a spill file", e))?;
+        out.spills.push(f);
+    }
+    Ok(out)
+}
+
+fn temp_name(i: usize) -> String {
+    format!("_sluice_tmp_{i}")
+}
+
+fn copy_sql(t: &Table, tmp: &str) -> String {
+    let mut cols: Vec<String> = t.columns.iter().map(|c| quote_ident(&c.name)).collect();
+    if t.run_id_column {
+        cols.push(quote_ident(RUN_ID_COLUMN));
+    }
+    cols.push("\"_sluice_ord\"".into());
+    format!(
+        "COPY {} ({}) FROM STDIN (FORMAT binary)",
+        quote_ident(tmp),
+        cols.join(", ")
+    )
+}
+
+async fn load_resource(
+    tx: &Transaction<'_>,
+    p: &Pipeline,
+    resource: &Resource,
+    objects: Vec<(String, LocalObject)>,
+    meta: &RunMeta,
+) -> Result<Vec<TableStats>, LoadError> {
+    let t0 = Instant::now();
+    let schema = &p.warehouse().schema;
+    for (i, t) in resource.tables.iter().enumerate() {
+        let mut cols: Vec<String> = t
+            .columns
+            .iter()
+            .map(|c| format!("{} {}", quote_ident(&c.name), c.column_type.sql()))
+            .collect();
+        if t.run_id_column {
+            cols.push(format!("{} text", quote_ident(RUN_ID_COLUMN)));
+        }
+        cols.push("\"_sluice_ord\" bigint".into());
+        tx.batch_execute(&format!(
+            "CREATE TEMP TABLE {} ({}) ON COMMIT DROP",
+            quote_ident(&temp_name(i)),
+            cols.join(", ")
+        ))
+        .await
+        .map_err(db(format!("create the staging table of `{}`", t.name)))?;
+    }
+    let root_copy = tx
+        .copy_in(&copy_sql(&resource.tables[0], &temp_name(0)))
+        .await
+        .map_err(db(format!("start COPY into `{}`", resource.tables[0].name)))?;
+    let (sender, mut receiver) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
+    let paths: Vec<(String, PathBuf)> = objects.iter().map(|(k, o)| (k.clone(), o.path.clone())).collect();
+    let (res, meta_owned) = (resource.clone(), meta.clone());
+    let spill_dir = std::env::temp_dir();
+    let mapper = tokio::task::spawn_blocking(move || map_objects(&res, &paths, &meta_owned, &spill_dir, sender));
+    futures_util::pin_mut!(root_copy);
+    let copy_result: Result<(), LoadError> = async {
+        root_copy
+            .send(Bytes::from_static(COPY_HEADER))
+            .await
+            .map_err(db(format!("COPY into `{}`", resource.tables[0].name)))?;
+        while let Some(chunk) = receiver.recv().await {
+            root_copy
+                .send(Bytes::from(chunk))
+                .await
+                .map_err(db(format!("COPY into `{}`", resource.tables[0].name)))?;
+        }
+        Ok(())
+    }
+    .await;
+    drop(receiver);
+    let outcome = mapper
+        .await
+        .map_err(|e| LoadError::Io(format!("the mapping thread failed: {e}")))??;
+    copy_result?;
+    root_copy
+        .finish()
+        .await
+        .map_err(db(format!("COPY into `{}`", resource.tables[0].name)))?;
+    drop(objects);
+    for (i, spill) in outcome.spills.iter().enumerate() {
+        let t = &resource.tables[i + 1];
+        let sink = tx
+            .copy_in(&copy_sql(t, &temp_name(i + 1)))
+            .await
+            .map_err(db(format!("start COPY into `{}`", t.name)))?;
+        futures_util::pin_mut!(sink);
+        let mut file = spill
+            .reopen()
+            .map_err(|e| LoadError::Io(format!("reopen a spill file: {e}")))?;
+        let mut buf = vec![0u8; CHUNK];
+        loop {
+            let n = file
+                .read(&mut buf)
+                .map_err(|e| LoadError::Io(format!("read a spill file: {e}")))?;
+            if n == 0 {
+                break;
+            }
+            sink.send(Bytes::copy_from_slice(&buf[..n]))
+                .await
+                .map_err(db(format!("COPY into `{}`", t.name)))?;
+        }
+        sink.finish().await.map_err(db(format!("COPY into `{}`", t.name)))?;
+    }
+    let mut stats = Vec::new();
+    for (i, t) in resource.tables.iter().enumerate() {
+        let (inserted, updated) = apply_write(tx, schema, t, &temp_name(i)).await?;
+        tx.batch_execute(&format!("DROP TABLE {}", quote_ident(&temp_name(i))))
+            .await
+            .map_err(db(format!("drop the staging table of `{}`", t.name)))?;
+        stats.push(TableStats {
+            resource: resource.name.clone(),
+            table: t.name.clone(),
+            records: outcome.records,
+            rows: outcome.rows[i],
+            inserted,
+            updated,
+            rejected: if i == 0 { outcome.rejected } else { 0 },
+            seconds: t0.elapsed().as_secs_f64(),
+        });
+    }
+    for r in &outcome.rejects {
+        tx.execute(
+            "INSERT INTO \"_sluice\".\"rejects\" (pipeline, run_id, resource, table_name, object_key, record_number, column_name, value, reason, record) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::text::jsonb)",
+            &[&p.name(), &meta.run_id, &resource.name, &r.table, &r.object, &(r.record as i64), &r.column, &clip(&r.value, 1000), &r.reason, &r.raw],
+        )
+        .await
+        .map_err(db("write the rejects table"))?;
+    }
+    tracing::info!(
+        resource = %resource.name,
+        records = outcome.records,
+        rejected = outcome.rejected,
+        seconds = format!("{:.2}", t0.elapsed().as_secs_f64()),
+        "resource loaded"
+    );
+    Ok(stats)
+}
+
+/// Move rows from the staging table into the real one per the write mode; returns
+/// (inserted, updated).
+async fn apply_write(tx: &Transaction<'_>, schema: &str, t: &Table, tmp: &str) -> Result<(u64, u64), LoadError> {
+    let target = qualified(schema, &t.name);
+    let mut cols: Vec<String> = t.columns.iter().map(|c| quote_ident(&c.name)).collect();
+    if t.run_id_column {
+        cols.push(quote_ident(RUN_ID_COLUMN));
+    }
+    let list = cols.join(", ");
+    let tmp = quote_ident(tmp);
+    let action = format!("{} rows into `{}`", t.write.name(), t.name);
+    match t.write {
+        WriteMode::Append | WriteMode::Replace => {
+            if t.write == WriteMode::Replace {
+                tx.execute(&format!("DELETE FROM {target}"), &[])
+                    .await
+                    .map_err(db(format!("clear `{}` for replace", t.name)))?;
+            }
+            let n = tx
+                .execute(
+                    &format!("INSERT INTO {target} ({list}) SELECT {list} FROM {tmp} ORDER BY \"_sluice_ord\""),
+                    &[],
+                )
+                .await
+                .map_err(db(action))?;
+            Ok((n, 0))
+        }
+        WriteMode::Merge => {
+            let pk: Vec<String> = t.primary_key.iter().map(|k| quote_ident(k)).collect();
+            let pk = pk.join(", ");
+            let updates: Vec<String> = cols
+                .iter()
+                .filter(|c| !t.primary_key.iter().any(|k| quote_ident(k) == **c))
+                .map(|c| format!("{c} = EXCLUDED.{c}"))
+                .collect();
+            let on_conflict = if updates.is_empty() {
+                "DO NOTHING".to_string()
+            } else {
+                format!("DO UPDATE SET {}", updates.join(", "))
+            };
+            let sql = format!(
+                "WITH ins AS (INSERT INTO {target} ({list}) SELECT DISTINCT ON ({pk}) {list} FROM {tmp} ORDER BY {pk}, \"_sluice_ord\" DESC \
+                 ON CONFLICT ({pk}) {on_conflict} RETURNING (xmax = 0) AS inserted) \
+                 SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM ins"
+            );
+            let row = tx.query_one(&sql, &[]).await.map_err(db(action))?;
+            Ok((row.get::<_, i64>(0) as u64, row.get::<_, i64>(1) as u64))
+        }
+    }
 }

@@ -9,6 +9,9 @@ pub struct Manifest {
     /// SHA-256 of the spec file the run was extracted with.
     pub spec_hash: String,
     pub sluice_version: String,
+    /// The run's logical time (`meta: run_time` columns, `{run_time}` in keys).
+    #[serde(default)]
+    pub run_time: Option<String>,
     pub started_at: String,
     pub finished_at: String,
     pub resources: Vec<ResourceManifest>,

@@ -148,6 +148,27 @@ fn rick_and_morty_stages_every_record_byte_for_byte_with_a_manifest() {
 }
 
 #[test]
+fn the_rate_limit_spaces_requests() {
+    let api = ApiServer::start();
+    let staging = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let spec = std::fs::read_to_string(fixture("specs/faults.yaml")).unwrap().replace(
+        "  timeout: 1s\n",
+        "  timeout: 1s\n  rate_limit: {requests_per_second: 20}\n",
+    );
+    let path = dir.path().join("limited.yaml");
+    std::fs::write(&path, spec).unwrap();
+    let started = std::time::Instant::now();
+    extract(path.to_str().unwrap(), &api, staging.path()).success();
+    // 42 requests at 20 per second take at least 41/20 s.
+    assert!(
+        started.elapsed() >= Duration::from_millis(2050),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
 fn a_second_run_never_overwrites_the_first() {
     let api = ApiServer::start();
     let staging = tempfile::tempdir().unwrap();

@@ -3,4 +3,5 @@
 mod support;
 
 mod extract;
+mod load;
 mod spec;

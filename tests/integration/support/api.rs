@@ -8,7 +8,8 @@
 //! - `/offset/{ep}?limit=L&offset=O`: `{"results": [...], "total": N}`;
 //! - `/cursor/{ep}?cursor=C`: `{"results": [...], "next_cursor": "…" | null}`;
 //! - `/link/{ep}?page=N`: `{"results": [...]}` with a `Link: <…>; rel="next"` header;
-//! - `/v3/exchanges?limit=L&offset=O`: CoinCap's `{"data": [...]}` (the v2 capture).
+//! - `/v3/exchanges?limit=L&offset=O`: CoinCap's `{"data": [...]}` (the v2 capture);
+//! - `/static/{name}`: the file `tests/fixtures/api/static/{name}.json` as it is.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -218,6 +219,12 @@ async fn handle(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> 
 fn route(state: &State, path: &str, query: &str, next_self: bool) -> Response<Full<Bytes>> {
     let mut parts = path.trim_start_matches('/').splitn(2, '/');
     let (style, ep) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    if style == "static" {
+        return match std::fs::read_to_string(fixture(&format!("api/static/{ep}.json"))) {
+            Ok(text) => respond(200, "application/json", text),
+            Err(_) => respond(404, "application/json", "{\"error\":\"There is nothing here\"}"),
+        };
+    }
     if style == "v3" && ep == "exchanges" {
         let limit: usize = param(query, "limit").and_then(|v| v.parse().ok()).unwrap_or(100);
         let offset: usize = param(query, "offset").and_then(|v| v.parse().ok()).unwrap_or(0);

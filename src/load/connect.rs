@@ -1,0 +1,240 @@
+//! Connecting to PostgreSQL: libpq URLs and key/value strings, TLS through rustls with
+//! libpq's `sslmode` meanings (`disable`, `prefer`, `require`, `verify-ca`,
+//! `verify-full`) and `sslrootcert`, and errors that name host and database but never
+//! the password.
+
+use std::sync::Arc;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use tokio_postgres::config::{Host, SslMode};
+use tokio_postgres::{Client, Config, NoTls};
+
+use super::LoadError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tls {
+    Disable,
+    /// Encrypt if the server can; do not verify (libpq `prefer`).
+    Prefer,
+    /// Encrypt; do not verify the certificate (libpq `require`).
+    Require,
+    /// Encrypt and verify the chain (`verify-ca`) and the host name (`verify-full`).
+    Verify,
+}
+
+/// Split `sslmode` and `sslrootcert` out of a connection string (tokio-postgres does not
+/// know all of libpq's values for them).
+fn split_tls(conn: &str) -> Result<(String, Tls, Option<String>), LoadError> {
+    let mut mode = None;
+    let mut root = None;
+    let rest = if conn.starts_with("postgres://") || conn.starts_with("postgresql://") {
+        match conn.split_once('?') {
+            None => conn.to_string(),
+            Some((head, query)) => {
+                let mut kept = Vec::new();
+                for pair in query.split('&') {
+                    match pair.split_once('=') {
+                        Some(("sslmode", v)) => mode = Some(v.to_string()),
+                        Some(("sslrootcert", v)) => root = Some(percent_decode(v)),
+                        _ => kept.push(pair),
+                    }
+                }
+                if kept.is_empty() {
+                    head.to_string()
+                } else {
+                    format!("{head}?{}", kept.join("&"))
+                }
+            }
+        }
+    } else {
+        let mut kept = Vec::new();
+        for word in conn.split_whitespace() {
+            match word.split_once('=') {
+                Some(("sslmode", v)) => mode = Some(v.trim_matches('\'').to_string()),
+                Some(("sslrootcert", v)) => root = Some(v.trim_matches('\'').to_string()),
+                _ => kept.push(word),
+            }
+        }
+        kept.join(" ")
+    };
+    let tls = match mode.as_deref().unwrap_or("prefer") {
+        "disable" => Tls::Disable,
+        "allow" | "prefer" => Tls::Prefer,
+        "require" if root.is_some() => Tls::Verify,
+        "require" => Tls::Require,
+        "verify-ca" | "verify-full" => Tls::Verify,
+        other => {
+            return Err(LoadError::Connect(format!(
+                "unknown sslmode `{other}`; use disable, prefer, require, verify-ca or verify-full"
+            )))
+        }
+    };
+    Ok((rest, tls, root))
+}
+
+fn percent_decode(s: &str) -> String {
+    url::form_urlencoded::parse(format!("x={s}").as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default()
+}
+
+/// `host:port/database as user`, for messages.
+pub fn describe(config: &Config) -> String {
+    let host = match config.get_hosts().first() {
+        Some(Host::Tcp(h)) => h.clone(),
+        #[cfg(unix)]
+        Some(Host::Unix(p)) => p.display().to_string(),
+        None => "localhost".into(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let db = config.get_dbname().or(config.get_user()).unwrap_or("postgres");
+    format!("database `{db}` on {host}:{port}")
+}
+
+/// Connect; the connection task runs on the current runtime.
+pub async fn connect(conn: &str) -> Result<(Client, String), LoadError> {
+    let (rest, tls, root) = split_tls(conn)?;
+    let mut config: Config = rest.parse().map_err(|e: tokio_postgres::Error| {
+        LoadError::Connect(format!(
+            "the warehouse URL is not a valid PostgreSQL connection string: {e}"
+        ))
+    })?;
+    let target = describe(&config);
+    config.ssl_mode(match tls {
+        Tls::Disable => SslMode::Disable,
+        Tls::Prefer => SslMode::Prefer,
+        Tls::Require | Tls::Verify => SslMode::Require,
+    });
+    config.application_name("sluice");
+    let fail = |e: tokio_postgres::Error| {
+        let detail = match e.as_db_error() {
+            Some(db) => db.message().to_string(),
+            None => {
+                let mut s = e.to_string();
+                let mut src = std::error::Error::source(&e);
+                while let Some(inner) = src {
+                    s.push_str(&format!(": {inner}"));
+                    src = inner.source();
+                }
+                s
+            }
+        };
+        LoadError::Connect(format!("cannot connect to {target}: {detail}"))
+    };
+    let client = if tls == Tls::Disable {
+        let (client, connection) = config.connect(NoTls).await.map_err(fail)?;
+        tokio::spawn(connection);
+        client
+    } else {
+        let tls_config = client_config(tls, root.as_deref())?;
+        let (client, connection) = config
+            .connect(tokio_postgres_rustls::MakeRustlsConnect::new(tls_config))
+            .await
+            .map_err(fail)?;
+        tokio::spawn(connection);
+        client
+    };
+    Ok((client, target))
+}
+
+fn client_config(tls: Tls, root: Option<&str>) -> Result<ClientConfig, LoadError> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let builder = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| LoadError::Connect(format!("TLS setup: {e}")))?;
+    if tls != Tls::Verify {
+        return Ok(builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(NoVerify))
+            .with_no_client_auth());
+    }
+    let mut roots = RootCertStore::empty();
+    match root {
+        Some(path) => {
+            let pem = std::fs::read(path)
+                .map_err(|e| LoadError::Connect(format!("cannot read sslrootcert `{path}`: {e}")))?;
+            let certs: Vec<CertificateDer<'static>> = rustls::pki_types::pem::PemObject::pem_slice_iter(&pem)
+                .collect::<Result<_, _>>()
+                .map_err(|e| {
+                    LoadError::Connect(format!("sslrootcert `{path}` is not a PEM certificate bundle: {e}"))
+                })?;
+            if certs.is_empty() {
+                return Err(LoadError::Connect(format!("sslrootcert `{path}` holds no certificate")));
+            }
+            roots.add_parsable_certificates(certs);
+        }
+        None => {
+            roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+        }
+    }
+    Ok(builder.with_root_certificates(roots).with_no_client_auth())
+}
+
+/// libpq's `require`: encrypted, not authenticated.
+#[derive(Debug)]
+struct NoVerify;
+
+impl ServerCertVerifier for NoVerify {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        _: &[u8],
+        _: &CertificateDer<'_>,
+        _: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Ok(HandshakeSignatureValid::assertion())
+    }
+    fn verify_tls13_signature(
+        &self,
+        _: &[u8],
+        _: &CertificateDer<'_>,
+        _: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Ok(HandshakeSignatureValid::assertion())
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        rustls::crypto::aws_lc_rs::default_provider()
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tls_options_are_split_out_of_urls_and_key_values() {
+        let (rest, tls, root) = split_tls(
+            "postgres://u:p@db.example:5432/app?sslmode=verify-full&sslrootcert=%2Fetc%2Frds.pem&connect_timeout=5",
+        )
+        .unwrap();
+        assert_eq!(rest, "postgres://u:p@db.example:5432/app?connect_timeout=5");
+        assert_eq!(tls, Tls::Verify);
+        assert_eq!(root.as_deref(), Some("/etc/rds.pem"));
+        let (rest, tls, _) = split_tls("host=db user=app sslmode=require").unwrap();
+        assert_eq!((rest.as_str(), tls), ("host=db user=app", Tls::Require));
+        assert_eq!(split_tls("postgres://h/db").unwrap().1, Tls::Prefer);
+        assert!(split_tls("postgres://h/db?sslmode=maybe").is_err());
+    }
+
+    #[test]
+    fn descriptions_never_show_the_password() {
+        let c: Config = "postgres://app:s3cret@db.example:6543/warehouse".parse().unwrap();
+        let d = describe(&c);
+        assert_eq!(d, "database `warehouse` on db.example:6543");
+        assert!(!d.contains("s3cret"));
+    }
+}
