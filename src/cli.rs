@@ -36,6 +36,14 @@ pub struct Cli {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum SchemaFormat {
+    /// JSON Schema.
+    Json,
+    /// Markdown reference tables.
+    Markdown,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum LogFormat {
     /// Human-readable lines.
     Text,
@@ -54,8 +62,12 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Format::Human)]
         format: Format,
     },
-    /// Print the JSON Schema of the spec language.
-    Schema,
+    /// Print the JSON Schema of the spec language (or its Markdown reference).
+    Schema {
+        /// `json` (the schema editors use) or `markdown` (the README's spec reference).
+        #[arg(long, value_enum, default_value_t = SchemaFormat::Json)]
+        format: SchemaFormat,
+    },
     /// Print the PostgreSQL DDL a spec implies.
     Ddl {
         /// The spec file.
@@ -128,8 +140,11 @@ pub fn main() -> ExitCode {
     init_logging(cli.quiet, cli.log_format);
     ExitCode::from(match cli.command {
         Command::Validate { files, format } => validate(&files, format),
-        Command::Schema => {
-            print!("{}", spec::schema_text());
+        Command::Schema { format } => {
+            match format {
+                SchemaFormat::Json => print!("{}", spec::schema_text()),
+                SchemaFormat::Markdown => print!("{}", spec::reference::markdown()),
+            }
             exit::OK
         }
         Command::Ddl { spec } => match load_or_report(&spec) {

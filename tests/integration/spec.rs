@@ -183,3 +183,18 @@ fn ddl_applies_to_a_real_postgres_and_creates_the_keys() {
     let comment = pg::scalar(&url, "SELECT obj_description('rickandmorty.episode'::regclass)");
     assert_eq!(comment.as_deref(), Some("Episodes, with their broadcast date"));
 }
+
+#[test]
+fn readme_spec_reference_is_current() {
+    let generated = Sluice::new(["schema", "--format", "markdown"]).run().success().stdout;
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let start = readme
+        .find("<!-- reference:start -->\n")
+        .expect("reference start marker")
+        + "<!-- reference:start -->\n".len();
+    let end = readme.find("<!-- reference:end -->").expect("reference end marker");
+    assert!(
+        readme[start..end] == generated,
+        "README's spec reference is stale: regenerate it with `sluice schema --format markdown`"
+    );
+}
