@@ -36,6 +36,26 @@ pub struct Cli {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum DiagramFormat {
+    /// draw.io / diagrams.net XML.
+    Drawio,
+    /// SVG picture.
+    Svg,
+    /// PNG picture.
+    Png,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum DiagramPages {
+    /// The architecture page.
+    Pipeline,
+    /// The ER page.
+    Tables,
+    /// Both.
+    All,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum SchemaFormat {
     /// JSON Schema.
     Json,
@@ -101,6 +121,24 @@ enum Command {
         /// Load a run again even though the ledger says it was loaded.
         #[arg(long)]
         force: bool,
+    },
+    /// Draw specs: an architecture page and an ER page, as draw.io, SVG or PNG.
+    Diagram {
+        /// Spec files; each becomes one lane.
+        #[arg(required = true)]
+        specs: Vec<String>,
+        /// Output file (stdout when absent); its extension chooses the format.
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<String>,
+        /// Output format (default: from the extension of -o, else drawio).
+        #[arg(long, value_enum)]
+        format: Option<DiagramFormat>,
+        /// Which pages to draw.
+        #[arg(long, value_enum, default_value_t = DiagramPages::All)]
+        page: DiagramPages,
+        /// Do not write: exit 1 when the file given with -o is out of date.
+        #[arg(long, requires = "output")]
+        check: bool,
     },
     /// Extract and load: the whole pipeline.
     Run {
@@ -180,6 +218,13 @@ pub fn main() -> ExitCode {
                 .unwrap_or(crate::run::RunSelector::Latest);
             block_on(load(&p, which, force))
         }
+        Command::Diagram {
+            specs,
+            output,
+            format,
+            page,
+            check,
+        } => diagram(&specs, output.as_deref(), format, page, check),
         Command::Run {
             spec,
             resources,
@@ -413,5 +458,89 @@ fn validate(files: &[String], format: Format) -> u8 {
         exit::FAILED
     } else {
         exit::OK
+    }
+}
+
+fn diagram(
+    specs: &[String],
+    output: Option<&str>,
+    format: Option<DiagramFormat>,
+    page: DiagramPages,
+    check: bool,
+) -> u8 {
+    let mut pipelines = Vec::new();
+    for s in specs {
+        match load_or_report(s) {
+            Some(p) => pipelines.push(p),
+            None => return exit::FAILED,
+        }
+    }
+    let format = format.unwrap_or_else(|| {
+        match output
+            .and_then(|o| o.rsplit_once('.'))
+            .map(|(_, ext)| ext.to_ascii_lowercase())
+        {
+            Some(ext) if ext == "svg" => DiagramFormat::Svg,
+            Some(ext) if ext == "png" => DiagramFormat::Png,
+            _ => DiagramFormat::Drawio,
+        }
+    });
+    let pages = match page {
+        DiagramPages::Pipeline => crate::diagram::Pages::Pipeline,
+        DiagramPages::Tables => crate::diagram::Pages::Tables,
+        DiagramPages::All => crate::diagram::Pages::All,
+    };
+    let model = crate::diagram::build(&pipelines, pages);
+    let bytes = match format {
+        DiagramFormat::Drawio => crate::diagram::drawio::render(&model).into_bytes(),
+        DiagramFormat::Svg => crate::diagram::svg::render(&model).into_bytes(),
+        DiagramFormat::Png => match crate::diagram::svg::png(&crate::diagram::svg::render(&model)) {
+            Ok(b) => b,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return exit::FAILED;
+            }
+        },
+    };
+    let Some(path) = output else {
+        let _ = std::io::stdout().lock().write_all(&bytes);
+        return exit::OK;
+    };
+    if check {
+        let existing = std::fs::read(path).unwrap_or_default();
+        if existing == bytes {
+            println!("{path} is up to date");
+            return exit::OK;
+        }
+        let old = String::from_utf8_lossy(&existing);
+        let new = String::from_utf8_lossy(&bytes);
+        let (old_lines, new_lines): (Vec<&str>, Vec<&str>) = (old.lines().collect(), new.lines().collect());
+        let differing = (0..old_lines.len().max(new_lines.len()))
+            .filter(|&i| old_lines.get(i) != new_lines.get(i))
+            .count();
+        eprintln!("error: {path} is out of date with the specs ({differing} lines differ; it has {} lines, the specs give {})", old_lines.len(), new_lines.len());
+        if let Some(i) = (0..old_lines.len().max(new_lines.len())).find(|&i| old_lines.get(i) != new_lines.get(i)) {
+            eprintln!("  first difference at line {}:", i + 1);
+            eprintln!(
+                "  - {}",
+                crate::load::coerce::clip(old_lines.get(i).unwrap_or(&"(end of file)"), 160)
+            );
+            eprintln!(
+                "  + {}",
+                crate::load::coerce::clip(new_lines.get(i).unwrap_or(&"(end of file)"), 160)
+            );
+        }
+        eprintln!("  regenerate it with: sluice diagram {} -o {path}", specs.join(" "));
+        return exit::FAILED;
+    }
+    match std::fs::write(path, &bytes) {
+        Ok(()) => {
+            tracing::info!(file = path, bytes = bytes.len(), "diagram written");
+            exit::OK
+        }
+        Err(e) => {
+            eprintln!("error: cannot write {path}: {e}");
+            exit::FAILED
+        }
     }
 }

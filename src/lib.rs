@@ -5,6 +5,7 @@
 //! knows the order of the steps; `cli` is the command line.
 
 pub mod cli;
+pub mod diagram;
 pub mod extract;
 pub mod load;
 pub mod run;

@@ -2,6 +2,7 @@
 
 mod support;
 
+mod diagram;
 mod extract;
 mod load;
 mod spec;

@@ -1,0 +1,318 @@
+//! Diagrams of pipelines: an architecture page (API → extract → staging → load →
+//! PostgreSQL → analytics, one lane per spec) and an ER page of the tables. A pure
+//! function of the compiled specs: the layout is computed into one model, which the
+//! draw.io and SVG writers both render, so every format shows the same picture and the
+//! same specs always give the same bytes.
+
+pub mod drawio;
+pub mod layout;
+pub mod svg;
+
+/// What a vertex is, which decides how each writer draws it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Shape {
+    /// A lane holding one pipeline; its title runs down its left edge.
+    Lane,
+    /// A free text (titles, notes).
+    Text { size: u32, bold: bool },
+    /// A rounded box (neutral steps and the API).
+    Box { role: Role },
+    /// An AWS icon (`mxgraph.aws4.*`) with its label below.
+    Aws { icon: AwsIcon },
+    /// A database cylinder (PostgreSQL when not on AWS).
+    Cylinder { role: Role },
+    /// A list of lines in a plain box (tables of a schema, legend entries).
+    Note { role: Role },
+    /// An ER entity: header with the table name, one row per column below.
+    Entity,
+    /// One column row of an entity.
+    Row { key: bool },
+    /// A colour swatch of the legend.
+    Swatch { role: Role },
+}
+
+/// The role of a node, which decides its colour.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Source,
+    Compute,
+    Storage,
+    Database,
+    Schedule,
+    Analytics,
+    Neutral,
+}
+
+impl Role {
+    /// (fill, stroke) colours.
+    pub fn colours(self) -> (&'static str, &'static str) {
+        match self {
+            Role::Source => ("#E6E6E6", "#666666"),
+            Role::Compute => ("#FFE6CC", "#ED7100"),
+            Role::Storage => ("#E9F5D6", "#7AA116"),
+            Role::Database => ("#F5E0F7", "#C925D1"),
+            Role::Schedule => ("#FCE1EE", "#E7157B"),
+            Role::Analytics => ("#EDE4FF", "#8C4FFF"),
+            Role::Neutral => ("#FFFFFF", "#666666"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AwsIcon {
+    Lambda,
+    S3,
+    Rds,
+    EventBridge,
+    QuickSight,
+}
+
+impl AwsIcon {
+    pub fn res_icon(self) -> &'static str {
+        match self {
+            AwsIcon::Lambda => "mxgraph.aws4.lambda",
+            AwsIcon::S3 => "mxgraph.aws4.s3",
+            AwsIcon::Rds => "mxgraph.aws4.rds",
+            AwsIcon::EventBridge => "mxgraph.aws4.eventbridge",
+            AwsIcon::QuickSight => "mxgraph.aws4.quicksight",
+        }
+    }
+    pub fn role(self) -> Role {
+        match self {
+            AwsIcon::Lambda => Role::Compute,
+            AwsIcon::S3 => Role::Storage,
+            AwsIcon::Rds => Role::Database,
+            AwsIcon::EventBridge => Role::Schedule,
+            AwsIcon::QuickSight => Role::Analytics,
+        }
+    }
+    /// The short name drawn on the icon in SVG.
+    pub fn short(self) -> &'static str {
+        match self {
+            AwsIcon::Lambda => "λ",
+            AwsIcon::S3 => "S3",
+            AwsIcon::Rds => "RDS",
+            AwsIcon::EventBridge => "EB",
+            AwsIcon::QuickSight => "QS",
+        }
+    }
+}
+
+/// Where a vertex's label is drawn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LabelAt {
+    Inside,
+    Above,
+    Right,
+}
+
+#[derive(Debug, Clone)]
+pub struct Vertex {
+    pub id: String,
+    /// The containing vertex; geometry is relative to it.
+    pub parent: Option<String>,
+    pub x: f64,
+    pub y: f64,
+    pub w: f64,
+    pub h: f64,
+    pub label: Vec<String>,
+    pub shape: Shape,
+    pub label_at: LabelAt,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EdgeKind {
+    /// Data flowing left to right.
+    Flow,
+    /// A schedule triggering a step.
+    Trigger,
+    /// A foreign key: many (source) to one (target).
+    Relation,
+}
+
+#[derive(Debug, Clone)]
+pub struct Edge {
+    pub id: String,
+    pub source: String,
+    pub target: String,
+    pub label: Vec<String>,
+    pub kind: EdgeKind,
+}
+
+#[derive(Debug, Clone)]
+pub struct Page {
+    pub id: String,
+    pub name: String,
+    pub width: f64,
+    pub height: f64,
+    pub vertices: Vec<Vertex>,
+    pub edges: Vec<Edge>,
+}
+
+impl Page {
+    pub fn vertex(&self, id: &str) -> Option<&Vertex> {
+        self.vertices.iter().find(|v| v.id == id)
+    }
+
+    /// Absolute position of a vertex (its parents' offsets added).
+    pub fn absolute(&self, v: &Vertex) -> (f64, f64) {
+        let (mut x, mut y) = (v.x, v.y);
+        let mut parent = v.parent.as_deref();
+        while let Some(p) = parent.and_then(|id| self.vertex(id)) {
+            x += p.x;
+            y += p.y;
+            parent = p.parent.as_deref();
+        }
+        (x, y)
+    }
+
+    /// The area a vertex takes, labels drawn outside it (below AWS icons) included.
+    pub fn footprint(&self, v: &Vertex) -> (f64, f64, f64, f64) {
+        let (x, y) = self.absolute(v);
+        let lw = label_width(&v.label, 12.0);
+        let lh = v.label.len() as f64 * LINE;
+        match v.label_at {
+            LabelAt::Inside => (x, y, v.w, v.h),
+            LabelAt::Above => {
+                let w = lw.max(v.w);
+                (x + v.w / 2.0 - w / 2.0, y - 4.0 - lh, w, v.h + 4.0 + lh)
+            }
+            LabelAt::Right => (x, y.min(y + v.h / 2.0 - lh / 2.0), v.w + 6.0 + lw, v.h.max(lh)),
+        }
+    }
+}
+
+/// Which pages to draw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pages {
+    Pipeline,
+    Tables,
+    All,
+}
+
+#[derive(Debug, Clone)]
+pub struct Diagram {
+    pub pages: Vec<Page>,
+}
+
+/// Line height of labels, in pixels.
+pub const LINE: f64 = 15.0;
+
+/// A conservative estimate of how wide text is drawn (DejaVu Sans / Helvetica).
+pub fn text_width(text: &str, size: f64) -> f64 {
+    text.chars()
+        .map(|c| match c {
+            'i' | 'l' | 'j' | '.' | ',' | ':' | ';' | '|' | '\'' | '!' | ' ' | '(' | ')' | '[' | ']' | '/' | 't'
+            | 'f' | 'r' => 0.4,
+            'm' | 'w' | 'M' | 'W' | '@' | '%' => 0.98,
+            c if c.is_uppercase() => 0.76,
+            _ => 0.64,
+        })
+        .sum::<f64>()
+        * size
+}
+
+pub fn label_width(lines: &[String], size: f64) -> f64 {
+    lines.iter().map(|l| text_width(l, size)).fold(0.0, f64::max)
+}
+
+/// Build the diagram of a set of specs.
+pub fn build(pipelines: &[crate::spec::Pipeline], pages: Pages) -> Diagram {
+    let mut out = Vec::new();
+    if pages != Pages::Tables {
+        out.push(layout::pipeline_page(pipelines));
+    }
+    if pages != Pages::Pipeline {
+        out.push(layout::tables_page(pipelines));
+    }
+    Diagram { pages: out }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reference_pipelines() -> Vec<crate::spec::Pipeline> {
+        ["rickandmorty", "coincap"]
+            .iter()
+            .map(|n| {
+                let path = format!("{}/pipelines/{n}.yaml", env!("CARGO_MANIFEST_DIR"));
+                crate::spec::compile_text(&path, &std::fs::read_to_string(&path).unwrap()).unwrap()
+            })
+            .collect()
+    }
+
+    fn overlap(a: (f64, f64, f64, f64), b: (f64, f64, f64, f64)) -> bool {
+        a.0 < b.0 + b.2 && b.0 < a.0 + a.2 && a.1 < b.1 + b.3 && b.1 < a.1 + a.3
+    }
+
+    #[test]
+    fn nothing_overlaps_and_everything_is_on_the_page() {
+        let d = build(&reference_pipelines(), Pages::All);
+        for page in &d.pages {
+            for (i, a) in page.vertices.iter().enumerate() {
+                let fa = page.footprint(a);
+                assert!(
+                    fa.0 >= 0.0 && fa.1 >= 0.0 && fa.0 + fa.2 <= page.width && fa.1 + fa.3 <= page.height,
+                    "{} is off the page",
+                    a.id
+                );
+                for b in &page.vertices[i + 1..] {
+                    if a.parent == b.parent {
+                        assert!(
+                            !overlap(fa, page.footprint(b)),
+                            "{} overlaps {} on page {}",
+                            a.id,
+                            b.id,
+                            page.name
+                        );
+                    }
+                }
+                if let Some(parent) = a.parent.as_deref().and_then(|p| page.vertex(p)) {
+                    let (px, py) = page.absolute(parent);
+                    assert!(
+                        fa.0 >= px
+                            && fa.1 >= py
+                            && fa.0 + fa.2 <= px + parent.w + 0.01
+                            && fa.1 + fa.3 <= py + parent.h + 0.01,
+                        "{} sticks out of {}",
+                        a.id,
+                        parent.id
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_label_fits_its_shape() {
+        let d = build(&reference_pipelines(), Pages::All);
+        for page in &d.pages {
+            for v in &page.vertices {
+                let size = match v.shape {
+                    Shape::Text { size, .. } => size as f64,
+                    Shape::Entity => 13.0,
+                    _ => 12.0,
+                };
+                if v.label_at == LabelAt::Inside && !matches!(v.shape, Shape::Lane) {
+                    let bold = matches!(
+                        v.shape,
+                        Shape::Row { key: true } | Shape::Entity | Shape::Text { bold: true, .. }
+                    );
+                    let w = label_width(&v.label, size) * if bold { 1.08 } else { 1.0 };
+                    assert!(
+                        w + 8.0 <= v.w,
+                        "label of {} is {w:.0}px wide in a {:.0}px shape",
+                        v.id,
+                        v.w
+                    );
+                    assert!(
+                        v.label.len() as f64 * LINE <= v.h + 0.01 || matches!(v.shape, Shape::Text { .. }),
+                        "label of {} is too tall",
+                        v.id
+                    );
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,213 @@
+//! `sluice diagram` through the binary: the draw.io file's structure, determinism, the
+//! committed examples and `--check`.
+
+use std::collections::{HashMap, HashSet};
+
+use crate::support::{root, Sluice};
+
+const SPECS: [&str; 2] = ["pipelines/coincap.yaml", "pipelines/rickandmorty.yaml"];
+
+fn drawio() -> String {
+    Sluice::new(["diagram", SPECS[0], SPECS[1]]).run().success().stdout
+}
+
+#[test]
+fn the_drawio_file_is_well_formed() {
+    let xml = drawio();
+    let doc = roxmltree::Document::parse(&xml).expect("the draw.io file is XML");
+    let pages: Vec<_> = doc.descendants().filter(|n| n.has_tag_name("diagram")).collect();
+    assert_eq!(
+        pages.iter().map(|p| p.attribute("name").unwrap()).collect::<Vec<_>>(),
+        ["Pipeline", "Tables"]
+    );
+    let mut all_ids = HashSet::new();
+    for page in pages {
+        let model = page.descendants().find(|n| n.has_tag_name("mxGraphModel")).unwrap();
+        let (pw, ph): (f64, f64) = (
+            model.attribute("pageWidth").unwrap().parse().unwrap(),
+            model.attribute("pageHeight").unwrap().parse().unwrap(),
+        );
+        let cells: Vec<_> = page.descendants().filter(|n| n.has_tag_name("mxCell")).collect();
+        for c in &cells {
+            assert!(
+                all_ids.insert(c.attribute("id").unwrap().to_string()),
+                "duplicate id {:?}",
+                c.attribute("id")
+            );
+        }
+        let ids: HashSet<&str> = cells.iter().map(|c| c.attribute("id").unwrap()).collect();
+        // Absolute geometry of every vertex.
+        let mut geo: HashMap<&str, (f64, f64, f64, f64, &str)> = HashMap::new();
+        for c in cells.iter().filter(|c| c.attribute("vertex") == Some("1")) {
+            let g = c.children().find(|n| n.has_tag_name("mxGeometry")).unwrap();
+            let f = |a: &str| g.attribute(a).map(|v| v.parse::<f64>().unwrap()).unwrap_or(0.0);
+            geo.insert(
+                c.attribute("id").unwrap(),
+                (f("x"), f("y"), f("width"), f("height"), c.attribute("parent").unwrap()),
+            );
+        }
+        let absolute = |id: &str| {
+            let (mut x, mut y, w, h, mut parent) = geo[id];
+            while let Some(&(px, py, _, _, pp)) = geo.get(parent) {
+                x += px;
+                y += py;
+                parent = pp;
+            }
+            (x, y, w, h)
+        };
+        for c in cells.iter().filter(|c| c.attribute("edge") == Some("1")) {
+            for end in ["source", "target"] {
+                let id = c
+                    .attribute(end)
+                    .unwrap_or_else(|| panic!("edge {:?} has no {end}", c.attribute("id")));
+                assert!(
+                    ids.contains(id),
+                    "edge {:?}: {end} {id} does not exist",
+                    c.attribute("id")
+                );
+            }
+        }
+        let vertices: Vec<&str> = geo.keys().copied().collect();
+        for (i, a) in vertices.iter().enumerate() {
+            let ra = absolute(a);
+            assert!(
+                ra.0 >= 0.0 && ra.1 >= 0.0 && ra.0 + ra.2 <= pw && ra.1 + ra.3 <= ph,
+                "{a} lies outside the page"
+            );
+            for b in &vertices[i + 1..] {
+                if geo[a].4 != geo[b].4 {
+                    continue;
+                }
+                let rb = absolute(b);
+                let overlap = ra.0 < rb.0 + rb.2 && rb.0 < ra.0 + ra.2 && ra.1 < rb.1 + rb.3 && rb.1 < ra.1 + ra.3;
+                assert!(!overlap, "{a} overlaps {b}");
+            }
+        }
+    }
+}
+
+#[test]
+fn every_table_column_appears_and_aws_icons_are_used() {
+    let xml = drawio();
+    for spec in SPECS {
+        let ddl = Sluice::new(["ddl", spec]).run().success().stdout;
+        for line in ddl.lines().filter(|l| l.starts_with("    \"")) {
+            let column = line.trim().split('"').nth(1).unwrap();
+            assert!(
+                xml.contains(&format!("  {column}: ")) || xml.contains(&format!("\"{column}: ")),
+                "column {column} of {spec} is not drawn"
+            );
+        }
+    }
+    for icon in [
+        "mxgraph.aws4.lambda",
+        "mxgraph.aws4.s3",
+        "mxgraph.aws4.rds",
+        "mxgraph.aws4.eventbridge",
+    ] {
+        assert!(xml.contains(&format!("resIcon={icon};")), "{icon} missing");
+    }
+    assert!(xml.contains("GET /location /episode"), "edge labels name the endpoints");
+    assert!(
+        xml.contains("ERmany") && xml.contains("ERmandOne"),
+        "crow's-foot relations"
+    );
+    assert!(
+        !xml.contains("COINCAP_API_KEY"),
+        "no secret, not even its name, is drawn"
+    );
+}
+
+#[test]
+fn output_is_deterministic_in_every_format() {
+    assert_eq!(drawio(), drawio());
+    let svg = || {
+        Sluice::new(["diagram", "--format", "svg", SPECS[0], SPECS[1]])
+            .run()
+            .success()
+            .stdout
+    };
+    assert_eq!(svg(), svg());
+    let dir = tempfile::tempdir().unwrap();
+    let png = |name: &str| {
+        let path = dir.path().join(name);
+        Sluice::new(["diagram", SPECS[0], SPECS[1], "-o", path.to_str().unwrap()])
+            .run()
+            .success();
+        std::fs::read(path).unwrap()
+    };
+    let (a, b) = (png("a.png"), png("b.png"));
+    assert_eq!(a, b);
+    assert_eq!(&a[..8], b"\x89PNG\r\n\x1a\n");
+    // The PNG is the SVG's size: the same picture.
+    let doc = svg();
+    let parsed = roxmltree::Document::parse(&doc).unwrap();
+    let width: u32 = parsed.root_element().attribute("width").unwrap().parse().unwrap();
+    let height: u32 = parsed.root_element().attribute("height").unwrap().parse().unwrap();
+    assert_eq!(u32::from_be_bytes(a[16..20].try_into().unwrap()), width);
+    assert_eq!(u32::from_be_bytes(a[20..24].try_into().unwrap()), height);
+    // Every text of the draw.io file's vertices is in the SVG too.
+    let xml = drawio();
+    let drawn = roxmltree::Document::parse(&xml).unwrap();
+    for cell in drawn.descendants().filter(|n| n.attribute("vertex") == Some("1")) {
+        for line in cell.attribute("value").unwrap_or("").lines() {
+            let escaped = line.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
+            assert!(
+                doc.contains(&format!(">{escaped}<")),
+                "`{line}` is in the draw.io file but not the SVG"
+            );
+        }
+    }
+}
+
+#[test]
+fn committed_diagrams_are_current() {
+    for out in ["docs/architecture.drawio", "docs/architecture.svg"] {
+        let run = Sluice::new(["diagram", SPECS[0], SPECS[1], "-o", out, "--check"]).run();
+        assert_eq!(
+            run.code, 0,
+            "{out} is stale; regenerate with `sluice diagram {} {} -o {out}`\n{}",
+            SPECS[0], SPECS[1], run.stderr
+        );
+    }
+}
+
+#[test]
+fn check_fails_after_a_column_is_added_and_passes_after_regenerating() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("rickandmorty.yaml");
+    std::fs::copy(root().join(SPECS[1]), &spec).unwrap();
+    let out = dir.path().join("arch.drawio");
+    let (spec_s, out_s) = (spec.to_str().unwrap(), out.to_str().unwrap());
+    Sluice::new(["diagram", spec_s, "-o", out_s]).run().success();
+    Sluice::new(["diagram", spec_s, "-o", out_s, "--check"]).run().success();
+    let text = std::fs::read_to_string(&spec).unwrap().replace(
+        "- {name: gender, type: text, path: $.gender}",
+        "- {name: gender, type: text, path: $.gender}\n        - {name: nickname, type: text, path: $.nickname}",
+    );
+    std::fs::write(&spec, text).unwrap();
+    let stale = Sluice::new(["diagram", spec_s, "-o", out_s, "--check"])
+        .run()
+        .failure(1);
+    assert!(
+        stale.stderr.contains("is out of date with the specs") && stale.stderr.contains("regenerate it with"),
+        "{}",
+        stale.stderr
+    );
+    Sluice::new(["diagram", spec_s, "-o", out_s]).run().success();
+    Sluice::new(["diagram", spec_s, "-o", out_s, "--check"]).run().success();
+    assert!(std::fs::read_to_string(&out).unwrap().contains("nickname: text"));
+}
+
+#[test]
+fn a_single_page_and_an_invalid_spec() {
+    let tables = Sluice::new(["diagram", "--page", "tables", SPECS[1]])
+        .run()
+        .success()
+        .stdout;
+    assert!(tables.contains("name=\"Tables\"") && !tables.contains("name=\"Pipeline\""));
+    let bad = Sluice::new(["diagram", "tests/fixtures/invalid/unknown_column_type.yaml"])
+        .run()
+        .failure(1);
+    assert!(bad.stderr.contains("unknown column type `txt`"), "{}", bad.stderr);
+}
