@@ -7,7 +7,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::Value;
 
 use crate::extract::http::Client;
-use crate::extract::{extract_resource, ExtractError, RecordSink};
+use crate::extract::{extract_resource, ExtractError, RecordSink, Records};
 use crate::spec::pipeline::{Pipeline, Resource};
 use crate::stage::manifest::{Manifest, ObjectManifest, ResourceManifest};
 use crate::stage::writer::PartWriter;
@@ -124,12 +124,16 @@ struct StageSink<'a> {
 }
 
 impl RecordSink for StageSink<'_> {
-    async fn page(&mut self, records: &[&Value]) -> Result<bool, ExtractError> {
-        for r in records {
+    async fn page(&mut self, records: &Records<'_>) -> Result<bool, ExtractError> {
+        for i in 0..records.len() {
             if self.limit.is_some_and(|l| self.written >= l) {
                 return Ok(false);
             }
-            self.writer.write(r).await.map_err(|source| ExtractError::Stage {
+            let written = match records {
+                Records::Raw(raw) => self.writer.write_raw(raw[i].get()).await,
+                Records::Values(values) => self.writer.write(&values[i]).await,
+            };
+            written.map_err(|source| ExtractError::Stage {
                 resource: self.resource.clone(),
                 source,
             })?;
@@ -146,12 +150,15 @@ pub struct CollectSink {
 }
 
 impl RecordSink for CollectSink {
-    async fn page(&mut self, records: &[&Value]) -> Result<bool, ExtractError> {
-        for r in records {
+    async fn page(&mut self, records: &Records<'_>) -> Result<bool, ExtractError> {
+        for i in 0..records.len() {
             if self.records.len() as u64 >= self.limit {
                 break;
             }
-            self.records.push((*r).clone());
+            self.records.push(match records {
+                Records::Raw(raw) => serde_json::from_str(raw[i].get()).expect("delimited by the JSON parser"),
+                Records::Values(values) => values[i].clone(),
+            });
         }
         Ok((self.records.len() as u64) < self.limit)
     }
@@ -275,7 +282,7 @@ pub async fn extract_dry_run(
 struct OnePage(CollectSink);
 
 impl RecordSink for OnePage {
-    async fn page(&mut self, records: &[&Value]) -> Result<bool, ExtractError> {
+    async fn page(&mut self, records: &Records<'_>) -> Result<bool, ExtractError> {
         self.0.page(records).await?;
         Ok(false)
     }

@@ -9,6 +9,7 @@ use std::collections::HashSet;
 use std::future::Future;
 
 use futures_util::stream::{self, StreamExt};
+use serde_json::value::RawValue;
 use serde_json::Value;
 use url::Url;
 
@@ -63,10 +64,29 @@ pub enum ExtractError {
     },
 }
 
+/// The records of one page: parsed values, or (on the fast path) the raw JSON text of
+/// each record exactly as the API sent it.
+pub enum Records<'a> {
+    Values(Vec<Value>),
+    Raw(Vec<&'a RawValue>),
+}
+
+impl Records<'_> {
+    pub fn len(&self) -> usize {
+        match self {
+            Records::Values(v) => v.len(),
+            Records::Raw(r) => r.len(),
+        }
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// Receives the records of each page, in page order.
 pub trait RecordSink: Send {
     /// Returns false to stop extracting (a dry run has seen enough).
-    fn page(&mut self, records: &[&Value]) -> impl Future<Output = Result<bool, ExtractError>> + Send;
+    fn page(&mut self, records: &Records<'_>) -> impl Future<Output = Result<bool, ExtractError>> + Send;
 }
 
 /// Counts of one extracted resource.
@@ -130,8 +150,7 @@ pub async fn extract_resource<S: RecordSink>(
             });
         }
         let resp = client.fetch(resource.method, &url, &resource.name, page_no).await?;
-        let body = parse_body(resource, page_no, &url, &resp)?;
-        let records = select_records(resource, page_no, &url, &body)?;
+        let (body, records) = read_page(resource, page_no, &url, &resp)?;
         stats.pages += 1;
         stats.records += records.len() as u64;
         let page = Page {
@@ -163,8 +182,7 @@ pub async fn extract_resource<S: RecordSink>(
                     .buffered(concurrency);
                 while let Some((page_no, u, resp)) = fetched.next().await {
                     let resp = resp?;
-                    let body = parse_body(resource, page_no, &u, &resp)?;
-                    let records = select_records(resource, page_no, &u, &body)?;
+                    let (_, records) = read_page(resource, page_no, &u, &resp)?;
                     stats.pages += 1;
                     stats.records += records.len() as u64;
                     if !sink.page(&records).await? {
@@ -181,14 +199,57 @@ pub async fn extract_resource<S: RecordSink>(
     }
 }
 
-fn parse_body(resource: &Resource, page: u64, url: &Url, resp: &Response) -> Result<Value, ExtractError> {
-    serde_json::from_slice(&resp.body).map_err(|e| ExtractError::NotJson {
+/// Parse a page: the records, and the page as a value for the paginator. For records at
+/// `$[*]` or `$.field[*]` the records are only delimited, never parsed into values; the
+/// value then holds the rest of the page, with the records array left empty.
+fn read_page<'a>(
+    resource: &Resource,
+    page: u64,
+    url: &Url,
+    resp: &'a Response,
+) -> Result<(Value, Records<'a>), ExtractError> {
+    let not_json = |detail: String| ExtractError::NotJson {
         resource: resource.name.clone(),
         page,
         url: url.to_string(),
-        detail: e.to_string(),
+        detail,
         head: http::head(&resp.body),
-    })
+    };
+    if let Some(field) = resource.records.array_field() {
+        let split = match field {
+            None => serde_json::from_slice::<Vec<&RawValue>>(&resp.body).map(|r| Some((Value::Array(Vec::new()), r))),
+            Some(field) => {
+                serde_json::from_slice::<std::collections::BTreeMap<String, &RawValue>>(&resp.body).map(|top| {
+                    let array = top
+                        .get(field)
+                        .and_then(|raw| serde_json::from_str::<Vec<&RawValue>>(raw.get()).ok())?;
+                    let mut rest = serde_json::Map::new();
+                    for (k, v) in &top {
+                        let value = if k == field {
+                            Value::Array(Vec::new())
+                        } else {
+                            serde_json::from_str(v.get()).ok()?
+                        };
+                        rest.insert(k.clone(), value);
+                    }
+                    Some((Value::Object(rest), array))
+                })
+            }
+        };
+        match split {
+            Ok(Some((rest, records))) => return Ok((rest, Records::Raw(records))),
+            // Not the expected shape (no such field, an object of records, …): the general
+            // path below says what is wrong.
+            Ok(None) => {}
+            Err(e) => return Err(not_json(e.to_string())),
+        }
+    }
+    let body: Value = serde_json::from_slice(&resp.body).map_err(|e| not_json(e.to_string()))?;
+    let selected: Vec<Value> = select_records(resource, page, url, &body)?
+        .into_iter()
+        .cloned()
+        .collect();
+    Ok((body, Records::Values(selected)))
 }
 
 fn select_records<'a>(

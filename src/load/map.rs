@@ -70,9 +70,9 @@ pub fn map_row(
 }
 
 /// Append one binary COPY tuple: the row's cells, then the run id (when the table keeps
-/// one) and the record's ordinal (so a merge can keep the last record of a key).
-pub fn encode_row(cells: &[Cell], run_id: Option<&str>, ordinal: i64, out: &mut Vec<u8>) {
-    let fields = cells.len() + usize::from(run_id.is_some()) + 1;
+/// one) and the record's ordinal (for merges, so the last record of a key wins).
+pub fn encode_row(cells: &[Cell], run_id: Option<&str>, ordinal: Option<i64>, out: &mut Vec<u8>) {
+    let fields = cells.len() + usize::from(run_id.is_some()) + usize::from(ordinal.is_some());
     out.extend_from_slice(&(fields as i16).to_be_bytes());
     for c in cells {
         c.encode(out);
@@ -81,8 +81,10 @@ pub fn encode_row(cells: &[Cell], run_id: Option<&str>, ordinal: i64, out: &mut 
         out.extend_from_slice(&(id.len() as i32).to_be_bytes());
         out.extend_from_slice(id.as_bytes());
     }
-    out.extend_from_slice(&8i32.to_be_bytes());
-    out.extend_from_slice(&ordinal.to_be_bytes());
+    if let Some(ordinal) = ordinal {
+        out.extend_from_slice(&8i32.to_be_bytes());
+        out.extend_from_slice(&ordinal.to_be_bytes());
+    }
 }
 
 /// The header of a binary COPY stream.
@@ -181,7 +183,7 @@ mod tests {
     #[test]
     fn rows_encode_with_run_id_and_ordinal() {
         let mut out = Vec::new();
-        encode_row(&[Cell::Int(7), Cell::Null], Some("r1"), 3, &mut out);
+        encode_row(&[Cell::Int(7), Cell::Null], Some("r1"), Some(3), &mut out);
         assert_eq!(
             out,
             [

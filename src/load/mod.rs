@@ -478,7 +478,7 @@ fn map_objects(
                         encode_row(
                             &row,
                             t.run_id_column.then_some(meta.run_id.as_str()),
-                            out.rows[i] as i64,
+                            (t.write == WriteMode::Merge).then_some(out.rows[i] as i64),
                             &mut nested_buf[i],
                         );
                     }
@@ -491,7 +491,7 @@ fn map_objects(
                     encode_row(
                         &parent,
                         root.run_id_column.then_some(meta.run_id.as_str()),
-                        out.rows[0] as i64,
+                        (root.write == WriteMode::Merge).then_some(out.rows[0] as i64),
                         &mut chunk,
                     );
                     for (i, w) in spill_writers.iter_mut().enumerate() {
@@ -548,17 +548,20 @@ fn temp_name(i: usize) -> String {
     format!("_sluice_tmp_{i}")
 }
 
-fn copy_sql(t: &Table, tmp: &str) -> String {
+/// Appends and replaces COPY straight into the table; merges go through a temporary
+/// table (with each row's ordinal) that the upsert reads.
+fn copy_sql(schema: &str, t: &Table, i: usize) -> String {
     let mut cols: Vec<String> = t.columns.iter().map(|c| quote_ident(&c.name)).collect();
     if t.run_id_column {
         cols.push(quote_ident(RUN_ID_COLUMN));
     }
-    cols.push("\"_sluice_ord\"".into());
-    format!(
-        "COPY {} ({}) FROM STDIN (FORMAT binary)",
-        quote_ident(tmp),
-        cols.join(", ")
-    )
+    let target = if t.write == WriteMode::Merge {
+        cols.push("\"_sluice_ord\"".into());
+        quote_ident(&temp_name(i))
+    } else {
+        qualified(schema, &t.name)
+    };
+    format!("COPY {target} ({}) FROM STDIN (FORMAT binary)", cols.join(", "))
 }
 
 async fn load_resource(
@@ -571,6 +574,14 @@ async fn load_resource(
     let t0 = Instant::now();
     let schema = &p.warehouse().schema;
     for (i, t) in resource.tables.iter().enumerate() {
+        if t.write == WriteMode::Replace {
+            tx.execute(&format!("DELETE FROM {}", qualified(schema, &t.name)), &[])
+                .await
+                .map_err(db(format!("clear `{}` for replace", t.name)))?;
+        }
+        if t.write != WriteMode::Merge {
+            continue;
+        }
         let mut cols: Vec<String> = t
             .columns
             .iter()
@@ -589,7 +600,7 @@ async fn load_resource(
         .map_err(db(format!("create the staging table of `{}`", t.name)))?;
     }
     let root_copy = tx
-        .copy_in(&copy_sql(&resource.tables[0], &temp_name(0)))
+        .copy_in(&copy_sql(schema, &resource.tables[0], 0))
         .await
         .map_err(db(format!("start COPY into `{}`", resource.tables[0].name)))?;
     let (sender, mut receiver) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
@@ -625,7 +636,7 @@ async fn load_resource(
     for (i, spill) in outcome.spills.iter().enumerate() {
         let t = &resource.tables[i + 1];
         let sink = tx
-            .copy_in(&copy_sql(t, &temp_name(i + 1)))
+            .copy_in(&copy_sql(schema, t, i + 1))
             .await
             .map_err(db(format!("start COPY into `{}`", t.name)))?;
         futures_util::pin_mut!(sink);
@@ -648,10 +659,15 @@ async fn load_resource(
     }
     let mut stats = Vec::new();
     for (i, t) in resource.tables.iter().enumerate() {
-        let (inserted, updated) = apply_write(tx, schema, t, &temp_name(i)).await?;
-        tx.batch_execute(&format!("DROP TABLE {}", quote_ident(&temp_name(i))))
-            .await
-            .map_err(db(format!("drop the staging table of `{}`", t.name)))?;
+        let (inserted, updated) = if t.write == WriteMode::Merge {
+            let counts = merge(tx, schema, t, &temp_name(i)).await?;
+            tx.batch_execute(&format!("DROP TABLE {}", quote_ident(&temp_name(i))))
+                .await
+                .map_err(db(format!("drop the staging table of `{}`", t.name)))?;
+            counts
+        } else {
+            (outcome.rows[i], 0)
+        };
         stats.push(TableStats {
             resource: resource.name.clone(),
             table: t.name.clone(),
@@ -682,9 +698,9 @@ async fn load_resource(
     Ok(stats)
 }
 
-/// Move rows from the staging table into the real one per the write mode; returns
-/// (inserted, updated).
-async fn apply_write(tx: &Transaction<'_>, schema: &str, t: &Table, tmp: &str) -> Result<(u64, u64), LoadError> {
+/// Upsert the staged rows of a merge table on its primary key, the last record of a key
+/// winning; returns (inserted, updated).
+async fn merge(tx: &Transaction<'_>, schema: &str, t: &Table, tmp: &str) -> Result<(u64, u64), LoadError> {
     let target = qualified(schema, &t.name);
     let mut cols: Vec<String> = t.columns.iter().map(|c| quote_ident(&c.name)).collect();
     if t.run_id_column {
@@ -692,43 +708,24 @@ async fn apply_write(tx: &Transaction<'_>, schema: &str, t: &Table, tmp: &str) -
     }
     let list = cols.join(", ");
     let tmp = quote_ident(tmp);
-    let action = format!("{} rows into `{}`", t.write.name(), t.name);
-    match t.write {
-        WriteMode::Append | WriteMode::Replace => {
-            if t.write == WriteMode::Replace {
-                tx.execute(&format!("DELETE FROM {target}"), &[])
-                    .await
-                    .map_err(db(format!("clear `{}` for replace", t.name)))?;
-            }
-            let n = tx
-                .execute(
-                    &format!("INSERT INTO {target} ({list}) SELECT {list} FROM {tmp} ORDER BY \"_sluice_ord\""),
-                    &[],
-                )
-                .await
-                .map_err(db(action))?;
-            Ok((n, 0))
-        }
-        WriteMode::Merge => {
-            let pk: Vec<String> = t.primary_key.iter().map(|k| quote_ident(k)).collect();
-            let pk = pk.join(", ");
-            let updates: Vec<String> = cols
-                .iter()
-                .filter(|c| !t.primary_key.iter().any(|k| quote_ident(k) == **c))
-                .map(|c| format!("{c} = EXCLUDED.{c}"))
-                .collect();
-            let on_conflict = if updates.is_empty() {
-                "DO NOTHING".to_string()
-            } else {
-                format!("DO UPDATE SET {}", updates.join(", "))
-            };
-            let sql = format!(
-                "WITH ins AS (INSERT INTO {target} ({list}) SELECT DISTINCT ON ({pk}) {list} FROM {tmp} ORDER BY {pk}, \"_sluice_ord\" DESC \
-                 ON CONFLICT ({pk}) {on_conflict} RETURNING (xmax = 0) AS inserted) \
-                 SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM ins"
-            );
-            let row = tx.query_one(&sql, &[]).await.map_err(db(action))?;
-            Ok((row.get::<_, i64>(0) as u64, row.get::<_, i64>(1) as u64))
-        }
-    }
+    let action = format!("merge rows into `{}`", t.name);
+    let pk: Vec<String> = t.primary_key.iter().map(|k| quote_ident(k)).collect();
+    let pk = pk.join(", ");
+    let updates: Vec<String> = cols
+        .iter()
+        .filter(|c| !t.primary_key.iter().any(|k| quote_ident(k) == **c))
+        .map(|c| format!("{c} = EXCLUDED.{c}"))
+        .collect();
+    let on_conflict = if updates.is_empty() {
+        "DO NOTHING".to_string()
+    } else {
+        format!("DO UPDATE SET {}", updates.join(", "))
+    };
+    let sql = format!(
+        "WITH ins AS (INSERT INTO {target} ({list}) SELECT DISTINCT ON ({pk}) {list} FROM {tmp} ORDER BY {pk}, \"_sluice_ord\" DESC \
+         ON CONFLICT ({pk}) {on_conflict} RETURNING (xmax = 0) AS inserted) \
+         SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM ins"
+    );
+    let row = tx.query_one(&sql, &[]).await.map_err(db(action))?;
+    Ok((row.get::<_, i64>(0) as u64, row.get::<_, i64>(1) as u64))
 }

@@ -96,6 +96,16 @@ impl JsonPath {
         self.simple.as_ref().is_some_and(|s| !s.contains(&Step::Wildcard))
     }
 
+    /// For `$[*]` or `$.field[*]`: the field holding the records (`Some(None)` for a
+    /// top-level array), so a page can be split without parsing its records.
+    pub fn array_field(&self) -> Option<Option<&str>> {
+        match self.simple.as_deref()? {
+            [Step::Wildcard] => Some(None),
+            [Step::Field(f), Step::Wildcard] => Some(Some(f.as_str())),
+            _ => None,
+        }
+    }
+
     /// For a path ending in `[*]`: whether the array it iterates exists in `value`, so an
     /// empty array (no records, fine) can be told from a missing one (a wrong path).
     pub fn container_exists(&self, value: &Value) -> bool {

@@ -90,6 +90,19 @@ impl<'a, S: Staging> PartWriter<'a, S> {
         self.write_line().await
     }
 
+    /// Append one record given as its raw JSON text, unchanged unless it spans lines.
+    pub async fn write_raw(&mut self, record: &str) -> Result<(), StageError> {
+        if record.contains(['\n', '\r']) {
+            // Pretty-printed by the API: the line breaks are white space; compact it.
+            let value: Value = serde_json::from_str(record).expect("delimited by the JSON parser");
+            return self.write(&value).await;
+        }
+        self.line.clear();
+        self.line.extend_from_slice(record.as_bytes());
+        self.line.push(b'\n');
+        self.write_line().await
+    }
+
     async fn write_line(&mut self) -> Result<(), StageError> {
         if self.current.is_none() {
             self.current = Some(self.open_part()?);

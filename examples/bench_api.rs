@@ -1,0 +1,133 @@
+//! The benchmark's synthetic API: `generate` writes N Rick-and-Morty-shaped character
+//! records as pages of JSON with `info.next` links; `serve` serves a folder of pages over
+//! HTTP/1.1 keep-alive on loopback, fast enough not to be the bottleneck.
+//!
+//!     cargo run --release --example bench_api -- generate DIR RECORDS PER_PAGE BASE_URL
+//!     cargo run --release --example bench_api -- serve DIR PORT
+
+use std::convert::Infallible;
+use std::io::Write;
+use std::path::PathBuf;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+
+fn generate(dir: PathBuf, records: u64, per_page: u64, base: &str) {
+    std::fs::create_dir_all(&dir).unwrap();
+    let pages = records.div_ceil(per_page);
+    let statuses = ["Alive", "Dead", "unknown"];
+    let species = ["Human", "Alien", "Humanoid", "Robot", "Mythological Creature"];
+    let genders = ["Male", "Female", "unknown", "Genderless"];
+    for page in 1..=pages {
+        let mut out = Vec::with_capacity(700 * per_page as usize);
+        let next = if page < pages {
+            format!("\"{base}/api/character?page={}\"", page + 1)
+        } else {
+            "null".into()
+        };
+        let prev = if page > 1 {
+            format!("\"{base}/api/character?page={}\"", page - 1)
+        } else {
+            "null".into()
+        };
+        write!(
+            out,
+            "{{\"info\":{{\"count\":{records},\"pages\":{pages},\"next\":{next},\"prev\":{prev}}},\"results\":["
+        )
+        .unwrap();
+        let first = (page - 1) * per_page + 1;
+        let last = (page * per_page).min(records);
+        for id in first..=last {
+            if id > first {
+                out.push(b',');
+            }
+            let episodes: Vec<String> = (0..1 + id % 9)
+                .map(|e| format!("\"https://rickandmortyapi.com/api/episode/{}\"", 1 + (id + e * 7) % 51))
+                .collect();
+            let origin = if id % 3 == 0 {
+                String::new()
+            } else {
+                format!("https://rickandmortyapi.com/api/location/{}", 1 + id % 126)
+            };
+            write!(
+                out,
+                "{{\"id\":{id},\"name\":\"Character {id} Sanchez\",\"status\":\"{}\",\"species\":\"{}\",\"type\":\"{}\",\"gender\":\"{}\",\"origin\":{{\"name\":\"Earth (C-{})\",\"url\":\"{origin}\"}},\"location\":{{\"name\":\"Citadel of Ricks\",\"url\":\"https://rickandmortyapi.com/api/location/{}\"}},\"image\":\"https://rickandmortyapi.com/api/character/avatar/{id}.jpeg\",\"episode\":[{}],\"url\":\"https://rickandmortyapi.com/api/character/{id}\",\"created\":\"2017-11-04T18:48:46.250Z\"}}",
+                statuses[(id % 3) as usize],
+                species[(id % 5) as usize],
+                if id % 2 == 0 { "" } else { "Parasite" },
+                genders[(id % 4) as usize],
+                id % 200,
+                1 + id % 126,
+                episodes.join(",")
+            )
+            .unwrap();
+        }
+        out.extend_from_slice(b"]}");
+        std::fs::write(dir.join(format!("page-{page}.json")), out).unwrap();
+    }
+    println!("{pages} pages of up to {per_page} records in {}", dir.display());
+}
+
+fn serve(dir: PathBuf, port: u16) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+        println!(
+            "serving {} on http://127.0.0.1:{port}/api/character?page=N",
+            dir.display()
+        );
+        loop {
+            let Ok((socket, _)) = listener.accept().await else {
+                continue;
+            };
+            let dir = dir.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let dir = dir.clone();
+                    async move {
+                        let page = req
+                            .uri()
+                            .query()
+                            .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("page=")))
+                            .and_then(|p| p.parse::<u64>().ok())
+                            .unwrap_or(1);
+                        let resp = match tokio::fs::read(dir.join(format!("page-{page}.json"))).await {
+                            Ok(body) => hyper::Response::builder()
+                                .header("content-type", "application/json")
+                                .body(Full::new(Bytes::from(body))),
+                            Err(_) => hyper::Response::builder()
+                                .status(404)
+                                .body(Full::new(Bytes::from_static(b"{\"error\":\"There is nothing here\"}"))),
+                        };
+                        Ok::<_, Infallible>(resp.unwrap())
+                    }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(socket), service)
+                    .await;
+            });
+        }
+    });
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("generate") if args.len() == 5 => generate(
+            PathBuf::from(&args[1]),
+            args[2].parse().unwrap(),
+            args[3].parse().unwrap(),
+            &args[4],
+        ),
+        Some("serve") if args.len() == 3 => serve(PathBuf::from(&args[1]), args[2].parse().unwrap()),
+        _ => {
+            eprintln!("usage: bench_api generate DIR RECORDS PER_PAGE BASE_URL | bench_api serve DIR PORT");
+            std::process::exit(2);
+        }
+    }
+}
