@@ -41,7 +41,12 @@ fn benches(c: &mut Criterion) {
     let mut g = c.benchmark_group("page");
     g.throughput(Throughput::Elements(1000));
     g.bench_function("parse 1000 staged records", |b| {
-        b.iter(|| lines.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()).count())
+        b.iter(|| {
+            lines
+                .lines()
+                .map(|l| serde_json::from_str::<Value>(l).unwrap())
+                .collect::<Vec<_>>()
+        })
     });
     let parsed: Vec<Value> = lines.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     g.bench_function("map + encode 1000 records (character + appearance)", |b| {
