@@ -22,12 +22,14 @@ pub struct Response {
     pub body: Bytes,
 }
 
+/// Cheap to clone: clones share the connection pool and the rate limit.
+#[derive(Clone)]
 pub struct Client {
     inner: reqwest::Client,
     query_auth: Option<(String, String)>,
     default_params: Vec<(String, String)>,
     retry: Retry,
-    limiter: Option<RateLimiter>,
+    limiter: Option<std::sync::Arc<RateLimiter>>,
     secrets: Secrets,
 }
 
@@ -110,7 +112,7 @@ impl Client {
             query_auth,
             default_params,
             retry: source.retry,
-            limiter: source.rate_limit.map(RateLimiter::new),
+            limiter: source.rate_limit.map(|r| std::sync::Arc::new(RateLimiter::new(r))),
             secrets: secrets.clone(),
         })
     }

@@ -134,22 +134,20 @@ pub async fn extract_resource<S: RecordSink>(
     let mut url = paginate::first(&resource.paginator, &start);
     let mut seen: HashSet<String> = HashSet::new();
     let mut stats = Extracted::default();
+    // The next page is fetched while this one is staged (for paginators whose next request
+    // is known from the page itself).
+    let mut prefetched: Option<tokio::task::JoinHandle<Result<Response, ExtractError>>> = None;
     loop {
         let page_no = stats.pages + 1;
-        if page_no > resource.max_pages {
-            return Err(ExtractError::TooManyPages {
-                resource: resource.name.clone(),
-                max: resource.max_pages,
-            });
-        }
-        if !seen.insert(url.as_str().to_string()) {
-            return Err(ExtractError::RepeatedUrl {
-                resource: resource.name.clone(),
-                page: page_no,
-                url: url.to_string(),
-            });
-        }
-        let resp = client.fetch(resource.method, &url, &resource.name, page_no).await?;
+        let resp = match prefetched.take() {
+            Some(handle) => handle
+                .await
+                .map_err(|e| ExtractError::Config(format!("a fetch task failed: {e}")))??,
+            None => {
+                check_guards(resource, page_no, &url, &mut seen)?;
+                client.fetch(resource.method, &url, &resource.name, page_no).await?
+            }
+        };
         let (body, records) = read_page(resource, page_no, &url, &resp)?;
         stats.pages += 1;
         stats.records += records.len() as u64;
@@ -160,48 +158,81 @@ pub async fn extract_resource<S: RecordSink>(
             records: records.len(),
             index: stats.pages - 1,
         };
+        // When the first page tells how many there are, fetch the rest concurrently.
+        let all_known = if stats.pages == 1 && concurrency > 1 {
+            paginate::remaining(&resource.paginator, &page)
+        } else {
+            None
+        };
+        let next = if all_known.is_some() {
+            None
+        } else {
+            paginate::next(&resource.paginator, &page)
+        };
+        if let Some(next) = &next {
+            check_guards(resource, page_no + 1, next, &mut seen)?;
+            let (client, next, method, name) = (client.clone(), next.clone(), resource.method, resource.name.clone());
+            prefetched = Some(tokio::spawn(async move {
+                client.fetch(method, &next, &name, page_no + 1).await
+            }));
+        }
         if !sink.page(&records).await? {
+            if let Some(h) = prefetched {
+                h.abort();
+            }
             return Ok(stats);
         }
         tracing::debug!(resource = %resource.name, page = page_no, records = records.len(), "page");
-        // When the first page tells how many there are, fetch the rest concurrently.
-        if stats.pages == 1 && concurrency > 1 {
-            if let Some(rest) = paginate::remaining(&resource.paginator, &page) {
-                if rest.len() as u64 + 1 > resource.max_pages {
-                    return Err(ExtractError::TooManyPages {
-                        resource: resource.name.clone(),
-                        max: resource.max_pages,
-                    });
-                }
-                let mut fetched = stream::iter(rest.into_iter().enumerate())
-                    .map(|(i, u)| async move {
-                        let page_no = i as u64 + 2;
-                        let resp = client.fetch(resource.method, &u, &resource.name, page_no).await;
-                        (page_no, u, resp)
-                    })
-                    .buffered(concurrency);
-                while let Some((page_no, u, resp)) = fetched.next().await {
-                    let resp = resp?;
-                    let (_, records) = read_page(resource, page_no, &u, &resp)?;
-                    stats.pages += 1;
-                    stats.records += records.len() as u64;
-                    if !sink.page(&records).await? {
-                        break;
-                    }
-                }
-                return Ok(stats);
+        if let Some(rest) = all_known {
+            if rest.len() as u64 + 1 > resource.max_pages {
+                return Err(ExtractError::TooManyPages {
+                    resource: resource.name.clone(),
+                    max: resource.max_pages,
+                });
             }
+            let mut fetched = stream::iter(rest.into_iter().enumerate())
+                .map(|(i, u)| async move {
+                    let page_no = i as u64 + 2;
+                    let resp = client.fetch(resource.method, &u, &resource.name, page_no).await;
+                    (page_no, u, resp)
+                })
+                .buffered(concurrency);
+            while let Some((page_no, u, resp)) = fetched.next().await {
+                let resp = resp?;
+                let (_, records) = read_page(resource, page_no, &u, &resp)?;
+                stats.pages += 1;
+                stats.records += records.len() as u64;
+                if !sink.page(&records).await? {
+                    break;
+                }
+            }
+            return Ok(stats);
         }
-        match paginate::next(&resource.paginator, &page) {
+        match next {
             Some(next) => url = next,
             None => return Ok(stats),
         }
     }
 }
 
-/// Parse a page: the records, and the page as a value for the paginator. For records at
-/// `$[*]` or `$.field[*]` the records are only delimited, never parsed into values; the
-/// value then holds the rest of the page, with the records array left empty.
+/// The loop's guards: no more than `max_pages`, and no URL twice.
+fn check_guards(resource: &Resource, page_no: u64, url: &Url, seen: &mut HashSet<String>) -> Result<(), ExtractError> {
+    if page_no > resource.max_pages {
+        return Err(ExtractError::TooManyPages {
+            resource: resource.name.clone(),
+            max: resource.max_pages,
+        });
+    }
+    if !seen.insert(url.as_str().to_string()) {
+        return Err(ExtractError::RepeatedUrl {
+            resource: resource.name.clone(),
+            page: page_no,
+            url: url.to_string(),
+        });
+    }
+    Ok(())
+}
+
 fn read_page<'a>(
     resource: &Resource,
     page: u64,
