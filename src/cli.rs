@@ -175,7 +175,15 @@ pub fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { exit::USAGE } else { exit::OK });
         }
     };
-    init_logging(cli.quiet, cli.log_format);
+    // On a terminal, extraction shows a live progress line instead of info logs.
+    let show_progress = !cli.quiet
+        && cli.log_format == LogFormat::Text
+        && std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && matches!(
+            cli.command,
+            Command::Extract { dry_run: false, .. } | Command::Run { dry_run: false, .. }
+        );
+    init_logging(cli.quiet || show_progress, cli.log_format);
     ExitCode::from(match cli.command {
         Command::Validate { files, format } => validate(&files, format),
         Command::Schema { format } => {
@@ -202,7 +210,7 @@ pub fn main() -> ExitCode {
                 return ExitCode::from(exit::FAILED);
             };
             let opts = crate::run::ExtractOptions { resources, limit };
-            block_on(extract(&p, &opts, dry_run))
+            block_on(extract(&p, &opts, dry_run, show_progress))
         }
         Command::Load {
             spec,
@@ -235,7 +243,7 @@ pub fn main() -> ExitCode {
                 return ExitCode::from(exit::FAILED);
             };
             let opts = crate::run::ExtractOptions { resources, limit };
-            block_on(run(&p, &opts, dry_run))
+            block_on(run(&p, &opts, dry_run, show_progress))
         }
     })
 }
@@ -251,7 +259,7 @@ async fn load(p: &spec::Pipeline, which: crate::run::RunSelector, force: bool) -
     }
 }
 
-async fn run(p: &spec::Pipeline, opts: &crate::run::ExtractOptions, dry_run: bool) -> u8 {
+async fn run(p: &spec::Pipeline, opts: &crate::run::ExtractOptions, dry_run: bool, progress: bool) -> u8 {
     let secrets = crate::util::Secrets::default();
     if dry_run {
         let opts = crate::run::ExtractOptions {
@@ -270,7 +278,11 @@ async fn run(p: &spec::Pipeline, opts: &crate::run::ExtractOptions, dry_run: boo
             Err(e) => fail(p.name(), &e, &secrets),
         };
     }
-    match crate::run::run(p, opts, &secrets).await {
+    let counts = std::sync::Arc::new(crate::run::Progress::default());
+    let ticker = start_ticker(progress, &counts);
+    let result = crate::run::run(p, opts, &secrets, &counts).await;
+    stop_ticker(ticker, &counts);
+    match result {
         Ok((_, loaded)) => {
             print_summary(&loaded);
             exit::OK
@@ -343,7 +355,7 @@ fn fail(pipeline: &str, e: &dyn std::error::Error, secrets: &crate::util::Secret
     exit::FAILED
 }
 
-async fn extract(p: &spec::Pipeline, opts: &crate::run::ExtractOptions, dry_run: bool) -> u8 {
+async fn extract(p: &spec::Pipeline, opts: &crate::run::ExtractOptions, dry_run: bool, progress: bool) -> u8 {
     let secrets = crate::util::Secrets::default();
     let mut out = std::io::stdout().lock();
     if dry_run {
@@ -360,7 +372,11 @@ async fn extract(p: &spec::Pipeline, opts: &crate::run::ExtractOptions, dry_run:
             Err(e) => fail(p.name(), &e, &secrets),
         };
     }
-    match crate::run::extract(p, opts, &secrets).await {
+    let counts = std::sync::Arc::new(crate::run::Progress::default());
+    let ticker = start_ticker(progress, &counts);
+    let result = crate::run::extract(p, opts, &secrets, &counts).await;
+    stop_ticker(ticker, &counts);
+    match result {
         Ok(report) => {
             let _ = writeln!(out, "run {} staged to {}", report.run.run_id, report.location);
             let _ = writeln!(
@@ -542,5 +558,25 @@ fn diagram(
             eprintln!("error: cannot write {path}: {e}");
             exit::FAILED
         }
+    }
+}
+
+/// Redraw a progress line on stderr while an extraction runs.
+fn start_ticker(show: bool, progress: &std::sync::Arc<crate::run::Progress>) -> Option<tokio::task::JoinHandle<()>> {
+    let progress = progress.clone();
+    show.then(|| {
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+                eprint!("\r\x1b[2K{}", crate::load::coerce::clip(&progress.line(), 200));
+            }
+        })
+    })
+}
+
+fn stop_ticker(ticker: Option<tokio::task::JoinHandle<()>>, progress: &crate::run::Progress) {
+    if let Some(t) = ticker {
+        t.abort();
+        eprintln!("\r\x1b[2K{}", progress.line());
     }
 }

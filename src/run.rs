@@ -116,21 +116,86 @@ fn resource_params(r: &Resource) -> Result<Vec<(String, String)>, ExtractError> 
         .collect()
 }
 
+/// Live counts of an extraction per resource, for the progress display.
+#[derive(Debug)]
+pub struct Progress {
+    started: Instant,
+    resources: std::sync::Mutex<Vec<(String, Counts)>>,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Counts {
+    pub pages: u64,
+    pub records: u64,
+    pub bytes: u64,
+}
+
+impl Default for Progress {
+    fn default() -> Self {
+        Progress {
+            started: Instant::now(),
+            resources: Default::default(),
+        }
+    }
+}
+
+impl Progress {
+    fn add(&self, resource: &str, pages: u64, records: u64, bytes: u64) {
+        let mut list = self.resources.lock().unwrap_or_else(|e| e.into_inner());
+        let i = match list.iter().position(|(n, _)| n == resource) {
+            Some(i) => i,
+            None => {
+                list.push((resource.to_string(), Counts::default()));
+                list.len() - 1
+            }
+        };
+        let c = &mut list[i].1;
+        c.pages += pages;
+        c.records += records;
+        c.bytes += bytes;
+    }
+
+    /// One line: pages, records, bytes and rate per resource.
+    pub fn line(&self) -> String {
+        let secs = self.started.elapsed().as_secs_f64().max(0.001);
+        let list = self.resources.lock().unwrap_or_else(|e| e.into_inner());
+        list.iter()
+            .map(|(n, c)| {
+                format!(
+                    "{n}: {} pages, {} records, {:.1} MB, {:.0} rec/s",
+                    c.pages,
+                    c.records,
+                    c.bytes as f64 / 1e6,
+                    c.records as f64 / secs
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" | ")
+    }
+}
+
 struct StageSink<'a> {
     writer: PartWriter<'a, Store>,
     resource: String,
     limit: Option<u64>,
     written: u64,
+    progress: &'a Progress,
 }
 
 impl RecordSink for StageSink<'_> {
     async fn page(&mut self, records: &Records<'_>) -> Result<bool, ExtractError> {
+        let (before, mut bytes) = (self.written, 0);
+        let mut more = true;
         for i in 0..records.len() {
             if self.limit.is_some_and(|l| self.written >= l) {
-                return Ok(false);
+                more = false;
+                break;
             }
             let written = match records {
-                Records::Raw(raw) => self.writer.write_raw(raw[i].get()).await,
+                Records::Raw(raw) => {
+                    bytes += raw[i].get().len() as u64;
+                    self.writer.write_raw(raw[i].get()).await
+                }
                 Records::Values(values) => self.writer.write(&values[i]).await,
             };
             written.map_err(|source| ExtractError::Stage {
@@ -139,7 +204,8 @@ impl RecordSink for StageSink<'_> {
             })?;
             self.written += 1;
         }
-        Ok(self.limit.is_none_or(|l| self.written < l))
+        self.progress.add(&self.resource, 1, self.written - before, bytes);
+        Ok(more && self.limit.is_none_or(|l| self.written < l))
     }
 }
 
@@ -166,7 +232,12 @@ impl RecordSink for CollectSink {
 
 /// Extract the selected resources of `p` into its staging location and write the
 /// manifest. A run with any failed resource gets no manifest.
-pub async fn extract(p: &Pipeline, opts: &ExtractOptions, secrets: &Secrets) -> Result<ExtractReport, RunError> {
+pub async fn extract(
+    p: &Pipeline,
+    opts: &ExtractOptions,
+    secrets: &Secrets,
+    progress: &Progress,
+) -> Result<ExtractReport, RunError> {
     let resources = select(p, &opts.resources)?;
     let http = http(p, secrets)?;
     let store = Store::open(p.staging()).await?;
@@ -189,6 +260,7 @@ pub async fn extract(p: &Pipeline, opts: &ExtractOptions, secrets: &Secrets) -> 
                 resource: r.name.clone(),
                 limit: opts.limit,
                 written: 0,
+                progress,
             };
             let stats = extract_resource(&http.client, p, r, &http.base_url, &params, &mut sink).await?;
             let objects = sink.writer.finish().await.map_err(|source| ExtractError::Stage {
@@ -337,8 +409,9 @@ pub async fn run(
     p: &Pipeline,
     opts: &ExtractOptions,
     secrets: &Secrets,
+    progress: &Progress,
 ) -> Result<(ExtractReport, crate::load::LoadReport), RunError> {
-    let extracted = extract(p, opts, secrets).await?;
+    let extracted = extract(p, opts, secrets, progress).await?;
     let store = Store::open(p.staging()).await?;
     let loaded = crate::load::load_run(
         p,
