@@ -342,15 +342,7 @@ fn block_on<F: std::future::Future<Output = u8>>(f: F) -> u8 {
 
 /// Print an error and its causes, secrets masked, and give the failure exit code.
 fn fail(pipeline: &str, e: &dyn std::error::Error, secrets: &crate::util::Secrets) -> u8 {
-    let mut msg = format!("error: pipeline `{pipeline}`: {e}");
-    let mut source = e.source();
-    while let Some(s) = source {
-        let t = s.to_string();
-        if !msg.contains(&t) {
-            msg.push_str(&format!("\n  caused by: {t}"));
-        }
-        source = s.source();
-    }
+    let msg = format!("error: pipeline `{pipeline}`: {}", crate::util::error_chain(e));
     eprintln!("{}", secrets.mask(&msg));
     exit::FAILED
 }

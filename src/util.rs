@@ -1,4 +1,4 @@
-//! Small shared pieces: secret masking.
+//! Small shared pieces: secret masking, error chains.
 
 use std::sync::{Arc, RwLock};
 
@@ -29,6 +29,21 @@ impl Secrets {
         }
         out
     }
+}
+
+/// An error and its sources, one `: ` apart, each shown once.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        let t = inner.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        source = inner.source();
+    }
+    s
 }
 
 #[cfg(test)]

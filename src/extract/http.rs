@@ -12,7 +12,7 @@ use url::Url;
 
 use super::ExtractError;
 use crate::spec::pipeline::{ApiKeyLocation, Auth, HttpMethod, Retry, Source};
-use crate::util::Secrets;
+use crate::util::{error_chain, Secrets};
 
 /// A fetched page: what the paginators look at.
 #[derive(Debug)]
@@ -227,20 +227,6 @@ pub fn head(body: &[u8]) -> String {
     } else {
         s
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(inner) = source {
-        let t = inner.to_string();
-        if !s.contains(&t) {
-            s.push_str(": ");
-            s.push_str(&t);
-        }
-        source = inner.source();
-    }
-    s
 }
 
 /// Exponential backoff with full jitter: a random wait in [0, min(max, initial·2^(n-1))].

@@ -109,21 +109,8 @@ pub async fn connect(conn: &str) -> Result<(Client, String), LoadError> {
         Tls::Require | Tls::Verify => SslMode::Require,
     });
     config.application_name("sluice");
-    let fail = |e: tokio_postgres::Error| {
-        let detail = match e.as_db_error() {
-            Some(db) => db.message().to_string(),
-            None => {
-                let mut s = e.to_string();
-                let mut src = std::error::Error::source(&e);
-                while let Some(inner) = src {
-                    s.push_str(&format!(": {inner}"));
-                    src = inner.source();
-                }
-                s
-            }
-        };
-        LoadError::Connect(format!("cannot connect to {target}: {detail}"))
-    };
+    let fail =
+        |e: tokio_postgres::Error| LoadError::Connect(format!("cannot connect to {target}: {}", super::pg_message(&e)));
     let client = if tls == Tls::Disable {
         let (client, connection) = config.connect(NoTls).await.map_err(fail)?;
         tokio::spawn(connection);

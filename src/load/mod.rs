@@ -59,28 +59,22 @@ pub enum LoadError {
     Io(String),
 }
 
+/// The server's message (and detail) of a database error, else the error chain.
+pub(crate) fn pg_message(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(d) => match d.detail() {
+            Some(detail) => format!("{} ({detail})", d.message()),
+            None => d.message().to_string(),
+        },
+        None => crate::util::error_chain(e),
+    }
+}
+
 fn db(action: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> LoadError {
     let action = action.into();
-    move |e| {
-        let message = match e.as_db_error() {
-            Some(d) => {
-                let mut m = d.message().to_string();
-                if let Some(detail) = d.detail() {
-                    m.push_str(&format!(" ({detail})"));
-                }
-                m
-            }
-            None => {
-                let mut s = e.to_string();
-                let mut src = std::error::Error::source(&e);
-                while let Some(inner) = src {
-                    s.push_str(&format!(": {inner}"));
-                    src = inner.source();
-                }
-                s
-            }
-        };
-        LoadError::Db { action, message }
+    move |e| LoadError::Db {
+        action,
+        message: pg_message(&e),
     }
 }
 
