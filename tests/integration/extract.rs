@@ -531,3 +531,43 @@ mod staging_contract {
         assert!(bucket.join("pre/fix/p/r/a.json").is_file());
     }
 }
+
+#[test]
+fn large_resources_are_split_into_parts_and_logs_can_be_json() {
+    let api = ApiServer::start();
+    let staging = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let spec = std::fs::read_to_string(fixture("specs/faults.yaml")).unwrap().replace(
+        "  location: ${SLUICE_STAGING}\n",
+        "  location: ${SLUICE_STAGING}\n  part_size: 64KiB\n",
+    );
+    let path = dir.path().join("parts.yaml");
+    std::fs::write(&path, spec).unwrap();
+    let run = Sluice::new(["extract", path.to_str().unwrap(), "--log-format", "json"])
+        .env("API_BASE", &api.base)
+        .env("SLUICE_STAGING", staging.path())
+        .run()
+        .success();
+    for line in run.stderr.lines() {
+        let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("log line is not JSON ({e}): {line}"));
+        assert!(v["level"].is_string() && v["fields"]["message"].is_string(), "{line}");
+    }
+    let m = manifest_of(staging.path(), "faults").unwrap();
+    let objects = m["resources"][0]["objects"].as_array().unwrap();
+    assert!(
+        objects.len() >= 5,
+        "826 characters (~500 KB) in 64 KiB parts: {} objects",
+        objects.len()
+    );
+    for (i, o) in objects.iter().enumerate() {
+        assert!(
+            o["key"].as_str().unwrap().ends_with(&format!("-{i:05}.jsonl.gz")),
+            "{o}"
+        );
+    }
+    assert_eq!(objects.iter().map(|o| o["records"].as_u64().unwrap()).sum::<u64>(), 826);
+    assert!(
+        staged_records(staging.path(), "faults")["character"] == fixture_records("character"),
+        "parts keep order"
+    );
+}

@@ -602,3 +602,34 @@ fn a_connection_killed_during_copy_changes_nothing() {
     );
     assert_eq!(snapshot(&env.db, &RM_TABLES), before);
 }
+
+#[test]
+fn tls_connections_encrypt_and_verify_the_server() {
+    let env = Env::new();
+    let Some(ca) = pg::tls_ca() else {
+        eprintln!("NOTE: TEST_DATABASE_URL is set, so the TLS test has no certificate of its own to check against");
+        return;
+    };
+    let spec = ["run", "pipelines/rickandmorty.yaml", "--resource", "episode"];
+    // require: encrypted, certificate not checked (libpq semantics).
+    env.sluice(spec)
+        .env("DATABASE_URL", format!("{}?sslmode=require", env.db))
+        .run()
+        .success();
+    // verify-full against the cluster's CA, by host name.
+    let by_name = env.db.replace("127.0.0.1", "localhost");
+    let verified = format!("{by_name}?sslmode=verify-full&sslrootcert={}", ca.display());
+    env.sluice(spec).env("DATABASE_URL", &verified).run().success();
+    // verify-full against the system roots: the self-signed certificate is refused.
+    let run = env
+        .sluice(spec)
+        .env("DATABASE_URL", format!("{by_name}?sslmode=verify-full"))
+        .run()
+        .failure(1);
+    assert!(
+        run.stderr.contains("cannot connect to database `") && run.stderr.to_lowercase().contains("certificate"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(env.count("_sluice.runs WHERE status = 'loaded'"), 2);
+}

@@ -10,6 +10,8 @@ use std::sync::OnceLock;
 struct Cluster {
     /// URL of the maintenance database, without the database name.
     base: String,
+    /// The self-signed certificate the cluster serves TLS with (own clusters only).
+    ca: Option<PathBuf>,
 }
 
 static CLUSTER: OnceLock<Cluster> = OnceLock::new();
@@ -54,7 +56,7 @@ fn free_port() -> u16 {
 fn start() -> Cluster {
     if let Ok(url) = std::env::var("TEST_DATABASE_URL") {
         let base = url.rsplit_once('/').map(|(b, _)| b.to_string()).unwrap_or(url);
-        return Cluster { base };
+        return Cluster { base, ca: None };
     }
     let missing = "PostgreSQL server binaries (initdb, pg_ctl) were not found on PATH or under \
                    /usr/lib/postgresql/*/bin: install them (`apt-get install -y postgresql`) or set \
@@ -112,9 +114,83 @@ fn start() -> Cluster {
         "initdb failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // TLS, as Amazon RDS enforces it: a test CA and a server certificate for localhost.
+    let (key, crt) = (data.join("server.key"), data.join("server.crt"));
+    let ca = dir.join("ca.crt");
+    let ext = dir.join("server.ext");
+    std::fs::write(
+        &ext,
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    let openssl = |args: &[&std::ffi::OsStr]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(&dir)
+            .output()
+            .expect("openssl is needed to give the test cluster a TLS certificate: apt-get install -y openssl");
+        assert!(
+            out.status.success(),
+            "openssl failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let os = |s: &str| std::ffi::OsString::from(s);
+    let args = |v: Vec<std::ffi::OsString>| openssl(&v.iter().map(|a| a.as_os_str()).collect::<Vec<_>>());
+    args(vec![
+        os("req"),
+        os("-new"),
+        os("-x509"),
+        os("-days"),
+        os("2"),
+        os("-nodes"),
+        os("-subj"),
+        os("/CN=sluice test CA"),
+        os("-keyout"),
+        os("ca.key"),
+        os("-out"),
+        ca.clone().into(),
+    ]);
+    args(vec![
+        os("req"),
+        os("-new"),
+        os("-nodes"),
+        os("-subj"),
+        os("/CN=localhost"),
+        os("-keyout"),
+        key.clone().into(),
+        os("-out"),
+        os("server.csr"),
+    ]);
+    args(vec![
+        os("x509"),
+        os("-req"),
+        os("-in"),
+        os("server.csr"),
+        os("-CA"),
+        ca.clone().into(),
+        os("-CAkey"),
+        os("ca.key"),
+        os("-CAcreateserial"),
+        os("-days"),
+        os("2"),
+        os("-extfile"),
+        ext.into(),
+        os("-out"),
+        crt.clone().into(),
+    ]);
+    if root {
+        Command::new("chown")
+            .args(["postgres:"])
+            .arg(&key)
+            .arg(&crt)
+            .status()
+            .unwrap();
+    }
+    Command::new("chmod").arg("600").arg(&key).status().unwrap();
     let port = free_port();
     let opts = format!(
-        "-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={} -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=50",
+        "-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={} -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=50 -c ssl=on",
         dir.display()
     );
     let log = dir.join("postgres.log");
@@ -149,6 +225,7 @@ fn start() -> Cluster {
         .expect("spawn the cluster watchdog");
     Cluster {
         base: format!("postgres://postgres@127.0.0.1:{port}"),
+        ca: Some(ca),
     }
 }
 
@@ -165,6 +242,11 @@ pub fn fresh_database() -> String {
         &format!("CREATE DATABASE {name}"),
     );
     format!("{}/{name}", cluster.base)
+}
+
+/// The CA certificate of the harness's own cluster; `None` with `TEST_DATABASE_URL`.
+pub fn tls_ca() -> Option<PathBuf> {
+    CLUSTER.get_or_init(start).ca.clone()
 }
 
 fn runtime() -> tokio::runtime::Runtime {
