@@ -9,6 +9,80 @@ use serde_json::Value;
 use super::coerce::{apply, coerce, Cell, Val};
 use crate::spec::pipeline::{MetaValue, Table, ValueSource};
 
+/// The top-level fields of a record that mapping a resource reads, or `None` when a path
+/// needs the whole record (`$`, a wildcard or a filter at the top).
+pub fn needed_fields(tables: &[Table]) -> Option<Vec<String>> {
+    let mut keys: Vec<String> = Vec::new();
+    let mut add = |p: &crate::spec::jsonpath::JsonPath| -> Option<()> {
+        let f = p.first_field()?;
+        if !keys.iter().any(|k| k == f) {
+            keys.push(f.to_string());
+        }
+        Some(())
+    };
+    for c in &tables[0].columns {
+        if let ValueSource::Path(p) = &c.value {
+            add(p)?;
+        }
+    }
+    for t in &tables[1..] {
+        add(t.each.as_ref()?)?;
+    }
+    Some(keys)
+}
+
+/// Parse a staged record keeping only `fields` (the others are skipped without being
+/// built), which is most of the cost of a load. Not an object: parsed whole.
+pub fn parse_record(line: &str, fields: Option<&[String]>) -> serde_json::Result<Value> {
+    use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
+    let Some(fields) = fields else {
+        return serde_json::from_str(line);
+    };
+
+    struct Key<'k>(&'k [String]);
+    impl<'de> DeserializeSeed<'de> for Key<'_> {
+        type Value = Option<usize>;
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_str(self)
+        }
+    }
+    impl Visitor<'_> for Key<'_> {
+        type Value = Option<usize>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a field name")
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(self.0.iter().position(|k| k == v))
+        }
+    }
+    struct Pick<'k>(&'k [String]);
+    impl<'de> Visitor<'de> for Pick<'_> {
+        type Value = Value;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+            let mut out = serde_json::Map::new();
+            while let Some(found) = map.next_key_seed(Key(self.0))? {
+                match found {
+                    Some(i) => {
+                        out.insert(self.0[i].clone(), map.next_value::<Value>()?);
+                    }
+                    None => {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+            }
+            Ok(Value::Object(out))
+        }
+    }
+    let mut de = serde_json::Deserializer::from_str(line);
+    match de.deserialize_map(Pick(fields)).and_then(|v| de.end().map(|_| v)) {
+        Ok(v) => Ok(v),
+        Err(_) => serde_json::from_str(line),
+    }
+}
+
 /// Run metadata a column may hold.
 #[derive(Debug, Clone)]
 pub struct RunMeta {
@@ -178,6 +252,29 @@ mod tests {
         let e = map_row(t, &json!({"id": "three", "name": "x"}), None, &meta()).unwrap_err();
         assert_eq!(e.column, "location_id");
         assert_eq!(e.reason, "\"three\" is not an integer");
+    }
+
+    #[test]
+    fn records_parse_only_the_fields_the_mapping_reads() {
+        let p = pipeline();
+        let r = p.resource("character").unwrap();
+        let fields = needed_fields(&r.tables).unwrap();
+        assert!(fields.contains(&"origin".to_string()) && fields.contains(&"episode".to_string()));
+        assert!(!fields.contains(&"unused".to_string()));
+        let line = r#"{"id":1,"unused":{"big":[1,2,3]},"origin":{"url":"u/3"},"episode":["e/1"],"name":"R\u00e9"}"#;
+        let v = parse_record(line, Some(&fields)).unwrap();
+        assert_eq!(
+            v,
+            json!({"id": 1, "origin": {"url": "u/3"}, "episode": ["e/1"], "name": "Ré"})
+        );
+        // The full parse gives the same rows.
+        let full: Value = serde_json::from_str(line).unwrap();
+        assert_eq!(
+            map_row(&r.tables[0], &v, None, &meta()),
+            map_row(&r.tables[0], &full, None, &meta())
+        );
+        assert!(parse_record("{\"id\": 1", Some(&fields)).is_err());
+        assert_eq!(parse_record("[1]", Some(&fields)).unwrap(), json!([1]));
     }
 
     #[test]

@@ -437,6 +437,7 @@ fn map_objects(
         rejects: Vec::new(),
         spills: Vec::new(),
     };
+    let fields = map::needed_fields(tables);
     let mut chunk = Vec::with_capacity(CHUNK + 4096);
     let mut nested_buf: Vec<Vec<u8>> = vec![Vec::new(); tables.len()];
     let mut line = String::new();
@@ -453,7 +454,7 @@ fn map_objects(
                 break;
             }
             record_no += 1;
-            let record: Value = serde_json::from_str(&line).map_err(|e| LoadError::BadStaged {
+            let record: Value = map::parse_record(&line, fields.as_deref()).map_err(|e| LoadError::BadStaged {
                 resource: resource.name.clone(),
                 object: key.clone(),
                 line: record_no,

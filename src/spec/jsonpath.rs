@@ -96,6 +96,15 @@ impl JsonPath {
         self.simple.as_ref().is_some_and(|s| !s.contains(&Step::Wildcard))
     }
 
+    /// The top-level field the path starts with (`origin` for `$.origin.url`), when it is
+    /// a plain field: mapping then needs only those fields of a record parsed.
+    pub fn first_field(&self) -> Option<&str> {
+        match self.simple.as_deref()?.first()? {
+            Step::Field(f) => Some(f.as_str()),
+            _ => None,
+        }
+    }
+
     /// For `$[*]` or `$.field[*]`: the field holding the records (`Some(None)` for a
     /// top-level array), so a page can be split without parsing its records.
     pub fn array_field(&self) -> Option<Option<&str>> {
