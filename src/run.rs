@@ -1,6 +1,7 @@
 //! The order of the steps: extract (API → staging, then the manifest), load (staging →
 //! warehouse) and run (both). The only module that knows that order.
 
+use std::collections::HashMap;
 use std::time::Instant;
 
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -238,14 +239,29 @@ pub async fn extract(
     secrets: &Secrets,
     progress: &Progress,
 ) -> Result<ExtractReport, RunError> {
+    extract_as(p, opts, secrets, progress, RunInfo::new(), &mut HashMap::new()).await
+}
+
+/// Senders announcing each resource's staged objects as they are stored.
+type Announce = HashMap<String, tokio::sync::mpsc::UnboundedSender<ObjectManifest>>;
+
+/// Extract as run `run`, announcing staged objects through `announce`.
+async fn extract_as(
+    p: &Pipeline,
+    opts: &ExtractOptions,
+    secrets: &Secrets,
+    progress: &Progress,
+    run: RunInfo,
+    announce: &mut Announce,
+) -> Result<ExtractReport, RunError> {
     let resources = select(p, &opts.resources)?;
     let http = http(p, secrets)?;
     let store = Store::open(p.staging()).await?;
-    let run = RunInfo::new();
     let started = Utc::now();
     tracing::info!(pipeline = p.name(), run_id = %run.run_id, staging = %store.describe(), "extract started");
     let jobs = resources.iter().map(|r| {
         let (store, http, run) = (&store, &http, &run);
+        let to_load = announce.remove(&r.name);
         async move {
             let t0 = Instant::now();
             let params = resource_params(r)?;
@@ -254,7 +270,8 @@ pub async fn extract(
                 (p.name().to_string(), r.name.clone(), run.run_id.clone(), run.run_time);
             let writer = PartWriter::new(store, p.staging().part_size, move |part| {
                 key.render(&pipeline, &name, &run_id, run_time, part)
-            });
+            })
+            .notify(to_load);
             let mut sink = StageSink {
                 writer,
                 resource: r.name.clone(),
@@ -401,7 +418,7 @@ pub async fn load(
         other => other?,
     };
     tracing::info!(pipeline = p.name(), run_id = %run_id, "load started");
-    Ok(crate::load::load_run(p, &store, &manifest, opts, secrets).await?)
+    Ok(crate::load::load_run(p, &store, crate::load::RunFeed::from_manifest(&manifest), opts, secrets).await?)
 }
 
 /// Extract, then load the run just staged.
@@ -411,17 +428,38 @@ pub async fn run(
     secrets: &Secrets,
     progress: &Progress,
 ) -> Result<(ExtractReport, crate::load::LoadReport), RunError> {
-    let extracted = extract(p, opts, secrets, progress).await?;
+    // The load starts on each staged part as soon as it is stored, while the extraction
+    // goes on; it commits only once the extraction has finished (manifest written).
+    let resources = select(p, &opts.resources)?;
+    let run = RunInfo::new();
+    let mut announce = Announce::new();
+    let mut feeds = Vec::new();
+    for r in &resources {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        announce.insert(r.name.clone(), tx);
+        feeds.push((r.name.clone(), crate::load::ObjectFeed::Live(rx)));
+    }
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    let feed = crate::load::RunFeed {
+        run_id: run.run_id.clone(),
+        run_time: Some(run.run_time.to_rfc3339_opts(SecondsFormat::Micros, true)),
+        extracted_at: run.run_time.to_rfc3339_opts(SecondsFormat::Millis, true),
+        spec_hash: p.spec_hash().to_string(),
+        resources: feeds,
+        extraction: Some(done_rx),
+    };
     let store = Store::open(p.staging()).await?;
-    let loaded = crate::load::load_run(
-        p,
-        &store,
-        &extracted.manifest,
-        crate::load::LoadOptions::default(),
-        secrets,
-    )
-    .await?;
-    Ok((extracted, loaded))
+    let extracting = async {
+        let result = extract_as(p, opts, secrets, progress, run, &mut announce).await;
+        drop(announce);
+        let _ = done_tx.send(result.as_ref().map(|_| ()).map_err(|e| secrets.mask(&e.to_string())));
+        result
+    };
+    let loading = crate::load::load_run(p, &store, feed, crate::load::LoadOptions::default(), secrets);
+    let (extracted, loaded) = tokio::join!(extracting, loading);
+    // An extraction error explains a load that stopped because of it.
+    let extracted = extracted?;
+    Ok((extracted, loaded?))
 }
 
 /// `run --dry-run`: fetch, map and return the rows that would be loaded, writing nothing.

@@ -13,7 +13,6 @@ pub mod map;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, BufWriter, Read, Write};
-use std::path::PathBuf;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -24,6 +23,7 @@ use tokio_postgres::Transaction;
 
 use crate::spec::ident::quote_ident;
 use crate::spec::pipeline::{OnError, Pipeline, Resource, Table, WriteMode, RUN_ID_COLUMN};
+use crate::stage::manifest::ObjectManifest;
 use crate::stage::{LocalObject, Manifest, StageError, Staging};
 use crate::util::Secrets;
 use coerce::clip;
@@ -57,6 +57,8 @@ pub enum LoadError {
     Incomplete { run_id: String },
     #[error("{0}")]
     Io(String),
+    #[error("the extraction failed, so nothing was loaded: {0}")]
+    ExtractFailed(String),
 }
 
 /// The server's message (and detail) of a database error, else the error chain.
@@ -116,6 +118,45 @@ pub struct LoadOptions {
     pub force: bool,
 }
 
+/// Where a load finds the staged objects of a resource.
+pub enum ObjectFeed {
+    /// All of them, from a complete run's manifest.
+    Listed(Vec<ObjectManifest>),
+    /// One by one as they are written, by an extraction still running; the channel closes
+    /// when the resource is done.
+    Live(tokio::sync::mpsc::UnboundedReceiver<ObjectManifest>),
+}
+
+/// A run to load: its identity and, per resource, its staged objects.
+pub struct RunFeed {
+    pub run_id: String,
+    pub run_time: Option<String>,
+    pub extracted_at: String,
+    pub spec_hash: String,
+    pub resources: Vec<(String, ObjectFeed)>,
+    /// For a run still being extracted: the extraction's outcome, awaited before the load
+    /// commits, so that a failed extraction loads nothing.
+    pub extraction: Option<tokio::sync::oneshot::Receiver<Result<(), String>>>,
+}
+
+impl RunFeed {
+    /// A complete, manifested run.
+    pub fn from_manifest(m: &Manifest) -> Self {
+        RunFeed {
+            run_id: m.run_id.clone(),
+            run_time: m.run_time.clone(),
+            extracted_at: m.started_at.clone(),
+            spec_hash: m.spec_hash.clone(),
+            resources: m
+                .resources
+                .iter()
+                .map(|r| (r.name.clone(), ObjectFeed::Listed(r.objects.clone())))
+                .collect(),
+            extraction: None,
+        }
+    }
+}
+
 /// The ledger and rejects tables.
 const LEDGER_DDL: &str = r#"
 CREATE SCHEMA IF NOT EXISTS "_sluice";
@@ -170,17 +211,18 @@ pub async fn connect_warehouse(p: &Pipeline, secrets: &Secrets) -> Result<(tokio
 pub async fn load_run(
     p: &Pipeline,
     store: &impl Staging,
-    manifest: &Manifest,
+    feed: RunFeed,
     opts: LoadOptions,
     secrets: &Secrets,
 ) -> Result<LoadReport, LoadError> {
+    let run_id = feed.run_id.clone();
     let (mut client, target) = connect_warehouse(p, secrets).await?;
     client
         .batch_execute(LEDGER_DDL)
         .await
         .map_err(db("create the _sluice ledger"))?;
     let started = Utc::now();
-    let result = load_in_transaction(p, store, manifest, opts, &mut client, started).await;
+    let result = load_in_transaction(p, store, feed, opts, &mut client, started).await;
     if let Err(e) = &result {
         // The data transaction rolled back; record the failure on its own.
         if !matches!(e, LoadError::AlreadyLoaded { .. }) {
@@ -189,13 +231,13 @@ pub async fn load_run(
                 .execute(
                     "INSERT INTO \"_sluice\".\"runs\" (pipeline, run_id, spec_hash, started_at, finished_at, status, error) \
                      VALUES ($1, $2, $3, $4::text::timestamptz, now(), 'failed', $5)",
-                    &[&p.name(), &manifest.run_id, &p.spec_hash(), &started.to_rfc3339(), &message],
+                    &[&p.name(), &run_id, &p.spec_hash(), &started.to_rfc3339(), &message],
                 )
                 .await;
         }
     }
     Ok(LoadReport {
-        run_id: manifest.run_id.clone(),
+        run_id,
         target,
         tables: result?,
     })
@@ -204,7 +246,7 @@ pub async fn load_run(
 async fn load_in_transaction(
     p: &Pipeline,
     store: &impl Staging,
-    manifest: &Manifest,
+    feed: RunFeed,
     opts: LoadOptions,
     client: &mut tokio_postgres::Client,
     started: DateTime<Utc>,
@@ -220,51 +262,55 @@ async fn load_in_transaction(
     let previous = tx
         .query_opt(
             "SELECT finished_at::text FROM \"_sluice\".\"runs\" WHERE pipeline = $1 AND run_id = $2 AND status = 'loaded' ORDER BY load_id DESC LIMIT 1",
-            &[&p.name(), &manifest.run_id],
+            &[&p.name(), &feed.run_id],
         )
         .await
         .map_err(db("read the ledger"))?;
     if let (Some(row), false) = (previous, opts.force) {
         return Err(LoadError::AlreadyLoaded {
-            run_id: manifest.run_id.clone(),
+            run_id: feed.run_id.clone(),
             at: row.get::<_, Option<String>>(0).unwrap_or_default(),
         });
     }
-    if manifest.spec_hash != p.spec_hash() {
-        tracing::warn!(run_id = %manifest.run_id, "the spec changed since this run was extracted; loading with the current mapping");
+    if feed.spec_hash != p.spec_hash() {
+        tracing::warn!(run_id = %feed.run_id, "the spec changed since this run was extracted; loading with the current mapping");
     }
     sync_schema(&tx, p).await?;
     tx.batch_execute("SET CONSTRAINTS ALL DEFERRED")
         .await
         .map_err(db("defer constraints"))?;
-    let run_time = manifest
+    let run_time = feed
         .run_time
         .as_deref()
         .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
         .map(|t| t.with_timezone(&Utc))
         .unwrap_or(started);
     let meta = RunMeta {
-        run_id: manifest.run_id.clone(),
+        run_id: feed.run_id.clone(),
         run_time,
         pipeline: p.name().to_string(),
     };
     let mut stats = Vec::new();
-    for rm in &manifest.resources {
-        let Some(resource) = p.resource(&rm.name) else {
-            tracing::warn!(resource = %rm.name, "the run staged a resource the spec no longer has; skipped");
+    for (name, objects) in feed.resources {
+        let Some(resource) = p.resource(&name) else {
+            tracing::warn!(resource = %name, "the run staged a resource the spec no longer has; skipped");
             continue;
         };
-        let mut objects = Vec::new();
-        for o in &rm.objects {
-            objects.push((o.key.clone(), store.open(&o.key).await?));
+        stats.extend(load_resource(&tx, p, store, resource, objects, &meta).await?);
+    }
+    if let Some(extraction) = feed.extraction {
+        // Loaded while it was extracted: commit only a run that was extracted whole.
+        match extraction.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(LoadError::ExtractFailed(e)),
+            Err(_) => return Err(LoadError::ExtractFailed("the extraction stopped".into())),
         }
-        stats.extend(load_resource(&tx, p, resource, objects, &meta).await?);
     }
     let resources = serde_json::to_string(&stats).expect("stats serialize");
     tx.execute(
         "INSERT INTO \"_sluice\".\"runs\" (pipeline, run_id, spec_hash, extracted_at, started_at, finished_at, status, resources) \
          VALUES ($1, $2, $3, $4::text::timestamptz, $5::text::timestamptz, now(), 'loaded', $6::text::jsonb)",
-        &[&p.name(), &manifest.run_id, &p.spec_hash(), &manifest.started_at, &started.to_rfc3339(), &resources],
+        &[&p.name(), &feed.run_id, &p.spec_hash(), &feed.extracted_at, &started.to_rfc3339(), &resources],
     )
     .await
     .map_err(db("write the ledger"))?;
@@ -412,7 +458,7 @@ const CHUNK: usize = 256 << 10;
 /// `sender` in COPY-sized chunks, nested rows to spill files. Runs on a blocking thread.
 fn map_objects(
     resource: &Resource,
-    objects: &[(String, PathBuf)],
+    mut objects: tokio::sync::mpsc::Receiver<(String, LocalObject)>,
     meta: &RunMeta,
     spill_dir: &std::path::Path,
     sender: tokio::sync::mpsc::Sender<Vec<u8>>,
@@ -441,7 +487,8 @@ fn map_objects(
     let mut chunk = Vec::with_capacity(CHUNK + 4096);
     let mut nested_buf: Vec<Vec<u8>> = vec![Vec::new(); tables.len()];
     let mut line = String::new();
-    for (key, path) in objects {
+    while let Some((key, object)) = objects.blocking_recv() {
+        let (key, path) = (&key, &object.path);
         let file = std::fs::File::open(path).map_err(|e| io(&format!("open staged object `{key}`"), e))?;
         let mut reader = BufReader::with_capacity(CHUNK, flate2::read::MultiGzDecoder::new(file));
         let mut record_no = 0u64;
@@ -562,8 +609,9 @@ fn copy_sql(schema: &str, t: &Table, i: usize) -> String {
 async fn load_resource(
     tx: &Transaction<'_>,
     p: &Pipeline,
+    store: &impl Staging,
     resource: &Resource,
-    objects: Vec<(String, LocalObject)>,
+    objects: ObjectFeed,
     meta: &RunMeta,
 ) -> Result<Vec<TableStats>, LoadError> {
     let t0 = Instant::now();
@@ -599,12 +647,36 @@ async fn load_resource(
         .await
         .map_err(db(format!("start COPY into `{}`", resource.tables[0].name)))?;
     let (sender, mut receiver) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
-    let paths: Vec<(String, PathBuf)> = objects.iter().map(|(k, o)| (k.clone(), o.path.clone())).collect();
+    let (object_tx, object_rx) = tokio::sync::mpsc::channel::<(String, LocalObject)>(2);
     let (res, meta_owned) = (resource.clone(), meta.clone());
     let spill_dir = std::env::temp_dir();
-    let mapper = tokio::task::spawn_blocking(move || map_objects(&res, &paths, &meta_owned, &spill_dir, sender));
+    let mapper = tokio::task::spawn_blocking(move || map_objects(&res, object_rx, &meta_owned, &spill_dir, sender));
+    // Objects go to the mapper as they become available: all at once from a manifest, one
+    // by one from an extraction still running.
+    let feeding = async move {
+        let send = |key: String, object: LocalObject| object_tx.send((key, object));
+        match objects {
+            ObjectFeed::Listed(list) => {
+                for o in list {
+                    let local = store.open(&o.key).await?;
+                    if send(o.key, local).await.is_err() {
+                        break;
+                    }
+                }
+            }
+            ObjectFeed::Live(mut rx) => {
+                while let Some(o) = rx.recv().await {
+                    let local = store.open(&o.key).await?;
+                    if send(o.key, local).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        Ok::<(), LoadError>(())
+    };
     futures_util::pin_mut!(root_copy);
-    let copy_result: Result<(), LoadError> = async {
+    let copying = async {
         root_copy
             .send(Bytes::from_static(COPY_HEADER))
             .await
@@ -615,19 +687,19 @@ async fn load_resource(
                 .await
                 .map_err(db(format!("COPY into `{}`", resource.tables[0].name)))?;
         }
-        Ok(())
-    }
-    .await;
+        Ok::<(), LoadError>(())
+    };
+    let (feed_result, copy_result) = tokio::join!(feeding, copying);
     drop(receiver);
     let outcome = mapper
         .await
         .map_err(|e| LoadError::Io(format!("the mapping thread failed: {e}")))??;
+    feed_result?;
     copy_result?;
     root_copy
         .finish()
         .await
         .map_err(db(format!("COPY into `{}`", resource.tables[0].name)))?;
-    drop(objects);
     for (i, spill) in outcome.spills.iter().enumerate() {
         let t = &resource.tables[i + 1];
         let sink = tx

@@ -47,6 +47,7 @@ pub struct PartWriter<'a, S: Staging> {
     next_part: u32,
     objects: Vec<ObjectManifest>,
     line: Vec<u8>,
+    notify: Option<tokio::sync::mpsc::UnboundedSender<ObjectManifest>>,
 }
 
 impl<'a, S: Staging> PartWriter<'a, S> {
@@ -60,7 +61,14 @@ impl<'a, S: Staging> PartWriter<'a, S> {
             next_part: 0,
             objects: Vec::new(),
             line: Vec::with_capacity(4096),
+            notify: None,
         }
+    }
+
+    /// Also announce each object as soon as it is stored (a load can start on it).
+    pub fn notify(mut self, to: Option<tokio::sync::mpsc::UnboundedSender<ObjectManifest>>) -> Self {
+        self.notify = to;
+        self
     }
 
     fn open_part(&self) -> Result<OpenPart, StageError> {
@@ -134,12 +142,17 @@ impl<'a, S: Staging> PartWriter<'a, S> {
         self.store.put_file(&key, &part.temp).await?;
         // The store moved or copied the file; the temp path may already be gone.
         let _ = part.temp.close();
-        self.objects.push(ObjectManifest {
+        let object = ObjectManifest {
             key,
             records: part.records,
             bytes,
             sha256,
-        });
+        };
+        if let Some(to) = &self.notify {
+            // A load that went away is reported by the load itself.
+            let _ = to.send(object.clone());
+        }
+        self.objects.push(object);
         Ok(())
     }
 

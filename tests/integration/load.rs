@@ -633,3 +633,22 @@ fn tls_connections_encrypt_and_verify_the_server() {
     );
     assert_eq!(env.count("_sluice.runs WHERE status = 'loaded'"), 2);
 }
+
+#[test]
+fn a_run_whose_extraction_fails_midway_loads_nothing() {
+    let env = Env::new();
+    env.run("pipelines/rickandmorty.yaml").success();
+    let before = snapshot(&env.db, &RM_TABLES);
+    // `run` loads parts while they are extracted; a fault late in the last resource must
+    // still leave every table as it was.
+    env.api
+        .fault("/api/character?page=30", crate::support::api::Fault::Html, 1);
+    let run = env.run("pipelines/rickandmorty.yaml").failure(1);
+    assert!(run.stderr.contains("resource `character`, page 30"), "{}", run.stderr);
+    assert_eq!(snapshot(&env.db, &RM_TABLES), before);
+    assert_eq!(env.count("_sluice.runs WHERE status = 'loaded'"), 1);
+    let error = env
+        .scalar("SELECT error FROM _sluice.runs WHERE status = 'failed'")
+        .unwrap();
+    assert!(error.contains("the extraction failed"), "{error}");
+}
