@@ -652,3 +652,21 @@ fn a_run_whose_extraction_fails_midway_loads_nothing() {
         .unwrap();
     assert!(error.contains("the extraction failed"), "{error}");
 }
+
+#[test]
+fn key_value_connection_strings_work_too() {
+    let env = Env::new();
+    let url = url::Url::parse(&env.db).unwrap();
+    let kv = format!(
+        "host={} port={} user={} dbname={} connect_timeout=10",
+        url.host_str().unwrap(),
+        url.port().unwrap(),
+        url.username(),
+        url.path().trim_start_matches('/')
+    );
+    env.sluice(["run", "pipelines/rickandmorty.yaml", "--resource", "episode"])
+        .env("DATABASE_URL", kv)
+        .run()
+        .success();
+    assert_eq!(env.count("rickandmorty.episode"), 51);
+}
