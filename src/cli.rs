@@ -95,14 +95,8 @@ enum Command {
     },
     /// Extract: read the API and stage the raw records (the "ingest Lambda").
     Extract {
-        /// The spec file.
-        spec: String,
-        /// Only this resource (repeatable).
-        #[arg(long = "resource", value_name = "NAME")]
-        resources: Vec<String>,
-        /// Stop each resource after N records.
-        #[arg(long, value_name = "N")]
-        limit: Option<u64>,
+        #[command(flatten)]
+        target: Target,
         /// Fetch and print the records (JSON Lines) instead of staging them; one page per
         /// resource unless --limit is given.
         #[arg(long)]
@@ -142,18 +136,39 @@ enum Command {
     },
     /// Extract and load: the whole pipeline.
     Run {
-        /// The spec file.
-        spec: String,
-        /// Only this resource (repeatable).
-        #[arg(long = "resource", value_name = "NAME")]
-        resources: Vec<String>,
-        /// Stop each resource after N records.
-        #[arg(long, value_name = "N")]
-        limit: Option<u64>,
+        #[command(flatten)]
+        target: Target,
         /// Fetch and map, print the rows that would be loaded (JSON Lines), write nothing.
         #[arg(long)]
         dry_run: bool,
     },
+}
+
+/// What `extract` and `run` work on.
+#[derive(Debug, clap::Args)]
+struct Target {
+    /// The spec file.
+    spec: String,
+    /// Only this resource (repeatable).
+    #[arg(long = "resource", value_name = "NAME")]
+    resources: Vec<String>,
+    /// Stop each resource after N records.
+    #[arg(long, value_name = "N")]
+    limit: Option<u64>,
+}
+
+impl Target {
+    /// The compiled spec (its problems printed when invalid) and the extract options.
+    fn open(self) -> Option<(spec::Pipeline, crate::run::ExtractOptions)> {
+        let p = load_or_report(&self.spec)?;
+        Some((
+            p,
+            crate::run::ExtractOptions {
+                resources: self.resources,
+                limit: self.limit,
+            },
+        ))
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -200,16 +215,10 @@ pub fn main() -> ExitCode {
             }
             None => exit::FAILED,
         },
-        Command::Extract {
-            spec,
-            resources,
-            limit,
-            dry_run,
-        } => {
-            let Some(p) = load_or_report(&spec) else {
+        Command::Extract { target, dry_run } => {
+            let Some((p, opts)) = target.open() else {
                 return ExitCode::from(exit::FAILED);
             };
-            let opts = crate::run::ExtractOptions { resources, limit };
             block_on(extract(&p, &opts, dry_run, show_progress))
         }
         Command::Load {
@@ -233,16 +242,10 @@ pub fn main() -> ExitCode {
             page,
             check,
         } => diagram(&specs, output.as_deref(), format, page, check),
-        Command::Run {
-            spec,
-            resources,
-            limit,
-            dry_run,
-        } => {
-            let Some(p) = load_or_report(&spec) else {
+        Command::Run { target, dry_run } => {
+            let Some((p, opts)) = target.open() else {
                 return ExitCode::from(exit::FAILED);
             };
-            let opts = crate::run::ExtractOptions { resources, limit };
             block_on(run(&p, &opts, dry_run, show_progress))
         }
     })

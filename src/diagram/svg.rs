@@ -26,6 +26,18 @@ fn n(v: f64) -> String {
     }
 }
 
+/// A rectangle at (x, y, width, height) with more attributes (fill, stroke, rx).
+fn rect(out: &mut String, (x, y, w, h): (f64, f64, f64, f64), attrs: &str) {
+    let _ = writeln!(
+        out,
+        r#"<rect x="{}" y="{}" width="{}" height="{}" {attrs}/>"#,
+        n(x),
+        n(y),
+        n(w),
+        n(h)
+    );
+}
+
 /// Centered (or left-aligned at `x`) lines of text, vertically centered on `cy`.
 fn lines(out: &mut String, lines: &[String], x: f64, cy: f64, size: f64, anchor: &str, bold: bool) {
     let first = cy - (lines.len() as f64 - 1.0) * LINE / 2.0 + size * 0.35;
@@ -49,21 +61,8 @@ fn vertex(out: &mut String, p: &Page, v: &Vertex) {
     let cy = y + h / 2.0;
     match &v.shape {
         Shape::Lane => {
-            let _ = writeln!(
-                out,
-                r##"<rect x="{}" y="{}" width="{}" height="{}" fill="#F7F9FB" stroke="#B0B8C4"/>"##,
-                n(x),
-                n(y),
-                n(w),
-                n(h)
-            );
-            let _ = writeln!(
-                out,
-                r##"<rect x="{}" y="{}" width="30" height="{}" fill="#E3E8EF" stroke="#B0B8C4"/>"##,
-                n(x),
-                n(y),
-                n(h)
-            );
+            rect(out, (x, y, w, h), r##"fill="#F7F9FB" stroke="#B0B8C4""##);
+            rect(out, (x, y, 30.0, h), r##"fill="#E3E8EF" stroke="#B0B8C4""##);
             let _ = writeln!(
                 out,
                 r##"<text transform="translate({} {}) rotate(-90)" font-size="14" font-weight="bold" text-anchor="middle" fill="#232F3E">{}</text>"##,
@@ -88,26 +87,12 @@ fn vertex(out: &mut String, p: &Page, v: &Vertex) {
         }
         Shape::Box { role } | Shape::Swatch { role } => {
             let (fill, stroke) = role.colours();
-            let _ = writeln!(
-                out,
-                r#"<rect x="{}" y="{}" width="{}" height="{}" rx="8" fill="{fill}" stroke="{stroke}"/>"#,
-                n(x),
-                n(y),
-                n(w),
-                n(h)
-            );
+            rect(out, (x, y, w, h), &format!(r#"rx="8" fill="{fill}" stroke="{stroke}""#));
             lines(out, &v.label, cx, cy, 12.0, "middle", false);
         }
         Shape::Note { role } => {
             let (fill, stroke) = role.colours();
-            let _ = writeln!(
-                out,
-                r#"<rect x="{}" y="{}" width="{}" height="{}" fill="{fill}" stroke="{stroke}"/>"#,
-                n(x),
-                n(y),
-                n(w),
-                n(h)
-            );
+            rect(out, (x, y, w, h), &format!(r#"fill="{fill}" stroke="{stroke}""#));
             lines(out, &v.label, x + 10.0, cy, 12.0, "start", false);
         }
         Shape::Cylinder { role } => {
@@ -125,14 +110,7 @@ fn vertex(out: &mut String, p: &Page, v: &Vertex) {
         }
         Shape::Aws { icon } => {
             let (_, colour) = icon.role().colours();
-            let _ = writeln!(
-                out,
-                r#"<rect x="{}" y="{}" width="{}" height="{}" rx="4" fill="{colour}"/>"#,
-                n(x),
-                n(y),
-                n(w),
-                n(h)
-            );
+            rect(out, (x, y, w, h), &format!(r#"rx="4" fill="{colour}""#));
             let _ = writeln!(
                 out,
                 r##"<text x="{}" y="{}" font-size="18" font-weight="bold" text-anchor="middle" fill="#FFFFFF">{}</text>"##,
@@ -156,21 +134,8 @@ fn vertex(out: &mut String, p: &Page, v: &Vertex) {
         }
         Shape::Entity => {
             let (fill, stroke) = Role::Database.colours();
-            let _ = writeln!(
-                out,
-                r##"<rect x="{}" y="{}" width="{}" height="{}" fill="#FFFFFF" stroke="{stroke}"/>"##,
-                n(x),
-                n(y),
-                n(w),
-                n(h)
-            );
-            let _ = writeln!(
-                out,
-                r#"<rect x="{}" y="{}" width="{}" height="30" fill="{fill}" stroke="{stroke}"/>"#,
-                n(x),
-                n(y),
-                n(w)
-            );
+            rect(out, (x, y, w, h), &format!(r##"fill="#FFFFFF" stroke="{stroke}""##));
+            rect(out, (x, y, w, 30.0), &format!(r#"fill="{fill}" stroke="{stroke}""#));
             lines(out, &v.label, cx, y + 15.0, 13.0, "middle", true);
         }
         Shape::Row { key } => {
@@ -259,14 +224,7 @@ fn edge(out: &mut String, p: &Page, e: &super::Edge) {
         };
         let w = super::label_width(&e.label, 11.0) + 8.0;
         let h = e.label.len() as f64 * LINE + 4.0;
-        let _ = writeln!(
-            out,
-            r##"<rect x="{}" y="{}" width="{}" height="{}" fill="#FFFFFF"/>"##,
-            n(mx - w / 2.0),
-            n(my - h / 2.0),
-            n(w),
-            n(h)
-        );
+        rect(out, (mx - w / 2.0, my - h / 2.0, w, h), r##"fill="#FFFFFF""##);
         lines(out, &e.label, mx, my, 11.0, "middle", false);
     }
 }
