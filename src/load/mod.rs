@@ -646,7 +646,7 @@ async fn load_resource(
         .copy_in(&copy_sql(schema, &resource.tables[0], 0))
         .await
         .map_err(db(format!("start COPY into `{}`", resource.tables[0].name)))?;
-    let (sender, mut receiver) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
+    let (sender, receiver) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
     let (object_tx, object_rx) = tokio::sync::mpsc::channel::<(String, LocalObject)>(2);
     let (res, meta_owned) = (resource.clone(), meta.clone());
     let spill_dir = std::env::temp_dir();
@@ -677,6 +677,9 @@ async fn load_resource(
     };
     futures_util::pin_mut!(root_copy);
     let copying = async {
+        // Owned here so that a COPY failure drops it at once: the mapper's next send then
+        // fails and it stops, which in turn stops the feeding; nothing waits on anything.
+        let mut receiver = receiver;
         root_copy
             .send(Bytes::from_static(COPY_HEADER))
             .await
@@ -690,7 +693,6 @@ async fn load_resource(
         Ok::<(), LoadError>(())
     };
     let (feed_result, copy_result) = tokio::join!(feeding, copying);
-    drop(receiver);
     let outcome = mapper
         .await
         .map_err(|e| LoadError::Io(format!("the mapping thread failed: {e}")))??;
