@@ -488,7 +488,7 @@ fn compile_table(cx: &mut Ctx, path: &str, t: &RawTable, parent: Option<&RawTabl
             );
             ok = false;
         }
-        match compile_column(cx, &cpath, c, t, parent) {
+        match compile_column(cx, &cpath, c, parent) {
             Some(col) => columns.push(col),
             None => ok = false,
         }
@@ -558,13 +558,7 @@ fn compile_table(cx: &mut Ctx, path: &str, t: &RawTable, parent: Option<&RawTabl
     })
 }
 
-fn compile_column(
-    cx: &mut Ctx,
-    path: &str,
-    c: &RawColumn,
-    table: &RawTable,
-    parent: Option<&RawTable>,
-) -> Option<p::Column> {
+fn compile_column(cx: &mut Ctx, path: &str, c: &RawColumn, parent: Option<&RawTable>) -> Option<p::Column> {
     let mut ok = cx.ident(&format!("{path}.name"), &c.name);
     let given: Vec<&str> = [
         c.path.as_ref().map(|_| "path"),
@@ -714,7 +708,6 @@ fn compile_column(
             }
         },
     };
-    let _ = table;
     if !ok {
         return None;
     }

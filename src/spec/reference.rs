@@ -92,7 +92,7 @@ impl<'a> Walker<'a> {
         }
     }
 
-    fn section(&mut self, title: &str, s: &'a Value, required_note: bool) {
+    fn section(&mut self, title: &str, s: &'a Value) {
         let Some(props) = s.get("properties").and_then(Value::as_object) else {
             return;
         };
@@ -118,7 +118,6 @@ impl<'a> Walker<'a> {
                 .replace('\n', " ")
                 .replace('|', "\\|");
             let req = if required.contains(&name.as_str()) { "yes" } else { "" };
-            let _ = required_note;
             self.out
                 .push_str(&format!("| `{name}` | {} | {req} | {desc} |\n", self.type_name(field)));
             for obj in self.objects(field) {
@@ -149,7 +148,7 @@ impl<'a> Walker<'a> {
                 .and_then(Value::as_object)
                 .is_some_and(|p| p.len() > 1 || !p.contains_key("type"))
             {
-                self.section(&child, obj, false);
+                self.section(&child, obj);
             }
         }
     }
@@ -164,6 +163,6 @@ pub fn markdown() -> String {
         defs,
         out: String::new(),
     };
-    w.section("(top level)", &schema, true);
+    w.section("(top level)", &schema);
     w.out
 }

@@ -20,7 +20,6 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Request, Response};
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::{json, Value};
 
 use super::fixture;
@@ -98,31 +97,13 @@ impl ApiServer {
             log: Mutex::new(Vec::new()),
         });
         let served = state.clone();
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                loop {
-                    let Ok((socket, _)) = listener.accept().await else {
-                        continue;
-                    };
-                    let state = served.clone();
-                    tokio::spawn(async move {
-                        let service = hyper::service::service_fn(move |req| {
-                            let state = state.clone();
-                            async move { Ok::<_, Infallible>(handle(&state, req).await) }
-                        });
-                        let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                            .serve_connection(TokioIo::new(socket), service)
-                            .await;
-                    });
-                }
-            });
-        });
+        super::serve(
+            listener,
+            hyper::service::service_fn(move |req| {
+                let state = served.clone();
+                async move { Ok::<_, Infallible>(handle(&state, req).await) }
+            }),
+        );
         ApiServer { base, state }
     }
 
