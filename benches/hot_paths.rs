@@ -5,9 +5,9 @@ use std::borrow::Cow;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use serde_json::Value;
-use sluice::load::coerce::{coerce, Cell, Val};
 use sluice::load::map::{encode_row, map_row, RunMeta};
 use sluice::spec::pipeline::ColumnType;
+use sluice::value::{coerce, Cell, Val};
 
 fn page_of_characters() -> String {
     let text = std::fs::read_to_string(concat!(

@@ -134,6 +134,14 @@ enum Command {
         #[arg(long, requires = "output")]
         check: bool,
     },
+    /// Remove the staged objects of incomplete runs (failed or killed extractions).
+    Gc {
+        /// The spec file.
+        spec: String,
+        /// Only runs that started longer ago than this (`30m`, `12h`, `7d`).
+        #[arg(long, value_name = "DURATION", default_value = "1d", value_parser = parse_age)]
+        older_than: std::time::Duration,
+    },
     /// Extract and load: the whole pipeline.
     Run {
         #[command(flatten)]
@@ -155,6 +163,9 @@ struct Target {
     /// Stop each resource after N records.
     #[arg(long, value_name = "N")]
     limit: Option<u64>,
+    /// Keep what a failed run staged (normally removed), to look into it.
+    #[arg(long)]
+    keep_failed: bool,
 }
 
 impl Target {
@@ -166,6 +177,7 @@ impl Target {
             crate::run::ExtractOptions {
                 resources: self.resources,
                 limit: self.limit,
+                keep_failed: self.keep_failed,
             },
         ))
     }
@@ -242,6 +254,12 @@ pub fn main() -> ExitCode {
             page,
             check,
         } => diagram(&specs, output.as_deref(), format, page, check),
+        Command::Gc { spec, older_than } => {
+            let Some(p) = load_or_report(&spec) else {
+                return ExitCode::from(exit::FAILED);
+            };
+            block_on(gc(&p, older_than))
+        }
         Command::Run { target, dry_run } => {
             let Some((p, opts)) = target.open() else {
                 return ExitCode::from(exit::FAILED);
@@ -249,6 +267,40 @@ pub fn main() -> ExitCode {
             block_on(run(&p, &opts, dry_run, show_progress))
         }
     })
+}
+
+/// `30m`, `12h`, `7d`: an age for `gc`.
+fn parse_age(text: &str) -> Result<std::time::Duration, String> {
+    match text.strip_suffix('d') {
+        Some(days) => days
+            .parse::<u64>()
+            .map(|d| std::time::Duration::from_secs(d * 86_400))
+            .map_err(|_| format!("`{text}` is not an age like `7d`, `12h` or `30m`")),
+        None => crate::spec::units::Duration::parse(text).map(|d| d.0),
+    }
+}
+
+async fn gc(p: &spec::Pipeline, older_than: std::time::Duration) -> u8 {
+    let secrets = crate::util::Secrets::default();
+    match crate::run::gc(p, older_than).await {
+        Ok(report) => {
+            let mut out = std::io::stdout().lock();
+            for run in &report.runs {
+                let _ = writeln!(out, "removed incomplete run {run}");
+            }
+            let _ = writeln!(
+                out,
+                "removed {} object{} of {} incomplete run{} from {}",
+                report.objects,
+                plural(report.objects as usize),
+                report.runs.len(),
+                plural(report.runs.len()),
+                report.location
+            );
+            exit::OK
+        }
+        Err(e) => fail(p.name(), &e, &secrets),
+    }
 }
 
 async fn load(p: &spec::Pipeline, which: crate::run::RunSelector, force: bool) -> u8 {
@@ -534,11 +586,11 @@ fn diagram(
             eprintln!("  first difference at line {}:", i + 1);
             eprintln!(
                 "  - {}",
-                crate::load::coerce::clip(old_lines.get(i).unwrap_or(&"(end of file)"), 160)
+                crate::util::clip(old_lines.get(i).unwrap_or(&"(end of file)"), 160)
             );
             eprintln!(
                 "  + {}",
-                crate::load::coerce::clip(new_lines.get(i).unwrap_or(&"(end of file)"), 160)
+                crate::util::clip(new_lines.get(i).unwrap_or(&"(end of file)"), 160)
             );
         }
         eprintln!("  regenerate it with: sluice diagram {} -o {path}", specs.join(" "));
@@ -563,7 +615,7 @@ fn start_ticker(show: bool, progress: &std::sync::Arc<crate::run::Progress>) -> 
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(std::time::Duration::from_millis(250)).await;
-                eprint!("\r\x1b[2K{}", crate::load::coerce::clip(&progress.line(), 200));
+                eprint!("\r\x1b[2K{}", crate::util::clip(&progress.line(), 200));
             }
         })
     })

@@ -12,3 +12,4 @@ pub mod run;
 pub mod spec;
 pub mod stage;
 pub mod util;
+pub mod value;

@@ -60,6 +60,8 @@ pub struct ExtractOptions {
     pub resources: Vec<String>,
     /// Stop each resource after this many records.
     pub limit: Option<u64>,
+    /// Leave what a failed run staged in place (for a post-mortem) instead of removing it.
+    pub keep_failed: bool,
 }
 
 /// What an extraction staged.
@@ -98,21 +100,20 @@ struct Http {
 
 fn http(p: &Pipeline, secrets: &Secrets) -> Result<Http, ExtractError> {
     let client = Client::new(p.source(), secrets)?;
-    let base_url = p.source().base_url.resolve().map_err(|e| ExtractError::Env {
-        field: "source.base_url".into(),
-        var: e.0,
-    })?;
+    let base_url = client.base_url().to_string();
     Ok(Http { client, base_url })
 }
 
-fn resource_params(r: &Resource) -> Result<Vec<(String, String)>, ExtractError> {
+fn resource_params(r: &Resource, secrets: &Secrets) -> Result<Vec<(String, String)>, ExtractError> {
     r.params
         .iter()
         .map(|(k, v)| {
-            v.resolve().map(|v| (k.clone(), v)).map_err(|e| ExtractError::Env {
-                field: format!("resources.{}.params.{k}", r.name),
-                var: e.0,
-            })
+            v.resolve_secret(secrets)
+                .map(|v| (k.clone(), v))
+                .map_err(|e| ExtractError::Env {
+                    field: format!("resources.{}.params.{k}", r.name),
+                    var: e.0,
+                })
         })
         .collect()
 }
@@ -210,9 +211,10 @@ impl RecordSink for StageSink<'_> {
     }
 }
 
-/// Collects records for a dry run.
+/// Collects records for a dry run, as their JSON text on one line each (parsed later,
+/// where a record that cannot be is a record error, not a crash).
 pub struct CollectSink {
-    pub records: Vec<Value>,
+    pub records: Vec<String>,
     pub limit: u64,
 }
 
@@ -223,8 +225,12 @@ impl RecordSink for CollectSink {
                 break;
             }
             self.records.push(match records {
-                Records::Raw(raw) => serde_json::from_str(raw[i].get()).expect("delimited by the JSON parser"),
-                Records::Values(values) => values[i].clone(),
+                Records::Raw(raw) => {
+                    let mut line = Vec::new();
+                    crate::stage::writer::compact_json(raw[i].get(), &mut line);
+                    String::from_utf8_lossy(&line).into_owned()
+                }
+                Records::Values(values) => values[i].to_string(),
             });
         }
         Ok((self.records.len() as u64) < self.limit)
@@ -254,24 +260,64 @@ async fn extract_as(
     run: RunInfo,
     announce: &mut Announce,
 ) -> Result<ExtractReport, RunError> {
-    let resources = select(p, &opts.resources)?;
+    select(p, &opts.resources)?;
     let http = http(p, secrets)?;
     let store = Store::open(p.staging()).await?;
     let started = Utc::now();
     tracing::info!(pipeline = p.name(), run_id = %run.run_id, staging = %store.describe(), "extract started");
+    let journal = crate::stage::writer::Journal::default();
+    let result = stage_run(
+        p, opts, secrets, progress, &run, announce, &http, &store, &journal, started,
+    )
+    .await;
+    if result.is_err() && !opts.keep_failed {
+        let keys = std::mem::take(&mut *journal.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut removed = 0;
+        for key in &keys {
+            match store.delete(key).await {
+                Ok(()) => removed += 1,
+                Err(e) => tracing::warn!(
+                    "cannot remove `{key}` of the failed run: {}",
+                    secrets.mask(&e.to_string())
+                ),
+            }
+        }
+        if !keys.is_empty() {
+            tracing::info!(run_id = %run.run_id, removed, "removed what the failed run staged (--keep-failed keeps it)");
+        }
+    }
+    result
+}
+
+/// Stage every selected resource, then the manifest.
+#[allow(clippy::too_many_arguments)]
+async fn stage_run(
+    p: &Pipeline,
+    opts: &ExtractOptions,
+    secrets: &Secrets,
+    progress: &Progress,
+    run: &RunInfo,
+    announce: &mut Announce,
+    http: &Http,
+    store: &Store,
+    journal: &crate::stage::writer::Journal,
+    started: DateTime<Utc>,
+) -> Result<ExtractReport, RunError> {
+    let resources = select(p, &opts.resources)?;
     let jobs = resources.iter().map(|r| {
-        let (store, http, run) = (&store, &http, &run);
+        let (store, http, run) = (store, http, run);
         let to_load = announce.remove(&r.name);
         async move {
             let t0 = Instant::now();
-            let params = resource_params(r)?;
+            let params = resource_params(r, secrets)?;
             let key = p.staging().key.clone();
             let (pipeline, name, run_id, run_time) =
                 (p.name().to_string(), r.name.clone(), run.run_id.clone(), run.run_time);
             let writer = PartWriter::new(store, p.staging().part_size, move |part| {
                 key.render(&pipeline, &name, &run_id, run_time, part)
             })
-            .notify(to_load);
+            .notify(to_load)
+            .journal(journal.clone());
             let mut sink = StageSink {
                 writer,
                 resource: r.name.clone(),
@@ -333,7 +379,7 @@ async fn extract_as(
     store.put_bytes(&key, bytes).await?;
     tracing::info!(run_id = %run.run_id, manifest = %key, "extract finished");
     Ok(ExtractReport {
-        run,
+        run: run.clone(),
         location: store.describe(),
         manifest_key: key,
         manifest,
@@ -345,12 +391,12 @@ pub async fn extract_dry_run(
     p: &Pipeline,
     opts: &ExtractOptions,
     secrets: &Secrets,
-) -> Result<Vec<(String, Vec<Value>)>, RunError> {
+) -> Result<Vec<(String, Vec<String>)>, RunError> {
     let resources = select(p, &opts.resources)?;
     let http = http(p, secrets)?;
     let mut out = Vec::new();
     for r in resources {
-        let params = resource_params(r)?;
+        let params = resource_params(r, secrets)?;
         let mut sink = CollectSink {
             records: Vec::new(),
             limit: opts.limit.unwrap_or(u64::MAX),
@@ -463,8 +509,10 @@ pub async fn run(
 }
 
 /// `run --dry-run`: fetch, map and return the rows that would be loaded, writing nothing.
+/// Records are mapped by the same function a load uses, under the same `on_error` policy.
 pub async fn run_dry(p: &Pipeline, opts: &ExtractOptions, secrets: &Secrets) -> Result<Vec<Value>, RunError> {
-    use crate::load::map::{map_row, row_json, RunMeta};
+    use crate::load::map::{map_record, parse_record, row_json, ColumnError, RecordError, RecordRows, RunMeta};
+    use crate::spec::pipeline::OnError;
     let fetched = extract_dry_run(p, opts, secrets).await?;
     let run = RunInfo::new();
     let meta = RunMeta {
@@ -473,29 +521,93 @@ pub async fn run_dry(p: &Pipeline, opts: &ExtractOptions, secrets: &Secrets) -> 
         pipeline: p.name().to_string(),
     };
     let mut rows = Vec::new();
+    let mut mapped = RecordRows::default();
     for (name, records) in fetched {
         let r = p.resource(&name).expect("selected from the spec");
-        for (n, record) in records.iter().enumerate() {
-            let fail = |table: &str, e: crate::load::map::ColumnError| {
-                crate::load::LoadError::Record(Box::new(crate::load::BadRecord {
-                    resource: name.clone(),
-                    object: "(dry run)".into(),
-                    record: n as u64 + 1,
-                    table: table.to_string(),
-                    column: e.column,
-                    value: e.value,
-                    reason: e.reason,
-                }))
+        for (n, line) in records.iter().enumerate() {
+            let outcome = match parse_record(line, None) {
+                Ok(record) => map_record(&r.tables, &record, &meta, &mut mapped),
+                Err(e) => Err(RecordError {
+                    table: 0,
+                    error: ColumnError {
+                        column: "(record)".into(),
+                        value: crate::util::clip(&line.escape_debug().to_string(), 80),
+                        reason: format!("the record is not valid JSON ({e})"),
+                    },
+                }),
             };
-            let root = map_row(&r.tables[0], record, None, &meta).map_err(|e| fail(&r.tables[0].name, e))?;
-            rows.push(row_json(&r.tables[0], &root));
-            for t in &r.tables[1..] {
-                for el in t.each.as_ref().expect("nested").query(record) {
-                    let row = map_row(t, el, Some(&root), &meta).map_err(|e| fail(&t.name, e))?;
-                    rows.push(row_json(t, &row));
+            match outcome {
+                Ok(()) => {
+                    for (t, table_rows) in r.tables.iter().zip(&mapped.rows) {
+                        rows.extend(table_rows.iter().map(|row| row_json(t, row)));
+                    }
+                }
+                Err(RecordError { table, error }) => {
+                    let bad = crate::load::BadRecord {
+                        resource: name.clone(),
+                        object: "(dry run)".into(),
+                        record: n as u64 + 1,
+                        table: r.tables[table].name.clone(),
+                        column: error.column,
+                        value: error.value,
+                        reason: error.reason,
+                    };
+                    if r.tables[0].on_error == OnError::Fail {
+                        return Err(crate::load::LoadError::Record(Box::new(bad)).into());
+                    }
+                    tracing::warn!(
+                        "{}",
+                        secrets.mask(&format!("{bad}; rejected (on_error: {})", r.tables[0].on_error.name()))
+                    );
                 }
             }
         }
     }
     Ok(rows)
+}
+
+/// What `gc` removed.
+#[derive(Debug, Default)]
+pub struct GcReport {
+    pub location: String,
+    /// Run ids of the incomplete runs removed, oldest first.
+    pub runs: Vec<String>,
+    pub objects: u64,
+}
+
+/// Remove the staged objects of incomplete runs (runs without a manifest) that started
+/// more than `older_than` ago. A complete run is never touched, nor an object whose key
+/// does not follow the spec's key template.
+pub async fn gc(p: &Pipeline, older_than: std::time::Duration) -> Result<GcReport, RunError> {
+    let store = Store::open(p.staging()).await?;
+    let complete: std::collections::HashSet<String> = crate::stage::complete_runs(&store, p.name())
+        .await?
+        .into_iter()
+        .collect();
+    let key = &p.staging().key;
+    let cutoff = Utc::now() - chrono::Duration::from_std(older_than).unwrap_or(chrono::Duration::MAX);
+    let mut report = GcReport {
+        location: store.describe(),
+        ..GcReport::default()
+    };
+    let manifests = format!("{}/_manifests/", p.name());
+    for object in store.list(&key.list_prefix(p.name())).await? {
+        if object.starts_with(&manifests) {
+            continue;
+        }
+        let Some(run_id) = key.run_id_of(p.name(), &object) else {
+            continue;
+        };
+        let started = chrono::NaiveDateTime::parse_from_str(&run_id[..16], "%Y%m%dT%H%M%SZ").map(|t| t.and_utc());
+        if complete.contains(&run_id) || started.is_ok_and(|t| t > cutoff) || started.is_err() {
+            continue;
+        }
+        store.delete(&object).await?;
+        report.objects += 1;
+        if !report.runs.contains(&run_id) {
+            report.runs.push(run_id);
+        }
+    }
+    report.runs.sort();
+    Ok(report)
 }

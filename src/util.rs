@@ -46,9 +46,86 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
+/// The name prefix of every temporary file or folder sluice makes (`sluice-<pid>-`), so
+/// that what a killed process left behind can be told from what a live one is writing.
+pub fn temp_prefix() -> String {
+    format!("sluice-{}-", std::process::id())
+}
+
+/// A temporary file in `dir`, named with [`temp_prefix`].
+pub fn temp_file_in(dir: &std::path::Path) -> std::io::Result<tempfile::NamedTempFile> {
+    tempfile::Builder::new().prefix(&temp_prefix()).tempfile_in(dir)
+}
+
+/// A temporary folder under the system's temporary folder, named with [`temp_prefix`] and
+/// removed when dropped.
+pub fn temp_dir() -> std::io::Result<tempfile::TempDir> {
+    tempfile::Builder::new().prefix(&temp_prefix()).tempdir()
+}
+
+/// Remove the entries of `dir` left by sluice processes that are no longer running (as
+/// told by their [`temp_prefix`]); returns how many were removed. Where it cannot be told
+/// whether a process runs (no `/proc`), nothing is removed.
+pub fn sweep_orphans(dir: &std::path::Path) -> usize {
+    let proc = std::path::Path::new("/proc");
+    if !proc.join("self").exists() {
+        return 0;
+    }
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("sluice-"))
+            .and_then(|n| n.split_once('-'))
+            .and_then(|(pid, _)| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if proc.join(pid.to_string()).exists() {
+            continue;
+        }
+        let path = entry.path();
+        let gone = if path.is_dir() {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        if gone.is_ok() {
+            tracing::info!(path = %path.display(), "removed what an ended sluice process left behind");
+            removed += 1;
+        }
+    }
+    removed
+}
+
+/// At most `max` characters of `s`, with `…` when cut.
+pub fn clip(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        s.to_string()
+    } else {
+        let head: String = s.chars().take(max).collect();
+        format!("{head}…")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn orphans_of_ended_processes_are_swept_and_live_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let mine = temp_file_in(dir.path()).unwrap();
+        // pid 0 is never a process that could have written a file.
+        std::fs::create_dir(dir.path().join("sluice-0-abc")).unwrap();
+        std::fs::write(dir.path().join("sluice-0-def"), b"x").unwrap();
+        std::fs::write(dir.path().join("other-0-x"), b"x").unwrap();
+        assert_eq!(sweep_orphans(dir.path()), 2);
+        assert!(mine.path().exists());
+        assert!(dir.path().join("other-0-x").exists());
+    }
 
     #[test]
     fn masks_plain_and_url_encoded_secrets() {

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, RETRY_AFTER};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, LOCATION, RETRY_AFTER};
 use reqwest::StatusCode;
 use tokio::sync::Mutex;
 use url::Url;
@@ -23,31 +23,76 @@ pub struct Response {
 }
 
 /// Cheap to clone: clones share the connection pool and the rate limit.
+///
+/// Credentials (auth and `source.headers`) go only to the origin of the base URL; a
+/// request anywhere else (a `next` link, a `Link` header, a redirect) is refused unless
+/// its host is in `source.allowed_hosts`, and then made without them. Redirects are
+/// followed here, not by reqwest, so that each hop passes the same check.
 #[derive(Clone)]
 pub struct Client {
     inner: reqwest::Client,
+    base_url: String,
+    origin: url::Origin,
+    allowed_hosts: Vec<String>,
+    credentials: HeaderMap,
     query_auth: Option<(String, String)>,
     default_params: Vec<(String, String)>,
     retry: Retry,
+    max_response_size: u64,
     limiter: Option<std::sync::Arc<RateLimiter>>,
     secrets: Secrets,
 }
+
+/// Redirect hops followed for one request.
+const MAX_REDIRECTS: u32 = 10;
 
 /// Whether a status is worth another attempt.
 fn retryable(status: StatusCode) -> bool {
     matches!(status.as_u16(), 429 | 500 | 502 | 503 | 504)
 }
 
+/// What one request came back with.
+enum Reply {
+    Page(Response),
+    Redirect { to: Url, status: StatusCode },
+}
+
+/// A failed attempt: the status when there was one, the headers (for `Retry-After`), what
+/// went wrong, and whether another attempt could help.
+struct Failure {
+    status: Option<StatusCode>,
+    headers: Option<HeaderMap>,
+    detail: String,
+    transient: bool,
+}
+
 impl Client {
     /// Build the client, resolving every interpolated value from the environment.
-    /// Resolved secrets are registered in `secrets` so that no message shows them.
+    /// Resolved secrets (auth, header and parameter values read from the environment, a
+    /// password in the base URL) are registered in `secrets` so that no message shows them.
     pub fn new(source: &Source, secrets: &Secrets) -> Result<Self, ExtractError> {
         let resolve = |field: &str, t: &crate::spec::interp::Interp| {
-            t.resolve().map_err(|e| ExtractError::Env {
+            t.resolve_secret(secrets).map_err(|e| ExtractError::Env {
                 field: field.to_string(),
                 var: e.0,
             })
         };
+        let base_url = source.base_url.resolve().map_err(|e| ExtractError::Env {
+            field: "source.base_url".into(),
+            var: e.0,
+        })?;
+        let base = Url::parse(&base_url).map_err(|e| {
+            ExtractError::Config(format!(
+                "source.base_url `{}` is not a valid URL: {e}",
+                shown_url(&base_url)
+            ))
+        })?;
+        if let Some(pw) = base.password() {
+            secrets.add(pw);
+            if let Some((decoded, _)) = url::form_urlencoded::parse(pw.as_bytes()).next() {
+                secrets.add(&decoded);
+            }
+        }
         let mut headers = HeaderMap::new();
         for (name, value) in &source.headers {
             let v = resolve(&format!("source.headers.{name}"), value)?;
@@ -100,7 +145,7 @@ impl Client {
         }
         let inner = reqwest::Client::builder()
             .user_agent(concat!("sluice/", env!("CARGO_PKG_VERSION")))
-            .default_headers(headers)
+            .redirect(reqwest::redirect::Policy::none())
             .timeout(source.timeout)
             .connect_timeout(source.timeout.min(Duration::from_secs(10)))
             .gzip(true)
@@ -109,15 +154,25 @@ impl Client {
             .map_err(|e| ExtractError::Config(format!("cannot build the HTTP client: {e}")))?;
         Ok(Client {
             inner,
+            origin: base.origin(),
+            base_url,
+            allowed_hosts: source.allowed_hosts.clone(),
+            credentials: headers,
             query_auth,
             default_params,
             retry: source.retry,
+            max_response_size: source.max_response_size,
             limiter: source.rate_limit.map(|r| std::sync::Arc::new(RateLimiter::new(r))),
             secrets: secrets.clone(),
         })
     }
 
-    /// Add the default parameters and the query API key to a URL.
+    /// The resolved base URL.
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    /// Add the default parameters to a URL.
     pub fn prepare(&self, url: &Url, resource_params: &[(String, String)]) -> Url {
         let mut url = url.clone();
         {
@@ -135,7 +190,38 @@ impl Client {
         url
     }
 
-    /// Fetch one page with retries. `page` is 1-based, for messages.
+    /// Whether `url` may be requested: `Ok(true)` on the base URL's origin (credentials
+    /// go with it), `Ok(false)` on an allowed host (sent without them).
+    fn trusted(&self, url: &Url, resource: &str, page: u64) -> Result<bool, ExtractError> {
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(ExtractError::Unfetchable {
+                resource: resource.to_string(),
+                page,
+                url: shown_url(url.as_str()),
+            });
+        }
+        if url.origin() == self.origin {
+            return Ok(true);
+        }
+        let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
+        let with_port = url.port().map(|p| format!("{host}:{p}"));
+        if self
+            .allowed_hosts
+            .iter()
+            .any(|a| *a == host || Some(a) == with_port.as_ref())
+        {
+            return Ok(false);
+        }
+        Err(ExtractError::ForeignHost {
+            resource: resource.to_string(),
+            page,
+            host: with_port.unwrap_or(host),
+            origin: self.origin.ascii_serialization(),
+            url: self.secrets.mask(&shown_url(url.as_str())),
+        })
+    }
+
+    /// Fetch one page with retries, following redirects. `page` is 1-based, for messages.
     pub async fn fetch(
         &self,
         method: HttpMethod,
@@ -143,59 +229,69 @@ impl Client {
         resource: &str,
         page: u64,
     ) -> Result<Response, ExtractError> {
-        let mut url = url.clone();
-        if let Some((k, v)) = &self.query_auth {
-            url.query_pairs_mut().append_pair(k, v);
+        let (mut method, mut url) = (method, url.clone());
+        for _ in 0..=MAX_REDIRECTS {
+            let trusted = self.trusted(&url, resource, page)?;
+            match self.attempts(method, &url, trusted, resource, page).await? {
+                Reply::Page(r) => return Ok(r),
+                Reply::Redirect { to, status } => {
+                    // As browsers do: 303, and 301/302 after a POST, continue with a GET.
+                    if status == StatusCode::SEE_OTHER
+                        || (method == HttpMethod::Post && matches!(status.as_u16(), 301 | 302))
+                    {
+                        method = HttpMethod::Get;
+                    }
+                    url = to;
+                }
+            }
         }
-        let shown = self.secrets.mask(url.as_str());
+        Err(ExtractError::Fetch {
+            resource: resource.to_string(),
+            page,
+            url: self.secrets.mask(&shown_url(url.as_str())),
+            status: None,
+            attempts: 1,
+            detail: format!("more than {MAX_REDIRECTS} redirects"),
+        })
+    }
+
+    /// One request, retried as the retry policy says.
+    async fn attempts(
+        &self,
+        method: HttpMethod,
+        url: &Url,
+        trusted: bool,
+        resource: &str,
+        page: u64,
+    ) -> Result<Reply, ExtractError> {
+        let mut target = url.clone();
+        if let (Some((k, v)), true) = (&self.query_auth, trusted) {
+            target.query_pairs_mut().append_pair(k, v);
+        }
+        let shown = self.secrets.mask(&shown_url(target.as_str()));
         let mut attempt = 0;
         loop {
             attempt += 1;
             if let Some(l) = &self.limiter {
                 l.acquire().await;
             }
-            let request = match method {
-                HttpMethod::Get => self.inner.get(url.clone()),
-                HttpMethod::Post => self.inner.post(url.clone()),
+            let failure = match self.attempt(method, url, &target, trusted, resource, page).await {
+                Ok(reply) => return Ok(reply),
+                Err(Ok(failure)) => failure,
+                Err(Err(fatal)) => return Err(fatal),
             };
-            let outcome: Result<(), (Option<StatusCode>, Option<HeaderMap>, String)> = match request.send().await {
-                Ok(resp) => {
-                    let status = resp.status();
-                    let headers = resp.headers().clone();
-                    match resp.bytes().await {
-                        Ok(body) if status.is_success() => {
-                            return Ok(Response {
-                                status: status.as_u16(),
-                                headers,
-                                body,
-                            });
-                        }
-                        Ok(body) => Err((Some(status), Some(headers), self.secrets.mask(&head(&body)))),
-                        Err(e) => Err((
-                            Some(status),
-                            None,
-                            self.secrets
-                                .mask(&format!("reading the body failed: {}", error_chain(&e))),
-                        )),
-                    }
-                }
-                Err(e) => Err((None, None, self.secrets.mask(&error_chain(&e)))),
-            };
-            let Err((status, headers, detail)) = outcome else {
-                unreachable!()
-            };
-            let can_retry = status.is_none_or(retryable) && attempt < self.retry.max_attempts;
-            if !can_retry {
+            if !failure.transient || attempt >= self.retry.max_attempts {
                 return Err(ExtractError::Fetch {
                     resource: resource.to_string(),
                     page,
                     url: shown,
-                    status: status.map(|s| s.as_u16()),
+                    status: failure.status.map(|s| s.as_u16()),
                     attempts: attempt,
-                    detail,
+                    detail: failure.detail,
                 });
             }
-            let wait = headers
+            let wait = failure
+                .headers
                 .as_ref()
                 .and_then(|h| h.get(RETRY_AFTER))
                 .and_then(|v| v.to_str().ok())
@@ -206,12 +302,116 @@ impl Client {
                 resource,
                 page,
                 attempt,
-                status = status.map(|s| s.as_u16()),
+                status = failure.status.map(|s| s.as_u16()),
                 wait_ms = wait.as_millis() as u64,
-                "request failed, retrying: {detail}"
+                "request failed, retrying: {}",
+                failure.detail
             );
             tokio::time::sleep(wait).await;
         }
+    }
+
+    /// One attempt: the reply, a failure that may be retried, or an error that ends the
+    /// resource at once.
+    async fn attempt(
+        &self,
+        method: HttpMethod,
+        url: &Url,
+        target: &Url,
+        trusted: bool,
+        resource: &str,
+        page: u64,
+    ) -> Result<Reply, Result<Failure, ExtractError>> {
+        let mut request = match method {
+            HttpMethod::Get => self.inner.get(target.clone()),
+            HttpMethod::Post => self.inner.post(target.clone()),
+        };
+        if trusted {
+            request = request.headers(self.credentials.clone());
+        }
+        let mask = |e: reqwest::Error| self.secrets.mask(&error_chain(&e.without_url()));
+        let mut resp = match request.send().await {
+            Ok(resp) => resp,
+            Err(e) => {
+                // A request that could not be built or sent for good (a bad URL) will not
+                // work next time either; connect errors, resets and timeouts may.
+                let transient = !e.is_builder() && !e.is_redirect();
+                return Err(Ok(Failure {
+                    status: None,
+                    headers: None,
+                    detail: mask(e),
+                    transient,
+                }));
+            }
+        };
+        let status = resp.status();
+        if status.is_redirection() {
+            if let Some(location) = resp.headers().get(LOCATION) {
+                let to = location.to_str().ok().and_then(|l| url.join(l).ok());
+                return match to {
+                    Some(to) => Ok(Reply::Redirect { to, status }),
+                    None => Err(Ok(Failure {
+                        status: Some(status),
+                        headers: None,
+                        detail: "the redirect's Location is not a valid URL".into(),
+                        transient: false,
+                    })),
+                };
+            }
+        }
+        let headers = resp.headers().clone();
+        let limit = self.max_response_size;
+        let mut body = Vec::with_capacity(resp.content_length().unwrap_or(0).min(limit) as usize);
+        loop {
+            match resp.chunk().await {
+                Ok(Some(chunk)) => {
+                    if (body.len() + chunk.len()) as u64 > limit {
+                        return Err(Err(ExtractError::TooLarge {
+                            resource: resource.to_string(),
+                            page,
+                            url: self.secrets.mask(&shown_url(target.as_str())),
+                            limit,
+                        }));
+                    }
+                    body.extend_from_slice(&chunk);
+                }
+                Ok(None) => break,
+                // The body broke off (a reset, a timeout): a GET may be made again.
+                Err(e) => {
+                    return Err(Ok(Failure {
+                        status: Some(status),
+                        headers: None,
+                        detail: format!("reading the body failed: {}", mask(e)),
+                        transient: method == HttpMethod::Get,
+                    }))
+                }
+            }
+        }
+        if status.is_success() {
+            return Ok(Reply::Page(Response {
+                status: status.as_u16(),
+                headers,
+                body: Bytes::from(body),
+            }));
+        }
+        Err(Ok(Failure {
+            status: Some(status),
+            detail: self.secrets.mask(&head(&body)),
+            headers: Some(headers),
+            transient: retryable(status),
+        }))
+    }
+}
+
+/// A URL as it may be shown: without user name and password.
+pub fn shown_url(url: &str) -> String {
+    match Url::parse(url) {
+        Ok(mut u) if !u.username().is_empty() || u.password().is_some() => {
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.to_string()
+        }
+        _ => url.to_string(),
     }
 }
 

@@ -52,6 +52,23 @@ pub enum ExtractError {
         "resource `{resource}`: more than max_pages = {max} pages; raise `max_pages` if the API really has that many"
     )]
     TooManyPages { resource: String, max: u64 },
+    #[error("resource `{resource}`, page {page}: {url} is on host `{host}`, not on the API's origin {origin}; sluice sends credentials only to that origin and follows links elsewhere only to hosts listed in `source.allowed_hosts`")]
+    ForeignHost {
+        resource: String,
+        page: u64,
+        host: String,
+        origin: String,
+        url: String,
+    },
+    #[error("resource `{resource}`, page {page}: {url} cannot be fetched: only http and https URLs can")]
+    Unfetchable { resource: String, page: u64, url: String },
+    #[error("resource `{resource}`, page {page}: the response from {url} is larger than max_response_size = {limit} bytes; raise `source.max_response_size` if the API really sends pages that large")]
+    TooLarge {
+        resource: String,
+        page: u64,
+        url: String,
+        limit: u64,
+    },
     #[error("`{field}` needs environment variable `{var}`, which is not set")]
     Env { field: String, var: String },
     #[error("{0}")]
@@ -227,7 +244,7 @@ fn check_guards(resource: &Resource, page_no: u64, url: &Url, seen: &mut HashSet
         return Err(ExtractError::RepeatedUrl {
             resource: resource.name.clone(),
             page: page_no,
-            url: url.to_string(),
+            url: http::shown_url(url.as_str()),
         });
     }
     Ok(())
@@ -242,7 +259,7 @@ fn read_page<'a>(
     let not_json = |detail: String| ExtractError::NotJson {
         resource: resource.name.clone(),
         page,
-        url: url.to_string(),
+        url: http::shown_url(url.as_str()),
         detail,
         head: http::head(&resp.body),
     };
@@ -294,7 +311,7 @@ fn select_records<'a>(
         return Err(ExtractError::RecordsMissing {
             resource: resource.name.clone(),
             page,
-            url: url.to_string(),
+            url: http::shown_url(url.as_str()),
             path: resource.records.as_str().to_string(),
             keys: top_level_keys(body),
         });

@@ -25,7 +25,10 @@ enum Tls {
 }
 
 /// Split `sslmode` and `sslrootcert` out of a connection string (tokio-postgres does not
-/// know all of libpq's values for them).
+/// know all of libpq's values for them), reading both forms as libpq does: in a URL, query
+/// keys and values are percent-decoded; in `key=value` form, white space may surround `=`
+/// and values may be single-quoted with backslash escapes. The last setting wins. What is
+/// left is handed to tokio-postgres's own parser.
 fn split_tls(conn: &str) -> Result<(String, Tls, Option<String>), LoadError> {
     let mut mode = None;
     let mut root = None;
@@ -34,10 +37,11 @@ fn split_tls(conn: &str) -> Result<(String, Tls, Option<String>), LoadError> {
             None => conn.to_string(),
             Some((head, query)) => {
                 let mut kept = Vec::new();
-                for pair in query.split('&') {
-                    match pair.split_once('=') {
-                        Some(("sslmode", v)) => mode = Some(v.to_string()),
-                        Some(("sslrootcert", v)) => root = Some(percent_decode(v)),
+                for pair in query.split('&').filter(|p| !p.is_empty()) {
+                    let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+                    match percent_decode(k).as_str() {
+                        "sslmode" => mode = Some(percent_decode(v)),
+                        "sslrootcert" => root = Some(percent_decode(v)),
                         _ => kept.push(pair),
                     }
                 }
@@ -50,11 +54,11 @@ fn split_tls(conn: &str) -> Result<(String, Tls, Option<String>), LoadError> {
         }
     } else {
         let mut kept = Vec::new();
-        for word in conn.split_whitespace() {
-            match word.split_once('=') {
-                Some(("sslmode", v)) => mode = Some(v.trim_matches('\'').to_string()),
-                Some(("sslrootcert", v)) => root = Some(v.trim_matches('\'').to_string()),
-                _ => kept.push(word),
+        for (k, v) in conninfo_pairs(conn)? {
+            match k.as_str() {
+                "sslmode" => mode = Some(v),
+                "sslrootcert" => root = Some(v),
+                _ => kept.push(format!("{k}='{}'", v.replace('\\', "\\\\").replace('\'', "\\'"))),
             }
         }
         kept.join(" ")
@@ -74,11 +78,67 @@ fn split_tls(conn: &str) -> Result<(String, Tls, Option<String>), LoadError> {
     Ok((rest, tls, root))
 }
 
+/// `%XX` escapes decoded (and, as in libpq, `+` left alone).
 fn percent_decode(s: &str) -> String {
-    url::form_urlencoded::parse(format!("x={s}").as_bytes())
-        .next()
-        .map(|(_, v)| v.into_owned())
-        .unwrap_or_default()
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+        match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The `key = value` pairs of a libpq key/value connection string.
+fn conninfo_pairs(conn: &str) -> Result<Vec<(String, String)>, LoadError> {
+    let bad = |why: &str| LoadError::Connect(format!("the warehouse connection string is not valid: {why}"));
+    let mut out = Vec::new();
+    let mut chars = conn.chars().peekable();
+    loop {
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        if chars.peek().is_none() {
+            return Ok(out);
+        }
+        let mut key = String::new();
+        while let Some(c) = chars.next_if(|c| *c != '=' && !c.is_whitespace()) {
+            key.push(c);
+        }
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        if chars.next() != Some('=') {
+            return Err(bad(&format!("`{key}` has no `=` and value")));
+        }
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        let mut value = String::new();
+        if chars.next_if_eq(&'\'').is_some() {
+            loop {
+                match chars.next() {
+                    None => return Err(bad(&format!("the value of `{key}` has no closing quote"))),
+                    Some('\'') => break,
+                    Some('\\') => value.extend(chars.next()),
+                    Some(c) => value.push(c),
+                }
+            }
+        } else {
+            while let Some(c) = chars.next_if(|c| !c.is_whitespace()) {
+                if c == '\\' {
+                    value.extend(chars.next());
+                } else {
+                    value.push(c);
+                }
+            }
+        }
+        out.push((key, value));
+    }
 }
 
 /// `host:port/database as user`, for messages.
@@ -94,14 +154,18 @@ pub fn describe(config: &Config) -> String {
     format!("database `{db}` on {host}:{port}")
 }
 
-/// Connect; the connection task runs on the current runtime.
-pub async fn connect(conn: &str) -> Result<(Client, String), LoadError> {
+/// Connect; the connection task runs on the current runtime. The password joins the
+/// secrets, whichever form the connection string has.
+pub async fn connect(conn: &str, secrets: &crate::util::Secrets) -> Result<(Client, String), LoadError> {
     let (rest, tls, root) = split_tls(conn)?;
     let mut config: Config = rest.parse().map_err(|e: tokio_postgres::Error| {
         LoadError::Connect(format!(
             "the warehouse URL is not a valid PostgreSQL connection string: {e}"
         ))
     })?;
+    if let Some(pw) = config.get_password() {
+        secrets.add(&String::from_utf8_lossy(pw));
+    }
     let target = describe(&config);
     config.ssl_mode(match tls {
         Tls::Disable => SslMode::Disable,
@@ -212,7 +276,21 @@ mod tests {
         assert_eq!(tls, Tls::Verify);
         assert_eq!(root.as_deref(), Some("/etc/rds.pem"));
         let (rest, tls, _) = split_tls("host=db user=app sslmode=require").unwrap();
-        assert_eq!((rest.as_str(), tls), ("host=db user=app", Tls::Require));
+        assert_eq!((rest.as_str(), tls), ("host='db' user='app'", Tls::Require));
+        // As libpq reads them: spaces around `=`, quotes, percent-encoded URL keys.
+        assert_eq!(split_tls("host=db sslmode = require").unwrap().1, Tls::Require);
+        assert_eq!(split_tls("host=db sslmode ='verify-full'").unwrap().1, Tls::Verify);
+        let (rest, tls, _) = split_tls("host = db password='it\\'s a \\\\secret' sslmode=disable").unwrap();
+        assert_eq!(tls, Tls::Disable);
+        let parsed: Config = rest.parse().unwrap();
+        assert_eq!(parsed.get_password(), Some(&b"it's a \\secret"[..]));
+        assert_eq!(split_tls("postgres://h/db?ssl%6Dode=require").unwrap().1, Tls::Require);
+        assert_eq!(
+            split_tls("postgres://h/db?sslmode=verify%2Dfull").unwrap().1,
+            Tls::Verify
+        );
+        assert!(split_tls("postgres://h/db?ssl%6Dode=requir").is_err());
+        assert!(split_tls("host=db sslmode").is_err());
         assert_eq!(split_tls("postgres://h/db").unwrap().1, Tls::Prefer);
         assert!(split_tls("postgres://h/db?sslmode=maybe").is_err());
     }

@@ -6,8 +6,8 @@ use std::borrow::Cow;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use super::coerce::{apply, coerce, Cell, Val};
 use crate::spec::pipeline::{MetaValue, Table, ValueSource};
+use crate::value::{apply, coerce, Cell, Val};
 
 /// The top-level fields of a record that mapping a resource reads, or `None` when a path
 /// needs the whole record (`$`, a wildcard or a filter at the top).
@@ -141,6 +141,40 @@ pub fn map_row(
         row.push(cell);
     }
     Ok(row)
+}
+
+/// The rows one record gives, table by table (`rows[0]` holds the root row alone, then
+/// one list per nested table). Reused from record to record.
+#[derive(Debug, Default)]
+pub struct RecordRows {
+    pub rows: Vec<Vec<Vec<Cell>>>,
+}
+
+/// A record refused whole: the index of the table and the column that did not fit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordError {
+    pub table: usize,
+    pub error: ColumnError,
+}
+
+/// Map one record into every table of its resource, or refuse it whole: either all its
+/// rows (root and nested) are in `out`, or none is to be kept. The one place that turns a
+/// record into rows, for loads and dry runs alike.
+pub fn map_record(tables: &[Table], record: &Value, meta: &RunMeta, out: &mut RecordRows) -> Result<(), RecordError> {
+    out.rows.resize_with(tables.len(), Vec::new);
+    for rows in &mut out.rows {
+        rows.clear();
+    }
+    let root = map_row(&tables[0], record, None, meta).map_err(|error| RecordError { table: 0, error })?;
+    for (i, t) in tables.iter().enumerate().skip(1) {
+        let each = t.each.as_ref().expect("nested tables have `each`");
+        for el in each.query(record) {
+            let row = map_row(t, el, Some(&root), meta).map_err(|error| RecordError { table: i, error })?;
+            out.rows[i].push(row);
+        }
+    }
+    out.rows[0].push(root);
+    Ok(())
 }
 
 /// Append one binary COPY tuple: the row's cells, then the run id (when the table keeps

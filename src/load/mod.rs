@@ -6,10 +6,10 @@
 //! tables, and the ledger row is written in the same transaction, so a failure anywhere
 //! leaves every table as it was. The only place that calls into tokio-postgres.
 
-pub mod coerce;
 pub mod connect;
 pub mod ddl;
 pub mod map;
+pub mod wire;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, BufWriter, Read, Write};
@@ -18,17 +18,16 @@ use std::time::Instant;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures_util::SinkExt;
-use serde_json::Value;
 use tokio_postgres::Transaction;
 
 use crate::spec::ident::quote_ident;
 use crate::spec::pipeline::{OnError, Pipeline, Resource, Table, WriteMode, RUN_ID_COLUMN};
 use crate::stage::manifest::ObjectManifest;
 use crate::stage::{LocalObject, Manifest, StageError, Staging};
+use crate::util::clip;
 use crate::util::Secrets;
-use coerce::clip;
 use ddl::qualified;
-use map::{encode_row, map_row, RunMeta, COPY_HEADER, COPY_TRAILER};
+use map::{encode_row, map_record, RecordError, RecordRows, RunMeta, COPY_HEADER, COPY_TRAILER};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -42,11 +41,10 @@ pub enum LoadError {
     SchemaDrift { problems: Vec<String> },
     #[error("{0}; the load was rolled back")]
     Record(Box<BadRecord>),
-    #[error("resource `{resource}`, object `{object}`, line {line}: the staged record is not valid JSON: {detail}")]
-    BadStaged {
+    #[error("resource `{resource}`: staged object `{object}` {detail}; it was changed after extraction, so the run was refused and nothing was loaded")]
+    Tampered {
         resource: String,
         object: String,
-        line: u64,
         detail: String,
     },
     #[error("{action}: {message}")]
@@ -157,6 +155,9 @@ impl RunFeed {
     }
 }
 
+/// The advisory lock key under which sluice creates its ledger.
+const LEDGER_LOCK: i64 = 0x511C_EDD1;
+
 /// The ledger and rejects tables.
 const LEDGER_DDL: &str = r#"
 CREATE SCHEMA IF NOT EXISTS "_sluice";
@@ -199,12 +200,7 @@ pub async fn connect_warehouse(p: &Pipeline, secrets: &Secrets) -> Result<(tokio
             secrets.add(pw);
         }
     }
-    for word in url.split_whitespace() {
-        if let Some(pw) = word.strip_prefix("password=") {
-            secrets.add(pw.trim_matches('\''));
-        }
-    }
-    connect::connect(&url).await
+    connect::connect(&url, secrets).await
 }
 
 /// Load one staged run.
@@ -217,12 +213,22 @@ pub async fn load_run(
 ) -> Result<LoadReport, LoadError> {
     let run_id = feed.run_id.clone();
     let (mut client, target) = connect_warehouse(p, secrets).await?;
-    client
-        .batch_execute(LEDGER_DDL)
+    // DDL of a fresh database races between concurrent first runs (CREATE ... IF NOT
+    // EXISTS is not safe against a concurrent creator): every DDL sluice runs is done
+    // under an advisory lock, so the second run waits and then finds what the first made.
+    let ddl = client.transaction().await.map_err(db("begin the ledger set-up"))?;
+    ddl.batch_execute(&format!("SELECT pg_advisory_xact_lock({LEDGER_LOCK}); {LEDGER_DDL}"))
         .await
         .map_err(db("create the _sluice ledger"))?;
+    ddl.commit().await.map_err(db("create the _sluice ledger"))?;
+    // Nested rows wait in spill files in a folder of this load's own, removed when it
+    // ends; what killed loads left is removed first.
+    let tmp = std::env::temp_dir();
+    crate::util::sweep_orphans(&tmp);
+    let spill = crate::util::temp_dir()
+        .map_err(|e| LoadError::Io(format!("create a spill folder in {}: {e}", tmp.display())))?;
     let started = Utc::now();
-    let result = load_in_transaction(p, store, feed, opts, &mut client, started).await;
+    let result = load_in_transaction(p, store, feed, opts, &mut client, started, spill.path()).await;
     if let Err(e) = &result {
         // The data transaction rolled back; record the failure on its own.
         if !matches!(e, LoadError::AlreadyLoaded { .. }) {
@@ -250,6 +256,7 @@ async fn load_in_transaction(
     opts: LoadOptions,
     client: &mut tokio_postgres::Client,
     started: DateTime<Utc>,
+    spill_dir: &std::path::Path,
 ) -> Result<Vec<TableStats>, LoadError> {
     let tx = client.transaction().await.map_err(db("begin the load transaction"))?;
     // One load of a pipeline at a time.
@@ -296,7 +303,7 @@ async fn load_in_transaction(
             tracing::warn!(resource = %name, "the run staged a resource the spec no longer has; skipped");
             continue;
         };
-        stats.extend(load_resource(&tx, p, store, resource, objects, &meta).await?);
+        stats.extend(load_resource(&tx, p, store, resource, objects, &meta, spill_dir).await?);
     }
     if let Some(extraction) = feed.extraction {
         // Loaded while it was extracted: commit only a run that was extracted whole.
@@ -321,8 +328,16 @@ async fn load_in_transaction(
 }
 
 /// Create missing tables, add new nullable columns, and refuse any other difference.
+/// Holds the schema's lock until the load commits: pipelines sharing a schema (or
+/// creating it at the same time) change it one after the other.
 async fn sync_schema(tx: &Transaction<'_>, p: &Pipeline) -> Result<(), LoadError> {
     let schema = &p.warehouse().schema;
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(hashtext('sluice:schema:' || $1::text))",
+        &[schema],
+    )
+    .await
+    .map_err(db(format!("lock schema `{schema}`")))?;
     tx.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {}", quote_ident(schema)))
         .await
         .map_err(db(format!("create schema `{schema}`")))?;
@@ -454,11 +469,55 @@ struct MapOutcome {
 
 const CHUNK: usize = 256 << 10;
 
-/// Read the staged objects of one resource and map every record: root rows go to
-/// `sender` in COPY-sized chunks, nested rows to spill files. Runs on a blocking thread.
+/// Hashes and counts the bytes of a staged object as they are read, so that the object
+/// is checked against its manifest in the same pass that loads it.
+struct Verifying<R> {
+    inner: R,
+    hash: sha2::Sha256,
+    bytes: u64,
+}
+
+impl<R: Read> Read for Verifying<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use sha2::Digest;
+        let n = self.inner.read(buf)?;
+        self.hash.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+}
+
+impl<R: Read> Verifying<R> {
+    /// Read what is left and compare size, digest and record count with the manifest.
+    fn verify(mut self, object: &ObjectManifest, records: u64) -> Result<(), String> {
+        use sha2::Digest;
+        std::io::copy(&mut self, &mut std::io::sink()).map_err(|e| format!("cannot be read to its end: {e}"))?;
+        let sha256 = hex::encode(self.hash.finalize());
+        if self.bytes != object.bytes {
+            return Err(format!(
+                "is {} bytes but the manifest says {}",
+                self.bytes, object.bytes
+            ));
+        }
+        if sha256 != object.sha256 {
+            return Err(format!("has SHA-256 {sha256} but the manifest says {}", object.sha256));
+        }
+        if records != object.records {
+            return Err(format!(
+                "holds {records} records but the manifest says {}",
+                object.records
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Read the staged objects of one resource, verifying each against its manifest, and map
+/// every record: root rows go to `sender` in COPY-sized chunks, nested rows to spill
+/// files. Runs on a blocking thread.
 fn map_objects(
     resource: &Resource,
-    mut objects: tokio::sync::mpsc::Receiver<(String, LocalObject)>,
+    mut objects: tokio::sync::mpsc::Receiver<(ObjectManifest, LocalObject)>,
     meta: &RunMeta,
     spill_dir: &std::path::Path,
     sender: tokio::sync::mpsc::Sender<Vec<u8>>,
@@ -470,7 +529,7 @@ fn map_objects(
     let mut spills = Vec::new();
     let mut spill_writers = Vec::new();
     for _ in 1..tables.len() {
-        let f = tempfile::NamedTempFile::new_in(spill_dir).map_err(|e| io("create a spill file", e))?;
+        let f = crate::util::temp_file_in(spill_dir).map_err(|e| io("create a spill file", e))?;
         let mut w = BufWriter::with_capacity(CHUNK, f.reopen().map_err(|e| io("open a spill file", e))?);
         w.write_all(COPY_HEADER).map_err(|e| io("write a spill file", e))?;
         spill_writers.push(w);
@@ -485,95 +544,115 @@ fn map_objects(
     };
     let fields = map::needed_fields(tables);
     let mut chunk = Vec::with_capacity(CHUNK + 4096);
-    let mut nested_buf: Vec<Vec<u8>> = vec![Vec::new(); tables.len()];
-    let mut line = String::new();
-    while let Some((key, object)) = objects.blocking_recv() {
-        let (key, path) = (&key, &object.path);
-        let file = std::fs::File::open(path).map_err(|e| io(&format!("open staged object `{key}`"), e))?;
-        let mut reader = BufReader::with_capacity(CHUNK, flate2::read::MultiGzDecoder::new(file));
+    let mut mapped = RecordRows::default();
+    let mut line = Vec::new();
+    let mut nested = Vec::new();
+    while let Some((object, local)) = objects.blocking_recv() {
+        let key = &object.key;
+        let file = std::fs::File::open(&local.path).map_err(|e| io(&format!("open staged object `{key}`"), e))?;
+        let mut verifying = Verifying {
+            inner: file,
+            hash: <sha2::Sha256 as sha2::Digest>::new(),
+            bytes: 0,
+        };
+        let tampered = |detail: String| LoadError::Tampered {
+            resource: resource.name.clone(),
+            object: key.clone(),
+            detail,
+        };
         let mut record_no = 0u64;
-        loop {
-            line.clear();
-            let n = reader
-                .read_line(&mut line)
-                .map_err(|e| io(&format!("read staged object `{key}`"), e))?;
-            if n == 0 {
-                break;
-            }
-            record_no += 1;
-            let record: Value = map::parse_record(&line, fields.as_deref()).map_err(|e| LoadError::BadStaged {
-                resource: resource.name.clone(),
-                object: key.clone(),
-                line: record_no,
-                detail: e.to_string(),
-            })?;
-            out.records += 1;
-            // Map every row of the record before keeping any, so a reject drops it whole.
-            let mapped = (|| {
-                let parent = map_row(root, &record, None, meta).map_err(|e| (root, e))?;
-                for (i, t) in tables.iter().enumerate().skip(1) {
-                    nested_buf[i].clear();
-                    let each = t.each.as_ref().expect("nested tables have `each`");
-                    for el in each.query(&record) {
-                        let row = map_row(t, el, Some(&parent), meta).map_err(|e| (t, e))?;
-                        out.rows[i] += 1;
-                        encode_row(
-                            &row,
-                            t.run_id_column.then_some(meta.run_id.as_str()),
-                            (t.write == WriteMode::Merge).then_some(out.rows[i] as i64),
-                            &mut nested_buf[i],
-                        );
+        let read = (|| -> Result<bool, LoadError> {
+            let mut reader = BufReader::with_capacity(CHUNK, flate2::read::MultiGzDecoder::new(&mut verifying));
+            loop {
+                line.clear();
+                let n = reader
+                    .read_until(b'\n', &mut line)
+                    .map_err(|e| io(&format!("read staged object `{key}`"), e))?;
+                if n == 0 {
+                    return Ok(true);
+                }
+                record_no += 1;
+                out.records += 1;
+                let refused = match std::str::from_utf8(&line) {
+                    Err(e) => Err(whole_record_error(
+                        format!("the staged record is not UTF-8 ({e})"),
+                        &line,
+                    )),
+                    Ok(text) => match map::parse_record(text, fields.as_deref()) {
+                        Err(e) => Err(whole_record_error(
+                            format!("the staged record is not valid JSON ({e})"),
+                            &line,
+                        )),
+                        Ok(record) => map_record(tables, &record, meta, &mut mapped),
+                    },
+                };
+                match refused {
+                    Ok(()) => {
+                        for (i, (t, rows)) in tables.iter().zip(&mapped.rows).enumerate() {
+                            let run_id = t.run_id_column.then_some(meta.run_id.as_str());
+                            for row in rows {
+                                out.rows[i] += 1;
+                                let ordinal = (t.write == WriteMode::Merge).then_some(out.rows[i] as i64);
+                                if i == 0 {
+                                    encode_row(row, run_id, ordinal, &mut chunk);
+                                } else {
+                                    nested.clear();
+                                    encode_row(row, run_id, ordinal, &mut nested);
+                                    spill_writers[i - 1]
+                                        .write_all(&nested)
+                                        .map_err(|e| io("write a spill file", e))?;
+                                }
+                            }
+                        }
+                    }
+                    Err(RecordError { table, error }) => {
+                        let table = &tables[table];
+                        if policy == OnError::Fail {
+                            return Err(LoadError::Record(Box::new(BadRecord {
+                                resource: resource.name.clone(),
+                                object: key.clone(),
+                                record: record_no,
+                                table: table.name.clone(),
+                                column: error.column,
+                                value: error.value,
+                                reason: error.reason,
+                            })));
+                        }
+                        out.rejected += 1;
+                        if policy == OnError::Quarantine {
+                            out.rejects.push(Reject {
+                                table: table.name.clone(),
+                                object: key.clone(),
+                                record: record_no,
+                                column: error.column,
+                                value: error.value,
+                                reason: error.reason,
+                                raw: String::from_utf8_lossy(&line).trim_end().to_string(),
+                            });
+                        }
                     }
                 }
-                Ok(parent)
-            })();
-            match mapped {
-                Ok(parent) => {
-                    out.rows[0] += 1;
-                    encode_row(
-                        &parent,
-                        root.run_id_column.then_some(meta.run_id.as_str()),
-                        (root.write == WriteMode::Merge).then_some(out.rows[0] as i64),
-                        &mut chunk,
-                    );
-                    for (i, w) in spill_writers.iter_mut().enumerate() {
-                        w.write_all(&nested_buf[i + 1])
-                            .map_err(|e| io("write a spill file", e))?;
+                if chunk.len() >= CHUNK {
+                    let full = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK + 4096));
+                    if sender.blocking_send(full).is_err() {
+                        // The COPY side stopped; it reports why.
+                        return Ok(false);
                     }
-                }
-                Err((table, e)) => {
-                    if policy == OnError::Fail {
-                        return Err(LoadError::Record(Box::new(BadRecord {
-                            resource: resource.name.clone(),
-                            object: key.clone(),
-                            record: record_no,
-                            table: table.name.clone(),
-                            column: e.column,
-                            value: e.value,
-                            reason: e.reason,
-                        })));
-                    }
-                    out.rejected += 1;
-                    if policy == OnError::Quarantine {
-                        out.rejects.push(Reject {
-                            table: table.name.clone(),
-                            object: key.clone(),
-                            record: record_no,
-                            column: e.column,
-                            value: e.value,
-                            reason: e.reason,
-                            raw: line.trim_end().to_string(),
-                        });
-                    }
-                }
-            }
-            if chunk.len() >= CHUNK {
-                let full = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK + 4096));
-                if sender.blocking_send(full).is_err() {
-                    // The COPY side stopped; it reports why.
-                    return Ok(out);
                 }
             }
+        })();
+        match read {
+            // An object that cannot be read, or holds a record that fails the load, is
+            // first of all a tampered one when its bytes are not those the manifest names.
+            Err(e @ (LoadError::Io(_) | LoadError::Record(_))) => {
+                return Err(match verifying.verify(&object, record_no) {
+                    Err(detail) => tampered(detail),
+                    Ok(()) => e,
+                })
+            }
+            Err(e) => return Err(e),
+            Ok(false) => return Ok(out),
+            Ok(true) => verifying.verify(&object, record_no).map_err(tampered)?,
         }
     }
     chunk.extend_from_slice(COPY_TRAILER);
@@ -584,6 +663,29 @@ fn map_objects(
         out.spills.push(f);
     }
     Ok(out)
+}
+
+/// A rejected record as `jsonb`: itself when PostgreSQL can store it, else its text as a
+/// JSON string (a record that is not JSON, or holds `\u0000`, which `jsonb` refuses).
+fn jsonb_record(raw: &str) -> String {
+    let storable = !raw.contains("\\u0000") && serde_json::from_str::<serde_json::Value>(raw).is_ok();
+    if storable {
+        raw.to_string()
+    } else {
+        serde_json::Value::String(raw.to_string()).to_string()
+    }
+}
+
+/// A record that cannot be read at all: refused whole, under the `on_error` policy.
+fn whole_record_error(reason: String, line: &[u8]) -> RecordError {
+    RecordError {
+        table: 0,
+        error: map::ColumnError {
+            column: "(record)".into(),
+            value: crate::util::clip(&String::from_utf8_lossy(line).trim_end().escape_debug().to_string(), 80),
+            reason,
+        },
+    }
 }
 
 fn temp_name(i: usize) -> String {
@@ -613,6 +715,7 @@ async fn load_resource(
     resource: &Resource,
     objects: ObjectFeed,
     meta: &RunMeta,
+    spill_dir: &std::path::Path,
 ) -> Result<Vec<TableStats>, LoadError> {
     let t0 = Instant::now();
     let schema = &p.warehouse().schema;
@@ -647,19 +750,19 @@ async fn load_resource(
         .await
         .map_err(db(format!("start COPY into `{}`", resource.tables[0].name)))?;
     let (sender, receiver) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
-    let (object_tx, object_rx) = tokio::sync::mpsc::channel::<(String, LocalObject)>(2);
+    let (object_tx, object_rx) = tokio::sync::mpsc::channel::<(ObjectManifest, LocalObject)>(2);
     let (res, meta_owned) = (resource.clone(), meta.clone());
-    let spill_dir = std::env::temp_dir();
+    let spill_dir = spill_dir.to_path_buf();
     let mapper = tokio::task::spawn_blocking(move || map_objects(&res, object_rx, &meta_owned, &spill_dir, sender));
     // Objects go to the mapper as they become available: all at once from a manifest, one
     // by one from an extraction still running.
     let feeding = async move {
-        let send = |key: String, object: LocalObject| object_tx.send((key, object));
+        let send = |o: ObjectManifest, local: LocalObject| object_tx.send((o, local));
         match objects {
             ObjectFeed::Listed(list) => {
                 for o in list {
                     let local = store.open(&o.key).await?;
-                    if send(o.key, local).await.is_err() {
+                    if send(o, local).await.is_err() {
                         break;
                     }
                 }
@@ -667,7 +770,7 @@ async fn load_resource(
             ObjectFeed::Live(mut rx) => {
                 while let Some(o) = rx.recv().await {
                     let local = store.open(&o.key).await?;
-                    if send(o.key, local).await.is_err() {
+                    if send(o, local).await.is_err() {
                         break;
                     }
                 }
@@ -752,7 +855,7 @@ async fn load_resource(
         tx.execute(
             "INSERT INTO \"_sluice\".\"rejects\" (pipeline, run_id, resource, table_name, object_key, record_number, column_name, value, reason, record) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::text::jsonb)",
-            &[&p.name(), &meta.run_id, &resource.name, &r.table, &r.object, &(r.record as i64), &r.column, &clip(&r.value, 1000), &r.reason, &r.raw],
+            &[&p.name(), &meta.run_id, &resource.name, &r.table, &r.object, &(r.record as i64), &r.column, &clip(&r.value, 1000), &r.reason, &jsonb_record(&r.raw)],
         )
         .await
         .map_err(db("write the rejects table"))?;

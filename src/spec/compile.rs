@@ -236,6 +236,26 @@ fn compile_source(cx: &mut Ctx, s: &RawSource) -> Option<p::Source> {
     if !(1..=64).contains(&concurrency) {
         cx.error("source.concurrency", "concurrency must be between 1 and 64");
     }
+    let mut allowed_hosts = Vec::new();
+    for (i, h) in s.allowed_hosts.iter().enumerate() {
+        let host = h.trim().to_ascii_lowercase();
+        let valid = !host.is_empty()
+            && url::Url::parse(&format!("http://{host}/")).is_ok_and(|u| {
+                u.host_str().is_some() && u.username().is_empty() && u.path() == "/" && u.query().is_none()
+            });
+        if valid {
+            allowed_hosts.push(host);
+        } else {
+            cx.error(
+                &format!("source.allowed_hosts[{i}]"),
+                format!("`{h}` is not a host name; write a host such as `cdn.example.com` or `cdn.example.com:8443`, without a scheme or path"),
+            );
+        }
+    }
+    let max_response_size = s.max_response_size.map(|b| b.0).unwrap_or(256 << 20);
+    if max_response_size < 1024 {
+        cx.error("source.max_response_size", "max_response_size must be at least 1KiB");
+    }
     Some(p::Source {
         base_url: base_url?,
         headers: headers?,
@@ -249,6 +269,8 @@ fn compile_source(cx: &mut Ctx, s: &RawSource) -> Option<p::Source> {
         },
         rate_limit,
         concurrency: concurrency as usize,
+        allowed_hosts,
+        max_response_size,
     })
 }
 
@@ -686,7 +708,7 @@ fn compile_column(cx: &mut Ctx, path: &str, c: &RawColumn, parent: Option<&RawTa
         }
     }
     if let (Some(ValueSource::Const(v)), true) = (&value, ok) {
-        if let Err(e) = crate::load::coerce::check_constant(v, column_type) {
+        if let Err(e) = crate::value::check_constant(v, column_type) {
             cx.error(&format!("{path}.value"), e);
             ok = false;
         }

@@ -36,9 +36,16 @@ pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-/// Quote a string literal for SQL: `'text'`, with embedded quotes doubled.
+/// Quote a string literal for SQL, safe under any `standard_conforming_strings`: quotes
+/// are doubled, and text with a backslash becomes an escape string (`E'…'`, backslashes
+/// doubled), which every server reads the same way. As PostgreSQL's own `quote_literal`.
 pub fn quote_literal(text: &str) -> String {
-    format!("'{}'", text.replace('\'', "''"))
+    let quoted = text.replace('\'', "''");
+    if quoted.contains('\\') {
+        format!("E'{}'", quoted.replace('\\', "\\\\"))
+    } else {
+        format!("'{quoted}'")
+    }
 }
 
 #[cfg(test)]
@@ -61,5 +68,6 @@ mod tests {
         assert_eq!(quote_ident("user"), "\"user\"");
         assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
         assert_eq!(quote_literal("it's"), "'it''s'");
+        assert_eq!(quote_literal(r"\'; DROP TABLE t; --"), r"E'\\''; DROP TABLE t; --'");
     }
 }

@@ -11,6 +11,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 
 use super::units::{ByteSize, Duration};
+pub use crate::value::{ColumnType, Transform};
 
 /// A sluice pipeline: one REST API source, one staging location, one PostgreSQL
 /// warehouse and the resources that flow between them.
@@ -66,6 +67,16 @@ pub struct RawSource {
     /// Pages fetched at once when the page count is known up front. Default 4.
     #[serde(default)]
     pub concurrency: Option<u32>,
+    /// Other hosts that `next` links, `Link` headers and redirects may lead to, for
+    /// example `cdn.example.com` (or `cdn.example.com:8443`). Auth and `headers` are sent
+    /// only to the origin (scheme, host and port) of `base_url`, never to these; a link to
+    /// any other host stops the resource with an error.
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
+    /// The largest response body (after decompression) one request may return, for
+    /// example `64MiB`. Default `256MiB`; a larger one stops the resource with an error.
+    #[serde(default)]
+    pub max_response_size: Option<ByteSize>,
 }
 
 /// Authentication for the source API. Secrets come from the environment only.
@@ -439,50 +450,6 @@ impl TransformList {
             TransformList::Many(v) => v.clone(),
         }
     }
-}
-
-/// PostgreSQL column types.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum ColumnType {
-    /// `text`.
-    Text,
-    /// `integer` (32-bit).
-    Integer,
-    /// `bigint` (64-bit).
-    Bigint,
-    /// `numeric`: exact decimals of any precision (numbers sent as strings stay exact).
-    Numeric,
-    /// `double precision`.
-    Double,
-    /// `boolean`.
-    Boolean,
-    /// `date`.
-    Date,
-    /// `timestamptz` (ISO 8601, or epoch seconds/milliseconds through a transform).
-    Timestamptz,
-    /// `jsonb`: any JSON value, stored as is.
-    Jsonb,
-}
-
-/// Value transforms.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Transform {
-    /// The last path segment of a URL (`…/location/3` → `3`); empty URL → null.
-    UrlLastSegment,
-    /// Epoch milliseconds → timestamp.
-    EpochMs,
-    /// Epoch seconds → timestamp.
-    EpochS,
-    /// Empty string → null.
-    EmptyAsNull,
-    /// Lowercase text.
-    Lowercase,
-    /// Uppercase text.
-    Uppercase,
-    /// Strip leading and trailing white space.
-    Trim,
 }
 
 /// Run metadata a column can hold.

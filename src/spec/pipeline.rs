@@ -70,6 +70,9 @@ pub struct Source {
     pub retry: Retry,
     pub rate_limit: Option<f64>,
     pub concurrency: usize,
+    /// Lowercase `host` or `host:port` entries.
+    pub allowed_hosts: Vec<String>,
+    pub max_response_size: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -247,45 +250,12 @@ pub enum ValueSource {
     Parent(usize),
 }
 
-impl ColumnType {
-    pub fn sql(self) -> &'static str {
-        match self {
-            ColumnType::Text => "text",
-            ColumnType::Integer => "integer",
-            ColumnType::Bigint => "bigint",
-            ColumnType::Numeric => "numeric",
-            ColumnType::Double => "double precision",
-            ColumnType::Boolean => "boolean",
-            ColumnType::Date => "date",
-            ColumnType::Timestamptz => "timestamp with time zone",
-            ColumnType::Jsonb => "jsonb",
-        }
-    }
+impl OnError {
     pub fn name(self) -> &'static str {
         match self {
-            ColumnType::Text => "text",
-            ColumnType::Integer => "integer",
-            ColumnType::Bigint => "bigint",
-            ColumnType::Numeric => "numeric",
-            ColumnType::Double => "double",
-            ColumnType::Boolean => "boolean",
-            ColumnType::Date => "date",
-            ColumnType::Timestamptz => "timestamptz",
-            ColumnType::Jsonb => "jsonb",
-        }
-    }
-}
-
-impl Transform {
-    pub fn name(self) -> &'static str {
-        match self {
-            Transform::UrlLastSegment => "url_last_segment",
-            Transform::EpochMs => "epoch_ms",
-            Transform::EpochS => "epoch_s",
-            Transform::EmptyAsNull => "empty_as_null",
-            Transform::Lowercase => "lowercase",
-            Transform::Uppercase => "uppercase",
-            Transform::Trim => "trim",
+            OnError::Fail => "fail",
+            OnError::Skip => "skip",
+            OnError::Quarantine => "quarantine",
         }
     }
 }
@@ -432,6 +402,71 @@ impl KeyTemplate {
     }
 }
 
+impl KeyTemplate {
+    /// The constant start of every key, up to its last `/`: where to list a pipeline's
+    /// objects.
+    pub fn list_prefix(&self, pipeline: &str) -> String {
+        let mut out = String::new();
+        for p in &self.parts {
+            match p {
+                KeyPart::Lit(s) => out.push_str(s),
+                KeyPart::Pipeline => out.push_str(pipeline),
+                _ => break,
+            }
+        }
+        match out.rfind('/') {
+            Some(i) => out[..=i].to_string(),
+            None => String::new(),
+        }
+    }
+
+    /// The run id of an object key this template renders for `pipeline`, or `None` when
+    /// the key is not one of its keys.
+    pub fn run_id_of(&self, pipeline: &str, key: &str) -> Option<String> {
+        fn matches<'k>(parts: &[KeyPart], pipeline: &str, key: &'k str, run_id: &mut Option<&'k str>) -> bool {
+            let Some((first, rest)) = parts.split_first() else {
+                return key.is_empty();
+            };
+            match first {
+                KeyPart::Lit(s) => key
+                    .strip_prefix(s.as_str())
+                    .is_some_and(|k| matches(rest, pipeline, k, run_id)),
+                KeyPart::Pipeline => key
+                    .strip_prefix(pipeline)
+                    .is_some_and(|k| matches(rest, pipeline, k, run_id)),
+                KeyPart::RunId => {
+                    let id = key.get(..23).filter(|id| is_run_id(id));
+                    match id {
+                        Some(id) if matches(rest, pipeline, &key[23..], run_id) => {
+                            *run_id = Some(id);
+                            true
+                        }
+                        _ => false,
+                    }
+                }
+                // Anything, as long as the rest of the key fits the rest of the template.
+                KeyPart::Resource | KeyPart::Part | KeyPart::RunTime(_) => (1..=key.len())
+                    .filter(|i| key.is_char_boundary(*i))
+                    .any(|i| matches(rest, pipeline, &key[i..], run_id)),
+            }
+        }
+        let mut run_id = None;
+        matches(&self.parts, pipeline, key, &mut run_id).then_some(run_id?.to_string())
+    }
+}
+
+/// Whether `s` has the shape of a run id: `YYYYMMDDTHHMMSSZ-xxxxxx`.
+pub fn is_run_id(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 23
+        && b[..8].iter().all(u8::is_ascii_digit)
+        && b[8] == b'T'
+        && b[9..15].iter().all(u8::is_ascii_digit)
+        && b[15] == b'Z'
+        && b[16] == b'-'
+        && b[17..].iter().all(|c| c.is_ascii_hexdigit())
+}
+
 fn check_strftime(fmt: &str) -> Result<(), String> {
     use chrono::format::{Item, StrftimeItems};
     if fmt.is_empty() {
@@ -463,6 +498,20 @@ mod tests {
         let t = KeyTemplate::parse("{pipeline}/{resource}/{run_id}.jsonl.gz").unwrap();
         let at = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
         assert_eq!(t.render("p", "r", "id", at, 0), "p/r/id-00000.jsonl.gz");
+    }
+
+    #[test]
+    fn keys_are_matched_back_to_their_run() {
+        let t = KeyTemplate::parse(DEFAULT_KEY).unwrap();
+        let at = Utc.with_ymd_and_hms(2026, 11, 25, 8, 5, 0).unwrap();
+        let id = "20261125T080500Z-0a1b2c";
+        let key = t.render("coincap", "exchanges", id, at, 3);
+        assert_eq!(t.run_id_of("coincap", &key).as_deref(), Some(id));
+        assert_eq!(t.run_id_of("other", &key), None);
+        assert_eq!(t.run_id_of("coincap", "coincap/notes.txt"), None);
+        assert_eq!(t.run_id_of("coincap", &key.replace(".gz", ".bak")), None);
+        assert_eq!(t.list_prefix("coincap"), "coincap/");
+        assert_eq!(KeyTemplate::parse("{resource}/{run_id}").unwrap().list_prefix("p"), "");
     }
 
     #[test]

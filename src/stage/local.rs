@@ -17,6 +17,8 @@ impl LocalStaging {
             .map_err(|e| StageError::io("open staging folder", root, e))?;
         let tmp = root.join(".tmp");
         std::fs::create_dir_all(&tmp).map_err(|e| StageError::io("create", &tmp, e))?;
+        // Parts a killed extraction was writing.
+        crate::util::sweep_orphans(&tmp);
         Ok(LocalStaging { root })
     }
 
@@ -44,7 +46,7 @@ impl Staging for LocalStaging {
         if path.starts_with(self.work_dir()) {
             return self.place(key, path);
         }
-        let tmp = tempfile::NamedTempFile::new_in(self.work_dir())
+        let tmp = crate::util::temp_file_in(&self.work_dir())
             .map_err(|e| StageError::io("create temporary file", &self.work_dir(), e))?;
         std::fs::copy(path, tmp.path()).map_err(|e| StageError::io("copy", path, e))?;
         let tmp = tmp.into_temp_path();
@@ -54,12 +56,30 @@ impl Staging for LocalStaging {
     }
 
     async fn put_bytes(&self, key: &str, bytes: Vec<u8>) -> Result<(), StageError> {
-        let mut tmp = tempfile::NamedTempFile::new_in(self.work_dir())
+        let mut tmp = crate::util::temp_file_in(&self.work_dir())
             .map_err(|e| StageError::io("create temporary file", &self.work_dir(), e))?;
         std::io::Write::write_all(&mut tmp, &bytes).map_err(|e| StageError::io("write", tmp.path(), e))?;
         let tmp = tmp.into_temp_path();
         self.place(key, &tmp)?;
         let _ = tmp.keep();
+        Ok(())
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StageError> {
+        let path = self.path(key)?;
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(StageError::io("remove", &path, e)),
+        }
+        // Folders the object's key made, when nothing else is left in them.
+        let mut dir = path.parent();
+        while let Some(d) = dir.filter(|d| *d != self.root && d.starts_with(&self.root)) {
+            if std::fs::remove_dir(d).is_err() {
+                break;
+            }
+            dir = d.parent();
+        }
         Ok(())
     }
 

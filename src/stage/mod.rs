@@ -68,6 +68,8 @@ pub trait Staging: Send + Sync {
     fn put_file(&self, key: &str, path: &Path) -> impl Future<Output = Result<(), StageError>> + Send;
     /// Store bytes at `key`, atomically.
     fn put_bytes(&self, key: &str, bytes: Vec<u8>) -> impl Future<Output = Result<(), StageError>> + Send;
+    /// Remove the object at `key`; a missing object is no error.
+    fn delete(&self, key: &str) -> impl Future<Output = Result<(), StageError>> + Send;
     /// The whole object in memory (manifests and tests; staged data is read with `open`).
     fn get_bytes(&self, key: &str) -> impl Future<Output = Result<Vec<u8>, StageError>> + Send;
     /// The object as a local file to stream from.
@@ -110,7 +112,7 @@ impl Store {
                 .filter(|e| !e.is_empty());
             let path_style = spec.path_style.unwrap_or(endpoint.is_some());
             Ok(Store::S3(
-                s3::S3Staging::new(bucket, prefix, region, endpoint, path_style).await,
+                s3::S3Staging::new(bucket, prefix, region, endpoint, path_style).await?,
             ))
         } else {
             let path = location.strip_prefix("file://").unwrap_or(&location);
@@ -130,6 +132,12 @@ impl Staging for Store {
         match self {
             Store::Local(s) => s.put_bytes(key, bytes).await,
             Store::S3(s) => s.put_bytes(key, bytes).await,
+        }
+    }
+    async fn delete(&self, key: &str) -> Result<(), StageError> {
+        match self {
+            Store::Local(s) => s.delete(key).await,
+            Store::S3(s) => s.delete(key).await,
         }
     }
     async fn get_bytes(&self, key: &str) -> Result<Vec<u8>, StageError> {

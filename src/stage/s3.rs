@@ -19,6 +19,8 @@ pub struct S3Staging {
     client: Client,
     bucket: String,
     prefix: String,
+    /// Downloads and parts being uploaded; removed with the store.
+    work: tempfile::TempDir,
 }
 
 impl S3Staging {
@@ -28,7 +30,7 @@ impl S3Staging {
         region: Option<String>,
         endpoint: Option<String>,
         path_style: bool,
-    ) -> Self {
+    ) -> Result<Self, StageError> {
         let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
         if let Some(r) = region {
             loader = loader.region(aws_config::Region::new(r));
@@ -46,12 +48,17 @@ impl S3Staging {
     }
 
     /// A store over a client built elsewhere (tests, custom credentials).
-    pub fn from_client(client: Client, bucket: &str, prefix: &str) -> Self {
-        S3Staging {
+    pub fn from_client(client: Client, bucket: &str, prefix: &str) -> Result<Self, StageError> {
+        // What killed processes left in the temporary folder goes first.
+        let tmp = std::env::temp_dir();
+        crate::util::sweep_orphans(&tmp);
+        let work = crate::util::temp_dir().map_err(|e| StageError::io("create a temporary folder in", &tmp, e))?;
+        Ok(S3Staging {
             client,
             bucket: bucket.to_string(),
             prefix: prefix.trim_matches('/').to_string(),
-        }
+            work,
+        })
     }
 
     fn full_key(&self, key: &str) -> String {
@@ -180,6 +187,17 @@ impl Staging for S3Staging {
         Ok(())
     }
 
+    async fn delete(&self, key: &str) -> Result<(), StageError> {
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(self.full_key(key))
+            .send()
+            .await
+            .map_err(|e| self.err("delete", key, e))?;
+        Ok(())
+    }
+
     async fn get_bytes(&self, key: &str) -> Result<Vec<u8>, StageError> {
         let out = self.get(key).await?;
         let data = out.body.collect().await.map_err(|e| self.err("read", key, e))?;
@@ -190,7 +208,7 @@ impl Staging for S3Staging {
         let mut out = self.get(key).await?;
         let dir = self.work_dir();
         std::fs::create_dir_all(&dir).map_err(|e| StageError::io("create", &dir, e))?;
-        let temp = tempfile::NamedTempFile::new_in(&dir)
+        let temp = crate::util::temp_file_in(&dir)
             .map_err(|e| StageError::io("create temporary file in", &dir, e))?
             .into_temp_path();
         let mut file = tokio::fs::File::create(&temp)
@@ -241,7 +259,7 @@ impl Staging for S3Staging {
     }
 
     fn work_dir(&self) -> PathBuf {
-        std::env::temp_dir().join("sluice-s3")
+        self.work.path().to_path_buf()
     }
 
     fn describe(&self) -> String {

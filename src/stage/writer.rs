@@ -39,6 +39,31 @@ struct OpenPart {
     records: u64,
 }
 
+/// Append JSON text to `out` on one line: white space outside strings is dropped (an API
+/// may pretty-print its pages), everything else is kept byte for byte. Never fails, so a
+/// record the JSON grammar delimited is staged whatever its strings hold.
+pub fn compact_json(raw: &str, out: &mut Vec<u8>) {
+    if !raw.contains(['\n', '\r']) {
+        out.extend_from_slice(raw.as_bytes());
+        return;
+    }
+    let (mut in_string, mut escaped) = (false, false);
+    for &b in raw.as_bytes() {
+        if in_string {
+            out.push(b);
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+        } else if !matches!(b, b' ' | b'\t' | b'\n' | b'\r') {
+            out.push(b);
+            in_string = b == b'"';
+        }
+    }
+}
+
 pub struct PartWriter<'a, S: Staging> {
     store: &'a S,
     key: Box<dyn Fn(u32) -> String + Send + Sync + 'a>,
@@ -48,7 +73,12 @@ pub struct PartWriter<'a, S: Staging> {
     objects: Vec<ObjectManifest>,
     line: Vec<u8>,
     notify: Option<tokio::sync::mpsc::UnboundedSender<ObjectManifest>>,
+    journal: Option<Journal>,
 }
+
+/// The keys a run has stored so far, kept outside the writers so that a failed run can
+/// remove them even when its writer was dropped mid-way.
+pub type Journal = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
 
 impl<'a, S: Staging> PartWriter<'a, S> {
     /// `key(n)` names part `n`.
@@ -62,6 +92,7 @@ impl<'a, S: Staging> PartWriter<'a, S> {
             objects: Vec::new(),
             line: Vec::with_capacity(4096),
             notify: None,
+            journal: None,
         }
     }
 
@@ -71,11 +102,16 @@ impl<'a, S: Staging> PartWriter<'a, S> {
         self
     }
 
+    /// Also note each stored key in `journal`.
+    pub fn journal(mut self, journal: Journal) -> Self {
+        self.journal = Some(journal);
+        self
+    }
+
     fn open_part(&self) -> Result<OpenPart, StageError> {
         let dir = self.store.work_dir();
         std::fs::create_dir_all(&dir).map_err(|e| StageError::io("create", &dir, e))?;
-        let tmp =
-            tempfile::NamedTempFile::new_in(&dir).map_err(|e| StageError::io("create temporary file in", &dir, e))?;
+        let tmp = crate::util::temp_file_in(&dir).map_err(|e| StageError::io("create temporary file in", &dir, e))?;
         let (file, temp) = tmp.into_parts();
         let sink = Hashing {
             inner: BufWriter::with_capacity(256 << 10, file),
@@ -100,13 +136,8 @@ impl<'a, S: Staging> PartWriter<'a, S> {
 
     /// Append one record given as its raw JSON text, unchanged unless it spans lines.
     pub async fn write_raw(&mut self, record: &str) -> Result<(), StageError> {
-        if record.contains(['\n', '\r']) {
-            // Pretty-printed by the API: the line breaks are white space; compact it.
-            let value: Value = serde_json::from_str(record).expect("delimited by the JSON parser");
-            return self.write(&value).await;
-        }
         self.line.clear();
-        self.line.extend_from_slice(record.as_bytes());
+        compact_json(record, &mut self.line);
         self.line.push(b'\n');
         self.write_line().await
     }
@@ -140,6 +171,9 @@ impl<'a, S: Staging> PartWriter<'a, S> {
         let bytes = sink.bytes;
         drop(sink);
         self.store.put_file(&key, &part.temp).await?;
+        if let Some(j) = &self.journal {
+            j.lock().unwrap_or_else(|e| e.into_inner()).push(key.clone());
+        }
         // The store moved or copied the file; the temp path may already be gone.
         let _ = part.temp.close();
         let object = ObjectManifest {
@@ -160,5 +194,20 @@ impl<'a, S: Staging> PartWriter<'a, S> {
     pub async fn finish(mut self) -> Result<Vec<ObjectManifest>, StageError> {
         self.close_part().await?;
         Ok(self.objects)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::compact_json;
+
+    #[test]
+    fn pretty_records_are_compacted_byte_for_byte_inside_strings() {
+        let mut out = Vec::new();
+        compact_json("{\n  \"a\": \"x \\\" y\\ud800\",\n  \"b\": [1, 2]\n}", &mut out);
+        assert_eq!(String::from_utf8(out).unwrap(), r#"{"a":"x \" y\ud800","b":[1,2]}"#);
+        let mut out = Vec::new();
+        compact_json(r#"{"a": 1}"#, &mut out);
+        assert_eq!(out, br#"{"a": 1}"#, "one-line records stay as they are");
     }
 }

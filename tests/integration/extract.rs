@@ -525,7 +525,7 @@ mod staging_contract {
             .endpoint_url(&server.endpoint)
             .force_path_style(true)
             .build();
-        let store = S3Staging::from_client(aws_sdk_s3::Client::from_conf(conf), "contract", "pre/fix");
+        let store = S3Staging::from_client(aws_sdk_s3::Client::from_conf(conf), "contract", "pre/fix").unwrap();
         rt().block_on(contract(&store));
         // Keys live below the prefix.
         assert!(bucket.join("pre/fix/p/r/a.json").is_file());

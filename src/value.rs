@@ -1,5 +1,6 @@
-//! Transforms and explicit coercion of JSON values to column types, and the PostgreSQL
-//! binary wire encoding of the result. Pure: no database here.
+//! Value rules: the column types, the transforms and the explicit coercion of JSON values
+//! to typed cells. A leaf module: `spec` checks constants with it and `load` maps records
+//! with it; it knows nothing of either. Pure: no database here.
 //!
 //! APIs send numbers as strings (CoinCap), timestamps as epoch milliseconds, `""` for
 //! unknown (Rick and Morty): every such conversion is spelled out here, and anything that
@@ -10,7 +11,97 @@ use std::borrow::Cow;
 use chrono::{DateTime, NaiveDate, NaiveDateTime, TimeZone, Utc};
 use serde_json::Value;
 
-use crate::spec::pipeline::{ColumnType, Transform};
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+use crate::util::clip;
+
+/// PostgreSQL column types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ColumnType {
+    /// `text`.
+    Text,
+    /// `integer` (32-bit).
+    Integer,
+    /// `bigint` (64-bit).
+    Bigint,
+    /// `numeric`: exact decimals of any precision (numbers sent as strings stay exact).
+    Numeric,
+    /// `double precision`.
+    Double,
+    /// `boolean`.
+    Boolean,
+    /// `date`.
+    Date,
+    /// `timestamptz` (ISO 8601, or epoch seconds/milliseconds through a transform).
+    Timestamptz,
+    /// `jsonb`: any JSON value, stored as is.
+    Jsonb,
+}
+
+/// Value transforms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Transform {
+    /// The last path segment of a URL (`…/location/3` → `3`); empty URL → null.
+    UrlLastSegment,
+    /// Epoch milliseconds → timestamp.
+    EpochMs,
+    /// Epoch seconds → timestamp.
+    EpochS,
+    /// Empty string → null.
+    EmptyAsNull,
+    /// Lowercase text.
+    Lowercase,
+    /// Uppercase text.
+    Uppercase,
+    /// Strip leading and trailing white space.
+    Trim,
+}
+
+impl ColumnType {
+    pub fn sql(self) -> &'static str {
+        match self {
+            ColumnType::Text => "text",
+            ColumnType::Integer => "integer",
+            ColumnType::Bigint => "bigint",
+            ColumnType::Numeric => "numeric",
+            ColumnType::Double => "double precision",
+            ColumnType::Boolean => "boolean",
+            ColumnType::Date => "date",
+            ColumnType::Timestamptz => "timestamp with time zone",
+            ColumnType::Jsonb => "jsonb",
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            ColumnType::Text => "text",
+            ColumnType::Integer => "integer",
+            ColumnType::Bigint => "bigint",
+            ColumnType::Numeric => "numeric",
+            ColumnType::Double => "double",
+            ColumnType::Boolean => "boolean",
+            ColumnType::Date => "date",
+            ColumnType::Timestamptz => "timestamptz",
+            ColumnType::Jsonb => "jsonb",
+        }
+    }
+}
+
+impl Transform {
+    pub fn name(self) -> &'static str {
+        match self {
+            Transform::UrlLastSegment => "url_last_segment",
+            Transform::EpochMs => "epoch_ms",
+            Transform::EpochS => "epoch_s",
+            Transform::EmptyAsNull => "empty_as_null",
+            Transform::Lowercase => "lowercase",
+            Transform::Uppercase => "uppercase",
+            Transform::Trim => "trim",
+        }
+    }
+}
 
 /// A value between extraction and coercion: JSON as it came, or text a transform made.
 #[derive(Debug, Clone, PartialEq)]
@@ -36,19 +127,11 @@ impl<'a> Val<'a> {
         let s = match self {
             Val::Null => "null".to_string(),
             Val::Json(v) => v.to_string(),
-            Val::Text(t) => format!("\"{t}\""),
+            // As a JSON string: control characters (even NUL) escaped, safe in any message.
+            Val::Text(t) => Value::String(t.to_string()).to_string(),
             Val::Time(t) => t.to_rfc3339(),
         };
         clip(&s, 80)
-    }
-}
-
-pub fn clip(s: &str, max: usize) -> String {
-    if s.chars().count() <= max {
-        s.to_string()
-    } else {
-        let head: String = s.chars().take(max).collect();
-        format!("{head}…")
     }
 }
 
@@ -116,8 +199,49 @@ pub fn apply(t: Transform, v: Val<'_>) -> Result<Val<'_>, String> {
     })
 }
 
-/// Coerce a (transformed) value to a column type.
+/// Coerce a (transformed) value to a column type. A value PostgreSQL could not store
+/// (a NUL character, a year before 4713 BC, a numeric too long) is refused here, as a
+/// record error, rather than failing the whole load at the server.
 pub fn coerce(v: &Val<'_>, ty: ColumnType) -> Result<Cell, String> {
+    let cell = convert(v, ty)?;
+    storable(&cell).map_err(|why| format!("{} {why}", v.display()))?;
+    Ok(cell)
+}
+
+/// The limits of PostgreSQL's types that a valid JSON value can exceed.
+fn storable(cell: &Cell) -> Result<(), &'static str> {
+    use chrono::Datelike;
+    match cell {
+        Cell::Text(s) if s.contains('\0') => {
+            Err("contains a NUL character (\\u0000), which PostgreSQL text cannot hold")
+        }
+        Cell::Json(s) if has_nul_escape(s) => Err("contains \\u0000, which PostgreSQL jsonb cannot hold"),
+        Cell::Time(t) if t.year() < MIN_YEAR => Err("is before 4713 BC, the earliest time PostgreSQL stores"),
+        Cell::Date(d) if d.year() < MIN_YEAR => Err("is before 4713 BC, the earliest date PostgreSQL stores"),
+        Cell::Numeric(s) => {
+            let (int, frac) = s.trim_start_matches('-').split_once('.').unwrap_or((s, ""));
+            if int.len() > 131_072 || frac.len() > 16_383 {
+                Err("has more digits than PostgreSQL numeric holds (131072 before the point, 16383 after)")
+            } else {
+                Ok(())
+            }
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The earliest year (astronomical numbering) whose every day PostgreSQL can store.
+const MIN_YEAR: i32 = -4712;
+
+/// Whether JSON text holds a `\u0000` escape (and not an escaped backslash before `u0000`).
+fn has_nul_escape(json: &str) -> bool {
+    json.match_indices("\\u0000").any(|(i, _)| {
+        let backslashes = json[..=i].bytes().rev().take_while(|b| *b == b'\\').count();
+        backslashes % 2 == 1
+    })
+}
+
+fn convert(v: &Val<'_>, ty: ColumnType) -> Result<Cell, String> {
     use ColumnType as T;
     if matches!(v, Val::Null) {
         return Ok(Cell::Null);
@@ -298,84 +422,6 @@ fn parse_timestamp(t: &str) -> Option<DateTime<Utc>> {
         .map(|d| d.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc())
 }
 
-// ---------------------------------------------------------------------------------------
-// PostgreSQL binary encoding (the format of binary COPY and of binary parameters).
-
-const PG_EPOCH_DAYS_FROM_CE: i32 = 730_120; // 2000-01-01
-const PG_EPOCH_MICROS_FROM_UNIX: i64 = 946_684_800_000_000;
-
-impl Cell {
-    /// Append the field to a binary COPY row: a 4-byte length (-1 for null) and the bytes.
-    pub fn encode(&self, out: &mut Vec<u8>) {
-        let start = out.len();
-        out.extend_from_slice(&[0; 4]);
-        match self {
-            Cell::Null => {
-                out.truncate(start);
-                out.extend_from_slice(&(-1i32).to_be_bytes());
-                return;
-            }
-            Cell::Text(s) => out.extend_from_slice(s.as_bytes()),
-            Cell::Int(n) => out.extend_from_slice(&n.to_be_bytes()),
-            Cell::Big(n) => out.extend_from_slice(&n.to_be_bytes()),
-            Cell::Double(f) => out.extend_from_slice(&f.to_be_bytes()),
-            Cell::Bool(b) => out.push(u8::from(*b)),
-            Cell::Date(d) => {
-                use chrono::Datelike;
-                out.extend_from_slice(&(d.num_days_from_ce() - PG_EPOCH_DAYS_FROM_CE).to_be_bytes())
-            }
-            Cell::Time(t) => out.extend_from_slice(&(t.timestamp_micros() - PG_EPOCH_MICROS_FROM_UNIX).to_be_bytes()),
-            Cell::Json(s) => {
-                out.push(1);
-                out.extend_from_slice(s.as_bytes());
-            }
-            Cell::Numeric(s) => encode_numeric(s, out),
-        }
-        let len = (out.len() - start - 4) as i32;
-        out[start..start + 4].copy_from_slice(&len.to_be_bytes());
-    }
-}
-
-/// PostgreSQL `numeric` binary format: base-10000 digits, weight, sign, display scale.
-fn encode_numeric(s: &str, out: &mut Vec<u8>) {
-    let (neg, body) = match s.strip_prefix('-') {
-        Some(r) => (true, r),
-        None => (false, s),
-    };
-    let (int, frac) = body.split_once('.').unwrap_or((body, ""));
-    let int = int.trim_start_matches('0');
-    let dscale = frac.len() as u16;
-    // Pad the integer part on the left and the fraction on the right to groups of four.
-    let int_pad = (4 - int.len() % 4) % 4;
-    let frac_pad = (4 - frac.len() % 4) % 4;
-    let digits_text: String = "0".repeat(int_pad) + int + frac + &"0".repeat(frac_pad);
-    let mut groups: Vec<i16> = digits_text
-        .as_bytes()
-        .chunks(4)
-        .map(|c| c.iter().fold(0i16, |acc, d| acc * 10 + (d - b'0') as i16))
-        .collect();
-    let mut weight = ((int.len() + int_pad) / 4) as i16 - 1;
-    // Strip leading and trailing zero groups (they carry no information).
-    while groups.first() == Some(&0) {
-        groups.remove(0);
-        weight -= 1;
-    }
-    while groups.last() == Some(&0) {
-        groups.pop();
-    }
-    if groups.is_empty() {
-        weight = 0;
-    }
-    let sign: u16 = if neg && !groups.is_empty() { 0x4000 } else { 0 };
-    out.extend_from_slice(&(groups.len() as i16).to_be_bytes());
-    out.extend_from_slice(&weight.to_be_bytes());
-    out.extend_from_slice(&sign.to_be_bytes());
-    out.extend_from_slice(&dscale.to_be_bytes());
-    for g in groups {
-        out.extend_from_slice(&g.to_be_bytes());
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -425,6 +471,25 @@ mod tests {
     }
 
     #[test]
+    fn values_postgres_cannot_store_are_refused() {
+        let e = coerce(&text("a\0b"), ColumnType::Text).unwrap_err();
+        assert!(e.starts_with("\"a\\u0000b\" contains a NUL"), "{e}");
+        let j = json!({"k": "a\u{0}b"});
+        assert!(coerce(&Val::Json(&j), ColumnType::Jsonb).unwrap_err().contains("jsonb"));
+        let j = json!({"k": "a\\u0000b"});
+        assert!(
+            coerce(&Val::Json(&j), ColumnType::Jsonb).is_ok(),
+            "an escaped backslash is no NUL"
+        );
+        assert!(coerce(&text("-5000-01-01T00:00:00Z"), ColumnType::Timestamptz).is_err());
+        assert!(coerce(&text("-4000-01-01"), ColumnType::Date).is_ok());
+        let long = format!("0.{}", "1".repeat(16_384));
+        assert!(coerce(&text(&long), ColumnType::Numeric)
+            .unwrap_err()
+            .contains("digits"));
+    }
+
+    #[test]
     fn dates_times_booleans_json() {
         assert_eq!(
             coerce(&text("December 2, 2013"), ColumnType::Date).unwrap(),
@@ -448,23 +513,5 @@ mod tests {
             Cell::Json("[\"a\",1]".into())
         );
         assert_eq!(coerce(&Val::Null, ColumnType::Integer).unwrap(), Cell::Null);
-    }
-
-    #[test]
-    fn numeric_binary_encoding_matches_postgres() {
-        // Reference bytes as PostgreSQL's numeric_send writes them.
-        let enc = |s: &str| {
-            let mut v = Vec::new();
-            encode_numeric(s, &mut v);
-            v
-        };
-        // 12345.678: groups [1, 2345, 6780], weight 1, dscale 3.
-        assert_eq!(enc("12345.678"), [0, 3, 0, 1, 0, 0, 0, 3, 0, 1, 0x09, 0x29, 0x1a, 0x7c]);
-        // 0.0001: one group [1], weight -1, dscale 4.
-        assert_eq!(enc("0.0001"), [0, 1, 0xff, 0xff, 0, 0, 0, 4, 0, 1]);
-        // -5: sign 0x4000.
-        assert_eq!(enc("-5"), [0, 1, 0, 0, 0x40, 0, 0, 0, 0, 5]);
-        // 0 with scale 2.
-        assert_eq!(enc("0.00"), [0, 0, 0, 0, 0, 0, 0, 2]);
     }
 }
