@@ -245,7 +245,21 @@ pub async fn extract(
     secrets: &Secrets,
     progress: &Progress,
 ) -> Result<ExtractReport, RunError> {
-    extract_as(p, opts, secrets, progress, RunInfo::new(), &mut HashMap::new()).await
+    let journal = crate::stage::writer::Journal::default();
+    let result = extract_as(
+        p,
+        opts,
+        secrets,
+        progress,
+        RunInfo::new(),
+        &mut HashMap::new(),
+        &journal,
+    )
+    .await;
+    if result.is_err() {
+        remove_failed(&journal, opts, p, secrets).await;
+    }
+    result
 }
 
 /// Senders announcing each resource's staged objects as they are stored.
@@ -259,34 +273,51 @@ async fn extract_as(
     progress: &Progress,
     run: RunInfo,
     announce: &mut Announce,
+    journal: &crate::stage::writer::Journal,
 ) -> Result<ExtractReport, RunError> {
     select(p, &opts.resources)?;
     let http = http(p, secrets)?;
     let store = Store::open(p.staging()).await?;
     let started = Utc::now();
     tracing::info!(pipeline = p.name(), run_id = %run.run_id, staging = %store.describe(), "extract started");
-    let journal = crate::stage::writer::Journal::default();
-    let result = stage_run(
-        p, opts, secrets, progress, &run, announce, &http, &store, &journal, started,
+    stage_run(
+        p, opts, secrets, progress, &run, announce, &http, &store, journal, started,
     )
-    .await;
-    if result.is_err() && !opts.keep_failed {
-        let keys = std::mem::take(&mut *journal.lock().unwrap_or_else(|e| e.into_inner()));
-        let mut removed = 0;
-        for key in &keys {
-            match store.delete(key).await {
-                Ok(()) => removed += 1,
-                Err(e) => tracing::warn!(
-                    "cannot remove `{key}` of the failed run: {}",
-                    secrets.mask(&e.to_string())
-                ),
-            }
+    .await
+}
+
+/// After a failed extraction, remove what it staged, unless asked to keep it.
+async fn remove_failed(
+    journal: &crate::stage::writer::Journal,
+    opts: &ExtractOptions,
+    p: &Pipeline,
+    secrets: &Secrets,
+) {
+    let keys = std::mem::take(&mut *journal.lock().unwrap_or_else(|e| e.into_inner()));
+    if opts.keep_failed || keys.is_empty() {
+        return;
+    }
+    let store = match Store::open(p.staging()).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(
+                "cannot remove what the failed run staged: {}",
+                secrets.mask(&e.to_string())
+            );
+            return;
         }
-        if !keys.is_empty() {
-            tracing::info!(run_id = %run.run_id, removed, "removed what the failed run staged (--keep-failed keeps it)");
+    };
+    let mut removed = 0;
+    for key in &keys {
+        match store.delete(key).await {
+            Ok(()) => removed += 1,
+            Err(e) => tracing::warn!(
+                "cannot remove `{key}` of the failed run: {}",
+                secrets.mask(&e.to_string())
+            ),
         }
     }
-    result
+    tracing::info!(removed, "removed what the failed run staged (--keep-failed keeps it)");
 }
 
 /// Stage every selected resource, then the manifest.
@@ -463,6 +494,19 @@ pub async fn load(
         Err(StageError::NotFound { .. }) => return Err(crate::load::LoadError::Incomplete { run_id }.into()),
         other => other?,
     };
+    for r in &manifest.resources {
+        let (records, _) = object_totals(&r.objects);
+        if records != r.records {
+            return Err(StageError::BadManifest {
+                key: manifest_key(p.name(), &run_id),
+                detail: format!(
+                    "resource `{}` has {} records but its objects hold {records}",
+                    r.name, r.records
+                ),
+            }
+            .into());
+        }
+    }
     tracing::info!(pipeline = p.name(), run_id = %run_id, "load started");
     Ok(crate::load::load_run(p, &store, crate::load::RunFeed::from_manifest(&manifest), opts, secrets).await?)
 }
@@ -495,14 +539,19 @@ pub async fn run(
         extraction: Some(done_rx),
     };
     let store = Store::open(p.staging()).await?;
+    let journal = crate::stage::writer::Journal::default();
     let extracting = async {
-        let result = extract_as(p, opts, secrets, progress, run, &mut announce).await;
+        let result = extract_as(p, opts, secrets, progress, run, &mut announce, &journal).await;
         drop(announce);
         let _ = done_tx.send(result.as_ref().map(|_| ()).map_err(|e| secrets.mask(&e.to_string())));
         result
     };
     let loading = crate::load::load_run(p, &store, feed, crate::load::LoadOptions::default(), secrets);
     let (extracted, loaded) = tokio::join!(extracting, loading);
+    if extracted.is_err() {
+        // Only now: the load may still have been reading what was staged.
+        remove_failed(&journal, opts, p, secrets).await;
+    }
     // An extraction error explains a load that stopped because of it.
     let extracted = extracted?;
     Ok((extracted, loaded?))

@@ -4,18 +4,7 @@
 use super::{AwsIcon, Diagram, EdgeKind, LabelAt, Page, Role, Shape, Vertex};
 
 fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\n' => out.push_str("&#xa;"),
-            c => out.push(c),
-        }
-    }
-    out
+    super::xml_text(s, "&#xa;")
 }
 
 fn num(v: f64) -> String {

@@ -199,6 +199,27 @@ pub struct Diagram {
 pub const LINE: f64 = 15.0;
 
 /// A conservative estimate of how wide text is drawn (DejaVu Sans / Helvetica).
+/// Text for XML (element text or a quoted attribute): markup characters escaped, line
+/// breaks written as `newline`, and the control characters XML 1.0 cannot hold at all
+/// (not even as references) shown as their Unicode pictures (U+0001 → `␁`).
+pub(crate) fn xml_text(s: &str, newline: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\n' => out.push_str(newline),
+            '\t' | '\r' => out.push(' '),
+            c if (c as u32) < 0x20 => out.push(char::from_u32(0x2400 + c as u32).unwrap_or('\u{fffd}')),
+            '\u{fffe}' | '\u{ffff}' => out.push('\u{fffd}'),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 pub fn text_width(text: &str, size: f64) -> f64 {
     text.chars()
         .map(|c| match c {

@@ -11,10 +11,7 @@ static FONT_REGULAR: &[u8] = include_bytes!("../../assets/DejaVuSans.ttf");
 static FONT_BOLD: &[u8] = include_bytes!("../../assets/DejaVuSans-Bold.ttf");
 
 fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
+    super::xml_text(s, "\n")
 }
 
 fn n(v: f64) -> String {

@@ -488,8 +488,9 @@ impl<R: Read> Read for Verifying<R> {
 }
 
 impl<R: Read> Verifying<R> {
-    /// Read what is left and compare size, digest and record count with the manifest.
-    fn verify(mut self, object: &ObjectManifest, records: u64) -> Result<(), String> {
+    /// Read what is left and compare size, digest and (when all were read) the record
+    /// count with the manifest.
+    fn verify(mut self, object: &ObjectManifest, records: Option<u64>) -> Result<(), String> {
         use sha2::Digest;
         std::io::copy(&mut self, &mut std::io::sink()).map_err(|e| format!("cannot be read to its end: {e}"))?;
         let sha256 = hex::encode(self.hash.finalize());
@@ -502,13 +503,12 @@ impl<R: Read> Verifying<R> {
         if sha256 != object.sha256 {
             return Err(format!("has SHA-256 {sha256} but the manifest says {}", object.sha256));
         }
-        if records != object.records {
-            return Err(format!(
-                "holds {records} records but the manifest says {}",
-                object.records
-            ));
+        match records {
+            Some(n) if n != object.records => {
+                Err(format!("holds {n} records but the manifest says {}", object.records))
+            }
+            _ => Ok(()),
         }
-        Ok(())
     }
 }
 
@@ -645,14 +645,14 @@ fn map_objects(
             // An object that cannot be read, or holds a record that fails the load, is
             // first of all a tampered one when its bytes are not those the manifest names.
             Err(e @ (LoadError::Io(_) | LoadError::Record(_))) => {
-                return Err(match verifying.verify(&object, record_no) {
+                return Err(match verifying.verify(&object, None) {
                     Err(detail) => tampered(detail),
                     Ok(()) => e,
                 })
             }
             Err(e) => return Err(e),
             Ok(false) => return Ok(out),
-            Ok(true) => verifying.verify(&object, record_no).map_err(tampered)?,
+            Ok(true) => verifying.verify(&object, Some(record_no)).map_err(tampered)?,
         }
     }
     chunk.extend_from_slice(COPY_TRAILER);

@@ -582,6 +582,16 @@ fn compile_table(cx: &mut Ctx, path: &str, t: &RawTable, parent: Option<&RawTabl
 
 fn compile_column(cx: &mut Ctx, path: &str, c: &RawColumn, parent: Option<&RawTable>) -> Option<p::Column> {
     let mut ok = cx.ident(&format!("{path}.name"), &c.name);
+    if c.name.starts_with("_sluice") {
+        cx.error(
+            &format!("{path}.name"),
+            format!(
+                "`{}`: names starting with `_sluice` are reserved for the columns sluice adds itself",
+                c.name
+            ),
+        );
+        ok = false;
+    }
     let given: Vec<&str> = [
         c.path.as_ref().map(|_| "path"),
         c.value.as_ref().map(|_| "value"),

@@ -36,14 +36,40 @@ pub struct SpecErrors {
     pub diagnostics: Vec<Diagnostic>,
 }
 
-/// Parse and compile spec text.
+/// The largest spec file sluice reads: specs are hand-written and a few kilobytes, and a
+/// limit keeps a runaway file from taking the memory and time of a whole machine.
+pub const MAX_SPEC_BYTES: u64 = 1 << 20;
+
+/// Parse and compile spec text. A UTF-8 byte order mark is skipped; a NUL byte is an error
+/// at its position (YAML cannot hold one).
 pub fn compile_text(file: &str, text: &str) -> Result<Pipeline, Vec<Diagnostic>> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    if let Some(at) = text.find('\0') {
+        let line = text[..at].matches('\n').count() + 1;
+        let column = text[..at].rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        return Err(vec![Diagnostic::new(
+            file,
+            load::Pos { line, column },
+            "",
+            "the file contains a NUL byte, which YAML does not allow; is it a binary file, or saved as UTF-16?",
+        )]);
+    }
     let loaded = load::load(file, text)?;
     compile::compile(file, text, &loaded)
 }
 
 /// Read, parse and compile a spec file.
 pub fn load_file(path: &str) -> Result<Pipeline, SpecErrors> {
+    let whole = |message: String| SpecErrors {
+        text: None,
+        diagnostics: vec![Diagnostic::new(path, load::Pos { line: 1, column: 1 }, "", message)],
+    };
+    let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    if size > MAX_SPEC_BYTES {
+        return Err(whole(format!(
+            "the spec is {size} bytes; sluice reads specs of at most {MAX_SPEC_BYTES} bytes (1 MiB). Is this the right file?"
+        )));
+    }
     let text = std::fs::read_to_string(path).map_err(|e| SpecErrors {
         text: None,
         diagnostics: vec![Diagnostic::new(

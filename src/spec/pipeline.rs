@@ -359,10 +359,44 @@ impl KeyTemplate {
                 None => {}
             }
         }
-        Ok(KeyTemplate {
+        let template = KeyTemplate {
             raw: raw.to_string(),
             parts,
-        })
+        };
+        template.check_confined()?;
+        Ok(template)
+    }
+
+    /// Keys must stay inside the staging location and out of sluice's own folders: a
+    /// rendered key has no empty, `.` or `..` segment, does not start with `/`, and
+    /// no segment is `_manifests` (where a run becomes complete) or `.tmp`.
+    fn check_confined(&self) -> Result<(), String> {
+        use chrono::TimeZone;
+        let at = Utc
+            .with_ymd_and_hms(2026, 12, 31, 23, 59, 59)
+            .single()
+            .expect("a valid time");
+        let key = self.render("pipeline", "resource", "20261231T235959Z-abcdef", at, 0);
+        if key.starts_with('/') || key.starts_with('\\') {
+            return Err(format!(
+                "key template `{}` makes absolute keys (`{key}`); keys are relative to the staging location",
+                self.raw
+            ));
+        }
+        for segment in key.split(['/', '\\']) {
+            let why = match segment {
+                "" => "an empty folder name (`//`)",
+                "." | ".." => "a `.` or `..` folder, which would leave the staging location",
+                "_manifests" => "a `_manifests` folder, where sluice keeps run manifests",
+                ".tmp" => "a `.tmp` folder, where sluice writes parts in progress",
+                _ => continue,
+            };
+            return Err(format!(
+                "key template `{}` makes keys such as `{key}` with {why}",
+                self.raw
+            ));
+        }
+        Ok(())
     }
 
     pub fn raw(&self) -> &str {
@@ -525,5 +559,14 @@ mod tests {
         assert!(KeyTemplate::parse("{resource}/{run_time:%Q}/{run_id}")
             .unwrap_err()
             .contains("strftime"));
+        for escaping in [
+            "../{pipeline}/{resource}/{run_id}",
+            "/etc/{resource}/{run_id}",
+            "{pipeline}/{resource}/{run_time:%Y/../..}/{run_id}",
+            "{pipeline}//{resource}/{run_id}",
+            "{pipeline}/_manifests/{resource}/{run_id}",
+        ] {
+            assert!(KeyTemplate::parse(escaping).is_err(), "{escaping} was accepted");
+        }
     }
 }

@@ -575,6 +575,7 @@ fn a_connection_killed_during_copy_changes_nothing() {
     let object = character["objects"][0].clone();
     // The same object listed many times: a long COPY without a large fixture.
     character["objects"] = Value::Array(vec![object; 400]);
+    character["records"] = Value::from(400 * 826);
     std::fs::write(&manifest_path, serde_json::to_vec(&manifest).unwrap()).unwrap();
     let killer_db = env.db.clone();
     let killer = std::thread::spawn(move || {

@@ -6,3 +6,4 @@ mod diagram;
 mod extract;
 mod load;
 mod spec;
+mod trust;

@@ -9,7 +9,11 @@
 //! - `/cursor/{ep}?cursor=C`: `{"results": [...], "next_cursor": "…" | null}`;
 //! - `/link/{ep}?page=N`: `{"results": [...]}` with a `Link: <…>; rel="next"` header;
 //! - `/v3/exchanges?limit=L&offset=O`: CoinCap's `{"data": [...]}` (the v2 capture);
-//! - `/static/{name}`: the file `tests/fixtures/api/static/{name}.json` as it is.
+//! - `/static/{name}`: the file `tests/fixtures/api/static/{name}.json` as it is;
+//! - `/dyn/{name}`: a body a test put with [`ApiServer::put`];
+//! - `/page?n=N[&next=URL][&link=1]`: `{"results": [{"id": N}], "info": {"next": URL}}`,
+//!   the next URL in a `Link` header instead with `link=1`;
+//! - `/redirect?to=URL`: 302 to URL.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -52,7 +56,12 @@ pub struct Logged {
     pub target: String,
     pub authorization: Option<String>,
     pub user_agent: Option<String>,
+    /// Every header, names lowercase.
+    pub headers: Vec<(String, String)>,
 }
+
+/// A body put at `/dyn/{name}`, with its extra response headers.
+type Put = (Vec<u8>, Vec<(String, String)>);
 
 struct State {
     base: String,
@@ -60,6 +69,7 @@ struct State {
     exchanges: Vec<Value>,
     rules: Mutex<Vec<Rule>>,
     log: Mutex<Vec<Logged>>,
+    dynamic: Mutex<HashMap<String, Put>>,
 }
 
 pub struct ApiServer {
@@ -81,7 +91,12 @@ fn load_pages(ep: &str) -> Vec<String> {
 
 impl ApiServer {
     pub fn start() -> ApiServer {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the API server");
+        Self::start_on("127.0.0.1")
+    }
+
+    /// On another loopback address (`127.0.0.2`: a second host for cross-host tests).
+    pub fn start_on(ip: &str) -> ApiServer {
+        let listener = std::net::TcpListener::bind((ip, 0)).expect("bind the API server");
         listener.set_nonblocking(true).unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let exchanges: Value =
@@ -95,6 +110,7 @@ impl ApiServer {
             exchanges: exchanges["data"].as_array().unwrap().clone(),
             rules: Mutex::new(Vec::new()),
             log: Mutex::new(Vec::new()),
+            dynamic: Mutex::new(HashMap::new()),
         });
         let served = state.clone();
         super::serve(
@@ -115,6 +131,16 @@ impl ApiServer {
             fault,
             remaining: times,
         });
+    }
+
+    /// Serve `body` at `/dyn/{name}`, with extra response headers.
+    pub fn put(&self, name: &str, body: impl Into<Vec<u8>>, headers: &[(&str, &str)]) {
+        let headers = headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        self.state
+            .dynamic
+            .lock()
+            .unwrap()
+            .insert(name.to_string(), (body.into(), headers));
     }
 
     pub fn requests(&self) -> Vec<Logged> {
@@ -153,6 +179,16 @@ async fn handle(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> 
         target: target.clone(),
         authorization: header("authorization"),
         user_agent: header("user-agent"),
+        headers: req
+            .headers()
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect(),
     });
 
     let fault = {
@@ -205,6 +241,42 @@ fn route(state: &State, path: &str, query: &str, next_self: bool) -> Response<Fu
             Ok(text) => respond(200, "application/json", text),
             Err(_) => respond(404, "application/json", "{\"error\":\"There is nothing here\"}"),
         };
+    }
+    if style == "dyn" {
+        let dynamic = state.dynamic.lock().unwrap();
+        return match dynamic.get(ep) {
+            Some((body, headers)) => {
+                let mut resp = respond(200, "application/json", body.clone());
+                for (k, v) in headers {
+                    resp.headers_mut().insert(
+                        hyper::header::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                        v.parse().unwrap(),
+                    );
+                }
+                resp
+            }
+            None => respond(404, "application/json", "{\"error\":\"There is nothing here\"}"),
+        };
+    }
+    if style == "page" {
+        let n: u64 = param(query, "n").and_then(|v| v.parse().ok()).unwrap_or(1);
+        let next = param(query, "next");
+        if param(query, "link").is_some() {
+            let mut resp = json_response(&json!({ "results": [{"id": n}] }));
+            if let Some(next) = next {
+                resp.headers_mut()
+                    .insert("link", format!("<{next}>; rel=\"next\"").parse().unwrap());
+            }
+            return resp;
+        }
+        return json_response(&json!({ "results": [{"id": n}], "info": {"next": next} }));
+    }
+    if style == "redirect" {
+        return Response::builder()
+            .status(302)
+            .header("location", param(query, "to").unwrap_or_default())
+            .body(Full::new(Bytes::new()))
+            .unwrap();
     }
     if style == "v3" && ep == "exchanges" {
         let limit: usize = param(query, "limit").and_then(|v| v.parse().ok()).unwrap_or(100);
