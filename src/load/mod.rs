@@ -512,6 +512,10 @@ impl<R: Read> Verifying<R> {
     }
 }
 
+fn io_error(what: &str, e: std::io::Error) -> LoadError {
+    LoadError::Io(format!("{what}: {e}"))
+}
+
 /// Read the staged objects of one resource, verifying each against its manifest, and map
 /// every record: root rows go to `sender` in COPY-sized chunks, nested rows to spill
 /// files. Runs on a blocking thread.
@@ -522,34 +526,10 @@ fn map_objects(
     spill_dir: &std::path::Path,
     sender: tokio::sync::mpsc::Sender<Vec<u8>>,
 ) -> Result<MapOutcome, LoadError> {
-    let tables = &resource.tables;
-    let root = &tables[0];
-    let policy = root.on_error;
-    let io = |what: &str, e: std::io::Error| LoadError::Io(format!("{what}: {e}"));
-    let mut spills = Vec::new();
-    let mut spill_writers = Vec::new();
-    for _ in 1..tables.len() {
-        let f = crate::util::temp_file_in(spill_dir).map_err(|e| io("create a spill file", e))?;
-        let mut w = BufWriter::with_capacity(CHUNK, f.reopen().map_err(|e| io("open a spill file", e))?);
-        w.write_all(COPY_HEADER).map_err(|e| io("write a spill file", e))?;
-        spill_writers.push(w);
-        spills.push(f);
-    }
-    let mut out = MapOutcome {
-        records: 0,
-        rows: vec![0; tables.len()],
-        rejected: 0,
-        rejects: Vec::new(),
-        spills: Vec::new(),
-    };
-    let fields = map::needed_fields(tables);
-    let mut chunk = Vec::with_capacity(CHUNK + 4096);
-    let mut mapped = RecordRows::default();
-    let mut line = Vec::new();
-    let mut nested = Vec::new();
+    let mut mapper = Mapper::new(resource, meta, spill_dir, sender)?;
     while let Some((object, local)) = objects.blocking_recv() {
-        let key = &object.key;
-        let file = std::fs::File::open(&local.path).map_err(|e| io(&format!("open staged object `{key}`"), e))?;
+        let file = std::fs::File::open(&local.path)
+            .map_err(|e| io_error(&format!("open staged object `{}`", object.key), e))?;
         let mut verifying = Verifying {
             inner: file,
             hash: <sha2::Sha256 as sha2::Digest>::new(),
@@ -557,91 +537,13 @@ fn map_objects(
         };
         let tampered = |detail: String| LoadError::Tampered {
             resource: resource.name.clone(),
-            object: key.clone(),
+            object: object.key.clone(),
             detail,
         };
-        let mut record_no = 0u64;
-        let read = (|| -> Result<bool, LoadError> {
-            let mut reader = BufReader::with_capacity(CHUNK, flate2::read::MultiGzDecoder::new(&mut verifying));
-            loop {
-                line.clear();
-                let n = reader
-                    .read_until(b'\n', &mut line)
-                    .map_err(|e| io(&format!("read staged object `{key}`"), e))?;
-                if n == 0 {
-                    return Ok(true);
-                }
-                record_no += 1;
-                out.records += 1;
-                let refused = match std::str::from_utf8(&line) {
-                    Err(e) => Err(whole_record_error(
-                        format!("the staged record is not UTF-8 ({e})"),
-                        &line,
-                    )),
-                    Ok(text) => match map::parse_record(text, fields.as_deref()) {
-                        Err(e) => Err(whole_record_error(
-                            format!("the staged record is not valid JSON ({e})"),
-                            &line,
-                        )),
-                        Ok(record) => map_record(tables, &record, meta, &mut mapped),
-                    },
-                };
-                match refused {
-                    Ok(()) => {
-                        for (i, (t, rows)) in tables.iter().zip(&mapped.rows).enumerate() {
-                            let run_id = t.run_id_column.then_some(meta.run_id.as_str());
-                            for row in rows {
-                                out.rows[i] += 1;
-                                let ordinal = (t.write == WriteMode::Merge).then_some(out.rows[i] as i64);
-                                if i == 0 {
-                                    encode_row(row, run_id, ordinal, &mut chunk);
-                                } else {
-                                    nested.clear();
-                                    encode_row(row, run_id, ordinal, &mut nested);
-                                    spill_writers[i - 1]
-                                        .write_all(&nested)
-                                        .map_err(|e| io("write a spill file", e))?;
-                                }
-                            }
-                        }
-                    }
-                    Err(RecordError { table, error }) => {
-                        let table = &tables[table];
-                        if policy == OnError::Fail {
-                            return Err(LoadError::Record(Box::new(BadRecord {
-                                resource: resource.name.clone(),
-                                object: key.clone(),
-                                record: record_no,
-                                table: table.name.clone(),
-                                column: error.column,
-                                value: error.value,
-                                reason: error.reason,
-                            })));
-                        }
-                        out.rejected += 1;
-                        if policy == OnError::Quarantine {
-                            out.rejects.push(Reject {
-                                table: table.name.clone(),
-                                object: key.clone(),
-                                record: record_no,
-                                column: error.column,
-                                value: error.value,
-                                reason: error.reason,
-                                raw: String::from_utf8_lossy(&line).trim_end().to_string(),
-                            });
-                        }
-                    }
-                }
-                if chunk.len() >= CHUNK {
-                    let full = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK + 4096));
-                    if sender.blocking_send(full).is_err() {
-                        // The COPY side stopped; it reports why.
-                        return Ok(false);
-                    }
-                }
-            }
-        })();
-        match read {
+        match mapper.map_object(&object.key, &mut verifying) {
+            Ok(Some(records)) => verifying.verify(&object, Some(records)).map_err(tampered)?,
+            // The COPY side stopped; it reports why.
+            Ok(None) => return Ok(mapper.out),
             // An object that cannot be read, or holds a record that fails the load, is
             // first of all a tampered one when its bytes are not those the manifest names.
             Err(e @ (LoadError::Io(_) | LoadError::Record(_))) => {
@@ -651,18 +553,167 @@ fn map_objects(
                 })
             }
             Err(e) => return Err(e),
-            Ok(false) => return Ok(out),
-            Ok(true) => verifying.verify(&object, Some(record_no)).map_err(tampered)?,
         }
     }
-    chunk.extend_from_slice(COPY_TRAILER);
-    let _ = sender.blocking_send(chunk);
-    for (mut w, f) in spill_writers.into_iter().zip(spills) {
-        w.write_all(COPY_TRAILER).map_err(|e| io("write a spill file", e))?;
-        w.flush().map_err(|e| io("write a spill file", e))?;
-        out.spills.push(f);
+    mapper.finish()
+}
+
+/// The state of mapping one resource's records into COPY streams.
+struct Mapper<'a> {
+    resource: &'a Resource,
+    meta: &'a RunMeta,
+    fields: Option<Vec<String>>,
+    sender: tokio::sync::mpsc::Sender<Vec<u8>>,
+    /// Root rows waiting to be sent.
+    chunk: Vec<u8>,
+    /// One spill file per nested table.
+    spills: Vec<(tempfile::NamedTempFile, BufWriter<std::fs::File>)>,
+    out: MapOutcome,
+    // Buffers reused from record to record.
+    mapped: RecordRows,
+    line: Vec<u8>,
+    encoded: Vec<u8>,
+}
+
+impl<'a> Mapper<'a> {
+    fn new(
+        resource: &'a Resource,
+        meta: &'a RunMeta,
+        spill_dir: &std::path::Path,
+        sender: tokio::sync::mpsc::Sender<Vec<u8>>,
+    ) -> Result<Self, LoadError> {
+        let tables = &resource.tables;
+        let mut spills = Vec::new();
+        for _ in 1..tables.len() {
+            let f = crate::util::temp_file_in(spill_dir).map_err(|e| io_error("create a spill file", e))?;
+            let mut w = BufWriter::with_capacity(CHUNK, f.reopen().map_err(|e| io_error("open a spill file", e))?);
+            w.write_all(COPY_HEADER)
+                .map_err(|e| io_error("write a spill file", e))?;
+            spills.push((f, w));
+        }
+        Ok(Mapper {
+            resource,
+            meta,
+            fields: map::needed_fields(tables),
+            sender,
+            chunk: Vec::with_capacity(CHUNK + 4096),
+            spills,
+            out: MapOutcome {
+                records: 0,
+                rows: vec![0; tables.len()],
+                rejected: 0,
+                rejects: Vec::new(),
+                spills: Vec::new(),
+            },
+            mapped: RecordRows::default(),
+            line: Vec::new(),
+            encoded: Vec::new(),
+        })
     }
-    Ok(out)
+
+    /// Map every record of one object (gzip JSON Lines); the number of records read, or
+    /// `None` when the COPY side stopped taking rows.
+    fn map_object(&mut self, key: &str, input: impl Read) -> Result<Option<u64>, LoadError> {
+        let mut reader = BufReader::with_capacity(CHUNK, flate2::read::MultiGzDecoder::new(input));
+        let mut record_no = 0u64;
+        loop {
+            self.line.clear();
+            let n = reader
+                .read_until(b'\n', &mut self.line)
+                .map_err(|e| io_error(&format!("read staged object `{key}`"), e))?;
+            if n == 0 {
+                return Ok(Some(record_no));
+            }
+            record_no += 1;
+            self.out.records += 1;
+            match self.map_line() {
+                Ok(()) => self.write_rows()?,
+                Err(refused) => self.refuse(key, record_no, refused)?,
+            }
+            if self.chunk.len() >= CHUNK {
+                let full = std::mem::replace(&mut self.chunk, Vec::with_capacity(CHUNK + 4096));
+                if self.sender.blocking_send(full).is_err() {
+                    return Ok(None);
+                }
+            }
+        }
+    }
+
+    /// Parse and map the current line into `mapped`.
+    fn map_line(&mut self) -> Result<(), RecordError> {
+        let text = std::str::from_utf8(&self.line)
+            .map_err(|e| whole_record_error(format!("the staged record is not UTF-8 ({e})"), &self.line))?;
+        let record = map::parse_record(text, self.fields.as_deref())
+            .map_err(|e| whole_record_error(format!("the staged record is not valid JSON ({e})"), &self.line))?;
+        map_record(&self.resource.tables, &record, self.meta, &mut self.mapped)
+    }
+
+    /// Encode the rows of an accepted record: root rows into the chunk, nested rows into
+    /// their spill files.
+    fn write_rows(&mut self) -> Result<(), LoadError> {
+        for (i, (t, rows)) in self.resource.tables.iter().zip(&self.mapped.rows).enumerate() {
+            let run_id = t.run_id_column.then_some(self.meta.run_id.as_str());
+            for row in rows {
+                self.out.rows[i] += 1;
+                let ordinal = (t.write == WriteMode::Merge).then_some(self.out.rows[i] as i64);
+                if i == 0 {
+                    encode_row(row, run_id, ordinal, &mut self.chunk);
+                } else {
+                    self.encoded.clear();
+                    encode_row(row, run_id, ordinal, &mut self.encoded);
+                    self.spills[i - 1]
+                        .1
+                        .write_all(&self.encoded)
+                        .map_err(|e| io_error("write a spill file", e))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A refused record under the resource's `on_error` policy.
+    fn refuse(&mut self, key: &str, record: u64, refused: RecordError) -> Result<(), LoadError> {
+        let table = &self.resource.tables[refused.table];
+        let error = refused.error;
+        match self.resource.tables[0].on_error {
+            OnError::Fail => {
+                return Err(LoadError::Record(Box::new(BadRecord {
+                    resource: self.resource.name.clone(),
+                    object: key.to_string(),
+                    record,
+                    table: table.name.clone(),
+                    column: error.column,
+                    value: error.value,
+                    reason: error.reason,
+                })))
+            }
+            OnError::Skip => {}
+            OnError::Quarantine => self.out.rejects.push(Reject {
+                table: table.name.clone(),
+                object: key.to_string(),
+                record,
+                column: error.column,
+                value: error.value,
+                reason: error.reason,
+                raw: String::from_utf8_lossy(&self.line).trim_end().to_string(),
+            }),
+        }
+        self.out.rejected += 1;
+        Ok(())
+    }
+
+    /// End the COPY stream and the spill files.
+    fn finish(mut self) -> Result<MapOutcome, LoadError> {
+        self.chunk.extend_from_slice(COPY_TRAILER);
+        let _ = self.sender.blocking_send(self.chunk);
+        for (f, mut w) in self.spills {
+            w.write_all(COPY_TRAILER)
+                .map_err(|e| io_error("write a spill file", e))?;
+            w.flush().map_err(|e| io_error("write a spill file", e))?;
+            self.out.spills.push(f);
+        }
+        Ok(self.out)
+    }
 }
 
 /// A rejected record as `jsonb`: itself when PostgreSQL can store it, else its text as a

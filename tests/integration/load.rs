@@ -63,15 +63,6 @@ impl Env {
     }
 }
 
-fn run_id_of(run: &Run) -> String {
-    run.stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("run "))
-        .and_then(|l| l.split_whitespace().next())
-        .unwrap()
-        .to_string()
-}
-
 /// A digest of every table's rows (without the run id column), to compare states.
 fn snapshot(db: &str, tables: &[&str]) -> Vec<String> {
     tables
@@ -151,7 +142,7 @@ fn rick_and_morty_end_to_end() {
         0
     );
     // The ledger has the run.
-    let run_id = run_id_of(&run);
+    let run_id = run.run_id();
     assert_eq!(
         env.scalar(&format!("SELECT status FROM _sluice.runs WHERE run_id = '{run_id}'"))
             .as_deref(),
@@ -211,7 +202,7 @@ fn coincap_end_to_end_keeps_numbers_exact_and_appends_snapshots() {
 fn loading_a_run_twice_is_refused_unless_forced() {
     let env = Env::new();
     let extracted = env.sluice(["extract", "pipelines/rickandmorty.yaml"]).run().success();
-    let run_id = run_id_of(&extracted);
+    let run_id = extracted.run_id();
     env.sluice(["load", "pipelines/rickandmorty.yaml", "--run", &run_id])
         .run()
         .success();
@@ -243,7 +234,7 @@ fn a_run_without_a_manifest_is_refused() {
         .sluice(["extract", "pipelines/rickandmorty.yaml", "--resource", "episode"])
         .run()
         .success();
-    let run_id = run_id_of(&extracted);
+    let run_id = extracted.run_id();
     std::fs::remove_file(
         env.staging
             .path()
@@ -271,8 +262,8 @@ fn replace_leaves_exactly_the_last_runs_rows() {
     let first = env.run(&spec).success();
     let second = env.run(&spec).success();
     assert_eq!(env.count("types.item"), 3);
-    let last = run_id_of(&second);
-    assert_ne!(run_id_of(&first), last);
+    let last = second.run_id();
+    assert_ne!(first.run_id(), last);
     assert_eq!(env.count(&format!("types.item WHERE _sluice_run_id = '{last}'")), 3);
 }
 
@@ -560,7 +551,7 @@ fn a_connection_killed_during_copy_changes_nothing() {
     // Stage a large run of the same shape, then kill the loader's connection as soon as
     // its COPY is seen.
     let staged = env.sluice(["extract", "pipelines/rickandmorty.yaml"]).run().success();
-    let run_id = run_id_of(&staged);
+    let run_id = staged.run_id();
     let manifest_path = env
         .staging
         .path()

@@ -103,15 +103,6 @@ fn files(root: &Path) -> Vec<String> {
     out
 }
 
-fn run_id_of(run: &Run) -> String {
-    run.stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("run "))
-        .and_then(|l| l.split_whitespace().next())
-        .unwrap()
-        .to_string()
-}
-
 // 1. Credentials follow pagination only to the base URL's origin.
 #[test]
 fn credentials_never_leave_the_base_origin() {
@@ -388,7 +379,7 @@ fn sslmode_is_never_downgraded() {
 fn tampered_staging_is_refused_whole() {
     let env = Env::new();
     let staged = env.sluice(["extract", "pipelines/rickandmorty.yaml"]).run().success();
-    let run_id = run_id_of(&staged);
+    let run_id = staged.run_id();
     let object = |resource: &str| -> PathBuf {
         let rel = files(env.staging.path())
             .into_iter()
@@ -716,7 +707,7 @@ fn failed_runs_leave_nothing_and_gc_removes_incomplete_runs() {
         .env("TMPDIR", tmp.path())
         .run()
         .success();
-    let complete_id = run_id_of(&complete);
+    let complete_id = complete.run_id();
     assert_eq!(
         files(tmp.path()),
         Vec::<String>::new(),

@@ -124,6 +124,16 @@ impl From<Output> for Run {
 }
 
 impl Run {
+    /// The run id a `run`, `extract` or `load` printed on its first line.
+    pub fn run_id(&self) -> String {
+        self.stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("run "))
+            .and_then(|l| l.split_whitespace().next())
+            .expect("a `run <id> …` line")
+            .to_string()
+    }
+
     #[track_caller]
     pub fn success(self) -> Self {
         assert_eq!(
