@@ -321,7 +321,8 @@ async fn run(p: &spec::Pipeline, opts: &crate::run::ExtractOptions, dry_run: boo
             limit: opts.limit.or(Some(20)),
             ..opts.clone()
         };
-        return match crate::run::run_dry(p, &opts, &secrets).await {
+        let mut show = |table: String| eprint!("{table}");
+        return match crate::run::run_dry(p, &opts, &secrets, &mut show).await {
             Ok(rows) => {
                 let mut out = std::io::stdout().lock();
                 for r in rows {
@@ -365,6 +366,16 @@ fn print_summary(report: &crate::load::LoadReport) {
             "{:<16} {:<20} {:>9} {:>9} {:>9} {:>9} {:>8} {:>8.2} {:>10}",
             t.resource, t.table, t.records, t.rows, t.inserted, t.updated, t.rejected, t.seconds, rate
         );
+    }
+    // Columns that stayed null in some rows because their path was not there.
+    for t in &report.tables {
+        for (column, matched) in t.matched.iter().filter(|(_, m)| **m < t.rows) {
+            let _ = writeln!(
+                out,
+                "  {}.{column}: path matched in {matched} of {} rows (null in the others)",
+                t.table, t.rows
+            );
+        }
     }
 }
 

@@ -559,7 +559,14 @@ pub async fn run(
 
 /// `run --dry-run`: fetch, map and return the rows that would be loaded, writing nothing.
 /// Records are mapped by the same function a load uses, under the same `on_error` policy.
-pub async fn run_dry(p: &Pipeline, opts: &ExtractOptions, secrets: &Secrets) -> Result<Vec<Value>, RunError> {
+/// Each resource's coverage table (see [`coverage_table`]) goes to `show` as soon as it is
+/// known, also when the run then fails on a path that matched nothing.
+pub async fn run_dry(
+    p: &Pipeline,
+    opts: &ExtractOptions,
+    secrets: &Secrets,
+    show: &mut (dyn FnMut(String) + Send),
+) -> Result<Vec<Value>, RunError> {
     use crate::load::map::{map_record, parse_record, row_json, ColumnError, RecordError, RecordRows, RunMeta};
     use crate::spec::pipeline::OnError;
     let fetched = extract_dry_run(p, opts, secrets).await?;
@@ -570,9 +577,10 @@ pub async fn run_dry(p: &Pipeline, opts: &ExtractOptions, secrets: &Secrets) -> 
         pipeline: p.name().to_string(),
     };
     let mut rows = Vec::new();
-    let mut mapped = RecordRows::default();
     for (name, records) in fetched {
         let r = p.resource(&name).expect("selected from the spec");
+        let mut mapped = RecordRows::default();
+        let first_row = rows.len();
         for (n, line) in records.iter().enumerate() {
             let outcome = match parse_record(line, None) {
                 Ok(record) => map_record(&r.tables, &record, &meta, &mut mapped),
@@ -611,8 +619,64 @@ pub async fn run_dry(p: &Pipeline, opts: &ExtractOptions, secrets: &Secrets) -> 
                 }
             }
         }
+        show(coverage_table(r, records.len(), &mapped.coverage, &rows[first_row..]));
+        let sample = records.first().and_then(|l| serde_json::from_str::<Value>(l).ok());
+        let problems = crate::load::map::unmatched(&r.tables, &mapped.coverage, sample.as_ref());
+        if !problems.is_empty() {
+            return Err(crate::load::LoadError::Unmatched {
+                resource: name,
+                problems,
+            }
+            .into());
+        }
     }
     Ok(rows)
+}
+
+/// For `run --dry-run`: per column read from a path, how many rows it matched in and a
+/// value it gave.
+fn coverage_table(r: &Resource, records: usize, coverage: &[crate::load::map::Coverage], rows: &[Value]) -> String {
+    use crate::spec::pipeline::ValueSource;
+    let mut lines = vec![(
+        "table".to_string(),
+        "column".to_string(),
+        "path".to_string(),
+        "matched".to_string(),
+        "sample".to_string(),
+    )];
+    for (t, cov) in r.tables.iter().zip(coverage) {
+        for (c, hits) in t.columns.iter().zip(&cov.matched) {
+            let ValueSource::Path(path) = &c.value else { continue };
+            let sample = rows
+                .iter()
+                .filter(|row| row["_table"] == t.name.as_str())
+                .map(|row| &row[c.name.as_str()])
+                .find(|v| !v.is_null())
+                .map(|v| crate::util::clip(&v.to_string(), 40))
+                .unwrap_or_else(|| "(all null)".into());
+            let mark = if *hits == 0 && cov.rows > 0 && !c.optional {
+                "  ← matched nothing"
+            } else {
+                ""
+            };
+            lines.push((
+                t.name.clone(),
+                c.name.clone(),
+                path.as_str().to_string(),
+                format!("{hits}/{}", cov.rows),
+                format!("{sample}{mark}"),
+            ));
+        }
+    }
+    let w = |f: fn(&(String, String, String, String, String)) -> &String| {
+        lines.iter().map(|l| f(l).chars().count()).max().unwrap_or(0)
+    };
+    let (w0, w1, w2, w3) = (w(|l| &l.0), w(|l| &l.1), w(|l| &l.2), w(|l| &l.3));
+    let mut out = format!("coverage of resource `{}` ({records} records fetched):\n", r.name);
+    for (a, b, c, d, e) in &lines {
+        out.push_str(&format!("  {a:<w0$}  {b:<w1$}  {c:<w2$}  {d:>w3$}  {e}\n"));
+    }
+    out
 }
 
 /// What `gc` removed.

@@ -106,8 +106,22 @@ pub fn map_row(
     parent: Option<&[Cell]>,
     meta: &RunMeta,
 ) -> Result<Vec<Cell>, ColumnError> {
+    map_row_matching(table, value, parent, meta, &mut Vec::new())
+}
+
+/// [`map_row`], also telling for each column whether its path matched a node of `value`
+/// (`matched[i]`; false for columns that read no path).
+fn map_row_matching(
+    table: &Table,
+    value: &Value,
+    parent: Option<&[Cell]>,
+    meta: &RunMeta,
+    matched: &mut Vec<bool>,
+) -> Result<Vec<Cell>, ColumnError> {
+    matched.clear();
+    matched.resize(table.columns.len(), false);
     let mut row = Vec::with_capacity(table.columns.len());
-    for col in &table.columns {
+    for (i, col) in table.columns.iter().enumerate() {
         let err = |v: &Val, reason: String| ColumnError {
             column: col.name.clone(),
             value: v.display(),
@@ -119,10 +133,16 @@ pub fn map_row(
                 row.push(parent.and_then(|p| p.get(*i)).cloned().unwrap_or(Cell::Null));
                 continue;
             }
-            ValueSource::Path(p) if p.is_singular() => Val::from_json(p.first(value)),
+            ValueSource::Path(p) if p.is_singular() => {
+                let found = p.first(value);
+                matched[i] = found.is_some();
+                Val::from_json(found)
+            }
             ValueSource::Path(p) => {
                 // A path that selects several nodes gives them as a JSON array.
-                gathered = Value::Array(p.query(value).into_iter().cloned().collect());
+                let nodes = p.query(value);
+                matched[i] = !nodes.is_empty();
+                gathered = Value::Array(nodes.into_iter().cloned().collect());
                 Val::Json(&gathered)
             }
             ValueSource::Const(s) => Val::Text(Cow::Borrowed(s.as_str())),
@@ -144,10 +164,21 @@ pub fn map_row(
 }
 
 /// The rows one record gives, table by table (`rows[0]` holds the root row alone, then
-/// one list per nested table). Reused from record to record.
+/// one list per nested table). Reused from record to record, it also counts, over all
+/// the records mapped, how often each column's path matched.
 #[derive(Debug, Default)]
 pub struct RecordRows {
     pub rows: Vec<Vec<Vec<Cell>>>,
+    /// Per table: rows mapped, and per column the rows whose path matched.
+    pub coverage: Vec<Coverage>,
+    matched: Vec<Vec<bool>>,
+}
+
+/// How often a table's column paths matched, over the rows of accepted records.
+#[derive(Debug, Default, Clone)]
+pub struct Coverage {
+    pub rows: u64,
+    pub matched: Vec<u64>,
 }
 
 /// A record refused whole: the index of the table and the column that did not fit.
@@ -161,20 +192,144 @@ pub struct RecordError {
 /// rows (root and nested) are in `out`, or none is to be kept. The one place that turns a
 /// record into rows, for loads and dry runs alike.
 pub fn map_record(tables: &[Table], record: &Value, meta: &RunMeta, out: &mut RecordRows) -> Result<(), RecordError> {
-    out.rows.resize_with(tables.len(), Vec::new);
-    for rows in &mut out.rows {
-        rows.clear();
+    if out.rows.len() != tables.len() {
+        out.rows.resize_with(tables.len(), Vec::new);
+        out.matched.resize_with(tables.len(), Vec::new);
+        out.coverage = tables
+            .iter()
+            .map(|t| Coverage {
+                rows: 0,
+                matched: vec![0; t.columns.len()],
+            })
+            .collect();
     }
-    let root = map_row(&tables[0], record, None, meta).map_err(|error| RecordError { table: 0, error })?;
+    for (rows, matched) in out.rows.iter_mut().zip(&mut out.matched) {
+        rows.clear();
+        matched.clear();
+    }
+    let mut seen = Vec::new();
+    let root =
+        map_row_matching(&tables[0], record, None, meta, &mut seen).map_err(|error| RecordError { table: 0, error })?;
+    out.matched[0].extend_from_slice(&seen);
     for (i, t) in tables.iter().enumerate().skip(1) {
         let each = t.each.as_ref().expect("nested tables have `each`");
         for el in each.query(record) {
-            let row = map_row(t, el, Some(&root), meta).map_err(|error| RecordError { table: i, error })?;
+            let row = map_row_matching(t, el, Some(&root), meta, &mut seen)
+                .map_err(|error| RecordError { table: i, error })?;
+            out.matched[i].extend_from_slice(&seen);
             out.rows[i].push(row);
         }
     }
     out.rows[0].push(root);
+    // Counted only now that the record is accepted whole.
+    for (i, t) in tables.iter().enumerate() {
+        let width = t.columns.len();
+        let coverage = &mut out.coverage[i];
+        for row in out.matched[i].chunks(width.max(1)) {
+            coverage.rows += 1;
+            for (count, hit) in coverage.matched.iter_mut().zip(row) {
+                *count += u64::from(*hit);
+            }
+        }
+    }
     Ok(())
+}
+
+/// A column whose path matched nothing in any row of a table that had rows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Unmatched {
+    pub table: String,
+    pub column: String,
+    pub path: String,
+    pub rows: u64,
+    /// A path that does match, from the keys of a sample record.
+    pub suggestion: Option<String>,
+    /// The keys the sample has where the path looked.
+    pub keys: Vec<String>,
+}
+
+impl std::fmt::Display for Unmatched {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "column `{}` of table `{}`: `path: {}` matched nothing in {} row{}",
+            self.column,
+            self.table,
+            self.path,
+            self.rows,
+            if self.rows == 1 { "" } else { "s" }
+        )?;
+        match (&self.suggestion, self.keys.is_empty()) {
+            (Some(s), _) => write!(f, "; did you mean `{s}`?")?,
+            (None, false) => write!(
+                f,
+                "; the records have: {}",
+                self.keys
+                    .iter()
+                    .map(|k| format!("`{k}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )?,
+            (None, true) => {}
+        }
+        write!(
+            f,
+            " (if the API really leaves it out, mark the column `optional: true`)"
+        )
+    }
+}
+
+/// The non-optional path columns that matched nothing although their table had rows,
+/// with suggestions drawn from `sample` (a whole record of the resource).
+pub fn unmatched(tables: &[Table], coverage: &[Coverage], sample: Option<&Value>) -> Vec<Unmatched> {
+    let mut out = Vec::new();
+    for (t, cov) in tables.iter().zip(coverage) {
+        if cov.rows == 0 {
+            continue;
+        }
+        // Where this table's paths are evaluated, in the sample.
+        let scope = sample.and_then(|s| match &t.each {
+            None => Some(s),
+            Some(each) => each.first(s),
+        });
+        for (col, hits) in t.columns.iter().zip(&cov.matched) {
+            let ValueSource::Path(p) = &col.value else { continue };
+            if col.optional || *hits > 0 {
+                continue;
+            }
+            let (suggestion, keys) = scope.map(|s| suggest(p.as_str(), s)).unwrap_or_default();
+            out.push(Unmatched {
+                table: t.name.clone(),
+                column: col.name.clone(),
+                path: p.as_str().to_string(),
+                rows: cov.rows,
+                suggestion,
+                keys,
+            });
+        }
+    }
+    out
+}
+
+/// For a dotted path whose last step names no key: the closest key of the object the
+/// rest of the path reaches, and that object's keys.
+fn suggest(path: &str, scope: &Value) -> (Option<String>, Vec<String>) {
+    let Some((parent, last)) = path.rsplit_once('.') else {
+        return (None, Vec::new());
+    };
+    let object = if parent == "$" {
+        Some(scope)
+    } else {
+        crate::spec::jsonpath::JsonPath::parse(parent)
+            .ok()
+            .and_then(|p| p.first(scope))
+    };
+    let Some(Value::Object(map)) = object else {
+        return (None, Vec::new());
+    };
+    let keys: Vec<String> = map.keys().cloned().collect();
+    let close = crate::spec::diagnostic::did_you_mean(last, keys.iter().map(String::as_str));
+    (close.map(|k| format!("{parent}.{k}")), keys)
 }
 
 /// Append one binary COPY tuple: the row's cells, then the run id (when the table keeps

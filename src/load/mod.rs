@@ -41,6 +41,11 @@ pub enum LoadError {
     SchemaDrift { problems: Vec<String> },
     #[error("{0}; the load was rolled back")]
     Record(Box<BadRecord>),
+    #[error("resource `{resource}`: {}; nothing was loaded", problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Unmatched {
+        resource: String,
+        problems: Vec<map::Unmatched>,
+    },
     #[error("resource `{resource}`: staged object `{object}` {detail}; it was changed after extraction, so the run was refused and nothing was loaded")]
     Tampered {
         resource: String,
@@ -102,6 +107,8 @@ pub struct TableStats {
     pub updated: u64,
     pub rejected: u64,
     pub seconds: f64,
+    /// Per column read from a path: the rows in which the path matched.
+    pub matched: std::collections::BTreeMap<String, u64>,
 }
 
 #[derive(Debug)]
@@ -462,6 +469,7 @@ struct Reject {
 struct MapOutcome {
     records: u64,
     rows: Vec<u64>,
+    coverage: Vec<map::Coverage>,
     rejected: u64,
     rejects: Vec<Reject>,
     spills: Vec<tempfile::NamedTempFile>,
@@ -573,6 +581,8 @@ struct Mapper<'a> {
     mapped: RecordRows,
     line: Vec<u8>,
     encoded: Vec<u8>,
+    /// The first record, whole, for suggestions when a path matches nothing.
+    sample: Option<String>,
 }
 
 impl<'a> Mapper<'a> {
@@ -601,6 +611,7 @@ impl<'a> Mapper<'a> {
             out: MapOutcome {
                 records: 0,
                 rows: vec![0; tables.len()],
+                coverage: Vec::new(),
                 rejected: 0,
                 rejects: Vec::new(),
                 spills: Vec::new(),
@@ -608,6 +619,7 @@ impl<'a> Mapper<'a> {
             mapped: RecordRows::default(),
             line: Vec::new(),
             encoded: Vec::new(),
+            sample: None,
         })
     }
 
@@ -643,6 +655,9 @@ impl<'a> Mapper<'a> {
     fn map_line(&mut self) -> Result<(), RecordError> {
         let text = std::str::from_utf8(&self.line)
             .map_err(|e| whole_record_error(format!("the staged record is not UTF-8 ({e})"), &self.line))?;
+        if self.sample.is_none() {
+            self.sample = Some(text.to_string());
+        }
         let record = map::parse_record(text, self.fields.as_deref())
             .map_err(|e| whole_record_error(format!("the staged record is not valid JSON ({e})"), &self.line))?;
         map_record(&self.resource.tables, &record, self.meta, &mut self.mapped)
@@ -702,8 +717,18 @@ impl<'a> Mapper<'a> {
         Ok(())
     }
 
-    /// End the COPY stream and the spill files.
+    /// End the COPY stream and the spill files; a column whose path matched nothing
+    /// fails the load here, before anything is committed.
     fn finish(mut self) -> Result<MapOutcome, LoadError> {
+        let sample = self.sample.as_deref().and_then(|s| serde_json::from_str(s).ok());
+        let problems = map::unmatched(&self.resource.tables, &self.mapped.coverage, sample.as_ref());
+        if !problems.is_empty() {
+            return Err(LoadError::Unmatched {
+                resource: self.resource.name.clone(),
+                problems,
+            });
+        }
+        self.out.coverage = std::mem::take(&mut self.mapped.coverage);
         self.chunk.extend_from_slice(COPY_TRAILER);
         let _ = self.sender.blocking_send(self.chunk);
         for (f, mut w) in self.spills {
@@ -900,6 +925,18 @@ async fn load_resource(
             updated,
             rejected: if i == 0 { outcome.rejected } else { 0 },
             seconds: t0.elapsed().as_secs_f64(),
+            matched: outcome
+                .coverage
+                .get(i)
+                .map(|cov| {
+                    t.columns
+                        .iter()
+                        .zip(&cov.matched)
+                        .filter(|(c, _)| matches!(c.value, crate::spec::pipeline::ValueSource::Path(_)))
+                        .map(|(c, n)| (c.name.clone(), *n))
+                        .collect()
+                })
+                .unwrap_or_default(),
         });
     }
     for r in &outcome.rejects {

@@ -582,6 +582,13 @@ fn compile_table(cx: &mut Ctx, path: &str, t: &RawTable, parent: Option<&RawTabl
 
 fn compile_column(cx: &mut Ctx, path: &str, c: &RawColumn, parent: Option<&RawTable>) -> Option<p::Column> {
     let mut ok = cx.ident(&format!("{path}.name"), &c.name);
+    if c.optional.is_some() && c.path.is_none() {
+        cx.error_at_key(
+            &format!("{path}.optional"),
+            format!("column `{}`: `optional` applies to columns read from a `path`", c.name),
+        );
+        ok = false;
+    }
     if c.name.starts_with("_sluice") {
         cx.error(
             &format!("{path}.name"),
@@ -749,6 +756,7 @@ fn compile_column(cx: &mut Ctx, path: &str, c: &RawColumn, parent: Option<&RawTa
         value: value?,
         transforms,
         nullable: c.nullable.unwrap_or(true),
+        optional: c.optional.unwrap_or(false),
         references,
         description: c.description.clone(),
     })

@@ -425,6 +425,11 @@ pub struct RawColumn {
     /// Whether the column may be null. Default true (primary key columns never are).
     #[serde(default)]
     pub nullable: Option<bool>,
+    /// Whether `path` may match nothing in every record (a field the API leaves out).
+    /// Default false: a path that matches nothing in any record of a non-empty resource
+    /// fails the run, since it is most likely misspelt.
+    #[serde(default)]
+    pub optional: Option<bool>,
     /// Foreign key, as `table.column` of a table in this spec.
     #[serde(default)]
     pub references: Option<String>,

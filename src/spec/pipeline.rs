@@ -231,6 +231,8 @@ pub struct Column {
     pub value: ValueSource,
     pub transforms: Vec<Transform>,
     pub nullable: bool,
+    /// The path may match nothing in every record.
+    pub optional: bool,
     pub references: Option<Reference>,
     pub description: Option<String>,
 }

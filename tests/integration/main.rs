@@ -4,6 +4,7 @@ mod support;
 
 mod diagram;
 mod extract;
+mod failearly;
 mod load;
 mod spec;
 mod trust;

@@ -490,7 +490,7 @@ fn hostile_records_never_crash_and_every_record_is_accounted_for() {
         .replace("write: append\n", "write: append\n      on_error: quarantine\n")
         .replace(
             "path: $.id}\n",
-            "path: $.id}\n        - {name: name, type: text, path: $.name}\n        - {name: deep, type: jsonb, path: $.deep}\n        - {name: at, type: timestamptz, path: $.at_ms, transform: epoch_ms}\n        - {name: amount, type: numeric, path: $.amount}\n",
+            "path: $.id}\n        - {name: name, type: text, path: $.name}\n        - {name: deep, type: jsonb, path: $.deep, optional: true}\n        - {name: at, type: timestamptz, path: $.at_ms, transform: epoch_ms}\n        - {name: amount, type: numeric, path: $.amount, optional: true}\n",
         );
     let spec = env.spec("hostile.yaml", &spec);
     env.sluice(["extract", &spec, "--dry-run", "--limit", "300"])

@@ -1,0 +1,90 @@
+//! Failing early and loudly: nothing silent, every message says what to do.
+
+use serde_json::Value;
+
+use crate::support::api::ApiServer;
+use crate::support::{pg, root, Sluice};
+
+fn spec_with(dir: &std::path::Path, from: &str, to: &str) -> String {
+    let text = std::fs::read_to_string(root().join("pipelines/rickandmorty.yaml")).unwrap();
+    assert!(text.contains(from));
+    let path = dir.join("rickandmorty.yaml");
+    std::fs::write(&path, text.replace(from, to)).unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+#[test]
+fn a_misspelt_path_fails_the_run_with_a_suggestion_unless_optional() {
+    let api = ApiServer::start();
+    let db = pg::fresh_database();
+    let staging = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let sluice = |args: &[&str]| {
+        Sluice::new(args)
+            .env("RICKANDMORTY_BASE_URL", format!("{}/api", api.base))
+            .env("SLUICE_STAGING", staging.path())
+            .env("DATABASE_URL", &db)
+    };
+    let typo = spec_with(dir.path(), "path: $.status}", "path: $.stauts}");
+
+    let dry = sluice(&["run", &typo, "--dry-run", "--resource", "character"])
+        .run()
+        .failure(1);
+    let line = |column: &str| {
+        dry.stderr
+            .lines()
+            .find(|l| l.split_whitespace().nth(1) == Some(column))
+            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+            .unwrap_or_else(|| panic!("no coverage line for {column}: {}", dry.stderr))
+    };
+    assert!(
+        dry.stderr
+            .contains("coverage of resource `character` (20 records fetched):"),
+        "{}",
+        dry.stderr
+    );
+    assert_eq!(
+        line("status"),
+        "character status $.stauts 0/20 (all null) ← matched nothing"
+    );
+    assert_eq!(line("name"), "character name $.name 20/20 \"Rick Sanchez\"");
+
+    let run = sluice(&["run", &typo]).run().failure(1);
+    assert!(
+        run.stderr.contains(
+            "resource `character`: column `status` of table `character`: `path: $.stauts` matched nothing in 826 rows; did you mean `$.status`? (if the API really leaves it out, mark the column `optional: true`); nothing was loaded"
+        ),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        pg::scalar(&db, "SELECT to_regclass('rickandmorty.character')::text"),
+        None,
+        "nothing was committed"
+    );
+
+    let optional = spec_with(dir.path(), "path: $.status}", "path: $.stauts, optional: true}");
+    let run = sluice(&["run", &optional]).run().success();
+    assert!(
+        run.stdout
+            .contains("  character.status: path matched in 0 of 826 rows (null in the others)"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(
+        pg::scalar(&db, "SELECT count(*) FROM rickandmorty.character WHERE status IS NULL").as_deref(),
+        Some("826")
+    );
+    let resources: Value = serde_json::from_str(
+        &pg::scalar(&db, "SELECT resources::text FROM _sluice.runs WHERE status = 'loaded'").unwrap(),
+    )
+    .unwrap();
+    let character = resources
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["table"] == "character")
+        .unwrap();
+    assert_eq!(character["matched"]["status"], 0);
+    assert_eq!(character["matched"]["name"], 826);
+}
