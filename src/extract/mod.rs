@@ -38,13 +38,22 @@ pub enum ExtractError {
         detail: String,
         head: String,
     },
-    #[error("resource `{resource}`, page {page}: `records: {path}` matches nothing in the response from {url}; its top-level keys are: {keys}")]
+    #[error("resource `{resource}`, page {page}: `records: {path}` matches nothing in the response from {url}, which is {page_is}{}", hint.as_ref().map(|h| format!("; did you mean `records: {h}`?")).unwrap_or_default())]
     RecordsMissing {
         resource: String,
         page: u64,
         url: String,
         path: String,
-        keys: String,
+        /// What the page is: "an object with keys …", "an array of 20 objects".
+        page_is: String,
+        hint: Option<String>,
+    },
+    #[error("resource `{resource}`, page {page}: `records: {path}` selects one array (of {len} items) rather than the records in it; did you mean `records: {path}[*]`?")]
+    RecordsIsArray {
+        resource: String,
+        page: u64,
+        path: String,
+        len: usize,
     },
     #[error("resource `{resource}`, page {page}: pagination points back to {url}, which was already fetched; stopping instead of looping forever")]
     RepeatedUrl { resource: String, page: u64, url: String },
@@ -128,12 +137,43 @@ pub fn resource_url(base_url: &str, resource: &Resource) -> Result<Url, ExtractE
     })
 }
 
-fn top_level_keys(v: &Value) -> String {
+/// What a JSON value is, in words: "an object with keys `a`, `b`", "an array of 20
+/// objects", "the number 3".
+pub fn describe(v: &Value) -> String {
     match v {
-        Value::Object(m) if m.is_empty() => "(an empty object)".into(),
-        Value::Object(m) => m.keys().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", "),
-        Value::Array(_) => "(none: the response is an array)".into(),
-        other => format!("(none: the response is {other})"),
+        Value::Object(m) if m.is_empty() => "an empty object".into(),
+        Value::Object(m) => format!(
+            "an object with keys {}",
+            m.keys().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ")
+        ),
+        Value::Array(a) => {
+            let objects = a.iter().filter(|v| v.is_object()).count();
+            match (a.len(), objects) {
+                (0, _) => "an empty array".into(),
+                (n, o) if o == n => format!("an array of {n} object{}", if n == 1 { "" } else { "s" }),
+                (n, _) => format!("an array of {n} item{}", if n == 1 { "" } else { "s" }),
+            }
+        }
+        Value::String(_) => "a string".into(),
+        Value::Number(n) => format!("the number {n}"),
+        Value::Bool(b) => format!("`{b}`"),
+        Value::Null => "`null`".into(),
+    }
+}
+
+/// A records path that would select something in this page: its top-level array, or the
+/// first array field of a top-level object.
+fn records_hint(v: &Value) -> Option<String> {
+    match v {
+        Value::Array(_) => Some("$[*]".into()),
+        Value::Object(m) => m.iter().find(|(_, v)| v.is_array()).map(|(k, _)| {
+            if k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                format!("$.{k}[*]")
+            } else {
+                format!("$['{}'][*]", k.replace('\'', "\\'"))
+            }
+        }),
+        _ => None,
     }
 }
 
@@ -284,12 +324,11 @@ fn read_page<'a>(
                 })
             }
         };
-        match split {
-            Ok(Some((rest, records))) => return Ok((rest, Records::Raw(records))),
-            // Not the expected shape (no such field, an object of records, …): the general
-            // path below says what is wrong.
-            Ok(None) => {}
-            Err(e) => return Err(not_json(e.to_string())),
+        // Not the expected shape (no such field, an array where an object was expected,
+        // …): the general path below says what is wrong, and only bytes that are not JSON
+        // at all are called so.
+        if let Ok(Some((rest, records))) = split {
+            return Ok((rest, Records::Raw(records)));
         }
     }
     let body: Value = serde_json::from_slice(&resp.body).map_err(|e| not_json(e.to_string()))?;
@@ -313,7 +352,16 @@ fn select_records<'a>(
             page,
             url: http::shown_url(url.as_str()),
             path: resource.records.as_str().to_string(),
-            keys: top_level_keys(body),
+            page_is: describe(body),
+            hint: records_hint(body),
+        });
+    }
+    if let [Value::Array(items)] = records.as_slice() {
+        return Err(ExtractError::RecordsIsArray {
+            resource: resource.name.clone(),
+            page,
+            path: resource.records.as_str().to_string(),
+            len: items.len(),
         });
     }
     Ok(records)

@@ -88,3 +88,48 @@ fn a_misspelt_path_fails_the_run_with_a_suggestion_unless_optional() {
     assert_eq!(character["matched"]["status"], 0);
     assert_eq!(character["matched"]["name"], 826);
 }
+
+#[test]
+fn a_records_path_that_misses_says_what_the_page_is() {
+    let api = ApiServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    api.put("bare", r#"[{"id": 1}, {"id": 2}]"#, &[]);
+    api.put("data", r#"{"meta": {"n": 2}, "data": [{"id": 1}, {"id": 2}]}"#, &[]);
+    api.put("results", r#"{"results": [{"id": 1}, {"id": 2}]}"#, &[]);
+    let cases = [
+        (
+            "bare",
+            "$.results[*]",
+            "`records: $.results[*]` matches nothing in the response from API/dyn/bare, which is an array of 2 objects; did you mean `records: $[*]`?",
+        ),
+        (
+            "data",
+            "$.results[*]",
+            "`records: $.results[*]` matches nothing in the response from API/dyn/data, which is an object with keys `meta`, `data`; did you mean `records: $.data[*]`?",
+        ),
+        (
+            "results",
+            "$.results",
+            "`records: $.results` selects one array (of 2 items) rather than the records in it; did you mean `records: $.results[*]`?",
+        ),
+    ];
+    for (page, records, expected) in cases {
+        let spec = format!(
+            "version: 1\nname: items\nsource: {{base_url: \"${{API_BASE}}\"}}\nstaging: {{location: \"${{SLUICE_STAGING}}\"}}\nwarehouse: {{url: \"${{DATABASE_URL}}\", schema: items}}\nresources:\n  - name: items\n    path: /dyn/{page}\n    records: \"{records}\"\n    paginate: {{type: none}}\n    table:\n      name: item\n      columns:\n        - {{name: id, type: integer, path: $.id}}\n"
+        );
+        let path = dir.path().join("items.yaml");
+        std::fs::write(&path, spec).unwrap();
+        let run = Sluice::new(["extract", path.to_str().unwrap(), "--dry-run"])
+            .env("API_BASE", &api.base)
+            .env("SLUICE_STAGING", dir.path())
+            .run()
+            .failure(1);
+        let expected = expected.replace("API", &api.base);
+        assert!(
+            run.stderr.contains(&format!("resource `items`, page 1: {expected}")),
+            "{page}: {}",
+            run.stderr
+        );
+        assert!(!run.stderr.contains("not JSON"), "{}", run.stderr);
+    }
+}
