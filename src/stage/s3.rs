@@ -4,7 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
-use aws_sdk_s3::error::{DisplayErrorContext, SdkError};
+use aws_sdk_s3::config::http::HttpResponse;
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::{ByteStream, Length};
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, ServerSideEncryption};
 use aws_sdk_s3::Client;
@@ -69,6 +70,56 @@ impl S3Staging {
         }
     }
 
+    /// An error of an S3 call, in one line that says what to do.
+    fn sdk_err<E>(&self, op: &'static str, key: &str, e: SdkError<E, HttpResponse>) -> StageError
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+    {
+        let bucket = &self.bucket;
+        let detail = match &e {
+            SdkError::ServiceError(se) => {
+                let status = se.raw().status().as_u16();
+                match (se.err().code(), status) {
+                    (Some("NoSuchBucket"), _) | (None, 404) => {
+                        format!("bucket `{bucket}` does not exist; create it or correct `staging.location`")
+                    }
+                    (Some("InvalidAccessKeyId" | "NotSignedUp"), _) => "the server does not know this AWS access key id; check AWS_ACCESS_KEY_ID (or the profile in use)".into(),
+                    (Some("SignatureDoesNotMatch"), _) => "the AWS secret key does not match the access key id; check AWS_SECRET_ACCESS_KEY (or the profile in use)".into(),
+                    (Some("PermanentRedirect" | "AuthorizationHeaderMalformed" | "IllegalLocationConstraintException"), _) | (None, 301) => format!(
+                        "bucket `{bucket}` is in another region; set `staging.region` (or AWS_REGION) to the bucket's region"
+                    ),
+                    (Some("AccessDenied"), _) | (None, 403) => format!(
+                        "access denied; the credentials in use may not {op} in bucket `{bucket}`: check the IAM policy (and the bucket policy)"
+                    ),
+                    (Some(code), _) => format!(
+                        "{code} (HTTP {status}){}",
+                        se.err().message().map(|m| format!(": {m}")).unwrap_or_default()
+                    ),
+                    (None, _) => format!("HTTP {status}"),
+                }
+            }
+            SdkError::DispatchFailure(d) if d.is_timeout() => "the S3 endpoint did not answer in time".into(),
+            SdkError::DispatchFailure(d) if d.is_io() => {
+                "cannot reach the S3 endpoint; check `staging.endpoint` (or AWS_ENDPOINT_URL_S3) and the network".into()
+            }
+            SdkError::TimeoutError(_) => "the S3 endpoint did not answer in time".into(),
+            _ => {
+                let text = DisplayErrorContext(&e).to_string();
+                if text.contains("credentials") {
+                    "no AWS credentials were found; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE, or run where an IAM role applies".into()
+                } else {
+                    crate::util::clip(text.lines().next().unwrap_or_default(), 300)
+                }
+            }
+        };
+        StageError::S3 {
+            op,
+            bucket: self.bucket.clone(),
+            key: self.full_key(key),
+            detail,
+        }
+    }
+
     fn err<E: std::error::Error + 'static>(&self, op: &'static str, key: &str, e: E) -> StageError {
         StageError::S3 {
             op,
@@ -89,7 +140,7 @@ impl S3Staging {
             .content_type("application/gzip")
             .send()
             .await
-            .map_err(|e| self.err("create multipart upload", key, e))?;
+            .map_err(|e| self.sdk_err("create multipart upload", key, e))?;
         let upload_id = created.upload_id().unwrap_or_default().to_string();
         let result = async {
             let mut parts = Vec::new();
@@ -114,7 +165,7 @@ impl S3Staging {
                     .body(body)
                     .send()
                     .await
-                    .map_err(|e| self.err("upload part", key, e))?;
+                    .map_err(|e| self.sdk_err("upload part", key, e))?;
                 parts.push(
                     CompletedPart::builder()
                         .part_number(number)
@@ -132,7 +183,7 @@ impl S3Staging {
                 .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
                 .send()
                 .await
-                .map_err(|e| self.err("complete multipart upload", key, e))?;
+                .map_err(|e| self.sdk_err("complete multipart upload", key, e))?;
             Ok(())
         }
         .await;
@@ -170,7 +221,7 @@ impl Staging for S3Staging {
             .body(body)
             .send()
             .await
-            .map_err(|e| self.err("put", key, e))?;
+            .map_err(|e| self.sdk_err("put", key, e))?;
         Ok(())
     }
 
@@ -183,7 +234,7 @@ impl Staging for S3Staging {
             .body(ByteStream::from(bytes))
             .send()
             .await
-            .map_err(|e| self.err("put", key, e))?;
+            .map_err(|e| self.sdk_err("put", key, e))?;
         Ok(())
     }
 
@@ -194,7 +245,7 @@ impl Staging for S3Staging {
             .key(self.full_key(key))
             .send()
             .await
-            .map_err(|e| self.err("delete", key, e))?;
+            .map_err(|e| self.sdk_err("delete", key, e))?;
         Ok(())
     }
 
@@ -242,7 +293,7 @@ impl Staging for S3Staging {
                 .set_continuation_token(token)
                 .send()
                 .await
-                .map_err(|e| self.err("list", prefix, e))?;
+                .map_err(|e| self.sdk_err("list", prefix, e))?;
             keys.extend(
                 page.contents()
                     .iter()
@@ -283,7 +334,7 @@ impl S3Staging {
                 SdkError::ServiceError(se) if se.err().is_no_such_key() => {
                     StageError::NotFound { key: key.to_string() }
                 }
-                _ => self.err("get", key, e),
+                _ => self.sdk_err("get", key, e),
             })
     }
 }

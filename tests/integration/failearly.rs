@@ -133,3 +133,36 @@ fn a_records_path_that_misses_says_what_the_page_is() {
         assert!(!run.stderr.contains("not JSON"), "{}", run.stderr);
     }
 }
+
+#[test]
+fn s3_errors_are_one_line_that_says_what_to_do() {
+    use crate::support::s3::S3Server;
+    let api = ApiServer::start();
+    let s3 = S3Server::start();
+    s3.bucket("lake");
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let cases: [(&str, usize, &str, &str); 3] = [
+        ("s3://lake/raw", 1, "wrong-secret-value", "the AWS secret key does not match the access key id; check AWS_SECRET_ACCESS_KEY"),
+        ("s3://lake/raw", 0, "unknown-key-id", "the server does not know this AWS access key id; check AWS_ACCESS_KEY_ID"),
+        ("s3://lake/raw", 3, "", "cannot reach the S3 endpoint; check `staging.endpoint` (or AWS_ENDPOINT_URL_S3) and the network"),
+    ];
+    for (location, var, value, expected) in cases {
+        let mut env = s3.env();
+        if var < env.len() {
+            env[var].1 = if var == 3 { format!("http://{closed}") } else { value.to_string() };
+        }
+        let run = Sluice::new(["extract", "pipelines/rickandmorty.yaml", "--resource", "episode"])
+            .env("RICKANDMORTY_BASE_URL", format!("{}/api", api.base))
+            .env("SLUICE_STAGING", location)
+            .envs(env)
+            .run()
+            .failure(1);
+        let line = run
+            .stderr
+            .lines()
+            .find(|l| l.contains(expected))
+            .unwrap_or_else(|| panic!("{expected}\n{}", run.stderr));
+        assert!(line.len() < 400, "{line}");
+        assert!(!run.stderr.contains("SdkBody") && !run.stderr.contains("ServiceError"), "{}", run.stderr);
+    }
+}
