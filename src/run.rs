@@ -491,7 +491,25 @@ pub async fn load(
             })?,
     };
     let manifest = match crate::stage::read_manifest(&store, p.name(), &run_id).await {
-        Err(StageError::NotFound { .. }) => return Err(crate::load::LoadError::Incomplete { run_id }.into()),
+        Err(StageError::NotFound { .. }) => {
+            // Objects but no manifest: a run that failed or is still being extracted.
+            let key = &p.staging().key;
+            let staged = store.list(&key.list_prefix(p.name())).await?;
+            if staged
+                .iter()
+                .any(|k| key.run_id_of(p.name(), k).as_deref() == Some(run_id.as_str()))
+            {
+                return Err(crate::load::LoadError::Incomplete { run_id }.into());
+            }
+            let complete = crate::stage::complete_runs(&store, p.name()).await?;
+            return Err(crate::load::LoadError::NoSuchRun {
+                run_id,
+                pipeline: p.name().to_string(),
+                location: store.describe(),
+                latest: complete.into_iter().rev().take(5).collect(),
+            }
+            .into());
+        }
         other => other?,
     };
     for r in &manifest.resources {

@@ -41,6 +41,38 @@ pub struct Client {
     max_response_size: u64,
     limiter: Option<std::sync::Arc<RateLimiter>>,
     secrets: Secrets,
+    /// What to check when the API refuses the credentials (401/403).
+    auth_hint: String,
+}
+
+/// What to check when an API answers 401 or 403: the auth setting and where its secret
+/// comes from.
+fn auth_hint(auth: &Auth) -> String {
+    let from = |t: &crate::spec::interp::Interp| match t.vars().as_slice() {
+        [] => " (written in the spec)".to_string(),
+        vars => format!(
+            " from environment variable{} {}",
+            if vars.len() == 1 { "" } else { "s" },
+            vars.iter().map(|v| format!("`{v}`")).collect::<Vec<_>>().join(", ")
+        ),
+    };
+    match auth {
+        Auth::None => "the API wants credentials; set `source.auth` (bearer, api_key or basic)".into(),
+        Auth::Bearer { token } => format!("check `source.auth`: the bearer token{}", from(token)),
+        Auth::ApiKey { name, value, location } => format!(
+            "check `source.auth`: the API key `{name}` (in the {}){}",
+            match location {
+                ApiKeyLocation::Header => "header",
+                ApiKeyLocation::Query => "query",
+            },
+            from(value)
+        ),
+        Auth::Basic { username, password } => format!(
+            "check `source.auth`: basic credentials, user{} and password{}",
+            from(username),
+            from(password)
+        ),
+    }
 }
 
 /// Redirect hops followed for one request.
@@ -164,6 +196,7 @@ impl Client {
             max_response_size: source.max_response_size,
             limiter: source.rate_limit.map(|r| std::sync::Arc::new(RateLimiter::new(r))),
             secrets: secrets.clone(),
+            auth_hint: auth_hint(&source.auth),
         })
     }
 
@@ -394,9 +427,13 @@ impl Client {
                 body: Bytes::from(body),
             }));
         }
+        let mut detail = self.secrets.mask(&head(&body));
+        if matches!(status.as_u16(), 401 | 403) && trusted {
+            detail = format!("{detail}; {}", self.auth_hint);
+        }
         Err(Ok(Failure {
             status: Some(status),
-            detail: self.secrets.mask(&head(&body)),
+            detail,
             headers: Some(headers),
             transient: retryable(status),
         }))

@@ -38,15 +38,15 @@ pub enum ExtractError {
         detail: String,
         head: String,
     },
-    #[error("resource `{resource}`, page {page}: `records: {path}` matches nothing in the response from {url}, which is {page_is}{}", hint.as_ref().map(|h| format!("; did you mean `records: {h}`?")).unwrap_or_default())]
+    #[error("resource `{resource}`, page {page}: `records: {path}` matches nothing in the response from {url}, which is {page_is}")]
     RecordsMissing {
         resource: String,
         page: u64,
         url: String,
         path: String,
-        /// What the page is: "an object with keys …", "an array of 20 objects".
+        /// What the page is ("an object with keys …", "an array of 20 objects"), and a
+        /// records path that would match.
         page_is: String,
-        hint: Option<String>,
     },
     #[error("resource `{resource}`, page {page}: `records: {path}` selects one array (of {len} items) rather than the records in it; did you mean `records: {path}[*]`?")]
     RecordsIsArray {
@@ -352,8 +352,10 @@ fn select_records<'a>(
             page,
             url: http::shown_url(url.as_str()),
             path: resource.records.as_str().to_string(),
-            page_is: describe(body),
-            hint: records_hint(body),
+            page_is: match records_hint(body) {
+                Some(hint) => format!("{}; did you mean `records: {hint}`?", describe(body)),
+                None => describe(body),
+            },
         });
     }
     if let [Value::Array(items)] = records.as_slice() {

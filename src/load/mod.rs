@@ -58,6 +58,14 @@ pub enum LoadError {
     Stage(#[from] StageError),
     #[error("staged run `{run_id}` has no manifest, so it is incomplete and cannot be loaded")]
     Incomplete { run_id: String },
+    #[error("there is no staged run `{run_id}` of `{pipeline}` in {location}; {}", if latest.is_empty() { "it holds no complete run yet (`sluice extract` stages one)".to_string() } else { format!("the latest complete runs are: {}", latest.join(", ")) })]
+    NoSuchRun {
+        run_id: String,
+        pipeline: String,
+        location: String,
+        /// Newest first.
+        latest: Vec<String>,
+    },
     #[error("{0}")]
     Io(String),
     #[error("the extraction failed, so nothing was loaded: {0}")]
@@ -331,6 +339,17 @@ async fn load_in_transaction(
     tx.commit()
         .await
         .map_err(db("commit the load (deferred foreign keys are checked here)"))?;
+    // Only now: before the commit, nothing was loaded yet.
+    for s in &stats {
+        tracing::info!(
+            resource = %s.resource,
+            table = %s.table,
+            rows = s.rows,
+            rejected = s.rejected,
+            seconds = format!("{:.2}", s.seconds),
+            "table loaded"
+        );
+    }
     Ok(stats)
 }
 
@@ -834,8 +853,12 @@ async fn load_resource(
     // by one from an extraction still running.
     let feeding = async move {
         let send = |o: ObjectManifest, local: LocalObject| object_tx.send((o, local));
+        // When this resource's load really starts: at once for a staged run, with the
+        // first part for a run still being extracted (the wait is the extraction's time).
+        let mut first = None;
         match objects {
             ObjectFeed::Listed(list) => {
+                first = Some(Instant::now());
                 for o in list {
                     let local = store.open(&o.key).await?;
                     if send(o, local).await.is_err() {
@@ -845,6 +868,7 @@ async fn load_resource(
             }
             ObjectFeed::Live(mut rx) => {
                 while let Some(o) = rx.recv().await {
+                    first.get_or_insert_with(Instant::now);
                     let local = store.open(&o.key).await?;
                     if send(o, local).await.is_err() {
                         break;
@@ -852,7 +876,7 @@ async fn load_resource(
                 }
             }
         }
-        Ok::<(), LoadError>(())
+        Ok::<Option<Instant>, LoadError>(first)
     };
     futures_util::pin_mut!(root_copy);
     let copying = async {
@@ -875,7 +899,7 @@ async fn load_resource(
     let outcome = mapper
         .await
         .map_err(|e| LoadError::Io(format!("the mapping thread failed: {e}")))??;
-    feed_result?;
+    let t0 = feed_result?.unwrap_or(t0);
     copy_result?;
     root_copy
         .finish()
@@ -948,13 +972,6 @@ async fn load_resource(
         .await
         .map_err(db("write the rejects table"))?;
     }
-    tracing::info!(
-        resource = %resource.name,
-        records = outcome.records,
-        rejected = outcome.rejected,
-        seconds = format!("{:.2}", t0.elapsed().as_secs_f64()),
-        "resource loaded"
-    );
     Ok(stats)
 }
 

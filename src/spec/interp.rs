@@ -81,6 +81,17 @@ impl Interp {
         &self.raw
     }
 
+    /// The names of the environment variables the template reads.
+    pub fn vars(&self) -> Vec<&str> {
+        self.parts
+            .iter()
+            .filter_map(|p| match p {
+                Part::Var { name, .. } => Some(name.as_str()),
+                Part::Lit(_) => None,
+            })
+            .collect()
+    }
+
     /// Whether the template reads the environment at all.
     pub fn has_vars(&self) -> bool {
         self.parts.iter().any(|p| matches!(p, Part::Var { .. }))

@@ -140,16 +140,38 @@ fn s3_errors_are_one_line_that_says_what_to_do() {
     let api = ApiServer::start();
     let s3 = S3Server::start();
     s3.bucket("lake");
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let cases: [(&str, usize, &str, &str); 3] = [
-        ("s3://lake/raw", 1, "wrong-secret-value", "the AWS secret key does not match the access key id; check AWS_SECRET_ACCESS_KEY"),
-        ("s3://lake/raw", 0, "unknown-key-id", "the server does not know this AWS access key id; check AWS_ACCESS_KEY_ID"),
-        ("s3://lake/raw", 3, "", "cannot reach the S3 endpoint; check `staging.endpoint` (or AWS_ENDPOINT_URL_S3) and the network"),
+        (
+            "s3://lake/raw",
+            1,
+            "wrong-secret-value",
+            "the AWS secret key does not match the access key id; check AWS_SECRET_ACCESS_KEY",
+        ),
+        (
+            "s3://lake/raw",
+            0,
+            "unknown-key-id",
+            "the server does not know this AWS access key id; check AWS_ACCESS_KEY_ID",
+        ),
+        (
+            "s3://lake/raw",
+            3,
+            "",
+            "cannot reach the S3 endpoint; check `staging.endpoint` (or AWS_ENDPOINT_URL_S3) and the network",
+        ),
     ];
     for (location, var, value, expected) in cases {
         let mut env = s3.env();
         if var < env.len() {
-            env[var].1 = if var == 3 { format!("http://{closed}") } else { value.to_string() };
+            env[var].1 = if var == 3 {
+                format!("http://{closed}")
+            } else {
+                value.to_string()
+            };
         }
         let run = Sluice::new(["extract", "pipelines/rickandmorty.yaml", "--resource", "episode"])
             .env("RICKANDMORTY_BASE_URL", format!("{}/api", api.base))
@@ -163,6 +185,80 @@ fn s3_errors_are_one_line_that_says_what_to_do() {
             .find(|l| l.contains(expected))
             .unwrap_or_else(|| panic!("{expected}\n{}", run.stderr));
         assert!(line.len() < 400, "{line}");
-        assert!(!run.stderr.contains("SdkBody") && !run.stderr.contains("ServiceError"), "{}", run.stderr);
+        assert!(
+            !run.stderr.contains("SdkBody") && !run.stderr.contains("ServiceError"),
+            "{}",
+            run.stderr
+        );
     }
+}
+
+#[test]
+fn refused_credentials_name_the_setting_and_variable() {
+    use crate::support::api::Fault;
+    let api = ApiServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    api.fault("/v3/exchanges", Fault::Status(401), 10);
+    let run = Sluice::new(["extract", "pipelines/coincap.yaml"])
+        .env("COINCAP_BASE_URL", format!("{}/v3", api.base))
+        .env("COINCAP_API_KEY", "expired-key-value")
+        .env("SLUICE_STAGING", dir.path())
+        .run()
+        .failure(1);
+    assert!(
+        run.stderr.contains("failed with HTTP 401")
+            && run
+                .stderr
+                .contains("check `source.auth`: the bearer token from environment variable `COINCAP_API_KEY`"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("expired-key-value"));
+}
+
+#[test]
+fn loading_a_run_that_does_not_exist_lists_the_latest() {
+    use crate::support::api::Fault;
+    let api = ApiServer::start();
+    let db = pg::fresh_database();
+    let staging = tempfile::tempdir().unwrap();
+    let sluice = |args: &[&str]| {
+        Sluice::new(args)
+            .env("RICKANDMORTY_BASE_URL", format!("{}/api", api.base))
+            .env("SLUICE_STAGING", staging.path())
+            .env("DATABASE_URL", &db)
+    };
+    let none = sluice(&["load", "pipelines/rickandmorty.yaml", "--run", "nope"])
+        .run()
+        .failure(1);
+    assert!(
+        none.stderr
+            .contains("there is no staged run `nope` of `rickandmorty` in file://")
+            && none.stderr.contains("it holds no complete run yet"),
+        "{}",
+        none.stderr
+    );
+    let first = sluice(&["extract", "pipelines/rickandmorty.yaml", "--resource", "episode"])
+        .run()
+        .success()
+        .run_id();
+    let second = sluice(&["extract", "pipelines/rickandmorty.yaml", "--resource", "episode"])
+        .run()
+        .success()
+        .run_id();
+    let none = sluice(&["load", "pipelines/rickandmorty.yaml", "--run", "nope"])
+        .run()
+        .failure(1);
+    assert!(
+        none.stderr
+            .contains(&format!("the latest complete runs are: {second}, {first}")),
+        "{}",
+        none.stderr
+    );
+    // A failed run loads nothing and says nothing was loaded.
+    api.fault("/api/character?page=30", Fault::Html, 1);
+    let run = sluice(&["run", "pipelines/rickandmorty.yaml"]).run().failure(1);
+    assert!(!run.stderr.contains("table loaded"), "{}", run.stderr);
+    let run = sluice(&["run", "pipelines/rickandmorty.yaml"]).run().success();
+    assert_eq!(run.stderr.matches("table loaded").count(), 4, "{}", run.stderr);
 }
