@@ -134,6 +134,17 @@ enum Command {
         #[arg(long, requires = "output")]
         check: bool,
     },
+    /// Validate specs and check, reading no records, that each can run here: every
+    /// environment variable set, the warehouse reachable with a schema it can load into,
+    /// the staging location writable (and with --api, the API answering).
+    Check {
+        /// Spec files to check.
+        #[arg(required = true)]
+        specs: Vec<String>,
+        /// Also make one request to the first resource of each spec (URL and auth).
+        #[arg(long)]
+        api: bool,
+    },
     /// Remove the staged objects of incomplete runs (failed or killed extractions).
     Gc {
         /// The spec file.
@@ -254,6 +265,7 @@ pub fn main() -> ExitCode {
             page,
             check,
         } => diagram(&specs, output.as_deref(), format, page, check),
+        Command::Check { specs, api } => block_on(check(&specs, api)),
         Command::Gc { spec, older_than } => {
             let Some(p) = load_or_report(&spec) else {
                 return ExitCode::from(exit::FAILED);
@@ -269,6 +281,22 @@ pub fn main() -> ExitCode {
     })
 }
 
+async fn check(specs: &[String], api: bool) -> u8 {
+    let mut code = exit::OK;
+    for file in specs {
+        let Some(p) = load_or_report(file) else {
+            code = exit::FAILED;
+            continue;
+        };
+        let secrets = crate::util::Secrets::default();
+        match crate::run::check(&p, api, &secrets).await {
+            Ok(passed) => println!("{file}: ok ({})", passed.join(", ")),
+            Err(e) => code = fail(p.name(), &e, &secrets),
+        }
+    }
+    code
+}
+
 /// `30m`, `12h`, `7d`: an age for `gc`.
 fn parse_age(text: &str) -> Result<std::time::Duration, String> {
     match text.strip_suffix('d') {
@@ -282,7 +310,7 @@ fn parse_age(text: &str) -> Result<std::time::Duration, String> {
 
 async fn gc(p: &spec::Pipeline, older_than: std::time::Duration) -> u8 {
     let secrets = crate::util::Secrets::default();
-    match crate::run::gc(p, older_than).await {
+    match crate::run::gc(p, older_than, &secrets).await {
         Ok(report) => {
             let mut out = std::io::stdout().lock();
             for run in &report.runs {

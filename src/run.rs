@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use crate::extract::http::Client;
 use crate::extract::{extract_resource, ExtractError, RecordSink, Records};
+use crate::resolve::{Needs, Resolved};
 use crate::spec::pipeline::{Pipeline, Resource};
 use crate::stage::manifest::{Manifest, ObjectManifest, ResourceManifest};
 use crate::stage::writer::PartWriter;
@@ -52,6 +53,10 @@ pub enum RunError {
     UnknownResource { name: String, known: String },
     #[error(transparent)]
     Load(#[from] crate::load::LoadError),
+    #[error(transparent)]
+    Env(#[from] crate::resolve::EnvError),
+    #[error("preflight check of the {check} failed, so nothing was read from the API: {detail}")]
+    Preflight { check: &'static str, detail: String },
 }
 
 #[derive(Debug, Clone, Default)]
@@ -96,26 +101,72 @@ pub fn select<'a>(p: &'a Pipeline, names: &[String]) -> Result<Vec<&'a Resource>
 struct Http {
     client: Client,
     base_url: String,
+    source: crate::resolve::Source,
 }
 
-fn http(p: &Pipeline, secrets: &Secrets) -> Result<Http, ExtractError> {
-    let client = Client::new(p.source(), secrets)?;
+fn http(p: &Pipeline, resolved: &Resolved, secrets: &Secrets) -> Result<Http, ExtractError> {
+    let client = Client::new(p.source(), resolved.source(), secrets)?;
     let base_url = client.base_url().to_string();
-    Ok(Http { client, base_url })
+    Ok(Http {
+        client,
+        base_url,
+        source: resolved.source().clone(),
+    })
 }
 
-fn resource_params(r: &Resource, secrets: &Secrets) -> Result<Vec<(String, String)>, ExtractError> {
-    r.params
-        .iter()
-        .map(|(k, v)| {
-            v.resolve_secret(secrets)
-                .map(|v| (k.clone(), v))
-                .map_err(|e| ExtractError::Env {
-                    field: format!("resources.{}.params.{k}", r.name),
-                    var: e.0,
-                })
-        })
-        .collect()
+/// Resolve what a step needs from the environment, then check, before the first API
+/// request, that the warehouse and the staging location it needs can be used.
+pub async fn prepare(p: &Pipeline, needs: Needs, secrets: &Secrets) -> Result<Resolved, RunError> {
+    let resolved = crate::resolve::resolve(p, needs, secrets)?;
+    preflight(p, needs, &resolved, secrets).await?;
+    Ok(resolved)
+}
+
+/// `sluice check`: what a deployment gate wants to know without reading any records —
+/// the environment is complete, the warehouse and staging can be used, and with `api`,
+/// one request to the first resource's first page succeeds with the configured auth.
+/// Returns the checks that passed.
+pub async fn check(p: &Pipeline, api: bool, secrets: &Secrets) -> Result<Vec<&'static str>, RunError> {
+    let resolved = prepare(p, Needs::RUN, secrets).await?;
+    let mut passed = vec!["environment", "warehouse", "staging"];
+    if api {
+        let http = http(p, &resolved, secrets)?;
+        if let Some(r) = p.resources().first() {
+            let start = http.client.prepare(
+                &crate::extract::resource_url(&http.base_url, r)?,
+                http.source.resource_params(&r.name),
+            );
+            let url = crate::extract::paginate::first(&r.paginator, &start);
+            http.client.fetch(r.method, &url, &r.name, 1).await?;
+        }
+        passed.push("API");
+    }
+    Ok(passed)
+}
+
+/// The checks before extraction: the warehouse is reached and its schema plan computed (a
+/// destructive change is refused now, not after reading the API), and the staging location
+/// exists and, for a step that writes it, takes a probe object.
+pub async fn preflight(p: &Pipeline, needs: Needs, resolved: &Resolved, secrets: &Secrets) -> Result<(), RunError> {
+    if needs.warehouse {
+        crate::load::preflight(p, resolved.warehouse_url(), secrets)
+            .await
+            .map_err(|e| RunError::Preflight {
+                check: "warehouse",
+                detail: secrets.mask(&crate::util::error_chain(&e)),
+            })?;
+    }
+    if needs.staging {
+        let probe = async {
+            let store = Store::open(p.staging(), resolved.staging()).await?;
+            store.probe(needs.source).await
+        };
+        probe.await.map_err(|e: StageError| RunError::Preflight {
+            check: "staging",
+            detail: secrets.mask(&crate::util::error_chain(&e)),
+        })?;
+    }
+    Ok(())
 }
 
 /// Live counts of an extraction per resource, for the progress display.
@@ -245,9 +296,14 @@ pub async fn extract(
     secrets: &Secrets,
     progress: &Progress,
 ) -> Result<ExtractReport, RunError> {
+    select(p, &opts.resources)?;
+    let resolved = prepare(p, Needs::EXTRACT, secrets).await?;
+    let store = Store::open(p.staging(), resolved.staging()).await?;
     let journal = crate::stage::writer::Journal::default();
     let result = extract_as(
         p,
+        &resolved,
+        &store,
         opts,
         secrets,
         progress,
@@ -257,7 +313,7 @@ pub async fn extract(
     )
     .await;
     if result.is_err() {
-        remove_failed(&journal, opts, p, secrets).await;
+        remove_failed(&journal, opts, &store, secrets).await;
     }
     result
 }
@@ -266,8 +322,11 @@ pub async fn extract(
 type Announce = HashMap<String, tokio::sync::mpsc::UnboundedSender<ObjectManifest>>;
 
 /// Extract as run `run`, announcing staged objects through `announce`.
+#[allow(clippy::too_many_arguments)]
 async fn extract_as(
     p: &Pipeline,
+    resolved: &Resolved,
+    store: &Store,
     opts: &ExtractOptions,
     secrets: &Secrets,
     progress: &Progress,
@@ -275,13 +334,11 @@ async fn extract_as(
     announce: &mut Announce,
     journal: &crate::stage::writer::Journal,
 ) -> Result<ExtractReport, RunError> {
-    select(p, &opts.resources)?;
-    let http = http(p, secrets)?;
-    let store = Store::open(p.staging()).await?;
+    let http = http(p, resolved, secrets)?;
     let started = Utc::now();
     tracing::info!(pipeline = p.name(), run_id = %run.run_id, staging = %store.describe(), "extract started");
     stage_run(
-        p, opts, secrets, progress, &run, announce, &http, &store, journal, started,
+        p, opts, secrets, progress, &run, announce, &http, store, journal, started,
     )
     .await
 }
@@ -290,23 +347,13 @@ async fn extract_as(
 async fn remove_failed(
     journal: &crate::stage::writer::Journal,
     opts: &ExtractOptions,
-    p: &Pipeline,
+    store: &Store,
     secrets: &Secrets,
 ) {
     let keys = std::mem::take(&mut *journal.lock().unwrap_or_else(|e| e.into_inner()));
     if opts.keep_failed || keys.is_empty() {
         return;
     }
-    let store = match Store::open(p.staging()).await {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!(
-                "cannot remove what the failed run staged: {}",
-                secrets.mask(&e.to_string())
-            );
-            return;
-        }
-    };
     let mut removed = 0;
     for key in &keys {
         match store.delete(key).await {
@@ -340,7 +387,7 @@ async fn stage_run(
         let to_load = announce.remove(&r.name);
         async move {
             let t0 = Instant::now();
-            let params = resource_params(r, secrets)?;
+            let params = http.source.resource_params(&r.name);
             let key = p.staging().key.clone();
             let (pipeline, name, run_id, run_time) =
                 (p.name().to_string(), r.name.clone(), run.run_id.clone(), run.run_time);
@@ -356,7 +403,7 @@ async fn stage_run(
                 written: 0,
                 progress,
             };
-            let stats = extract_resource(&http.client, p, r, &http.base_url, &params, &mut sink).await?;
+            let stats = extract_resource(&http.client, p, r, &http.base_url, params, &mut sink).await?;
             let objects = sink.writer.finish().await.map_err(|source| ExtractError::Stage {
                 resource: r.name.clone(),
                 source,
@@ -424,10 +471,11 @@ pub async fn extract_dry_run(
     secrets: &Secrets,
 ) -> Result<Vec<(String, Vec<String>)>, RunError> {
     let resources = select(p, &opts.resources)?;
-    let http = http(p, secrets)?;
+    let resolved = crate::resolve::resolve(p, Needs::DRY_RUN, secrets)?;
+    let http = http(p, &resolved, secrets)?;
     let mut out = Vec::new();
     for r in resources {
-        let params = resource_params(r, secrets)?;
+        let params = http.source.resource_params(&r.name);
         let mut sink = CollectSink {
             records: Vec::new(),
             limit: opts.limit.unwrap_or(u64::MAX),
@@ -435,10 +483,10 @@ pub async fn extract_dry_run(
         if opts.limit.is_none() {
             // Default: one page.
             let mut one_page = OnePage(sink);
-            extract_resource(&http.client, p, r, &http.base_url, &params, &mut one_page).await?;
+            extract_resource(&http.client, p, r, &http.base_url, params, &mut one_page).await?;
             sink = one_page.0;
         } else {
-            extract_resource(&http.client, p, r, &http.base_url, &params, &mut sink).await?;
+            extract_resource(&http.client, p, r, &http.base_url, params, &mut sink).await?;
         }
         out.push((r.name.clone(), sink.records));
     }
@@ -476,7 +524,8 @@ pub async fn load(
     opts: crate::load::LoadOptions,
     secrets: &Secrets,
 ) -> Result<crate::load::LoadReport, RunError> {
-    let store = Store::open(p.staging()).await?;
+    let resolved = prepare(p, Needs::LOAD, secrets).await?;
+    let store = Store::open(p.staging(), resolved.staging()).await?;
     let run_id = match which {
         RunSelector::Id(id) => id.clone(),
         RunSelector::Latest => crate::stage::complete_runs(&store, p.name())
@@ -526,7 +575,15 @@ pub async fn load(
         }
     }
     tracing::info!(pipeline = p.name(), run_id = %run_id, "load started");
-    Ok(crate::load::load_run(p, &store, crate::load::RunFeed::from_manifest(&manifest), opts, secrets).await?)
+    Ok(crate::load::load_run(
+        p,
+        resolved.warehouse_url(),
+        &store,
+        crate::load::RunFeed::from_manifest(&manifest),
+        opts,
+        secrets,
+    )
+    .await?)
 }
 
 /// Extract, then load the run just staged.
@@ -556,19 +613,38 @@ pub async fn run(
         resources: feeds,
         extraction: Some(done_rx),
     };
-    let store = Store::open(p.staging()).await?;
+    let resolved = prepare(p, Needs::RUN, secrets).await?;
+    let store = Store::open(p.staging(), resolved.staging()).await?;
     let journal = crate::stage::writer::Journal::default();
     let extracting = async {
-        let result = extract_as(p, opts, secrets, progress, run, &mut announce, &journal).await;
+        let result = extract_as(
+            p,
+            &resolved,
+            &store,
+            opts,
+            secrets,
+            progress,
+            run,
+            &mut announce,
+            &journal,
+        )
+        .await;
         drop(announce);
         let _ = done_tx.send(result.as_ref().map(|_| ()).map_err(|e| secrets.mask(&e.to_string())));
         result
     };
-    let loading = crate::load::load_run(p, &store, feed, crate::load::LoadOptions::default(), secrets);
+    let loading = crate::load::load_run(
+        p,
+        resolved.warehouse_url(),
+        &store,
+        feed,
+        crate::load::LoadOptions::default(),
+        secrets,
+    );
     let (extracted, loaded) = tokio::join!(extracting, loading);
     if extracted.is_err() {
         // Only now: the load may still have been reading what was staged.
-        remove_failed(&journal, opts, p, secrets).await;
+        remove_failed(&journal, opts, &store, secrets).await;
     }
     // An extraction error explains a load that stopped because of it.
     let extracted = extracted?;
@@ -709,8 +785,9 @@ pub struct GcReport {
 /// Remove the staged objects of incomplete runs (runs without a manifest) that started
 /// more than `older_than` ago. A complete run is never touched, nor an object whose key
 /// does not follow the spec's key template.
-pub async fn gc(p: &Pipeline, older_than: std::time::Duration) -> Result<GcReport, RunError> {
-    let store = Store::open(p.staging()).await?;
+pub async fn gc(p: &Pipeline, older_than: std::time::Duration, secrets: &Secrets) -> Result<GcReport, RunError> {
+    let resolved = crate::resolve::resolve(p, Needs::STAGING, secrets)?;
+    let store = Store::open(p.staging(), resolved.staging()).await?;
     let complete: std::collections::HashSet<String> = crate::stage::complete_runs(&store, p.name())
         .await?
         .into_iter()

@@ -11,6 +11,7 @@ use tokio::sync::Mutex;
 use url::Url;
 
 use super::ExtractError;
+use crate::resolve::ResolvedAuth;
 use crate::spec::pipeline::{ApiKeyLocation, Auth, HttpMethod, Retry, Source};
 use crate::util::{error_chain, Secrets};
 
@@ -99,20 +100,10 @@ struct Failure {
 }
 
 impl Client {
-    /// Build the client, resolving every interpolated value from the environment.
-    /// Resolved secrets (auth, header and parameter values read from the environment, a
-    /// password in the base URL) are registered in `secrets` so that no message shows them.
-    pub fn new(source: &Source, secrets: &Secrets) -> Result<Self, ExtractError> {
-        let resolve = |field: &str, t: &crate::spec::interp::Interp| {
-            t.resolve_secret(secrets).map_err(|e| ExtractError::Env {
-                field: field.to_string(),
-                var: e.0,
-            })
-        };
-        let base_url = source.base_url.resolve().map_err(|e| ExtractError::Env {
-            field: "source.base_url".into(),
-            var: e.0,
-        })?;
+    /// Build the client from the spec's settings and the values resolved for it (see
+    /// [`crate::resolve`]); a password in the base URL joins the secrets.
+    pub fn new(source: &Source, resolved: &crate::resolve::Source, secrets: &Secrets) -> Result<Self, ExtractError> {
+        let base_url = resolved.base_url.clone();
         let base = Url::parse(&base_url).map_err(|e| {
             ExtractError::Config(format!(
                 "source.base_url `{}` is not a valid URL: {e}",
@@ -125,56 +116,44 @@ impl Client {
                 secrets.add(&decoded);
             }
         }
+        let sensitive = |v: &str, what: &str| {
+            let mut v = HeaderValue::from_str(v)
+                .map_err(|_| ExtractError::Config(format!("{what} is not valid in a header")))?;
+            v.set_sensitive(true);
+            Ok::<_, ExtractError>(v)
+        };
+        let header_name = |name: &str| {
+            HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| ExtractError::Config(format!("`{name}` is not a valid header name")))
+        };
         let mut headers = HeaderMap::new();
-        for (name, value) in &source.headers {
-            let v = resolve(&format!("source.headers.{name}"), value)?;
-            let name = HeaderName::from_bytes(name.as_bytes())
-                .map_err(|_| ExtractError::Config(format!("`{name}` is not a valid header name")))?;
-            let value = HeaderValue::from_str(&v)
+        for (name, value) in &resolved.headers {
+            let value = HeaderValue::from_str(value)
                 .map_err(|_| ExtractError::Config(format!("the value of header `{name}` is not valid in a header")))?;
-            headers.insert(name, value);
+            headers.insert(header_name(name)?, value);
         }
         let mut query_auth = None;
-        match &source.auth {
-            Auth::None => {}
-            Auth::Bearer { token } => {
-                let token = resolve("source.auth.token", token)?;
-                secrets.add(&token);
-                let mut v = HeaderValue::from_str(&format!("Bearer {token}"))
-                    .map_err(|_| ExtractError::Config("the bearer token is not valid in a header".into()))?;
-                v.set_sensitive(true);
-                headers.insert(AUTHORIZATION, v);
+        match &resolved.auth {
+            ResolvedAuth::None => {}
+            ResolvedAuth::Bearer { token } => {
+                headers.insert(
+                    AUTHORIZATION,
+                    sensitive(&format!("Bearer {token}"), "the bearer token")?,
+                );
             }
-            Auth::ApiKey { name, value, location } => {
-                let value = resolve("source.auth.value", value)?;
-                secrets.add(&value);
-                match location {
-                    ApiKeyLocation::Header => {
-                        let name = HeaderName::from_bytes(name.as_bytes())
-                            .map_err(|_| ExtractError::Config(format!("`{name}` is not a valid header name")))?;
-                        let mut v = HeaderValue::from_str(&value)
-                            .map_err(|_| ExtractError::Config("the API key is not valid in a header".into()))?;
-                        v.set_sensitive(true);
-                        headers.insert(name, v);
-                    }
-                    ApiKeyLocation::Query => query_auth = Some((name.clone(), value)),
+            ResolvedAuth::ApiKey { name, value, location } => match location {
+                ApiKeyLocation::Header => {
+                    headers.insert(header_name(name)?, sensitive(value, "the API key")?);
                 }
-            }
-            Auth::Basic { username, password } => {
-                let user = resolve("source.auth.username", username)?;
-                let pass = resolve("source.auth.password", password)?;
-                secrets.add(&pass);
+                ApiKeyLocation::Query => query_auth = Some((name.clone(), value.clone())),
+            },
+            ResolvedAuth::Basic { username, password } => {
                 use base64_lite::encode;
-                let mut v = HeaderValue::from_str(&format!("Basic {}", encode(format!("{user}:{pass}").as_bytes())))
-                    .map_err(|_| ExtractError::Config("basic credentials are not valid in a header".into()))?;
-                v.set_sensitive(true);
-                headers.insert(AUTHORIZATION, v);
+                let basic = format!("Basic {}", encode(format!("{username}:{password}").as_bytes()));
+                headers.insert(AUTHORIZATION, sensitive(&basic, "basic credentials")?);
             }
         }
-        let mut default_params = Vec::new();
-        for (k, v) in &source.params {
-            default_params.push((k.clone(), resolve(&format!("source.params.{k}"), v)?));
-        }
+        let default_params = resolved.params.clone();
         let inner = reqwest::Client::builder()
             .user_agent(concat!("sluice/", env!("CARGO_PKG_VERSION")))
             .redirect(reqwest::redirect::Policy::none())

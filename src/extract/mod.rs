@@ -78,8 +78,6 @@ pub enum ExtractError {
         url: String,
         limit: u64,
     },
-    #[error("`{field}` needs environment variable `{var}`, which is not set")]
-    Env { field: String, var: String },
     #[error("{0}")]
     Config(String),
     #[error("resource `{resource}`: {source}")]

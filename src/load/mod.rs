@@ -33,8 +33,6 @@ use map::{encode_row, map_record, RecordError, RecordRows, RunMeta, COPY_HEADER,
 pub enum LoadError {
     #[error("{0}")]
     Connect(String),
-    #[error("`{field}` needs environment variable `{var}`, which is not set")]
-    Env { field: String, var: String },
     #[error("run `{run_id}` was already loaded (at {at}); loading it again would duplicate rows. Use --force to load it anyway")]
     AlreadyLoaded { run_id: String, at: String },
     #[error("the live tables differ from the spec, so nothing was loaded:\n  {}", problems.join("\n  "))]
@@ -204,30 +202,17 @@ CREATE TABLE IF NOT EXISTS "_sluice"."rejects" (
 );
 "#;
 
-/// Resolve the warehouse URL and connect; the password joins the secrets.
-pub async fn connect_warehouse(p: &Pipeline, secrets: &Secrets) -> Result<(tokio_postgres::Client, String), LoadError> {
-    let url = p.warehouse().url.resolve().map_err(|e| LoadError::Env {
-        field: "warehouse.url".into(),
-        var: e.0,
-    })?;
-    if let Ok(u) = url::Url::parse(&url) {
-        if let Some(pw) = u.password() {
-            secrets.add(pw);
-        }
-    }
-    connect::connect(&url, secrets).await
-}
-
 /// Load one staged run.
 pub async fn load_run(
     p: &Pipeline,
+    warehouse_url: &str,
     store: &impl Staging,
     feed: RunFeed,
     opts: LoadOptions,
     secrets: &Secrets,
 ) -> Result<LoadReport, LoadError> {
     let run_id = feed.run_id.clone();
-    let (mut client, target) = connect_warehouse(p, secrets).await?;
+    let (mut client, target) = connect::connect(warehouse_url, secrets).await?;
     // DDL of a fresh database races between concurrent first runs (CREATE ... IF NOT
     // EXISTS is not safe against a concurrent creator): every DDL sluice runs is done
     // under an advisory lock, so the second run waits and then finds what the first made.
@@ -367,7 +352,27 @@ async fn sync_schema(tx: &Transaction<'_>, p: &Pipeline) -> Result<(), LoadError
     tx.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {}", quote_ident(schema)))
         .await
         .map_err(db(format!("create schema `{schema}`")))?;
-    let rows = tx
+    let statements = plan_schema(tx, p).await?;
+    if !statements.is_empty() {
+        tx.batch_execute(&statements.concat())
+            .await
+            .map_err(db(format!("create or evolve the tables of schema `{schema}`")))?;
+    }
+    Ok(())
+}
+
+/// Reach the warehouse and compute the schema plan, changing nothing: a connection that
+/// fails, or a live table the spec cannot load into, stops a run before it reads the API.
+pub async fn preflight(p: &Pipeline, warehouse_url: &str, secrets: &Secrets) -> Result<(), LoadError> {
+    let (client, _) = connect::connect(warehouse_url, secrets).await?;
+    plan_schema(&client, p).await.map(|_| ())
+}
+
+/// The DDL that brings the live tables to the spec (create tables, add nullable columns),
+/// or every difference it cannot make ([`LoadError::SchemaDrift`]).
+async fn plan_schema<C: tokio_postgres::GenericClient>(client: &C, p: &Pipeline) -> Result<Vec<String>, LoadError> {
+    let schema = &p.warehouse().schema;
+    let rows = client
         .query(
             "SELECT c.relname::text, a.attname::text, format_type(a.atttypid, a.atttypmod), a.attnotnull \
              FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace \
@@ -380,7 +385,7 @@ async fn sync_schema(tx: &Transaction<'_>, p: &Pipeline) -> Result<(), LoadError
     for r in rows {
         live.entry(r.get(0)).or_default().push((r.get(1), r.get(2), r.get(3)));
     }
-    let pk_rows = tx
+    let pk_rows = client
         .query(
             "SELECT c.relname::text, array_agg(a.attname::text ORDER BY k.ord) FROM pg_constraint con \
              JOIN pg_class c ON c.oid = con.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace \
@@ -466,12 +471,7 @@ async fn sync_schema(tx: &Transaction<'_>, p: &Pipeline) -> Result<(), LoadError
     if !problems.is_empty() {
         return Err(LoadError::SchemaDrift { problems });
     }
-    if !statements.is_empty() {
-        tx.batch_execute(&statements.concat())
-            .await
-            .map_err(db(format!("create or evolve the tables of schema `{schema}`")))?;
-    }
-    Ok(())
+    Ok(statements)
 }
 
 /// A record that did not fit, kept for the rejects table.

@@ -65,6 +65,19 @@ impl Staging for LocalStaging {
         Ok(())
     }
 
+    async fn probe(&self, write: bool) -> Result<(), StageError> {
+        std::fs::read_dir(&self.root).map_err(|e| StageError::io("read staging folder", &self.root, e))?;
+        if write {
+            let dir = self.work_dir();
+            let probe =
+                crate::util::temp_file_in(&dir).map_err(|e| StageError::io("write a probe file in", &dir, e))?;
+            probe
+                .close()
+                .map_err(|e| StageError::io("remove a probe file in", &dir, e))?;
+        }
+        Ok(())
+    }
+
     async fn delete(&self, key: &str) -> Result<(), StageError> {
         let path = self.path(key)?;
         match std::fs::remove_file(&path) {

@@ -68,6 +68,9 @@ pub trait Staging: Send + Sync {
     fn put_file(&self, key: &str, path: &Path) -> impl Future<Output = Result<(), StageError>> + Send;
     /// Store bytes at `key`, atomically.
     fn put_bytes(&self, key: &str, bytes: Vec<u8>) -> impl Future<Output = Result<(), StageError>> + Send;
+    /// Check that the location exists and can be read, and with `write` that it takes
+    /// an object (a probe, put and removed again): the preflight of extract and load.
+    fn probe(&self, write: bool) -> impl Future<Output = Result<(), StageError>> + Send;
     /// Remove the object at `key`; a missing object is no error.
     fn delete(&self, key: &str) -> impl Future<Output = Result<(), StageError>> + Send;
     /// The whole object in memory (manifests and tests; staged data is read with `open`).
@@ -89,33 +92,26 @@ pub enum Store {
 }
 
 impl Store {
-    /// Open the staging location of a spec, resolving its environment variables.
-    pub async fn open(spec: &StagingSpec) -> Result<Store, StageError> {
-        let resolve = |field: &str, t: &crate::spec::interp::Interp| {
-            t.resolve()
-                .map_err(|e| StageError::Config(format!("`{field}` needs {e}")))
-        };
-        let location = resolve("staging.location", &spec.location)?;
+    /// Open the staging location of a spec, with its resolved values (see
+    /// [`crate::resolve`]).
+    pub async fn open(spec: &StagingSpec, resolved: &crate::resolve::Staging) -> Result<Store, StageError> {
+        let location = resolved.location.as_str();
         if let Some(rest) = location.strip_prefix("s3://") {
             let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
             if bucket.is_empty() {
                 return Err(StageError::Config(format!("`{location}` names no bucket")));
             }
-            let region = spec.region.as_ref().map(|r| resolve("staging.region", r)).transpose()?;
-            let endpoint = spec
+            let endpoint = resolved
                 .endpoint
-                .as_ref()
-                .map(|r| resolve("staging.endpoint", r))
-                .transpose()?;
-            let endpoint = endpoint
+                .clone()
                 .or_else(|| std::env::var("AWS_ENDPOINT_URL_S3").ok())
                 .filter(|e| !e.is_empty());
             let path_style = spec.path_style.unwrap_or(endpoint.is_some());
             Ok(Store::S3(
-                s3::S3Staging::new(bucket, prefix, region, endpoint, path_style).await?,
+                s3::S3Staging::new(bucket, prefix, resolved.region.clone(), endpoint, path_style).await?,
             ))
         } else {
-            let path = location.strip_prefix("file://").unwrap_or(&location);
+            let path = location.strip_prefix("file://").unwrap_or(location);
             Ok(Store::Local(local::LocalStaging::new(Path::new(path))?))
         }
     }
@@ -132,6 +128,12 @@ impl Staging for Store {
         match self {
             Store::Local(s) => s.put_bytes(key, bytes).await,
             Store::S3(s) => s.put_bytes(key, bytes).await,
+        }
+    }
+    async fn probe(&self, write: bool) -> Result<(), StageError> {
+        match self {
+            Store::Local(s) => s.probe(write).await,
+            Store::S3(s) => s.probe(write).await,
         }
     }
     async fn delete(&self, key: &str) -> Result<(), StageError> {

@@ -440,7 +440,7 @@ fn wrong_s3_credentials_fail_with_a_clear_error() {
         .run()
         .failure(1);
     assert!(
-        run.stderr.contains("S3 put of `s3://lake/raw/rickandmorty/episode/"),
+        run.stderr.contains("preflight check of the staging failed, so nothing was read from the API: S3 list of `s3://lake/raw/` failed: the AWS secret key does not match"),
         "{}",
         run.stderr
     );

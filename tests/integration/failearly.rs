@@ -144,7 +144,13 @@ fn s3_errors_are_one_line_that_says_what_to_do() {
         .unwrap()
         .local_addr()
         .unwrap();
-    let cases: [(&str, usize, &str, &str); 3] = [
+    let cases: [(&str, usize, &str, &str); 4] = [
+        (
+            "s3://nope/raw",
+            9,
+            "",
+            "bucket `nope` does not exist; create it or correct `staging.location`",
+        ),
         (
             "s3://lake/raw",
             1,
@@ -261,4 +267,93 @@ fn loading_a_run_that_does_not_exist_lists_the_latest() {
     assert!(!run.stderr.contains("table loaded"), "{}", run.stderr);
     let run = sluice(&["run", "pipelines/rickandmorty.yaml"]).run().success();
     assert_eq!(run.stderr.matches("table loaded").count(), 4, "{}", run.stderr);
+}
+
+#[test]
+fn preflight_fails_before_any_api_request() {
+    use crate::support::s3::S3Server;
+    let api = ApiServer::start();
+    let db = pg::fresh_database();
+    let staging = tempfile::tempdir().unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let base = |spec: &str| {
+        Sluice::new(["run", spec])
+            .env("RICKANDMORTY_BASE_URL", format!("{}/api", api.base))
+            .env("COINCAP_BASE_URL", format!("{}/v3", api.base))
+            .env("SLUICE_STAGING", staging.path())
+    };
+    // Every missing variable at once.
+    let run = base("pipelines/coincap.yaml").run().failure(1);
+    assert!(
+        run.stderr.contains("environment variables this step needs are not set: `COINCAP_API_KEY` (for source.auth.token), `DATABASE_URL` (for warehouse.url)"),
+        "{}",
+        run.stderr
+    );
+    // PostgreSQL down.
+    let run = base("pipelines/rickandmorty.yaml")
+        .env("DATABASE_URL", format!("postgres://postgres@{closed}/db"))
+        .run()
+        .failure(1);
+    assert!(
+        run.stderr.contains("preflight check of the warehouse failed, so nothing was read from the API: cannot connect to database `db` on 127.0.0.1:"),
+        "{}",
+        run.stderr
+    );
+    // A missing bucket.
+    let s3 = S3Server::start();
+    let run = base("pipelines/rickandmorty.yaml")
+        .env("DATABASE_URL", &db)
+        .env("SLUICE_STAGING", "s3://nope/raw")
+        .envs(s3.env())
+        .run()
+        .failure(1);
+    assert!(
+        run.stderr.contains("preflight check of the staging failed, so nothing was read from the API: S3 list of `s3://nope/raw/` failed: bucket `nope` does not exist"),
+        "{}",
+        run.stderr
+    );
+    // A live table the spec cannot load into.
+    pg::execute(
+        &db,
+        "CREATE SCHEMA rickandmorty; CREATE TABLE rickandmorty.episode (episode_id text PRIMARY KEY)",
+    );
+    let run = base("pipelines/rickandmorty.yaml")
+        .env("DATABASE_URL", &db)
+        .run()
+        .failure(1);
+    assert!(
+        run.stderr.contains("preflight check of the warehouse failed")
+            && run
+                .stderr
+                .contains("column `episode_id` is text in the database but integer in the spec"),
+        "{}",
+        run.stderr
+    );
+    assert!(api.requests().is_empty(), "the API was called: {:?}", api.requests());
+
+    // `sluice check` runs the same checks, and with --api one request.
+    let ok_db = pg::fresh_database();
+    let check = Sluice::new(["check", "pipelines/rickandmorty.yaml", "--api"])
+        .env("RICKANDMORTY_BASE_URL", format!("{}/api", api.base))
+        .env("SLUICE_STAGING", staging.path())
+        .env("DATABASE_URL", &ok_db)
+        .run()
+        .success();
+    assert_eq!(
+        check.stdout,
+        "pipelines/rickandmorty.yaml: ok (environment, warehouse, staging, API)\n"
+    );
+    assert_eq!(api.requests().len(), 1);
+    let check = Sluice::new(["check", "pipelines/rickandmorty.yaml"])
+        .env("SLUICE_STAGING", staging.path())
+        .run()
+        .failure(1);
+    assert!(
+        check.stderr.contains("`DATABASE_URL` (for warehouse.url)"),
+        "{}",
+        check.stderr
+    );
 }

@@ -1,0 +1,255 @@
+//! The one step that reads the environment: a compiled [`Pipeline`] plus the process
+//! environment become the values the steps run with, or the full list of what is missing.
+//! Every value read from the environment for a credential, a header or a query parameter
+//! is registered as a secret here, once, so that no message shows it.
+
+use std::collections::BTreeMap;
+
+use crate::spec::interp::Interp;
+use crate::spec::pipeline::{ApiKeyLocation, Auth, Pipeline};
+use crate::util::Secrets;
+
+/// Which parts of a pipeline a step uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Needs {
+    /// The API (extract).
+    pub source: bool,
+    /// The staging location (extract writes it, load reads it).
+    pub staging: bool,
+    /// The warehouse (load).
+    pub warehouse: bool,
+}
+
+impl Needs {
+    pub const EXTRACT: Needs = Needs {
+        source: true,
+        staging: true,
+        warehouse: false,
+    };
+    pub const LOAD: Needs = Needs {
+        source: false,
+        staging: true,
+        warehouse: true,
+    };
+    pub const RUN: Needs = Needs {
+        source: true,
+        staging: true,
+        warehouse: true,
+    };
+    /// A dry run reads the API only.
+    pub const DRY_RUN: Needs = Needs {
+        source: true,
+        staging: false,
+        warehouse: false,
+    };
+    /// `gc` works on staging only.
+    pub const STAGING: Needs = Needs {
+        source: false,
+        staging: true,
+        warehouse: false,
+    };
+}
+
+/// What the steps run with: every interpolated value of the spec, resolved.
+#[derive(Debug, Clone, Default)]
+pub struct Resolved {
+    pub source: Option<Source>,
+    pub staging: Option<Staging>,
+    pub warehouse_url: Option<String>,
+}
+
+impl Resolved {
+    /// The resolved source; only for steps that said they need it.
+    pub fn source(&self) -> &Source {
+        self.source.as_ref().expect("resolved with Needs::source")
+    }
+    pub fn staging(&self) -> &Staging {
+        self.staging.as_ref().expect("resolved with Needs::staging")
+    }
+    pub fn warehouse_url(&self) -> &str {
+        self.warehouse_url.as_deref().expect("resolved with Needs::warehouse")
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub base_url: String,
+    pub headers: Vec<(String, String)>,
+    pub params: Vec<(String, String)>,
+    pub auth: ResolvedAuth,
+    /// Per resource, its own query parameters.
+    pub resource_params: BTreeMap<String, Vec<(String, String)>>,
+}
+
+impl Source {
+    pub fn resource_params(&self, resource: &str) -> &[(String, String)] {
+        self.resource_params.get(resource).map(Vec::as_slice).unwrap_or(&[])
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum ResolvedAuth {
+    None,
+    Bearer {
+        token: String,
+    },
+    ApiKey {
+        name: String,
+        value: String,
+        location: ApiKeyLocation,
+    },
+    Basic {
+        username: String,
+        password: String,
+    },
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Staging {
+    pub location: String,
+    pub region: Option<String>,
+    pub endpoint: Option<String>,
+}
+
+/// Environment variables a step needs and the environment lacks, each with the fields
+/// that read it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{} not set: {}; set {}, or give a default in the spec as `${{NAME:-default}}`",
+    if missing.len() == 1 { "an environment variable this step needs is" } else { "environment variables this step needs are" },
+    missing.iter().map(|(var, fields)| format!("`{var}` (for {})", fields.join(", "))).collect::<Vec<_>>().join(", "),
+    if missing.len() == 1 { "it" } else { "them" })]
+pub struct EnvError {
+    /// Variable → the fields that read it, in spec order.
+    pub missing: Vec<(String, Vec<String>)>,
+}
+
+/// Collects resolved values and missing variables.
+struct Resolver<'a> {
+    secrets: &'a Secrets,
+    missing: Vec<(String, Vec<String>)>,
+}
+
+impl Resolver<'_> {
+    fn get(&mut self, field: &str, t: &Interp, secret: bool) -> String {
+        let secrets = self.secrets;
+        let resolved = t.resolve_with(|name| {
+            let value = std::env::var(name).ok();
+            if let (Some(v), true) = (&value, secret) {
+                secrets.add(v);
+            }
+            value
+        });
+        match resolved {
+            Ok(v) => v,
+            Err(_) => {
+                // Every missing variable of the template, not just the first.
+                for var in t.vars() {
+                    if std::env::var(var).is_ok_and(|v| !v.is_empty()) {
+                        continue;
+                    }
+                    match self.missing.iter_mut().find(|(v, _)| v == var) {
+                        Some((_, fields)) => fields.push(field.to_string()),
+                        None => self.missing.push((var.to_string(), vec![field.to_string()])),
+                    }
+                }
+                String::new()
+            }
+        }
+    }
+
+    fn pairs(&mut self, path: &str, list: &[(String, Interp)]) -> Vec<(String, String)> {
+        list.iter()
+            .map(|(k, v)| (k.clone(), self.get(&format!("{path}.{k}"), v, true)))
+            .collect()
+    }
+}
+
+/// Resolve what a step `needs` from the environment, or report every missing variable.
+pub fn resolve(p: &Pipeline, needs: Needs, secrets: &Secrets) -> Result<Resolved, EnvError> {
+    let mut r = Resolver {
+        secrets,
+        missing: Vec::new(),
+    };
+    let source = needs.source.then(|| {
+        let s = p.source();
+        let auth = match &s.auth {
+            Auth::None => ResolvedAuth::None,
+            Auth::Bearer { token } => ResolvedAuth::Bearer {
+                token: r.get("source.auth.token", token, true),
+            },
+            Auth::ApiKey { name, value, location } => ResolvedAuth::ApiKey {
+                name: name.clone(),
+                value: r.get("source.auth.value", value, true),
+                location: *location,
+            },
+            Auth::Basic { username, password } => ResolvedAuth::Basic {
+                username: r.get("source.auth.username", username, false),
+                password: r.get("source.auth.password", password, true),
+            },
+        };
+        Source {
+            base_url: r.get("source.base_url", &s.base_url, false),
+            headers: r.pairs("source.headers", &s.headers),
+            params: r.pairs("source.params", &s.params),
+            auth,
+            resource_params: p
+                .resources()
+                .iter()
+                .map(|res| {
+                    (
+                        res.name.clone(),
+                        r.pairs(&format!("resources.{}.params", res.name), &res.params),
+                    )
+                })
+                .collect(),
+        }
+    });
+    let st = p.staging();
+    let staging = needs.staging.then(|| Staging {
+        location: r.get("staging.location", &st.location, false),
+        region: st.region.as_ref().map(|t| r.get("staging.region", t, false)),
+        endpoint: st.endpoint.as_ref().map(|t| r.get("staging.endpoint", t, false)),
+    });
+    let warehouse_url = needs
+        .warehouse
+        .then(|| r.get("warehouse.url", &p.warehouse().url, false));
+    if let Some(url) = &warehouse_url {
+        if let Ok(u) = url::Url::parse(url) {
+            if let Some(pw) = u.password() {
+                secrets.add(pw);
+            }
+        }
+    }
+    if !r.missing.is_empty() {
+        return Err(EnvError { missing: r.missing });
+    }
+    Ok(Resolved {
+        source,
+        staging,
+        warehouse_url,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_missing_variable_is_reported_at_once_with_its_fields() {
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/pipelines/coincap.yaml")).unwrap();
+        // Names no test environment sets.
+        let text = text
+            .replace("${COINCAP_API_KEY}", "${SLUICE_TEST_UNSET_KEY}")
+            .replace("${DATABASE_URL", "${SLUICE_TEST_UNSET_DB");
+        let q = crate::spec::compile_text("coincap.yaml", &text).unwrap();
+        let e = resolve(&q, Needs::RUN, &Secrets::default()).unwrap_err();
+        let vars: Vec<&str> = e.missing.iter().map(|(v, _)| v.as_str()).collect();
+        assert_eq!(vars, ["SLUICE_TEST_UNSET_KEY", "SLUICE_TEST_UNSET_DB"]);
+        assert!(e.to_string().starts_with(
+            "environment variables this step needs are not set: `SLUICE_TEST_UNSET_KEY` (for source.auth.token), `SLUICE_TEST_UNSET_DB` (for warehouse.url)"
+        ));
+        // Extraction does not need the warehouse.
+        let e = resolve(&q, Needs::EXTRACT, &Secrets::default()).unwrap_err();
+        assert_eq!(e.missing.len(), 1);
+    }
+}
