@@ -404,7 +404,9 @@ pub enum OnError {
 pub struct RawColumn {
     /// Column name (a PostgreSQL identifier).
     pub name: String,
-    /// Column type. Required unless `from_parent` is given.
+    /// Column type. Required unless the column takes it from elsewhere: `from_parent`
+    /// (the parent column's type) or `meta` (`run_id` and `pipeline` are text, `run_time`
+    /// is timestamptz).
     #[serde(default, rename = "type")]
     pub column_type: Option<ColumnType>,
     /// JSONPath to the value inside the record (or the nested element), e.g. `$.origin.url`.

@@ -142,14 +142,7 @@ impl<'a> Walker<'a> {
         }
         self.out.push('\n');
         for (child, obj) in children {
-            // Variants with only `type` need no table of their own.
-            if obj
-                .get("properties")
-                .and_then(Value::as_object)
-                .is_some_and(|p| p.len() > 1 || !p.contains_key("type"))
-            {
-                self.section(&child, obj);
-            }
+            self.section(&child, obj);
         }
     }
 }

@@ -198,3 +198,27 @@ fn readme_spec_reference_is_current() {
         "README's spec reference is stale: regenerate it with `sluice schema --format markdown`"
     );
 }
+
+#[test]
+fn every_spec_in_the_readme_validates() {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut specs = 0;
+    for (i, block) in readme.split("```yaml\n").skip(1).enumerate() {
+        let block = block.split("\n```").next().unwrap();
+        // The GitHub Actions workflow is YAML too, but no spec.
+        if block.starts_with("# .github/workflows/") {
+            continue;
+        }
+        let path = dir.path().join(format!("readme-{i}.yaml"));
+        std::fs::write(&path, block).unwrap();
+        let run = Sluice::new(["validate", path.to_str().unwrap()]).run();
+        assert_eq!(
+            run.code, 0,
+            "README yaml block {i} is not a valid spec:\n{}\n{block}",
+            run.stdout
+        );
+        specs += 1;
+    }
+    assert!(specs >= 1, "no spec found in the README");
+}
