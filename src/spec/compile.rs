@@ -274,11 +274,11 @@ fn compile_source(cx: &mut Ctx, s: &RawSource) -> Option<p::Source> {
     })
 }
 
-fn interp_map(cx: &mut Ctx, path: &str, map: &BTreeMap<String, String>) -> Option<Vec<(String, Interp)>> {
+fn interp_map<V: AsRef<str>>(cx: &mut Ctx, path: &str, map: &BTreeMap<String, V>) -> Option<Vec<(String, Interp)>> {
     let mut out = Vec::new();
     let mut ok = true;
     for (k, v) in map {
-        match cx.interp(&format!("{path}.{k}"), v) {
+        match cx.interp(&format!("{path}.{k}"), v.as_ref()) {
             Some(t) => out.push((k.clone(), t)),
             None => ok = false,
         }
@@ -332,7 +332,13 @@ fn compile_staging(cx: &mut Ctx, s: &RawStaging) -> Option<p::Staging> {
 fn compile_warehouse(cx: &mut Ctx, w: &RawWarehouse) -> Option<p::Warehouse> {
     let url = cx.interp("warehouse.url", &w.url);
     if let Some(t) = &url {
-        if !t.has_vars() && t.raw().contains('@') && t.raw().contains(':') {
+        let raw = t.raw();
+        let password = match url::Url::parse(raw) {
+            Ok(u) => u.password().is_some(),
+            // key/value form
+            Err(_) => raw.split_whitespace().any(|w| w.trim_start().starts_with("password")),
+        };
+        if !t.has_vars() && password {
             cx.error(
                 "warehouse.url",
                 "a database URL with a password must come from the environment: write `${DATABASE_URL}`",

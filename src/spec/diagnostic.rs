@@ -79,14 +79,27 @@ fn escape_property(s: &str) -> String {
     escape_data(s).replace(':', "%3A").replace(',', "%2C")
 }
 
-/// The closest candidate to a misspelt word, if one is close enough to be a likely typo.
+/// The closest candidate to a misspelt word, if one is close enough to be a likely typo,
+/// or else the one candidate the word abbreviates (`int` → `integer`, `link` →
+/// `link_header`).
 pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
-    candidates
-        .into_iter()
-        .map(|c| (edit_distance(word, c), c))
+    let candidates: Vec<&str> = candidates.into_iter().collect();
+    let close = candidates
+        .iter()
+        .map(|c| (edit_distance(word, c), *c))
         .filter(|(d, c)| *d <= (c.len().max(word.len()) / 3).max(1))
         .min_by_key(|(d, _)| *d)
-        .map(|(_, c)| c)
+        .map(|(_, c)| c);
+    close.or_else(|| {
+        let word = word.to_ascii_lowercase();
+        let mut prefixed = candidates
+            .iter()
+            .filter(|c| word.len() >= 3 && c.starts_with(word.as_str()));
+        match (prefixed.next(), prefixed.next()) {
+            (Some(only), None) => Some(*only),
+            _ => None,
+        }
+    })
 }
 
 fn edit_distance(a: &str, b: &str) -> usize {
@@ -107,6 +120,17 @@ fn edit_distance(a: &str, b: &str) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn abbreviations_are_recognised() {
+        assert_eq!(did_you_mean("int", ["text", "integer", "bigint"]), Some("integer"));
+        assert_eq!(
+            did_you_mean("link", ["next_url", "link_header", "none"]),
+            Some("link_header")
+        );
+        assert_eq!(did_you_mean("ti", ["time", "timestamptz"]), None);
+        assert_eq!(did_you_mean("tim", ["time_a", "time_b"]), None, "ambiguous");
+    }
 
     #[test]
     fn suggests_close_words_only() {

@@ -447,6 +447,27 @@ impl<'a> Checker<'a> {
             return self.check(node, non_null[0], path);
         }
         // Internally tagged enums: choose the branch by `type`.
+        let tagged_of = |b: &&Json| {
+            let b = self.resolve(b);
+            let tag = b.get("properties")?.get("type")?;
+            self.constants(tag)?.into_iter().next()
+        };
+        // A variant named as text (`paginate: none`) where a mapping `{type: none}` goes.
+        if let Kind::Scalar(text, _) = &node.kind {
+            let tags: Vec<String> = non_null.iter().filter_map(tagged_of).collect();
+            if !tags.is_empty() && !non_null.iter().any(|b| self.constants(b).is_some()) {
+                let tag = did_you_mean(text, tags.iter().map(String::as_str)).unwrap_or(text);
+                self.error(
+                    node.pos,
+                    path,
+                    format!(
+                        "expected a mapping with a `type` ({}), found the text `{text}`; write `{{type: {tag}}}`",
+                        list(&tags)
+                    ),
+                );
+                return;
+            }
+        }
         if let Kind::Map(entries) = &node.kind {
             let tagged: Vec<(String, &Json)> = non_null
                 .iter()

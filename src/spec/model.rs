@@ -49,9 +49,10 @@ pub struct RawSource {
     /// Headers sent with every request; values are *interpolated*.
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
-    /// Query parameters sent with every request; values are *interpolated*.
+    /// Query parameters sent with every request: text (*interpolated*), numbers or
+    /// booleans.
     #[serde(default)]
-    pub params: BTreeMap<String, String>,
+    pub params: BTreeMap<String, ParamValue>,
     /// Authentication: `none`, or a mapping with `type: bearer | api_key | basic`.
     #[serde(default)]
     pub auth: RawAuth,
@@ -249,9 +250,9 @@ pub struct RawResource {
     /// HTTP method. Default `GET`.
     #[serde(default)]
     pub method: Option<HttpMethod>,
-    /// Query parameters of this resource; values are *interpolated*.
+    /// Query parameters of this resource: text (*interpolated*), numbers or booleans.
     #[serde(default)]
-    pub params: BTreeMap<String, String>,
+    pub params: BTreeMap<String, ParamValue>,
     /// JSONPath (RFC 9535) selecting the records in each page, for example `$.results[*]`.
     pub records: String,
     /// How to get from one page to the next. Default `{type: none}`.
@@ -469,4 +470,48 @@ pub enum MetaValue {
     RunTime,
     /// The pipeline name (text).
     Pipeline,
+}
+
+/// A query parameter value as written: text (*interpolated*), or a YAML number or boolean
+/// sent as written (`limit: 100`, `active: true`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParamValue(pub String);
+
+impl<'de> Deserialize<'de> for ParamValue {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Text(String),
+            Int(i64),
+            Uint(u64),
+            Float(f64),
+            Bool(bool),
+        }
+        Ok(ParamValue(match Raw::deserialize(d)? {
+            Raw::Text(s) => s,
+            Raw::Int(n) => n.to_string(),
+            Raw::Uint(n) => n.to_string(),
+            Raw::Float(f) => f.to_string(),
+            Raw::Bool(b) => b.to_string(),
+        }))
+    }
+}
+
+impl JsonSchema for ParamValue {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "ParamValue".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "Text (interpolated), a number or a boolean.",
+            "type": ["string", "number", "boolean"]
+        })
+    }
+}
+
+impl AsRef<str> for ParamValue {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
 }

@@ -357,3 +357,22 @@ fn preflight_fails_before_any_api_request() {
         check.stderr
     );
 }
+
+#[test]
+fn query_params_may_be_yaml_numbers_and_booleans() {
+    let api = ApiServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("items.yaml");
+    std::fs::write(
+        &spec,
+        "version: 1\nname: items\nsource: {base_url: \"${API_BASE}\", params: {active: true}}\nstaging: {location: \"${SLUICE_STAGING}\"}\nwarehouse: {url: \"postgres://postgres@127.0.0.1:5432/db\", schema: items}\nresources:\n  - name: items\n    path: /page\n    params: {n: 7, ratio: 0.5}\n    records: $.results[*]\n    paginate: {type: none}\n    table:\n      name: item\n      columns:\n        - {name: id, type: integer, path: $.id}\n",
+    )
+    .unwrap();
+    let run = Sluice::new(["extract", spec.to_str().unwrap(), "--dry-run"])
+        .env("API_BASE", &api.base)
+        .env("SLUICE_STAGING", dir.path())
+        .run()
+        .success();
+    assert_eq!(run.stdout, "{\"id\":7}\n");
+    assert_eq!(api.requests()[0].target, "/page?active=true&n=7&ratio=0.5");
+}
