@@ -102,6 +102,94 @@ pub fn load(file: &str, text: &str) -> Result<Loaded, Vec<Diagnostic>> {
     }
 }
 
+/// The spec without the parts that failed the shape check, so that the rest can still be
+/// compiled and every problem of a file reported in one pass. Each field a shape problem
+/// names is left out; when that leaves its mapping without a required field, the mapping
+/// is left out in turn. Returns the spec and the paths left out; `None` when a problem
+/// sits where nothing can be left out (a list item, the top level).
+pub fn without_shape_errors(file: &str, text: &str, shape: &[Diagnostic]) -> Option<(Loaded, Vec<String>)> {
+    let mut tree = parse_tree(text).ok()??;
+    let mut positions = Positions::default();
+    record_positions(&tree, "", &mut positions);
+    let mut value: serde_yaml::Value = serde_yaml::from_str(text).ok()?;
+    let schema = serde_json::to_value(super::json_schema()).expect("schema serializes");
+    let mut cuts: Vec<String> = Vec::new();
+    let mut pending: Vec<String> = shape.iter().map(|d| d.path.clone()).collect();
+    for _ in 0..8 {
+        for cut in pending.drain(..) {
+            if cuts.contains(&cut) {
+                continue;
+            }
+            let (parent, key) = split_path(&cut)?;
+            remove_entry(&mut tree, &parent, &key)?;
+            remove_yaml_entry(&mut value, &parent, &key)?;
+            cuts.push(cut);
+        }
+        let mut checker = Checker {
+            file,
+            schema: &schema,
+            diagnostics: Vec::new(),
+        };
+        checker.check(&tree, &schema, "");
+        if checker.diagnostics.is_empty() {
+            let spec = serde_yaml::from_value::<RawSpec>(value).ok()?;
+            return Some((Loaded { spec, positions }, cuts));
+        }
+        pending = checker.diagnostics.into_iter().map(|d| d.path).collect();
+    }
+    None
+}
+
+/// `a.b[2].c` → (`a.b[2]`, `c`); `None` for a path that does not end in a mapping key.
+fn split_path(path: &str) -> Option<(String, String)> {
+    let (parent, key) = path.rsplit_once('.').unwrap_or(("", path));
+    (!key.is_empty() && !key.ends_with(']')).then(|| (parent.to_string(), key.to_string()))
+}
+
+/// The steps of a path: keys and list indexes.
+fn steps(path: &str) -> Vec<Result<&str, usize>> {
+    let mut out = Vec::new();
+    for step in path.split('.').filter(|s| !s.is_empty()) {
+        let (name, indexes) = step.split_at(step.find('[').unwrap_or(step.len()));
+        out.push(Ok(name));
+        for i in indexes.split(']').filter(|s| !s.is_empty()) {
+            out.push(Err(i.trim_start_matches('[').parse().unwrap_or(usize::MAX)));
+        }
+    }
+    out
+}
+
+fn remove_entry(node: &mut Node, parent: &str, key: &str) -> Option<()> {
+    let mut at = node;
+    for step in steps(parent) {
+        at = match (&mut at.kind, step) {
+            (Kind::Map(entries), Ok(k)) => {
+                &mut entries
+                    .iter_mut()
+                    .find(|(name, _)| matches!(&name.kind, Kind::Scalar(s, _) if s == k))?
+                    .1
+            }
+            (Kind::Seq(items), Err(i)) => items.get_mut(i)?,
+            _ => return None,
+        };
+    }
+    let Kind::Map(entries) = &mut at.kind else { return None };
+    entries.retain(|(name, _)| !matches!(&name.kind, Kind::Scalar(s, _) if s == key));
+    Some(())
+}
+
+fn remove_yaml_entry(value: &mut serde_yaml::Value, parent: &str, key: &str) -> Option<()> {
+    let mut at = value;
+    for step in steps(parent) {
+        at = match step {
+            Ok(k) => at.get_mut(k)?,
+            Err(i) => at.get_mut(i)?,
+        };
+    }
+    at.as_mapping_mut()?.remove(key);
+    Some(())
+}
+
 // ---------------------------------------------------------------------------------------
 // The positioned tree.
 

@@ -54,8 +54,38 @@ pub fn compile_text(file: &str, text: &str) -> Result<Pipeline, Vec<Diagnostic>>
             "the file contains a NUL byte, which YAML does not allow; is it a binary file, or saved as UTF-16?",
         )]);
     }
-    let loaded = load::load(file, text)?;
-    compile::compile(file, text, &loaded)
+    let shape = match load::load(file, text) {
+        Ok(loaded) => return compile::compile(file, text, &loaded),
+        Err(shape) => shape,
+    };
+    // One pass: the meaning of the parts that did parse is checked too.
+    let Some((loaded, cuts)) = load::without_shape_errors(file, text, &shape) else {
+        return Err(shape);
+    };
+    let semantic = match compile::compile(file, text, &loaded) {
+        Ok(_) => Vec::new(),
+        Err(d) => d,
+    };
+    // What the compile pass says of a part that was left out, or of the mapping that
+    // lost it ("needs a `type`"), follows from leaving it out, not from the spec.
+    let left_out = |path: &str| {
+        cuts.iter().any(|cut| {
+            let parent = cut.rsplit_once('.').map_or("", |(p, _)| p);
+            path.starts_with(cut.as_str()) || path == parent
+        })
+    };
+    let mut all = shape;
+    for d in semantic {
+        if !left_out(&d.path)
+            && !all
+                .iter()
+                .any(|s| s.line == d.line && s.column == d.column && s.message == d.message)
+        {
+            all.push(d);
+        }
+    }
+    all.sort_by_key(|d| (d.line, d.column));
+    Err(all)
 }
 
 /// Read, parse and compile a spec file.
