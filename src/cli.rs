@@ -213,7 +213,7 @@ pub fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { exit::USAGE } else { exit::OK });
         }
     };
-    // On a terminal, extraction shows a live progress line instead of info logs.
+    // On a terminal, extraction and loading show progress bars, with the log lines above.
     let show_progress = !cli.quiet
         && cli.log_format == LogFormat::Text
         && std::io::IsTerminal::is_terminal(&std::io::stderr())
@@ -221,7 +221,7 @@ pub fn main() -> ExitCode {
             cli.command,
             Command::Extract { dry_run: false, .. } | Command::Run { dry_run: false, .. }
         );
-    init_logging(cli.quiet || show_progress, cli.log_format);
+    init_logging(cli.quiet, cli.log_format, show_progress);
     ExitCode::from(match cli.command {
         Command::Validate { files, format } => validate(&files, format),
         Command::Schema { format } => {
@@ -242,7 +242,7 @@ pub fn main() -> ExitCode {
             let Some((p, opts)) = target.open() else {
                 return ExitCode::from(exit::FAILED);
             };
-            block_on(extract(&p, &opts, dry_run, show_progress))
+            block_on(extract(&p, &opts, dry_run))
         }
         Command::Load {
             spec,
@@ -276,7 +276,7 @@ pub fn main() -> ExitCode {
             let Some((p, opts)) = target.open() else {
                 return ExitCode::from(exit::FAILED);
             };
-            block_on(run(&p, &opts, dry_run, show_progress))
+            block_on(run(&p, &opts, dry_run))
         }
     })
 }
@@ -342,7 +342,7 @@ async fn load(p: &spec::Pipeline, which: crate::run::RunSelector, force: bool) -
     }
 }
 
-async fn run(p: &spec::Pipeline, opts: &crate::run::ExtractOptions, dry_run: bool, progress: bool) -> u8 {
+async fn run(p: &spec::Pipeline, opts: &crate::run::ExtractOptions, dry_run: bool) -> u8 {
     let secrets = crate::util::Secrets::default();
     if dry_run {
         let opts = crate::run::ExtractOptions {
@@ -362,10 +362,7 @@ async fn run(p: &spec::Pipeline, opts: &crate::run::ExtractOptions, dry_run: boo
             Err(e) => fail(p.name(), &e, &secrets),
         };
     }
-    let counts = std::sync::Arc::new(crate::run::Progress::default());
-    let ticker = start_ticker(progress, &counts);
-    let result = crate::run::run(p, opts, &secrets, &counts).await;
-    stop_ticker(ticker, &counts);
+    let result = crate::run::run(p, opts, &secrets).await;
     match result {
         Ok((_, loaded)) => {
             print_summary(&loaded);
@@ -407,10 +404,14 @@ fn print_summary(report: &crate::load::LoadReport) {
     }
 }
 
-fn init_logging(quiet: bool, format: LogFormat) {
+fn init_logging(quiet: bool, format: LogFormat, bars: bool) {
     use tracing_subscriber::EnvFilter;
     // tokio-postgres logs every server NOTICE at info; those are not news to a user.
     let default = if quiet { "warn" } else { "info,tokio_postgres=warn" };
+    let filter = EnvFilter::try_from_env("SLUICE_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    if bars && crate::progress::init_with_bars(filter) {
+        return;
+    }
     let filter = EnvFilter::try_from_env("SLUICE_LOG").unwrap_or_else(|_| EnvFilter::new(default));
     use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
@@ -441,7 +442,7 @@ fn fail(pipeline: &str, e: &dyn std::error::Error, secrets: &crate::util::Secret
     exit::FAILED
 }
 
-async fn extract(p: &spec::Pipeline, opts: &crate::run::ExtractOptions, dry_run: bool, progress: bool) -> u8 {
+async fn extract(p: &spec::Pipeline, opts: &crate::run::ExtractOptions, dry_run: bool) -> u8 {
     let secrets = crate::util::Secrets::default();
     let mut out = std::io::stdout().lock();
     if dry_run {
@@ -458,10 +459,7 @@ async fn extract(p: &spec::Pipeline, opts: &crate::run::ExtractOptions, dry_run:
             Err(e) => fail(p.name(), &e, &secrets),
         };
     }
-    let counts = std::sync::Arc::new(crate::run::Progress::default());
-    let ticker = start_ticker(progress, &counts);
-    let result = crate::run::extract(p, opts, &secrets, &counts).await;
-    stop_ticker(ticker, &counts);
+    let result = crate::run::extract(p, opts, &secrets).await;
     match result {
         Ok(report) => {
             let _ = writeln!(out, "run {} staged to {}", report.run.run_id, report.location);
@@ -644,25 +642,5 @@ fn diagram(
             eprintln!("error: cannot write {path}: {e}");
             exit::FAILED
         }
-    }
-}
-
-/// Redraw a progress line on stderr while an extraction runs.
-fn start_ticker(show: bool, progress: &std::sync::Arc<crate::run::Progress>) -> Option<tokio::task::JoinHandle<()>> {
-    let progress = progress.clone();
-    show.then(|| {
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
-                eprint!("\r\x1b[2K{}", crate::util::clip(&progress.line(), 200));
-            }
-        })
-    })
-}
-
-fn stop_ticker(ticker: Option<tokio::task::JoinHandle<()>>, progress: &crate::run::Progress) {
-    if let Some(t) = ticker {
-        t.abort();
-        eprintln!("\r\x1b[2K{}", progress.line());
     }
 }

@@ -8,6 +8,7 @@ pub mod cli;
 pub mod diagram;
 pub mod extract;
 pub mod load;
+pub mod progress;
 pub mod resolve;
 pub mod run;
 pub mod spec;

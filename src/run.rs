@@ -169,70 +169,12 @@ pub async fn preflight(p: &Pipeline, needs: Needs, resolved: &Resolved, secrets:
     Ok(())
 }
 
-/// Live counts of an extraction per resource, for the progress display.
-#[derive(Debug)]
-pub struct Progress {
-    started: Instant,
-    resources: std::sync::Mutex<Vec<(String, Counts)>>,
-}
-
-#[derive(Debug, Default, Clone, Copy)]
-pub struct Counts {
-    pub pages: u64,
-    pub records: u64,
-    pub bytes: u64,
-}
-
-impl Default for Progress {
-    fn default() -> Self {
-        Progress {
-            started: Instant::now(),
-            resources: Default::default(),
-        }
-    }
-}
-
-impl Progress {
-    fn add(&self, resource: &str, pages: u64, records: u64, bytes: u64) {
-        let mut list = self.resources.lock().unwrap_or_else(|e| e.into_inner());
-        let i = match list.iter().position(|(n, _)| n == resource) {
-            Some(i) => i,
-            None => {
-                list.push((resource.to_string(), Counts::default()));
-                list.len() - 1
-            }
-        };
-        let c = &mut list[i].1;
-        c.pages += pages;
-        c.records += records;
-        c.bytes += bytes;
-    }
-
-    /// One line: pages, records, bytes and rate per resource.
-    pub fn line(&self) -> String {
-        let secs = self.started.elapsed().as_secs_f64().max(0.001);
-        let list = self.resources.lock().unwrap_or_else(|e| e.into_inner());
-        list.iter()
-            .map(|(n, c)| {
-                format!(
-                    "{n}: {} pages, {} records, {:.1} MB, {:.0} rec/s",
-                    c.pages,
-                    c.records,
-                    c.bytes as f64 / 1e6,
-                    c.records as f64 / secs
-                )
-            })
-            .collect::<Vec<_>>()
-            .join(" | ")
-    }
-}
-
 struct StageSink<'a> {
     writer: PartWriter<'a, Store>,
     resource: String,
     limit: Option<u64>,
     written: u64,
-    progress: &'a Progress,
+    bar: crate::progress::ExtractBar,
 }
 
 impl RecordSink for StageSink<'_> {
@@ -257,7 +199,7 @@ impl RecordSink for StageSink<'_> {
             })?;
             self.written += 1;
         }
-        self.progress.add(&self.resource, 1, self.written - before, bytes);
+        self.bar.page(self.written - before, bytes);
         Ok(more && self.limit.is_none_or(|l| self.written < l))
     }
 }
@@ -290,12 +232,7 @@ impl RecordSink for CollectSink {
 
 /// Extract the selected resources of `p` into its staging location and write the
 /// manifest. A run with any failed resource gets no manifest.
-pub async fn extract(
-    p: &Pipeline,
-    opts: &ExtractOptions,
-    secrets: &Secrets,
-    progress: &Progress,
-) -> Result<ExtractReport, RunError> {
+pub async fn extract(p: &Pipeline, opts: &ExtractOptions, secrets: &Secrets) -> Result<ExtractReport, RunError> {
     select(p, &opts.resources)?;
     let resolved = prepare(p, Needs::EXTRACT, secrets).await?;
     let store = Store::open(p.staging(), resolved.staging()).await?;
@@ -306,7 +243,6 @@ pub async fn extract(
         &store,
         opts,
         secrets,
-        progress,
         RunInfo::new(),
         &mut HashMap::new(),
         &journal,
@@ -329,7 +265,6 @@ async fn extract_as(
     store: &Store,
     opts: &ExtractOptions,
     secrets: &Secrets,
-    progress: &Progress,
     run: RunInfo,
     announce: &mut Announce,
     journal: &crate::stage::writer::Journal,
@@ -337,10 +272,7 @@ async fn extract_as(
     let http = http(p, resolved, secrets)?;
     let started = Utc::now();
     tracing::info!(pipeline = p.name(), run_id = %run.run_id, staging = %store.describe(), "extract started");
-    stage_run(
-        p, opts, secrets, progress, &run, announce, &http, store, journal, started,
-    )
-    .await
+    stage_run(p, opts, secrets, &run, announce, &http, store, journal, started).await
 }
 
 /// After a failed extraction, remove what it staged, unless asked to keep it.
@@ -373,7 +305,6 @@ async fn stage_run(
     p: &Pipeline,
     opts: &ExtractOptions,
     secrets: &Secrets,
-    progress: &Progress,
     run: &RunInfo,
     announce: &mut Announce,
     http: &Http,
@@ -401,7 +332,7 @@ async fn stage_run(
                 resource: r.name.clone(),
                 limit: opts.limit,
                 written: 0,
-                progress,
+                bar: crate::progress::ExtractBar::new(&r.name),
             };
             let stats = extract_resource(&http.client, p, r, &http.base_url, params, &mut sink).await?;
             let objects = sink.writer.finish().await.map_err(|source| ExtractError::Stage {
@@ -591,7 +522,6 @@ pub async fn run(
     p: &Pipeline,
     opts: &ExtractOptions,
     secrets: &Secrets,
-    progress: &Progress,
 ) -> Result<(ExtractReport, crate::load::LoadReport), RunError> {
     // The load starts on each staged part as soon as it is stored, while the extraction
     // goes on; it commits only once the extraction has finished (manifest written).
@@ -617,18 +547,7 @@ pub async fn run(
     let store = Store::open(p.staging(), resolved.staging()).await?;
     let journal = crate::stage::writer::Journal::default();
     let extracting = async {
-        let result = extract_as(
-            p,
-            &resolved,
-            &store,
-            opts,
-            secrets,
-            progress,
-            run,
-            &mut announce,
-            &journal,
-        )
-        .await;
+        let result = extract_as(p, &resolved, &store, opts, secrets, run, &mut announce, &journal).await;
         drop(announce);
         let _ = done_tx.send(result.as_ref().map(|_| ()).map_err(|e| secrets.mask(&e.to_string())));
         result

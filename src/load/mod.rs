@@ -883,11 +883,13 @@ async fn load_resource(
         // Owned here so that a COPY failure drops it at once: the mapper's next send then
         // fails and it stops, which in turn stops the feeding; nothing waits on anything.
         let mut receiver = receiver;
+        let mut bar = crate::progress::LoadBar::new(&resource.name);
         root_copy
             .send(Bytes::from_static(COPY_HEADER))
             .await
             .map_err(db(format!("COPY into `{}`", resource.tables[0].name)))?;
         while let Some(chunk) = receiver.recv().await {
+            bar.sent(chunk.len() as u64);
             root_copy
                 .send(Bytes::from(chunk))
                 .await

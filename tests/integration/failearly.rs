@@ -380,3 +380,36 @@ fn query_params_may_be_yaml_numbers_and_booleans() {
     assert_eq!(run.stdout, "{\"id\":7}\n");
     assert_eq!(api.requests()[0].target, "/page?active=true&n=7&ratio=0.5");
 }
+
+#[test]
+fn progress_bars_on_a_terminal_keep_the_log_lines() {
+    let api = ApiServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    // Slowed down so that the bars are drawn.
+    let spec = spec_with(
+        dir.path(),
+        "  base_url: ${RICKANDMORTY_BASE_URL:-https://rickandmortyapi.com/api}\n",
+        "  base_url: ${RICKANDMORTY_BASE_URL:-https://rickandmortyapi.com/api}\n  rate_limit: {requests_per_second: 25}\n",
+    );
+    let sluice = env!("CARGO_BIN_EXE_sluice");
+    // `script` gives sluice a pseudo-terminal as stderr, as a person's shell would.
+    let out = std::process::Command::new("script")
+        .args([
+            "-qfec",
+            &format!("'{sluice}' extract '{spec}' --resource location --resource episode"),
+            "/dev/null",
+        ])
+        .env("RICKANDMORTY_BASE_URL", format!("{}/api", api.base))
+        .env("SLUICE_STAGING", dir.path().join("staging"))
+        .env_remove("SLUICE_LOG")
+        .output()
+        .expect("`script` (util-linux) runs sluice under a pseudo-terminal");
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{screen}");
+    assert!(screen.contains("extract resource=location: "), "no bar:\n{screen}");
+    assert!(screen.contains(" pages, ") && screen.contains(" records/s"), "{screen}");
+    assert!(
+        screen.contains("resource extracted") && screen.contains("extract finished"),
+        "log lines hidden:\n{screen}"
+    );
+}
