@@ -151,9 +151,17 @@ pub async fn preflight(p: &Pipeline, needs: Needs, resolved: &Resolved, secrets:
     if needs.warehouse {
         crate::load::preflight(p, resolved.warehouse_url(), secrets)
             .await
-            .map_err(|e| RunError::Preflight {
-                check: "warehouse",
-                detail: secrets.mask(&crate::util::error_chain(&e)),
+            .map_err(|e| {
+                let hint = match e {
+                    crate::load::LoadError::Connect(_) => {
+                        "; check that the database server runs and that `warehouse.url` points at it"
+                    }
+                    _ => "",
+                };
+                RunError::Preflight {
+                    check: "warehouse",
+                    detail: format!("{}{hint}", secrets.mask(&crate::util::error_chain(&e))),
+                }
             })?;
     }
     if needs.staging {

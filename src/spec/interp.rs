@@ -103,23 +103,7 @@ impl Interp {
         self.resolve_with(|_| None).ok()
     }
 
-    /// Resolve from the process environment.
-    pub fn resolve(&self) -> Result<String, MissingVar> {
-        self.resolve_with(|name| std::env::var(name).ok())
-    }
-
-    /// Resolve from the process environment, registering every value read from it in
-    /// `secrets`, so that no message shows it.
-    pub fn resolve_secret(&self, secrets: &crate::util::Secrets) -> Result<String, MissingVar> {
-        self.resolve_with(|name| {
-            let value = std::env::var(name).ok();
-            if let Some(v) = &value {
-                secrets.add(v);
-            }
-            value
-        })
-    }
-
+    /// Resolve with `lookup` (the process environment, in [`crate::resolve`]).
     pub fn resolve_with(&self, lookup: impl Fn(&str) -> Option<String>) -> Result<String, MissingVar> {
         let mut out = String::new();
         for part in &self.parts {
