@@ -172,6 +172,7 @@ pub struct RecordRows {
     /// Per table: rows mapped, and per column the rows whose path matched.
     pub coverage: Vec<Coverage>,
     matched: Vec<Vec<bool>>,
+    seen: Vec<bool>,
 }
 
 /// How often a table's column paths matched, over the rows of accepted records.
@@ -207,16 +208,16 @@ pub fn map_record(tables: &[Table], record: &Value, meta: &RunMeta, out: &mut Re
         rows.clear();
         matched.clear();
     }
-    let mut seen = Vec::new();
+    let seen = &mut out.seen;
     let root =
-        map_row_matching(&tables[0], record, None, meta, &mut seen).map_err(|error| RecordError { table: 0, error })?;
-    out.matched[0].extend_from_slice(&seen);
+        map_row_matching(&tables[0], record, None, meta, seen).map_err(|error| RecordError { table: 0, error })?;
+    out.matched[0].extend_from_slice(seen);
     for (i, t) in tables.iter().enumerate().skip(1) {
         let each = t.each.as_ref().expect("nested tables have `each`");
         for el in each.query(record) {
-            let row = map_row_matching(t, el, Some(&root), meta, &mut seen)
-                .map_err(|error| RecordError { table: i, error })?;
-            out.matched[i].extend_from_slice(&seen);
+            let row =
+                map_row_matching(t, el, Some(&root), meta, seen).map_err(|error| RecordError { table: i, error })?;
+            out.matched[i].extend_from_slice(seen);
             out.rows[i].push(row);
         }
     }
