@@ -143,10 +143,7 @@ impl Resolver<'_> {
             Ok(v) => v,
             Err(_) => {
                 // Every missing variable of the template, not just the first.
-                for var in t.vars() {
-                    if std::env::var(var).is_ok_and(|v| !v.is_empty()) {
-                        continue;
-                    }
+                for var in t.missing(|name| std::env::var(name).ok()) {
                     match self.missing.iter_mut().find(|(v, _)| v == var) {
                         Some((_, fields)) => fields.push(field.to_string()),
                         None => self.missing.push((var.to_string(), vec![field.to_string()])),

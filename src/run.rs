@@ -265,24 +265,6 @@ pub async fn extract(p: &Pipeline, opts: &ExtractOptions, secrets: &Secrets) -> 
 /// Senders announcing each resource's staged objects as they are stored.
 type Announce = HashMap<String, tokio::sync::mpsc::UnboundedSender<ObjectManifest>>;
 
-/// Extract as run `run`, announcing staged objects through `announce`.
-#[allow(clippy::too_many_arguments)]
-async fn extract_as(
-    p: &Pipeline,
-    resolved: &Resolved,
-    store: &Store,
-    opts: &ExtractOptions,
-    secrets: &Secrets,
-    run: RunInfo,
-    announce: &mut Announce,
-    journal: &crate::stage::writer::Journal,
-) -> Result<ExtractReport, RunError> {
-    let http = http(p, resolved, secrets)?;
-    let started = Utc::now();
-    tracing::info!(pipeline = p.name(), run_id = %run.run_id, staging = %store.describe(), "extract started");
-    stage_run(p, opts, secrets, &run, announce, &http, store, journal, started).await
-}
-
 /// After a failed extraction, remove what it staged, unless asked to keep it.
 async fn remove_failed(
     journal: &crate::stage::writer::Journal,
@@ -307,19 +289,23 @@ async fn remove_failed(
     tracing::info!(removed, "removed what the failed run staged (--keep-failed keeps it)");
 }
 
-/// Stage every selected resource, then the manifest.
+/// Extract as run `run`: stage every selected resource, then the manifest. Staged
+/// objects are announced through `announce` and noted in `journal`.
 #[allow(clippy::too_many_arguments)]
-async fn stage_run(
+async fn extract_as(
     p: &Pipeline,
+    resolved: &Resolved,
+    store: &Store,
     opts: &ExtractOptions,
     secrets: &Secrets,
-    run: &RunInfo,
+    run: RunInfo,
     announce: &mut Announce,
-    http: &Http,
-    store: &Store,
     journal: &crate::stage::writer::Journal,
-    started: DateTime<Utc>,
 ) -> Result<ExtractReport, RunError> {
+    let http = &http(p, resolved, secrets)?;
+    let started = Utc::now();
+    tracing::info!(pipeline = p.name(), run_id = %run.run_id, staging = %store.describe(), "extract started");
+    let run = &run;
     let resources = select(p, &opts.resources)?;
     let jobs = resources.iter().map(|r| {
         let (store, http, run) = (store, http, run);

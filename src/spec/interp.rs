@@ -92,6 +92,18 @@ impl Interp {
             .collect()
     }
 
+    /// The variables `lookup` has no value for and the template gives no default: what
+    /// [`Interp::resolve_with`] would fail on, all of them.
+    pub fn missing(&self, lookup: impl Fn(&str) -> Option<String>) -> Vec<&str> {
+        self.parts
+            .iter()
+            .filter_map(|p| match p {
+                Part::Var { name, default: None } if lookup(name).is_none() => Some(name.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Whether the template reads the environment at all.
     pub fn has_vars(&self) -> bool {
         self.parts.iter().any(|p| matches!(p, Part::Var { .. }))
@@ -146,6 +158,12 @@ mod tests {
         let t = Interp::parse("${EMPTY:-fallback}").unwrap();
         assert_eq!(t.resolve_with(env).unwrap(), "fallback");
         assert_eq!(t.offline().as_deref(), Some("fallback"));
+    }
+
+    #[test]
+    fn every_missing_variable_without_a_default_is_listed() {
+        let t = Interp::parse("${TOKEN}/${HOST}/${PORT:-80}/${USER}").unwrap();
+        assert_eq!(t.missing(env), ["TOKEN", "USER"]);
     }
 
     #[test]
