@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, LOCATION, RETRY_AFTER};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, LOCATION};
 use reqwest::StatusCode;
 use tokio::sync::Mutex;
 use url::Url;
@@ -79,9 +79,39 @@ fn auth_hint(auth: &Auth) -> String {
 /// Redirect hops followed for one request.
 const MAX_REDIRECTS: u32 = 10;
 
-/// Whether a status is worth another attempt.
-fn retryable(status: StatusCode) -> bool {
-    matches!(status.as_u16(), 429 | 500 | 502 | 503 | 504)
+/// Whether a status is worth another attempt: one of `retry.on_status`, or a rate limit
+/// that says it is used up (GitHub answers 403 with `X-RateLimit-Remaining: 0`).
+fn retryable(retry: &Retry, status: StatusCode, headers: &HeaderMap) -> bool {
+    let exhausted = headers
+        .get("x-ratelimit-remaining")
+        .or_else(|| headers.get("ratelimit-remaining"))
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim() == "0");
+    retry.on_status.contains(&status.as_u16()) || (matches!(status.as_u16(), 403 | 429) && exhausted)
+}
+
+/// How long the server asks to wait: `Retry-After`, else a rate limit's reset time
+/// (`X-RateLimit-Reset` / `RateLimit-Reset`, as epoch seconds or seconds from now).
+fn server_wait(headers: &HeaderMap) -> Option<Duration> {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if let Some(d) = header("retry-after").and_then(parse_retry_after) {
+        return Some(d);
+    }
+    let reset: u64 = header("x-ratelimit-reset")
+        .or_else(|| header("ratelimit-reset"))?
+        .trim()
+        .parse()
+        .ok()?;
+    // Values this large are times, not delays.
+    if reset > 1_000_000_000 {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()?
+            .as_secs();
+        Some(Duration::from_secs(reset.saturating_sub(now)))
+    } else {
+        Some(Duration::from_secs(reset))
+    }
 }
 
 /// What one request came back with.
@@ -171,7 +201,7 @@ impl Client {
             credentials: headers,
             query_auth,
             default_params,
-            retry: source.retry,
+            retry: source.retry.clone(),
             max_response_size: source.max_response_size,
             limiter: source.rate_limit.map(|r| std::sync::Arc::new(RateLimiter::new(r))),
             secrets: secrets.clone(),
@@ -305,11 +335,9 @@ impl Client {
             let wait = failure
                 .headers
                 .as_ref()
-                .and_then(|h| h.get(RETRY_AFTER))
-                .and_then(|v| v.to_str().ok())
-                .and_then(parse_retry_after)
+                .and_then(server_wait)
                 .map(|d| d.min(self.retry.max_backoff))
-                .unwrap_or_else(|| backoff(self.retry, attempt));
+                .unwrap_or_else(|| backoff(&self.retry, attempt));
             tracing::warn!(
                 resource,
                 page,
@@ -413,8 +441,8 @@ impl Client {
         Err(Ok(Failure {
             status: Some(status),
             detail,
+            transient: retryable(&self.retry, status, &headers),
             headers: Some(headers),
-            transient: retryable(status),
         }))
     }
 }
@@ -446,7 +474,7 @@ pub fn head(body: &[u8]) -> String {
 }
 
 /// Exponential backoff with full jitter: a random wait in [0, min(max, initial·2^(n-1))].
-pub fn backoff(retry: Retry, attempt: u32) -> Duration {
+pub fn backoff(retry: &Retry, attempt: u32) -> Duration {
     let cap = retry
         .initial_backoff
         .saturating_mul(1u32 << (attempt - 1).min(20))
@@ -545,10 +573,11 @@ mod tests {
             max_attempts: 10,
             initial_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_millis(500),
+            on_status: vec![429],
         };
         for attempt in 1..10 {
             let cap = Duration::from_millis((100u64 << (attempt - 1)).min(500));
-            assert!(backoff(r, attempt) <= cap);
+            assert!(backoff(&r, attempt) <= cap);
         }
     }
 }

@@ -13,7 +13,7 @@ use serde_json::value::RawValue;
 use serde_json::Value;
 use url::Url;
 
-use crate::spec::pipeline::{Pipeline, Resource};
+use crate::spec::pipeline::{CursorFrom, Paginator, Pipeline, Resource};
 use http::{Client, Response};
 use paginate::Page;
 
@@ -96,6 +96,14 @@ pub enum Records<'a> {
 }
 
 impl Records<'_> {
+    /// The last record, parsed (`None` for an empty page or one that does not parse).
+    pub fn last(&self) -> Option<Value> {
+        match self {
+            Records::Values(v) => v.last().cloned(),
+            Records::Raw(r) => r.last().and_then(|raw| serde_json::from_str(raw.get()).ok()),
+        }
+    }
+
     pub fn len(&self) -> usize {
         match self {
             Records::Values(v) => v.len(),
@@ -206,20 +214,30 @@ pub async fn extract_resource<S: RecordSink>(
         let (body, records) = read_page(resource, page_no, &url, &resp)?;
         stats.pages += 1;
         stats.records += records.len() as u64;
+        let last_record = match &resource.paginator {
+            Paginator::Cursor {
+                from: CursorFrom::LastRecord(_),
+                ..
+            } => records.last(),
+            _ => None,
+        };
         let page = Page {
             url: &url,
             headers: &resp.headers,
             body: &body,
             records: records.len(),
+            last_record: last_record.as_ref(),
             index: stats.pages - 1,
         };
         // When the first page tells how many there are, fetch the rest concurrently.
-        let all_known = if stats.pages == 1 && concurrency > 1 {
+        let all_known = if stats.pages == 1 && concurrency > 1 && resource.stop_when.is_none() {
             paginate::remaining(&resource.paginator, &page)
         } else {
             None
         };
-        let next = if all_known.is_some() {
+        // A page without records, or one where `stop_when` holds, is the last.
+        let last = records.is_empty() || resource.stop_when.as_ref().is_some_and(|s| s.holds(&body));
+        let next = if all_known.is_some() || last {
             None
         } else {
             paginate::next(&resource.paginator, &page)
@@ -301,7 +319,13 @@ fn read_page<'a>(
         detail,
         head: http::head(&resp.body),
     };
-    if let Some(field) = resource.records.array_field() {
+    // The fast path hands the paginator the page without its records; a paginator that
+    // reads into them gets the whole page.
+    if let Some(field) = resource
+        .records
+        .array_field()
+        .filter(|f| !paginator_reads(resource, *f))
+    {
         let split = match field {
             None => serde_json::from_slice::<Vec<&RawValue>>(&resp.body).map(|r| Some((Value::Array(Vec::new()), r))),
             Some(field) => {
@@ -335,6 +359,32 @@ fn read_page<'a>(
         .cloned()
         .collect();
     Ok((body, Records::Values(selected)))
+}
+
+/// Whether a path of the paginator or of `stop_when` reads into the records array (the
+/// top-level `field`, or the whole body when the records are the body itself).
+fn paginator_reads(resource: &Resource, field: Option<&str>) -> bool {
+    let mut paths = Vec::new();
+    match &resource.paginator {
+        Paginator::NextUrl { next } => paths.push(next),
+        Paginator::PageNumber {
+            total_pages: Some(t), ..
+        } => paths.push(t),
+        Paginator::Offset { total: Some(t), .. } => paths.push(t),
+        Paginator::Cursor {
+            from: CursorFrom::Body(c),
+            ..
+        } => paths.push(c),
+        _ => {}
+    }
+    if let Some(s) = &resource.stop_when {
+        paths.push(&s.path);
+    }
+    paths.iter().any(|p| match (field, p.first_field()) {
+        (Some(f), Some(first)) => f == first,
+        // A path that does not start with a field may read anything.
+        _ => true,
+    })
 }
 
 fn select_records<'a>(

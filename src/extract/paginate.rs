@@ -5,7 +5,7 @@ use reqwest::header::{HeaderMap, LINK};
 use serde_json::Value;
 use url::Url;
 
-use crate::spec::pipeline::Paginator;
+use crate::spec::pipeline::{CursorFrom, Paginator};
 
 /// What a paginator may look at.
 pub struct Page<'a> {
@@ -13,6 +13,8 @@ pub struct Page<'a> {
     pub headers: &'a HeaderMap,
     pub body: &'a Value,
     pub records: usize,
+    /// The page's last record, parsed, for paginators that read it (`last_record`).
+    pub last_record: Option<&'a Value>,
     /// 0-based index of this page in the resource.
     pub index: u64,
 }
@@ -102,11 +104,19 @@ pub fn next(p: &Paginator, page: &Page) -> Option<Url> {
             }
             Some(with_param(page.url, offset_param, &next_offset.to_string()))
         }
-        Paginator::Cursor { cursor, param } => {
-            let token = match cursor.first(page.body)? {
-                Value::String(s) if !s.is_empty() => s.clone(),
-                Value::Number(n) => n.to_string(),
-                _ => return None,
+        Paginator::Cursor { from, param } => {
+            let token = |v: &Value| match v {
+                Value::String(s) if !s.is_empty() => Some(s.clone()),
+                Value::Number(n) => Some(n.to_string()),
+                _ => None,
+            };
+            let token = match from {
+                CursorFrom::Body(path) => token(path.first(page.body)?)?,
+                CursorFrom::LastRecord(path) => token(path.first(page.last_record?)?)?,
+                CursorFrom::Header(name) => {
+                    let v = page.headers.get(name.as_str())?.to_str().ok()?.trim();
+                    (!v.is_empty()).then(|| v.to_string())?
+                }
             };
             Some(with_param(page.url, param, &token))
         }
@@ -193,6 +203,7 @@ mod tests {
             headers,
             body,
             records,
+            last_record: None,
             index,
         }
     }
@@ -278,7 +289,7 @@ mod tests {
     #[test]
     fn cursors_and_link_headers() {
         let p = Paginator::Cursor {
-            cursor: JsonPath::parse("$.next_cursor").unwrap(),
+            from: CursorFrom::Body(JsonPath::parse("$.next_cursor").unwrap()),
             param: "cursor".into(),
         };
         let url = Url::parse("http://h/x?cursor=a").unwrap();
@@ -295,6 +306,29 @@ mod tests {
             Some("http://h/x?page=3")
         );
         assert_eq!(link_next(r#"<http://h/x?page=1>; rel="first""#), None);
+        // From the last record, and from a header.
+        let p = Paginator::Cursor {
+            from: CursorFrom::LastRecord(JsonPath::parse("$.id").unwrap()),
+            param: "starting_after".into(),
+        };
+        let (last, empty) = (json!({"id": "ch_9"}), json!({}));
+        let mut on = page(&url, &h, &empty, 1, 0);
+        on.last_record = Some(&last);
+        assert_eq!(
+            next(&p, &on).unwrap().as_str(),
+            "http://h/x?cursor=a&starting_after=ch_9"
+        );
+        let p = Paginator::Cursor {
+            from: CursorFrom::Header("x-next".into()),
+            param: "cursor".into(),
+        };
+        let mut with_header = HeaderMap::new();
+        with_header.insert("x-next", "t2".parse().unwrap());
+        assert_eq!(
+            next(&p, &page(&url, &with_header, &json!({}), 1, 0)).unwrap().as_str(),
+            "http://h/x?cursor=t2"
+        );
+        assert_eq!(next(&p, &page(&url, &h, &json!({}), 1, 0)), None);
         assert_eq!(link_next(r#"</x?p=2>; rel=next"#).as_deref(), Some("/x?p=2"));
     }
 }

@@ -48,7 +48,8 @@ impl Ctx<'_> {
     /// A secret must come from the environment, never be written in the spec.
     fn secret(&mut self, path: &str, raw: &str) -> Option<Interp> {
         let t = self.interp(path, raw)?;
-        if !t.has_vars() {
+        // An empty value holds no secret (Stripe: the key is the user, the password empty).
+        if !t.has_vars() && !raw.is_empty() {
             self.error(
                 path,
                 "secrets must come from the environment: write `${SOME_VARIABLE}` instead of the value",
@@ -219,6 +220,17 @@ fn compile_source(cx: &mut Ctx, s: &RawSource) -> Option<p::Source> {
             "initial_backoff is longer than max_backoff",
         );
     }
+    let on_status = retry
+        .and_then(|r| r.on_status.clone())
+        .unwrap_or_else(|| vec![429, 500, 502, 503, 504]);
+    for (i, s) in on_status.iter().enumerate() {
+        if !(400..=599).contains(s) {
+            cx.error(
+                &format!("source.retry.on_status[{i}]"),
+                format!("{s} is not an HTTP error status (400–599)"),
+            );
+        }
+    }
     let timeout = s.timeout.map(|d| d.0).unwrap_or(std::time::Duration::from_secs(30));
     if timeout.is_zero() {
         cx.error("source.timeout", "a timeout of zero would fail every request");
@@ -266,12 +278,157 @@ fn compile_source(cx: &mut Ctx, s: &RawSource) -> Option<p::Source> {
             max_attempts,
             initial_backoff,
             max_backoff,
+            on_status,
         },
         rate_limit,
         concurrency: concurrency as usize,
         allowed_hosts,
         max_response_size,
     })
+}
+
+fn compile_paginate(
+    cx: &mut Ctx,
+    ppath: &str,
+    raw: Option<&RawPaginate>,
+) -> (Option<p::Paginator>, Option<Option<p::StopWhen>>) {
+    let none = RawPaginate::None;
+    let raw = raw.unwrap_or(&none);
+    let stop = match raw {
+        RawPaginate::None => None,
+        RawPaginate::NextUrl { stop_when, .. }
+        | RawPaginate::PageNumber { stop_when, .. }
+        | RawPaginate::Offset { stop_when, .. }
+        | RawPaginate::Cursor { stop_when, .. }
+        | RawPaginate::LinkHeader { stop_when } => stop_when.as_ref(),
+    };
+    let stop_when = match stop {
+        None => Some(None),
+        Some(s) => {
+            if !(s.equals.is_string() || s.equals.is_number() || s.equals.is_boolean() || s.equals.is_null()) {
+                cx.error(
+                    &format!("{ppath}.stop_when.equals"),
+                    "`equals` takes text, a number, a boolean or null",
+                );
+            }
+            cx.jsonpath(&format!("{ppath}.stop_when.path"), &s.path).map(|path| {
+                Some(p::StopWhen {
+                    path,
+                    equals: s.equals.clone(),
+                })
+            })
+        }
+    };
+    let paginator = match raw {
+        RawPaginate::None => Some(p::Paginator::None),
+        RawPaginate::NextUrl { next, .. } => cx
+            .jsonpath(&format!("{ppath}.next"), next)
+            .map(|next| p::Paginator::NextUrl { next }),
+        RawPaginate::PageNumber {
+            param,
+            start,
+            total_pages,
+            ..
+        } => {
+            let param = param.clone().unwrap_or_else(|| "page".into());
+            if param.is_empty() {
+                cx.error(&format!("{ppath}.param"), "the page parameter name cannot be empty");
+            }
+            let total = match total_pages {
+                Some(t) => cx.jsonpath(&format!("{ppath}.total_pages"), t).map(Some),
+                None => Some(None),
+            };
+            total.map(|total_pages| p::Paginator::PageNumber {
+                param,
+                start: start.unwrap_or(1),
+                total_pages,
+            })
+        }
+        RawPaginate::Offset {
+            limit_param,
+            offset_param,
+            limit,
+            total,
+            ..
+        } => {
+            if *limit == 0 {
+                cx.error(&format!("{ppath}.limit"), "limit must be at least 1");
+            }
+            let total = match total {
+                Some(t) => cx.jsonpath(&format!("{ppath}.total"), t).map(Some),
+                None => Some(None),
+            };
+            total.map(|total| p::Paginator::Offset {
+                limit_param: limit_param.clone().unwrap_or_else(|| "limit".into()),
+                offset_param: offset_param.clone().unwrap_or_else(|| "offset".into()),
+                limit: *limit,
+                total,
+            })
+        }
+        RawPaginate::Cursor {
+            cursor,
+            last_record,
+            header,
+            param,
+            ..
+        } => {
+            if param.is_empty() {
+                cx.error(&format!("{ppath}.param"), "the cursor parameter name cannot be empty");
+            }
+            let given: Vec<&str> = [
+                cursor.as_ref().map(|_| "cursor"),
+                last_record.as_ref().map(|_| "last_record"),
+                header.as_ref().map(|_| "header"),
+            ]
+            .into_iter()
+            .flatten()
+            .collect();
+            let from = match (cursor, last_record, header) {
+                _ if given.len() > 1 => {
+                    cx.error_at_key(
+                        &format!("{ppath}.{}", given[1]),
+                        format!(
+                            "a cursor comes from one place; give one of `cursor`, `last_record` and `header`, not both `{}` and `{}`",
+                            given[0], given[1]
+                        ),
+                    );
+                    None
+                }
+                (Some(c), None, None) => cx.jsonpath(&format!("{ppath}.cursor"), c).map(p::CursorFrom::Body),
+                (None, Some(l), None) => cx
+                    .jsonpath(&format!("{ppath}.last_record"), l)
+                    .map(p::CursorFrom::LastRecord),
+                (None, None, Some(h)) => match is_header_name(h) {
+                    true => Some(p::CursorFrom::Header(h.to_ascii_lowercase())),
+                    false => {
+                        cx.error(&format!("{ppath}.header"), format!("`{h}` is not a valid header name"));
+                        None
+                    }
+                },
+                _ => {
+                    cx.error(
+                        ppath,
+                        "a cursor paginator needs where the token comes from: `cursor` (a JSONPath on the body), `last_record` (a JSONPath on the last record) or `header`",
+                    );
+                    None
+                }
+            };
+            from.map(|from| p::Paginator::Cursor {
+                from,
+                param: param.clone(),
+            })
+        }
+        RawPaginate::LinkHeader { .. } => Some(p::Paginator::LinkHeader),
+    };
+    (paginator, stop_when)
+}
+
+/// An HTTP header name: RFC 9110 token characters.
+fn is_header_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 fn interp_map<V: AsRef<str>>(cx: &mut Ctx, path: &str, map: &BTreeMap<String, V>) -> Option<Vec<(String, Interp)>> {
@@ -372,63 +529,7 @@ fn compile_resource(cx: &mut Ctx, path: &str, r: &RawResource) -> Option<p::Reso
     }
     let params = interp_map(cx, &format!("{path}.params"), &r.params);
     let records = cx.jsonpath(&format!("{path}.records"), &r.records);
-    let ppath = format!("{path}.paginate");
-    let paginator = match r.paginate.as_ref().unwrap_or(&RawPaginate::None) {
-        RawPaginate::None => Some(p::Paginator::None),
-        RawPaginate::NextUrl { next } => cx
-            .jsonpath(&format!("{ppath}.next"), next)
-            .map(|next| p::Paginator::NextUrl { next }),
-        RawPaginate::PageNumber {
-            param,
-            start,
-            total_pages,
-        } => {
-            let param = param.clone().unwrap_or_else(|| "page".into());
-            if param.is_empty() {
-                cx.error(&format!("{ppath}.param"), "the page parameter name cannot be empty");
-            }
-            let total = match total_pages {
-                Some(t) => cx.jsonpath(&format!("{ppath}.total_pages"), t).map(Some),
-                None => Some(None),
-            };
-            total.map(|total_pages| p::Paginator::PageNumber {
-                param,
-                start: start.unwrap_or(1),
-                total_pages,
-            })
-        }
-        RawPaginate::Offset {
-            limit_param,
-            offset_param,
-            limit,
-            total,
-        } => {
-            if *limit == 0 {
-                cx.error(&format!("{ppath}.limit"), "limit must be at least 1");
-            }
-            let total = match total {
-                Some(t) => cx.jsonpath(&format!("{ppath}.total"), t).map(Some),
-                None => Some(None),
-            };
-            total.map(|total| p::Paginator::Offset {
-                limit_param: limit_param.clone().unwrap_or_else(|| "limit".into()),
-                offset_param: offset_param.clone().unwrap_or_else(|| "offset".into()),
-                limit: *limit,
-                total,
-            })
-        }
-        RawPaginate::Cursor { cursor, param } => {
-            if param.is_empty() {
-                cx.error(&format!("{ppath}.param"), "the cursor parameter name cannot be empty");
-            }
-            cx.jsonpath(&format!("{ppath}.cursor"), cursor)
-                .map(|cursor| p::Paginator::Cursor {
-                    cursor,
-                    param: param.clone(),
-                })
-        }
-        RawPaginate::LinkHeader => Some(p::Paginator::LinkHeader),
-    };
+    let (paginator, stop_when) = compile_paginate(cx, &format!("{path}.paginate"), r.paginate.as_ref());
     let max_pages = r.max_pages.unwrap_or(10_000);
     if max_pages == 0 {
         cx.error(&format!("{path}.max_pages"), "max_pages must be at least 1");
@@ -459,6 +560,7 @@ fn compile_resource(cx: &mut Ctx, path: &str, r: &RawResource) -> Option<p::Reso
         params: params?,
         records: records?,
         paginator: paginator?,
+        stop_when: stop_when?,
         max_pages,
         tables: tables?,
     })

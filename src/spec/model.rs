@@ -156,6 +156,10 @@ pub struct RawRetry {
     /// Longest wait between two attempts, `Retry-After` included. Default `30s`.
     #[serde(default)]
     pub max_backoff: Option<Duration>,
+    /// HTTP statuses worth another attempt. Default `[429, 500, 502, 503, 504]`. Whatever
+    /// this says, a 403 or 429 with `X-RateLimit-Remaining: 0` waits for the limit's reset.
+    #[serde(default)]
+    pub on_status: Option<Vec<u16>>,
 }
 
 /// Client-side rate limit (token bucket).
@@ -276,7 +280,8 @@ pub enum HttpMethod {
     Post,
 }
 
-/// Pagination style.
+/// Pagination style. Every style but `none` also takes `stop_when`, and every style stops
+/// on a page without records.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum RawPaginate {
@@ -286,6 +291,9 @@ pub enum RawPaginate {
     NextUrl {
         /// JSONPath to the next page's URL (absolute or relative), for example `$.info.next`.
         next: String,
+        /// Stop after a page where this holds.
+        #[serde(default)]
+        stop_when: Option<RawStopWhen>,
     },
     /// A page-number query parameter; stops on an empty page or after the total.
     PageNumber {
@@ -298,6 +306,9 @@ pub enum RawPaginate {
         /// JSONPath to the total number of pages, for example `$.info.pages`.
         #[serde(default)]
         total_pages: Option<String>,
+        /// Stop after a page where this holds.
+        #[serde(default)]
+        stop_when: Option<RawStopWhen>,
     },
     /// Limit/offset query parameters; stops on a short page or at the total.
     Offset {
@@ -312,16 +323,45 @@ pub enum RawPaginate {
         /// JSONPath to the total number of records.
         #[serde(default)]
         total: Option<String>,
+        /// Stop after a page where this holds.
+        #[serde(default)]
+        stop_when: Option<RawStopWhen>,
     },
-    /// An opaque cursor from each page sent back as a query parameter; stops when absent.
+    /// A token from each page sent back as a query parameter; stops when there is none.
+    /// The token comes from exactly one of `cursor`, `last_record` and `header`.
     Cursor {
-        /// JSONPath to the next cursor, for example `$.meta.next_cursor`.
-        cursor: String,
-        /// Query parameter that carries the cursor.
+        /// JSONPath to the token in the response body, for example `$.meta.next_cursor`.
+        #[serde(default)]
+        cursor: Option<String>,
+        /// JSONPath to the token in the page's last record, for example `$.id` (Stripe's
+        /// `starting_after`).
+        #[serde(default)]
+        last_record: Option<String>,
+        /// Response header carrying the token, for example `X-Next-Cursor`.
+        #[serde(default)]
+        header: Option<String>,
+        /// Query parameter that carries the token.
         param: String,
+        /// Stop after a page where this holds, for example `{path: $.has_more, equals: false}`.
+        #[serde(default)]
+        stop_when: Option<RawStopWhen>,
     },
     /// RFC 8288 `Link: <…>; rel="next"` response header.
-    LinkHeader,
+    LinkHeader {
+        /// Stop after a page where this holds.
+        #[serde(default)]
+        stop_when: Option<RawStopWhen>,
+    },
+}
+
+/// A condition on a response body that ends the pagination after the page it holds on.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawStopWhen {
+    /// JSONPath on the response body, for example `$.end_of_stream`.
+    pub path: String,
+    /// The value that stops: text, a number, a boolean or null.
+    pub equals: serde_json::Value,
 }
 
 /// A PostgreSQL table.

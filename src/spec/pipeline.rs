@@ -111,11 +111,12 @@ impl Auth {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Retry {
     pub max_attempts: u32,
     pub initial_backoff: std::time::Duration,
     pub max_backoff: std::time::Duration,
+    pub on_status: Vec<u16>,
 }
 
 #[derive(Debug, Clone)]
@@ -149,6 +150,7 @@ pub struct Resource {
     pub params: Vec<(String, Interp)>,
     pub records: JsonPath,
     pub paginator: Paginator,
+    pub stop_when: Option<StopWhen>,
     pub max_pages: u64,
     /// The resource's own table first, then its nested tables.
     pub tables: Vec<Table>,
@@ -172,10 +174,42 @@ pub enum Paginator {
         total: Option<JsonPath>,
     },
     Cursor {
-        cursor: JsonPath,
+        from: CursorFrom,
         param: String,
     },
     LinkHeader,
+}
+
+/// Where a cursor paginator takes its token.
+#[derive(Debug, Clone)]
+pub enum CursorFrom {
+    /// A JSONPath on the response body.
+    Body(JsonPath),
+    /// A JSONPath on the page's last record.
+    LastRecord(JsonPath),
+    /// A response header.
+    Header(String),
+}
+
+/// Ends the pagination after a page whose body has `equals` at `path`.
+#[derive(Debug, Clone)]
+pub struct StopWhen {
+    pub path: JsonPath,
+    pub equals: serde_json::Value,
+}
+
+impl StopWhen {
+    pub fn holds(&self, body: &serde_json::Value) -> bool {
+        self.path.first(body).is_some_and(|v| scalar_eq(v, &self.equals))
+    }
+}
+
+/// Scalars compared as JSON, numbers by value (`1` equals `1.0`).
+fn scalar_eq(a: &serde_json::Value, b: &serde_json::Value) -> bool {
+    match (a, b) {
+        (serde_json::Value::Number(x), serde_json::Value::Number(y)) => x.as_f64() == y.as_f64(),
+        _ => a == b,
+    }
 }
 
 impl Paginator {

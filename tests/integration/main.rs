@@ -6,5 +6,6 @@ mod diagram;
 mod extract;
 mod failearly;
 mod load;
+mod pagination;
 mod spec;
 mod trust;

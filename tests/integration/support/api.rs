@@ -13,7 +13,12 @@
 //! - `/dyn/{name}`: a body a test put with [`ApiServer::put`];
 //! - `/page?n=N[&next=URL][&link=1]`: `{"results": [{"id": N}], "info": {"next": URL}}`,
 //!   the next URL in a `Link` header instead with `link=1`;
-//! - `/redirect?to=URL`: 302 to URL.
+//! - `/redirect?to=URL`: 302 to URL;
+//! - `/stripe/charges?limit=L[&starting_after=ID]`: Stripe's list shape over the 826
+//!   characters as charges `ch_<id>`: `{"object": "list", "data": [...], "has_more": …}`;
+//! - `/zendesk/tickets?cursor=N`: Zendesk's incremental export shape, 100 per page: an
+//!   `after_url` that is never null and `end_of_stream`;
+//! - `/hcursor/{ep}?c=N`: `{"results": [...]}` with the next cursor in `X-Next-Cursor`.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -43,6 +48,9 @@ pub enum Fault {
     Html,
     /// A page whose `info.next` points at itself.
     NextSelf,
+    /// GitHub's rate limit: 403 with `X-RateLimit-Remaining: 0` and a reset time (epoch
+    /// seconds) this many seconds ahead.
+    RateLimited { reset_in: u64 },
 }
 
 struct Rule {
@@ -214,6 +222,21 @@ async fn handle(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> 
                 .unwrap()
         }
         Some(Fault::Stall(d)) => tokio::time::sleep(d).await,
+        Some(Fault::RateLimited { reset_in }) => {
+            let reset = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs()
+                + reset_in;
+            return Response::builder()
+                .status(403)
+                .header("x-ratelimit-remaining", "0")
+                .header("x-ratelimit-reset", reset.to_string())
+                .body(Full::new(Bytes::from_static(
+                    b"{\"message\":\"API rate limit exceeded\"}",
+                )))
+                .unwrap();
+        }
         Some(Fault::Html) => {
             return respond(
                 200,
@@ -270,6 +293,54 @@ fn route(state: &State, path: &str, query: &str, next_self: bool) -> Response<Fu
             return resp;
         }
         return json_response(&json!({ "results": [{"id": n}], "info": {"next": next} }));
+    }
+    if style == "stripe" || style == "zendesk" {
+        let all: Vec<Value> = (1..=state.pages["character"].len())
+            .flat_map(|n| {
+                serde_json::from_str::<Value>(&state.pages["character"][n - 1]).unwrap()["results"]
+                    .as_array()
+                    .unwrap()
+                    .clone()
+            })
+            .collect();
+        if style == "stripe" {
+            let limit: usize = param(query, "limit").and_then(|v| v.parse().ok()).unwrap_or(10);
+            let from = match param(query, "starting_after") {
+                Some(id) => all
+                    .iter()
+                    .position(|c| format!("ch_{}", c["id"]) == id)
+                    .map_or(all.len(), |i| i + 1),
+                None => 0,
+            };
+            let data: Vec<Value> = all[from..]
+                .iter()
+                .take(limit)
+                .map(|c| json!({"id": format!("ch_{}", c["id"]), "object": "charge", "name": c["name"]}))
+                .collect();
+            return json_response(
+                &json!({"object": "list", "data": data, "has_more": from + limit < all.len(), "url": "/v1/charges"}),
+            );
+        }
+        let cursor: usize = param(query, "cursor").and_then(|v| v.parse().ok()).unwrap_or(0);
+        let tickets: Vec<Value> = all.iter().skip(cursor).take(100).cloned().collect();
+        return json_response(&json!({
+            "tickets": tickets,
+            "after_url": format!("{}/zendesk/tickets?cursor={}", state.base, cursor + 100),
+            "end_of_stream": cursor + 100 >= all.len()
+        }));
+    }
+    if style == "hcursor" {
+        let n: usize = param(query, "c").and_then(|v| v.parse().ok()).unwrap_or(1);
+        let Some(pages) = state.pages.get(ep) else {
+            return respond(404, "application/json", "{}");
+        };
+        let results = serde_json::from_str::<Value>(&pages[n - 1]).unwrap()["results"].clone();
+        let mut resp = json_response(&json!({ "results": results }));
+        if n < pages.len() {
+            resp.headers_mut()
+                .insert("x-next-cursor", (n + 1).to_string().parse().unwrap());
+        }
+        return resp;
     }
     if style == "redirect" {
         return Response::builder()

@@ -1,0 +1,112 @@
+//! Pagination of the APIs real users have: tokens from the last record or a header,
+//! `stop_when`, and an empty page that ends any paginator.
+
+use crate::extract::staged_records;
+use crate::support::api::{ApiServer, Fault};
+use crate::support::Sluice;
+
+/// Extract `path` with `paginate`, records at `records`; (staged ids, requests made).
+fn extract(api: &ApiServer, path: &str, records: &str, paginate: &str) -> (Vec<String>, usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("paged.yaml");
+    std::fs::write(
+        &spec,
+        format!(
+            "version: 1\nname: paged\nsource:\n  base_url: \"${{API_BASE}}\"\n  retry: {{max_attempts: 3, initial_backoff: 10ms, max_backoff: 2s}}\nstaging: {{location: \"${{SLUICE_STAGING}}\"}}\nwarehouse: {{url: \"${{DATABASE_URL}}\", schema: paged}}\nresources:\n  - name: items\n    path: \"{path}\"\n    records: \"{records}\"\n    paginate: {paginate}\n    table:\n      name: item\n      columns:\n        - {{name: id, type: text, path: $.id}}\n"
+        ),
+    )
+    .unwrap();
+    let before = api.requests().len();
+    let staging = dir.path().join("staging");
+    Sluice::new(["extract", spec.to_str().unwrap()])
+        .env("API_BASE", &api.base)
+        .env("SLUICE_STAGING", &staging)
+        .run()
+        .success();
+    let ids = staged_records(&staging, "paged")
+        .remove("items")
+        .unwrap_or_default()
+        .iter()
+        .map(|r| serde_json::from_str::<serde_json::Value>(r).unwrap()["id"].to_string())
+        .collect();
+    (ids, api.requests().len() - before)
+}
+
+fn distinct(ids: &[String]) -> usize {
+    ids.iter().collect::<std::collections::HashSet<_>>().len()
+}
+
+#[test]
+fn stripe_pages_by_the_last_record_and_stops_on_has_more() {
+    let api = ApiServer::start();
+    for paginate in [
+        "{type: cursor, last_record: $.id, param: starting_after, stop_when: {path: $.has_more, equals: false}}",
+        // The token read from the page's records: the paginator sees the whole page.
+        "{type: cursor, cursor: \"$.data[-1].id\", param: starting_after, stop_when: {path: $.has_more, equals: false}}",
+    ] {
+        let (ids, requests) = extract(&api, "/stripe/charges?limit=100", "$.data[*]", paginate);
+        assert_eq!((ids.len(), distinct(&ids)), (826, 826), "{paginate}");
+        assert_eq!(requests, 9, "{paginate}");
+    }
+}
+
+#[test]
+fn zendesk_stops_on_end_of_stream_although_after_url_is_never_null() {
+    let api = ApiServer::start();
+    let (ids, requests) = extract(
+        &api,
+        "/zendesk/tickets?cursor=0",
+        "$.tickets[*]",
+        "{type: next_url, next: $.after_url, stop_when: {path: $.end_of_stream, equals: true}}",
+    );
+    assert_eq!((ids.len(), distinct(&ids), requests), (826, 826, 9));
+    // Without stop_when, the empty page after the last one ends it cleanly.
+    let (ids, requests) = extract(
+        &api,
+        "/zendesk/tickets?cursor=0",
+        "$.tickets[*]",
+        "{type: next_url, next: $.after_url}",
+    );
+    assert_eq!((ids.len(), requests), (826, 10));
+}
+
+#[test]
+fn a_cursor_may_come_from_a_header() {
+    let api = ApiServer::start();
+    let (ids, requests) = extract(
+        &api,
+        "/hcursor/character",
+        "$.results[*]",
+        "{type: cursor, header: X-Next-Cursor, param: c}",
+    );
+    assert_eq!((ids.len(), distinct(&ids), requests), (826, 826, 42));
+}
+
+#[test]
+fn a_rate_limited_403_waits_for_the_reset_and_on_status_is_configurable() {
+    let api = ApiServer::start();
+    api.fault("/hcursor/episode", Fault::RateLimited { reset_in: 1 }, 1);
+    let (ids, requests) = extract(
+        &api,
+        "/hcursor/episode",
+        "$.results[*]",
+        "{type: cursor, header: X-Next-Cursor, param: c}",
+    );
+    assert_eq!((ids.len(), requests), (51, 4), "one 403, then three pages");
+    // 500 is retried by default; with on_status: [503] it is not.
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("s.yaml");
+    std::fs::write(
+        &spec,
+        "version: 1\nname: paged\nsource:\n  base_url: \"${API_BASE}\"\n  retry: {max_attempts: 3, initial_backoff: 10ms, on_status: [503]}\nstaging: {location: \"${SLUICE_STAGING}\"}\nwarehouse: {url: \"${DATABASE_URL}\", schema: paged}\nresources:\n  - name: items\n    path: /hcursor/location\n    records: $.results[*]\n    table:\n      name: item\n      columns:\n        - {name: id, type: integer, path: $.id}\n",
+    )
+    .unwrap();
+    api.fault("/hcursor/location", Fault::Status(500), 1);
+    let run = Sluice::new(["extract", spec.to_str().unwrap()])
+        .env("API_BASE", &api.base)
+        .env("SLUICE_STAGING", dir.path())
+        .run()
+        .failure(1);
+    assert!(run.stderr.contains("failed with HTTP 500: "), "{}", run.stderr);
+    assert!(!run.stderr.contains("retrying"), "{}", run.stderr);
+}
