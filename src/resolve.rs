@@ -79,11 +79,16 @@ pub struct Source {
     pub auth: ResolvedAuth,
     /// Per resource, its own query parameters.
     pub resource_params: BTreeMap<String, Vec<(String, String)>>,
+    /// Per resource with a request body, the body with its strings resolved.
+    pub bodies: BTreeMap<String, serde_json::Value>,
 }
 
 impl Source {
     pub fn resource_params(&self, resource: &str) -> &[(String, String)] {
         self.resource_params.get(resource).map(Vec::as_slice).unwrap_or(&[])
+    }
+    pub fn body(&self, resource: &str) -> Option<&serde_json::Value> {
+        self.bodies.get(resource)
     }
 }
 
@@ -154,6 +159,30 @@ impl Resolver<'_> {
         }
     }
 
+    /// A request body with every string resolved as a template.
+    fn body(&mut self, path: &str, body: &serde_json::Value) -> serde_json::Value {
+        use serde_json::Value;
+        match body {
+            Value::String(s) => match Interp::parse(s) {
+                Ok(t) => Value::String(self.get(path, &t, true)),
+                Err(_) => body.clone(),
+            },
+            Value::Array(items) => Value::Array(
+                items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| self.body(&format!("{path}[{i}]"), v))
+                    .collect(),
+            ),
+            Value::Object(map) => Value::Object(
+                map.iter()
+                    .map(|(k, v)| (k.clone(), self.body(&format!("{path}.{k}"), v)))
+                    .collect(),
+            ),
+            other => other.clone(),
+        }
+    }
+
     fn pairs(&mut self, path: &str, list: &[(String, Interp)]) -> Vec<(String, String)> {
         list.iter()
             .map(|(k, v)| (k.clone(), self.get(&format!("{path}.{k}"), v, true)))
@@ -197,6 +226,14 @@ pub fn resolve(p: &Pipeline, needs: Needs, secrets: &Secrets) -> Result<Resolved
                         res.name.clone(),
                         r.pairs(&format!("resources.{}.params", res.name), &res.params),
                     )
+                })
+                .collect(),
+            bodies: p
+                .resources()
+                .iter()
+                .filter_map(|res| {
+                    let body = res.body.as_ref()?;
+                    Some((res.name.clone(), r.body(&format!("resources.{}.body", res.name), body)))
                 })
                 .collect(),
         }

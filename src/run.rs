@@ -137,7 +137,11 @@ pub async fn check(p: &Pipeline, api: bool, secrets: &Secrets) -> Result<Vec<&'s
                 http.source.resource_params(&r.name),
             );
             let url = crate::extract::paginate::first(&r.paginator, &start);
-            http.client.fetch(r.method, &url, &r.name, 1).await?;
+            let first = crate::extract::paginate::Request {
+                url,
+                body: http.source.body(&r.name).cloned(),
+            };
+            http.client.fetch(r.method, &first, &r.name, 1).await?;
         }
         passed.push("API");
     }
@@ -328,7 +332,16 @@ async fn extract_as(
                 written: 0,
                 bar: crate::progress::ExtractBar::new(&r.name),
             };
-            let stats = extract_resource(&http.client, p, r, &http.base_url, params, &mut sink).await?;
+            let stats = extract_resource(
+                &http.client,
+                p,
+                r,
+                &http.base_url,
+                params,
+                http.source.body(&r.name),
+                &mut sink,
+            )
+            .await?;
             let objects = sink.writer.finish().await.map_err(|source| ExtractError::Stage {
                 resource: r.name.clone(),
                 source,
@@ -408,10 +421,28 @@ pub async fn extract_dry_run(
         if opts.limit.is_none() {
             // Default: one page.
             let mut one_page = OnePage(sink);
-            extract_resource(&http.client, p, r, &http.base_url, params, &mut one_page).await?;
+            extract_resource(
+                &http.client,
+                p,
+                r,
+                &http.base_url,
+                params,
+                http.source.body(&r.name),
+                &mut one_page,
+            )
+            .await?;
             sink = one_page.0;
         } else {
-            extract_resource(&http.client, p, r, &http.base_url, params, &mut sink).await?;
+            extract_resource(
+                &http.client,
+                p,
+                r,
+                &http.base_url,
+                params,
+                http.source.body(&r.name),
+                &mut sink,
+            )
+            .await?;
         }
         out.push((r.name.clone(), sink.records));
     }

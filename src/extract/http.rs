@@ -267,14 +267,15 @@ impl Client {
     pub async fn fetch(
         &self,
         method: HttpMethod,
-        url: &Url,
+        request: &super::paginate::Request,
         resource: &str,
         page: u64,
     ) -> Result<Response, ExtractError> {
-        let (mut method, mut url) = (method, url.clone());
+        let (mut method, mut url) = (method, request.url.clone());
+        let mut body = request.body.as_ref();
         for _ in 0..=MAX_REDIRECTS {
             let trusted = self.trusted(&url, resource, page)?;
-            match self.attempts(method, &url, trusted, resource, page).await? {
+            match self.attempts(method, &url, body, trusted, resource, page).await? {
                 Reply::Page(r) => return Ok(r),
                 Reply::Redirect { to, status } => {
                     // As browsers do: 303, and 301/302 after a POST, continue with a GET.
@@ -282,6 +283,7 @@ impl Client {
                         || (method == HttpMethod::Post && matches!(status.as_u16(), 301 | 302))
                     {
                         method = HttpMethod::Get;
+                        body = None;
                     }
                     url = to;
                 }
@@ -302,6 +304,7 @@ impl Client {
         &self,
         method: HttpMethod,
         url: &Url,
+        body: Option<&serde_json::Value>,
         trusted: bool,
         resource: &str,
         page: u64,
@@ -317,7 +320,7 @@ impl Client {
             if let Some(l) = &self.limiter {
                 l.acquire().await;
             }
-            let failure = match self.attempt(method, url, &target, trusted, resource, page).await {
+            let failure = match self.attempt(method, url, &target, body, trusted, resource, page).await {
                 Ok(reply) => return Ok(reply),
                 Err(Ok(failure)) => failure,
                 Err(Err(fatal)) => return Err(fatal),
@@ -353,11 +356,13 @@ impl Client {
 
     /// One attempt: the reply, a failure that may be retried, or an error that ends the
     /// resource at once.
+    #[allow(clippy::too_many_arguments)]
     async fn attempt(
         &self,
         method: HttpMethod,
         url: &Url,
         target: &Url,
+        body: Option<&serde_json::Value>,
         trusted: bool,
         resource: &str,
         page: u64,
@@ -369,13 +374,22 @@ impl Client {
         if trusted {
             request = request.headers(self.credentials.clone());
         }
+        if let Some(body) = body {
+            request = request
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body.to_string());
+        }
         let mask = |e: reqwest::Error| self.secrets.mask(&error_chain(&e.without_url()));
         let mut resp = match request.send().await {
             Ok(resp) => resp,
             Err(e) => {
                 // A request that could not be built or sent for good (a bad URL) will not
-                // work next time either; connect errors, resets and timeouts may.
-                let transient = !e.is_builder() && !e.is_redirect();
+                // work next time either; connect errors, resets and timeouts may. A POST is
+                // made again only when it surely did not reach the server.
+                let transient = match method {
+                    HttpMethod::Get => !e.is_builder() && !e.is_redirect(),
+                    HttpMethod::Post => e.is_connect(),
+                };
                 return Err(Ok(Failure {
                     status: None,
                     headers: None,
@@ -441,7 +455,11 @@ impl Client {
         Err(Ok(Failure {
             status: Some(status),
             detail,
-            transient: retryable(&self.retry, status, &headers),
+            transient: match method {
+                HttpMethod::Get => retryable(&self.retry, status, &headers),
+                // Not done, as the server says, and to be asked again later.
+                HttpMethod::Post => matches!(status.as_u16(), 429 | 503) && headers.contains_key("retry-after"),
+            },
             headers: Some(headers),
         }))
     }

@@ -15,7 +15,7 @@ use url::Url;
 
 use crate::spec::pipeline::{CursorFrom, Paginator, Pipeline, Resource};
 use http::{Client, Response};
-use paginate::Page;
+use paginate::{Page, Request};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExtractError {
@@ -54,6 +54,12 @@ pub enum ExtractError {
         page: u64,
         path: String,
         len: usize,
+    },
+    #[error("resource `{resource}`, page {page}: the API answered with errors and no data: {messages}")]
+    ApiErrors {
+        resource: String,
+        page: u64,
+        messages: String,
     },
     #[error("resource `{resource}`, page {page}: pagination points back to {url}, which was already fetched; stopping instead of looping forever")]
     RepeatedUrl { resource: String, page: u64, url: String },
@@ -190,11 +196,15 @@ pub async fn extract_resource<S: RecordSink>(
     resource: &Resource,
     base_url: &str,
     resource_params: &[(String, String)],
+    body: Option<&Value>,
     sink: &mut S,
 ) -> Result<Extracted, ExtractError> {
     let concurrency = pipeline.source().concurrency;
     let start = client.prepare(&resource_url(base_url, resource)?, resource_params);
-    let mut url = paginate::first(&resource.paginator, &start);
+    let mut req = Request {
+        url: paginate::first(&resource.paginator, &start),
+        body: body.cloned(),
+    };
     let mut seen: HashSet<String> = HashSet::new();
     let mut stats = Extracted::default();
     // The next page is fetched while this one is staged (for paginators whose next request
@@ -207,11 +217,12 @@ pub async fn extract_resource<S: RecordSink>(
                 .await
                 .map_err(|e| ExtractError::Config(format!("a fetch task failed: {e}")))??,
             None => {
-                check_guards(resource, page_no, &url, &mut seen)?;
-                client.fetch(resource.method, &url, &resource.name, page_no).await?
+                check_guards(resource, page_no, &req, &mut seen)?;
+                client.fetch(resource.method, &req, &resource.name, page_no).await?
             }
         };
-        let (body, records) = read_page(resource, page_no, &url, &resp)?;
+        let url = &req.url;
+        let (body, records) = read_page(resource, page_no, url, &resp)?;
         stats.pages += 1;
         stats.records += records.len() as u64;
         let last_record = match &resource.paginator {
@@ -222,7 +233,8 @@ pub async fn extract_resource<S: RecordSink>(
             _ => None,
         };
         let page = Page {
-            url: &url,
+            url,
+            sent_body: req.body.as_ref(),
             headers: &resp.headers,
             body: &body,
             records: records.len(),
@@ -263,10 +275,15 @@ pub async fn extract_resource<S: RecordSink>(
                     max: resource.max_pages,
                 });
             }
+            let sent = &req.body;
             let mut fetched = stream::iter(rest.into_iter().enumerate())
                 .map(|(i, u)| async move {
                     let page_no = i as u64 + 2;
-                    let resp = client.fetch(resource.method, &u, &resource.name, page_no).await;
+                    let page = Request {
+                        url: u.clone(),
+                        body: sent.clone(),
+                    };
+                    let resp = client.fetch(resource.method, &page, &resource.name, page_no).await;
                     (page_no, u, resp)
                 })
                 .buffered(concurrency);
@@ -282,21 +299,31 @@ pub async fn extract_resource<S: RecordSink>(
             return Ok(stats);
         }
         match next {
-            Some(next) => url = next,
+            Some(next) => req = next,
             None => return Ok(stats),
         }
     }
 }
 
-/// The loop's guards: no more than `max_pages`, and no URL twice.
-fn check_guards(resource: &Resource, page_no: u64, url: &Url, seen: &mut HashSet<String>) -> Result<(), ExtractError> {
+/// The loop's guards: no more than `max_pages`, and no request (URL and body) twice.
+fn check_guards(
+    resource: &Resource,
+    page_no: u64,
+    req: &Request,
+    seen: &mut HashSet<String>,
+) -> Result<(), ExtractError> {
+    let url = &req.url;
     if page_no > resource.max_pages {
         return Err(ExtractError::TooManyPages {
             resource: resource.name.clone(),
             max: resource.max_pages,
         });
     }
-    if !seen.insert(url.as_str().to_string()) {
+    let key = match &req.body {
+        Some(b) => format!("{url} {b}"),
+        None => url.to_string(),
+    };
+    if !seen.insert(key) {
         return Err(ExtractError::RepeatedUrl {
             resource: resource.name.clone(),
             page: page_no,
@@ -347,18 +374,43 @@ fn read_page<'a>(
             }
         };
         // Not the expected shape (no such field, an array where an object was expected,
-        // …): the general path below says what is wrong, and only bytes that are not JSON
-        // at all are called so.
-        if let Ok(Some((rest, records))) = split {
+        // an error answer, …): the general path below says what is wrong, and only bytes
+        // that are not JSON at all are called so.
+        if let Ok(Some((rest, records))) = split.map(|s| s.filter(|(rest, _)| rest.get("errors").is_none())) {
             return Ok((rest, Records::Raw(records)));
         }
     }
     let body: Value = serde_json::from_slice(&resp.body).map_err(|e| not_json(e.to_string()))?;
+    if let Some(messages) = api_errors(&body) {
+        return Err(ExtractError::ApiErrors {
+            resource: resource.name.clone(),
+            page,
+            messages,
+        });
+    }
     let selected: Vec<Value> = select_records(resource, page, url, &body)?
         .into_iter()
         .cloned()
         .collect();
     Ok((body, Records::Values(selected)))
+}
+
+/// A GraphQL-style error answer: a top-level `errors` list and no `data`; the messages.
+fn api_errors(body: &Value) -> Option<String> {
+    let errors = body.get("errors")?.as_array().filter(|e| !e.is_empty())?;
+    if body.get("data").is_some_and(|d| !d.is_null()) {
+        return None;
+    }
+    Some(
+        errors
+            .iter()
+            .map(|e| match e.get("message").and_then(Value::as_str) {
+                Some(m) => format!("\"{m}\""),
+                None => crate::util::clip(&e.to_string(), 200),
+            })
+            .collect::<Vec<_>>()
+            .join("; "),
+    )
 }
 
 /// Whether a path of the paginator or of `stop_when` reads into the records array (the

@@ -5,11 +5,20 @@ use reqwest::header::{HeaderMap, LINK};
 use serde_json::Value;
 use url::Url;
 
-use crate::spec::pipeline::{CursorFrom, Paginator};
+use crate::spec::pipeline::{CursorFrom, CursorTo, Paginator};
+
+/// A request of the page loop: a URL, and the JSON body of a POST resource.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Request {
+    pub url: Url,
+    pub body: Option<Value>,
+}
 
 /// What a paginator may look at.
 pub struct Page<'a> {
     pub url: &'a Url,
+    /// The JSON body the page was requested with.
+    pub sent_body: Option<&'a Value>,
     pub headers: &'a HeaderMap,
     pub body: &'a Value,
     pub records: usize,
@@ -63,8 +72,72 @@ fn as_count(v: &Value) -> Option<u64> {
     }
 }
 
-/// The next request after `page`, or `None` when the resource is complete.
-pub fn next(p: &Paginator, page: &Page) -> Option<Url> {
+/// The next request after `page`, or `None` when the resource is complete. The body is
+/// sent again as it was, except where a cursor goes into it.
+pub fn next(p: &Paginator, page: &Page) -> Option<Request> {
+    if let Paginator::Cursor {
+        to: CursorTo::BodyField(field),
+        from,
+    } = p
+    {
+        let token = cursor_token(from, page)?;
+        let mut body = page.sent_body.cloned().unwrap_or(Value::Object(Default::default()));
+        set_field(&mut body, field, token);
+        return Some(Request {
+            url: page.url.clone(),
+            body: Some(body),
+        });
+    }
+    next_url(p, page).map(|url| Request {
+        url,
+        body: page.sent_body.cloned(),
+    })
+}
+
+/// Set the field at a dotted path, making the objects on the way.
+fn set_field(body: &mut Value, path: &[String], value: Value) {
+    let mut at = body;
+    for (i, key) in path.iter().enumerate() {
+        if !at.is_object() {
+            *at = Value::Object(Default::default());
+        }
+        let map = at.as_object_mut().expect("made an object above");
+        if i + 1 == path.len() {
+            map.insert(key.clone(), value);
+            return;
+        }
+        at = map.entry(key.clone()).or_insert(Value::Null);
+    }
+}
+
+/// A cursor paginator's token, from wherever it comes: text or a number, kept as JSON so
+/// that a number goes into a body as a number.
+fn cursor_token(from: &CursorFrom, page: &Page) -> Option<Value> {
+    let token = |v: &Value| match v {
+        Value::String(s) if !s.is_empty() => Some(v.clone()),
+        Value::Number(_) => Some(v.clone()),
+        _ => None,
+    };
+    match from {
+        CursorFrom::Body(path) => token(path.first(page.body)?),
+        CursorFrom::LastRecord(path) => token(path.first(page.last_record?)?),
+        CursorFrom::Header(name) => {
+            let v = page.headers.get(name.as_str())?.to_str().ok()?.trim();
+            (!v.is_empty()).then(|| Value::String(v.to_string()))
+        }
+    }
+}
+
+/// A token as query parameter text.
+fn token_text(token: &Value) -> String {
+    match token {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// The next URL, for the paginators that move through URLs.
+fn next_url(p: &Paginator, page: &Page) -> Option<Url> {
     match p {
         Paginator::None => None,
         Paginator::NextUrl { next } => match next.first(page.body)? {
@@ -104,22 +177,11 @@ pub fn next(p: &Paginator, page: &Page) -> Option<Url> {
             }
             Some(with_param(page.url, offset_param, &next_offset.to_string()))
         }
-        Paginator::Cursor { from, param } => {
-            let token = |v: &Value| match v {
-                Value::String(s) if !s.is_empty() => Some(s.clone()),
-                Value::Number(n) => Some(n.to_string()),
-                _ => None,
-            };
-            let token = match from {
-                CursorFrom::Body(path) => token(path.first(page.body)?)?,
-                CursorFrom::LastRecord(path) => token(path.first(page.last_record?)?)?,
-                CursorFrom::Header(name) => {
-                    let v = page.headers.get(name.as_str())?.to_str().ok()?.trim();
-                    (!v.is_empty()).then(|| v.to_string())?
-                }
-            };
-            Some(with_param(page.url, param, &token))
-        }
+        Paginator::Cursor {
+            from,
+            to: CursorTo::Param(param),
+        } => Some(with_param(page.url, param, &token_text(&cursor_token(from, page)?))),
+        Paginator::Cursor { .. } => None,
         Paginator::LinkHeader => {
             let links = page
                 .headers
@@ -200,6 +262,7 @@ mod tests {
     fn page<'a>(url: &'a Url, headers: &'a HeaderMap, body: &'a Value, records: usize, index: u64) -> Page<'a> {
         Page {
             url,
+            sent_body: None,
             headers,
             body,
             records,
@@ -217,12 +280,12 @@ mod tests {
         let h = HeaderMap::new();
         let b = json!({"info": {"next": "http://h/api/character?page=2"}});
         assert_eq!(
-            next(&p, &page(&url, &h, &b, 20, 0)).unwrap().as_str(),
+            next(&p, &page(&url, &h, &b, 20, 0)).unwrap().url.as_str(),
             "http://h/api/character?page=2"
         );
         let b = json!({"info": {"next": "?page=3"}});
         assert_eq!(
-            next(&p, &page(&url, &h, &b, 20, 0)).unwrap().as_str(),
+            next(&p, &page(&url, &h, &b, 20, 0)).unwrap().url.as_str(),
             "http://h/api/character?page=3"
         );
         for stop in [
@@ -245,7 +308,7 @@ mod tests {
         let h = HeaderMap::new();
         let b = json!({"pages": 3});
         assert_eq!(
-            next(&p, &page(&url, &h, &b, 20, 0)).unwrap().as_str(),
+            next(&p, &page(&url, &h, &b, 20, 0)).unwrap().url.as_str(),
             "http://h/x?page=2"
         );
         assert_eq!(next(&p, &page(&url, &h, &b, 20, 2)), None);
@@ -271,7 +334,7 @@ mod tests {
         let h = HeaderMap::new();
         let b = json!({});
         assert_eq!(
-            next(&p, &page(&url, &h, &b, 10, 0)).unwrap().as_str(),
+            next(&p, &page(&url, &h, &b, 10, 0)).unwrap().url.as_str(),
             "http://h/x?limit=10&offset=10"
         );
         assert_eq!(next(&p, &page(&url, &h, &b, 9, 0)), None);
@@ -290,13 +353,14 @@ mod tests {
     fn cursors_and_link_headers() {
         let p = Paginator::Cursor {
             from: CursorFrom::Body(JsonPath::parse("$.next_cursor").unwrap()),
-            param: "cursor".into(),
+            to: CursorTo::Param("cursor".into()),
         };
         let url = Url::parse("http://h/x?cursor=a").unwrap();
         let h = HeaderMap::new();
         assert_eq!(
             next(&p, &page(&url, &h, &json!({"next_cursor": "b c"}), 1, 0))
                 .unwrap()
+                .url
                 .as_str(),
             "http://h/x?cursor=b+c"
         );
@@ -309,23 +373,42 @@ mod tests {
         // From the last record, and from a header.
         let p = Paginator::Cursor {
             from: CursorFrom::LastRecord(JsonPath::parse("$.id").unwrap()),
-            param: "starting_after".into(),
+            to: CursorTo::Param("starting_after".into()),
         };
         let (last, empty) = (json!({"id": "ch_9"}), json!({}));
         let mut on = page(&url, &h, &empty, 1, 0);
         on.last_record = Some(&last);
         assert_eq!(
-            next(&p, &on).unwrap().as_str(),
+            next(&p, &on).unwrap().url.as_str(),
             "http://h/x?cursor=a&starting_after=ch_9"
         );
+        // Into the body: the rest of the body is sent again as it was; a number stays one.
+        let p = Paginator::Cursor {
+            from: CursorFrom::LastRecord(JsonPath::parse("$.id").unwrap()),
+            to: CursorTo::BodyField(vec!["variables".into(), "after".into()]),
+        };
+        let sent = json!({"query": "{ q }", "variables": {"first": 2}});
+        on.sent_body = Some(&sent);
+        let n = next(&p, &on).unwrap();
+        assert_eq!(n.url, url);
+        assert_eq!(
+            n.body,
+            Some(json!({"query": "{ q }", "variables": {"first": 2, "after": "ch_9"}}))
+        );
+        let numbered = json!({"id": 7});
+        on.last_record = Some(&numbered);
+        assert_eq!(next(&p, &on).unwrap().body.unwrap()["variables"]["after"], json!(7));
         let p = Paginator::Cursor {
             from: CursorFrom::Header("x-next".into()),
-            param: "cursor".into(),
+            to: CursorTo::Param("cursor".into()),
         };
         let mut with_header = HeaderMap::new();
         with_header.insert("x-next", "t2".parse().unwrap());
         assert_eq!(
-            next(&p, &page(&url, &with_header, &json!({}), 1, 0)).unwrap().as_str(),
+            next(&p, &page(&url, &with_header, &json!({}), 1, 0))
+                .unwrap()
+                .url
+                .as_str(),
             "http://h/x?cursor=t2"
         );
         assert_eq!(next(&p, &page(&url, &h, &json!({}), 1, 0)), None);

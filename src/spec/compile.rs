@@ -370,11 +370,33 @@ fn compile_paginate(
             last_record,
             header,
             param,
+            body_field,
             ..
         } => {
-            if param.is_empty() {
-                cx.error(&format!("{ppath}.param"), "the cursor parameter name cannot be empty");
-            }
+            let to = match (param, body_field) {
+                (Some(p), None) if !p.is_empty() => Some(p::CursorTo::Param(p.clone())),
+                (None, Some(f)) if !f.is_empty() && f.split('.').all(|s| !s.is_empty()) => {
+                    Some(p::CursorTo::BodyField(f.split('.').map(String::from).collect()))
+                }
+                (Some(_), Some(_)) => {
+                    cx.error_at_key(
+                        &format!("{ppath}.body_field"),
+                        "a cursor is sent one way; give `param` or `body_field`, not both",
+                    );
+                    None
+                }
+                (None, None) => {
+                    cx.error(ppath, "a cursor paginator needs `param` (a query parameter) or `body_field` (a field of the JSON body)");
+                    None
+                }
+                _ => {
+                    cx.error(
+                        &format!("{ppath}.{}", if param.is_some() { "param" } else { "body_field" }),
+                        "the name where the cursor goes cannot be empty",
+                    );
+                    None
+                }
+            };
             let given: Vec<&str> = [
                 cursor.as_ref().map(|_| "cursor"),
                 last_record.as_ref().map(|_| "last_record"),
@@ -413,14 +435,31 @@ fn compile_paginate(
                     None
                 }
             };
-            from.map(|from| p::Paginator::Cursor {
-                from,
-                param: param.clone(),
-            })
+            from.zip(to).map(|(from, to)| p::Paginator::Cursor { from, to })
         }
         RawPaginate::LinkHeader { .. } => Some(p::Paginator::LinkHeader),
     };
     (paginator, stop_when)
+}
+
+/// Every string of a request body is a template: check their syntax now.
+fn check_body_templates(cx: &mut Ctx, path: &str, body: &serde_json::Value) {
+    match body {
+        serde_json::Value::String(s) => {
+            cx.interp(path, s);
+        }
+        serde_json::Value::Array(items) => {
+            for (i, v) in items.iter().enumerate() {
+                check_body_templates(cx, &format!("{path}[{i}]"), v);
+            }
+        }
+        serde_json::Value::Object(map) => {
+            for (k, v) in map {
+                check_body_templates(cx, &format!("{path}.{k}"), v);
+            }
+        }
+        _ => {}
+    }
 }
 
 /// An HTTP header name: RFC 9110 token characters.
@@ -527,8 +566,24 @@ fn compile_resource(cx: &mut Ctx, path: &str, r: &RawResource) -> Option<p::Reso
             ),
         );
     }
+    if r.path.contains(['{', '}']) {
+        cx.error(
+            &rpath,
+            format!(
+                "`{}`: braces would be sent as they are; a path takes no placeholders",
+                r.path
+            ),
+        );
+    }
     let params = interp_map(cx, &format!("{path}.params"), &r.params);
     let records = cx.jsonpath(&format!("{path}.records"), &r.records);
+    let method = r.method.unwrap_or(HttpMethod::Get);
+    if let Some(body) = &r.body {
+        if method != HttpMethod::Post {
+            cx.error_at_key(&format!("{path}.body"), "a request `body` needs `method: POST`");
+        }
+        check_body_templates(cx, &format!("{path}.body"), body);
+    }
     let (paginator, stop_when) = compile_paginate(cx, &format!("{path}.paginate"), r.paginate.as_ref());
     let max_pages = r.max_pages.unwrap_or(10_000);
     if max_pages == 0 {
@@ -556,7 +611,8 @@ fn compile_resource(cx: &mut Ctx, path: &str, r: &RawResource) -> Option<p::Reso
     Some(p::Resource {
         name: r.name.clone(),
         path: r.path.clone(),
-        method: r.method.unwrap_or(HttpMethod::Get),
+        method,
+        body: r.body.clone(),
         params: params?,
         records: records?,
         paginator: paginator?,

@@ -254,6 +254,10 @@ pub struct RawResource {
     /// HTTP method. Default `GET`.
     #[serde(default)]
     pub method: Option<HttpMethod>,
+    /// Request body, sent as JSON with `method: POST` (a GraphQL request is
+    /// `{query: "…", variables: {…}}`); its strings are *interpolated*.
+    #[serde(default)]
+    pub body: Option<serde_json::Value>,
     /// Query parameters of this resource: text (*interpolated*), numbers or booleans.
     #[serde(default)]
     pub params: BTreeMap<String, ParamValue>,
@@ -341,7 +345,12 @@ pub enum RawPaginate {
         #[serde(default)]
         header: Option<String>,
         /// Query parameter that carries the token.
-        param: String,
+        #[serde(default)]
+        param: Option<String>,
+        /// Dotted path of the field of the JSON body that carries the token instead, for
+        /// example `variables.after` (GraphQL) or `after` (HubSpot search).
+        #[serde(default)]
+        body_field: Option<String>,
         /// Stop after a page where this holds, for example `{path: $.has_more, equals: false}`.
         #[serde(default)]
         stop_when: Option<RawStopWhen>,

@@ -148,6 +148,8 @@ pub struct Resource {
     pub path: String,
     pub method: HttpMethod,
     pub params: Vec<(String, Interp)>,
+    /// The JSON body; every string in it is a template (see [`crate::resolve`]).
+    pub body: Option<serde_json::Value>,
     pub records: JsonPath,
     pub paginator: Paginator,
     pub stop_when: Option<StopWhen>,
@@ -175,7 +177,7 @@ pub enum Paginator {
     },
     Cursor {
         from: CursorFrom,
-        param: String,
+        to: CursorTo,
     },
     LinkHeader,
 }
@@ -189,6 +191,15 @@ pub enum CursorFrom {
     LastRecord(JsonPath),
     /// A response header.
     Header(String),
+}
+
+/// Where a cursor paginator sends its token.
+#[derive(Debug, Clone)]
+pub enum CursorTo {
+    /// A query parameter.
+    Param(String),
+    /// A field of the JSON body, by its dotted path.
+    BodyField(Vec<String>),
 }
 
 /// Ends the pagination after a page whose body has `equals` at `path`.
@@ -227,7 +238,14 @@ impl Paginator {
             } => {
                 format!("offset ?{offset_param}=&{limit_param}={limit}")
             }
-            Paginator::Cursor { param, .. } => format!("cursor ?{param}="),
+            Paginator::Cursor {
+                to: CursorTo::Param(param),
+                ..
+            } => format!("cursor ?{param}="),
+            Paginator::Cursor {
+                to: CursorTo::BodyField(field),
+                ..
+            } => format!("cursor in body {}", field.join(".")),
             Paginator::LinkHeader => "Link rel=next".into(),
         }
     }

@@ -110,3 +110,43 @@ fn a_rate_limited_403_waits_for_the_reset_and_on_status_is_configurable() {
     assert!(run.stderr.contains("failed with HTTP 500: "), "{}", run.stderr);
     assert!(!run.stderr.contains("retrying"), "{}", run.stderr);
 }
+
+#[test]
+fn a_graphql_api_pages_through_a_cursor_in_the_body() {
+    let api = ApiServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let spec = |query: &str| {
+        let path = dir.path().join("graphql.yaml");
+        std::fs::write(
+            &path,
+            format!(
+                "version: 1\nname: paged\nsource:\n  base_url: \"${{API_BASE}}\"\nstaging: {{location: \"${{SLUICE_STAGING}}\"}}\nwarehouse: {{url: \"${{DATABASE_URL}}\", schema: paged}}\nresources:\n  - name: items\n    path: /graphql\n    method: POST\n    body: {{query: \"{query}\", variables: {{first: 25, tag: \"${{TAG}}\"}}}}\n    records: $.data.characters.nodes[*]\n    paginate: {{type: cursor, cursor: $.data.characters.pageInfo.endCursor, body_field: variables.after, stop_when: {{path: $.data.characters.pageInfo.hasNextPage, equals: false}}}}\n    table:\n      name: item\n      columns:\n        - {{name: id, type: text, path: $.id}}\n"
+            ),
+        )
+        .unwrap();
+        path
+    };
+    let staging = dir.path().join("staging");
+    let good = spec("query($first: Int, $after: String) { characters(first: $first, after: $after) { nodes { id name } pageInfo { hasNextPage endCursor } } }");
+    Sluice::new(["extract", good.to_str().unwrap()])
+        .env("API_BASE", &api.base)
+        .env("SLUICE_STAGING", &staging)
+        .env("TAG", "from-env")
+        .run()
+        .success();
+    let ids = staged_records(&staging, "paged").remove("items").unwrap();
+    assert_eq!(ids.len(), 826);
+    assert_eq!(api.requests().len(), 34, "826 / 25 pages");
+    let bad = spec("{ episodes }");
+    let run = Sluice::new(["extract", bad.to_str().unwrap()])
+        .env("API_BASE", &api.base)
+        .env("SLUICE_STAGING", &staging)
+        .env("TAG", "from-env")
+        .run()
+        .failure(1);
+    assert!(
+        run.stderr.contains("resource `items`, page 1: the API answered with errors and no data: \"Cannot query field on type Query: { episodes }\""),
+        "{}",
+        run.stderr
+    );
+}

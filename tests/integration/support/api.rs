@@ -18,7 +18,10 @@
 //!   characters as charges `ch_<id>`: `{"object": "list", "data": [...], "has_more": …}`;
 //! - `/zendesk/tickets?cursor=N`: Zendesk's incremental export shape, 100 per page: an
 //!   `after_url` that is never null and `end_of_stream`;
-//! - `/hcursor/{ep}?c=N`: `{"results": [...]}` with the next cursor in `X-Next-Cursor`.
+//! - `/hcursor/{ep}?c=N`: `{"results": [...]}` with the next cursor in `X-Next-Cursor`;
+//! - `POST /graphql`: a GraphQL API over the characters, `{query, variables: {first,
+//!   after}}` → `{"data": {"characters": {"nodes": [...], "pageInfo": {"hasNextPage",
+//!   "endCursor"}}}}`; a query without `characters` gets `{"errors": [{"message": …}]}`.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -199,6 +202,13 @@ async fn handle(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> 
             .collect(),
     });
 
+    if path == "/graphql" {
+        let body = http_body_util::BodyExt::collect(req.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        return graphql(state, &body);
+    }
     let fault = {
         let mut rules = state.rules.lock().unwrap();
         let hit = rules
@@ -254,6 +264,38 @@ async fn handle(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> 
         None => {}
     }
     route(state, &path, &query, next_self)
+}
+
+fn graphql(state: &State, body: &[u8]) -> Response<Full<Bytes>> {
+    let request: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let query = request["query"].as_str().unwrap_or("");
+    if !query.contains("characters") {
+        return json_response(&json!({"errors": [{"message": format!("Cannot query field on type Query: {query}")}]}));
+    }
+    let all: Vec<Value> = (1..=state.pages["character"].len())
+        .flat_map(|n| {
+            serde_json::from_str::<Value>(&state.pages["character"][n - 1]).unwrap()["results"]
+                .as_array()
+                .unwrap()
+                .clone()
+        })
+        .collect();
+    let first = request["variables"]["first"].as_u64().unwrap_or(10) as usize;
+    let from = match request["variables"]["after"].as_str() {
+        Some(after) => after.trim_start_matches("c").parse::<usize>().unwrap_or(0),
+        None => 0,
+    };
+    let nodes: Vec<Value> = all
+        .iter()
+        .skip(from)
+        .take(first)
+        .map(|c| json!({"id": c["id"].to_string(), "name": c["name"]}))
+        .collect();
+    let end = from + nodes.len();
+    json_response(&json!({"data": {"characters": {
+        "nodes": nodes,
+        "pageInfo": {"hasNextPage": end < all.len(), "endCursor": format!("c{end}")}
+    }}}))
 }
 
 fn route(state: &State, path: &str, query: &str, next_self: bool) -> Response<Full<Bytes>> {
