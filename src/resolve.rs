@@ -107,6 +107,14 @@ pub enum ResolvedAuth {
         username: String,
         password: String,
     },
+    OAuth2 {
+        grant: crate::spec::pipeline::OAuth2Grant,
+        token_url: String,
+        client_id: String,
+        client_secret: String,
+        refresh_token: Option<String>,
+        scopes: Vec<String>,
+    },
 }
 
 #[derive(Debug, Clone, Default)]
@@ -211,6 +219,23 @@ pub fn resolve(p: &Pipeline, needs: Needs, secrets: &Secrets) -> Result<Resolved
             Auth::Basic { username, password } => ResolvedAuth::Basic {
                 username: r.get("source.auth.username", username, false),
                 password: r.get("source.auth.password", password, true),
+            },
+            Auth::OAuth2 {
+                grant,
+                token_url,
+                client_id,
+                client_secret,
+                refresh_token,
+                scopes,
+            } => ResolvedAuth::OAuth2 {
+                grant: *grant,
+                token_url: r.get("source.auth.token_url", token_url, false),
+                client_id: r.get("source.auth.client_id", client_id, false),
+                client_secret: r.get("source.auth.client_secret", client_secret, true),
+                refresh_token: refresh_token
+                    .as_ref()
+                    .map(|t| r.get("source.auth.refresh_token", t, true)),
+                scopes: scopes.clone(),
             },
         };
         Source {

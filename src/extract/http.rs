@@ -44,6 +44,7 @@ pub struct Client {
     secrets: Secrets,
     /// What to check when the API refuses the credentials (401/403).
     auth_hint: String,
+    oauth: Option<std::sync::Arc<OAuth2>>,
 }
 
 /// What to check when an API answers 401 or 403: the auth setting and where its secret
@@ -73,6 +74,96 @@ fn auth_hint(auth: &Auth) -> String {
             from(username),
             from(password)
         ),
+        Auth::OAuth2 {
+            client_id,
+            client_secret,
+            ..
+        } => format!(
+            "check `source.auth`: the OAuth2 client id{} and secret{}, and the scopes",
+            from(client_id),
+            from(client_secret)
+        ),
+    }
+}
+
+/// An OAuth 2.0 access token: fetched on first use, renewed before it expires and after
+/// a 401. The token endpoint gets the client credentials; the token goes, like every
+/// credential, only to the base URL's origin.
+struct OAuth2 {
+    grant: crate::spec::pipeline::OAuth2Grant,
+    token_url: Url,
+    client_id: String,
+    client_secret: String,
+    refresh_token: Option<String>,
+    scopes: Vec<String>,
+    /// The token and when to renew it.
+    token: Mutex<Option<(String, Instant)>>,
+}
+
+impl OAuth2 {
+    /// The current token, fetched first when there is none, it is due, or `renew`.
+    async fn token(&self, http: &reqwest::Client, secrets: &Secrets, renew: bool) -> Result<String, String> {
+        let mut held = self.token.lock().await;
+        if let (Some((token, due)), false) = (held.as_ref(), renew) {
+            if Instant::now() < *due {
+                return Ok(token.clone());
+            }
+        }
+        let form = {
+            let mut form = url::form_urlencoded::Serializer::new(String::new());
+            match (self.grant, &self.refresh_token) {
+                (crate::spec::pipeline::OAuth2Grant::RefreshToken, Some(t)) => {
+                    form.append_pair("grant_type", "refresh_token")
+                        .append_pair("refresh_token", t);
+                }
+                _ => {
+                    form.append_pair("grant_type", "client_credentials");
+                }
+            }
+            if !self.scopes.is_empty() {
+                form.append_pair("scope", &self.scopes.join(" "));
+            }
+            form.finish()
+        };
+        let basic = base64_lite::encode(format!("{}:{}", self.client_id, self.client_secret).as_bytes());
+        let shown = shown_url(self.token_url.as_str());
+        let fail = |what: String| secrets.mask(&format!("cannot get an OAuth2 access token from {shown}: {what}"));
+        let resp = http
+            .post(self.token_url.clone())
+            .header(AUTHORIZATION, format!("Basic {basic}"))
+            .header(reqwest::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header(reqwest::header::ACCEPT, "application/json")
+            .body(form)
+            .send()
+            .await
+            .map_err(|e| fail(error_chain(&e.without_url())))?;
+        let status = resp.status();
+        let body = resp.bytes().await.map_err(|e| fail(error_chain(&e.without_url())))?;
+        if !status.is_success() {
+            return Err(fail(format!(
+                "HTTP {}: {}; check `source.auth` (client id, secret{})",
+                status.as_u16(),
+                head(&body),
+                if self.refresh_token.is_some() {
+                    ", refresh token"
+                } else {
+                    ""
+                }
+            )));
+        }
+        let answer: serde_json::Value =
+            serde_json::from_slice(&body).map_err(|_| fail(format!("the answer is not JSON: {}", head(&body))))?;
+        let token = answer["access_token"]
+            .as_str()
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| fail("the answer has no `access_token`".into()))?
+            .to_string();
+        secrets.add(&token);
+        // Renewed a minute early (or at half its life when that is shorter).
+        let life = Duration::from_secs(answer["expires_in"].as_u64().unwrap_or(3600));
+        let due = Instant::now() + life.saturating_sub(Duration::from_secs(60).min(life / 2));
+        *held = Some((token.clone(), due));
+        Ok(token)
     }
 }
 
@@ -163,8 +254,33 @@ impl Client {
             headers.insert(header_name(name)?, value);
         }
         let mut query_auth = None;
+        let mut oauth = None;
         match &resolved.auth {
             ResolvedAuth::None => {}
+            ResolvedAuth::OAuth2 {
+                grant,
+                token_url,
+                client_id,
+                client_secret,
+                refresh_token,
+                scopes,
+            } => {
+                let token_url = Url::parse(token_url).map_err(|e| {
+                    ExtractError::Config(format!(
+                        "source.auth.token_url `{}` is not a valid URL: {e}",
+                        shown_url(token_url)
+                    ))
+                })?;
+                oauth = Some(std::sync::Arc::new(OAuth2 {
+                    grant: *grant,
+                    token_url,
+                    client_id: client_id.clone(),
+                    client_secret: client_secret.clone(),
+                    refresh_token: refresh_token.clone(),
+                    scopes: scopes.clone(),
+                    token: Mutex::new(None),
+                }));
+            }
             ResolvedAuth::Bearer { token } => {
                 headers.insert(
                     AUTHORIZATION,
@@ -206,6 +322,7 @@ impl Client {
             limiter: source.rate_limit.map(|r| std::sync::Arc::new(RateLimiter::new(r))),
             secrets: secrets.clone(),
             auth_hint: auth_hint(&source.auth),
+            oauth,
         })
     }
 
@@ -315,16 +432,26 @@ impl Client {
         }
         let shown = self.secrets.mask(&shown_url(target.as_str()));
         let mut attempt = 0;
+        let mut renew = false;
         loop {
             attempt += 1;
             if let Some(l) = &self.limiter {
                 l.acquire().await;
             }
-            let failure = match self.attempt(method, url, &target, body, trusted, resource, page).await {
+            let failure = match self
+                .attempt(method, url, &target, body, trusted, renew, resource, page)
+                .await
+            {
                 Ok(reply) => return Ok(reply),
                 Err(Ok(failure)) => failure,
                 Err(Err(fatal)) => return Err(fatal),
             };
+            // An OAuth2 token the API no longer takes: renew it, once, and ask again.
+            if failure.status == Some(StatusCode::UNAUTHORIZED) && trusted && self.oauth.is_some() && !renew {
+                renew = true;
+                attempt -= 1;
+                continue;
+            }
             if !failure.transient || attempt >= self.retry.max_attempts {
                 return Err(ExtractError::Fetch {
                     resource: resource.to_string(),
@@ -364,6 +491,7 @@ impl Client {
         target: &Url,
         body: Option<&serde_json::Value>,
         trusted: bool,
+        renew_token: bool,
         resource: &str,
         page: u64,
     ) -> Result<Reply, Result<Failure, ExtractError>> {
@@ -373,6 +501,25 @@ impl Client {
         };
         if trusted {
             request = request.headers(self.credentials.clone());
+            if let Some(oauth) = &self.oauth {
+                let token = oauth
+                    .token(&self.inner, &self.secrets, renew_token)
+                    .await
+                    .map_err(|detail| {
+                        Err(ExtractError::Auth {
+                            resource: resource.to_string(),
+                            page,
+                            detail,
+                        })
+                    })?;
+                let mut v = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
+                    Err(ExtractError::Config(
+                        "the OAuth2 access token is not valid in a header".into(),
+                    ))
+                })?;
+                v.set_sensitive(true);
+                request = request.header(AUTHORIZATION, v);
+            }
         }
         if let Some(body) = body {
             request = request

@@ -55,6 +55,12 @@ pub enum ExtractError {
         path: String,
         len: usize,
     },
+    #[error("resource `{resource}`, page {page}: {detail}")]
+    Auth {
+        resource: String,
+        page: u64,
+        detail: String,
+    },
     #[error("resource `{resource}`, page {page}: the API answered with errors and no data: {messages}")]
     ApiErrors {
         resource: String,

@@ -197,6 +197,47 @@ fn compile_source(cx: &mut Ctx, s: &RawSource) -> Option<p::Source> {
             u.zip(pw)
                 .map(|(username, password)| p::Auth::Basic { username, password })
         }
+        RawAuth::Config(RawAuthConfig::Oauth2 {
+            grant,
+            token_url,
+            client_id,
+            client_secret,
+            refresh_token,
+            scopes,
+        }) => {
+            let url = cx.interp("source.auth.token_url", token_url);
+            if let Some(t) = &url {
+                check_url(cx, "source.auth.token_url", t);
+            }
+            let id = cx.interp("source.auth.client_id", client_id);
+            let secret = cx.secret("source.auth.client_secret", client_secret);
+            let refresh = match (grant, refresh_token) {
+                (OAuth2Grant::RefreshToken, None) => {
+                    cx.error("source.auth", "`grant: refresh_token` needs `refresh_token`");
+                    None
+                }
+                (OAuth2Grant::ClientCredentials, Some(_)) => {
+                    cx.error_at_key(
+                        "source.auth.refresh_token",
+                        "`refresh_token` goes with `grant: refresh_token`",
+                    );
+                    None
+                }
+                (_, Some(t)) => cx.secret("source.auth.refresh_token", t).map(Some),
+                (_, None) => Some(None),
+            };
+            match (url, id, secret, refresh) {
+                (Some(token_url), Some(client_id), Some(client_secret), Some(refresh_token)) => Some(p::Auth::OAuth2 {
+                    grant: *grant,
+                    token_url,
+                    client_id,
+                    client_secret,
+                    refresh_token,
+                    scopes: scopes.clone(),
+                }),
+                _ => None,
+            }
+        }
     };
     let retry = s.retry.as_ref();
     let max_attempts = retry.and_then(|r| r.max_attempts).unwrap_or(5);

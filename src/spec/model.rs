@@ -130,6 +130,34 @@ pub enum RawAuthConfig {
         /// Password (*interpolated*), normally `${SOME_PASSWORD}`.
         password: String,
     },
+    /// OAuth 2.0: an access token from `token_url`, sent as a bearer token. It is fetched
+    /// once, reused, renewed before it expires and once after a 401.
+    Oauth2 {
+        /// `client_credentials` or `refresh_token`.
+        grant: OAuth2Grant,
+        /// The token endpoint (*interpolated*), for example `https://auth.example.com/oauth/token`.
+        token_url: String,
+        /// Client id (*interpolated*).
+        client_id: String,
+        /// Client secret (*interpolated*), normally `${SOME_CLIENT_SECRET}`.
+        client_secret: String,
+        /// The refresh token (*interpolated*, from the environment); for `grant: refresh_token`.
+        #[serde(default)]
+        refresh_token: Option<String>,
+        /// Scopes to ask for.
+        #[serde(default)]
+        scopes: Vec<String>,
+    },
+}
+
+/// How an OAuth 2.0 access token is obtained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OAuth2Grant {
+    /// With the client's own credentials.
+    ClientCredentials,
+    /// With a refresh token issued to a user.
+    RefreshToken,
 }
 
 /// Where an API key is sent.

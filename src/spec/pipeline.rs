@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 
 pub use super::model::{
-    ApiKeyLocation, ColumnType, HttpMethod, MetaValue, OnError, RuntimeTarget, Transform, WriteMode,
+    ApiKeyLocation, ColumnType, HttpMethod, MetaValue, OAuth2Grant, OnError, RuntimeTarget, Transform, WriteMode,
 };
 use super::{interp::Interp, jsonpath::JsonPath};
 
@@ -90,6 +90,14 @@ pub enum Auth {
         username: Interp,
         password: Interp,
     },
+    OAuth2 {
+        grant: OAuth2Grant,
+        token_url: Interp,
+        client_id: Interp,
+        client_secret: Interp,
+        refresh_token: Option<Interp>,
+        scopes: Vec<String>,
+    },
 }
 
 impl Auth {
@@ -107,6 +115,7 @@ impl Auth {
                 ..
             } => "API key (query)",
             Auth::Basic { .. } => "basic",
+            Auth::OAuth2 { .. } => "OAuth2",
         }
     }
 }

@@ -150,3 +150,56 @@ fn a_graphql_api_pages_through_a_cursor_in_the_body() {
         run.stderr
     );
 }
+
+#[test]
+fn oauth2_tokens_are_fetched_once_renewed_after_a_401_and_never_shown() {
+    let api = ApiServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let spec = |auth: &str| {
+        let path = dir.path().join(format!("oauth-{}.yaml", auth.len()));
+        std::fs::write(
+            &path,
+            format!(
+                "version: 1\nname: paged\nsource:\n  base_url: \"${{API_BASE}}\"\n  auth: {auth}\n  retry: {{max_attempts: 2, initial_backoff: 10ms}}\nstaging: {{location: \"${{SLUICE_STAGING}}\"}}\nwarehouse: {{url: \"${{DATABASE_URL}}\", schema: paged}}\nresources:\n  - name: items\n    path: /protected/character\n    records: $.results[*]\n    paginate: {{type: page_number, param: page}}\n    table:\n      name: item\n      columns:\n        - {{name: id, type: integer, path: $.id}}\n"
+            ),
+        )
+        .unwrap();
+        path
+    };
+    let staging = dir.path().join("staging");
+    let run = |spec: &std::path::Path, secret: &str| {
+        Sluice::new(["extract", spec.to_str().unwrap()])
+            .env("API_BASE", &api.base)
+            .env("SLUICE_STAGING", &staging)
+            .env("CLIENT_SECRET", secret)
+            .env("REFRESH_TOKEN", "rt-good")
+            .run()
+    };
+    let client_credentials = spec("{type: oauth2, grant: client_credentials, token_url: \"${API_BASE}/oauth/token\", client_id: client-id, client_secret: \"${CLIENT_SECRET}\", scopes: [read]}");
+    // One token for the whole resource; a 401 on page 7 renews it once.
+    api.fault("/protected/character?page=7", Fault::Status(401), 1);
+    let ok = run(&client_credentials, "client-secret").success();
+    assert!(
+        ok.stdout.contains("items                         43        826"),
+        "{}",
+        ok.stdout
+    );
+    assert_eq!(api.tokens_issued(), 2);
+    assert!(!ok.stderr.contains("tok-"), "{}", ok.stderr);
+    // The refresh-token grant.
+    let refresh = spec("{type: oauth2, grant: refresh_token, token_url: \"${API_BASE}/oauth/token\", client_id: client-id, client_secret: \"${CLIENT_SECRET}\", refresh_token: \"${REFRESH_TOKEN}\"}");
+    run(&refresh, "client-secret").success();
+    assert_eq!(api.tokens_issued(), 3);
+    // A refused client: one readable line, no secret.
+    let bad = run(&client_credentials, "wrong-secret").failure(1);
+    assert!(
+        bad.stderr
+            .contains("resource `items`, page 1: cannot get an OAuth2 access token from http://")
+            && bad.stderr.contains(
+                "/oauth/token: HTTP 401: {\"error\":\"invalid_client\"}; check `source.auth` (client id, secret)"
+            ),
+        "{}",
+        bad.stderr
+    );
+    assert!(!bad.stderr.contains("wrong-secret"), "{}", bad.stderr);
+}

@@ -21,7 +21,10 @@
 //! - `/hcursor/{ep}?c=N`: `{"results": [...]}` with the next cursor in `X-Next-Cursor`;
 //! - `POST /graphql`: a GraphQL API over the characters, `{query, variables: {first,
 //!   after}}` → `{"data": {"characters": {"nodes": [...], "pageInfo": {"hasNextPage",
-//!   "endCursor"}}}}`; a query without `characters` gets `{"errors": [{"message": …}]}`.
+//!   "endCursor"}}}}`; a query without `characters` gets `{"errors": [{"message": …}]}`;
+//! - `POST /oauth/token`: an OAuth2 token endpoint for client `client-id` / `client-secret`
+//!   (`client_credentials`, or `refresh_token` with `rt-good`), issuing `tok-1`, `tok-2`, …;
+//! - `/protected/{ep}?page=N`: `{"results": [...]}` for the latest token only, else 401.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -81,6 +84,8 @@ struct State {
     rules: Mutex<Vec<Rule>>,
     log: Mutex<Vec<Logged>>,
     dynamic: Mutex<HashMap<String, Put>>,
+    /// OAuth2 tokens issued so far; only the latest is accepted.
+    tokens: Mutex<u32>,
 }
 
 pub struct ApiServer {
@@ -122,6 +127,7 @@ impl ApiServer {
             rules: Mutex::new(Vec::new()),
             log: Mutex::new(Vec::new()),
             dynamic: Mutex::new(HashMap::new()),
+            tokens: Mutex::new(0),
         });
         let served = state.clone();
         super::serve(
@@ -152,6 +158,11 @@ impl ApiServer {
             .lock()
             .unwrap()
             .insert(name.to_string(), (body.into(), headers));
+    }
+
+    /// OAuth2 tokens issued so far.
+    pub fn tokens_issued(&self) -> u32 {
+        *self.state.tokens.lock().unwrap()
     }
 
     pub fn requests(&self) -> Vec<Logged> {
@@ -202,6 +213,29 @@ async fn handle(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> 
             .collect(),
     });
 
+    if path == "/oauth/token" {
+        let basic = header("authorization");
+        let body = http_body_util::BodyExt::collect(req.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        let form = String::from_utf8_lossy(&body).into_owned();
+        let grant_ok = param(&form, "grant_type").as_deref() == Some("client_credentials")
+            || (param(&form, "grant_type").as_deref() == Some("refresh_token")
+                && param(&form, "refresh_token").as_deref() == Some("rt-good"));
+        if basic.as_deref() != Some("Basic Y2xpZW50LWlkOmNsaWVudC1zZWNyZXQ=") || !grant_ok {
+            return respond(401, "application/json", "{\"error\":\"invalid_client\"}");
+        }
+        let mut n = state.tokens.lock().unwrap();
+        *n += 1;
+        return json_response(&json!({"access_token": format!("tok-{n}"), "token_type": "bearer", "expires_in": 3600}));
+    }
+    if path.starts_with("/protected/") {
+        let current = format!("Bearer tok-{}", state.tokens.lock().unwrap());
+        if req.headers().get("authorization").and_then(|v| v.to_str().ok()) != Some(current.as_str()) {
+            return respond(401, "application/json", "{\"error\":\"invalid_token\"}");
+        }
+    }
     if path == "/graphql" {
         let body = http_body_util::BodyExt::collect(req.into_body())
             .await
@@ -429,7 +463,7 @@ fn route(state: &State, path: &str, query: &str, next_self: bool) -> Response<Fu
             }
             None => respond(404, "application/json", "{\"error\":\"There is nothing here\"}"),
         },
-        "empty" => json_response(&json!({ "results": results(page) })),
+        "empty" | "protected" => json_response(&json!({ "results": results(page) })),
         "offset" => {
             let all: Vec<Value> = (1..=pages.len()).flat_map(results).collect();
             let limit: usize = param(query, "limit").and_then(|v| v.parse().ok()).unwrap_or(20);
