@@ -167,6 +167,13 @@ impl OAuth2 {
     }
 }
 
+fn method_name(method: HttpMethod) -> &'static str {
+    match method {
+        HttpMethod::Get => "GET",
+        HttpMethod::Post => "POST",
+    }
+}
+
 /// Redirect hops followed for one request.
 const MAX_REDIRECTS: u32 = 10;
 
@@ -408,6 +415,7 @@ impl Client {
         }
         Err(ExtractError::Fetch {
             resource: resource.to_string(),
+            method: method_name(method),
             page,
             url: self.secrets.mask(&shown_url(url.as_str())),
             status: None,
@@ -455,6 +463,7 @@ impl Client {
             if !failure.transient || attempt >= self.retry.max_attempts {
                 return Err(ExtractError::Fetch {
                     resource: resource.to_string(),
+                    method: method_name(method),
                     page,
                     url: shown,
                     status: failure.status.map(|s| s.as_u16()),

@@ -19,9 +19,10 @@ use paginate::{Page, Request};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExtractError {
-    #[error("resource `{resource}`, page {page}: GET {url} failed{}{}: {detail}", status.map(|s| format!(" with HTTP {s}")).unwrap_or_default(), if *attempts > 1 { format!(" after {attempts} attempts") } else { String::new() })]
+    #[error("resource `{resource}`, page {page}: {method} {url} failed{}{}: {detail}", status.map(|s| format!(" with HTTP {s}")).unwrap_or_default(), if *attempts > 1 { format!(" after {attempts} attempts") } else { String::new() })]
     Fetch {
         resource: String,
+        method: &'static str,
         page: u64,
         url: String,
         status: Option<u16>,

@@ -203,3 +203,53 @@ fn oauth2_tokens_are_fetched_once_renewed_after_a_401_and_never_shown() {
     );
     assert!(!bad.stderr.contains("wrong-secret"), "{}", bad.stderr);
 }
+
+#[test]
+fn the_example_specs_load_exactly_what_their_test_servers_hold() {
+    let api = ApiServer::start();
+    // (spec, base URL variable, base URL path, staged resource, records, requests)
+    let examples = [
+        ("stripe_charges", "STRIPE_API", "/v1", "charges", 826, 9),
+        ("zendesk_tickets", "ZENDESK_API", "/api/v2", "tickets", 826, 9),
+        ("github_issues", "GITHUB_API", "", "issues", 826, 9),
+        ("hubspot_contacts", "HUBSPOT_API", "", "contacts", 826, 9),
+        ("rickandmorty_graphql", "RICKANDMORTY_GRAPHQL", "", "character", 826, 42),
+    ];
+    for (name, var, prefix, resource, records, requests) in examples {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = format!("examples/specs/{name}.yaml");
+        Sluice::new(["validate", &spec]).run().success();
+        let before = api.requests().len();
+        let run = Sluice::new(["extract", &spec])
+            .env(var, format!("{}{prefix}", api.base))
+            .env("SLUICE_STAGING", dir.path())
+            .env("STRIPE_SECRET_KEY", "sk_test_123")
+            .env("ZENDESK_EMAIL", "me@example.com")
+            .env("ZENDESK_API_TOKEN", "zd-token")
+            .env("GITHUB_TOKEN", "gh-token")
+            .env("HUBSPOT_TOKEN", "hs-token")
+            .run()
+            .success();
+        let pipeline = name.split('_').next().unwrap();
+        let pipeline = if name == "rickandmorty_graphql" { name } else { pipeline };
+        let staged = staged_records(dir.path(), pipeline)
+            .remove(resource)
+            .unwrap_or_default();
+        let ids: Vec<String> = staged
+            .iter()
+            .map(|r| serde_json::from_str::<serde_json::Value>(r).unwrap()["id"].to_string())
+            .collect();
+        assert_eq!(
+            (ids.len(), distinct(&ids)),
+            (records, records),
+            "{name}: {}",
+            run.stderr
+        );
+        assert_eq!(api.requests().len() - before, requests, "{name}");
+    }
+    // Every example spec is checked, those without a test server too.
+    for entry in std::fs::read_dir(crate::support::root().join("examples/specs")).unwrap() {
+        let path = entry.unwrap().path();
+        Sluice::new(["validate", path.to_str().unwrap()]).run().success();
+    }
+}

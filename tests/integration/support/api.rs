@@ -236,11 +236,14 @@ async fn handle(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> 
             return respond(401, "application/json", "{\"error\":\"invalid_token\"}");
         }
     }
-    if path == "/graphql" {
+    if path == "/graphql" || path == "/crm/v3/objects/contacts/search" {
         let body = http_body_util::BodyExt::collect(req.into_body())
             .await
             .unwrap()
             .to_bytes();
+        if path != "/graphql" {
+            return hubspot(state, &body);
+        }
         return graphql(state, &body);
     }
     let fault = {
@@ -300,20 +303,63 @@ async fn handle(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> 
     route(state, &path, &query, next_self)
 }
 
-fn graphql(state: &State, body: &[u8]) -> Response<Full<Bytes>> {
-    let request: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
-    let query = request["query"].as_str().unwrap_or("");
-    if !query.contains("characters") {
-        return json_response(&json!({"errors": [{"message": format!("Cannot query field on type Query: {query}")}]}));
-    }
-    let all: Vec<Value> = (1..=state.pages["character"].len())
+/// All 826 characters of the fixture, in order.
+fn characters(state: &State) -> Vec<Value> {
+    (1..=state.pages["character"].len())
         .flat_map(|n| {
             serde_json::from_str::<Value>(&state.pages["character"][n - 1]).unwrap()["results"]
                 .as_array()
                 .unwrap()
                 .clone()
         })
+        .collect()
+}
+
+/// HubSpot's CRM search: `{"results": [...], "paging": {"next": {"after": "…"}}}`, the
+/// cursor in the body's `after`.
+fn hubspot(state: &State, body: &[u8]) -> Response<Full<Bytes>> {
+    let request: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let all = characters(state);
+    let limit = request["limit"].as_u64().unwrap_or(10) as usize;
+    let from: usize = request["after"].as_str().and_then(|a| a.parse().ok()).unwrap_or(0);
+    let results: Vec<Value> = all
+        .iter()
+        .skip(from)
+        .take(limit)
+        .map(|c| json!({"id": c["id"].to_string(), "properties": {"firstname": c["name"], "email": null}}))
         .collect();
+    let end = from + results.len();
+    let mut answer = json!({"total": all.len(), "results": results});
+    if end < all.len() {
+        answer["paging"] = json!({"next": {"after": end.to_string()}});
+    }
+    json_response(&answer)
+}
+
+fn graphql(state: &State, body: &[u8]) -> Response<Full<Bytes>> {
+    let request: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let query = request["query"].as_str().unwrap_or("");
+    if !query.contains("characters") {
+        return json_response(&json!({"errors": [{"message": format!("Cannot query field on type Query: {query}")}]}));
+    }
+    let all = characters(state);
+    // Rick and Morty's own shape: `characters(page:)` with `info { next }`, 20 a page.
+    if let Some(page) = request["variables"]["page"].as_u64() {
+        let all = characters(state);
+        let from = (page as usize - 1) * 20;
+        let results: Vec<Value> = all
+            .iter()
+            .skip(from)
+            .take(20)
+            .map(|c| json!({"id": c["id"].to_string(), "name": c["name"]}))
+            .collect();
+        let next = if from + 20 < all.len() {
+            json!(page + 1)
+        } else {
+            Value::Null
+        };
+        return json_response(&json!({"data": {"characters": {"info": {"next": next}, "results": results}}}));
+    }
     let first = request["variables"]["first"].as_u64().unwrap_or(10) as usize;
     let from = match request["variables"]["after"].as_str() {
         Some(after) => after.trim_start_matches("c").parse::<usize>().unwrap_or(0),
@@ -370,15 +416,41 @@ fn route(state: &State, path: &str, query: &str, next_self: bool) -> Response<Fu
         }
         return json_response(&json!({ "results": [{"id": n}], "info": {"next": next} }));
     }
-    if style == "stripe" || style == "zendesk" {
-        let all: Vec<Value> = (1..=state.pages["character"].len())
-            .flat_map(|n| {
-                serde_json::from_str::<Value>(&state.pages["character"][n - 1]).unwrap()["results"]
-                    .as_array()
-                    .unwrap()
-                    .clone()
-            })
+    // The providers' own paths, for the example specs.
+    let (style, path) = match path {
+        "/v1/charges" => ("stripe", path),
+        "/api/v2/incremental/tickets/cursor.json" => ("zendesk", path),
+        "/repos/rust-lang/rust/issues" => ("github", path),
+        _ => (style, path),
+    };
+    if style == "github" {
+        let all = characters(state);
+        let per_page: usize = param(query, "per_page").and_then(|v| v.parse().ok()).unwrap_or(30);
+        let page: usize = param(query, "page").and_then(|v| v.parse().ok()).unwrap_or(1);
+        let issues: Vec<Value> = all
+            .iter()
+            .skip((page - 1) * per_page)
+            .take(per_page)
+            .map(|c| json!({"id": c["id"].as_u64().unwrap() + 1_000_000_000, "number": c["id"], "title": c["name"], "state": "open"}))
             .collect();
+        let last = all.len().div_ceil(per_page);
+        let mut resp = json_response(&Value::Array(issues));
+        let link = |p: usize, rel: &str| {
+            format!(
+                "<{}{path}?state=all&per_page={per_page}&page={p}>; rel=\"{rel}\"",
+                state.base
+            )
+        };
+        let mut links = Vec::new();
+        if page < last {
+            links.push(link(page + 1, "next"));
+        }
+        links.push(link(last, "last"));
+        resp.headers_mut().insert("link", links.join(", ").parse().unwrap());
+        return resp;
+    }
+    if style == "stripe" || style == "zendesk" {
+        let all = characters(state);
         if style == "stripe" {
             let limit: usize = param(query, "limit").and_then(|v| v.parse().ok()).unwrap_or(10);
             let from = match param(query, "starting_after") {
@@ -401,7 +473,7 @@ fn route(state: &State, path: &str, query: &str, next_self: bool) -> Response<Fu
         let tickets: Vec<Value> = all.iter().skip(cursor).take(100).cloned().collect();
         return json_response(&json!({
             "tickets": tickets,
-            "after_url": format!("{}/zendesk/tickets?cursor={}", state.base, cursor + 100),
+            "after_url": format!("{}{path}?cursor={}", state.base, cursor + 100),
             "end_of_stream": cursor + 100 >= all.len()
         }));
     }
