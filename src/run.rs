@@ -8,7 +8,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::Value;
 
 use crate::extract::http::Client;
-use crate::extract::{extract_resource, ExtractError, RecordSink, Records};
+use crate::extract::{extract_resource, ExtractError, Extracted, RecordSink, Records};
 use crate::resolve::{Needs, Resolved};
 use crate::spec::pipeline::{Pipeline, Resource};
 use crate::stage::manifest::{Manifest, ObjectManifest, ResourceManifest};
@@ -104,6 +104,19 @@ struct Http {
     source: crate::resolve::Source,
 }
 
+impl Http {
+    /// Extract resource `r` into `sink`, with this pipeline's client and resolved values.
+    async fn extract<S: RecordSink>(
+        &self,
+        p: &Pipeline,
+        r: &Resource,
+        sink: &mut S,
+    ) -> Result<Extracted, ExtractError> {
+        let (params, body) = (self.source.resource_params(&r.name), self.source.body(&r.name));
+        extract_resource(&self.client, p, r, &self.base_url, params, body, sink).await
+    }
+}
+
 fn http(p: &Pipeline, resolved: &Resolved, secrets: &Secrets) -> Result<Http, ExtractError> {
     let client = Client::new(p.source(), resolved.source(), secrets)?;
     let base_url = client.base_url().to_string();
@@ -132,15 +145,13 @@ pub async fn check(p: &Pipeline, api: bool, secrets: &Secrets) -> Result<Vec<&'s
     if api {
         let http = http(p, &resolved, secrets)?;
         if let Some(r) = p.resources().first() {
-            let start = http.client.prepare(
-                &crate::extract::resource_url(&http.base_url, r)?,
+            let first = crate::extract::first_request(
+                &http.client,
+                &http.base_url,
+                r,
                 http.source.resource_params(&r.name),
-            );
-            let url = crate::extract::paginate::first(&r.paginator, &start);
-            let first = crate::extract::paginate::Request {
-                url,
-                body: http.source.body(&r.name).cloned(),
-            };
+                http.source.body(&r.name),
+            )?;
             http.client.fetch(r.method, &first, &r.name, 1).await?;
         }
         passed.push("API");
@@ -316,7 +327,6 @@ async fn extract_as(
         let to_load = announce.remove(&r.name);
         async move {
             let t0 = Instant::now();
-            let params = http.source.resource_params(&r.name);
             let key = p.staging().key.clone();
             let (pipeline, name, run_id, run_time) =
                 (p.name().to_string(), r.name.clone(), run.run_id.clone(), run.run_time);
@@ -332,16 +342,7 @@ async fn extract_as(
                 written: 0,
                 bar: crate::progress::ExtractBar::new(&r.name),
             };
-            let stats = extract_resource(
-                &http.client,
-                p,
-                r,
-                &http.base_url,
-                params,
-                http.source.body(&r.name),
-                &mut sink,
-            )
-            .await?;
+            let stats = http.extract(p, r, &mut sink).await?;
             let objects = sink.writer.finish().await.map_err(|source| ExtractError::Stage {
                 resource: r.name.clone(),
                 source,
@@ -413,7 +414,6 @@ pub async fn extract_dry_run(
     let http = http(p, &resolved, secrets)?;
     let mut out = Vec::new();
     for r in resources {
-        let params = http.source.resource_params(&r.name);
         let mut sink = CollectSink {
             records: Vec::new(),
             limit: opts.limit.unwrap_or(u64::MAX),
@@ -421,28 +421,10 @@ pub async fn extract_dry_run(
         if opts.limit.is_none() {
             // Default: one page.
             let mut one_page = OnePage(sink);
-            extract_resource(
-                &http.client,
-                p,
-                r,
-                &http.base_url,
-                params,
-                http.source.body(&r.name),
-                &mut one_page,
-            )
-            .await?;
+            http.extract(p, r, &mut one_page).await?;
             sink = one_page.0;
         } else {
-            extract_resource(
-                &http.client,
-                p,
-                r,
-                &http.base_url,
-                params,
-                http.source.body(&r.name),
-                &mut sink,
-            )
-            .await?;
+            http.extract(p, r, &mut sink).await?;
         }
         out.push((r.name.clone(), sink.records));
     }

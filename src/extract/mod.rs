@@ -196,6 +196,22 @@ fn records_hint(v: &Value) -> Option<String> {
     }
 }
 
+/// The first request of a resource: base URL + path + parameters, the paginator's first
+/// page, and the body.
+pub fn first_request(
+    client: &Client,
+    base_url: &str,
+    resource: &Resource,
+    resource_params: &[(String, String)],
+    body: Option<&Value>,
+) -> Result<Request, ExtractError> {
+    let start = client.prepare(&resource_url(base_url, resource)?, resource_params);
+    Ok(Request {
+        url: paginate::first(&resource.paginator, &start),
+        body: body.cloned(),
+    })
+}
+
 /// Extract one resource into `sink`.
 pub async fn extract_resource<S: RecordSink>(
     client: &Client,
@@ -207,11 +223,7 @@ pub async fn extract_resource<S: RecordSink>(
     sink: &mut S,
 ) -> Result<Extracted, ExtractError> {
     let concurrency = pipeline.source().concurrency;
-    let start = client.prepare(&resource_url(base_url, resource)?, resource_params);
-    let mut req = Request {
-        url: paginate::first(&resource.paginator, &start),
-        body: body.cloned(),
-    };
+    let mut req = first_request(client, base_url, resource, resource_params, body)?;
     let mut seen: HashSet<String> = HashSet::new();
     let mut stats = Extracted::default();
     // The next page is fetched while this one is staged (for paginators whose next request
