@@ -480,6 +480,13 @@ async fn extract(p: &spec::Pipeline, opts: &crate::run::ExtractOptions, dry_run:
                     bytes
                 );
             }
+            for r in report.manifest.resources.iter().filter(|r| r.skipped > 0) {
+                let _ = writeln!(
+                    out,
+                    "resource {}: {} parent records skipped (HTTP 404, on_missing: skip)",
+                    r.name, r.skipped
+                );
+            }
             for r in &report.manifest.resources {
                 for o in &r.objects {
                     let _ = writeln!(

@@ -8,7 +8,9 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::Value;
 
 use crate::extract::http::Client;
-use crate::extract::{extract_resource, ExtractError, Extracted, RecordSink, Records};
+use crate::extract::{
+    extract_children, extract_resource, first_request, ExtractError, Extracted, ParentRecords, RecordSink, Records,
+};
 use crate::resolve::{Needs, Resolved};
 use crate::spec::pipeline::{Pipeline, Resource};
 use crate::stage::manifest::{Manifest, ObjectManifest, ResourceManifest};
@@ -78,7 +80,8 @@ pub struct ExtractReport {
     pub manifest: Manifest,
 }
 
-/// The resources an option list selects, in spec order.
+/// The resources an option list selects, in spec order, with the `for_each` parents they
+/// need (a child's requests are made for its parent's records of the same run).
 pub fn select<'a>(p: &'a Pipeline, names: &[String]) -> Result<Vec<&'a Resource>, RunError> {
     for n in names {
         if p.resource(n).is_none() {
@@ -91,10 +94,64 @@ pub fn select<'a>(p: &'a Pipeline, names: &[String]) -> Result<Vec<&'a Resource>
             return Err(RunError::UnknownResource { name: n.clone(), known });
         }
     }
+    let mut wanted: Vec<&str> = names.iter().map(String::as_str).collect();
+    let mut i = 0;
+    while i < wanted.len() {
+        if let Some(parent) = p.resource(wanted[i]).and_then(|r| r.for_each.as_ref()) {
+            if !wanted.contains(&parent.parent.as_str()) {
+                tracing::info!(resource = wanted[i], parent = %parent.parent, "the parent is extracted too, for its records");
+                wanted.push(parent.parent.as_str());
+            }
+        }
+        i += 1;
+    }
     Ok(p.resources()
         .iter()
-        .filter(|r| names.is_empty() || names.contains(&r.name))
+        .filter(|r| names.is_empty() || wanted.contains(&r.name.as_str()))
         .collect())
+}
+
+/// `resources` with every `for_each` parent before its children (the compile pass has
+/// ruled out cycles), otherwise in the given order.
+fn parents_first<'a>(resources: &[&'a Resource]) -> Vec<&'a Resource> {
+    let mut out: Vec<&Resource> = Vec::with_capacity(resources.len());
+    while out.len() < resources.len() {
+        let before = out.len();
+        for r in resources {
+            let placed = |name: &str| out.iter().any(|o| o.name == name);
+            let ready = r.for_each.as_ref().is_none_or(|f| placed(&f.parent));
+            if ready && !placed(&r.name) {
+                out.push(r);
+            }
+        }
+        assert!(out.len() > before, "for_each parents form no cycle");
+    }
+    out
+}
+
+/// The records of a parent resource's staged objects, one at a time.
+fn staged_records<'a>(store: &'a Store, objects: Vec<ObjectManifest>, parent: &'a str) -> ParentRecords<'a> {
+    use futures_util::stream::{self, StreamExt};
+    stream::iter(objects)
+        .then(move |o| async move {
+            let opened = match store.open(&o.key).await {
+                Ok(local) => crate::stage::StagedRecords::open(local).map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            (o.key, opened)
+        })
+        .flat_map(move |(key, opened)| {
+            let failed = move |detail: String| {
+                ExtractError::Config(format!(
+                    "the records of `{parent}` cannot be read from `{key}`: {detail}"
+                ))
+            };
+            match opened {
+                Ok(records) => stream::iter(records.map(move |r| r.map_err(&failed))).boxed(),
+                Err(e) => stream::once(std::future::ready(Err(failed(e)))).boxed(),
+            }
+        })
+        .boxed()
 }
 
 /// Resolved per-pipeline inputs of the HTTP side.
@@ -106,14 +163,22 @@ struct Http {
 
 impl Http {
     /// Extract resource `r` into `sink`, with this pipeline's client and resolved values.
+    /// `parents`: the parent's records, for a `for_each` resource.
     async fn extract<S: RecordSink>(
         &self,
         p: &Pipeline,
         r: &Resource,
+        parents: Option<ParentRecords<'_>>,
         sink: &mut S,
     ) -> Result<Extracted, ExtractError> {
         let (params, body) = (self.source.resource_params(&r.name), self.source.body(&r.name));
-        extract_resource(&self.client, p, r, &self.base_url, params, body, sink).await
+        match parents {
+            None => {
+                let first = first_request(&self.client, &self.base_url, r, params, body, None)?;
+                extract_resource(&self.client, p, r, first, sink).await
+            }
+            Some(parents) => extract_children(&self.client, p, r, &self.base_url, params, body, parents, sink).await,
+        }
     }
 }
 
@@ -144,13 +209,15 @@ pub async fn check(p: &Pipeline, api: bool, secrets: &Secrets) -> Result<Vec<&'s
     let mut passed = vec!["environment", "warehouse", "staging"];
     if api {
         let http = http(p, &resolved, secrets)?;
-        if let Some(r) = p.resources().first() {
-            let first = crate::extract::first_request(
+        // A child's requests need its parent's records: the first resource without one.
+        if let Some(r) = p.resources().iter().find(|r| r.for_each.is_none()) {
+            let first = first_request(
                 &http.client,
                 &http.base_url,
                 r,
                 http.source.resource_params(&r.name),
                 http.source.body(&r.name),
+                None,
             )?;
             http.client.fetch(r.method, &first, &r.name, 1).await?;
         }
@@ -322,10 +389,30 @@ async fn extract_as(
     tracing::info!(pipeline = p.name(), run_id = %run.run_id, staging = %store.describe(), "extract started");
     let run = &run;
     let resources = select(p, &opts.resources)?;
-    let jobs = resources.iter().map(|r| {
+    // Each resource is one shared job, so that a child can wait for its parent's.
+    type Job<'a> = futures_util::future::Shared<
+        futures_util::future::BoxFuture<'a, Result<ResourceManifest, std::sync::Arc<ExtractError>>>,
+    >;
+    let mut jobs: HashMap<&str, Job> = HashMap::new();
+    for r in parents_first(&resources) {
+        use futures_util::FutureExt;
         let (store, http, run) = (store, http, run);
         let to_load = announce.remove(&r.name);
-        async move {
+        let parent = r
+            .for_each
+            .as_ref()
+            .map(|f| (f.parent.as_str(), jobs[f.parent.as_str()].clone()));
+        let job = async move {
+            let parents = match parent {
+                None => None,
+                Some((name, job)) => {
+                    let staged = job.await.map_err(|_| ExtractError::ParentFailed {
+                        resource: r.name.clone(),
+                        parent: name.to_string(),
+                    })?;
+                    Some(staged_records(store, staged.objects, name))
+                }
+            };
             let t0 = Instant::now();
             let key = p.staging().key.clone();
             let (pipeline, name, run_id, run_time) =
@@ -342,7 +429,7 @@ async fn extract_as(
                 written: 0,
                 bar: crate::progress::ExtractBar::new(&r.name),
             };
-            let stats = http.extract(p, r, &mut sink).await?;
+            let stats = http.extract(p, r, parents, &mut sink).await?;
             let objects = sink.writer.finish().await.map_err(|source| ExtractError::Stage {
                 resource: r.name.clone(),
                 source,
@@ -352,6 +439,7 @@ async fn extract_as(
                 resource = %r.name,
                 pages = stats.pages,
                 records,
+                skipped = stats.skipped,
                 seconds = format!("{:.2}", t0.elapsed().as_secs_f64()),
                 "resource extracted"
             );
@@ -359,10 +447,13 @@ async fn extract_as(
                 name: r.name.clone(),
                 pages: stats.pages,
                 records,
+                skipped: stats.skipped,
                 objects,
             })
-        }
-    });
+        };
+        jobs.insert(&r.name, job.map(|m| m.map_err(std::sync::Arc::new)).boxed().shared());
+    }
+    let jobs: Vec<Job> = resources.iter().map(|r| jobs[r.name.as_str()].clone()).collect();
     let results = futures_util::future::join_all(jobs).await;
     let mut manifests = Vec::new();
     let mut failed = Vec::new();
@@ -412,8 +503,23 @@ pub async fn extract_dry_run(
     let resources = select(p, &opts.resources)?;
     let resolved = crate::resolve::resolve(p, Needs::DRY_RUN, secrets)?;
     let http = http(p, &resolved, secrets)?;
-    let mut out = Vec::new();
-    for r in resources {
+    use futures_util::StreamExt;
+    let mut out: Vec<(String, Vec<String>)> = Vec::new();
+    for r in parents_first(&resources) {
+        // A child is requested for the records its parent's dry run fetched.
+        let parents = r.for_each.as_ref().map(|f| {
+            let lines = out
+                .iter()
+                .find(|(name, _)| name == &f.parent)
+                .map(|(_, lines)| lines.clone())
+                .unwrap_or_default();
+            let parent = f.parent.clone();
+            futures_util::stream::iter(lines.into_iter().map(move |l| {
+                serde_json::from_str(&l)
+                    .map_err(|e| ExtractError::Config(format!("a record of `{parent}` is not valid JSON ({e})")))
+            }))
+            .boxed()
+        });
         let mut sink = CollectSink {
             records: Vec::new(),
             limit: opts.limit.unwrap_or(u64::MAX),
@@ -421,13 +527,15 @@ pub async fn extract_dry_run(
         if opts.limit.is_none() {
             // Default: one page.
             let mut one_page = OnePage(sink);
-            http.extract(p, r, &mut one_page).await?;
+            http.extract(p, r, parents, &mut one_page).await?;
             sink = one_page.0;
         } else {
-            http.extract(p, r, &mut sink).await?;
+            http.extract(p, r, parents, &mut sink).await?;
         }
         out.push((r.name.clone(), sink.records));
     }
+    // Back in spec order.
+    out.sort_by_key(|(name, _)| resources.iter().position(|r| &r.name == name));
     Ok(out)
 }
 
@@ -536,7 +644,8 @@ pub async fn run(
     let run = RunInfo::new();
     let mut announce = Announce::new();
     let mut feeds = Vec::new();
-    for r in &resources {
+    // A resource without a table is staged for its children, not loaded.
+    for r in resources.iter().filter(|r| !r.tables.is_empty()) {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         announce.insert(r.name.clone(), tx);
         feeds.push((r.name.clone(), crate::load::ObjectFeed::Live(rx)));
@@ -599,6 +708,13 @@ pub async fn run_dry(
     let mut rows = Vec::new();
     for (name, records) in fetched {
         let r = p.resource(&name).expect("selected from the spec");
+        if r.tables.is_empty() {
+            show(format!(
+                "resource `{name}` has no table: {} records fetched for its children's requests\n",
+                records.len()
+            ));
+            continue;
+        }
         let mut mapped = RecordRows::default();
         let first_row = rows.len();
         for (n, line) in records.iter().enumerate() {

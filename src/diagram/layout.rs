@@ -320,7 +320,7 @@ pub fn pipeline_page(pipelines: &[Pipeline]) -> Page {
         let mut bottom = tables.y + tables.h;
 
         // Edge labels say what flows.
-        let paths: Vec<String> = p.resources().iter().map(|r| r.path.clone()).collect();
+        let paths: Vec<String> = p.resources().iter().map(|r| r.target.as_str().to_string()).collect();
         let mut get = wrap(&format!("GET {}", paths.join(" ")), 26);
         get.truncate(3);
         let paginators: Vec<String> = p.resources().iter().map(|r| r.paginator.describe()).collect();
@@ -651,10 +651,10 @@ pub fn tables_page(pipelines: &[Pipeline]) -> Page {
                         label: Vec::new(),
                         kind: EdgeKind::Relation,
                     });
-                    linked_to_parent |= p
-                        .resources()
-                        .iter()
-                        .any(|res| res.tables[0].name == r.table && res.tables.iter().any(|x| x.name == t.name));
+                    linked_to_parent |= p.resources().iter().any(|res| {
+                        res.tables.first().is_some_and(|t0| t0.name == r.table)
+                            && res.tables.iter().any(|x| x.name == t.name)
+                    });
                 }
             }
             if t.is_nested() && !linked_to_parent {

@@ -13,7 +13,7 @@ use serde_json::value::RawValue;
 use serde_json::Value;
 use url::Url;
 
-use crate::spec::pipeline::{CursorFrom, Paginator, Pipeline, Resource};
+use crate::spec::pipeline::{CursorFrom, OnMissing, Paginator, Pipeline, Resource, Target, PARENT_FIELD};
 use http::{Client, Response};
 use paginate::{Page, Request};
 
@@ -93,6 +93,15 @@ pub enum ExtractError {
     },
     #[error("{0}")]
     Config(String),
+    #[error("{source} (the request for record {record} of `{parent}`)")]
+    ForParent {
+        parent: String,
+        record: u64,
+        #[source]
+        source: Box<ExtractError>,
+    },
+    #[error("resource `{resource}`: its parent `{parent}` failed, so it has no records to make requests for")]
+    ParentFailed { resource: String, parent: String },
     #[error("resource `{resource}`: {source}")]
     Stage {
         resource: String,
@@ -139,15 +148,26 @@ pub trait RecordSink: Send {
 pub struct Extracted {
     pub pages: u64,
     pub records: u64,
+    /// Parent records whose request answered 404 under `on_missing: skip`.
+    pub skipped: u64,
 }
 
-/// The resource's first URL: base URL + path + resource parameters.
-pub fn resource_url(base_url: &str, resource: &Resource) -> Result<Url, ExtractError> {
-    let joined = format!(
-        "{}/{}",
-        base_url.trim_end_matches('/'),
-        resource.path.trim_start_matches('/')
-    );
+/// The resource's first URL: base URL + path, or its `url`, with the parent record's
+/// values in the placeholders of a `for_each` resource.
+pub fn resource_url(base_url: &str, resource: &Resource, parent: Option<&Value>) -> Result<Url, ExtractError> {
+    use crate::spec::placeholder::{render, Fill, Scan};
+    let fill = |template: &str, fill: Fill| match parent {
+        Some(parent) => render(template, Scan::Strict, fill, parent).map_err(ExtractError::Config),
+        None => Ok(template.to_string()),
+    };
+    let joined = match &resource.target {
+        Target::Path(path) => format!(
+            "{}/{}",
+            base_url.trim_end_matches('/'),
+            fill(path, Fill::Segment)?.trim_start_matches('/')
+        ),
+        Target::Url(url) => fill(url, Fill::Raw)?,
+    };
     Url::parse(&joined).map_err(|e| {
         ExtractError::Config(format!(
             "resource `{}`: `{joined}` is not a valid URL: {e}",
@@ -196,34 +216,48 @@ fn records_hint(v: &Value) -> Option<String> {
     }
 }
 
-/// The first request of a resource: base URL + path + parameters, the paginator's first
-/// page, and the body.
+/// The first request of a resource: base URL + path (or its URL) + parameters, the
+/// paginator's first page, and the body; for a `for_each` resource, with the values of
+/// `parent` filled in.
 pub fn first_request(
     client: &Client,
     base_url: &str,
     resource: &Resource,
     resource_params: &[(String, String)],
     body: Option<&Value>,
+    parent: Option<&Value>,
 ) -> Result<Request, ExtractError> {
-    let start = client.prepare(&resource_url(base_url, resource)?, resource_params);
+    use crate::spec::placeholder::{render, render_json, Fill, Scan};
+    let url = resource_url(base_url, resource, parent)?;
+    let (params, body) = match parent {
+        None => (resource_params.to_vec(), body.cloned()),
+        Some(parent) => (
+            resource_params
+                .iter()
+                .map(|(k, v)| Ok((k.clone(), render(v, Scan::Text, Fill::Raw, parent)?)))
+                .collect::<Result<Vec<_>, String>>()
+                .map_err(ExtractError::Config)?,
+            body.map(|b| render_json(b, parent))
+                .transpose()
+                .map_err(ExtractError::Config)?,
+        ),
+    };
+    let start = client.prepare(&url, &params);
     Ok(Request {
         url: paginate::first(&resource.paginator, &start),
-        body: body.cloned(),
+        body,
     })
 }
 
-/// Extract one resource into `sink`.
+/// Extract one resource into `sink`, starting with request `req`.
 pub async fn extract_resource<S: RecordSink>(
     client: &Client,
     pipeline: &Pipeline,
     resource: &Resource,
-    base_url: &str,
-    resource_params: &[(String, String)],
-    body: Option<&Value>,
+    mut req: Request,
     sink: &mut S,
 ) -> Result<Extracted, ExtractError> {
     let concurrency = pipeline.source().concurrency;
-    let mut req = first_request(client, base_url, resource, resource_params, body)?;
     let mut seen: HashSet<String> = HashSet::new();
     let mut stats = Extracted::default();
     // The next page is fetched while this one is staged (for paginators whose next request
@@ -321,6 +355,161 @@ pub async fn extract_resource<S: RecordSink>(
             Some(next) => req = next,
             None => return Ok(stats),
         }
+    }
+}
+
+/// The records a child resource makes its requests for: its parent's, in order.
+pub type ParentRecords<'a> = futures_util::stream::BoxStream<'a, Result<Value, ExtractError>>;
+
+/// Extract a `for_each` resource: one request (with its own pagination) per parent
+/// record, up to `source.concurrency` at once, every record going to `sink`. The parent
+/// records stream in and the records out, so memory does not grow with either.
+#[allow(clippy::too_many_arguments)]
+pub async fn extract_children<S: RecordSink>(
+    client: &Client,
+    pipeline: &Pipeline,
+    resource: &Resource,
+    base_url: &str,
+    resource_params: &[(String, String)],
+    body: Option<&Value>,
+    parents: ParentRecords<'_>,
+    sink: &mut S,
+) -> Result<Extracted, ExtractError> {
+    let for_each = resource.for_each.as_ref().expect("a for_each resource");
+    let concurrency = pipeline.source().concurrency;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Box<RawValue>>>(concurrency * 2);
+    let fetching = async move {
+        let mut total = Extracted::default();
+        let mut calls = parents
+            .enumerate()
+            // Once the sink has had enough (or failed), no further request starts.
+            .take_while(|_| std::future::ready(!tx.is_closed()))
+            .map(|(i, parent)| {
+                let tx = tx.clone();
+                async move {
+                    let record = i as u64 + 1;
+                    let wrap = |e: ExtractError| ExtractError::ForParent {
+                        parent: for_each.parent.clone(),
+                        record,
+                        source: Box::new(e),
+                    };
+                    let parent = parent?;
+                    let in_resource =
+                        |e: ExtractError| wrap(ExtractError::Config(format!("resource `{}`: {e}", resource.name)));
+                    let req = first_request(client, base_url, resource, resource_params, body, Some(&parent))
+                        .map_err(in_resource)?;
+                    let mut sink = ChannelSink {
+                        tx,
+                        attach: attachment(resource, &parent),
+                        resource: &resource.name,
+                    };
+                    match extract_resource(client, pipeline, resource, req, &mut sink).await {
+                        Ok(stats) => Ok(Some(stats)),
+                        Err(ExtractError::Fetch {
+                            status: Some(404), url, ..
+                        }) if for_each.on_missing == OnMissing::Skip => {
+                            tracing::warn!(
+                                resource = %resource.name,
+                                parent = %for_each.parent,
+                                record,
+                                url = %url,
+                                "HTTP 404 for this parent record; skipped (on_missing: skip)"
+                            );
+                            Ok(None)
+                        }
+                        Err(e) => Err(wrap(e)),
+                    }
+                }
+            })
+            .buffer_unordered(concurrency);
+        while let Some(outcome) = calls.next().await {
+            match outcome? {
+                Some(stats) => {
+                    total.pages += stats.pages;
+                    total.records += stats.records;
+                }
+                None => total.skipped += 1,
+            }
+        }
+        Ok::<_, ExtractError>(total)
+    };
+    let writing = async move {
+        while let Some(batch) = rx.recv().await {
+            let records = Records::Raw(batch.iter().map(|b| &**b).collect());
+            if !sink.page(&records).await? {
+                break;
+            }
+        }
+        // Dropping the receiver here tells the requests to stop.
+        Ok::<_, ExtractError>(())
+    };
+    let (fetched, written) = tokio::join!(fetching, writing);
+    written?;
+    fetched
+}
+
+/// The values of a child resource's `parent_path` columns in `parent`, as the JSON
+/// object staged with each of its records (`None` when it has no such column).
+fn attachment(resource: &Resource, parent: &Value) -> Option<String> {
+    if resource.parent_paths.is_empty() {
+        return None;
+    }
+    let mut values = serde_json::Map::new();
+    for p in &resource.parent_paths {
+        if let Some(v) = p.first(parent) {
+            values.insert(p.as_str().to_string(), v.clone());
+        }
+    }
+    Some(Value::Object(values).to_string())
+}
+
+/// A record of a child resource as it is staged: compact, with the parent's values in
+/// [`PARENT_FIELD`] when there are any.
+fn child_line(raw: &str, attach: Option<&str>) -> Result<Box<RawValue>, String> {
+    let mut line = Vec::with_capacity(raw.len() + attach.map_or(0, |a| a.len() + 20));
+    crate::stage::writer::compact_json(raw, &mut line);
+    let text = String::from_utf8(line).map_err(|e| e.to_string())?;
+    let Some(attach) = attach else {
+        return RawValue::from_string(text).map_err(|e| e.to_string());
+    };
+    let keys: std::collections::HashMap<String, serde::de::IgnoredAny> = serde_json::from_str(&text).map_err(|_| {
+        format!(
+            "a record is not a JSON object, so the parent's values (`parent_path`) cannot go with it: {}",
+            crate::util::clip(&text, 80)
+        )
+    })?;
+    if keys.contains_key(PARENT_FIELD) {
+        return Err(format!(
+            "a record already has a `{PARENT_FIELD}` field, where sluice keeps the parent's values"
+        ));
+    }
+    let rest = text.trim_start()[1..].trim_start();
+    let comma = if rest.starts_with('}') { "" } else { "," };
+    RawValue::from_string(format!("{{\"{PARENT_FIELD}\":{attach}{comma}{rest}")).map_err(|e| e.to_string())
+}
+
+/// Hands the pages of one child request to the writer of the whole resource.
+struct ChannelSink<'a> {
+    tx: tokio::sync::mpsc::Sender<Vec<Box<RawValue>>>,
+    attach: Option<String>,
+    resource: &'a str,
+}
+
+impl RecordSink for ChannelSink<'_> {
+    async fn page(&mut self, records: &Records<'_>) -> Result<bool, ExtractError> {
+        let attach = self.attach.as_deref();
+        let owned = |text: &str| {
+            child_line(text, attach).map_err(|e| ExtractError::Config(format!("resource `{}`: {e}", self.resource)))
+        };
+        let batch = match records {
+            Records::Raw(raw) => raw.iter().map(|r| owned(r.get())).collect::<Result<Vec<_>, _>>()?,
+            Records::Values(values) => values
+                .iter()
+                .map(|v| owned(&v.to_string()))
+                .collect::<Result<Vec<_>, _>>()?,
+        };
+        // A closed channel: the writer has had enough.
+        Ok(self.tx.send(batch).await.is_ok())
     }
 }
 

@@ -6,27 +6,27 @@ use std::borrow::Cow;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use crate::spec::pipeline::{MetaValue, Table, ValueSource};
+use crate::spec::pipeline::{MetaValue, Table, ValueSource, PARENT_FIELD};
 use crate::value::{apply, coerce, Cell, Val};
 
 /// The top-level fields of a record that mapping a resource reads, or `None` when a path
 /// needs the whole record (`$`, a wildcard or a filter at the top).
 pub fn needed_fields(tables: &[Table]) -> Option<Vec<String>> {
     let mut keys: Vec<String> = Vec::new();
-    let mut add = |p: &crate::spec::jsonpath::JsonPath| -> Option<()> {
-        let f = p.first_field()?;
+    let mut add = |f: &str| {
         if !keys.iter().any(|k| k == f) {
             keys.push(f.to_string());
         }
-        Some(())
     };
     for c in &tables[0].columns {
-        if let ValueSource::Path(p) = &c.value {
-            add(p)?;
+        match &c.value {
+            ValueSource::Path(p) => add(p.first_field()?),
+            ValueSource::ParentRecord(_) => add(PARENT_FIELD),
+            _ => {}
         }
     }
     for t in &tables[1..] {
-        add(t.each.as_ref()?)?;
+        add(t.each.as_ref()?.first_field()?);
     }
     Some(keys)
 }
@@ -144,6 +144,11 @@ fn map_row_matching(
                 matched[i] = !nodes.is_empty();
                 gathered = Value::Array(nodes.into_iter().cloned().collect());
                 Val::Json(&gathered)
+            }
+            ValueSource::ParentRecord(p) => {
+                let found = value.get(PARENT_FIELD).and_then(|staged| staged.get(p.as_str()));
+                matched[i] = found.is_some();
+                Val::from_json(found)
             }
             ValueSource::Const(s) => Val::Text(Cow::Borrowed(s.as_str())),
             ValueSource::Meta(MetaValue::RunId) => Val::Text(Cow::Borrowed(meta.run_id.as_str())),

@@ -303,6 +303,10 @@ async fn load_in_transaction(
             tracing::warn!(resource = %name, "the run staged a resource the spec no longer has; skipped");
             continue;
         };
+        if resource.tables.is_empty() {
+            // Only staged for the requests of a `for_each`.
+            continue;
+        }
         stats.extend(load_resource(&tx, p, store, resource, objects, &meta, spill_dir).await?);
     }
     if let Some(extraction) = feed.extraction {

@@ -20,6 +20,8 @@ struct Ctx<'a> {
     diagnostics: Vec<Diagnostic>,
     /// Every table that compiled, with its field path, for the cross-table checks.
     tables: Vec<(String, p::Table)>,
+    /// While a resource's own table compiles: whether the resource has `for_each`.
+    child_resource: bool,
 }
 
 impl Ctx<'_> {
@@ -87,6 +89,7 @@ pub fn compile(file: &str, text: &str, loaded: &Loaded) -> Result<Pipeline, Vec<
         positions: &loaded.positions,
         diagnostics: Vec::new(),
         tables: Vec::new(),
+        child_resource: false,
     };
     let spec = &loaded.spec;
     if spec.version != 1 {
@@ -129,6 +132,7 @@ pub fn compile(file: &str, text: &str, loaded: &Loaded) -> Result<Pipeline, Vec<
         .map(|(i, r)| compile_resource(&mut cx, &format!("resources[{i}]"), r))
         .collect();
     check_names_unique(&mut cx, spec);
+    check_for_each(&mut cx, spec);
     check_references(&mut cx, spec);
     let all: Vec<p::Resource> = resources.into_iter().flatten().collect();
     if !cx.diagnostics.is_empty() {
@@ -484,19 +488,20 @@ fn compile_paginate(
 }
 
 /// Every string of a request body is a template: check their syntax now.
-fn check_body_templates(cx: &mut Ctx, path: &str, body: &serde_json::Value) {
+fn check_body_templates(cx: &mut Ctx, path: &str, body: &serde_json::Value, child: bool) {
     match body {
         serde_json::Value::String(s) => {
             cx.interp(path, s);
+            check_parent_text(cx, path, s, child);
         }
         serde_json::Value::Array(items) => {
             for (i, v) in items.iter().enumerate() {
-                check_body_templates(cx, &format!("{path}[{i}]"), v);
+                check_body_templates(cx, &format!("{path}[{i}]"), v, child);
             }
         }
         serde_json::Value::Object(map) => {
             for (k, v) in map {
-                check_body_templates(cx, &format!("{path}.{k}"), v);
+                check_body_templates(cx, &format!("{path}.{k}"), v, child);
             }
         }
         _ => {}
@@ -597,43 +602,39 @@ fn compile_warehouse(cx: &mut Ctx, w: &RawWarehouse) -> Option<p::Warehouse> {
 
 fn compile_resource(cx: &mut Ctx, path: &str, r: &RawResource) -> Option<p::Resource> {
     let name_ok = cx.ident(&format!("{path}.name"), &r.name);
-    let rpath = format!("{path}.path");
-    if r.path.contains(char::is_whitespace) || r.path.contains("://") {
-        cx.error(
-            &rpath,
-            format!(
-                "`{}` must be a path below base_url such as `/character`, without spaces",
-                r.path
-            ),
-        );
-    }
-    if r.path.contains(['{', '}']) {
-        cx.error(
-            &rpath,
-            format!(
-                "`{}`: braces would be sent as they are; a path takes no placeholders",
-                r.path
-            ),
+    let child = r.for_each.is_some();
+    let target = compile_target(cx, path, r);
+    if r.on_missing.is_some() && !child {
+        cx.error_at_key(
+            &format!("{path}.on_missing"),
+            "`on_missing` is about the requests of `for_each`, which this resource does not have",
         );
     }
     let params = interp_map(cx, &format!("{path}.params"), &r.params);
+    for (k, v) in &r.params {
+        check_parent_text(cx, &format!("{path}.params.{k}"), &v.0, child);
+    }
     let records = cx.jsonpath(&format!("{path}.records"), &r.records);
     let method = r.method.unwrap_or(HttpMethod::Get);
     if let Some(body) = &r.body {
         if method != HttpMethod::Post {
             cx.error_at_key(&format!("{path}.body"), "a request `body` needs `method: POST`");
         }
-        check_body_templates(cx, &format!("{path}.body"), body);
+        check_body_templates(cx, &format!("{path}.body"), body, child);
     }
     let (paginator, stop_when) = compile_paginate(cx, &format!("{path}.paginate"), r.paginate.as_ref());
     let max_pages = r.max_pages.unwrap_or(10_000);
     if max_pages == 0 {
         cx.error(&format!("{path}.max_pages"), "max_pages must be at least 1");
     }
-    let table = compile_table(cx, &format!("{path}.table"), &r.table, None);
-    let mut tables = vec![table];
-    for (i, n) in r.table.nested.iter().enumerate() {
-        tables.push(compile_nested(cx, &format!("{path}.table.nested[{i}]"), n, &r.table));
+    let mut tables = Vec::new();
+    if let Some(table) = &r.table {
+        cx.child_resource = child;
+        tables.push(compile_table(cx, &format!("{path}.table"), table, None));
+        cx.child_resource = false;
+        for (i, n) in table.nested.iter().enumerate() {
+            tables.push(compile_nested(cx, &format!("{path}.table.nested[{i}]"), n, table));
+        }
     }
     for (i, t) in tables.iter().enumerate() {
         if let Some(t) = t {
@@ -649,9 +650,23 @@ fn compile_resource(cx: &mut Ctx, path: &str, r: &RawResource) -> Option<p::Reso
     if !name_ok {
         return None;
     }
+    let tables = tables?;
+    let mut parent_paths: Vec<JsonPath> = Vec::new();
+    for c in tables.iter().take(1).flat_map(|t| &t.columns) {
+        if let ValueSource::ParentRecord(jp) = &c.value {
+            if !parent_paths.iter().any(|q| q.as_str() == jp.as_str()) {
+                parent_paths.push(jp.clone());
+            }
+        }
+    }
     Some(p::Resource {
         name: r.name.clone(),
-        path: r.path.clone(),
+        target: target?,
+        for_each: r.for_each.as_ref().map(|parent| p::ForEach {
+            parent: parent.clone(),
+            on_missing: r.on_missing.unwrap_or_default(),
+        }),
+        parent_paths,
         method,
         body: r.body.clone(),
         params: params?,
@@ -659,8 +674,103 @@ fn compile_resource(cx: &mut Ctx, path: &str, r: &RawResource) -> Option<p::Reso
         paginator: paginator?,
         stop_when: stop_when?,
         max_pages,
-        tables: tables?,
+        tables,
     })
+}
+
+/// `path` or `url`, with the placeholders only a `for_each` resource may use.
+fn compile_target(cx: &mut Ctx, path: &str, r: &RawResource) -> Option<p::Target> {
+    use super::placeholder::{scan, Scan};
+    let child = r.for_each.is_some();
+    match (&r.path, &r.url) {
+        (None, None) => {
+            cx.error(
+                path,
+                format!(
+                    "resource `{}` needs a `path` below base_url (such as `/character`) or a `url`",
+                    r.name
+                ),
+            );
+            None
+        }
+        (Some(_), Some(_)) => {
+            cx.error_at_key(&format!("{path}.url"), "give `path` or `url`, not both");
+            None
+        }
+        (Some(rp), None) => {
+            let fpath = format!("{path}.path");
+            if rp.contains(char::is_whitespace) || rp.contains("://") {
+                cx.error(
+                    &fpath,
+                    format!("`{rp}` must be a path below base_url such as `/character`, without spaces; an absolute URL goes in `url`"),
+                );
+                return None;
+            }
+            if !child && rp.contains(['{', '}']) {
+                cx.error(
+                    &fpath,
+                    format!("`{rp}`: braces would be sent as they are; `{{parent.<field>}}` placeholders need `for_each: <parent resource>`"),
+                );
+                return None;
+            }
+            if let Err(e) = scan(rp, Scan::Strict) {
+                cx.error(&fpath, format!("`{rp}`: {e}"));
+                return None;
+            }
+            Some(p::Target::Path(rp.clone()))
+        }
+        (None, Some(u)) => {
+            let fpath = format!("{path}.url");
+            let found = match scan(u, Scan::Strict) {
+                Ok(found) => found,
+                Err(e) => {
+                    cx.error(&fpath, format!("`{u}`: {e}"));
+                    return None;
+                }
+            };
+            if !found.is_empty() && !child {
+                cx.error(
+                    &fpath,
+                    format!("`{u}`: `{{parent.<field>}}` placeholders need `for_each: <parent resource>`"),
+                );
+                return None;
+            }
+            // A URL that starts with a placeholder is the parent's; any other must be an
+            // absolute http(s) URL whatever the placeholders hold.
+            if found.first().is_none_or(|p| p.start > 0) {
+                let mut sample = u.clone();
+                for p in found.iter().rev() {
+                    sample.replace_range(p.start..p.end, "x");
+                }
+                let fine = url::Url::parse(&sample)
+                    .is_ok_and(|x| matches!(x.scheme(), "http" | "https") && x.host().is_some());
+                if !fine {
+                    cx.error(
+                        &fpath,
+                        format!(
+                            "`{u}` is not an absolute http:// or https:// URL; a path below base_url goes in `path`"
+                        ),
+                    );
+                    return None;
+                }
+            }
+            Some(p::Target::Url(u.clone()))
+        }
+    }
+}
+
+/// A parameter or body string: its `{parent.…}` placeholders are well formed and only
+/// used with `for_each`.
+fn check_parent_text(cx: &mut Ctx, path: &str, text: &str, child: bool) {
+    use super::placeholder::{scan, Scan};
+    match scan(text, Scan::Text) {
+        Err(e) => cx.error(path, e),
+        Ok(found) if !found.is_empty() && !child => cx.error(
+            path,
+            "`{parent.<field>}` placeholders need `for_each: <parent resource>` on the resource",
+        ),
+        Ok(_) => {}
+    }
 }
 
 fn compile_nested(cx: &mut Ctx, path: &str, n: &RawNested, parent: &RawTable) -> Option<p::Table> {
@@ -787,7 +897,7 @@ fn compile_table(cx: &mut Ctx, path: &str, t: &RawTable, parent: Option<&RawTabl
 
 fn compile_column(cx: &mut Ctx, path: &str, c: &RawColumn, parent: Option<&RawTable>) -> Option<p::Column> {
     let mut ok = cx.ident(&format!("{path}.name"), &c.name);
-    if c.optional.is_some() && c.path.is_none() {
+    if c.optional.is_some() && c.path.is_none() && c.parent_path.is_none() {
         cx.error_at_key(
             &format!("{path}.optional"),
             format!("column `{}`: `optional` applies to columns read from a `path`", c.name),
@@ -809,6 +919,7 @@ fn compile_column(cx: &mut Ctx, path: &str, c: &RawColumn, parent: Option<&RawTa
         c.value.as_ref().map(|_| "value"),
         c.meta.as_ref().map(|_| "meta"),
         c.from_parent.as_ref().map(|_| "from_parent"),
+        c.parent_path.as_ref().map(|_| "parent_path"),
     ]
     .into_iter()
     .flatten()
@@ -849,6 +960,23 @@ fn compile_column(cx: &mut Ctx, path: &str, c: &RawColumn, parent: Option<&RawTa
             _ => ColumnType::Text,
         }));
         Some(ValueSource::Meta(m))
+    } else if let Some(jp) = &c.parent_path {
+        if parent.is_some() {
+            cx.error_at_key(
+                &format!("{path}.parent_path"),
+                "`parent_path` belongs in the resource's own table; a nested table copies such a column with `from_parent`",
+            );
+            None
+        } else if !cx.child_resource {
+            cx.error_at_key(
+                &format!("{path}.parent_path"),
+                "`parent_path` reads the parent record of a `for_each` request; this resource has no `for_each`",
+            );
+            None
+        } else {
+            cx.jsonpath(&format!("{path}.parent_path"), jp)
+                .map(ValueSource::ParentRecord)
+        }
     } else if let Some(from) = &c.from_parent {
         match parent {
             None => {
@@ -899,7 +1027,7 @@ fn compile_column(cx: &mut Ctx, path: &str, c: &RawColumn, parent: Option<&RawTa
         cx.error(
             path,
             format!(
-                "column `{}` needs one of `path`, `value`, `meta` or `from_parent`",
+                "column `{}` needs one of `path`, `value`, `meta`, `from_parent` or `parent_path`",
                 c.name
             ),
         );
@@ -988,9 +1116,12 @@ fn check_names_unique(cx: &mut Ctx, spec: &RawSpec) {
                 ),
             );
         }
-        let mut names = vec![(r.table.name.as_str(), format!("resources[{i}].table.name"))];
-        for (j, n) in r.table.nested.iter().enumerate() {
-            names.push((n.name.as_str(), format!("resources[{i}].table.nested[{j}].name")));
+        let mut names = Vec::new();
+        if let Some(table) = &r.table {
+            names.push((table.name.as_str(), format!("resources[{i}].table.name")));
+            for (j, n) in table.nested.iter().enumerate() {
+                names.push((n.name.as_str(), format!("resources[{i}].table.nested[{j}].name")));
+            }
         }
         for (name, path) in names {
             if let Some(first) = tables.get(name) {
@@ -1002,6 +1133,55 @@ fn check_names_unique(cx: &mut Ctx, spec: &RawSpec) {
             } else {
                 tables.insert(name, path);
             }
+        }
+    }
+}
+
+/// `for_each`: the parent exists and is another resource, parents form no cycle, and a
+/// resource without a table is the parent of some other.
+fn check_for_each(cx: &mut Ctx, spec: &RawSpec) {
+    let names: Vec<&str> = spec.resources.iter().map(|r| r.name.as_str()).collect();
+    let mut edges: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for (i, r) in spec.resources.iter().enumerate() {
+        let Some(parent) = &r.for_each else { continue };
+        let path = format!("resources[{i}].for_each");
+        if parent == &r.name {
+            cx.error(&path, format!("resource `{parent}` cannot be its own parent"));
+        } else if !names.contains(&parent.as_str()) {
+            let hint = did_you_mean(parent, names.iter().copied())
+                .map(|s| format!("; did you mean `{s}`?"))
+                .unwrap_or_default();
+            cx.error(
+                &path,
+                format!("`for_each: {parent}` names no resource of this spec{hint}"),
+            );
+        } else {
+            edges.entry(r.name.as_str()).or_default().push(parent.as_str());
+        }
+    }
+    if let Some(cycle) = find_cycle(&edges) {
+        let i = names.iter().position(|n| *n == cycle[0]).unwrap_or(0);
+        cx.error(
+            &format!("resources[{i}].for_each"),
+            format!(
+                "`for_each` parents form a cycle ({}); no resource could be extracted first",
+                cycle.join(" → ")
+            ),
+        );
+    }
+    for (i, r) in spec.resources.iter().enumerate() {
+        let parent_of_some = spec
+            .resources
+            .iter()
+            .any(|c| c.for_each.as_deref() == Some(r.name.as_str()));
+        if r.table.is_none() && !parent_of_some {
+            cx.error(
+                &format!("resources[{i}]"),
+                format!(
+                    "resource `{}` has no `table`; only a resource that another names in `for_each` may go without one",
+                    r.name
+                ),
+            );
         }
     }
 }
@@ -1018,7 +1198,8 @@ fn check_references(cx: &mut Ctx, spec: &RawSpec) {
     let declared: HashSet<&str> = spec
         .resources
         .iter()
-        .flat_map(|r| std::iter::once(r.table.name.as_str()).chain(r.table.nested.iter().map(|n| n.name.as_str())))
+        .filter_map(|r| r.table.as_ref())
+        .flat_map(|t| std::iter::once(t.name.as_str()).chain(t.nested.iter().map(|n| n.name.as_str())))
         .collect();
     let mut edges: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     for (tpath, table) in &compiled {

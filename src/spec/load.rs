@@ -121,6 +121,11 @@ pub fn without_shape_errors(file: &str, text: &str, shape: &[Diagnostic]) -> Opt
                 continue;
             }
             let (parent, key) = split_path(&cut)?;
+            // Without its table a resource would read as a `for_each` parent, and the
+            // references to the table as references to nothing.
+            if key == "table" && parent.starts_with("resources[") && !parent.contains('.') {
+                return None;
+            }
             remove_entry(&mut tree, &parent, &key)?;
             remove_yaml_entry(&mut value, &parent, &key)?;
             cuts.push(cut);

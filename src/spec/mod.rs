@@ -10,6 +10,7 @@ pub mod jsonpath;
 pub mod load;
 pub mod model;
 pub mod pipeline;
+pub mod placeholder;
 pub mod reference;
 pub mod units;
 

@@ -277,8 +277,27 @@ pub enum RuntimeTarget {
 pub struct RawResource {
     /// Resource name, unique in the spec; used in staging keys and the ledger.
     pub name: String,
-    /// Path appended to `source.base_url`, for example `/character`.
-    pub path: String,
+    /// Path appended to `source.base_url`, for example `/character`. With `for_each` it
+    /// may hold `{parent.<field>}` placeholders, each filled with the parent record's
+    /// value as one percent-encoded path segment: `/posts/{parent.id}/comments`.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// An absolute URL instead of `path`, for example `"{parent.url}"` when the parent
+    /// records link to their detail. It is fetched under the same rules as a `next` link:
+    /// credentials go only to the origin of `base_url`, other hosts must be in
+    /// `source.allowed_hosts`.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Make one request (with its own pagination) per record of the named resource, the
+    /// parent: `path`, `url`, `params` and `body` take `{parent.<dotted field>}`
+    /// placeholders and columns may take `parent_path`. The parent is extracted first;
+    /// child requests share `source.concurrency` and the rate limit.
+    #[serde(default)]
+    pub for_each: Option<String>,
+    /// With `for_each`: what a 404 for one parent's request does: `fail` (default) stops
+    /// the resource, `skip` counts and logs it and goes on with the next parent.
+    #[serde(default)]
+    pub on_missing: Option<OnMissing>,
     /// HTTP method. Default `GET`.
     #[serde(default)]
     pub method: Option<HttpMethod>,
@@ -298,8 +317,21 @@ pub struct RawResource {
     /// Default 10000.
     #[serde(default)]
     pub max_pages: Option<u64>,
-    /// The table the records are loaded into.
-    pub table: RawTable,
+    /// The table the records are loaded into. A resource that only feeds a `for_each`
+    /// may have none: its records are staged for the child requests but not loaded.
+    #[serde(default)]
+    pub table: Option<RawTable>,
+}
+
+/// What a child request answered with 404 does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OnMissing {
+    /// Stop the resource with an error.
+    #[default]
+    Fail,
+    /// Count and log it, and go on with the next parent record.
+    Skip,
 }
 
 /// HTTP method of a resource.
@@ -499,6 +531,10 @@ pub struct RawColumn {
     /// Nested tables only: copy this column of the parent row.
     #[serde(default)]
     pub from_parent: Option<String>,
+    /// Resources with `for_each` only: JSONPath to a value of the parent record this
+    /// record was requested for, for example `$.id` for the post id of a comment.
+    #[serde(default)]
+    pub parent_path: Option<String>,
     /// Transform(s) applied to the value before it is coerced to the type, in order.
     #[serde(default)]
     pub transform: Option<TransformList>,

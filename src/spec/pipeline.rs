@@ -5,7 +5,8 @@
 use chrono::{DateTime, Utc};
 
 pub use super::model::{
-    ApiKeyLocation, ColumnType, HttpMethod, MetaValue, OAuth2Grant, OnError, RuntimeTarget, Transform, WriteMode,
+    ApiKeyLocation, ColumnType, HttpMethod, MetaValue, OAuth2Grant, OnError, OnMissing, RuntimeTarget, Transform,
+    WriteMode,
 };
 use super::{interp::Interp, jsonpath::JsonPath};
 
@@ -154,7 +155,13 @@ pub struct Runtime {
 #[derive(Debug, Clone)]
 pub struct Resource {
     pub name: String,
-    pub path: String,
+    /// Where the first request goes; with `for_each`, a template of `{parent.…}`.
+    pub target: Target,
+    /// The parent resource whose every record makes one request.
+    pub for_each: Option<ForEach>,
+    /// The `parent_path` paths of the columns, without repeats: their values are staged
+    /// with each record (see [`PARENT_FIELD`]).
+    pub parent_paths: Vec<JsonPath>,
     pub method: HttpMethod,
     pub params: Vec<(String, Interp)>,
     /// The JSON body; every string in it is a template (see [`crate::resolve`]).
@@ -163,9 +170,39 @@ pub struct Resource {
     pub paginator: Paginator,
     pub stop_when: Option<StopWhen>,
     pub max_pages: u64,
-    /// The resource's own table first, then its nested tables.
+    /// The resource's own table first, then its nested tables; none for a resource that
+    /// only feeds a `for_each`.
     pub tables: Vec<Table>,
 }
+
+/// Where a resource's requests go.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// A path below the base URL.
+    Path(String),
+    /// An absolute URL.
+    Url(String),
+}
+
+impl Target {
+    /// As written in the spec.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Target::Path(s) | Target::Url(s) => s,
+        }
+    }
+}
+
+/// A child resource's parent.
+#[derive(Debug, Clone)]
+pub struct ForEach {
+    pub parent: String,
+    pub on_missing: OnMissing,
+}
+
+/// The field each staged record of a child resource carries the values of its
+/// `parent_path` columns in, keyed by the path as written: `{"$.id": 7}`.
+pub const PARENT_FIELD: &str = "_sluice_parent";
 
 #[derive(Debug, Clone)]
 pub enum Paginator {
@@ -311,6 +348,8 @@ pub enum ValueSource {
     Meta(MetaValue),
     /// Index of the parent table's column whose value is copied.
     Parent(usize),
+    /// A value of the parent record of a `for_each` request, staged in [`PARENT_FIELD`].
+    ParentRecord(JsonPath),
 }
 
 impl OnError {

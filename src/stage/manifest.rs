@@ -22,7 +22,15 @@ pub struct ResourceManifest {
     pub name: String,
     pub pages: u64,
     pub records: u64,
+    /// Parent records of a `for_each` resource whose request answered 404 and were
+    /// skipped (`on_missing: skip`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub skipped: u64,
     pub objects: Vec<ObjectManifest>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -217,3 +217,36 @@ impl LocalObject {
         }
     }
 }
+
+/// The records of a staged object, parsed one line at a time (the parent records of a
+/// `for_each` resource are read so, whatever their number).
+pub struct StagedRecords {
+    reader: std::io::BufReader<flate2::read::MultiGzDecoder<std::fs::File>>,
+    line: Vec<u8>,
+    /// Keeps a downloaded copy until the records are read.
+    _local: LocalObject,
+}
+
+impl StagedRecords {
+    pub fn open(local: LocalObject) -> std::io::Result<Self> {
+        let file = std::fs::File::open(&local.path)?;
+        Ok(StagedRecords {
+            reader: std::io::BufReader::with_capacity(64 << 10, flate2::read::MultiGzDecoder::new(file)),
+            line: Vec::new(),
+            _local: local,
+        })
+    }
+}
+
+impl Iterator for StagedRecords {
+    type Item = Result<serde_json::Value, String>;
+    fn next(&mut self) -> Option<Self::Item> {
+        use std::io::BufRead;
+        self.line.clear();
+        match self.reader.read_until(b'\n', &mut self.line) {
+            Ok(0) => None,
+            Ok(_) => Some(serde_json::from_slice(&self.line).map_err(|e| format!("a record is not valid JSON ({e})"))),
+            Err(e) => Some(Err(e.to_string())),
+        }
+    }
+}

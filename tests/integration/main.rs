@@ -5,6 +5,7 @@ mod support;
 mod diagram;
 mod extract;
 mod failearly;
+mod foreach;
 mod load;
 mod pagination;
 mod spec;

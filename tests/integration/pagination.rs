@@ -214,6 +214,8 @@ fn the_example_specs_load_exactly_what_their_test_servers_hold() {
         ("github_issues", "GITHUB_API", "", "issues", 826, 9),
         ("hubspot_contacts", "HUBSPOT_API", "", "contacts", 826, 9),
         ("rickandmorty_graphql", "RICKANDMORTY_GRAPHQL", "", "character", 826, 42),
+        // 3 pages of the list, then one detail request per entry.
+        ("pokeapi_pokemon", "POKEAPI", "/pokeapi/api/v2", "pokemon", 51, 3 + 51),
     ];
     for (name, var, prefix, resource, records, requests) in examples {
         let dir = tempfile::tempdir().unwrap();

@@ -24,7 +24,13 @@
 //!   "endCursor"}}}}`; a query without `characters` gets `{"errors": [{"message": …}]}`;
 //! - `POST /oauth/token`: an OAuth2 token endpoint for client `client-id` / `client-secret`
 //!   (`client_credentials`, or `refresh_token` with `rt-good`), issuing `tok-1`, `tok-2`, …;
-//! - `/protected/{ep}?page=N`: `{"results": [...]}` for the latest token only, else 401.
+//! - `/protected/{ep}?page=N`: `{"results": [...]}` for the latest token only, else 401;
+//! - `/jsonplaceholder/posts`, `/jsonplaceholder/posts/{id}/comments` and
+//!   `/jsonplaceholder/comments?postId={id}`: JSONPlaceholder's
+//!   shape over the 51 episodes as posts and their characters as comments (`postId` set);
+//! - `/pokeapi/api/v2/pokemon?offset=O&limit=L` and `/pokeapi/api/v2/pokemon/{id}/`:
+//!   PokeAPI's list (`{count, next, previous, results: [{name, url}]}`) and detail shapes
+//!   over the 51 episodes; an unknown one is a 404 `Not Found`.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -315,6 +321,106 @@ fn characters(state: &State) -> Vec<Value> {
         .collect()
 }
 
+/// All 51 episodes of the fixture, in order.
+fn episodes(state: &State) -> Vec<Value> {
+    state.pages["episode"]
+        .iter()
+        .flat_map(|page| {
+            serde_json::from_str::<Value>(page).unwrap()["results"]
+                .as_array()
+                .unwrap()
+                .clone()
+        })
+        .collect()
+}
+
+/// The ids of the characters of an episode (from their URLs).
+pub fn episode_character_ids(episode: &Value) -> Vec<u64> {
+    episode["characters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u.as_str().unwrap().rsplit('/').next().unwrap().parse().unwrap())
+        .collect()
+}
+
+fn slug(name: &str) -> String {
+    name.to_lowercase()
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .filter(|s| !s.is_empty())
+        .collect::<Vec<_>>()
+        .join("-")
+}
+
+/// JSONPlaceholder: `/posts` and `/posts/{id}/comments`, whole lists without paging.
+fn jsonplaceholder(state: &State, path: &str, query: &str) -> Option<Response<Full<Bytes>>> {
+    let rest = path.strip_prefix("/jsonplaceholder")?;
+    let all = episodes(state);
+    if rest == "/posts" {
+        let posts: Vec<Value> = all
+            .iter()
+            .map(|e| {
+                let id = e["id"].as_u64().unwrap();
+                json!({"userId": (id - 1) / 10 + 1, "id": id, "title": e["name"], "body": format!("{} aired {}", e["episode"].as_str().unwrap(), e["air_date"].as_str().unwrap())})
+            })
+            .collect();
+        return Some(json_response(&Value::Array(posts)));
+    }
+    let id: u64 = match rest {
+        "/comments" => param(query, "postId")?.parse().ok()?,
+        _ => rest.strip_prefix("/posts/")?.strip_suffix("/comments")?.parse().ok()?,
+    };
+    let Some(episode) = all.iter().find(|e| e["id"] == id) else {
+        return Some(json_response(&json!([])));
+    };
+    let comments: Vec<Value> = episode_character_ids(episode)
+        .into_iter()
+        .map(|c| json!({"postId": id, "id": id * 1000 + c, "name": format!("character {c}"), "email": format!("character{c}@citadel.example"), "body": format!("https://rickandmortyapi.com/api/character/{c}")}))
+        .collect();
+    Some(json_response(&Value::Array(comments)))
+}
+
+/// PokeAPI: the paged list of named resources and the detail of each.
+fn pokeapi(state: &State, path: &str, query: &str) -> Option<Response<Full<Bytes>>> {
+    let rest = path.strip_prefix("/pokeapi/api/v2/pokemon")?;
+    let all = episodes(state);
+    let url = |id: &Value| format!("{}/pokeapi/api/v2/pokemon/{id}/", state.base);
+    if rest.is_empty() || rest == "/" {
+        let limit: usize = param(query, "limit").and_then(|v| v.parse().ok()).unwrap_or(20);
+        let offset: usize = param(query, "offset").and_then(|v| v.parse().ok()).unwrap_or(0);
+        let page = |o: usize| format!("{}/pokeapi/api/v2/pokemon?offset={o}&limit={limit}", state.base);
+        let results: Vec<Value> = all
+            .iter()
+            .skip(offset)
+            .take(limit)
+            .map(|e| json!({"name": slug(e["name"].as_str().unwrap()), "url": url(&e["id"])}))
+            .collect();
+        return Some(json_response(&json!({
+            "count": all.len(),
+            "next": if offset + limit < all.len() { json!(page(offset + limit)) } else { Value::Null },
+            "previous": if offset > 0 { json!(page(offset.saturating_sub(limit))) } else { Value::Null },
+            "results": results,
+        })));
+    }
+    let key = rest.trim_matches('/');
+    let found = all
+        .iter()
+        .find(|e| key.parse::<u64>().is_ok_and(|n| e["id"] == n) || slug(e["name"].as_str().unwrap()) == key);
+    Some(match found {
+        None => respond(404, "text/plain", "Not Found"),
+        Some(e) => {
+            let season = &e["episode"].as_str().unwrap()[..3];
+            json_response(&json!({
+                "id": e["id"],
+                "name": slug(e["name"].as_str().unwrap()),
+                "height": episode_character_ids(e).len(),
+                "weight": e["id"].as_u64().unwrap() * 10,
+                "types": [{"slot": 1, "type": {"name": season.to_lowercase(), "url": format!("{}/pokeapi/api/v2/type/{}/", state.base, season.to_lowercase())}}],
+            }))
+        }
+    })
+}
+
 /// HubSpot's CRM search: `{"results": [...], "paging": {"next": {"after": "…"}}}`, the
 /// cursor in the body's `after`.
 fn hubspot(state: &State, body: &[u8]) -> Response<Full<Bytes>> {
@@ -379,6 +485,9 @@ fn graphql(state: &State, body: &[u8]) -> Response<Full<Bytes>> {
 }
 
 fn route(state: &State, path: &str, query: &str, next_self: bool) -> Response<Full<Bytes>> {
+    if let Some(resp) = jsonplaceholder(state, path, query).or_else(|| pokeapi(state, path, query)) {
+        return resp;
+    }
     let mut parts = path.trim_start_matches('/').splitn(2, '/');
     let (style, ep) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     if style == "static" {
