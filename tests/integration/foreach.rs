@@ -208,8 +208,8 @@ fn a_parent_url_on_another_host_gets_no_credentials() {
     let dir = tempfile::tempdir().unwrap();
     // The parent records link to the other host.
     let list = serde_json::json!({"results": [
-        {"name": "a", "url": format!("{}/static/one", api.base)},
-        {"name": "b", "url": format!("{}/static/one", other.base)},
+        {"name": "a", "url": format!("{}/page?n=1", api.base)},
+        {"name": "b", "url": format!("{}/page?n=2", other.base)},
     ]});
     api.put("list", list.to_string(), &[]);
     let spec = dir.path().join("hosts.yaml");
@@ -266,4 +266,41 @@ fn a_dry_run_requests_children_for_the_parents_it_fetched() {
         "{}",
         run.stderr
     );
+}
+
+#[test]
+fn child_requests_run_source_concurrency_at_once_and_bodies_keep_value_types() {
+    let api = ApiServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    // Every child request is slow: they overlap up to `source.concurrency`, never more.
+    for n in 1..=12 {
+        api.fault(
+            &format!("/jsonplaceholder/posts/{n}/comments"),
+            Fault::Stall(std::time::Duration::from_millis(300)),
+            1,
+        );
+    }
+    let spec = variant(dir.path(), |t| t.replace("  concurrency: 4\n", "  concurrency: 3\n"));
+    Sluice::new(["extract", &spec, "--resource", "comments"])
+        .env("JSONPLACEHOLDER_API", format!("{}/jsonplaceholder", api.base))
+        .env("SLUICE_STAGING", dir.path())
+        .run()
+        .success();
+    assert_eq!(api.max_in_flight(), 3);
+    // A POST body per parent: `first: "{parent.id}"` is sent as the number it is (the
+    // GraphQL route takes `first` as a number and falls back to 10 otherwise).
+    let spec = dir.path().join("graphql.yaml");
+    std::fs::write(
+        &spec,
+        "version: 1\nname: gql\nsource:\n  base_url: \"${API_BASE}\"\nstaging: {location: \"${SLUICE_STAGING}\"}\nwarehouse: {url: \"${DATABASE_URL}\", schema: gql}\nresources:\n  - name: posts\n    path: /jsonplaceholder/posts\n    records: \"$[0:5]\"\n  - name: firsts\n    for_each: posts\n    path: /graphql\n    method: POST\n    body: {query: \"query($first: Int) { characters(first: $first) { nodes { id } } }\", variables: {first: \"{parent.id}\", note: \"post {parent.id}\"}}\n    records: $.data.characters.nodes[*]\n    table:\n      name: first\n      columns:\n        - {name: id, type: text, path: $.id}\n        - {name: post, type: integer, parent_path: $.id}\n",
+    )
+    .unwrap();
+    let staging = dir.path().join("gql");
+    let run = Sluice::new(["extract", spec.to_str().unwrap()])
+        .env("API_BASE", &api.base)
+        .env("SLUICE_STAGING", &staging)
+        .run()
+        .success();
+    let staged = staged_records(&staging, "gql").remove("firsts").unwrap();
+    assert_eq!(staged.len(), 1 + 2 + 3 + 4 + 5, "{}", run.stderr);
 }

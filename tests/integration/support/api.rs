@@ -92,6 +92,8 @@ struct State {
     dynamic: Mutex<HashMap<String, Put>>,
     /// OAuth2 tokens issued so far; only the latest is accepted.
     tokens: Mutex<u32>,
+    /// Requests being answered now, and the most there ever were at once.
+    in_flight: Mutex<(usize, usize)>,
 }
 
 pub struct ApiServer {
@@ -134,13 +136,23 @@ impl ApiServer {
             log: Mutex::new(Vec::new()),
             dynamic: Mutex::new(HashMap::new()),
             tokens: Mutex::new(0),
+            in_flight: Mutex::new((0, 0)),
         });
         let served = state.clone();
         super::serve(
             listener,
             hyper::service::service_fn(move |req| {
                 let state = served.clone();
-                async move { Ok::<_, Infallible>(handle(&state, req).await) }
+                async move {
+                    {
+                        let mut n = state.in_flight.lock().unwrap();
+                        n.0 += 1;
+                        n.1 = n.1.max(n.0);
+                    }
+                    let resp = handle(&state, req).await;
+                    state.in_flight.lock().unwrap().0 -= 1;
+                    Ok::<_, Infallible>(resp)
+                }
             }),
         );
         ApiServer { base, state }
@@ -164,6 +176,11 @@ impl ApiServer {
             .lock()
             .unwrap()
             .insert(name.to_string(), (body.into(), headers));
+    }
+
+    /// The most requests that were ever being answered at once.
+    pub fn max_in_flight(&self) -> usize {
+        self.state.in_flight.lock().unwrap().1
     }
 
     /// OAuth2 tokens issued so far.
