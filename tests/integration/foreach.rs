@@ -304,3 +304,33 @@ fn child_requests_run_source_concurrency_at_once_and_bodies_keep_value_types() {
     let staged = staged_records(&staging, "gql").remove("firsts").unwrap();
     assert_eq!(staged.len(), 1 + 2 + 3 + 4 + 5, "{}", run.stderr);
 }
+
+#[test]
+fn a_parent_without_a_table_is_staged_but_not_loaded() {
+    let api = ApiServer::start();
+    let db = pg::fresh_database();
+    let dir = tempfile::tempdir().unwrap();
+    let step = |args: &[&str]| {
+        Sluice::new(args.iter().copied())
+            .env("POKEAPI", format!("{}/pokeapi/api/v2", api.base))
+            .env("SLUICE_STAGING", dir.path())
+            .env("DATABASE_URL", &db)
+            .run()
+            .success()
+    };
+    let extracted = step(&["extract", "examples/specs/pokeapi_pokemon.yaml"]);
+    assert!(
+        extracted.stdout.contains("pokemon_list                   3         51"),
+        "{}",
+        extracted.stdout
+    );
+    step(&["load", "examples/specs/pokeapi_pokemon.yaml", "--latest"]);
+    assert_eq!(
+        pg::query(
+            &db,
+            "SELECT (SELECT count(*) FROM pokeapi.pokemon)::text, (SELECT count(*) FROM pokeapi.pokemon_type)::text, \
+             (SELECT count(*) FROM information_schema.tables WHERE table_schema = 'pokeapi')::text"
+        ),
+        vec![vec![Some("51".into()), Some("51".into()), Some("2".into())]]
+    );
+}
