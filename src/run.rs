@@ -782,7 +782,11 @@ fn coverage_table(r: &Resource, records: usize, coverage: &[crate::load::map::Co
     )];
     for (t, cov) in r.tables.iter().zip(coverage) {
         for (c, hits) in t.columns.iter().zip(&cov.matched) {
-            let ValueSource::Path(path) = &c.value else { continue };
+            let path = match &c.value {
+                ValueSource::Path(path) => path.as_str().to_string(),
+                ValueSource::ParentRecord(path) => format!("parent {}", path.as_str()),
+                _ => continue,
+            };
             let sample = rows
                 .iter()
                 .filter(|row| row["_table"] == t.name.as_str())
@@ -798,7 +802,7 @@ fn coverage_table(r: &Resource, records: usize, coverage: &[crate::load::map::Co
             lines.push((
                 t.name.clone(),
                 c.name.clone(),
-                path.as_str().to_string(),
+                path,
                 format!("{hits}/{}", cov.rows),
                 format!("{sample}{mark}"),
             ));

@@ -246,6 +246,8 @@ pub fn map_record(tables: &[Table], record: &Value, meta: &RunMeta, out: &mut Re
 pub struct Unmatched {
     pub table: String,
     pub column: String,
+    /// `path`, or `parent_path` (a path on the parent record of a `for_each` request).
+    pub field: &'static str,
     pub path: String,
     pub rows: u64,
     /// A path that does match, from the keys of a sample record.
@@ -258,9 +260,10 @@ impl std::fmt::Display for Unmatched {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "column `{}` of table `{}`: `path: {}` matched nothing in {} row{}",
+            "column `{}` of table `{}`: `{}: {}` matched nothing in {} row{}",
             self.column,
             self.table,
+            self.field,
             self.path,
             self.rows,
             if self.rows == 1 { "" } else { "s" }
@@ -299,7 +302,12 @@ pub fn unmatched(tables: &[Table], coverage: &[Coverage], sample: Option<&Value>
             Some(each) => each.first(s),
         });
         for (col, hits) in t.columns.iter().zip(&cov.matched) {
-            let ValueSource::Path(p) = &col.value else { continue };
+            let (field, p, scope) = match &col.value {
+                ValueSource::Path(p) => ("path", p, scope),
+                // The sample holds only the parent values that matched: nothing to suggest.
+                ValueSource::ParentRecord(p) => ("parent_path", p, None),
+                _ => continue,
+            };
             if col.optional || *hits > 0 {
                 continue;
             }
@@ -307,6 +315,7 @@ pub fn unmatched(tables: &[Table], coverage: &[Coverage], sample: Option<&Value>
             out.push(Unmatched {
                 table: t.name.clone(),
                 column: col.name.clone(),
+                field,
                 path: p.as_str().to_string(),
                 rows: cov.rows,
                 suggestion,

@@ -962,7 +962,7 @@ async fn load_resource(
                     t.columns
                         .iter()
                         .zip(&cov.matched)
-                        .filter(|(c, _)| matches!(c.value, crate::spec::pipeline::ValueSource::Path(_)))
+                        .filter(|(c, _)| c.value.reads_record())
                         .map(|(c, n)| (c.name.clone(), *n))
                         .collect()
                 })

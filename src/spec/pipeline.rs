@@ -352,6 +352,14 @@ pub enum ValueSource {
     ParentRecord(JsonPath),
 }
 
+impl ValueSource {
+    /// Whether the value is looked up in the record (by `path` or `parent_path`), so
+    /// that it may match nothing.
+    pub fn reads_record(&self) -> bool {
+        matches!(self, ValueSource::Path(_) | ValueSource::ParentRecord(_))
+    }
+}
+
 impl OnError {
     pub fn name(self) -> &'static str {
         match self {

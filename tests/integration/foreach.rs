@@ -334,3 +334,25 @@ fn a_parent_without_a_table_is_staged_but_not_loaded() {
         vec![vec![Some("51".into()), Some("51".into()), Some("2".into())]]
     );
 }
+
+#[test]
+fn a_misspelt_parent_path_fails_instead_of_loading_nulls() {
+    let api = ApiServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let spec = variant(dir.path(), |t| t.replace("parent_path: $.id,", "parent_path: $.idd,"));
+    let run = Sluice::new(["run", &spec, "--dry-run", "--limit", "5"])
+        .env("JSONPLACEHOLDER_API", format!("{}/jsonplaceholder", api.base))
+        .run()
+        .failure(1);
+    assert!(
+        run.stderr
+            .contains("column `post_id` of table `comment`: `parent_path: $.idd` matched nothing in 5 rows"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("parent $.idd"),
+        "the coverage table shows it: {}",
+        run.stderr
+    );
+}
