@@ -153,6 +153,17 @@ enum Command {
         #[arg(long, value_name = "DURATION", default_value = "1d", value_parser = parse_age)]
         older_than: std::time::Duration,
     },
+    /// Show the incremental state (the highest cursor loaded per resource), or reset it.
+    State {
+        /// The spec file.
+        spec: String,
+        /// Forget the state: the next run starts at `initial`.
+        #[arg(long)]
+        reset: bool,
+        /// With --reset: only this resource (repeatable).
+        #[arg(long = "resource", value_name = "NAME", requires = "reset")]
+        resources: Vec<String>,
+    },
     /// Extract and load: the whole pipeline.
     Run {
         #[command(flatten)]
@@ -177,6 +188,9 @@ struct Target {
     /// Keep what a failed run staged (normally removed), to look into it.
     #[arg(long)]
     keep_failed: bool,
+    /// Incremental resources read everything again, from their `initial`.
+    #[arg(long)]
+    full_refresh: bool,
 }
 
 impl Target {
@@ -189,6 +203,7 @@ impl Target {
                 resources: self.resources,
                 limit: self.limit,
                 keep_failed: self.keep_failed,
+                full_refresh: self.full_refresh,
             },
         ))
     }
@@ -272,6 +287,12 @@ pub fn main() -> ExitCode {
             };
             block_on(gc(&p, older_than))
         }
+        Command::State { spec, reset, resources } => {
+            let Some(p) = load_or_report(&spec) else {
+                return ExitCode::from(exit::FAILED);
+            };
+            block_on(state(&p, reset, &resources))
+        }
         Command::Run { target, dry_run } => {
             let Some((p, opts)) = target.open() else {
                 return ExitCode::from(exit::FAILED);
@@ -325,6 +346,46 @@ async fn gc(p: &spec::Pipeline, older_than: std::time::Duration) -> u8 {
                 plural(report.runs.len()),
                 report.location
             );
+            exit::OK
+        }
+        Err(e) => fail(p.name(), &e, &secrets),
+    }
+}
+
+async fn state(p: &spec::Pipeline, reset: bool, resources: &[String]) -> u8 {
+    let secrets = crate::util::Secrets::default();
+    let mut out = std::io::stdout().lock();
+    if reset {
+        return match crate::run::reset_state(p, resources, &secrets).await {
+            Ok(n) => {
+                let _ = writeln!(
+                    out,
+                    "reset {n} incremental state{}; the next run starts at `initial`",
+                    plural(n as usize)
+                );
+                exit::OK
+            }
+            Err(e) => fail(p.name(), &e, &secrets),
+        };
+    }
+    match crate::run::state(p, &secrets).await {
+        Ok(rows) => {
+            let _ = writeln!(
+                out,
+                "{:<24} {:<32} {:<32} {:<24} updated",
+                "resource", "saved (highest loaded)", "next start", "run"
+            );
+            for r in rows {
+                let _ = writeln!(
+                    out,
+                    "{:<24} {:<32} {:<32} {:<24} {}",
+                    r.resource,
+                    r.saved.as_deref().unwrap_or("-"),
+                    r.next_start,
+                    r.run_id.as_deref().unwrap_or("-"),
+                    r.updated_at.as_deref().unwrap_or("-")
+                );
+            }
             exit::OK
         }
         Err(e) => fail(p.name(), &e, &secrets),
@@ -536,10 +597,14 @@ fn validate(files: &[String], format: Format) -> u8 {
     let mut problems = 0;
     for file in files {
         let (text, diagnostics): (Option<String>, Vec<Diagnostic>) = match spec::load_file(file) {
-            Ok(_) => (None, Vec::new()),
+            Ok(p) => (std::fs::read_to_string(file).ok(), p.warnings().to_vec()),
             Err(e) => (e.text, e.diagnostics),
         };
-        problems += diagnostics.len();
+        let errors = diagnostics
+            .iter()
+            .filter(|d| d.severity == spec::diagnostic::Severity::Error)
+            .count();
+        problems += errors;
         for d in &diagnostics {
             let line = match format {
                 Format::Human => d.render_human(text.as_deref()),
@@ -548,7 +613,7 @@ fn validate(files: &[String], format: Format) -> u8 {
             };
             let _ = out.write_all(line.as_bytes());
         }
-        if format == Format::Human && diagnostics.is_empty() {
+        if format == Format::Human && errors == 0 {
             let _ = writeln!(out, "{file}: ok");
         }
     }

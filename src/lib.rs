@@ -7,6 +7,7 @@
 pub mod cli;
 pub mod diagram;
 pub mod extract;
+pub mod incremental;
 pub mod load;
 pub mod progress;
 pub mod resolve;

@@ -42,6 +42,12 @@ impl Needs {
         staging: false,
         warehouse: false,
     };
+    /// `state` reads the warehouse only.
+    pub const WAREHOUSE: Needs = Needs {
+        source: false,
+        staging: false,
+        warehouse: true,
+    };
     /// `gc` works on staging only.
     pub const STAGING: Needs = Needs {
         source: false,

@@ -12,7 +12,8 @@ use crate::extract::{
     extract_children, extract_resource, first_request, ExtractError, Extracted, ParentRecords, RecordSink, Records,
 };
 use crate::resolve::{Needs, Resolved};
-use crate::spec::pipeline::{Pipeline, Resource};
+use crate::spec::pipeline::{CursorTo, Pipeline, Resource};
+use crate::spec::placeholder::Values;
 use crate::stage::manifest::{Manifest, ObjectManifest, ResourceManifest};
 use crate::stage::writer::PartWriter;
 use crate::stage::{manifest_key, StageError, Staging, Store};
@@ -69,6 +70,8 @@ pub struct ExtractOptions {
     pub limit: Option<u64>,
     /// Leave what a failed run staged in place (for a post-mortem) instead of removing it.
     pub keep_failed: bool,
+    /// Incremental resources start at `initial` instead of their saved state.
+    pub full_refresh: bool,
 }
 
 /// What an extraction staged.
@@ -129,6 +132,23 @@ fn parents_first<'a>(resources: &[&'a Resource]) -> Vec<&'a Resource> {
     out
 }
 
+/// Where each incremental resource of `resources` starts, from the saved positions.
+fn incremental_starts(
+    resources: &[&Resource],
+    saved: &std::collections::BTreeMap<String, crate::incremental::Position>,
+) -> HashMap<String, crate::incremental::Position> {
+    resources
+        .iter()
+        .filter_map(|r| {
+            let inc = r.incremental.as_ref()?;
+            Some((
+                r.name.clone(),
+                crate::incremental::start(inc, saved.get(&r.name).copied()),
+            ))
+        })
+        .collect()
+}
+
 /// The records of a parent resource's staged objects, one at a time.
 fn staged_records<'a>(store: &'a Store, objects: Vec<ObjectManifest>, parent: &'a str) -> ParentRecords<'a> {
     use futures_util::stream::{self, StreamExt};
@@ -159,6 +179,8 @@ struct Http {
     client: Client,
     base_url: String,
     source: crate::resolve::Source,
+    /// Where each incremental resource starts this run.
+    starts: HashMap<String, crate::incremental::Position>,
 }
 
 impl Http {
@@ -171,13 +193,35 @@ impl Http {
         parents: Option<ParentRecords<'_>>,
         sink: &mut S,
     ) -> Result<Extracted, ExtractError> {
-        let (params, body) = (self.source.resource_params(&r.name), self.source.body(&r.name));
+        let (mut params, mut body) = (
+            self.source.resource_params(&r.name).to_vec(),
+            self.source.body(&r.name).cloned(),
+        );
+        // Where an incremental resource starts, sent as its parameter or body field.
+        let start = match (&r.incremental, self.starts.get(&r.name)) {
+            (Some(inc), Some(pos)) => {
+                let value = inc.format.write(*pos);
+                match &inc.send {
+                    Some(CursorTo::Param(name)) => params.push((name.clone(), inc.format.text(*pos))),
+                    Some(CursorTo::BodyField(field)) => {
+                        crate::extract::paginate::set_field(body.get_or_insert(Value::Null), field, value.clone())
+                    }
+                    None => {}
+                }
+                Some(value)
+            }
+            _ => None,
+        };
+        let (params, body, start) = (params.as_slice(), body.as_ref(), start.as_ref());
         match parents {
             None => {
-                let first = first_request(&self.client, &self.base_url, r, params, body, None)?;
+                let values = Values { parent: None, start };
+                let first = first_request(&self.client, &self.base_url, r, params, body, &values)?;
                 extract_resource(&self.client, p, r, first, sink).await
             }
-            Some(parents) => extract_children(&self.client, p, r, &self.base_url, params, body, parents, sink).await,
+            Some(parents) => {
+                extract_children(&self.client, p, r, &self.base_url, params, body, start, parents, sink).await
+            }
         }
     }
 }
@@ -189,6 +233,7 @@ fn http(p: &Pipeline, resolved: &Resolved, secrets: &Secrets) -> Result<Http, Ex
         client,
         base_url,
         source: resolved.source().clone(),
+        starts: HashMap::new(),
     })
 }
 
@@ -217,7 +262,7 @@ pub async fn check(p: &Pipeline, api: bool, secrets: &Secrets) -> Result<Vec<&'s
                 r,
                 http.source.resource_params(&r.name),
                 http.source.body(&r.name),
-                None,
+                &Values::default(),
             )?;
             http.client.fetch(r.method, &first, &r.name, 1).await?;
         }
@@ -265,6 +310,8 @@ struct StageSink<'a> {
     limit: Option<u64>,
     written: u64,
     bar: crate::progress::ExtractBar,
+    /// For an incremental resource: the highest cursor staged so far.
+    highest: Option<crate::incremental::Highest>,
 }
 
 impl RecordSink for StageSink<'_> {
@@ -287,6 +334,15 @@ impl RecordSink for StageSink<'_> {
                 resource: self.resource.clone(),
                 source,
             })?;
+            if let Some(highest) = &mut self.highest {
+                let seen = match records {
+                    Records::Raw(raw) => serde_json::from_str(raw[i].get())
+                        .map_err(|e| e.to_string())
+                        .and_then(|v| highest.see(&v)),
+                    Records::Values(values) => highest.see(&values[i]),
+                };
+                seen.map_err(|e| ExtractError::Config(format!("resource `{}`: {e}", self.resource)))?;
+            }
             self.written += 1;
         }
         self.bar.page(self.written - before, bytes);
@@ -323,8 +379,12 @@ impl RecordSink for CollectSink {
 /// Extract the selected resources of `p` into its staging location and write the
 /// manifest. A run with any failed resource gets no manifest.
 pub async fn extract(p: &Pipeline, opts: &ExtractOptions, secrets: &Secrets) -> Result<ExtractReport, RunError> {
-    select(p, &opts.resources)?;
-    let resolved = prepare(p, Needs::EXTRACT, secrets).await?;
+    let needs = Needs {
+        // The incremental state is kept in the warehouse.
+        warehouse: select(p, &opts.resources)?.iter().any(|r| r.incremental.is_some()),
+        ..Needs::EXTRACT
+    };
+    let resolved = prepare(p, needs, secrets).await?;
     let store = Store::open(p.staging(), resolved.staging()).await?;
     let journal = crate::stage::writer::Journal::default();
     let result = extract_as(
@@ -384,11 +444,19 @@ async fn extract_as(
     announce: &mut Announce,
     journal: &crate::stage::writer::Journal,
 ) -> Result<ExtractReport, RunError> {
-    let http = &http(p, resolved, secrets)?;
+    let mut http = http(p, resolved, secrets)?;
+    let resources = select(p, &opts.resources)?;
+    if resources.iter().any(|r| r.incremental.is_some()) {
+        let saved = match opts.full_refresh {
+            true => Default::default(),
+            false => crate::load::state::positions(p, resolved.warehouse_url(), secrets).await?,
+        };
+        http.starts = incremental_starts(&resources, &saved);
+    }
+    let http = &http;
     let started = Utc::now();
     tracing::info!(pipeline = p.name(), run_id = %run.run_id, staging = %store.describe(), "extract started");
     let run = &run;
-    let resources = select(p, &opts.resources)?;
     // Each resource is one shared job, so that a child can wait for its parent's.
     type Job<'a> = futures_util::future::Shared<
         futures_util::future::BoxFuture<'a, Result<ResourceManifest, std::sync::Arc<ExtractError>>>,
@@ -428,6 +496,7 @@ async fn extract_as(
                 limit: opts.limit,
                 written: 0,
                 bar: crate::progress::ExtractBar::new(&r.name),
+                highest: r.incremental.as_ref().map(crate::incremental::Highest::new),
             };
             let stats = http.extract(p, r, parents, &mut sink).await?;
             let objects = sink.writer.finish().await.map_err(|source| ExtractError::Stage {
@@ -435,11 +504,21 @@ async fn extract_as(
                 source,
             })?;
             let records: u64 = objects.iter().map(|o| o.records).sum();
+            let incremental = r
+                .incremental
+                .as_ref()
+                .zip(http.starts.get(&r.name))
+                .map(|(inc, start)| crate::stage::manifest::IncrementalRun {
+                    start: inc.format.text(*start),
+                    highest: sink.highest.as_ref().and_then(|h| h.max).map(|m| inc.format.text(m)),
+                });
             tracing::info!(
                 resource = %r.name,
                 pages = stats.pages,
                 records,
                 skipped = stats.skipped,
+                start = incremental.as_ref().map(|i| i.start.as_str()),
+                highest = incremental.as_ref().and_then(|i| i.highest.as_deref()),
                 seconds = format!("{:.2}", t0.elapsed().as_secs_f64()),
                 "resource extracted"
             );
@@ -448,6 +527,7 @@ async fn extract_as(
                 pages: stats.pages,
                 records,
                 skipped: stats.skipped,
+                incremental,
                 objects,
             })
         };
@@ -502,7 +582,12 @@ pub async fn extract_dry_run(
 ) -> Result<Vec<(String, Vec<String>)>, RunError> {
     let resources = select(p, &opts.resources)?;
     let resolved = crate::resolve::resolve(p, Needs::DRY_RUN, secrets)?;
-    let http = http(p, &resolved, secrets)?;
+    let mut http = http(p, &resolved, secrets)?;
+    // A dry run reads no warehouse, so no saved state: it starts where a first run would.
+    http.starts = incremental_starts(&resources, &Default::default());
+    if !http.starts.is_empty() {
+        tracing::info!("dry run: incremental resources start at their `initial`");
+    }
     use futures_util::StreamExt;
     let mut out: Vec<(String, Vec<String>)> = Vec::new();
     for r in parents_first(&resources) {
@@ -657,6 +742,7 @@ pub async fn run(
         extracted_at: run.run_time.to_rfc3339_opts(SecondsFormat::Millis, true),
         spec_hash: p.spec_hash().to_string(),
         resources: feeds,
+        highest: Vec::new(),
         extraction: Some(done_rx),
     };
     let resolved = prepare(p, Needs::RUN, secrets).await?;
@@ -665,7 +751,11 @@ pub async fn run(
     let extracting = async {
         let result = extract_as(p, &resolved, &store, opts, secrets, run, &mut announce, &journal).await;
         drop(announce);
-        let _ = done_tx.send(result.as_ref().map(|_| ()).map_err(|e| secrets.mask(&e.to_string())));
+        let outcome = match &result {
+            Ok(report) => Ok(report.manifest.highest()),
+            Err(e) => Err(secrets.mask(&e.to_string())),
+        };
+        let _ = done_tx.send(outcome);
         result
     };
     let loading = crate::load::load_run(
@@ -817,6 +907,47 @@ fn coverage_table(r: &Resource, records: usize, coverage: &[crate::load::map::Co
         out.push_str(&format!("  {a:<w0$}  {b:<w1$}  {c:<w2$}  {d:>w3$}  {e}\n"));
     }
     out
+}
+
+/// One incremental resource's state, for `sluice state`.
+#[derive(Debug, Clone)]
+pub struct StateRow {
+    pub resource: String,
+    /// The highest cursor loaded, if any run was.
+    pub saved: Option<String>,
+    /// Where the next run starts (the saved value less the lag, or `initial`).
+    pub next_start: String,
+    pub run_id: Option<String>,
+    pub updated_at: Option<String>,
+}
+
+/// The state of every incremental resource of `p`.
+pub async fn state(p: &Pipeline, secrets: &Secrets) -> Result<Vec<StateRow>, RunError> {
+    let resolved = crate::resolve::resolve(p, Needs::WAREHOUSE, secrets)?;
+    let saved = crate::load::state::states(p, resolved.warehouse_url(), secrets).await?;
+    let positions = crate::load::state::positions(p, resolved.warehouse_url(), secrets).await?;
+    Ok(p.resources()
+        .iter()
+        .filter_map(|r| {
+            let inc = r.incremental.as_ref()?;
+            let s = saved.get(&r.name);
+            let start = crate::incremental::start(inc, positions.get(&r.name).copied());
+            Some(StateRow {
+                resource: r.name.clone(),
+                saved: s.map(|s| s.value.clone()),
+                next_start: inc.format.text(start),
+                run_id: s.map(|s| s.run_id.clone()),
+                updated_at: s.map(|s| s.updated_at.clone()),
+            })
+        })
+        .collect())
+}
+
+/// Forget the incremental state of `resources` (all when empty).
+pub async fn reset_state(p: &Pipeline, resources: &[String], secrets: &Secrets) -> Result<u64, RunError> {
+    select(p, resources)?;
+    let resolved = crate::resolve::resolve(p, Needs::WAREHOUSE, secrets)?;
+    Ok(crate::load::state::reset(p, resolved.warehouse_url(), resources, secrets).await?)
 }
 
 /// What `gc` removed.

@@ -394,7 +394,7 @@ pub fn normalize_decimal(t: &str) -> Option<String> {
     Some(out)
 }
 
-fn parse_date(t: &str) -> Option<NaiveDate> {
+pub(crate) fn parse_date(t: &str) -> Option<NaiveDate> {
     NaiveDate::parse_from_str(t, "%Y-%m-%d")
         .ok()
         .or_else(|| parse_timestamp(t).map(|ts| ts.date_naive()))
@@ -402,7 +402,7 @@ fn parse_date(t: &str) -> Option<NaiveDate> {
         .or_else(|| NaiveDate::parse_from_str(t, "%b %d, %Y").ok())
 }
 
-fn parse_timestamp(t: &str) -> Option<DateTime<Utc>> {
+pub(crate) fn parse_timestamp(t: &str) -> Option<DateTime<Utc>> {
     if let Ok(ts) = DateTime::parse_from_rfc3339(t) {
         return Some(ts.with_timezone(&Utc));
     }

@@ -14,6 +14,7 @@ use serde_json::Value;
 use url::Url;
 
 use crate::spec::pipeline::{CursorFrom, OnMissing, Paginator, Pipeline, Resource, Target, PARENT_FIELD};
+use crate::spec::placeholder::Values;
 use http::{Client, Response};
 use paginate::{Page, Request};
 
@@ -152,13 +153,13 @@ pub struct Extracted {
     pub skipped: u64,
 }
 
-/// The resource's first URL: base URL + path, or its `url`, with the parent record's
-/// values in the placeholders of a `for_each` resource.
-pub fn resource_url(base_url: &str, resource: &Resource, parent: Option<&Value>) -> Result<Url, ExtractError> {
+/// The resource's first URL: base URL + path, or its `url`, with its placeholders filled
+/// (the parent record's values for a `for_each` resource, an incremental start).
+pub fn resource_url(base_url: &str, resource: &Resource, values: &Values) -> Result<Url, ExtractError> {
     use crate::spec::placeholder::{render, Fill, Scan};
-    let fill = |template: &str, fill: Fill| match parent {
-        Some(parent) => render(template, Scan::Strict, fill, parent).map_err(ExtractError::Config),
-        None => Ok(template.to_string()),
+    let fill = |template: &str, fill: Fill| match values.is_empty() {
+        false => render(template, Scan::Strict, fill, values).map_err(ExtractError::Config),
+        true => Ok(template.to_string()),
     };
     let joined = match &resource.target {
         Target::Path(path) => format!(
@@ -217,27 +218,26 @@ fn records_hint(v: &Value) -> Option<String> {
 }
 
 /// The first request of a resource: base URL + path (or its URL) + parameters, the
-/// paginator's first page, and the body; for a `for_each` resource, with the values of
-/// `parent` filled in.
+/// paginator's first page, and the body, with the placeholders filled from `values`.
 pub fn first_request(
     client: &Client,
     base_url: &str,
     resource: &Resource,
     resource_params: &[(String, String)],
     body: Option<&Value>,
-    parent: Option<&Value>,
+    values: &Values,
 ) -> Result<Request, ExtractError> {
     use crate::spec::placeholder::{render, render_json, Fill, Scan};
-    let url = resource_url(base_url, resource, parent)?;
-    let (params, body) = match parent {
-        None => (resource_params.to_vec(), body.cloned()),
-        Some(parent) => (
+    let url = resource_url(base_url, resource, values)?;
+    let (params, body) = match values.is_empty() {
+        true => (resource_params.to_vec(), body.cloned()),
+        false => (
             resource_params
                 .iter()
-                .map(|(k, v)| Ok((k.clone(), render(v, Scan::Text, Fill::Raw, parent)?)))
+                .map(|(k, v)| Ok((k.clone(), render(v, Scan::Text, Fill::Raw, values)?)))
                 .collect::<Result<Vec<_>, String>>()
                 .map_err(ExtractError::Config)?,
-            body.map(|b| render_json(b, parent))
+            body.map(|b| render_json(b, values))
                 .transpose()
                 .map_err(ExtractError::Config)?,
         ),
@@ -372,6 +372,7 @@ pub async fn extract_children<S: RecordSink>(
     base_url: &str,
     resource_params: &[(String, String)],
     body: Option<&Value>,
+    start: Option<&Value>,
     parents: ParentRecords<'_>,
     sink: &mut S,
 ) -> Result<Extracted, ExtractError> {
@@ -396,7 +397,11 @@ pub async fn extract_children<S: RecordSink>(
                     let parent = parent?;
                     let in_resource =
                         |e: ExtractError| wrap(ExtractError::Config(format!("resource `{}`: {e}", resource.name)));
-                    let req = first_request(client, base_url, resource, resource_params, body, Some(&parent))
+                    let values = Values {
+                        parent: Some(&parent),
+                        start,
+                    };
+                    let req = first_request(client, base_url, resource, resource_params, body, &values)
                         .map_err(in_resource)?;
                     let mut sink = ChannelSink {
                         tx,

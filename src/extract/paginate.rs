@@ -95,7 +95,7 @@ pub fn next(p: &Paginator, page: &Page) -> Option<Request> {
 }
 
 /// Set the field at a dotted path, making the objects on the way.
-fn set_field(body: &mut Value, path: &[String], value: Value) {
+pub(crate) fn set_field(body: &mut Value, path: &[String], value: Value) {
     let mut at = body;
     for (i, key) in path.iter().enumerate() {
         if !at.is_object() {

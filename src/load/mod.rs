@@ -9,6 +9,7 @@
 pub mod connect;
 pub mod ddl;
 pub mod map;
+pub mod state;
 pub mod wire;
 
 use std::collections::HashMap;
@@ -145,10 +146,16 @@ pub struct RunFeed {
     pub extracted_at: String,
     pub spec_hash: String,
     pub resources: Vec<(String, ObjectFeed)>,
-    /// For a run still being extracted: the extraction's outcome, awaited before the load
-    /// commits, so that a failed extraction loads nothing.
-    pub extraction: Option<tokio::sync::oneshot::Receiver<Result<(), String>>>,
+    /// Per incremental resource, the highest cursor of the run (from its manifest).
+    pub highest: Vec<(String, String)>,
+    /// For a run still being extracted: the extraction's outcome (its highest cursors),
+    /// awaited before the load commits, so that a failed extraction loads nothing.
+    pub extraction: Option<tokio::sync::oneshot::Receiver<ExtractionOutcome>>,
 }
+
+/// How the extraction a live load waits for ended: the highest incremental cursor of each
+/// resource, or the error.
+pub type ExtractionOutcome = Result<Vec<(String, String)>, String>;
 
 impl RunFeed {
     /// A complete, manifested run.
@@ -163,6 +170,7 @@ impl RunFeed {
                 .iter()
                 .map(|r| (r.name.clone(), ObjectFeed::Listed(r.objects.clone())))
                 .collect(),
+            highest: m.highest(),
             extraction: None,
         }
     }
@@ -217,9 +225,12 @@ pub async fn load_run(
     // EXISTS is not safe against a concurrent creator): every DDL sluice runs is done
     // under an advisory lock, so the second run waits and then finds what the first made.
     let ddl = client.transaction().await.map_err(db("begin the ledger set-up"))?;
-    ddl.batch_execute(&format!("SELECT pg_advisory_xact_lock({LEDGER_LOCK}); {LEDGER_DDL}"))
-        .await
-        .map_err(db("create the _sluice ledger"))?;
+    ddl.batch_execute(&format!(
+        "SELECT pg_advisory_xact_lock({LEDGER_LOCK}); {LEDGER_DDL} {}",
+        state::DDL
+    ))
+    .await
+    .map_err(db("create the _sluice ledger"))?;
     ddl.commit().await.map_err(db("create the _sluice ledger"))?;
     // Nested rows wait in spill files in a folder of this load's own, removed when it
     // ends; what killed loads left is removed first.
@@ -309,14 +320,17 @@ async fn load_in_transaction(
         }
         stats.extend(load_resource(&tx, p, store, resource, objects, &meta, spill_dir).await?);
     }
+    let mut highest = feed.highest;
     if let Some(extraction) = feed.extraction {
         // Loaded while it was extracted: commit only a run that was extracted whole.
         match extraction.await {
-            Ok(Ok(())) => {}
+            Ok(Ok(h)) => highest = h,
             Ok(Err(e)) => return Err(LoadError::ExtractFailed(e)),
             Err(_) => return Err(LoadError::ExtractFailed("the extraction stopped".into())),
         }
     }
+    // The incremental state moves with the data, in the same transaction.
+    state::advance(&tx, p, &feed.run_id, &highest).await?;
     let resources = serde_json::to_string(&stats).expect("stats serialize");
     tx.execute(
         "INSERT INTO \"_sluice\".\"runs\" (pipeline, run_id, spec_hash, extracted_at, started_at, finished_at, status, resources) \

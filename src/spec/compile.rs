@@ -22,6 +22,7 @@ struct Ctx<'a> {
     tables: Vec<(String, p::Table)>,
     /// While a resource's own table compiles: whether the resource has `for_each`.
     child_resource: bool,
+    warnings: Vec<Diagnostic>,
 }
 
 impl Ctx<'_> {
@@ -29,6 +30,12 @@ impl Ctx<'_> {
     fn error(&mut self, path: &str, message: impl Into<String>) {
         let pos = self.positions.value(path);
         self.diagnostics.push(Diagnostic::new(self.file, pos, path, message));
+    }
+
+    /// A warning about the value at `path`.
+    fn warn(&mut self, path: &str, message: impl Into<String>) {
+        let pos = self.positions.value(path);
+        self.warnings.push(Diagnostic::warning(self.file, pos, path, message));
     }
 
     /// An error about the key at `path` (for a field that should not be there).
@@ -90,6 +97,7 @@ pub fn compile(file: &str, text: &str, loaded: &Loaded) -> Result<Pipeline, Vec<
         diagnostics: Vec::new(),
         tables: Vec::new(),
         child_resource: false,
+        warnings: Vec::new(),
     };
     let spec = &loaded.spec;
     if spec.version != 1 {
@@ -154,6 +162,7 @@ pub fn compile(file: &str, text: &str, loaded: &Loaded) -> Result<Pipeline, Vec<
         warehouse,
         runtime,
         resources: all,
+        warnings: cx.warnings,
     })
 }
 
@@ -488,7 +497,7 @@ fn compile_paginate(
 }
 
 /// Every string of a request body is a template: check their syntax now.
-fn check_body_templates(cx: &mut Ctx, path: &str, body: &serde_json::Value, child: bool) {
+fn check_body_templates(cx: &mut Ctx, path: &str, body: &serde_json::Value, child: Allowed) {
     match body {
         serde_json::Value::String(s) => {
             cx.interp(path, s);
@@ -603,7 +612,12 @@ fn compile_warehouse(cx: &mut Ctx, w: &RawWarehouse) -> Option<p::Warehouse> {
 fn compile_resource(cx: &mut Ctx, path: &str, r: &RawResource) -> Option<p::Resource> {
     let name_ok = cx.ident(&format!("{path}.name"), &r.name);
     let child = r.for_each.is_some();
-    let target = compile_target(cx, path, r);
+    let allowed = Allowed {
+        parent: child,
+        start: r.incremental.is_some(),
+    };
+    let target = compile_target(cx, path, r, allowed);
+    let incremental = compile_incremental(cx, path, r);
     if r.on_missing.is_some() && !child {
         cx.error_at_key(
             &format!("{path}.on_missing"),
@@ -612,7 +626,7 @@ fn compile_resource(cx: &mut Ctx, path: &str, r: &RawResource) -> Option<p::Reso
     }
     let params = interp_map(cx, &format!("{path}.params"), &r.params);
     for (k, v) in &r.params {
-        check_parent_text(cx, &format!("{path}.params.{k}"), &v.0, child);
+        check_parent_text(cx, &format!("{path}.params.{k}"), &v.0, allowed);
     }
     let records = cx.jsonpath(&format!("{path}.records"), &r.records);
     let method = r.method.unwrap_or(HttpMethod::Get);
@@ -620,7 +634,7 @@ fn compile_resource(cx: &mut Ctx, path: &str, r: &RawResource) -> Option<p::Reso
         if method != HttpMethod::Post {
             cx.error_at_key(&format!("{path}.body"), "a request `body` needs `method: POST`");
         }
-        check_body_templates(cx, &format!("{path}.body"), body, child);
+        check_body_templates(cx, &format!("{path}.body"), body, allowed);
     }
     let (paginator, stop_when) = compile_paginate(cx, &format!("{path}.paginate"), r.paginate.as_ref());
     let max_pages = r.max_pages.unwrap_or(10_000);
@@ -674,14 +688,16 @@ fn compile_resource(cx: &mut Ctx, path: &str, r: &RawResource) -> Option<p::Reso
         paginator: paginator?,
         stop_when: stop_when?,
         max_pages,
+        incremental: incremental?,
         tables,
     })
 }
 
-/// `path` or `url`, with the placeholders only a `for_each` resource may use.
-fn compile_target(cx: &mut Ctx, path: &str, r: &RawResource) -> Option<p::Target> {
+/// `path` or `url`, with the placeholders only a `for_each` or incremental resource may
+/// use.
+fn compile_target(cx: &mut Ctx, path: &str, r: &RawResource, allowed: Allowed) -> Option<p::Target> {
     use super::placeholder::{scan, Scan};
-    let child = r.for_each.is_some();
+    let any = allowed.parent || allowed.start;
     match (&r.path, &r.url) {
         (None, None) => {
             cx.error(
@@ -706,18 +722,20 @@ fn compile_target(cx: &mut Ctx, path: &str, r: &RawResource) -> Option<p::Target
                 );
                 return None;
             }
-            if !child && rp.contains(['{', '}']) {
+            if !any && rp.contains(['{', '}']) {
                 cx.error(
                     &fpath,
-                    format!("`{rp}`: braces would be sent as they are; `{{parent.<field>}}` placeholders need `for_each: <parent resource>`"),
+                    format!("`{rp}`: braces would be sent as they are; placeholders need `for_each` (`{{parent.<field>}}`) or `incremental` (`{{incremental.start}}`)"),
                 );
                 return None;
             }
-            if let Err(e) = scan(rp, Scan::Strict) {
-                cx.error(&fpath, format!("`{rp}`: {e}"));
-                return None;
+            match scan(rp, Scan::Strict) {
+                Err(e) => {
+                    cx.error(&fpath, format!("`{rp}`: {e}"));
+                    None
+                }
+                Ok(found) => check_sources(cx, &fpath, &found, allowed).then(|| p::Target::Path(rp.clone())),
             }
-            Some(p::Target::Path(rp.clone()))
         }
         (None, Some(u)) => {
             let fpath = format!("{path}.url");
@@ -728,11 +746,7 @@ fn compile_target(cx: &mut Ctx, path: &str, r: &RawResource) -> Option<p::Target
                     return None;
                 }
             };
-            if !found.is_empty() && !child {
-                cx.error(
-                    &fpath,
-                    format!("`{u}`: `{{parent.<field>}}` placeholders need `for_each: <parent resource>`"),
-                );
+            if !check_sources(cx, &fpath, &found, allowed) {
                 return None;
             }
             // A URL that starts with a placeholder is the parent's; any other must be an
@@ -759,18 +773,136 @@ fn compile_target(cx: &mut Ctx, path: &str, r: &RawResource) -> Option<p::Target
     }
 }
 
-/// A parameter or body string: its `{parent.…}` placeholders are well formed and only
-/// used with `for_each`.
-fn check_parent_text(cx: &mut Ctx, path: &str, text: &str, child: bool) {
+/// Which placeholders a resource may use.
+#[derive(Debug, Clone, Copy)]
+struct Allowed {
+    /// `{parent.…}`: with `for_each`.
+    parent: bool,
+    /// `{incremental.start}`: with `incremental`.
+    start: bool,
+}
+
+/// Report placeholders the resource cannot fill; whether there was none.
+fn check_sources(cx: &mut Ctx, path: &str, found: &[super::placeholder::Placeholder], allowed: Allowed) -> bool {
+    use super::placeholder::Source;
+    for p in found {
+        let problem = match p.source {
+            Source::Parent(_) if !allowed.parent => {
+                "`{parent.<field>}` placeholders need `for_each: <parent resource>` on the resource"
+            }
+            Source::Start if !allowed.start => "`{incremental.start}` needs `incremental` on the resource",
+            _ => continue,
+        };
+        cx.error(path, problem);
+        return false;
+    }
+    true
+}
+
+/// A parameter or body string: its placeholders are well formed and the resource can
+/// fill them.
+fn check_parent_text(cx: &mut Ctx, path: &str, text: &str, allowed: Allowed) {
     use super::placeholder::{scan, Scan};
     match scan(text, Scan::Text) {
         Err(e) => cx.error(path, e),
-        Ok(found) if !found.is_empty() && !child => cx.error(
-            path,
-            "`{parent.<field>}` placeholders need `for_each: <parent resource>` on the resource",
-        ),
-        Ok(_) => {}
+        Ok(found) => {
+            check_sources(cx, path, &found, allowed);
+        }
     }
+}
+
+/// Whether `{incremental.start}` appears in the resource's path, URL, params or body.
+fn uses_start(r: &RawResource) -> bool {
+    use super::placeholder::{scan, Scan, Source};
+    fn strings<'a>(v: &'a serde_json::Value, out: &mut Vec<&'a str>) {
+        match v {
+            serde_json::Value::String(s) => out.push(s),
+            serde_json::Value::Array(a) => a.iter().for_each(|v| strings(v, out)),
+            serde_json::Value::Object(m) => m.values().for_each(|v| strings(v, out)),
+            _ => {}
+        }
+    }
+    let mut texts: Vec<&str> = r.params.values().map(|v| v.0.as_str()).collect();
+    if let Some(b) = &r.body {
+        strings(b, &mut texts);
+    }
+    let strict = r.path.iter().chain(&r.url).map(|t| scan(t, Scan::Strict));
+    let text = texts.into_iter().map(|t| scan(t, Scan::Text));
+    strict
+        .chain(text)
+        .flatten()
+        .any(|found| found.iter().any(|p| p.source == Source::Start))
+}
+
+fn compile_incremental(cx: &mut Ctx, path: &str, r: &RawResource) -> Option<Option<p::Incremental>> {
+    let Some(inc) = &r.incremental else {
+        return Some(None);
+    };
+    let ipath = format!("{path}.incremental");
+    let cursor = cx.jsonpath(&format!("{ipath}.cursor"), &inc.cursor);
+    let format = inc.format.unwrap_or_default();
+    let initial = match format.read(&serde_json::Value::String(inc.initial.0.clone())) {
+        Ok(pos) => Some(pos),
+        Err(e) => {
+            cx.error(&format!("{ipath}.initial"), e);
+            None
+        }
+    };
+    let lag = match (inc.lag, format.lag_units(std::time::Duration::ZERO)) {
+        (None, _) => Some(0),
+        (Some(_), None) => {
+            cx.error_at_key(
+                &format!("{ipath}.lag"),
+                "`lag` is a time, so it does not apply to `format: integer`",
+            );
+            None
+        }
+        (Some(d), Some(_)) => format.lag_units(d.0),
+    };
+    let send = match (&inc.param, &inc.body_field) {
+        (Some(_), Some(_)) => {
+            cx.error_at_key(
+                &format!("{ipath}.body_field"),
+                "the start is sent one way; give `param` or `body_field`, not both",
+            );
+            None
+        }
+        (Some(name), None) => Some(Some(p::CursorTo::Param(name.clone()))),
+        (None, Some(field)) => {
+            if r.method != Some(HttpMethod::Post) {
+                cx.error_at_key(&format!("{ipath}.body_field"), "`body_field` needs `method: POST`");
+            }
+            Some(Some(p::CursorTo::BodyField(
+                field.split('.').map(str::to_string).collect(),
+            )))
+        }
+        (None, None) if uses_start(r) => Some(None),
+        (None, None) => {
+            cx.error(
+                &ipath,
+                "the start must go somewhere: give `param` or `body_field`, or write `{incremental.start}` in `path`, `params` or `body`",
+            );
+            None
+        }
+    };
+    if let Some(t) = &r.table {
+        if t.write.unwrap_or_default() == WriteMode::Append {
+            cx.warn(
+                &ipath,
+                format!(
+                    "table `{}` uses `write: append`: each run reads the records at its start again, so they are loaded twice; `write: merge` keeps one row per key",
+                    t.name
+                ),
+            );
+        }
+    }
+    Some(Some(p::Incremental {
+        cursor: cursor?,
+        send: send?,
+        format,
+        initial: initial?,
+        lag: lag?,
+    }))
 }
 
 fn compile_nested(cx: &mut Ctx, path: &str, n: &RawNested, parent: &RawTable) -> Option<p::Table> {

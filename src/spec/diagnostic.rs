@@ -15,6 +15,25 @@ pub struct Diagnostic {
     /// Field path inside the spec, for example `resources[0].table.columns[2].type`.
     pub path: String,
     pub message: String,
+    /// `error` (the spec is refused) or `warning` (it is taken, but likely not meant so).
+    pub severity: Severity,
+}
+
+/// How bad a diagnostic is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Error,
+    Warning,
+}
+
+impl Severity {
+    pub fn name(self) -> &'static str {
+        match self {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        }
+    }
 }
 
 impl Diagnostic {
@@ -25,12 +44,27 @@ impl Diagnostic {
             column: pos.column,
             path: path.to_string(),
             message: message.into(),
+            severity: Severity::Error,
+        }
+    }
+
+    /// A warning: the spec is valid, but probably does not do what its author means.
+    pub fn warning(file: &str, pos: Pos, path: &str, message: impl Into<String>) -> Self {
+        Diagnostic {
+            severity: Severity::Warning,
+            ..Diagnostic::new(file, pos, path, message)
         }
     }
 
     /// `file:line:column: error: path: message`, then the source line and a caret.
     pub fn render_human(&self, source: Option<&str>) -> String {
-        let mut out = format!("{}:{}:{}: error: ", self.file, self.line, self.column);
+        let mut out = format!(
+            "{}:{}:{}: {}: ",
+            self.file,
+            self.line,
+            self.column,
+            self.severity.name()
+        );
         if !self.path.is_empty() {
             out.push_str(&format!("{}: ", self.path));
         }
@@ -58,7 +92,8 @@ impl Diagnostic {
             format!("{}: {}", self.path, self.message)
         };
         format!(
-            "::error file={},line={},col={},title=sluice validate::{}",
+            "::{} file={},line={},col={},title=sluice validate::{}",
+            self.severity.name(),
             escape_property(&self.file),
             self.line,
             self.column,

@@ -317,10 +317,58 @@ pub struct RawResource {
     /// Default 10000.
     #[serde(default)]
     pub max_pages: Option<u64>,
+    /// Read only what changed since the last load: the highest cursor value loaded is
+    /// kept in the warehouse (`_sluice.state`) and sent as the start of the next run.
+    #[serde(default)]
+    pub incremental: Option<RawIncremental>,
     /// The table the records are loaded into. A resource that only feeds a `for_each`
     /// may have none: its records are staged for the child requests but not loaded.
     #[serde(default)]
     pub table: Option<RawTable>,
+}
+
+/// Incremental loading: where each record's cursor is, and how the start is sent.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawIncremental {
+    /// JSONPath to the cursor in each record, for example `$.updated_at`; the highest
+    /// value loaded is where the next run starts.
+    pub cursor: String,
+    /// Query parameter that sends the start, for example `since`.
+    #[serde(default)]
+    pub param: Option<String>,
+    /// Dotted path of a field of the JSON body that takes the start instead, for example
+    /// `filter.since`.
+    #[serde(default)]
+    pub body_field: Option<String>,
+    /// The start of the first run (and of `--full-refresh`), in `format`, for example
+    /// `"2020-01-01T00:00:00Z"`.
+    pub initial: ParamValue,
+    /// How the cursor reads and how the start is written: `rfc3339` (default), `date`,
+    /// `epoch_s`, `epoch_ms` or `integer`.
+    #[serde(default)]
+    pub format: Option<CursorFormat>,
+    /// Start this much before the saved value (for records written late), for example
+    /// `5m`. Not for `integer`.
+    #[serde(default)]
+    pub lag: Option<Duration>,
+}
+
+/// How an incremental cursor reads.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CursorFormat {
+    /// An RFC 3339 / ISO 8601 timestamp, sent as `2024-05-01T10:00:00Z`.
+    #[default]
+    Rfc3339,
+    /// A date, sent as `2024-05-01`.
+    Date,
+    /// Seconds since 1970, sent as a number.
+    EpochS,
+    /// Milliseconds since 1970, sent as a number.
+    EpochMs,
+    /// An increasing integer (an id, a sequence number).
+    Integer,
 }
 
 /// What a child request answered with 404 does.

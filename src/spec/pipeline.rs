@@ -5,8 +5,8 @@
 use chrono::{DateTime, Utc};
 
 pub use super::model::{
-    ApiKeyLocation, ColumnType, HttpMethod, MetaValue, OAuth2Grant, OnError, OnMissing, RuntimeTarget, Transform,
-    WriteMode,
+    ApiKeyLocation, ColumnType, CursorFormat, HttpMethod, MetaValue, OAuth2Grant, OnError, OnMissing, RuntimeTarget,
+    Transform, WriteMode,
 };
 use super::{interp::Interp, jsonpath::JsonPath};
 
@@ -22,6 +22,8 @@ pub struct Pipeline {
     pub(crate) warehouse: Warehouse,
     pub(crate) runtime: Option<Runtime>,
     pub(crate) resources: Vec<Resource>,
+    /// What `validate` warns about: valid, but likely not meant so.
+    pub(crate) warnings: Vec<super::Diagnostic>,
 }
 
 impl Pipeline {
@@ -48,6 +50,9 @@ impl Pipeline {
     }
     pub fn runtime(&self) -> Option<&Runtime> {
         self.runtime.as_ref()
+    }
+    pub fn warnings(&self) -> &[super::Diagnostic] {
+        &self.warnings
     }
     pub fn resources(&self) -> &[Resource] {
         &self.resources
@@ -170,9 +175,24 @@ pub struct Resource {
     pub paginator: Paginator,
     pub stop_when: Option<StopWhen>,
     pub max_pages: u64,
+    /// Incremental loading, when the resource reads only what changed.
+    pub incremental: Option<Incremental>,
     /// The resource's own table first, then its nested tables; none for a resource that
     /// only feeds a `for_each`.
     pub tables: Vec<Table>,
+}
+
+/// Incremental loading of a resource (see [`crate::incremental`]).
+#[derive(Debug, Clone)]
+pub struct Incremental {
+    pub cursor: JsonPath,
+    /// Where the start goes; `None` when only `{incremental.start}` places it.
+    pub send: Option<CursorTo>,
+    pub format: CursorFormat,
+    /// The first start, as a position (see [`crate::incremental::Position`]).
+    pub initial: crate::incremental::Position,
+    /// In the format's units.
+    pub lag: i64,
 }
 
 /// Where a resource's requests go.

@@ -1,16 +1,25 @@
-//! `{parent.<dotted field>}` placeholders: how a child resource (`for_each`) puts values
-//! of its parent record into its `path`, `url`, `params` and `body`. Checked when a spec
-//! is compiled, filled in for each parent record when the pipeline runs.
+//! Request placeholders: `{parent.<dotted field>}`, how a child resource (`for_each`) puts
+//! values of its parent record into its `path`, `url`, `params` and `body`, and
+//! `{incremental.start}`, where an incremental resource's run starts. Checked when a spec
+//! is compiled, filled in for each request when the pipeline runs.
 
 use serde_json::Value;
 
-/// One placeholder: its byte range in the template and the field it reads.
+/// What a placeholder stands for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// A field of the parent record; a step of digits indexes an array.
+    Parent(Vec<String>),
+    /// The start of an incremental run.
+    Start,
+}
+
+/// One placeholder: its byte range in the template and what it stands for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Placeholder {
     pub start: usize,
     pub end: usize,
-    /// The dotted field below the parent record; a step of digits indexes an array.
-    pub field: Vec<String>,
+    pub source: Source,
 }
 
 /// How strictly a template is read.
@@ -19,8 +28,21 @@ pub enum Scan {
     /// A `path` or `url`: every brace opens a placeholder.
     Strict,
     /// A parameter or body string (GraphQL queries are full of braces): only `{parent`
-    /// opens one.
+    /// and `{incremental` open one.
     Text,
+}
+
+/// What the placeholders of one request are filled with.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Values<'a> {
+    pub parent: Option<&'a Value>,
+    pub start: Option<&'a Value>,
+}
+
+impl Values<'_> {
+    pub fn is_empty(&self) -> bool {
+        self.parent.is_none() && self.start.is_none()
+    }
 }
 
 /// The placeholders of `template`, or what is wrong with one.
@@ -29,7 +51,7 @@ pub fn scan(template: &str, mode: Scan) -> Result<Vec<Placeholder>, String> {
     let mut from = 0;
     while let Some(i) = template[from..].find('{').map(|i| i + from) {
         let rest = &template[i..];
-        if mode == Scan::Text && !rest.starts_with("{parent") {
+        if mode == Scan::Text && !rest.starts_with("{parent") && !rest.starts_with("{incremental") {
             from = i + 1;
             continue;
         }
@@ -40,19 +62,22 @@ pub fn scan(template: &str, mode: Scan) -> Result<Vec<Placeholder>, String> {
             ));
         };
         let inner = &rest[1..len];
-        let field = inner
-            .strip_prefix("parent.")
-            .map(|f| f.split('.').map(str::to_string).collect::<Vec<_>>())
-            .filter(|f| f.iter().all(|s| is_field(s)));
-        match field {
-            Some(field) => out.push(Placeholder {
+        let source = match inner.strip_prefix("parent.") {
+            _ if inner == "incremental.start" => Some(Source::Start),
+            Some(f) => Some(f.split('.').map(str::to_string).collect::<Vec<_>>())
+                .filter(|f| f.iter().all(|s| is_field(s)))
+                .map(Source::Parent),
+            None => None,
+        };
+        match source {
+            Some(source) => out.push(Placeholder {
                 start: i,
                 end: i + len + 1,
-                field,
+                source,
             }),
             None => {
                 return Err(format!(
-                    "unknown placeholder `{{{inner}}}`: write `{{parent.<field>}}`, for example `{{parent.id}}` or `{{parent.owner.login}}`"
+                    "unknown placeholder `{{{inner}}}`: write `{{parent.<field>}}` (with `for_each`), for example `{{parent.id}}`, or `{{incremental.start}}` (with `incremental`)"
                 ))
             }
         }
@@ -87,21 +112,43 @@ pub fn lookup<'a>(parent: &'a Value, field: &[String]) -> Option<&'a Value> {
     })
 }
 
-/// A parent value as text: strings as they are, numbers and booleans as JSON writes them.
-fn text(parent: &Value, field: &[String]) -> Result<String, String> {
-    let name = field.join(".");
-    match lookup(parent, field) {
-        Some(Value::String(s)) => Ok(s.clone()),
-        Some(v @ (Value::Number(_) | Value::Bool(_))) => Ok(v.to_string()),
-        Some(Value::Null) => Err(format!("`parent.{name}` is null")),
-        Some(v) => Err(format!(
-            "`parent.{name}` is {}, not a string or a number",
-            crate::extract::describe(v)
-        )),
-        None => Err(format!(
-            "the parent record has no `{name}`; it is {}",
-            crate::extract::describe(parent)
-        )),
+impl Source {
+    fn name(&self) -> String {
+        match self {
+            Source::Parent(field) => format!("parent.{}", field.join(".")),
+            Source::Start => "incremental.start".into(),
+        }
+    }
+
+    /// The value in `values`, or why there is none.
+    fn value<'a>(&self, values: &Values<'a>) -> Result<&'a Value, String> {
+        match self {
+            Source::Parent(field) => {
+                let parent = values.parent.ok_or("no parent record here")?;
+                lookup(parent, field).ok_or_else(|| {
+                    format!(
+                        "the parent record has no `{}`; it is {}",
+                        field.join("."),
+                        crate::extract::describe(parent)
+                    )
+                })
+            }
+            Source::Start => values.start.ok_or_else(|| "no incremental start here".into()),
+        }
+    }
+
+    /// The value as text: strings as they are, numbers and booleans as JSON writes them.
+    fn text(&self, values: &Values) -> Result<String, String> {
+        match self.value(values)? {
+            Value::String(s) => Ok(s.clone()),
+            v @ (Value::Number(_) | Value::Bool(_)) => Ok(v.to_string()),
+            Value::Null => Err(format!("`{}` is null", self.name())),
+            v => Err(format!(
+                "`{}` is {}, not a string or a number",
+                self.name(),
+                crate::extract::describe(v)
+            )),
+        }
     }
 }
 
@@ -114,20 +161,20 @@ pub enum Fill {
     Segment,
 }
 
-/// `template` with every placeholder replaced by the parent's value.
-pub fn render(template: &str, mode: Scan, fill: Fill, parent: &Value) -> Result<String, String> {
+/// `template` with every placeholder replaced by its value.
+pub fn render(template: &str, mode: Scan, fill: Fill, values: &Values) -> Result<String, String> {
     let mut out = String::with_capacity(template.len());
     let mut last = 0;
     for p in scan(template, mode)? {
         out.push_str(&template[last..p.start]);
-        let value = text(parent, &p.field)?;
+        let value = p.source.text(values)?;
         match fill {
             Fill::Raw => out.push_str(&value),
             Fill::Segment => {
                 if value.is_empty() || value == "." || value == ".." {
                     return Err(format!(
-                        "`parent.{}` is `{value}`, which cannot be a path segment",
-                        p.field.join(".")
+                        "`{}` is `{value}`, which cannot be a path segment",
+                        p.source.name()
                     ));
                 }
                 encode_segment(&value, &mut out);
@@ -151,38 +198,28 @@ fn encode_segment(value: &str, out: &mut String) {
 }
 
 /// A request body with its strings rendered; a string that is one placeholder and
-/// nothing else takes the parent's value with its JSON type (a number stays a number).
-pub fn render_json(body: &Value, parent: &Value) -> Result<Value, String> {
+/// nothing else takes the value with its JSON type (a number stays a number).
+pub fn render_json(body: &Value, values: &Values) -> Result<Value, String> {
     Ok(match body {
         Value::String(s) => {
             let found = scan(s, Scan::Text)?;
             match found.as_slice() {
                 [] => body.clone(),
-                [p] if p.start == 0 && p.end == s.len() => match lookup(parent, &p.field) {
-                    Some(v) if !v.is_null() => v.clone(),
-                    _ => Value::String(render(s, Scan::Text, Fill::Raw, parent)?),
+                [p] if p.start == 0 && p.end == s.len() => match p.source.value(values) {
+                    Ok(v) if !v.is_null() => v.clone(),
+                    _ => Value::String(render(s, Scan::Text, Fill::Raw, values)?),
                 },
-                _ => Value::String(render(s, Scan::Text, Fill::Raw, parent)?),
+                _ => Value::String(render(s, Scan::Text, Fill::Raw, values)?),
             }
         }
-        Value::Array(items) => Value::Array(items.iter().map(|v| render_json(v, parent)).collect::<Result<_, _>>()?),
+        Value::Array(items) => Value::Array(items.iter().map(|v| render_json(v, values)).collect::<Result<_, _>>()?),
         Value::Object(m) => Value::Object(
             m.iter()
-                .map(|(k, v)| Ok((k.clone(), render_json(v, parent)?)))
+                .map(|(k, v)| Ok((k.clone(), render_json(v, values)?)))
                 .collect::<Result<_, String>>()?,
         ),
         other => other.clone(),
     })
-}
-
-/// Whether a body uses any placeholder (checked by the compile pass).
-pub fn body_placeholders(body: &Value, out: &mut Vec<Result<Vec<Placeholder>, String>>) {
-    match body {
-        Value::String(s) => out.push(scan(s, Scan::Text)),
-        Value::Array(items) => items.iter().for_each(|v| body_placeholders(v, out)),
-        Value::Object(m) => m.values().for_each(|v| body_placeholders(v, out)),
-        _ => {}
-    }
 }
 
 #[cfg(test)]
@@ -193,7 +230,12 @@ mod tests {
     #[test]
     fn paths_take_only_parent_placeholders() {
         let found = scan("/posts/{parent.id}/comments", Scan::Strict).unwrap();
-        assert_eq!(found[0].field, ["id"]);
+        assert_eq!(found[0].source, Source::Parent(vec!["id".into()]));
+        assert_eq!(
+            scan("/since/{incremental.start}", Scan::Strict).unwrap()[0].source,
+            Source::Start
+        );
+        assert!(scan("/since/{incremental.end}", Scan::Strict).is_err());
         assert!(scan("/posts/{post_id}/comments", Scan::Strict)
             .unwrap_err()
             .contains("unknown placeholder `{post_id}`"));
@@ -207,7 +249,12 @@ mod tests {
 
     #[test]
     fn values_fill_segments_encoded_and_bodies_typed() {
-        let parent = json!({"id": 7, "name": "a b/c", "owner": {"login": "x"}, "tags": ["t0"], "nil": null});
+        let record = json!({"id": 7, "name": "a b/c", "owner": {"login": "x"}, "tags": ["t0"], "nil": null});
+        let start = json!(12);
+        let parent = Values {
+            parent: Some(&record),
+            start: Some(&start),
+        };
         assert_eq!(
             render("/u/{parent.name}/{parent.id}", Scan::Strict, Fill::Segment, &parent).unwrap(),
             "/u/a%20b%2Fc/7"
@@ -224,11 +271,15 @@ mod tests {
             .contains("is null"));
         assert!(render("/{parent.owner}", Scan::Strict, Fill::Segment, &parent).is_err());
         let dots = json!({"id": ".."});
+        let dots = Values {
+            parent: Some(&dots),
+            start: None,
+        };
         assert!(render("/a/{parent.id}", Scan::Strict, Fill::Segment, &dots).is_err());
-        let body = json!({"query": "q { x }", "variables": {"id": "{parent.id}", "s": "n-{parent.id}"}});
+        let body = json!({"query": "q { x }", "variables": {"id": "{parent.id}", "s": "n-{parent.id}", "since": "{incremental.start}"}});
         assert_eq!(
             render_json(&body, &parent).unwrap(),
-            json!({"query": "q { x }", "variables": {"id": 7, "s": "n-7"}})
+            json!({"query": "q { x }", "variables": {"id": 7, "s": "n-7", "since": 12}})
         );
     }
 }

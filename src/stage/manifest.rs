@@ -26,7 +26,29 @@ pub struct ResourceManifest {
     /// skipped (`on_missing: skip`).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub skipped: u64,
+    /// For an incremental resource: where the run started and the highest cursor read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incremental: Option<IncrementalRun>,
     pub objects: Vec<ObjectManifest>,
+}
+
+/// The window an incremental resource's run read.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IncrementalRun {
+    /// The start sent to the API.
+    pub start: String,
+    /// The highest cursor of the records staged; none when there was no record.
+    pub highest: Option<String>,
+}
+
+impl Manifest {
+    /// Per incremental resource that staged records, its highest cursor.
+    pub fn highest(&self) -> Vec<(String, String)> {
+        self.resources
+            .iter()
+            .filter_map(|r| Some((r.name.clone(), r.incremental.as_ref()?.highest.clone()?)))
+            .collect()
+    }
 }
 
 fn is_zero(n: &u64) -> bool {

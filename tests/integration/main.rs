@@ -6,6 +6,7 @@ mod diagram;
 mod extract;
 mod failearly;
 mod foreach;
+mod incremental;
 mod load;
 mod pagination;
 mod spec;

@@ -94,6 +94,9 @@ struct State {
     tokens: Mutex<u32>,
     /// Requests being answered now, and the most there ever were at once.
     in_flight: Mutex<(usize, usize)>,
+    /// The GitHub route's issues (made from the characters on first use), for tests that
+    /// change them between runs.
+    issues: Mutex<Option<Vec<Value>>>,
 }
 
 pub struct ApiServer {
@@ -137,6 +140,7 @@ impl ApiServer {
             dynamic: Mutex::new(HashMap::new()),
             tokens: Mutex::new(0),
             in_flight: Mutex::new((0, 0)),
+            issues: Mutex::new(None),
         });
         let served = state.clone();
         super::serve(
@@ -176,6 +180,13 @@ impl ApiServer {
             .lock()
             .unwrap()
             .insert(name.to_string(), (body.into(), headers));
+    }
+
+    /// Change the GitHub route's issues (`{id, number, title, state, updated_at}`, made
+    /// from the 826 characters, `updated_at` their `created`).
+    pub fn edit_issues(&self, edit: impl FnOnce(&mut Vec<Value>)) {
+        let mut issues = self.state.issues.lock().unwrap();
+        edit(issues.get_or_insert_with(|| github_issues(&self.state)));
     }
 
     /// The most requests that were ever being answered at once.
@@ -335,6 +346,14 @@ fn characters(state: &State) -> Vec<Value> {
                 .unwrap()
                 .clone()
         })
+        .collect()
+}
+
+/// The GitHub route's issues at the start: one per character.
+fn github_issues(state: &State) -> Vec<Value> {
+    characters(state)
+        .iter()
+        .map(|c| json!({"id": c["id"].as_u64().unwrap() + 1_000_000_000, "number": c["id"], "title": c["name"], "state": "open", "updated_at": c["created"]}))
         .collect()
 }
 
@@ -550,20 +569,37 @@ fn route(state: &State, path: &str, query: &str, next_self: bool) -> Response<Fu
         _ => (style, path),
     };
     if style == "github" {
-        let all = characters(state);
+        // `since`: only issues updated at or after it, as GitHub does.
+        let since = param(query, "since").map(|s| chrono::DateTime::parse_from_rfc3339(&s).expect("since is RFC 3339"));
+        let all: Vec<Value> = state
+            .issues
+            .lock()
+            .unwrap()
+            .get_or_insert_with(|| github_issues(state))
+            .iter()
+            .filter(|i| {
+                since.is_none_or(|since| {
+                    chrono::DateTime::parse_from_rfc3339(i["updated_at"].as_str().unwrap()).unwrap() >= since
+                })
+            })
+            .cloned()
+            .collect();
         let per_page: usize = param(query, "per_page").and_then(|v| v.parse().ok()).unwrap_or(30);
         let page: usize = param(query, "page").and_then(|v| v.parse().ok()).unwrap_or(1);
-        let issues: Vec<Value> = all
-            .iter()
-            .skip((page - 1) * per_page)
-            .take(per_page)
-            .map(|c| json!({"id": c["id"].as_u64().unwrap() + 1_000_000_000, "number": c["id"], "title": c["name"], "state": "open"}))
-            .collect();
-        let last = all.len().div_ceil(per_page);
+        let issues: Vec<Value> = all.iter().skip((page - 1) * per_page).take(per_page).cloned().collect();
+        let last = all.len().div_ceil(per_page).max(1);
         let mut resp = json_response(&Value::Array(issues));
+        let since = param(query, "since")
+            .map(|s| {
+                format!(
+                    "&since={}",
+                    url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>()
+                )
+            })
+            .unwrap_or_default();
         let link = |p: usize, rel: &str| {
             format!(
-                "<{}{path}?state=all&per_page={per_page}&page={p}>; rel=\"{rel}\"",
+                "<{}{path}?state=all&per_page={per_page}{since}&page={p}>; rel=\"{rel}\"",
                 state.base
             )
         };
