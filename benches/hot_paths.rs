@@ -56,8 +56,8 @@ fn benches(c: &mut Criterion) {
             for (i, r) in parsed.iter().enumerate() {
                 let row = map_row(&resource.tables[0], r, None, &meta).unwrap();
                 encode_row(&row, Some("bench"), None, &mut out);
-                for el in resource.tables[1].each.as_ref().unwrap().query(r) {
-                    let child = map_row(&resource.tables[1], el, Some(&row), &meta).unwrap();
+                for el in resource.tables[1].each.as_ref().unwrap().elements(r).unwrap() {
+                    let child = map_row(&resource.tables[1], &el, Some(&row), &meta).unwrap();
                     encode_row(&child, Some("bench"), Some(i as i64), &mut out);
                 }
             }

@@ -25,8 +25,11 @@ pub fn needed_fields(tables: &[Table]) -> Option<Vec<String>> {
             _ => {}
         }
     }
-    for t in &tables[1..] {
-        add(t.each.as_ref()?.first_field()?);
+    // Tables nested deeper read inside these tables' elements.
+    for t in tables.iter().filter(|t| t.parent == Some(0)) {
+        for p in t.each.as_ref()?.paths() {
+            add(p.first_field()?);
+        }
     }
     Some(keys)
 }
@@ -106,20 +109,23 @@ pub fn map_row(
     parent: Option<&[Cell]>,
     meta: &RunMeta,
 ) -> Result<Vec<Cell>, ColumnError> {
-    map_row_matching(table, value, parent, meta, &mut Vec::new())
+    map_row_matching(table, value, parent, None, meta, &mut Vec::new())
 }
 
 /// [`map_row`], also telling for each column whether its path matched a node of `value`
-/// (`matched[i]`; false for columns that read no path).
+/// (`matched[i]`; false for columns that read no path). `index` is the element's
+/// position, for nested tables.
 fn map_row_matching(
     table: &Table,
     value: &Value,
     parent: Option<&[Cell]>,
+    index: Option<usize>,
     meta: &RunMeta,
     matched: &mut Vec<bool>,
 ) -> Result<Vec<Cell>, ColumnError> {
     matched.clear();
     matched.resize(table.columns.len(), false);
+    let position = index.map(|i| Value::from(i as u64));
     let mut row = Vec::with_capacity(table.columns.len());
     for (i, col) in table.columns.iter().enumerate() {
         let err = |v: &Val, reason: String| ColumnError {
@@ -154,6 +160,7 @@ fn map_row_matching(
             ValueSource::Meta(MetaValue::RunId) => Val::Text(Cow::Borrowed(meta.run_id.as_str())),
             ValueSource::Meta(MetaValue::Pipeline) => Val::Text(Cow::Borrowed(meta.pipeline.as_str())),
             ValueSource::Meta(MetaValue::RunTime) => Val::Time(meta.run_time),
+            ValueSource::Meta(MetaValue::Index) => Val::from_json(position.as_ref()),
         };
         for t in &col.transforms {
             let before = v.clone();
@@ -213,19 +220,20 @@ pub fn map_record(tables: &[Table], record: &Value, meta: &RunMeta, out: &mut Re
         rows.clear();
         matched.clear();
     }
-    let seen = &mut out.seen;
-    let root =
-        map_row_matching(&tables[0], record, None, meta, seen).map_err(|error| RecordError { table: 0, error })?;
-    out.matched[0].extend_from_slice(seen);
-    for (i, t) in tables.iter().enumerate().skip(1) {
-        let each = t.each.as_ref().expect("nested tables have `each`");
-        for el in each.query(record) {
-            let row =
-                map_row_matching(t, el, Some(&root), meta, seen).map_err(|error| RecordError { table: i, error })?;
-            out.matched[i].extend_from_slice(seen);
-            out.rows[i].push(row);
+    let mut seen = std::mem::take(&mut out.seen);
+    let root = map_row_matching(&tables[0], record, None, None, meta, &mut seen)
+        .map_err(|error| RecordError { table: 0, error });
+    let root = match root {
+        Ok(root) => root,
+        Err(e) => {
+            out.seen = seen;
+            return Err(e);
         }
-    }
+    };
+    out.matched[0].extend_from_slice(&seen);
+    let children = map_children(tables, 0, record, &root, meta, out, &mut seen);
+    out.seen = seen;
+    children?;
     out.rows[0].push(root);
     // Counted only now that the record is accepted whole.
     for (i, t) in tables.iter().enumerate() {
@@ -236,6 +244,38 @@ pub fn map_record(tables: &[Table], record: &Value, meta: &RunMeta, out: &mut Re
             for (count, hit) in coverage.matched.iter_mut().zip(row) {
                 *count += u64::from(*hit);
             }
+        }
+    }
+    Ok(())
+}
+
+/// The rows of the tables nested in `tables[parent]`, for one parent element (`value`,
+/// mapped to `parent_row`), and of the tables nested in those, depth first.
+fn map_children(
+    tables: &[Table],
+    parent: usize,
+    value: &Value,
+    parent_row: &[Cell],
+    meta: &RunMeta,
+    out: &mut RecordRows,
+    seen: &mut Vec<bool>,
+) -> Result<(), RecordError> {
+    for (i, t) in tables.iter().enumerate().filter(|(_, t)| t.parent == Some(parent)) {
+        let each = t.each.as_ref().expect("nested tables have `each`");
+        let elements = each.elements(value).map_err(|reason| RecordError {
+            table: i,
+            error: ColumnError {
+                column: "(each)".into(),
+                value: crate::util::clip(&each.describe(), 80),
+                reason,
+            },
+        })?;
+        for (index, el) in elements.iter().enumerate() {
+            let row = map_row_matching(t, el, Some(parent_row), Some(index), meta, seen)
+                .map_err(|error| RecordError { table: i, error })?;
+            out.matched[i].extend_from_slice(seen);
+            map_children(tables, i, el, &row, meta, out, seen)?;
+            out.rows[i].push(row);
         }
     }
     Ok(())
@@ -292,15 +332,23 @@ impl std::fmt::Display for Unmatched {
 /// with suggestions drawn from `sample` (a whole record of the resource).
 pub fn unmatched(tables: &[Table], coverage: &[Coverage], sample: Option<&Value>) -> Vec<Unmatched> {
     let mut out = Vec::new();
-    for (t, cov) in tables.iter().zip(coverage) {
+    // Per table, the first element of the sample it maps (parents come first).
+    let mut scopes: Vec<Option<Value>> = Vec::with_capacity(tables.len());
+    for t in tables {
+        let scope = match (&t.each, t.parent) {
+            (Some(each), Some(parent)) => scopes[parent]
+                .as_ref()
+                .and_then(|v: &Value| each.elements(v).ok()?.into_iter().next().map(|e| e.into_owned())),
+            _ => sample.cloned(),
+        };
+        scopes.push(scope);
+    }
+    for (ti, (t, cov)) in tables.iter().zip(coverage).enumerate() {
         if cov.rows == 0 {
             continue;
         }
         // Where this table's paths are evaluated, in the sample.
-        let scope = sample.and_then(|s| match &t.each {
-            None => Some(s),
-            Some(each) => each.first(s),
-        });
+        let scope = scopes[ti].as_ref();
         for (col, hits) in t.columns.iter().zip(&cov.matched) {
             let (field, p, scope) = match &col.value {
                 ValueSource::Path(p) => ("path", p, scope),
@@ -430,8 +478,9 @@ mod tests {
         let nested = &r.tables[1];
         let each = nested.each.as_ref().unwrap();
         let rows: Vec<Vec<Cell>> = each
-            .query(&record)
-            .into_iter()
+            .elements(&record)
+            .unwrap()
+            .iter()
             .map(|e| map_row(nested, e, Some(&row), &meta()).unwrap())
             .collect();
         assert_eq!(

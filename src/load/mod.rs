@@ -112,6 +112,8 @@ pub struct TableStats {
     pub rows: u64,
     pub inserted: u64,
     pub updated: u64,
+    /// Merged nested tables: rows of a loaded parent that its record no longer holds.
+    pub deleted: u64,
     pub rejected: u64,
     pub seconds: f64,
     /// Per column read from a path: the rows in which the path matched.
@@ -348,6 +350,7 @@ async fn load_in_transaction(
             resource = %s.resource,
             table = %s.table,
             rows = s.rows,
+            deleted = s.deleted,
             rejected = s.rejected,
             seconds = format!("{:.2}", s.seconds),
             "table loaded"
@@ -949,6 +952,11 @@ async fn load_resource(
         }
         sink.finish().await.map_err(db(format!("COPY into `{}`", t.name)))?;
     }
+    // Before any staging table is dropped: a loaded parent's elements are its children.
+    let mut deleted = vec![0; resource.tables.len()];
+    for (i, gone) in deleted.iter_mut().enumerate() {
+        *gone = remove_gone_children(tx, schema, resource, i).await?;
+    }
     let mut stats = Vec::new();
     for (i, t) in resource.tables.iter().enumerate() {
         let (inserted, updated) = if t.write == WriteMode::Merge {
@@ -967,6 +975,7 @@ async fn load_resource(
             rows: outcome.rows[i],
             inserted,
             updated,
+            deleted: deleted[i],
             rejected: if i == 0 { outcome.rejected } else { 0 },
             seconds: t0.elapsed().as_secs_f64(),
             matched: outcome
@@ -993,6 +1002,55 @@ async fn load_resource(
         .map_err(db("write the rejects table"))?;
     }
     Ok(stats)
+}
+
+/// Under `merge`, a parent record's elements are its nested rows: the rows of nested
+/// table `i` whose parent this load holds but whose key it no longer holds are removed
+/// (a label removed at the source leaves the table too). Returns how many.
+async fn remove_gone_children(
+    tx: &Transaction<'_>,
+    schema: &str,
+    resource: &Resource,
+    i: usize,
+) -> Result<u64, LoadError> {
+    use crate::spec::pipeline::ValueSource;
+    let t = &resource.tables[i];
+    let Some(pi) = t.parent else { return Ok(0) };
+    let parent = &resource.tables[pi];
+    if t.write != WriteMode::Merge || parent.write != WriteMode::Merge {
+        return Ok(0);
+    }
+    // The compile pass made sure each key column of the parent is copied into a column.
+    let mut link = Vec::new();
+    for k in &parent.primary_key {
+        let Some(c) = t
+            .columns
+            .iter()
+            .find(|c| matches!(c.value, ValueSource::Parent(j) if parent.columns[j].name == *k))
+        else {
+            return Ok(0);
+        };
+        link.push(format!("n.{} = p.{}", quote_ident(&c.name), quote_ident(k)));
+    }
+    let keys: Vec<String> = parent.primary_key.iter().map(|k| quote_ident(k)).collect();
+    let same: Vec<String> = t
+        .primary_key
+        .iter()
+        .map(|k| format!("t.{0} = n.{0}", quote_ident(k)))
+        .collect();
+    let sql = format!(
+        "DELETE FROM {} n USING (SELECT DISTINCT {} FROM {}) p WHERE {} AND NOT EXISTS (SELECT 1 FROM {} t WHERE {})",
+        qualified(schema, &t.name),
+        keys.join(", "),
+        quote_ident(&temp_name(pi)),
+        link.join(" AND "),
+        quote_ident(&temp_name(i)),
+        same.join(" AND ")
+    );
+    tx.execute(&sql, &[]).await.map_err(db(format!(
+        "remove the rows of `{}` its parents no longer hold",
+        t.name
+    )))
 }
 
 /// Upsert the staged rows of a merge table on its primary key, the last record of a key

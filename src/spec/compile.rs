@@ -641,24 +641,18 @@ fn compile_resource(cx: &mut Ctx, path: &str, r: &RawResource) -> Option<p::Reso
     if max_pages == 0 {
         cx.error(&format!("{path}.max_pages"), "max_pages must be at least 1");
     }
+    // The resource's table, then its nested tables depth first, each after its parent.
     let mut tables = Vec::new();
     if let Some(table) = &r.table {
         cx.child_resource = child;
-        tables.push(compile_table(cx, &format!("{path}.table"), table, None));
+        let tpath = format!("{path}.table");
+        let root = compile_table(cx, &tpath, table, None);
+        if let Some(t) = &root {
+            cx.tables.push((tpath.clone(), t.clone()));
+        }
+        tables.push(root);
         cx.child_resource = false;
-        for (i, n) in table.nested.iter().enumerate() {
-            tables.push(compile_nested(cx, &format!("{path}.table.nested[{i}]"), n, table));
-        }
-    }
-    for (i, t) in tables.iter().enumerate() {
-        if let Some(t) = t {
-            let tpath = if i == 0 {
-                format!("{path}.table")
-            } else {
-                format!("{path}.table.nested[{}]", i - 1)
-            };
-            cx.tables.push((tpath, t.clone()));
-        }
+        compile_nested_tables(cx, &tpath, &table.nested, table, 0, &mut tables);
     }
     let tables: Option<Vec<p::Table>> = tables.into_iter().collect();
     if !name_ok {
@@ -905,21 +899,95 @@ fn compile_incremental(cx: &mut Ctx, path: &str, r: &RawResource) -> Option<Opti
     }))
 }
 
-fn compile_nested(cx: &mut Ctx, path: &str, n: &RawNested, parent: &RawTable) -> Option<p::Table> {
-    let each = cx.jsonpath(&format!("{path}.each"), &n.each);
-    let as_table = RawTable {
-        name: n.name.clone(),
-        write: n.write.or(parent.write),
-        primary_key: n.primary_key.clone(),
-        on_error: parent.on_error,
-        run_id_column: parent.run_id_column,
-        description: n.description.clone(),
-        columns: n.columns.clone(),
-        nested: Vec::new(),
-    };
-    let mut t = compile_table(cx, path, &as_table, Some(parent))?;
-    t.each = Some(each?);
-    Some(t)
+/// The tables nested in `parent` (at `tables[parent_index]`, field path `ppath`), depth
+/// first, appended to `tables`.
+fn compile_nested_tables(
+    cx: &mut Ctx,
+    ppath: &str,
+    nested: &[RawNested],
+    parent: &RawTable,
+    parent_index: usize,
+    tables: &mut Vec<Option<p::Table>>,
+) {
+    for (i, n) in nested.iter().enumerate() {
+        let path = format!("{ppath}.nested[{i}]");
+        let as_table = RawTable {
+            name: n.name.clone(),
+            write: n.write.or(parent.write),
+            primary_key: n.primary_key.clone(),
+            on_error: parent.on_error,
+            run_id_column: parent.run_id_column,
+            description: n.description.clone(),
+            columns: n.columns.clone(),
+            nested: Vec::new(),
+        };
+        let each = compile_each(cx, &format!("{path}.each"), &n.each);
+        check_replaceable(cx, &path, &as_table, parent);
+        let table = compile_table(cx, &path, &as_table, Some(parent)).and_then(|mut t| {
+            t.each = Some(each?);
+            t.parent = Some(parent_index);
+            Some(t)
+        });
+        if let Some(t) = &table {
+            cx.tables.push((path.clone(), t.clone()));
+        }
+        let index = tables.len();
+        tables.push(table);
+        compile_nested_tables(cx, &path, &n.nested, &as_table, index, tables);
+    }
+}
+
+fn compile_each(cx: &mut Ctx, path: &str, each: &RawEach) -> Option<p::Each> {
+    match each {
+        RawEach::Path(jp) => cx.jsonpath(path, jp).map(p::Each::Path),
+        RawEach::Zip(z) => {
+            if z.zip.is_empty() {
+                cx.error(&format!("{path}.zip"), "`zip` needs at least one array to zip");
+                return None;
+            }
+            let fields: Vec<Option<(String, JsonPath)>> = z
+                .zip
+                .iter()
+                .map(|(name, jp)| {
+                    cx.jsonpath(&format!("{path}.zip.{name}"), jp)
+                        .map(|p| (name.clone(), p))
+                })
+                .collect();
+            fields.into_iter().collect::<Option<Vec<_>>>().map(p::Each::Zip)
+        }
+    }
+}
+
+/// A merged nested table under a merged parent replaces each loaded parent's rows, so it
+/// must say which parent a row belongs to: `from_parent` columns for the parent's whole
+/// primary key.
+fn check_replaceable(cx: &mut Ctx, path: &str, t: &RawTable, parent: &RawTable) {
+    let merged = |w: Option<WriteMode>| w.unwrap_or_default() == WriteMode::Merge;
+    // A `from_parent` naming no parent column is reported on its own.
+    let unknown = t
+        .columns
+        .iter()
+        .filter_map(|c| c.from_parent.as_ref())
+        .any(|f| !parent.columns.iter().any(|pc| &pc.name == f));
+    if !merged(t.write) || !merged(parent.write) || unknown {
+        return;
+    }
+    let missing: Vec<&String> = parent
+        .primary_key
+        .iter()
+        .filter(|k| !t.columns.iter().any(|c| c.from_parent.as_ref() == Some(*k)))
+        .collect();
+    if !missing.is_empty() {
+        cx.error(
+            &format!("{path}.name"),
+            format!(
+                "nested table `{}` is merged under the merged table `{}`, which replaces each loaded parent's rows; add a column with `from_parent: {}` so that each row names its parent",
+                t.name,
+                parent.name,
+                missing.iter().map(|k| k.as_str()).collect::<Vec<_>>().join("` and `from_parent: ")
+            ),
+        );
+    }
 }
 
 /// Which transforms make sense before coercion to which column type.
@@ -1024,6 +1092,7 @@ fn compile_table(cx: &mut Ctx, path: &str, t: &RawTable, parent: Option<&RawTabl
         description: t.description.clone(),
         columns,
         each: None,
+        parent: None,
     })
 }
 
@@ -1075,7 +1144,15 @@ fn compile_column(cx: &mut Ctx, path: &str, c: &RawColumn, parent: Option<&RawTa
         let fits = match m {
             MetaValue::RunId | MetaValue::Pipeline => matches!(column_type, None | Some(ColumnType::Text)),
             MetaValue::RunTime => matches!(column_type, None | Some(ColumnType::Timestamptz | ColumnType::Text)),
+            MetaValue::Index => matches!(column_type, None | Some(ColumnType::Integer | ColumnType::Bigint)),
         };
+        if m == MetaValue::Index && parent.is_none() {
+            cx.error(
+                &format!("{path}.meta"),
+                "`meta: index` is an element's position in its array, so it belongs in a nested table",
+            );
+            ok = false;
+        }
         if !fits {
             cx.error(
                 &format!("{path}.type"),
@@ -1089,6 +1166,7 @@ fn compile_column(cx: &mut Ctx, path: &str, c: &RawColumn, parent: Option<&RawTa
         }
         column_type = column_type.or(Some(match m {
             MetaValue::RunTime => ColumnType::Timestamptz,
+            MetaValue::Index => ColumnType::Integer,
             _ => ColumnType::Text,
         }));
         Some(ValueSource::Meta(m))
@@ -1232,6 +1310,7 @@ fn meta_name(m: MetaValue) -> &'static str {
         MetaValue::RunId => "run_id",
         MetaValue::RunTime => "run_time",
         MetaValue::Pipeline => "pipeline",
+        MetaValue::Index => "index",
     }
 }
 
@@ -1248,14 +1327,7 @@ fn check_names_unique(cx: &mut Ctx, spec: &RawSpec) {
                 ),
             );
         }
-        let mut names = Vec::new();
-        if let Some(table) = &r.table {
-            names.push((table.name.as_str(), format!("resources[{i}].table.name")));
-            for (j, n) in table.nested.iter().enumerate() {
-                names.push((n.name.as_str(), format!("resources[{i}].table.nested[{j}].name")));
-            }
-        }
-        for (name, path) in names {
+        for (name, path) in table_names(r, i) {
             if let Some(first) = tables.get(name) {
                 let line = cx.positions.value(first).line;
                 cx.error(
@@ -1318,6 +1390,25 @@ fn check_for_each(cx: &mut Ctx, spec: &RawSpec) {
     }
 }
 
+/// The names of a resource's tables, nested ones at any depth, with the field path of
+/// each name.
+fn table_names(r: &RawResource, i: usize) -> Vec<(&str, String)> {
+    fn nested<'a>(list: &'a [RawNested], path: &str, out: &mut Vec<(&'a str, String)>) {
+        for (j, n) in list.iter().enumerate() {
+            let npath = format!("{path}.nested[{j}]");
+            out.push((n.name.as_str(), format!("{npath}.name")));
+            nested(&n.nested, &npath, out);
+        }
+    }
+    let mut out = Vec::new();
+    if let Some(t) = &r.table {
+        let path = format!("resources[{i}].table");
+        out.push((t.name.as_str(), format!("{path}.name")));
+        nested(&t.nested, &path, &mut out);
+    }
+    out
+}
+
 /// Foreign keys: the target exists, is its table's whole primary key (PostgreSQL needs a
 /// unique target), has the same type, and the references do not form a cycle.
 fn check_references(cx: &mut Ctx, spec: &RawSpec) {
@@ -1330,8 +1421,8 @@ fn check_references(cx: &mut Ctx, spec: &RawSpec) {
     let declared: HashSet<&str> = spec
         .resources
         .iter()
-        .filter_map(|r| r.table.as_ref())
-        .flat_map(|t| std::iter::once(t.name.as_str()).chain(t.nested.iter().map(|n| n.name.as_str())))
+        .enumerate()
+        .flat_map(|(i, r)| table_names(r, i).into_iter().map(|(name, _)| name))
         .collect();
     let mut edges: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     for (tpath, table) in &compiled {

@@ -515,8 +515,10 @@ pub struct RawTable {
 pub struct RawNested {
     /// Table name.
     pub name: String,
-    /// JSONPath, relative to the parent record, selecting the elements, e.g. `$.episode[*]`.
-    pub each: String,
+    /// The elements, one row each: a JSONPath relative to the parent record (or parent
+    /// element) such as `$.episode[*]`, or `{zip: {name: <JSONPath>, …}}` to turn parallel
+    /// arrays into rows (element `i` is `{name: <i-th match>, …}`).
+    pub each: RawEach,
     /// Write mode; defaults to the parent table's.
     #[serde(default)]
     pub write: Option<WriteMode>,
@@ -528,6 +530,29 @@ pub struct RawNested {
     pub description: Option<String>,
     /// The columns; paths are relative to the element, `from_parent` copies a parent column.
     pub columns: Vec<RawColumn>,
+    /// Tables nested in this one: one row per element of an array inside each element.
+    #[serde(default)]
+    pub nested: Vec<RawNested>,
+}
+
+/// The elements of a nested table.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum RawEach {
+    /// A JSONPath, for example `$.episode[*]`.
+    Path(String),
+    /// Parallel arrays, zipped into one element per position.
+    Zip(RawZip),
+}
+
+/// `{zip: {name: <JSONPath>, …}}`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawZip {
+    /// Field name → JSONPath selecting one array's items, for example
+    /// `{time: $.hourly.time[*], temperature: $.hourly.temperature_2m[*]}`. Arrays of
+    /// unequal length are a record error.
+    pub zip: BTreeMap<String, String>,
 }
 
 /// Write mode of a table.
@@ -573,7 +598,8 @@ pub struct RawColumn {
     /// A constant value instead of a path.
     #[serde(default)]
     pub value: Option<String>,
-    /// Run metadata instead of a path: `run_id`, `run_time` or `pipeline`.
+    /// Metadata instead of a path: `run_id`, `run_time`, `pipeline`, or (nested tables)
+    /// `index`, the element's position in its array.
     #[serde(default)]
     pub meta: Option<MetaValue>,
     /// Nested tables only: copy this column of the parent row.
@@ -631,6 +657,9 @@ pub enum MetaValue {
     RunTime,
     /// The pipeline name (text).
     Pipeline,
+    /// Nested tables only: the element's position among its parent's elements, from 0
+    /// (integer); a stable key for arrays without one.
+    Index,
 }
 
 /// A query parameter value as written: text (*interpolated*), or a YAML number or boolean

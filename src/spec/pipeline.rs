@@ -326,8 +326,75 @@ pub struct Table {
     pub run_id_column: bool,
     pub description: Option<String>,
     pub columns: Vec<Column>,
-    /// Nested tables: the JSONPath selecting the elements inside each parent record.
-    pub each: Option<JsonPath>,
+    /// Nested tables: the elements inside each parent record (or parent element).
+    pub each: Option<Each>,
+    /// Nested tables: the index of the parent table in its resource's `tables`.
+    pub parent: Option<usize>,
+}
+
+/// How a nested table's elements are selected.
+#[derive(Debug, Clone)]
+pub enum Each {
+    Path(JsonPath),
+    /// Parallel arrays: element `i` is `{name: i-th node, …}`.
+    Zip(Vec<(String, JsonPath)>),
+}
+
+impl Each {
+    /// The paths it reads.
+    pub fn paths(&self) -> Vec<&JsonPath> {
+        match self {
+            Each::Path(p) => vec![p],
+            Each::Zip(fields) => fields.iter().map(|(_, p)| p).collect(),
+        }
+    }
+
+    /// The elements in `parent`, or why they cannot be made.
+    pub fn elements<'a>(
+        &self,
+        parent: &'a serde_json::Value,
+    ) -> Result<Vec<std::borrow::Cow<'a, serde_json::Value>>, String> {
+        use std::borrow::Cow;
+        match self {
+            Each::Path(p) => Ok(p.query(parent).into_iter().map(Cow::Borrowed).collect()),
+            Each::Zip(fields) => {
+                let columns: Vec<(&String, Vec<&serde_json::Value>)> =
+                    fields.iter().map(|(name, p)| (name, p.query(parent))).collect();
+                let len = columns.first().map_or(0, |(_, v)| v.len());
+                if let Some((name, other)) = columns.iter().find(|(_, v)| v.len() != len) {
+                    return Err(format!(
+                        "the zipped arrays differ in length: `{}` has {len} items but `{name}` has {}",
+                        columns[0].0,
+                        other.len()
+                    ));
+                }
+                Ok((0..len)
+                    .map(|i| {
+                        let mut m = serde_json::Map::new();
+                        for (name, values) in &columns {
+                            m.insert((*name).clone(), values[i].clone());
+                        }
+                        Cow::Owned(serde_json::Value::Object(m))
+                    })
+                    .collect())
+            }
+        }
+    }
+
+    /// For messages: the path, or the zipped paths.
+    pub fn describe(&self) -> String {
+        match self {
+            Each::Path(p) => p.as_str().to_string(),
+            Each::Zip(fields) => format!(
+                "zip {{{}}}",
+                fields
+                    .iter()
+                    .map(|(n, p)| format!("{n}: {}", p.as_str()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }
+    }
 }
 
 /// Name of the column that traces each row to its run.

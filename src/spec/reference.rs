@@ -6,6 +6,9 @@ use serde_json::Value;
 struct Walker<'a> {
     defs: &'a serde_json::Map<String, Value>,
     out: String,
+    /// The mappings documented so far, with their titles (a recursive mapping, such as
+    /// nested tables in nested tables, is documented once).
+    done: Vec<(*const Value, String)>,
 }
 
 impl<'a> Walker<'a> {
@@ -118,9 +121,18 @@ impl<'a> Walker<'a> {
                 .replace('\n', " ")
                 .replace('|', "\\|");
             let req = if required.contains(&name.as_str()) { "yes" } else { "" };
+            let mut desc = desc;
+            for obj in self.objects(field) {
+                if let Some((_, title)) = self.done.iter().find(|(p, _)| std::ptr::eq(*p, obj)) {
+                    desc.push_str(&format!(" Its fields are those of `{title}`."));
+                }
+            }
             self.out
                 .push_str(&format!("| `{name}` | {} | {req} | {desc} |\n", self.type_name(field)));
             for obj in self.objects(field) {
+                if self.done.iter().any(|(p, _)| std::ptr::eq(*p, obj)) {
+                    continue;
+                }
                 let list = self.resolve(field).get("type").and_then(Value::as_str) == Some("array");
                 let base = if title == "(top level)" {
                     name.clone()
@@ -137,6 +149,7 @@ impl<'a> Walker<'a> {
                     Some(t) => format!("{base} (type: {t})"),
                     None => base,
                 };
+                self.done.push((obj, child.clone()));
                 children.push((child, obj));
             }
         }
@@ -155,6 +168,7 @@ pub fn markdown() -> String {
     let mut w = Walker {
         defs,
         out: String::new(),
+        done: Vec::new(),
     };
     w.section("(top level)", &schema);
     w.out

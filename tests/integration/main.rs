@@ -8,6 +8,7 @@ mod failearly;
 mod foreach;
 mod incremental;
 mod load;
+mod nested;
 mod pagination;
 mod spec;
 mod trust;
