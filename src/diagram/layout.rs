@@ -662,7 +662,7 @@ pub fn tables_page(pipelines: &[Pipeline]) -> Page {
                     .resources()
                     .iter()
                     .find(|r| r.tables.iter().any(|x| x.name == t.name))
-                    .map(|r| &r.tables[0])
+                    .map(|r| &r.tables[t.parent.unwrap_or(0)])
                 {
                     edges.push(Edge {
                         id: format!("{from_entity}-nested"),

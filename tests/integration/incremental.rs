@@ -69,7 +69,12 @@ impl Env {
             .iter()
             .map(|i| {
                 let at = chrono::DateTime::parse_from_rfc3339(i["updated_at"].as_str().unwrap()).unwrap();
-                format!("{}|{}|{}", i["number"], i["title"].as_str().unwrap(), at.timestamp_millis())
+                format!(
+                    "{}|{}|{}",
+                    i["number"],
+                    i["title"].as_str().unwrap(),
+                    at.timestamp_millis()
+                )
             })
             .collect();
         lines.sort();
