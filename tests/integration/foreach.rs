@@ -13,18 +13,7 @@ use crate::support::{pg, Sluice};
 /// The 51 episodes of the fixture, and the comments the JSONPlaceholder route gives
 /// (one per character of each episode).
 fn episodes() -> Vec<Value> {
-    (1..=3)
-        .flat_map(|n| {
-            let text = std::fs::read_to_string(crate::support::fixture(&format!(
-                "api/rickandmorty/episode/page-{n}.json"
-            )))
-            .unwrap();
-            serde_json::from_str::<Value>(&text).unwrap()["results"]
-                .as_array()
-                .unwrap()
-                .clone()
-        })
-        .collect()
+    crate::support::recorded("episode")
 }
 
 fn comment_count() -> usize {

@@ -109,19 +109,9 @@ impl Env {
 
 /// The characters' `created` times: the issues' `updated_at` at the start.
 fn created() -> Vec<chrono::DateTime<chrono::FixedOffset>> {
-    (1..=42)
-        .flat_map(|n| {
-            let text = std::fs::read_to_string(crate::support::fixture(&format!(
-                "api/rickandmorty/character/page-{n}.json"
-            )))
-            .unwrap();
-            serde_json::from_str::<Value>(&text).unwrap()["results"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|c| chrono::DateTime::parse_from_rfc3339(c["created"].as_str().unwrap()).unwrap())
-                .collect::<Vec<_>>()
-        })
+    crate::support::recorded("character")
+        .iter()
+        .map(|c| chrono::DateTime::parse_from_rfc3339(c["created"].as_str().unwrap()).unwrap())
         .collect()
 }
 

@@ -61,30 +61,20 @@ fn merge_removes_the_elements_a_parent_no_longer_has() {
 
 /// The characters of the fixture, as (id, episode URLs).
 fn characters() -> Vec<(u64, Vec<String>, String)> {
-    (1..=42)
-        .flat_map(|n| {
-            let text = std::fs::read_to_string(crate::support::fixture(&format!(
-                "api/rickandmorty/character/page-{n}.json"
-            )))
-            .unwrap();
-            serde_json::from_str::<Value>(&text).unwrap()["results"]
+    crate::support::recorded("character")
+        .iter()
+        .map(|c| {
+            let episodes = c["episode"]
                 .as_array()
                 .unwrap()
                 .iter()
-                .map(|c| {
-                    let episodes = c["episode"]
-                        .as_array()
-                        .unwrap()
-                        .iter()
-                        .map(|e| e.as_str().unwrap().to_string())
-                        .collect();
-                    (
-                        c["id"].as_u64().unwrap(),
-                        episodes,
-                        c["name"].as_str().unwrap().to_string(),
-                    )
-                })
-                .collect::<Vec<_>>()
+                .map(|e| e.as_str().unwrap().to_string())
+                .collect();
+            (
+                c["id"].as_u64().unwrap(),
+                episodes,
+                c["name"].as_str().unwrap().to_string(),
+            )
         })
         .collect()
 }

@@ -56,6 +56,20 @@ pub fn fixture(rel: &str) -> PathBuf {
     root().join("tests/fixtures").join(rel)
 }
 
+/// Every record of a recorded Rick and Morty endpoint (`character`, `location`,
+/// `episode`), in page order.
+pub fn recorded(endpoint: &str) -> Vec<serde_json::Value> {
+    (1..)
+        .map_while(|n| std::fs::read_to_string(fixture(&format!("api/rickandmorty/{endpoint}/page-{n}.json"))).ok())
+        .flat_map(|text| {
+            serde_json::from_str::<serde_json::Value>(&text).unwrap()["results"]
+                .as_array()
+                .unwrap()
+                .clone()
+        })
+        .collect()
+}
+
 /// A `sluice` invocation with a clean environment for the variables specs read.
 pub struct Sluice {
     cmd: Command,
