@@ -203,6 +203,8 @@ fn two_extracts_before_one_load_leave_no_gap_and_old_runs_never_move_the_state_b
     // Loading the older run afterwards does not move the state backwards.
     env.sluice(&["load", SPEC, "--run", &first]).run().success();
     assert_eq!(env.state().as_deref(), Some("2032-01-01T00:00:02Z"));
+    env.sluice(&["load", SPEC, "--run", &first, "--force"]).run().success();
+    assert_eq!(env.state().as_deref(), Some("2032-01-01T00:00:02Z"));
     // Its manifest says which window it read.
     let manifest: Value = serde_json::from_slice(
         &std::fs::read(env.staging.path().join(format!("github/_manifests/{first}.json"))).unwrap(),
@@ -233,4 +235,62 @@ fn incremental_with_append_is_a_warning_and_bad_settings_are_located_errors() {
         run.stdout
     );
     assert!(run.stdout.contains("append.yaml: ok"), "{}", run.stdout);
+}
+
+#[test]
+fn the_start_goes_into_a_body_field_or_a_placeholder() {
+    let env = Env::new();
+    let dir = tempfile::tempdir().unwrap();
+    // HubSpot's search with the start in `filters.since`; the cursor is the contact id.
+    let hubspot = dir.path().join("hubspot.yaml");
+    std::fs::write(
+        &hubspot,
+        std::fs::read_to_string("examples/specs/hubspot_contacts.yaml").unwrap().replace(
+            "    paginate: {type: cursor, cursor: $.paging.next.after, body_field: after}\n",
+            "    paginate: {type: cursor, cursor: $.paging.next.after, body_field: after}\n    incremental: {cursor: $.id, body_field: filters.since, initial: 0, format: integer}\n",
+        ),
+    )
+    .unwrap();
+    let run = |spec: &std::path::Path| {
+        Sluice::new(["run", spec.to_str().unwrap()])
+            .env("HUBSPOT_API", &env.api.base)
+            .env("HUBSPOT_TOKEN", "hs-token")
+            .env("API_BASE", &env.api.base)
+            .env("SLUICE_STAGING", env.staging.path())
+            .env("DATABASE_URL", &env.db)
+            .run()
+            .success()
+    };
+    run(&hubspot);
+    let bodies = env.api.bodies();
+    assert_eq!(bodies[0]["filters"]["since"], json!(0), "{}", bodies[0]);
+    // Every page of the run sends the same start, beside the paginator's `after`.
+    assert!(bodies.iter().all(|b| b["filters"]["since"] == json!(0)));
+    assert_eq!(bodies[1]["after"], "100");
+    run(&hubspot);
+    assert_eq!(env.api.bodies()[bodies.len()]["filters"]["since"], json!(826));
+    // `{incremental.start}` in the path, with nothing else sending it.
+    let spec = dir.path().join("dyn.yaml");
+    std::fs::write(
+        &spec,
+        "version: 1\nname: dynamic\nsource: {base_url: \"${API_BASE}\"}\nstaging: {location: \"${SLUICE_STAGING}\"}\nwarehouse: {url: \"${DATABASE_URL}\", schema: dynamic}\nresources:\n  - name: events\n    path: /dyn/since-{incremental.start}\n    records: $.results[*]\n    incremental: {cursor: $.n, initial: 5, format: integer}\n    table:\n      name: event\n      write: merge\n      primary_key: [n]\n      columns:\n        - {name: n, type: integer, path: $.n}\n",
+    )
+    .unwrap();
+    env.api.put("since-5", r#"{"results": [{"n": 7}, {"n": 9}]}"#, &[]);
+    env.api.put("since-9", r#"{"results": [{"n": 9}, {"n": 12}]}"#, &[]);
+    run(&spec);
+    run(&spec);
+    let asked: Vec<String> = env
+        .api
+        .requests()
+        .into_iter()
+        .map(|r| r.target)
+        .filter(|t| t.starts_with("/dyn/"))
+        .collect();
+    assert_eq!(asked, ["/dyn/since-5", "/dyn/since-9"]);
+    assert_eq!(
+        env.scalar("SELECT string_agg(n::text, ',' ORDER BY n) FROM dynamic.event")
+            .as_deref(),
+        Some("7,9,12")
+    );
 }

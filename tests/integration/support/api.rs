@@ -94,6 +94,8 @@ struct State {
     tokens: Mutex<u32>,
     /// Requests being answered now, and the most there ever were at once.
     in_flight: Mutex<(usize, usize)>,
+    /// The bodies of the POST requests to `/graphql` and the HubSpot search, in order.
+    bodies: Mutex<Vec<Value>>,
     /// The GitHub route's issues (made from the characters on first use), for tests that
     /// change them between runs.
     issues: Mutex<Option<Vec<Value>>>,
@@ -141,6 +143,7 @@ impl ApiServer {
             tokens: Mutex::new(0),
             in_flight: Mutex::new((0, 0)),
             issues: Mutex::new(None),
+            bodies: Mutex::new(Vec::new()),
         });
         let served = state.clone();
         super::serve(
@@ -187,6 +190,11 @@ impl ApiServer {
     pub fn edit_issues(&self, edit: impl FnOnce(&mut Vec<Value>)) {
         let mut issues = self.state.issues.lock().unwrap();
         edit(issues.get_or_insert_with(|| github_issues(&self.state)));
+    }
+
+    /// The JSON bodies POSTed to `/graphql` and the HubSpot search so far.
+    pub fn bodies(&self) -> Vec<Value> {
+        self.state.bodies.lock().unwrap().clone()
     }
 
     /// The most requests that were ever being answered at once.
@@ -275,6 +283,11 @@ async fn handle(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> 
             .await
             .unwrap()
             .to_bytes();
+        state
+            .bodies
+            .lock()
+            .unwrap()
+            .push(serde_json::from_slice(&body).unwrap_or(Value::Null));
         if path != "/graphql" {
             return hubspot(state, &body);
         }
