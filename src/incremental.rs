@@ -1,12 +1,30 @@
-//! Incremental loading: cursor values as comparable positions, and where a run starts.
-//! The state itself (the highest position loaded, per resource) lives in the warehouse,
-//! next to the data it describes, and moves only in the transaction that loads that data
-//! (see [`crate::load::state`]).
+//! Incremental cursors: their formats, read as positions that order like the values and
+//! written back as the API takes them. A leaf, like `value`: the spec declares the
+//! format, extract and load compare with it. The state itself (the highest position
+//! loaded, per resource) lives in the warehouse, next to the data it describes, and moves
+//! only in the transaction that loads that data (see [`crate::load::state`]).
 
 use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
+use schemars::JsonSchema;
+use serde::Deserialize;
 use serde_json::Value;
 
-use crate::spec::pipeline::{CursorFormat, Incremental};
+/// How an incremental cursor reads.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CursorFormat {
+    /// An RFC 3339 / ISO 8601 timestamp, sent as `2024-05-01T10:00:00Z`.
+    #[default]
+    Rfc3339,
+    /// A date, sent as `2024-05-01`.
+    Date,
+    /// Seconds since 1970, sent as a number.
+    EpochS,
+    /// Milliseconds since 1970, sent as a number.
+    EpochMs,
+    /// An increasing integer (an id, a sequence number).
+    Integer,
+}
 
 /// A cursor value as a number that orders like the values: microseconds (`rfc3339`),
 /// days (`date`), seconds (`epoch_s`), milliseconds (`epoch_ms`) or the integer itself.
@@ -92,51 +110,6 @@ impl CursorFormat {
             CursorFormat::Integer => return None,
         };
         Some((micros + per - 1) / per)
-    }
-}
-
-/// Where a run of `inc` starts: `initial`, or the saved position less the lag (never
-/// before `initial`).
-pub fn start(inc: &Incremental, saved: Option<Position>) -> Position {
-    match saved {
-        Some(pos) => pos.saturating_sub(inc.lag).max(inc.initial),
-        None => inc.initial,
-    }
-}
-
-/// The highest cursor of the records of one resource, kept while they are staged.
-#[derive(Debug, Clone)]
-pub struct Highest {
-    format: CursorFormat,
-    cursor: crate::spec::jsonpath::JsonPath,
-    pub max: Option<Position>,
-}
-
-impl Highest {
-    pub fn new(inc: &Incremental) -> Self {
-        Highest {
-            format: inc.format,
-            cursor: inc.cursor.clone(),
-            max: None,
-        }
-    }
-
-    /// Take one record's cursor into account; a record without a readable cursor is an
-    /// error, since the next run could not know where to start.
-    pub fn see(&mut self, record: &Value) -> Result<(), String> {
-        let v = self.cursor.first(record).ok_or_else(|| {
-            format!(
-                "a record has no incremental cursor `{}`: {}",
-                self.cursor.as_str(),
-                crate::util::clip(&record.to_string(), 120)
-            )
-        })?;
-        let pos = self
-            .format
-            .read(v)
-            .map_err(|e| format!("incremental cursor `{}`: {e}", self.cursor.as_str()))?;
-        self.max = Some(self.max.map_or(pos, |m| m.max(pos)));
-        Ok(())
     }
 }
 

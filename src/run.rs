@@ -141,10 +141,7 @@ fn incremental_starts(
         .iter()
         .filter_map(|r| {
             let inc = r.incremental.as_ref()?;
-            Some((
-                r.name.clone(),
-                crate::incremental::start(inc, saved.get(&r.name).copied()),
-            ))
+            Some((r.name.clone(), inc.start(saved.get(&r.name).copied())))
         })
         .collect()
 }
@@ -311,7 +308,7 @@ struct StageSink<'a> {
     written: u64,
     bar: crate::progress::ExtractBar,
     /// For an incremental resource: the highest cursor staged so far.
-    highest: Option<crate::incremental::Highest>,
+    highest: Option<Highest>,
 }
 
 impl RecordSink for StageSink<'_> {
@@ -347,6 +344,42 @@ impl RecordSink for StageSink<'_> {
         }
         self.bar.page(self.written - before, bytes);
         Ok(more && self.limit.is_none_or(|l| self.written < l))
+    }
+}
+
+/// The highest cursor of the records of one resource, kept while they are staged.
+#[derive(Debug, Clone)]
+pub struct Highest {
+    format: crate::spec::pipeline::CursorFormat,
+    cursor: crate::spec::jsonpath::JsonPath,
+    pub max: Option<crate::incremental::Position>,
+}
+
+impl Highest {
+    pub fn new(inc: &crate::spec::pipeline::Incremental) -> Self {
+        Highest {
+            format: inc.format,
+            cursor: inc.cursor.clone(),
+            max: None,
+        }
+    }
+
+    /// Take one record's cursor into account; a record without a readable cursor is an
+    /// error, since the next run could not know where to start.
+    pub fn see(&mut self, record: &Value) -> Result<(), String> {
+        let v = self.cursor.first(record).ok_or_else(|| {
+            format!(
+                "a record has no incremental cursor `{}`: {}",
+                self.cursor.as_str(),
+                crate::util::clip(&record.to_string(), 120)
+            )
+        })?;
+        let pos = self
+            .format
+            .read(v)
+            .map_err(|e| format!("incremental cursor `{}`: {e}", self.cursor.as_str()))?;
+        self.max = Some(self.max.map_or(pos, |m| m.max(pos)));
+        Ok(())
     }
 }
 
@@ -496,7 +529,7 @@ async fn extract_as(
                 limit: opts.limit,
                 written: 0,
                 bar: crate::progress::ExtractBar::new(&r.name),
-                highest: r.incremental.as_ref().map(crate::incremental::Highest::new),
+                highest: r.incremental.as_ref().map(Highest::new),
             };
             let stats = http.extract(p, r, parents, &mut sink).await?;
             let objects = sink.writer.finish().await.map_err(|source| ExtractError::Stage {
@@ -931,7 +964,7 @@ pub async fn state(p: &Pipeline, secrets: &Secrets) -> Result<Vec<StateRow>, Run
         .filter_map(|r| {
             let inc = r.incremental.as_ref()?;
             let s = saved.get(&r.name);
-            let start = crate::incremental::start(inc, positions.get(&r.name).copied());
+            let start = inc.start(positions.get(&r.name).copied());
             Some(StateRow {
                 resource: r.name.clone(),
                 saved: s.map(|s| s.value.clone()),

@@ -110,6 +110,30 @@ pub fn clip(s: &str, max: usize) -> String {
     }
 }
 
+/// What a JSON value is, in words: "an object with keys `a`, `b`", "an array of 20
+/// objects", "the number 3".
+pub fn describe(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::Object(m) if m.is_empty() => "an empty object".into(),
+        serde_json::Value::Object(m) => format!(
+            "an object with keys {}",
+            m.keys().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ")
+        ),
+        serde_json::Value::Array(a) => {
+            let objects = a.iter().filter(|v| v.is_object()).count();
+            match (a.len(), objects) {
+                (0, _) => "an empty array".into(),
+                (n, o) if o == n => format!("an array of {n} object{}", if n == 1 { "" } else { "s" }),
+                (n, _) => format!("an array of {n} item{}", if n == 1 { "" } else { "s" }),
+            }
+        }
+        serde_json::Value::String(_) => "a string".into(),
+        serde_json::Value::Number(n) => format!("the number {n}"),
+        serde_json::Value::Bool(b) => format!("`{b}`"),
+        serde_json::Value::Null => "`null`".into(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -177,30 +177,6 @@ pub fn resource_url(base_url: &str, resource: &Resource, values: &Values) -> Res
     })
 }
 
-/// What a JSON value is, in words: "an object with keys `a`, `b`", "an array of 20
-/// objects", "the number 3".
-pub fn describe(v: &Value) -> String {
-    match v {
-        Value::Object(m) if m.is_empty() => "an empty object".into(),
-        Value::Object(m) => format!(
-            "an object with keys {}",
-            m.keys().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ")
-        ),
-        Value::Array(a) => {
-            let objects = a.iter().filter(|v| v.is_object()).count();
-            match (a.len(), objects) {
-                (0, _) => "an empty array".into(),
-                (n, o) if o == n => format!("an array of {n} object{}", if n == 1 { "" } else { "s" }),
-                (n, _) => format!("an array of {n} item{}", if n == 1 { "" } else { "s" }),
-            }
-        }
-        Value::String(_) => "a string".into(),
-        Value::Number(n) => format!("the number {n}"),
-        Value::Bool(b) => format!("`{b}`"),
-        Value::Null => "`null`".into(),
-    }
-}
-
 /// A records path that would select something in this page: its top-level array, or the
 /// first array field of a top-level object.
 fn records_hint(v: &Value) -> Option<String> {
@@ -666,8 +642,8 @@ fn select_records<'a>(
             url: http::shown_url(url.as_str()),
             path: resource.records.as_str().to_string(),
             page_is: match records_hint(body) {
-                Some(hint) => format!("{}; did you mean `records: {hint}`?", describe(body)),
-                None => describe(body),
+                Some(hint) => format!("{}; did you mean `records: {hint}`?", crate::util::describe(body)),
+                None => crate::util::describe(body),
             },
         });
     }

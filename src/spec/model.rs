@@ -11,6 +11,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 
 use super::units::{ByteSize, Duration};
+pub use crate::incremental::CursorFormat;
 pub use crate::value::{ColumnType, Transform};
 
 /// A sluice pipeline: one REST API source, one staging location, one PostgreSQL
@@ -352,23 +353,6 @@ pub struct RawIncremental {
     /// `5m`. Not for `integer`.
     #[serde(default)]
     pub lag: Option<Duration>,
-}
-
-/// How an incremental cursor reads.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum CursorFormat {
-    /// An RFC 3339 / ISO 8601 timestamp, sent as `2024-05-01T10:00:00Z`.
-    #[default]
-    Rfc3339,
-    /// A date, sent as `2024-05-01`.
-    Date,
-    /// Seconds since 1970, sent as a number.
-    EpochS,
-    /// Milliseconds since 1970, sent as a number.
-    EpochMs,
-    /// An increasing integer (an id, a sequence number).
-    Integer,
 }
 
 /// What a child request answered with 404 does.

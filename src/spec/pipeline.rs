@@ -195,6 +195,17 @@ pub struct Incremental {
     pub lag: i64,
 }
 
+impl Incremental {
+    /// Where a run starts: `initial`, or the saved position less the lag (never before
+    /// `initial`).
+    pub fn start(&self, saved: Option<crate::incremental::Position>) -> crate::incremental::Position {
+        match saved {
+            Some(pos) => pos.saturating_sub(self.lag).max(self.initial),
+            None => self.initial,
+        }
+    }
+}
+
 /// Where a resource's requests go.
 #[derive(Debug, Clone)]
 pub enum Target {

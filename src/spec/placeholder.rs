@@ -129,7 +129,7 @@ impl Source {
                     format!(
                         "the parent record has no `{}`; it is {}",
                         field.join("."),
-                        crate::extract::describe(parent)
+                        crate::util::describe(parent)
                     )
                 })
             }
@@ -146,7 +146,7 @@ impl Source {
             v => Err(format!(
                 "`{}` is {}, not a string or a number",
                 self.name(),
-                crate::extract::describe(v)
+                crate::util::describe(v)
             )),
         }
     }
