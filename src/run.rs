@@ -958,7 +958,7 @@ pub struct StateRow {
 pub async fn state(p: &Pipeline, secrets: &Secrets) -> Result<Vec<StateRow>, RunError> {
     let resolved = crate::resolve::resolve(p, Needs::WAREHOUSE, secrets)?;
     let saved = crate::load::state::states(p, resolved.warehouse_url(), secrets).await?;
-    let positions = crate::load::state::positions(p, resolved.warehouse_url(), secrets).await?;
+    let positions = crate::load::state::positions_of(p, &saved)?;
     Ok(p.resources()
         .iter()
         .filter_map(|r| {

@@ -77,16 +77,21 @@ pub async fn states(
 }
 
 /// The saved position of each incremental resource of `p` that has one: where extract
-/// starts from. A saved value the resource's format cannot read is an error, not a
-/// silent full reload.
+/// starts from.
 pub async fn positions(
     p: &Pipeline,
     warehouse_url: &str,
     secrets: &Secrets,
 ) -> Result<BTreeMap<String, Position>, LoadError> {
+    positions_of(p, &states(p, warehouse_url, secrets).await?)
+}
+
+/// [`positions`] of states already read. A saved value the resource's format cannot read
+/// is an error, not a silent full reload.
+pub fn positions_of(p: &Pipeline, saved: &BTreeMap<String, Saved>) -> Result<BTreeMap<String, Position>, LoadError> {
     let mut out = BTreeMap::new();
-    for (name, saved) in states(p, warehouse_url, secrets).await? {
-        let Some(inc) = p.resource(&name).and_then(|r| r.incremental.as_ref()) else {
+    for (name, saved) in saved {
+        let Some(inc) = p.resource(name).and_then(|r| r.incremental.as_ref()) else {
             continue;
         };
         let pos = inc.format.read(&serde_json::Value::String(saved.value.clone())).map_err(|e| {
@@ -94,7 +99,7 @@ pub async fn positions(
                 "the saved incremental state of `{name}` cannot be read ({e}); `sluice state --reset --resource {name}` starts it again from `initial`"
             ))
         })?;
-        out.insert(name, pos);
+        out.insert(name.clone(), pos);
     }
     Ok(out)
 }

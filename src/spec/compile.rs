@@ -497,20 +497,20 @@ fn compile_paginate(
 }
 
 /// Every string of a request body is a template: check their syntax now.
-fn check_body_templates(cx: &mut Ctx, path: &str, body: &serde_json::Value, child: Allowed) {
+fn check_body_templates(cx: &mut Ctx, path: &str, body: &serde_json::Value, allowed: Allowed) {
     match body {
         serde_json::Value::String(s) => {
             cx.interp(path, s);
-            check_parent_text(cx, path, s, child);
+            check_placeholders(cx, path, s, allowed);
         }
         serde_json::Value::Array(items) => {
             for (i, v) in items.iter().enumerate() {
-                check_body_templates(cx, &format!("{path}[{i}]"), v, child);
+                check_body_templates(cx, &format!("{path}[{i}]"), v, allowed);
             }
         }
         serde_json::Value::Object(map) => {
             for (k, v) in map {
-                check_body_templates(cx, &format!("{path}.{k}"), v, child);
+                check_body_templates(cx, &format!("{path}.{k}"), v, allowed);
             }
         }
         _ => {}
@@ -626,7 +626,7 @@ fn compile_resource(cx: &mut Ctx, path: &str, r: &RawResource) -> Option<p::Reso
     }
     let params = interp_map(cx, &format!("{path}.params"), &r.params);
     for (k, v) in &r.params {
-        check_parent_text(cx, &format!("{path}.params.{k}"), &v.0, allowed);
+        check_placeholders(cx, &format!("{path}.params.{k}"), &v.0, allowed);
     }
     let records = cx.jsonpath(&format!("{path}.records"), &r.records);
     let method = r.method.unwrap_or(HttpMethod::Get);
@@ -795,7 +795,7 @@ fn check_sources(cx: &mut Ctx, path: &str, found: &[super::placeholder::Placehol
 
 /// A parameter or body string: its placeholders are well formed and the resource can
 /// fill them.
-fn check_parent_text(cx: &mut Ctx, path: &str, text: &str, allowed: Allowed) {
+fn check_placeholders(cx: &mut Ctx, path: &str, text: &str, allowed: Allowed) {
     use super::placeholder::{scan, Scan};
     match scan(text, Scan::Text) {
         Err(e) => cx.error(path, e),
