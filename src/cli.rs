@@ -88,10 +88,14 @@ enum Command {
         #[arg(long, value_enum, default_value_t = SchemaFormat::Json)]
         format: SchemaFormat,
     },
-    /// Print the PostgreSQL DDL a spec implies.
+    /// Print the DDL a spec implies, for PostgreSQL or SQLite.
     Ddl {
         /// The spec file.
         spec: String,
+        /// The SQL dialect; by default the one of the warehouse URL (`sqlite://…` or
+        /// PostgreSQL) as the environment resolves it, else PostgreSQL.
+        #[arg(long, value_enum)]
+        dialect: Option<crate::load::ddl::Dialect>,
     },
     /// Extract: read the API and stage the raw records (the "ingest Lambda").
     Extract {
@@ -246,9 +250,14 @@ pub fn main() -> ExitCode {
             }
             exit::OK
         }
-        Command::Ddl { spec } => match load_or_report(&spec) {
+        Command::Ddl { spec, dialect } => match load_or_report(&spec) {
             Some(p) => {
-                print!("{}", crate::load::ddl::ddl(&p));
+                let dialect = dialect.unwrap_or_else(|| {
+                    let url = p.warehouse().url.resolve_with(|k| std::env::var(k).ok());
+                    url.map(|u| crate::load::dialect_of(&u))
+                        .unwrap_or(crate::load::ddl::Dialect::Postgres)
+                });
+                print!("{}", crate::load::ddl::ddl(&p, dialect));
                 exit::OK
             }
             None => exit::FAILED,
@@ -462,6 +471,9 @@ fn print_summary(report: &crate::load::LoadReport) {
                 t.table, t.rows
             );
         }
+    }
+    if let Some(hint) = &report.query_hint {
+        let _ = writeln!(out, "query it: {hint}");
     }
 }
 

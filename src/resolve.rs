@@ -303,9 +303,10 @@ mod tests {
     fn every_missing_variable_is_reported_at_once_with_its_fields() {
         let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/pipelines/coincap.yaml")).unwrap();
         // Names no test environment sets.
-        let text = text
-            .replace("${COINCAP_API_KEY}", "${SLUICE_TEST_UNSET_KEY}")
-            .replace("${DATABASE_URL", "${SLUICE_TEST_UNSET_DB");
+        let text = text.replace("${COINCAP_API_KEY}", "${SLUICE_TEST_UNSET_KEY}").replace(
+            "${DATABASE_URL:-sqlite://.sluice/coincap.db}",
+            "${SLUICE_TEST_UNSET_DB}",
+        );
         let q = crate::spec::compile_text("coincap.yaml", &text).unwrap();
         let e = resolve(&q, Needs::RUN, &Secrets::default()).unwrap_err();
         let vars: Vec<&str> = e.missing.iter().map(|(v, _)| v.as_str()).collect();

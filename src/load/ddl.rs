@@ -1,10 +1,62 @@
-//! The DDL a pipeline implies: schema, tables, keys, deferrable foreign keys, comments.
-//! Pure and deterministic, so `sluice ddl` output can be reviewed and snapshot-tested.
+//! The DDL a pipeline implies: schema, tables, keys, deferrable foreign keys, comments,
+//! in PostgreSQL's or SQLite's dialect. Pure and deterministic, so `sluice ddl` output can
+//! be reviewed and snapshot-tested.
 
 use std::collections::HashSet;
 
 use crate::spec::ident::{quote_ident, quote_literal};
-use crate::spec::pipeline::{Pipeline, Table, RUN_ID_COLUMN};
+use crate::spec::pipeline::{Column, Pipeline, Table, RUN_ID_COLUMN};
+use crate::value::ColumnType;
+
+/// The SQL a warehouse speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Dialect {
+    Postgres,
+    Sqlite,
+}
+
+impl Dialect {
+    /// A table's name in SQL: schema-qualified in PostgreSQL; SQLite has no schemas (a
+    /// database is a file), so its tables are named alone.
+    pub fn table(self, schema: &str, table: &str) -> String {
+        match self {
+            Dialect::Postgres => format!("{}.{}", quote_ident(schema), quote_ident(table)),
+            Dialect::Sqlite => quote_ident(table),
+        }
+    }
+
+    /// A column type's declared name. SQLite's are chosen for their affinity: `numeric`
+    /// and `jsonb` are text (a NUMERIC affinity would round decimals to doubles and turn
+    /// JSON numbers into numbers), timestamps and dates are ISO 8601 text.
+    pub fn column_type(self, t: ColumnType) -> &'static str {
+        match self {
+            Dialect::Postgres => t.sql(),
+            Dialect::Sqlite => match t {
+                ColumnType::Text => "TEXT",
+                ColumnType::Integer => "INTEGER",
+                ColumnType::Bigint => "BIGINT",
+                ColumnType::Numeric => "NUMERIC TEXT",
+                ColumnType::Double => "REAL",
+                ColumnType::Boolean => "BOOLEAN",
+                ColumnType::Date => "DATE TEXT",
+                ColumnType::Timestamptz => "TIMESTAMPTZ TEXT",
+                ColumnType::Jsonb => "JSON TEXT",
+            },
+        }
+    }
+
+    /// The type of sluice's own text columns (`_sluice_run_id`).
+    fn text(self) -> &'static str {
+        self.column_type(ColumnType::Text)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Dialect::Postgres => "PostgreSQL",
+            Dialect::Sqlite => "SQLite",
+        }
+    }
+}
 
 /// Tables in an order where every table comes after the tables it references.
 pub fn ordered_tables(p: &Pipeline) -> Vec<&Table> {
@@ -51,23 +103,19 @@ fn constraint_name(parts: &[&str], suffix: &str) -> String {
     name
 }
 
-pub fn qualified(schema: &str, table: &str) -> String {
-    format!("{}.{}", quote_ident(schema), quote_ident(table))
-}
-
 /// `CREATE TABLE IF NOT EXISTS` for one table.
-pub fn create_table(schema: &str, t: &Table) -> String {
+pub fn create_table(d: Dialect, schema: &str, t: &Table) -> String {
     let mut lines = Vec::new();
     for c in &t.columns {
         let not_null = if c.nullable { "" } else { " NOT NULL" };
         lines.push(format!(
             "    {} {}{not_null}",
             quote_ident(&c.name),
-            c.column_type.sql()
+            d.column_type(c.column_type)
         ));
     }
     if t.run_id_column {
-        lines.push(format!("    {} text NOT NULL", quote_ident(RUN_ID_COLUMN)));
+        lines.push(format!("    {} {} NOT NULL", quote_ident(RUN_ID_COLUMN), d.text()));
     }
     if !t.primary_key.is_empty() {
         let cols: Vec<String> = t.primary_key.iter().map(|k| quote_ident(k)).collect();
@@ -78,26 +126,64 @@ pub fn create_table(schema: &str, t: &Table) -> String {
         ));
     }
     for c in &t.columns {
-        if let Some(r) = &c.references {
+        if let Some(r) = references(d, schema, c) {
             lines.push(format!(
-                "    CONSTRAINT {} FOREIGN KEY ({}) REFERENCES {} ({}) DEFERRABLE INITIALLY DEFERRED",
+                "    CONSTRAINT {} FOREIGN KEY ({}) {r}",
                 quote_ident(&constraint_name(&[&t.name, &c.name], "fkey")),
                 quote_ident(&c.name),
-                qualified(schema, &r.table),
-                quote_ident(&r.column)
             ));
         }
     }
     format!(
         "CREATE TABLE IF NOT EXISTS {} (\n{}\n);\n",
-        qualified(schema, &t.name),
+        d.table(schema, &t.name),
         lines.join(",\n")
     )
 }
 
-/// `COMMENT ON` statements for a table and its columns.
-pub fn comments(schema: &str, t: &Table) -> String {
+/// A column's `REFERENCES` clause: checked at commit, so that tables load in any order.
+fn references(d: Dialect, schema: &str, c: &Column) -> Option<String> {
+    let r = c.references.as_ref()?;
+    Some(format!(
+        "REFERENCES {} ({}) DEFERRABLE INITIALLY DEFERRED",
+        d.table(schema, &r.table),
+        quote_ident(&r.column)
+    ))
+}
+
+/// The statements that add a nullable column to a live table (schema evolution).
+pub fn add_column(d: Dialect, schema: &str, t: &Table, c: &Column) -> Vec<String> {
+    let table = d.table(schema, &t.name);
+    let column = quote_ident(&c.name);
+    let ty = d.column_type(c.column_type);
+    match (d, references(d, schema, c)) {
+        (_, None) => vec![format!("ALTER TABLE {table} ADD COLUMN {column} {ty};")],
+        // SQLite adds a column with its constraint or not at all.
+        (Dialect::Sqlite, Some(r)) => vec![format!("ALTER TABLE {table} ADD COLUMN {column} {ty} {r};")],
+        (Dialect::Postgres, Some(r)) => vec![
+            format!("ALTER TABLE {table} ADD COLUMN {column} {ty};"),
+            format!("ALTER TABLE {table} ADD FOREIGN KEY ({column}) {r};"),
+        ],
+    }
+}
+
+/// The statement that adds the `_sluice_run_id` column to a live table.
+pub fn add_run_id_column(d: Dialect, schema: &str, t: &Table) -> String {
+    format!(
+        "ALTER TABLE {} ADD COLUMN {} {};",
+        d.table(schema, &t.name),
+        quote_ident(RUN_ID_COLUMN),
+        d.text()
+    )
+}
+
+/// `COMMENT ON` statements for a table and its columns (PostgreSQL; SQLite has none).
+pub fn comments(d: Dialect, schema: &str, t: &Table) -> String {
     let mut out = String::new();
+    if d == Dialect::Sqlite {
+        return out;
+    }
+    let qualified = |schema: &str, table: &str| d.table(schema, table);
     if let Some(d) = &t.description {
         out.push_str(&format!(
             "COMMENT ON TABLE {} IS {};\n",
@@ -126,17 +212,17 @@ pub fn comments(schema: &str, t: &Table) -> String {
 }
 
 /// The whole DDL script of a pipeline.
-pub fn ddl(p: &Pipeline) -> String {
+pub fn ddl(p: &Pipeline, d: Dialect) -> String {
     let schema = &p.warehouse().schema;
-    let mut out = format!(
-        "-- DDL for sluice pipeline `{}`\nCREATE SCHEMA IF NOT EXISTS {};\n",
-        p.name(),
-        quote_ident(schema)
-    );
+    let mut out = format!("-- {} DDL for sluice pipeline `{}`\n", d.name(), p.name());
+    match d {
+        Dialect::Postgres => out.push_str(&format!("CREATE SCHEMA IF NOT EXISTS {};\n", quote_ident(schema))),
+        Dialect::Sqlite => out.push_str("PRAGMA foreign_keys = ON;\n"),
+    }
     for t in ordered_tables(p) {
         out.push('\n');
-        out.push_str(&create_table(schema, t));
-        out.push_str(&comments(schema, t));
+        out.push_str(&create_table(d, schema, t));
+        out.push_str(&comments(d, schema, t));
     }
     out
 }

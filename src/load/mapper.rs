@@ -1,14 +1,29 @@
 //! Mapping staged objects: each object is read (gzip JSON Lines), verified against its
-//! manifest while it streams, and every record mapped; root rows leave as binary COPY
-//! chunks, nested rows wait in spill files. Runs on a blocking thread.
+//! manifest while it streams, and every record mapped into rows, which go to the
+//! warehouse's [`RowSink`]. Runs on a blocking thread.
 
-use std::io::{BufRead, BufReader, BufWriter, Read, Write};
+use std::io::{BufRead, BufReader, Read};
 
-use super::map::{encode_row, map_record, RecordError, RecordRows, RunMeta, COPY_HEADER, COPY_TRAILER};
+use super::map::{map_record, RecordError, RecordRows, RunMeta};
 use super::{map, BadRecord, LoadError};
 use crate::spec::pipeline::{OnError, Resource, WriteMode};
 use crate::stage::manifest::ObjectManifest;
 use crate::stage::LocalObject;
+use crate::value::Cell;
+
+/// Where mapped rows go: PostgreSQL's COPY streams, SQLite's prepared inserts.
+pub(super) trait RowSink {
+    /// One row of table `table` (an index into the resource's tables), with the run id
+    /// when the table has that column and the row's ordinal when it merges. `false` when
+    /// the receiving side stopped (it reports why).
+    fn row(
+        &mut self,
+        table: usize,
+        cells: &[Cell],
+        run_id: Option<&str>,
+        ordinal: Option<i64>,
+    ) -> Result<bool, LoadError>;
+}
 
 /// A record that did not fit, kept for the rejects table.
 pub(super) struct Reject {
@@ -28,7 +43,6 @@ pub(super) struct MapOutcome {
     pub coverage: Vec<map::Coverage>,
     pub rejected: u64,
     pub rejects: Vec<Reject>,
-    pub spills: Vec<tempfile::NamedTempFile>,
 }
 
 pub(super) const CHUNK: usize = 256 << 10;
@@ -76,21 +90,19 @@ impl<R: Read> Verifying<R> {
     }
 }
 
-fn io_error(what: &str, e: std::io::Error) -> LoadError {
+pub(super) fn io_error(what: &str, e: std::io::Error) -> LoadError {
     LoadError::Io(format!("{what}: {e}"))
 }
 
 /// Read the staged objects of one resource, verifying each against its manifest, and map
-/// every record: root rows go to `sender` in COPY-sized chunks, nested rows to spill
-/// files. Runs on a blocking thread.
+/// every record into rows for `sink`. Runs on a blocking thread.
 pub(super) fn map_objects(
     resource: &Resource,
     mut objects: tokio::sync::mpsc::Receiver<(ObjectManifest, LocalObject)>,
     meta: &RunMeta,
-    spill_dir: &std::path::Path,
-    sender: tokio::sync::mpsc::Sender<Vec<u8>>,
+    sink: &mut impl RowSink,
 ) -> Result<MapOutcome, LoadError> {
-    let mut mapper = Mapper::new(resource, meta, spill_dir, sender)?;
+    let mut mapper = Mapper::new(resource, meta, sink);
     while let Some((object, local)) = objects.blocking_recv() {
         let file = std::fs::File::open(&local.path)
             .map_err(|e| io_error(&format!("open staged object `{}`", object.key), e))?;
@@ -106,7 +118,7 @@ pub(super) fn map_objects(
         };
         match mapper.map_object(&object.key, &mut verifying) {
             Ok(Some(records)) => verifying.verify(&object, Some(records)).map_err(tampered)?,
-            // The COPY side stopped; it reports why.
+            // The warehouse side stopped; it reports why.
             Ok(None) => return Ok(mapper.out),
             // An object that cannot be read, or holds a record that fails the load, is
             // first of all a tampered one when its bytes are not those the manifest names.
@@ -122,65 +134,43 @@ pub(super) fn map_objects(
     mapper.finish()
 }
 
-/// The state of mapping one resource's records into COPY streams.
-struct Mapper<'a> {
+/// The state of mapping one resource's records into rows.
+struct Mapper<'a, S> {
     resource: &'a Resource,
     meta: &'a RunMeta,
     fields: Option<Vec<String>>,
-    sender: tokio::sync::mpsc::Sender<Vec<u8>>,
-    /// Root rows waiting to be sent.
-    chunk: Vec<u8>,
-    /// One spill file per nested table.
-    spills: Vec<(tempfile::NamedTempFile, BufWriter<std::fs::File>)>,
+    sink: &'a mut S,
     out: MapOutcome,
     // Buffers reused from record to record.
     mapped: RecordRows,
     line: Vec<u8>,
-    encoded: Vec<u8>,
     /// The first record, whole, for suggestions when a path matches nothing.
     sample: Option<String>,
 }
 
-impl<'a> Mapper<'a> {
-    fn new(
-        resource: &'a Resource,
-        meta: &'a RunMeta,
-        spill_dir: &std::path::Path,
-        sender: tokio::sync::mpsc::Sender<Vec<u8>>,
-    ) -> Result<Self, LoadError> {
+impl<'a, S: RowSink> Mapper<'a, S> {
+    fn new(resource: &'a Resource, meta: &'a RunMeta, sink: &'a mut S) -> Self {
         let tables = &resource.tables;
-        let mut spills = Vec::new();
-        for _ in 1..tables.len() {
-            let f = crate::util::temp_file_in(spill_dir).map_err(|e| io_error("create a spill file", e))?;
-            let mut w = BufWriter::with_capacity(CHUNK, f.reopen().map_err(|e| io_error("open a spill file", e))?);
-            w.write_all(COPY_HEADER)
-                .map_err(|e| io_error("write a spill file", e))?;
-            spills.push((f, w));
-        }
-        Ok(Mapper {
+        Mapper {
             resource,
             meta,
             fields: map::needed_fields(tables),
-            sender,
-            chunk: Vec::with_capacity(CHUNK + 4096),
-            spills,
+            sink,
             out: MapOutcome {
                 records: 0,
                 rows: vec![0; tables.len()],
                 coverage: Vec::new(),
                 rejected: 0,
                 rejects: Vec::new(),
-                spills: Vec::new(),
             },
             mapped: RecordRows::default(),
             line: Vec::new(),
-            encoded: Vec::new(),
             sample: None,
-        })
+        }
     }
 
     /// Map every record of one object (gzip JSON Lines); the number of records read, or
-    /// `None` when the COPY side stopped taking rows.
+    /// `None` when the warehouse side stopped taking rows.
     fn map_object(&mut self, key: &str, input: impl Read) -> Result<Option<u64>, LoadError> {
         let mut reader = BufReader::with_capacity(CHUNK, flate2::read::MultiGzDecoder::new(input));
         let mut record_no = 0u64;
@@ -195,14 +185,12 @@ impl<'a> Mapper<'a> {
             record_no += 1;
             self.out.records += 1;
             match self.map_line() {
-                Ok(()) => self.write_rows()?,
-                Err(refused) => self.refuse(key, record_no, refused)?,
-            }
-            if self.chunk.len() >= CHUNK {
-                let full = std::mem::replace(&mut self.chunk, Vec::with_capacity(CHUNK + 4096));
-                if self.sender.blocking_send(full).is_err() {
-                    return Ok(None);
+                Ok(()) => {
+                    if !self.write_rows()? {
+                        return Ok(None);
+                    }
                 }
+                Err(refused) => self.refuse(key, record_no, refused)?,
             }
         }
     }
@@ -219,27 +207,19 @@ impl<'a> Mapper<'a> {
         map_record(&self.resource.tables, &record, self.meta, &mut self.mapped)
     }
 
-    /// Encode the rows of an accepted record: root rows into the chunk, nested rows into
-    /// their spill files.
-    fn write_rows(&mut self) -> Result<(), LoadError> {
+    /// Hand the rows of an accepted record to the sink; `false` when it stopped.
+    fn write_rows(&mut self) -> Result<bool, LoadError> {
         for (i, (t, rows)) in self.resource.tables.iter().zip(&self.mapped.rows).enumerate() {
             let run_id = t.run_id_column.then_some(self.meta.run_id.as_str());
             for row in rows {
                 self.out.rows[i] += 1;
                 let ordinal = (t.write == WriteMode::Merge).then_some(self.out.rows[i] as i64);
-                if i == 0 {
-                    encode_row(row, run_id, ordinal, &mut self.chunk);
-                } else {
-                    self.encoded.clear();
-                    encode_row(row, run_id, ordinal, &mut self.encoded);
-                    self.spills[i - 1]
-                        .1
-                        .write_all(&self.encoded)
-                        .map_err(|e| io_error("write a spill file", e))?;
+                if !self.sink.row(i, row, run_id, ordinal)? {
+                    return Ok(false);
                 }
             }
         }
-        Ok(())
+        Ok(true)
     }
 
     /// A refused record under the resource's `on_error` policy.
@@ -273,8 +253,8 @@ impl<'a> Mapper<'a> {
         Ok(())
     }
 
-    /// End the COPY stream and the spill files; a column whose path matched nothing
-    /// fails the load here, before anything is committed.
+    /// The outcome; a column whose path matched nothing fails the load here, before
+    /// anything is committed.
     fn finish(mut self) -> Result<MapOutcome, LoadError> {
         let sample = self.sample.as_deref().and_then(|s| serde_json::from_str(s).ok());
         let problems = map::unmatched(&self.resource.tables, &self.mapped.coverage, sample.as_ref());
@@ -285,19 +265,11 @@ impl<'a> Mapper<'a> {
             });
         }
         self.out.coverage = std::mem::take(&mut self.mapped.coverage);
-        self.chunk.extend_from_slice(COPY_TRAILER);
-        let _ = self.sender.blocking_send(self.chunk);
-        for (f, mut w) in self.spills {
-            w.write_all(COPY_TRAILER)
-                .map_err(|e| io_error("write a spill file", e))?;
-            w.flush().map_err(|e| io_error("write a spill file", e))?;
-            self.out.spills.push(f);
-        }
         Ok(self.out)
     }
 }
 
-/// A rejected record as `jsonb`: itself when PostgreSQL can store it, else its text as a
+/// A rejected record as JSON: itself when PostgreSQL's `jsonb` can store it, else its text as a
 /// JSON string (a record that is not JSON, or holds `\u0000`, which `jsonb` refuses).
 pub(super) fn jsonb_record(raw: &str) -> String {
     let storable = !raw.contains("\\u0000") && serde_json::from_str::<serde_json::Value>(raw).is_ok();

@@ -1,25 +1,29 @@
-//! Load: staged raw records → typed rows in PostgreSQL, in one transaction per run.
+//! Load: staged raw records → typed rows in the warehouse (PostgreSQL or SQLite), in one
+//! transaction per run.
 //!
-//! Each resource's staged objects are streamed (gzip JSON lines → mapped rows → binary
-//! COPY) into temporary tables; rows of nested tables are spilled to disk meanwhile, since
-//! one connection runs one COPY at a time. The write mode then moves rows into the real
-//! tables, and the ledger row is written in the same transaction, so a failure anywhere
-//! leaves every table as it was. This module holds the run and the ledger; the rest is by
-//! responsibility: `schema` (sync and preflight), `mapper` (objects → rows), `copy` (one
-//! resource's COPY and write modes), `merge` (upserts, replaced nested rows), `state`
-//! (incremental state). Only `load` calls into tokio-postgres.
+//! Each resource's staged objects are streamed (gzip JSON lines → mapped rows) into the
+//! warehouse's tables, or into staging tables for a merge; the write mode then moves rows
+//! into the real tables, and the ledger row is written in the same transaction, so a
+//! failure anywhere leaves every table as it was. This module holds the run; the rest is
+//! by responsibility: `warehouse` (the boundary), `postgres` and `sqlite` (its two sides),
+//! `schema` (sync and preflight), `mapper` (objects → rows), `resource` (one resource and
+//! its write modes), `merge` (replaced nested rows), `state` (incremental state).
 
 pub mod connect;
-mod copy;
 pub mod ddl;
 pub mod map;
 mod mapper;
 mod merge;
+mod postgres;
+mod resource;
 mod schema;
+mod sqlite;
 pub mod state;
+mod warehouse;
 pub mod wire;
 
 pub use schema::preflight;
+pub use warehouse::dialect_of;
 
 use chrono::{DateTime, Utc};
 
@@ -28,6 +32,7 @@ use crate::stage::manifest::ObjectManifest;
 use crate::stage::{Manifest, StageError, Staging};
 use crate::util::Secrets;
 use map::RunMeta;
+use warehouse::{LedgerRow, Warehouse};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -70,24 +75,7 @@ pub enum LoadError {
     ExtractFailed(String),
 }
 
-/// The server's message (and detail) of a database error, else the error chain.
-pub(crate) fn pg_message(e: &tokio_postgres::Error) -> String {
-    match e.as_db_error() {
-        Some(d) => match d.detail() {
-            Some(detail) => format!("{} ({detail})", d.message()),
-            None => d.message().to_string(),
-        },
-        None => crate::util::error_chain(e),
-    }
-}
-
-fn db(action: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> LoadError {
-    let action = action.into();
-    move |e| LoadError::Db {
-        action,
-        message: pg_message(&e),
-    }
-}
+pub(crate) use postgres::pg_message;
 
 /// A record whose value does not fit its column.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -124,6 +112,8 @@ pub struct LoadReport {
     pub run_id: String,
     pub target: String,
     pub tables: Vec<TableStats>,
+    /// A shell command that shows the first table, when the warehouse has one.
+    pub query_hint: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -177,40 +167,6 @@ impl RunFeed {
     }
 }
 
-/// The advisory lock key under which sluice creates its ledger.
-const LEDGER_LOCK: i64 = 0x511C_EDD1;
-
-/// The ledger and rejects tables.
-const LEDGER_DDL: &str = r#"
-CREATE SCHEMA IF NOT EXISTS "_sluice";
-CREATE TABLE IF NOT EXISTS "_sluice"."runs" (
-    "load_id" bigserial PRIMARY KEY,
-    "pipeline" text NOT NULL,
-    "run_id" text NOT NULL,
-    "spec_hash" text NOT NULL,
-    "extracted_at" timestamp with time zone,
-    "started_at" timestamp with time zone NOT NULL,
-    "finished_at" timestamp with time zone,
-    "status" text NOT NULL,
-    "error" text,
-    "resources" jsonb NOT NULL DEFAULT '[]'
-);
-CREATE INDEX IF NOT EXISTS "runs_pipeline_run_id" ON "_sluice"."runs" ("pipeline", "run_id");
-CREATE TABLE IF NOT EXISTS "_sluice"."rejects" (
-    "pipeline" text NOT NULL,
-    "run_id" text NOT NULL,
-    "resource" text NOT NULL,
-    "table_name" text NOT NULL,
-    "object_key" text NOT NULL,
-    "record_number" bigint NOT NULL,
-    "column_name" text NOT NULL,
-    "value" text,
-    "reason" text NOT NULL,
-    "record" jsonb,
-    "rejected_at" timestamp with time zone NOT NULL DEFAULT now()
-);
-"#;
-
 /// Load one staged run.
 pub async fn load_run(
     p: &Pipeline,
@@ -220,90 +176,89 @@ pub async fn load_run(
     opts: LoadOptions,
     secrets: &Secrets,
 ) -> Result<LoadReport, LoadError> {
+    let db = warehouse::open(warehouse_url, secrets).await?;
+    warehouse::with_warehouse!(db, w => load_into(&mut w, p, store, feed, opts, secrets).await)
+}
+
+async fn load_into<W: Warehouse>(
+    w: &mut W,
+    p: &Pipeline,
+    store: &impl Staging,
+    feed: RunFeed,
+    opts: LoadOptions,
+    secrets: &Secrets,
+) -> Result<LoadReport, LoadError> {
     let run_id = feed.run_id.clone();
-    let (mut client, target) = connect::connect(warehouse_url, secrets).await?;
-    // DDL of a fresh database races between concurrent first runs (CREATE ... IF NOT
-    // EXISTS is not safe against a concurrent creator): every DDL sluice runs is done
-    // under an advisory lock, so the second run waits and then finds what the first made.
-    let ddl = client.transaction().await.map_err(db("begin the ledger set-up"))?;
-    ddl.batch_execute(&format!(
-        "SELECT pg_advisory_xact_lock({LEDGER_LOCK}); {LEDGER_DDL} {}",
-        state::DDL
-    ))
-    .await
-    .map_err(db("create the _sluice ledger"))?;
-    ddl.commit().await.map_err(db("create the _sluice ledger"))?;
-    // Nested rows wait in spill files in a folder of this load's own, removed when it
+    w.create_ledger().await?;
+    // Nested rows may wait in spill files in a folder of this load's own, removed when it
     // ends; what killed loads left is removed first.
     let tmp = std::env::temp_dir();
     crate::util::sweep_orphans(&tmp);
     let spill = crate::util::temp_dir()
         .map_err(|e| LoadError::Io(format!("create a spill folder in {}: {e}", tmp.display())))?;
-    let started = Utc::now();
-    let result = load_in_transaction(p, store, feed, opts, &mut client, started, spill.path()).await;
+    let started = Utc::now().to_rfc3339();
+    let result = load_in_transaction(w, p, store, feed, opts, &started, spill.path()).await;
     if let Err(e) = &result {
+        w.rollback().await;
         // The data transaction rolled back; record the failure on its own.
         if !matches!(e, LoadError::AlreadyLoaded { .. }) {
             let message = secrets.mask(&e.to_string());
-            let _ = client
-                .execute(
-                    "INSERT INTO \"_sluice\".\"runs\" (pipeline, run_id, spec_hash, started_at, finished_at, status, error) \
-                     VALUES ($1, $2, $3, $4::text::timestamptz, now(), 'failed', $5)",
-                    &[&p.name(), &run_id, &p.spec_hash(), &started.to_rfc3339(), &message],
-                )
+            let _ = w
+                .record_run(&LedgerRow {
+                    pipeline: p.name(),
+                    run_id: &run_id,
+                    spec_hash: p.spec_hash(),
+                    extracted_at: None,
+                    started_at: &started,
+                    status: "failed",
+                    error: Some(&message),
+                    resources: "[]",
+                })
                 .await;
         }
     }
+    let tables = result?;
     Ok(LoadReport {
         run_id,
-        target,
-        tables: result?,
+        target: w.target().to_string(),
+        query_hint: tables.first().and_then(|t| w.query_hint(&t.table)),
+        tables,
     })
 }
 
-async fn load_in_transaction(
+async fn load_in_transaction<W: Warehouse>(
+    w: &mut W,
     p: &Pipeline,
     store: &impl Staging,
     feed: RunFeed,
     opts: LoadOptions,
-    client: &mut tokio_postgres::Client,
-    started: DateTime<Utc>,
+    started: &str,
     spill_dir: &std::path::Path,
 ) -> Result<Vec<TableStats>, LoadError> {
-    let tx = client.transaction().await.map_err(db("begin the load transaction"))?;
     // One load of a pipeline at a time.
-    tx.execute(
-        "SELECT pg_advisory_xact_lock(hashtext('sluice:' || $1::text))",
-        &[&p.name()],
-    )
-    .await
-    .map_err(db("lock the pipeline"))?;
-    let previous = tx
-        .query_opt(
-            "SELECT finished_at::text FROM \"_sluice\".\"runs\" WHERE pipeline = $1 AND run_id = $2 AND status = 'loaded' ORDER BY load_id DESC LIMIT 1",
-            &[&p.name(), &feed.run_id],
-        )
-        .await
-        .map_err(db("read the ledger"))?;
-    if let (Some(row), false) = (previous, opts.force) {
+    w.begin(p.name()).await?;
+    let previous = w.loaded_at(p.name(), &feed.run_id).await?;
+    if let (Some(at), false) = (previous, opts.force) {
         return Err(LoadError::AlreadyLoaded {
             run_id: feed.run_id.clone(),
-            at: row.get::<_, Option<String>>(0).unwrap_or_default(),
+            at,
         });
     }
     if feed.spec_hash != p.spec_hash() {
         tracing::warn!(run_id = %feed.run_id, "the spec changed since this run was extracted; loading with the current mapping");
     }
-    schema::sync_schema(&tx, p).await?;
-    tx.batch_execute("SET CONSTRAINTS ALL DEFERRED")
-        .await
-        .map_err(db("defer constraints"))?;
+    schema::sync_schema(w, p).await?;
     let run_time = feed
         .run_time
         .as_deref()
         .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
         .map(|t| t.with_timezone(&Utc))
-        .unwrap_or(started);
+        .or_else(|| {
+            DateTime::parse_from_rfc3339(started)
+                .ok()
+                .map(|t| t.with_timezone(&Utc))
+        })
+        .unwrap_or_else(Utc::now);
     let meta = RunMeta {
         run_id: feed.run_id.clone(),
         run_time,
@@ -319,7 +274,7 @@ async fn load_in_transaction(
             // Only staged for the requests of a `for_each`.
             continue;
         }
-        stats.extend(copy::load_resource(&tx, p, store, resource, objects, &meta, spill_dir).await?);
+        stats.extend(resource::load_resource(w, p, store, resource, objects, &meta, spill_dir).await?);
     }
     let mut highest = feed.highest;
     if let Some(extraction) = feed.extraction {
@@ -331,18 +286,20 @@ async fn load_in_transaction(
         }
     }
     // The incremental state moves with the data, in the same transaction.
-    state::advance(&tx, p, &feed.run_id, &highest).await?;
+    state::advance(w, p, &feed.run_id, &highest).await?;
     let resources = serde_json::to_string(&stats).expect("stats serialize");
-    tx.execute(
-        "INSERT INTO \"_sluice\".\"runs\" (pipeline, run_id, spec_hash, extracted_at, started_at, finished_at, status, resources) \
-         VALUES ($1, $2, $3, $4::text::timestamptz, $5::text::timestamptz, now(), 'loaded', $6::text::jsonb)",
-        &[&p.name(), &feed.run_id, &p.spec_hash(), &feed.extracted_at, &started.to_rfc3339(), &resources],
-    )
-    .await
-    .map_err(db("write the ledger"))?;
-    tx.commit()
-        .await
-        .map_err(db("commit the load (deferred foreign keys are checked here)"))?;
+    w.record_run(&LedgerRow {
+        pipeline: p.name(),
+        run_id: &feed.run_id,
+        spec_hash: p.spec_hash(),
+        extracted_at: Some(&feed.extracted_at),
+        started_at: started,
+        status: "loaded",
+        error: None,
+        resources: &resources,
+    })
+    .await?;
+    w.commit().await?;
     // Only now: before the commit, nothing was loaded yet.
     for s in &stats {
         tracing::info!(

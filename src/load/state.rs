@@ -4,24 +4,11 @@
 
 use std::collections::BTreeMap;
 
-use tokio_postgres::GenericClient;
-
-use super::{connect, db, LoadError};
+use super::warehouse::{open, with_warehouse, Warehouse};
+use super::LoadError;
 use crate::incremental::Position;
 use crate::spec::pipeline::Pipeline;
 use crate::util::Secrets;
-
-/// The state table, created with the ledger.
-pub const DDL: &str = r#"
-CREATE TABLE IF NOT EXISTS "_sluice"."state" (
-    "pipeline" text NOT NULL,
-    "resource" text NOT NULL,
-    "value" text NOT NULL,
-    "run_id" text NOT NULL,
-    "updated_at" timestamp with time zone NOT NULL DEFAULT now(),
-    PRIMARY KEY ("pipeline", "resource")
-);
-"#;
 
 /// One resource's saved state.
 #[derive(Debug, Clone, PartialEq)]
@@ -34,46 +21,13 @@ pub struct Saved {
     pub updated_at: String,
 }
 
-/// The saved states of a pipeline, by resource (none before its first load).
-async fn read<C: GenericClient>(client: &C, pipeline: &str) -> Result<BTreeMap<String, Saved>, LoadError> {
-    let exists: Option<String> = client
-        .query_one("SELECT to_regclass('\"_sluice\".\"state\"')::text", &[])
-        .await
-        .map_err(db("read the incremental state"))?
-        .get(0);
-    if exists.is_none() {
-        return Ok(BTreeMap::new());
-    }
-    let rows = client
-        .query(
-            "SELECT resource, value, run_id, to_char(updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') \
-             FROM \"_sluice\".\"state\" WHERE pipeline = $1 ORDER BY resource",
-            &[&pipeline],
-        )
-        .await
-        .map_err(db("read the incremental state"))?;
-    Ok(rows
-        .iter()
-        .map(|r| {
-            let saved = Saved {
-                resource: r.get(0),
-                value: r.get(1),
-                run_id: r.get(2),
-                updated_at: r.get(3),
-            };
-            (saved.resource.clone(), saved)
-        })
-        .collect())
-}
-
 /// The saved states of `p`.
 pub async fn states(
     p: &Pipeline,
     warehouse_url: &str,
     secrets: &Secrets,
 ) -> Result<BTreeMap<String, Saved>, LoadError> {
-    let (client, _) = connect::connect(warehouse_url, secrets).await?;
-    read(&client, p.name()).await
+    with_warehouse!(open(warehouse_url, secrets).await?, w => w.read_states(p.name()).await)
 }
 
 /// The saved position of each incremental resource of `p` that has one: where extract
@@ -106,37 +60,24 @@ pub fn positions_of(p: &Pipeline, saved: &BTreeMap<String, Saved>) -> Result<BTr
 
 /// Move each resource's state to the highest cursor of this load, unless it is already
 /// further: inside the load's transaction, under its pipeline lock.
-pub async fn advance<C: GenericClient>(
-    client: &C,
+pub(super) async fn advance<W: Warehouse>(
+    w: &mut W,
     p: &Pipeline,
     run_id: &str,
     highest: &[(String, String)],
 ) -> Result<(), LoadError> {
+    let saved = w.read_states(p.name()).await?;
     for (name, value) in highest {
         let Some(inc) = p.resource(name).and_then(|r| r.incremental.as_ref()) else {
             continue;
         };
         let read = |v: &str| inc.format.read(&serde_json::Value::String(v.to_string())).ok();
         let Some(new) = read(value) else { continue };
-        let current: Option<String> = client
-            .query_opt(
-                "SELECT value FROM \"_sluice\".\"state\" WHERE pipeline = $1 AND resource = $2",
-                &[&p.name(), name],
-            )
-            .await
-            .map_err(db("read the incremental state"))?
-            .map(|r| r.get(0));
-        if current.as_deref().and_then(read).is_some_and(|old| old >= new) {
+        let current = saved.get(name).and_then(|s| read(&s.value));
+        if current.is_some_and(|old| old >= new) {
             continue;
         }
-        client
-            .execute(
-                "INSERT INTO \"_sluice\".\"state\" (pipeline, resource, value, run_id, updated_at) VALUES ($1, $2, $3, $4, now()) \
-                 ON CONFLICT (pipeline, resource) DO UPDATE SET value = EXCLUDED.value, run_id = EXCLUDED.run_id, updated_at = now()",
-                &[&p.name(), name, &inc.format.text(new), &run_id],
-            )
-            .await
-            .map_err(db("save the incremental state"))?;
+        w.save_state(p.name(), name, &inc.format.text(new), run_id).await?;
     }
     Ok(())
 }
@@ -149,16 +90,5 @@ pub async fn reset(
     resources: &[String],
     secrets: &Secrets,
 ) -> Result<u64, LoadError> {
-    let (client, _) = connect::connect(warehouse_url, secrets).await?;
-    if read(&client, p.name()).await?.is_empty() {
-        return Ok(0);
-    }
-    let all = resources.is_empty();
-    client
-        .execute(
-            "DELETE FROM \"_sluice\".\"state\" WHERE pipeline = $1 AND ($2 OR resource = ANY($3))",
-            &[&p.name(), &all, &resources],
-        )
-        .await
-        .map_err(db("reset the incremental state"))
+    with_warehouse!(open(warehouse_url, secrets).await?, w => w.delete_states(p.name(), resources).await)
 }

@@ -292,7 +292,8 @@ fn preflight_fails_before_any_api_request() {
     // Every missing variable at once.
     let run = base("pipelines/coincap.yaml").run().failure(1);
     assert!(
-        run.stderr.contains("environment variables this step needs are not set: `COINCAP_API_KEY` (for source.auth.token), `DATABASE_URL` (for warehouse.url)"),
+        run.stderr
+            .contains("an environment variable this step needs is not set: `COINCAP_API_KEY` (for source.auth.token)"),
         "{}",
         run.stderr
     );
@@ -351,15 +352,30 @@ fn preflight_fails_before_any_api_request() {
         "pipelines/rickandmorty.yaml: ok (environment, warehouse, staging, API)\n"
     );
     assert_eq!(api.requests().len(), 1);
-    let check = Sluice::new(["check", "pipelines/rickandmorty.yaml"])
+    let check = Sluice::new(["check", "pipelines/coincap.yaml"])
         .env("SLUICE_STAGING", staging.path())
         .run()
         .failure(1);
     assert!(
-        check.stderr.contains("`DATABASE_URL` (for warehouse.url)"),
+        check.stderr.contains("`COINCAP_API_KEY` (for source.auth.token)"),
         "{}",
         check.stderr
     );
+    // Without DATABASE_URL, the reference pipelines' default: an SQLite file, created
+    // with its folder.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("pipelines")).unwrap();
+    std::fs::copy(
+        crate::support::root().join("pipelines/rickandmorty.yaml"),
+        dir.path().join("pipelines/rickandmorty.yaml"),
+    )
+    .unwrap();
+    Sluice::new(["check", "pipelines/rickandmorty.yaml"])
+        .env("SLUICE_STAGING", staging.path())
+        .dir(dir.path())
+        .run()
+        .success();
+    assert!(dir.path().join(".sluice/rickandmorty.db").is_file());
 }
 
 #[test]

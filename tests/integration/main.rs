@@ -12,3 +12,4 @@ mod nested;
 mod pagination;
 mod spec;
 mod trust;
+mod warehouse;

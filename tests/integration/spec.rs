@@ -135,16 +135,79 @@ fn every_spec_field_is_documented_in_the_schema() {
 #[test]
 fn ddl_matches_the_golden_files() {
     for name in ["rickandmorty", "coincap"] {
-        let run = Sluice::new(["ddl", &format!("pipelines/{name}.yaml")]).run().success();
-        assert_snapshot(&fixture(&format!("ddl/{name}.sql")), &run.stdout);
+        for (dialect, file) in [
+            ("postgres", format!("{name}.sql")),
+            ("sqlite", format!("{name}.sqlite.sql")),
+        ] {
+            let spec = format!("pipelines/{name}.yaml");
+            let run = Sluice::new(["ddl", &spec, "--dialect", dialect]).run().success();
+            assert_snapshot(&fixture(&format!("ddl/{file}")), &run.stdout);
+        }
     }
+    // Without --dialect, the warehouse URL's: the reference pipelines default to SQLite.
+    let spec = "pipelines/rickandmorty.yaml";
+    let sqlite = Sluice::new(["ddl", spec]).env("DATABASE_URL", "").run().success();
+    assert!(sqlite.stdout.starts_with("-- SQLite DDL"), "{}", sqlite.stdout);
+    let pg = Sluice::new(["ddl", spec])
+        .env("DATABASE_URL", "postgres://h/db")
+        .run()
+        .success();
+    assert!(pg.stdout.starts_with("-- PostgreSQL DDL"), "{}", pg.stdout);
+}
+
+#[test]
+fn sqlite_ddl_applies_and_keeps_types_keys_and_foreign_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = rusqlite::Connection::open(dir.path().join("ddl.db")).unwrap();
+    for name in ["rickandmorty", "coincap"] {
+        let spec = format!("pipelines/{name}.yaml");
+        let ddl = Sluice::new(["ddl", &spec, "--dialect", "sqlite"])
+            .run()
+            .success()
+            .stdout;
+        db.execute_batch(&ddl).unwrap();
+        db.execute_batch(&ddl).unwrap();
+    }
+    let fks: Vec<String> = db
+        .prepare("SELECT \"table\" || '.' || \"to\" || ' <- ' || \"from\" FROM pragma_foreign_key_list('character') ORDER BY 1")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(
+        fks,
+        [
+            "location.location_id <- location_id",
+            "location.location_id <- origin_id"
+        ]
+    );
+    let types: Vec<(String, String)> = db
+        .prepare("SELECT name, type FROM pragma_table_info('exchange_snapshot') ORDER BY cid")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let ty = |c: &str| types.iter().find(|(n, _)| n == c).map(|(_, t)| t.as_str());
+    // Exact decimals keep text affinity; SQLite would round a NUMERIC one to a double.
+    assert_eq!(ty("percent_total_volume"), Some("NUMERIC TEXT"));
+    assert_eq!(ty("snapshot_time"), Some("TIMESTAMPTZ TEXT"));
+    let pk: Vec<String> = db
+        .prepare("SELECT name FROM pragma_table_info('appearance') WHERE pk > 0 ORDER BY pk")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(pk, ["character_id", "episode_id"]);
 }
 
 #[test]
 fn ddl_applies_to_a_real_postgres_and_creates_the_keys() {
     let url = pg::fresh_database();
     for name in ["rickandmorty", "coincap"] {
-        let ddl = Sluice::new(["ddl", &format!("pipelines/{name}.yaml")])
+        let ddl = Sluice::new(["ddl", &format!("pipelines/{name}.yaml"), "--dialect", "postgres"])
             .run()
             .success()
             .stdout;

@@ -1,0 +1,537 @@
+//! The PostgreSQL warehouse: rows stream into binary COPY (root rows directly, nested rows
+//! from spill files, since one connection runs one COPY at a time); merges upsert from
+//! temporary tables; locks are advisory locks held until the transaction ends.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{BufWriter, Read, Write};
+
+use bytes::Bytes;
+use futures_util::SinkExt;
+use tokio_postgres::Client;
+
+use super::ddl::Dialect;
+use super::map::{encode_row, RunMeta, COPY_HEADER, COPY_TRAILER};
+use super::mapper::{io_error, jsonb_record, map_objects, MapOutcome, Reject, RowSink, CHUNK};
+use super::resource::temp_name;
+use super::state::Saved;
+use super::warehouse::{LedgerRow, LiveTable, Objects, Warehouse};
+use super::{connect, LoadError};
+use crate::spec::ident::quote_ident;
+use crate::spec::pipeline::{Resource, Table, WriteMode, RUN_ID_COLUMN};
+use crate::util::{clip, Secrets};
+use crate::value::Cell;
+
+/// The server's message (and detail) of a database error, else the error chain.
+pub(crate) fn pg_message(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(d) => match d.detail() {
+            Some(detail) => format!("{} ({detail})", d.message()),
+            None => d.message().to_string(),
+        },
+        None => crate::util::error_chain(e),
+    }
+}
+
+fn db(action: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> LoadError {
+    let action = action.into();
+    move |e| LoadError::Db {
+        action,
+        message: pg_message(&e),
+    }
+}
+
+/// The advisory lock key under which sluice creates its ledger.
+const LEDGER_LOCK: i64 = 0x511C_EDD1;
+
+/// The ledger, rejects and state tables.
+const LEDGER_DDL: &str = r#"
+CREATE SCHEMA IF NOT EXISTS "_sluice";
+CREATE TABLE IF NOT EXISTS "_sluice"."runs" (
+    "load_id" bigserial PRIMARY KEY,
+    "pipeline" text NOT NULL,
+    "run_id" text NOT NULL,
+    "spec_hash" text NOT NULL,
+    "extracted_at" timestamp with time zone,
+    "started_at" timestamp with time zone NOT NULL,
+    "finished_at" timestamp with time zone,
+    "status" text NOT NULL,
+    "error" text,
+    "resources" jsonb NOT NULL DEFAULT '[]'
+);
+CREATE INDEX IF NOT EXISTS "runs_pipeline_run_id" ON "_sluice"."runs" ("pipeline", "run_id");
+CREATE TABLE IF NOT EXISTS "_sluice"."rejects" (
+    "pipeline" text NOT NULL,
+    "run_id" text NOT NULL,
+    "resource" text NOT NULL,
+    "table_name" text NOT NULL,
+    "object_key" text NOT NULL,
+    "record_number" bigint NOT NULL,
+    "column_name" text NOT NULL,
+    "value" text,
+    "reason" text NOT NULL,
+    "record" jsonb,
+    "rejected_at" timestamp with time zone NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS "_sluice"."state" (
+    "pipeline" text NOT NULL,
+    "resource" text NOT NULL,
+    "value" text NOT NULL,
+    "run_id" text NOT NULL,
+    "updated_at" timestamp with time zone NOT NULL DEFAULT now(),
+    PRIMARY KEY ("pipeline", "resource")
+);
+"#;
+
+pub struct Postgres {
+    client: Client,
+    target: String,
+}
+
+impl Postgres {
+    pub async fn connect(url: &str, secrets: &Secrets) -> Result<Self, LoadError> {
+        let (client, target) = connect::connect(url, secrets).await?;
+        Ok(Postgres { client, target })
+    }
+}
+
+/// Appends and replaces COPY straight into the table; merges into its staging table.
+fn copy_sql(schema: &str, t: &Table, i: usize) -> String {
+    let mut cols: Vec<String> = t.columns.iter().map(|c| quote_ident(&c.name)).collect();
+    if t.run_id_column {
+        cols.push(quote_ident(RUN_ID_COLUMN));
+    }
+    let target = if t.write == WriteMode::Merge {
+        cols.push("\"_sluice_ord\"".into());
+        quote_ident(&temp_name(i))
+    } else {
+        Dialect::Postgres.table(schema, &t.name)
+    };
+    format!("COPY {target} ({}) FROM STDIN (FORMAT binary)", cols.join(", "))
+}
+
+/// Rows as binary COPY: root rows in chunks to the COPY stream, nested rows to spill
+/// files, copied after the root COPY ends.
+struct CopySink {
+    sender: tokio::sync::mpsc::Sender<Vec<u8>>,
+    /// Root rows waiting to be sent.
+    chunk: Vec<u8>,
+    /// One spill file per nested table.
+    spills: Vec<(tempfile::NamedTempFile, BufWriter<std::fs::File>)>,
+    encoded: Vec<u8>,
+}
+
+impl CopySink {
+    fn new(
+        tables: usize,
+        spill_dir: &std::path::Path,
+        sender: tokio::sync::mpsc::Sender<Vec<u8>>,
+    ) -> Result<Self, LoadError> {
+        let mut spills = Vec::new();
+        for _ in 1..tables {
+            let f = crate::util::temp_file_in(spill_dir).map_err(|e| io_error("create a spill file", e))?;
+            let mut w = BufWriter::with_capacity(CHUNK, f.reopen().map_err(|e| io_error("open a spill file", e))?);
+            w.write_all(COPY_HEADER)
+                .map_err(|e| io_error("write a spill file", e))?;
+            spills.push((f, w));
+        }
+        Ok(CopySink {
+            sender,
+            chunk: Vec::with_capacity(CHUNK + 4096),
+            spills,
+            encoded: Vec::new(),
+        })
+    }
+
+    /// End the COPY stream and the spill files.
+    fn finish(mut self) -> Result<Vec<tempfile::NamedTempFile>, LoadError> {
+        self.chunk.extend_from_slice(COPY_TRAILER);
+        let _ = self.sender.blocking_send(self.chunk);
+        let mut files = Vec::new();
+        for (f, mut w) in self.spills {
+            w.write_all(COPY_TRAILER)
+                .map_err(|e| io_error("write a spill file", e))?;
+            w.flush().map_err(|e| io_error("write a spill file", e))?;
+            files.push(f);
+        }
+        Ok(files)
+    }
+}
+
+impl RowSink for CopySink {
+    fn row(
+        &mut self,
+        table: usize,
+        cells: &[Cell],
+        run_id: Option<&str>,
+        ordinal: Option<i64>,
+    ) -> Result<bool, LoadError> {
+        if table == 0 {
+            encode_row(cells, run_id, ordinal, &mut self.chunk);
+            if self.chunk.len() >= CHUNK {
+                let full = std::mem::replace(&mut self.chunk, Vec::with_capacity(CHUNK + 4096));
+                return Ok(self.sender.blocking_send(full).is_ok());
+            }
+        } else {
+            self.encoded.clear();
+            encode_row(cells, run_id, ordinal, &mut self.encoded);
+            self.spills[table - 1]
+                .1
+                .write_all(&self.encoded)
+                .map_err(|e| io_error("write a spill file", e))?;
+        }
+        Ok(true)
+    }
+}
+
+impl Warehouse for Postgres {
+    fn dialect(&self) -> Dialect {
+        Dialect::Postgres
+    }
+
+    fn target(&self) -> &str {
+        &self.target
+    }
+
+    async fn create_ledger(&mut self) -> Result<(), LoadError> {
+        // DDL of a fresh database races between concurrent first runs (CREATE ... IF NOT
+        // EXISTS is not safe against a concurrent creator): every DDL sluice runs is done
+        // under an advisory lock, so the second run waits and then finds what the first made.
+        let ddl = self.client.transaction().await.map_err(db("begin the ledger set-up"))?;
+        ddl.batch_execute(&format!("SELECT pg_advisory_xact_lock({LEDGER_LOCK}); {LEDGER_DDL}"))
+            .await
+            .map_err(db("create the _sluice ledger"))?;
+        ddl.commit().await.map_err(db("create the _sluice ledger"))
+    }
+
+    async fn begin(&mut self, pipeline: &str) -> Result<(), LoadError> {
+        self.client
+            .batch_execute("BEGIN; SET CONSTRAINTS ALL DEFERRED")
+            .await
+            .map_err(db("begin the load transaction"))?;
+        self.client
+            .execute(
+                "SELECT pg_advisory_xact_lock(hashtext('sluice:' || $1::text))",
+                &[&pipeline],
+            )
+            .await
+            .map_err(db("lock the pipeline"))?;
+        Ok(())
+    }
+
+    async fn commit(&mut self) -> Result<(), LoadError> {
+        self.client
+            .batch_execute("COMMIT")
+            .await
+            .map_err(db("commit the load (deferred foreign keys are checked here)"))
+    }
+
+    async fn rollback(&mut self) {
+        let _ = self.client.batch_execute("ROLLBACK").await;
+    }
+
+    async fn loaded_at(&mut self, pipeline: &str, run_id: &str) -> Result<Option<String>, LoadError> {
+        let row = self
+            .client
+            .query_opt(
+                "SELECT finished_at::text FROM \"_sluice\".\"runs\" WHERE pipeline = $1 AND run_id = $2 AND status = 'loaded' ORDER BY load_id DESC LIMIT 1",
+                &[&pipeline, &run_id],
+            )
+            .await
+            .map_err(db("read the ledger"))?;
+        Ok(row.map(|r| r.get::<_, Option<String>>(0).unwrap_or_default()))
+    }
+
+    async fn record_run(&mut self, r: &LedgerRow<'_>) -> Result<(), LoadError> {
+        self.client
+            .execute(
+                "INSERT INTO \"_sluice\".\"runs\" (pipeline, run_id, spec_hash, extracted_at, started_at, finished_at, status, error, resources) \
+                 VALUES ($1, $2, $3, $4::text::timestamptz, $5::text::timestamptz, now(), $6, $7, $8::text::jsonb)",
+                &[&r.pipeline, &r.run_id, &r.spec_hash, &r.extracted_at, &r.started_at, &r.status, &r.error, &r.resources],
+            )
+            .await
+            .map_err(db("write the ledger"))?;
+        Ok(())
+    }
+
+    async fn record_rejects(
+        &mut self,
+        pipeline: &str,
+        run_id: &str,
+        resource: &str,
+        rejects: &[Reject],
+    ) -> Result<(), LoadError> {
+        for r in rejects {
+            self.client.execute(
+                "INSERT INTO \"_sluice\".\"rejects\" (pipeline, run_id, resource, table_name, object_key, record_number, column_name, value, reason, record) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::text::jsonb)",
+                &[&pipeline, &run_id, &resource, &r.table, &r.object, &(r.record as i64), &r.column, &clip(&r.value, 1000), &r.reason, &jsonb_record(&r.raw)],
+            )
+            .await
+            .map_err(db("write the rejects table"))?;
+        }
+        Ok(())
+    }
+
+    async fn live_tables(&mut self, schema: &str) -> Result<HashMap<String, LiveTable>, LoadError> {
+        let rows = self.client
+            .query(
+                "SELECT c.relname::text, a.attname::text, format_type(a.atttypid, a.atttypmod), a.attnotnull \
+                 FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') AND a.attnum > 0 AND NOT a.attisdropped ORDER BY c.relname, a.attnum",
+                &[&schema],
+            )
+            .await
+            .map_err(db("read the live tables"))?;
+        let mut live: HashMap<String, LiveTable> = HashMap::new();
+        for r in rows {
+            live.entry(r.get(0))
+                .or_default()
+                .columns
+                .push((r.get(1), r.get(2), r.get(3)));
+        }
+        let pk_rows = self
+            .client
+            .query(
+                "SELECT c.relname::text, array_agg(a.attname::text ORDER BY k.ord) FROM pg_constraint con \
+                 JOIN pg_class c ON c.oid = con.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 CROSS JOIN LATERAL unnest(con.conkey) WITH ORDINALITY AS k(attnum, ord) \
+                 JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.attnum \
+                 WHERE n.nspname = $1 AND con.contype = 'p' GROUP BY c.relname",
+                &[&schema],
+            )
+            .await
+            .map_err(db("read the live primary keys"))?;
+        for r in pk_rows {
+            if let Some(t) = live.get_mut(&r.get::<_, String>(0)) {
+                t.primary_key = r.get(1);
+            }
+        }
+        Ok(live)
+    }
+
+    async fn apply_ddl(&mut self, schema: &str, statements: &[String]) -> Result<(), LoadError> {
+        // Pipelines sharing a schema (or creating it at the same time) change it one after
+        // the other: the lock is held until the load commits.
+        self.client
+            .execute(
+                "SELECT pg_advisory_xact_lock(hashtext('sluice:schema:' || $1::text))",
+                &[&schema],
+            )
+            .await
+            .map_err(db(format!("lock schema `{schema}`")))?;
+        self.client
+            .batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {}", quote_ident(schema)))
+            .await
+            .map_err(db(format!("create schema `{schema}`")))?;
+        if !statements.is_empty() {
+            self.client
+                .batch_execute(&statements.concat())
+                .await
+                .map_err(db(format!("create or evolve the tables of schema `{schema}`")))?;
+        }
+        Ok(())
+    }
+
+    async fn execute(&mut self, sql: &str, action: &str) -> Result<u64, LoadError> {
+        self.client.execute(sql, &[]).await.map_err(db(action))
+    }
+
+    async fn create_staging_table(&mut self, t: &Table, name: &str) -> Result<(), LoadError> {
+        let mut cols: Vec<String> = t
+            .columns
+            .iter()
+            .map(|c| format!("{} {}", quote_ident(&c.name), c.column_type.sql()))
+            .collect();
+        if t.run_id_column {
+            cols.push(format!("{} text", quote_ident(RUN_ID_COLUMN)));
+        }
+        cols.push("\"_sluice_ord\" bigint".into());
+        self.client
+            .batch_execute(&format!(
+                "CREATE TEMP TABLE {} ({}) ON COMMIT DROP",
+                quote_ident(name),
+                cols.join(", ")
+            ))
+            .await
+            .map_err(db(format!("create the staging table of `{}`", t.name)))
+    }
+
+    async fn write_rows(
+        &mut self,
+        schema: &str,
+        resource: &Resource,
+        objects: Objects,
+        meta: &RunMeta,
+        spill_dir: &std::path::Path,
+    ) -> Result<MapOutcome, LoadError> {
+        let client = &self.client;
+        let root = &resource.tables[0];
+        let root_copy = client
+            .copy_in(&copy_sql(schema, root, 0))
+            .await
+            .map_err(db(format!("start COPY into `{}`", root.name)))?;
+        let (sender, receiver) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
+        let (res, meta, dir) = (resource.clone(), meta.clone(), spill_dir.to_path_buf());
+        let mapper = tokio::task::spawn_blocking(move || {
+            let mut sink = CopySink::new(res.tables.len(), &dir, sender)?;
+            let outcome = map_objects(&res, objects, &meta, &mut sink)?;
+            Ok::<_, LoadError>((outcome, sink.finish()?))
+        });
+        futures_util::pin_mut!(root_copy);
+        let copying = async {
+            // Owned here so that a COPY failure drops it at once: the mapper's next send
+            // then fails and it stops, which in turn stops the feeding.
+            let mut receiver = receiver;
+            let mut bar = crate::progress::LoadBar::new(&resource.name);
+            root_copy
+                .send(Bytes::from_static(COPY_HEADER))
+                .await
+                .map_err(db(format!("COPY into `{}`", root.name)))?;
+            while let Some(chunk) = receiver.recv().await {
+                bar.sent(chunk.len() as u64);
+                root_copy
+                    .send(Bytes::from(chunk))
+                    .await
+                    .map_err(db(format!("COPY into `{}`", root.name)))?;
+            }
+            Ok::<(), LoadError>(())
+        };
+        let copy_result = copying.await;
+        let (outcome, spills) = mapper
+            .await
+            .map_err(|e| LoadError::Io(format!("the mapping thread failed: {e}")))??;
+        copy_result?;
+        root_copy
+            .finish()
+            .await
+            .map_err(db(format!("COPY into `{}`", root.name)))?;
+        for (i, spill) in spills.iter().enumerate() {
+            let t = &resource.tables[i + 1];
+            let sink = client
+                .copy_in(&copy_sql(schema, t, i + 1))
+                .await
+                .map_err(db(format!("start COPY into `{}`", t.name)))?;
+            futures_util::pin_mut!(sink);
+            let mut file = spill
+                .reopen()
+                .map_err(|e| LoadError::Io(format!("reopen a spill file: {e}")))?;
+            let mut buf = vec![0u8; CHUNK];
+            loop {
+                let n = file
+                    .read(&mut buf)
+                    .map_err(|e| LoadError::Io(format!("read a spill file: {e}")))?;
+                if n == 0 {
+                    break;
+                }
+                sink.send(Bytes::copy_from_slice(&buf[..n]))
+                    .await
+                    .map_err(db(format!("COPY into `{}`", t.name)))?;
+            }
+            sink.finish().await.map_err(db(format!("COPY into `{}`", t.name)))?;
+        }
+        Ok(outcome)
+    }
+
+    async fn merge(&mut self, schema: &str, t: &Table, staging: &str) -> Result<(u64, u64), LoadError> {
+        let target = Dialect::Postgres.table(schema, &t.name);
+        let cols = merge_columns(t);
+        let list = cols.join(", ");
+        let tmp = quote_ident(staging);
+        let pk: Vec<String> = t.primary_key.iter().map(|k| quote_ident(k)).collect();
+        let pk = pk.join(", ");
+        let sql = format!(
+            "WITH ins AS (INSERT INTO {target} ({list}) SELECT DISTINCT ON ({pk}) {list} FROM {tmp} ORDER BY {pk}, \"_sluice_ord\" DESC \
+             ON CONFLICT {} RETURNING (xmax = 0) AS inserted) \
+             SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM ins",
+            on_conflict(t, &cols)
+        );
+        let row = self
+            .client
+            .query_one(&sql, &[])
+            .await
+            .map_err(db(format!("merge rows into `{}`", t.name)))?;
+        Ok((row.get::<_, i64>(0) as u64, row.get::<_, i64>(1) as u64))
+    }
+
+    async fn read_states(&mut self, pipeline: &str) -> Result<BTreeMap<String, Saved>, LoadError> {
+        let exists: Option<String> = self
+            .client
+            .query_one("SELECT to_regclass('\"_sluice\".\"state\"')::text", &[])
+            .await
+            .map_err(db("read the incremental state"))?
+            .get(0);
+        if exists.is_none() {
+            return Ok(BTreeMap::new());
+        }
+        let rows = self.client
+            .query(
+                "SELECT resource, value, run_id, to_char(updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') \
+                 FROM \"_sluice\".\"state\" WHERE pipeline = $1 ORDER BY resource",
+                &[&pipeline],
+            )
+            .await
+            .map_err(db("read the incremental state"))?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let saved = Saved {
+                    resource: r.get(0),
+                    value: r.get(1),
+                    run_id: r.get(2),
+                    updated_at: r.get(3),
+                };
+                (saved.resource.clone(), saved)
+            })
+            .collect())
+    }
+
+    async fn save_state(&mut self, pipeline: &str, resource: &str, value: &str, run_id: &str) -> Result<(), LoadError> {
+        self.client
+            .execute(
+                "INSERT INTO \"_sluice\".\"state\" (pipeline, resource, value, run_id, updated_at) VALUES ($1, $2, $3, $4, now()) \
+                 ON CONFLICT (pipeline, resource) DO UPDATE SET value = EXCLUDED.value, run_id = EXCLUDED.run_id, updated_at = now()",
+                &[&pipeline, &resource, &value, &run_id],
+            )
+            .await
+            .map_err(db("save the incremental state"))?;
+        Ok(())
+    }
+
+    async fn delete_states(&mut self, pipeline: &str, resources: &[String]) -> Result<u64, LoadError> {
+        if self.read_states(pipeline).await?.is_empty() {
+            return Ok(0);
+        }
+        let all = resources.is_empty();
+        self.client
+            .execute(
+                "DELETE FROM \"_sluice\".\"state\" WHERE pipeline = $1 AND ($2 OR resource = ANY($3))",
+                &[&pipeline, &all, &resources],
+            )
+            .await
+            .map_err(db("reset the incremental state"))
+    }
+}
+
+/// The columns a merge writes: the table's, and `_sluice_run_id` when it has it.
+pub(super) fn merge_columns(t: &Table) -> Vec<String> {
+    let mut cols: Vec<String> = t.columns.iter().map(|c| quote_ident(&c.name)).collect();
+    if t.run_id_column {
+        cols.push(quote_ident(RUN_ID_COLUMN));
+    }
+    cols
+}
+
+/// The upsert's `ON CONFLICT` action: every column but the key takes the new value.
+pub(super) fn on_conflict(t: &Table, cols: &[String]) -> String {
+    let pk: Vec<String> = t.primary_key.iter().map(|k| quote_ident(k)).collect();
+    let updates: Vec<String> = cols
+        .iter()
+        .filter(|c| !pk.contains(c))
+        .map(|c| format!("{c} = excluded.{c}"))
+        .collect();
+    if updates.is_empty() {
+        format!("({}) DO NOTHING", pk.join(", "))
+    } else {
+        format!("({}) DO UPDATE SET {}", pk.join(", "), updates.join(", "))
+    }
+}

@@ -1,0 +1,568 @@
+//! The warehouse contract: the same cases, run on PostgreSQL and on SQLite. Whatever the
+//! warehouse, a load gives exact counts, is refused when repeated, replaces and merges
+//! (nested rows included), quarantines bad records, evolves the schema only by nullable
+//! columns, leaves the database as it was when it fails, and serialises concurrent runs.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::{json, Value};
+
+use crate::extract::fixture_records;
+use crate::support::api::ApiServer;
+use crate::support::{pg, Run, Sluice};
+
+/// A warehouse under test.
+enum Wh {
+    Postgres(String),
+    /// The file, and the folder that holds it while the case runs.
+    Sqlite(PathBuf, #[allow(dead_code)] tempfile::TempDir),
+}
+
+impl Wh {
+    fn postgres() -> Wh {
+        Wh::Postgres(pg::fresh_database())
+    }
+
+    fn sqlite() -> Wh {
+        let dir = tempfile::tempdir().unwrap();
+        Wh::Sqlite(dir.path().join("warehouse.db"), dir)
+    }
+
+    fn url(&self) -> String {
+        match self {
+            Wh::Postgres(url) => url.clone(),
+            Wh::Sqlite(path, _) => format!("sqlite://{}", path.display()),
+        }
+    }
+
+    fn is_sqlite(&self) -> bool {
+        matches!(self, Wh::Sqlite(..))
+    }
+
+    /// A table's name in SQL: SQLite has no schemas.
+    fn t(&self, schema: &str, table: &str) -> String {
+        match self {
+            Wh::Postgres(_) => format!("{schema}.\"{table}\""),
+            Wh::Sqlite(..) => format!("\"{table}\""),
+        }
+    }
+
+    /// sluice's own tables: `_sluice.runs` or `_sluice_runs`.
+    fn own(&self, table: &str) -> String {
+        match self {
+            Wh::Postgres(_) => format!("_sluice.{table}"),
+            Wh::Sqlite(..) => format!("_sluice_{table}"),
+        }
+    }
+
+    fn query(&self, sql: &str) -> Vec<Vec<Option<String>>> {
+        match self {
+            Wh::Postgres(url) => pg::query(url, sql),
+            Wh::Sqlite(path, _) => {
+                let c = rusqlite::Connection::open(path).unwrap();
+                let mut st = c.prepare(sql).unwrap_or_else(|e| panic!("{e}\n{sql}"));
+                let n = st.column_count();
+                st.query_map([], |r| (0..n).map(|i| Ok(text(r.get_ref(i)?))).collect())
+                    .unwrap()
+                    .collect::<Result<_, _>>()
+                    .unwrap()
+            }
+        }
+    }
+
+    fn scalar(&self, sql: &str) -> Option<String> {
+        self.query(sql)
+            .into_iter()
+            .next()
+            .and_then(|r| r.into_iter().next().flatten())
+    }
+
+    fn count(&self, from: &str) -> i64 {
+        self.scalar(&format!("SELECT count(*) FROM {from}"))
+            .unwrap()
+            .parse()
+            .unwrap()
+    }
+
+    /// Every row of the tables (without `_sluice_run_id`), sorted: to compare states.
+    fn digest(&self, schema: &str, tables: &[&str]) -> Vec<String> {
+        tables
+            .iter()
+            .map(|t| {
+                let cols: Vec<String> = match self {
+                    Wh::Postgres(_) => self
+                        .query(&format!(
+                            "SELECT quote_ident(column_name) FROM information_schema.columns WHERE table_schema = '{schema}' \
+                             AND table_name = '{t}' AND column_name <> '_sluice_run_id' ORDER BY ordinal_position"
+                        ))
+                        .into_iter()
+                        .map(|r| r[0].clone().unwrap())
+                        .collect(),
+                    Wh::Sqlite(..) => self
+                        .query(&format!(
+                            "SELECT '\"' || name || '\"' FROM pragma_table_info('{t}') WHERE name <> '_sluice_run_id' ORDER BY cid"
+                        ))
+                        .into_iter()
+                        .map(|r| r[0].clone().unwrap())
+                        .collect(),
+                };
+                let mut rows: Vec<String> = self
+                    .query(&format!("SELECT {} FROM {}", cols.join(", "), self.t(schema, t)))
+                    .into_iter()
+                    .map(|r| format!("{r:?}"))
+                    .collect();
+                rows.sort();
+                format!("{t}: {}", rows.join("\n"))
+            })
+            .collect()
+    }
+}
+
+fn text(v: rusqlite::types::ValueRef<'_>) -> Option<String> {
+    use rusqlite::types::ValueRef;
+    match v {
+        ValueRef::Null => None,
+        ValueRef::Integer(n) => Some(n.to_string()),
+        ValueRef::Real(f) => Some(f.to_string()),
+        ValueRef::Text(t) => Some(String::from_utf8_lossy(t).into_owned()),
+        ValueRef::Blob(b) => Some(format!("{b:?}")),
+    }
+}
+
+/// The API, the staging folder and the warehouse of one case.
+struct Env {
+    api: ApiServer,
+    staging: tempfile::TempDir,
+    wh: Wh,
+    specs: tempfile::TempDir,
+}
+
+impl Env {
+    fn new(wh: Wh) -> Env {
+        Env {
+            api: ApiServer::start(),
+            staging: tempfile::tempdir().unwrap(),
+            wh,
+            specs: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn sluice<I: IntoIterator<Item = S>, S: AsRef<std::ffi::OsStr>>(&self, args: I) -> Sluice {
+        Sluice::new(args)
+            .env("RICKANDMORTY_BASE_URL", format!("{}/api", self.api.base))
+            .env("COINCAP_BASE_URL", format!("{}/v3", self.api.base))
+            .env("COINCAP_API_KEY", "test-coincap-key-123")
+            .env("API_BASE", &self.api.base)
+            .env("SLUICE_STAGING", self.staging.path())
+            .env("DATABASE_URL", self.wh.url())
+    }
+
+    fn run(&self, spec: &str) -> Run {
+        self.sluice(["run", spec]).run()
+    }
+
+    /// A copy of a spec with text replaced.
+    fn variant(&self, spec: &str, name: &str, edits: &[(&str, &str)]) -> String {
+        let mut text = std::fs::read_to_string(crate::support::root().join(spec)).unwrap();
+        for (from, to) in edits {
+            assert!(text.contains(from), "`{from}` not in {spec}");
+            text = text.replace(from, to);
+        }
+        self.write(name, &text)
+    }
+
+    fn write(&self, name: &str, text: &str) -> String {
+        let path = self.specs.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_string()
+    }
+}
+
+const RM: &str = "pipelines/rickandmorty.yaml";
+const RM_TABLES: [&str; 4] = ["location", "episode", "character", "appearance"];
+
+/// Counts, inserted, updated of a table's line in the run summary.
+fn summary(run: &Run, table: &str) -> Vec<String> {
+    let line = run
+        .stdout
+        .lines()
+        .find(|l| l.split_whitespace().nth(1) == Some(table))
+        .unwrap_or_else(|| panic!("no line for {table}:\n{}", run.stdout));
+    line.split_whitespace().skip(2).take(5).map(String::from).collect()
+}
+
+fn exact_counts_and_an_idempotent_rerun(wh: Wh) {
+    let env = Env::new(wh);
+    let run = env.run(RM).success();
+    let wh = &env.wh;
+    let t = |name: &str| wh.t("rickandmorty", name);
+    assert_eq!(wh.count(&t("character")), 826);
+    assert_eq!(wh.count(&t("location")), 126);
+    assert_eq!(wh.count(&t("episode")), 51);
+    let pairs: usize = fixture_records("character")
+        .iter()
+        .map(|r| {
+            serde_json::from_str::<Value>(r).unwrap()["episode"]
+                .as_array()
+                .unwrap()
+                .len()
+        })
+        .sum();
+    assert_eq!(wh.count(&t("appearance")), pairs as i64);
+    let rick = wh.query(&format!(
+        "SELECT name, origin_id, type FROM {} WHERE character_id = 1",
+        t("character")
+    ));
+    assert_eq!(rick, [[Some("Rick Sanchez".into()), Some("1".into()), None]]);
+    assert_eq!(wh.count(&format!("{} WHERE origin_id IS NULL", t("character"))), 300);
+    // Every foreign key holds.
+    assert_eq!(
+        wh.count(&format!(
+            "{} a LEFT JOIN {} e ON e.episode_id = a.episode_id WHERE e.episode_id IS NULL",
+            t("appearance"),
+            t("episode")
+        )),
+        0
+    );
+    let run_id = run.run_id();
+    assert_eq!(
+        wh.scalar(&format!(
+            "SELECT status FROM {} WHERE run_id = '{run_id}'",
+            wh.own("runs")
+        ))
+        .as_deref(),
+        Some("loaded")
+    );
+    assert_eq!(
+        wh.count(&format!("{} WHERE _sluice_run_id = '{run_id}'", t("character"))),
+        826
+    );
+    // Timestamps and dates: PostgreSQL's types, ISO 8601 UTC text in SQLite.
+    let (created, air_date) = if wh.is_sqlite() {
+        ("created", "air_date")
+    } else {
+        (
+            "to_char(created AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",
+            "air_date::text",
+        )
+    };
+    assert_eq!(
+        wh.scalar(&format!(
+            "SELECT {created} FROM {} WHERE character_id = 1",
+            t("character")
+        ))
+        .as_deref(),
+        Some("2017-11-04T18:48:46.250000Z")
+    );
+    assert_eq!(
+        wh.scalar(&format!("SELECT {air_date} FROM {} WHERE episode_id = 1", t("episode")))
+            .as_deref(),
+        Some("2013-12-02")
+    );
+
+    // A second run merges: nothing changes but the run id.
+    let before = wh.digest("rickandmorty", &RM_TABLES);
+    let again = env.run(RM).success();
+    assert_eq!(wh.digest("rickandmorty", &RM_TABLES), before);
+    assert_eq!(summary(&again, "character"), ["826", "826", "0", "826", "0"]);
+}
+
+fn numbers_stay_exact_and_append_adds_snapshots(wh: Wh) {
+    let env = Env::new(wh);
+    let wh = &env.wh;
+    let table = wh.t("coincap", "exchange_snapshot");
+    env.run("pipelines/coincap.yaml").success();
+    assert_eq!(wh.count(&table), 73);
+    let row = wh.query(&format!(
+        "SELECT percent_total_volume, volume_usd, rank FROM {table} WHERE exchange_id = 'lbank'"
+    ));
+    assert_eq!(
+        row,
+        [[
+            Some("43.140867627459137071000000000000000000".to_string()),
+            Some("37476515691.0469439604158353".to_string()),
+            Some("1".to_string()),
+        ]]
+    );
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    env.run("pipelines/coincap.yaml").success();
+    assert_eq!(wh.count(&table), 146);
+    assert_eq!(wh.count(&format!("(SELECT DISTINCT snapshot_time FROM {table}) s")), 2);
+}
+
+fn a_loaded_run_is_refused_unless_forced(wh: Wh) {
+    let env = Env::new(wh);
+    let wh = &env.wh;
+    let run_id = env.sluice(["extract", RM]).run().success().run_id();
+    env.sluice(["load", RM, "--run", &run_id]).run().success();
+    let before = wh.digest("rickandmorty", &RM_TABLES);
+    let again = env.sluice(["load", RM, "--run", &run_id]).run().failure(1);
+    assert!(again.stderr.contains("already loaded"), "{}", again.stderr);
+    env.sluice(["load", RM, "--run", &run_id, "--force"]).run().success();
+    assert_eq!(
+        wh.digest("rickandmorty", &RM_TABLES),
+        before,
+        "a forced merge load duplicates nothing"
+    );
+    assert_eq!(wh.count(&format!("{} WHERE status = 'loaded'", wh.own("runs"))), 2);
+}
+
+fn replace_keeps_exactly_the_last_runs_rows(wh: Wh) {
+    let env = Env::new(wh);
+    let spec = env.variant(
+        "tests/fixtures/specs/types.yaml",
+        "replace.yaml",
+        &[("write: merge", "write: replace")],
+    );
+    env.run(&spec).success();
+    let last = env.run(&spec).success().run_id();
+    let table = env.wh.t("types", "item");
+    assert_eq!(env.wh.count(&table), 3);
+    assert_eq!(env.wh.count(&format!("{table} WHERE _sluice_run_id = '{last}'")), 3);
+}
+
+fn merge_replaces_the_nested_rows_of_a_parent(wh: Wh) {
+    let env = Env::new(wh);
+    let spec = env.write(
+        "items.yaml",
+        "version: 1\nname: items\nsource: {base_url: \"${API_BASE}\"}\nstaging: {location: \"${SLUICE_STAGING}\"}\nwarehouse: {url: \"${DATABASE_URL}\", schema: items}\nresources:\n  - name: items\n    path: /dyn/items\n    records: $[*]\n    table:\n      name: item\n      write: merge\n      primary_key: [id]\n      columns:\n        - {name: id, type: integer, path: $.id}\n        - {name: name, type: text, path: $.name}\n      nested:\n        - name: tag\n          each: $.tags[*]\n          primary_key: [item_id, tag]\n          columns:\n            - {name: item_id, from_parent: id, references: item.id}\n            - {name: tag, type: text, path: $}\n            - {name: position, meta: index}\n",
+    );
+    let run = |body: Value| {
+        env.api.put("items", body.to_string(), &[]);
+        env.run(&spec).success()
+    };
+    let tags = || {
+        env.wh
+            .query(&format!(
+                "SELECT item_id, tag, position FROM {} ORDER BY item_id, position",
+                env.wh.t("items", "tag")
+            ))
+            .into_iter()
+            .map(|r| r.into_iter().map(Option::unwrap).collect::<Vec<_>>().join(":"))
+            .collect::<Vec<_>>()
+    };
+    let first =
+        run(json!([{"id": 1, "name": "one", "tags": ["a", "b", "c"]}, {"id": 2, "name": "two", "tags": ["x"]}]));
+    assert_eq!(summary(&first, "item"), ["2", "2", "2", "0", "0"]);
+    assert_eq!(tags(), ["1:a:0", "1:b:1", "1:c:2", "2:x:0"]);
+    // Item 1 lost `b` and was renamed, and came twice (the last wins); item 2 is not in
+    // this run, so its rows stay.
+    let second =
+        run(json!([{"id": 1, "name": "uno", "tags": ["a", "c"]}, {"id": 1, "name": "one again", "tags": ["a", "c"]}]));
+    assert_eq!(summary(&second, "item"), ["2", "2", "0", "1", "0"]);
+    assert_eq!(tags(), ["1:a:0", "1:c:1", "2:x:0"]);
+    assert_eq!(
+        env.wh
+            .scalar(&format!("SELECT name FROM {} WHERE id = 1", env.wh.t("items", "item")))
+            .as_deref(),
+        Some("one again")
+    );
+    let stats: Value = serde_json::from_str(
+        &env.wh
+            .scalar(&format!(
+                "SELECT resources FROM {} WHERE status = 'loaded' ORDER BY load_id DESC LIMIT 1",
+                env.wh.own("runs")
+            ))
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(stats[1]["table"], "tag");
+    assert_eq!(stats[1]["deleted"], 1, "{stats}");
+    run(json!([{"id": 2, "name": "two", "tags": []}]));
+    assert_eq!(tags(), ["1:a:0", "1:c:1"]);
+}
+
+fn bad_records_are_quarantined(wh: Wh) {
+    let env = Env::new(wh);
+    let spec = env.variant(
+        "tests/fixtures/specs/types.yaml",
+        "q.yaml",
+        &[
+            ("path: /static/types", "path: /static/types_bad"),
+            ("on_error: fail", "on_error: quarantine"),
+        ],
+    );
+    let run = env.run(&spec).success();
+    assert_eq!(summary(&run, "item"), ["4", "2", "2", "0", "2"]);
+    assert_eq!(env.wh.count(&env.wh.t("types", "item")), 2);
+    let rejects = env.wh.query(&format!(
+        "SELECT record_number, column_name, value, reason FROM {} ORDER BY record_number",
+        env.wh.own("rejects")
+    ));
+    let s = |v: &str| Some(v.to_string());
+    assert_eq!(
+        rejects,
+        [
+            [
+                s("2"),
+                s("n_str"),
+                s("\"forty-two\""),
+                s("\"forty-two\" is not an integer")
+            ],
+            [
+                s("4"),
+                s("n_str"),
+                s("\"99999999999\""),
+                s("\"99999999999\" is out of range for integer")
+            ],
+        ]
+    );
+}
+
+fn a_failed_load_leaves_the_database_as_it_was(wh: Wh) {
+    let env = Env::new(wh);
+    env.run(RM).success();
+    let wh = &env.wh;
+    let before = wh.digest("rickandmorty", &RM_TABLES);
+    // Every row is written, then the deferred foreign keys fail the commit: character ids
+    // up to 826 are no location ids.
+    let spec = env.variant(
+        RM,
+        "bad_fk.yaml",
+        &[(
+            "path: $.location.url\n          transform: url_last_segment",
+            "path: $.id",
+        )],
+    );
+    let run = env.run(&spec).failure(1);
+    assert!(
+        run.stderr.contains("FOREIGN KEY") || run.stderr.contains("foreign key"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(wh.digest("rickandmorty", &RM_TABLES), before);
+    assert_eq!(wh.count(&format!("{} WHERE status = 'failed'", wh.own("runs"))), 1);
+    assert_eq!(wh.count(&format!("{} WHERE status = 'loaded'", wh.own("runs"))), 1);
+    if wh.is_sqlite() {
+        assert_eq!(wh.scalar("PRAGMA integrity_check").as_deref(), Some("ok"));
+        assert_eq!(wh.count("pragma_foreign_key_check"), 0);
+    }
+}
+
+fn the_schema_grows_by_nullable_columns_only(wh: Wh) {
+    let env = Env::new(wh);
+    let wh = &env.wh;
+    env.run(RM).success();
+    let grown = env.variant(
+        RM,
+        "grown.yaml",
+        &[("- {name: url, type: text, path: $.url}\n        - {name: created, type: timestamptz, path: $.created}\n\n  - name: episode", "- {name: url, type: text, path: $.url}\n        - {name: created, type: timestamptz, path: $.created}\n        - {name: residents, type: jsonb, path: \"$.residents[*]\"}\n\n  - name: episode")],
+    );
+    env.run(&grown).success();
+    let length = if wh.is_sqlite() {
+        "json_array_length"
+    } else {
+        "jsonb_array_length"
+    };
+    assert_eq!(
+        wh.count(&format!(
+            "{} WHERE {length}(residents) = 0",
+            wh.t("rickandmorty", "location")
+        )),
+        32
+    );
+    let before = wh.digest("rickandmorty", &RM_TABLES);
+    let changed = env.variant(
+        RM,
+        "changed.yaml",
+        &[("{name: air_date, type: date", "{name: air_date, type: text")],
+    );
+    let run = env.run(&changed).failure(1);
+    let (date, text) = if wh.is_sqlite() {
+        ("DATE TEXT", "TEXT")
+    } else {
+        ("date", "text")
+    };
+    for problem in [
+        format!("table `episode`: column `air_date` is {date} in the database but {text} in the spec"),
+        "table `location`: column `residents` exists in the database but not in the spec".to_string(),
+    ] {
+        assert!(run.stderr.contains(&problem), "{problem}\n{}", run.stderr);
+    }
+    assert_eq!(wh.digest("rickandmorty", &RM_TABLES), before);
+}
+
+fn concurrent_runs_take_turns(wh: Wh) {
+    let env = Env::new(wh);
+    let runs: Vec<Run> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..2).map(|_| s.spawn(|| env.run(RM))).collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for run in runs {
+        run.success();
+    }
+    let wh = &env.wh;
+    assert_eq!(wh.count(&wh.t("rickandmorty", "character")), 826);
+    assert_eq!(wh.count(&format!("{} WHERE status = 'loaded'", wh.own("runs"))), 2);
+}
+
+macro_rules! contract {
+    ($($case:ident),* $(,)?) => {
+        mod postgres {
+            $(#[test] fn $case() { super::$case(super::Wh::postgres()) })*
+        }
+        mod sqlite {
+            $(#[test] fn $case() { super::$case(super::Wh::sqlite()) })*
+        }
+    };
+}
+
+contract!(
+    exact_counts_and_an_idempotent_rerun,
+    numbers_stay_exact_and_append_adds_snapshots,
+    a_loaded_run_is_refused_unless_forced,
+    replace_keeps_exactly_the_last_runs_rows,
+    merge_replaces_the_nested_rows_of_a_parent,
+    bad_records_are_quarantined,
+    a_failed_load_leaves_the_database_as_it_was,
+    the_schema_grows_by_nullable_columns_only,
+    concurrent_runs_take_turns,
+);
+
+/// SQLite only: a writer that holds the file past the busy timeout gets a clear error,
+/// and the run changes nothing.
+#[test]
+fn sqlite_a_locked_database_fails_clearly_after_the_busy_timeout() {
+    let env = Env::new(Wh::sqlite());
+    env.run(RM).success();
+    let Wh::Sqlite(path, _) = &env.wh else { unreachable!() };
+    let before = env.wh.digest("rickandmorty", &RM_TABLES);
+    let holder = rusqlite::Connection::open(path).unwrap();
+    holder.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let run = env
+        .sluice(["run", RM])
+        .env(
+            "DATABASE_URL",
+            format!("sqlite://{}?busy_timeout=300ms", path.display()),
+        )
+        .run()
+        .failure(1);
+    assert!(run.stderr.contains("database is locked"), "{}", run.stderr);
+    assert!(run.stderr.contains("busy timeout (0.3 s"), "{}", run.stderr);
+    holder.execute_batch("ROLLBACK").unwrap();
+    drop(holder);
+    assert_eq!(env.wh.digest("rickandmorty", &RM_TABLES), before);
+}
+
+/// The README's first command: with DATABASE_URL unset, the reference pipeline loads into
+/// `.sluice/rickandmorty.db` under the working directory.
+#[test]
+fn sqlite_is_the_zero_set_up_default() {
+    let api = ApiServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("pipelines")).unwrap();
+    std::fs::copy(crate::support::root().join(RM), dir.path().join(RM)).unwrap();
+    let run = Sluice::new(["run", RM])
+        .env("RICKANDMORTY_BASE_URL", format!("{}/api", api.base))
+        .dir(dir.path())
+        .run()
+        .success();
+    let db = dir.path().join(".sluice/rickandmorty.db");
+    assert!(run.stdout.contains("sqlite3 .sluice/rickandmorty.db"), "{}", run.stdout);
+    let wh = Wh::Sqlite(db, tempfile::tempdir().unwrap());
+    for (table, n) in [("character", 826), ("location", 126), ("episode", 51)] {
+        assert_eq!(wh.count(&wh.t("", table)), n, "{table}");
+    }
+    assert!(wh.count(&wh.t("", "appearance")) > 1000);
+    assert!(Path::new(&dir.path().join(".sluice/staging/rickandmorty")).is_dir());
+}
