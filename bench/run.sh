@@ -7,8 +7,11 @@
 #   copy   - psql \copy of the same rows into an empty table with the same primary key
 # Prints wall time, records/s and peak RSS of sluice (/usr/bin/time -v).
 #
+# Each spec is run twice: into PostgreSQL and into an SQLite file.
+#
 # Usage: bench/run.sh [N ...]            (default: 10000 100000 1000000)
 #        BENCH_NESTED=0 bench/run.sh     (skip the nested-table spec)
+#        BENCH_SQLITE=0 bench/run.sh     (skip SQLite)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 sizes=("$@")
@@ -46,7 +49,7 @@ psql_at() { psql -X -q -v ON_ERROR_STOP=1 "postgres://postgres@127.0.0.1:$pg_por
 seconds() { python3 -c "import sys,time; t=time.perf_counter(); import subprocess; subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL); print(f'{time.perf_counter()-t:.2f}')" "$@"; }
 
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -sr); date: $(date -u +%Y-%m-%d)"
-printf '%-8s %-7s %9s %9s %12s %9s | %8s %8s %8s %9s\n' records spec wall_s rec/s peak_rss_MB rows fetch_s write_s copy_s limits_x2
+printf '%-8s %-12s %9s %9s %12s %9s | %8s %8s %8s %9s\n' records spec wall_s rec/s peak_rss_MB rows fetch_s write_s copy_s limits_x2
 for n in "${sizes[@]}"; do
   pages=$(( (n + 999) / 1000 ))
   data="$work/api-$n"
@@ -60,24 +63,38 @@ for n in "${sizes[@]}"; do
   rm -f "$work/raw-copy"
   for spec in character character_nested; do
     [ "$spec" = character_nested ] && [ "${BENCH_NESTED:-1}" = 0 ] && continue
+    for wh in postgres sqlite; do
+    [ "$wh" = sqlite ] && [ "${BENCH_SQLITE:-1}" = 0 ] && continue
     db="bench_${spec}_$n"
-    psql_at postgres -c "CREATE DATABASE $db"
+    schema=bench; [ "$spec" = character_nested ] && schema=bench_nested
+    rows_sql="SELECT (SELECT count(*) FROM $schema.character) $( [ "$spec" = character_nested ] && echo "+ (SELECT count(*) FROM $schema.appearance)")"
+    if [ "$wh" = postgres ]; then
+      psql_at postgres -c "CREATE DATABASE $db"
+      url="postgres://postgres@127.0.0.1:$pg_port/$db"
+    else
+      url="sqlite://$work/$db.db"
+    fi
     rm -rf "$work/staging"
-    DATABASE_URL="postgres://postgres@127.0.0.1:$pg_port/$db" SLUICE_STAGING="$work/staging" BENCH_API="http://127.0.0.1:$port/api" \
+    DATABASE_URL="$url" SLUICE_STAGING="$work/staging" BENCH_API="http://127.0.0.1:$port/api" \
       /usr/bin/time -v "$sluice" -q run "bench/$spec.yaml" >"$work/run.out" 2>"$work/time.log" || { cat "$work/time.log" >&2; exit 1; }
     wall=$(awk -F': ' '/Elapsed \(wall clock\)/ {split($2, t, ":"); if (length(t) == 3) print t[1]*3600 + t[2]*60 + t[3]; else print t[1]*60 + t[2]}' "$work/time.log")
     rss=$(awk -F': ' '/Maximum resident set size/ {printf "%.1f", $2 / 1024}' "$work/time.log")
-    schema=bench; [ "$spec" = character_nested ] && schema=bench_nested
-    rows=$(psql_at "$db" -tAc "SELECT (SELECT count(*) FROM $schema.character) $( [ "$spec" = character_nested ] && echo "+ (SELECT count(*) FROM $schema.appearance)")")
+    if [ "$wh" = postgres ]; then
+      rows=$(psql_at "$db" -tAc "$rows_sql")
+    else
+      rows=$(python3 -c "import sqlite3, sys; print(sqlite3.connect(sys.argv[1]).execute(sys.argv[2]).fetchone()[0])" "$work/$db.db" "${rows_sql//$schema./}")
+    fi
     copy="-"; limits="-"
-    if [ "$spec" = character ]; then
+    if [ "$spec" = character ] && [ "$wh" = postgres ]; then
       psql_at "$db" -c "\\copy (SELECT * FROM bench.character) TO '$work/rows.csv' WITH (FORMAT csv)"
       psql_at "$db" -c "CREATE TABLE bench.copytest (LIKE bench.character INCLUDING ALL)"
       copy=$(seconds psql -X -q "postgres://postgres@127.0.0.1:$pg_port/$db" -c "\\copy bench.copytest FROM '$work/rows.csv' WITH (FORMAT csv)")
       limits=$(python3 -c "print(f'{2*($fetch+$write+$copy):.2f}')")
     fi
     rate=$(python3 -c "print(int($n/$wall))")
-    printf '%-8s %-7s %9s %9s %12s %9s | %8s %8s %8s %9s\n' "$n" "${spec#character}" "$wall" "$rate" "$rss" "$rows" "$fetch" "$write" "$copy" "$limits"
+    label=${spec#character}; [ "$wh" = sqlite ] && label="lite$label"
+    printf '%-8s %-12s %9s %9s %12s %9s | %8s %8s %8s %9s\n' "$n" "$label" "$wall" "$rate" "$rss" "$rows" "$fetch" "$write" "$copy" "$limits"
+    done
   done
 done
-echo "(spec '' = bench/character.yaml, 12 columns; '_nested' adds the appearance table. limits_x2 = 2 x (fetch + write + copy), the target for sluice's wall time.)"
+echo "(spec '' = bench/character.yaml, 12 columns; '_nested' adds the appearance table; 'lite' = the same into SQLite. limits_x2 = 2 x (fetch + write + copy), the target for sluice's wall time.)"
