@@ -67,7 +67,8 @@ for n in "${sizes[@]}"; do
     [ "$wh" = sqlite ] && [ "${BENCH_SQLITE:-1}" = 0 ] && continue
     db="bench_${spec}_$n"
     schema=bench; [ "$spec" = character_nested ] && schema=bench_nested
-    rows_sql="SELECT (SELECT count(*) FROM $schema.character) $( [ "$spec" = character_nested ] && echo "+ (SELECT count(*) FROM $schema.appearance)")"
+    rows_sql="SELECT (SELECT count(*) FROM $schema.character)"
+    [ "$spec" = character_nested ] && rows_sql="$rows_sql + (SELECT count(*) FROM $schema.appearance)"
     if [ "$wh" = postgres ]; then
       psql_at postgres -c "CREATE DATABASE $db"
       url="postgres://postgres@127.0.0.1:$pg_port/$db"

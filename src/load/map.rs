@@ -65,7 +65,7 @@ pub fn parse_record(line: &str, fields: Option<&[String]>) -> serde_json::Result
             f.write_str("a JSON object")
         }
         fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
-            let mut out = serde_json::Map::new();
+            let mut out = serde_json::Map::with_capacity(self.0.len());
             while let Some(found) = map.next_key_seed(Key(self.0))? {
                 match found {
                     Some(i) => {

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use rusqlite::{params, Connection, OptionalExtension, Statement};
+use rusqlite::{params, Connection, OptionalExtension};
 
 use super::ddl::Dialect;
 use super::map::RunMeta;
@@ -169,60 +169,105 @@ impl Sqlite {
     }
 }
 
-/// Bind a typed cell: numbers as numbers, exact decimals, JSON and text as text, dates
-/// and timestamps as ISO 8601 (UTC, microseconds) text, booleans as 0 and 1.
-fn bind(st: &mut Statement<'_>, i: usize, c: &Cell) -> rusqlite::Result<()> {
-    match c {
-        Cell::Null => st.raw_bind_parameter(i, rusqlite::types::Null),
-        Cell::Text(s) | Cell::Json(s) | Cell::Numeric(s) => st.raw_bind_parameter(i, s.as_str()),
-        Cell::Int(n) => st.raw_bind_parameter(i, *n),
-        Cell::Big(n) => st.raw_bind_parameter(i, *n),
-        Cell::Double(f) => st.raw_bind_parameter(i, *f),
-        Cell::Bool(b) => st.raw_bind_parameter(i, *b),
-        Cell::Date(d) => st.raw_bind_parameter(i, d.format("%Y-%m-%d").to_string()),
-        Cell::Time(t) => st.raw_bind_parameter(i, t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)),
+/// Rows between the mapping thread and the writing thread, packed in chunks: per row the
+/// table index and per value a tag and its bytes. Mapping and inserting each take a core.
+mod packed {
+    use crate::value::Cell;
+
+    pub const NULL: u8 = 0;
+    pub const INT: u8 = 1;
+    pub const REAL: u8 = 2;
+    pub const TEXT: u8 = 3;
+    /// Days from 0001-01-01 (CE day 1).
+    pub const DATE: u8 = 4;
+    /// Microseconds from the Unix epoch, UTC.
+    pub const TIME: u8 = 5;
+
+    pub fn text(out: &mut Vec<u8>, s: &str) {
+        out.push(TEXT);
+        out.extend_from_slice(&(s.len() as u32).to_le_bytes());
+        out.extend_from_slice(s.as_bytes());
     }
-}
 
-/// Rows through one prepared insert per table: into the table, or its staging table
-/// when it merges.
-struct InsertSink<'c> {
-    inserts: Vec<Statement<'c>>,
-    names: Vec<String>,
-    busy: Duration,
-}
+    pub fn int(out: &mut Vec<u8>, n: i64) {
+        out.push(INT);
+        out.extend_from_slice(&n.to_le_bytes());
+    }
 
-impl<'c> InsertSink<'c> {
-    fn new(conn: &'c Connection, resource: &Resource, busy: Duration) -> Result<Self, LoadError> {
-        let mut inserts = Vec::new();
-        for (i, t) in resource.tables.iter().enumerate() {
-            let mut cols = merge_columns(t);
-            let target = if t.write == WriteMode::Merge {
-                cols.push("\"_sluice_ord\"".into());
-                quote_ident(&super::resource::temp_name(i))
-            } else {
-                quote_ident(&t.name)
-            };
-            let marks: Vec<String> = (1..=cols.len()).map(|n| format!("?{n}")).collect();
-            let sql = format!(
-                "INSERT INTO {target} ({}) VALUES ({})",
-                cols.join(", "),
-                marks.join(", ")
-            );
-            inserts.push(
-                conn.prepare(&sql)
-                    .map_err(lite(&format!("prepare the insert into `{}`", t.name), busy))?,
-            );
+    pub fn cell(out: &mut Vec<u8>, c: &Cell) {
+        use chrono::Datelike;
+        match c {
+            Cell::Null => out.push(NULL),
+            Cell::Text(s) | Cell::Json(s) | Cell::Numeric(s) => text(out, s),
+            Cell::Int(n) => int(out, i64::from(*n)),
+            Cell::Big(n) => int(out, *n),
+            Cell::Bool(b) => int(out, i64::from(*b)),
+            Cell::Double(f) => {
+                out.push(REAL);
+                out.extend_from_slice(&f.to_le_bytes());
+            }
+            Cell::Date(d) => {
+                out.push(DATE);
+                out.extend_from_slice(&d.num_days_from_ce().to_le_bytes());
+            }
+            Cell::Time(t) => {
+                out.push(TIME);
+                out.extend_from_slice(&t.timestamp_micros().to_le_bytes());
+            }
         }
-        Ok(InsertSink {
-            inserts,
-            names: resource.tables.iter().map(|t| t.name.clone()).collect(),
-            busy,
-        })
+    }
+
+    /// Reads a chunk back.
+    pub struct Reader<'a> {
+        pub buf: &'a [u8],
+    }
+
+    impl<'a> Reader<'a> {
+        pub fn take(&mut self, n: usize) -> &'a [u8] {
+            let (head, rest) = self.buf.split_at(n);
+            self.buf = rest;
+            head
+        }
+
+        pub fn u8(&mut self) -> u8 {
+            self.take(1)[0]
+        }
+
+        pub fn u16(&mut self) -> u16 {
+            u16::from_le_bytes(self.take(2).try_into().expect("2 bytes"))
+        }
+
+        pub fn i64(&mut self) -> i64 {
+            i64::from_le_bytes(self.take(8).try_into().expect("8 bytes"))
+        }
+
+        pub fn i32(&mut self) -> i32 {
+            i32::from_le_bytes(self.take(4).try_into().expect("4 bytes"))
+        }
+
+        pub fn str(&mut self) -> &'a str {
+            let n = u32::from_le_bytes(self.take(4).try_into().expect("4 bytes")) as usize;
+            std::str::from_utf8(self.take(n)).expect("packed from a str")
+        }
     }
 }
 
-impl RowSink for InsertSink<'_> {
+const PACKED_CHUNK: usize = 256 << 10;
+
+/// The mapping thread's side: rows packed into chunks for the writing thread.
+struct PackSink {
+    sender: std::sync::mpsc::SyncSender<Vec<u8>>,
+    chunk: Vec<u8>,
+}
+
+impl PackSink {
+    fn send(&mut self) -> bool {
+        let full = std::mem::replace(&mut self.chunk, Vec::with_capacity(PACKED_CHUNK + 4096));
+        self.sender.send(full).is_ok()
+    }
+}
+
+impl RowSink for PackSink {
     fn row(
         &mut self,
         table: usize,
@@ -230,24 +275,80 @@ impl RowSink for InsertSink<'_> {
         run_id: Option<&str>,
         ordinal: Option<i64>,
     ) -> Result<bool, LoadError> {
-        let st = &mut self.inserts[table];
-        let result = (|| {
-            for (i, c) in cells.iter().enumerate() {
-                bind(st, i + 1, c)?;
-            }
-            let mut next = cells.len() + 1;
-            if let Some(id) = run_id {
-                st.raw_bind_parameter(next, id)?;
-                next += 1;
-            }
-            if let Some(o) = ordinal {
-                st.raw_bind_parameter(next, o)?;
-            }
-            st.raw_execute()
-        })();
-        result.map_err(lite(&format!("insert into `{}`", self.names[table]), self.busy))?;
-        Ok(true)
+        let values = cells.len() + usize::from(run_id.is_some()) + usize::from(ordinal.is_some());
+        self.chunk.push(table as u8);
+        self.chunk.extend_from_slice(&(values as u16).to_le_bytes());
+        for c in cells {
+            packed::cell(&mut self.chunk, c);
+        }
+        if let Some(id) = run_id {
+            packed::text(&mut self.chunk, id);
+        }
+        if let Some(o) = ordinal {
+            packed::int(&mut self.chunk, o);
+        }
+        Ok(self.chunk.len() < PACKED_CHUNK || self.send())
     }
+}
+
+/// The writing thread's side: every packed row through one prepared insert per table
+/// (into the table, or its staging table when it merges), until the mapping side is done.
+fn insert_packed(
+    conn: &Connection,
+    resource: &Resource,
+    chunks: std::sync::mpsc::Receiver<Vec<u8>>,
+    busy: Duration,
+) -> Result<(), LoadError> {
+    let mut inserts = Vec::new();
+    for (i, t) in resource.tables.iter().enumerate() {
+        let mut cols = merge_columns(t);
+        let target = if t.write == WriteMode::Merge {
+            cols.push("\"_sluice_ord\"".into());
+            quote_ident(&super::resource::temp_name(i))
+        } else {
+            quote_ident(&t.name)
+        };
+        let marks: Vec<String> = (1..=cols.len()).map(|n| format!("?{n}")).collect();
+        let sql = format!(
+            "INSERT INTO {target} ({}) VALUES ({})",
+            cols.join(", "),
+            marks.join(", ")
+        );
+        inserts.push(
+            conn.prepare(&sql)
+                .map_err(lite(&format!("prepare the insert into `{}`", t.name), busy))?,
+        );
+    }
+    for chunk in chunks {
+        let mut r = packed::Reader { buf: &chunk };
+        while !r.buf.is_empty() {
+            let table = r.u8() as usize;
+            let st = &mut inserts[table];
+            let values = r.u16() as usize;
+            (|| {
+                for i in 1..=values {
+                    match r.u8() {
+                        packed::NULL => st.raw_bind_parameter(i, rusqlite::types::Null)?,
+                        packed::INT => st.raw_bind_parameter(i, r.i64())?,
+                        packed::REAL => st.raw_bind_parameter(i, f64::from_bits(r.i64() as u64))?,
+                        packed::TEXT => st.raw_bind_parameter(i, r.str())?,
+                        packed::DATE => {
+                            let d = chrono::NaiveDate::from_num_days_from_ce_opt(r.i32()).expect("a packed date");
+                            st.raw_bind_parameter(i, d.format("%Y-%m-%d").to_string())?
+                        }
+                        tag => {
+                            debug_assert_eq!(tag, packed::TIME);
+                            let t = chrono::DateTime::from_timestamp_micros(r.i64()).expect("a packed timestamp");
+                            st.raw_bind_parameter(i, t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))?
+                        }
+                    }
+                }
+                st.raw_execute()
+            })()
+            .map_err(|e| lite(&format!("insert into `{}`", resource.tables[table].name), busy)(e))?;
+        }
+    }
+    Ok(())
 }
 
 impl Warehouse for Sqlite {
@@ -427,19 +528,29 @@ impl Warehouse for Sqlite {
         _spill_dir: &std::path::Path,
     ) -> Result<MapOutcome, LoadError> {
         let conn = self.conn.take().expect("one writer at a time");
-        let (res, meta, busy) = (resource.clone(), meta.clone(), self.busy);
-        // Mapping and inserting on one blocking thread: rusqlite is synchronous, and a
-        // row goes from the mapper to SQLite without a copy.
-        let writer = tokio::task::spawn_blocking(move || {
-            let outcome =
-                InsertSink::new(&conn, &res, busy).and_then(|mut sink| map_objects(&res, objects, &meta, &mut sink));
-            (conn, outcome)
+        let (sender, chunks) = std::sync::mpsc::sync_channel(4);
+        let (res, meta) = (resource.clone(), meta.clone());
+        let mapper = tokio::task::spawn_blocking(move || {
+            let mut sink = PackSink {
+                sender,
+                chunk: Vec::with_capacity(PACKED_CHUNK + 4096),
+            };
+            let outcome = map_objects(&res, objects, &meta, &mut sink)?;
+            sink.send();
+            Ok::<_, LoadError>(outcome)
         });
-        let (conn, outcome) = writer
-            .await
-            .map_err(|e| LoadError::Io(format!("the mapping thread failed: {e}")))?;
+        let (res, busy) = (resource.clone(), self.busy);
+        // Dropping `chunks` (on an insert error) stops the mapper at its next send.
+        let writer = tokio::task::spawn_blocking(move || {
+            let written = insert_packed(&conn, &res, chunks, busy);
+            (conn, written)
+        });
+        let (mapped, written) = tokio::join!(mapper, writer);
+        let thread = |e: tokio::task::JoinError| LoadError::Io(format!("a loading thread failed: {e}"));
+        let (conn, written) = written.map_err(thread)?;
         self.conn = Some(conn);
-        outcome
+        written?;
+        mapped.map_err(thread)?
     }
 
     async fn merge(&mut self, _schema: &str, t: &Table, staging: &str) -> Result<(u64, u64), LoadError> {
