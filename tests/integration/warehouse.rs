@@ -482,6 +482,50 @@ fn the_schema_grows_by_nullable_columns_only(wh: Wh) {
     assert_eq!(wh.digest("rickandmorty", &RM_TABLES), before);
 }
 
+fn the_incremental_state_moves_with_the_data(wh: Wh) {
+    let env = Env::new(wh);
+    let spec = env.write(
+        "dyn.yaml",
+        "version: 1\nname: dynamic\nsource: {base_url: \"${API_BASE}\"}\nstaging: {location: \"${SLUICE_STAGING}\"}\nwarehouse: {url: \"${DATABASE_URL}\", schema: dynamic}\nresources:\n  - name: events\n    path: /dyn/since-{incremental.start}\n    records: $.results[*]\n    incremental: {cursor: $.n, initial: 5, format: integer}\n    table:\n      name: event\n      write: merge\n      primary_key: [n]\n      columns:\n        - {name: n, type: integer, path: $.n}\n",
+    );
+    env.api.put("since-5", r#"{"results": [{"n": 7}, {"n": 9}]}"#, &[]);
+    env.api.put("since-9", r#"{"results": [{"n": 9}, {"n": 12}]}"#, &[]);
+    env.run(&spec).success();
+    let state = env.sluice(["state", &spec]).run().success();
+    assert!(
+        state.stdout.contains("events") && state.stdout.contains('9'),
+        "{}",
+        state.stdout
+    );
+    env.run(&spec).success();
+    let asked: Vec<String> = env
+        .api
+        .requests()
+        .into_iter()
+        .map(|r| r.target)
+        .filter(|t| t.starts_with("/dyn/"))
+        .collect();
+    assert_eq!(asked, ["/dyn/since-5", "/dyn/since-9"]);
+    let ns: Vec<String> = env
+        .wh
+        .query(&format!("SELECT n FROM {} ORDER BY n", env.wh.t("dynamic", "event")))
+        .into_iter()
+        .map(|r| r[0].clone().unwrap())
+        .collect();
+    assert_eq!(ns, ["7", "9", "12"]);
+    assert_eq!(
+        env.wh
+            .scalar(&format!(
+                "SELECT value FROM {} WHERE resource = 'events'",
+                env.wh.own("state")
+            ))
+            .as_deref(),
+        Some("12")
+    );
+    env.sluice(["state", &spec, "--reset"]).run().success();
+    assert_eq!(env.wh.count(&env.wh.own("state")), 0);
+}
+
 fn concurrent_runs_take_turns(wh: Wh) {
     let env = Env::new(wh);
     let runs: Vec<Run> = std::thread::scope(|s| {
@@ -517,6 +561,7 @@ contract!(
     a_failed_load_leaves_the_database_as_it_was,
     the_schema_grows_by_nullable_columns_only,
     concurrent_runs_take_turns,
+    the_incremental_state_moves_with_the_data,
 );
 
 /// SQLite only: a writer that holds the file past the busy timeout gets a clear error,
@@ -565,4 +610,53 @@ fn sqlite_is_the_zero_set_up_default() {
     }
     assert!(wh.count(&wh.t("", "appearance")) > 1000);
     assert!(Path::new(&dir.path().join(".sluice/staging/rickandmorty")).is_dir());
+}
+
+/// SQLite's storage of every column type: integers and reals as numbers, exact decimals
+/// and JSON as text, booleans as 0/1, dates and timestamps as ISO 8601 UTC text.
+#[test]
+fn sqlite_stores_every_type_readably() {
+    let env = Env::new(Wh::sqlite());
+    env.run("tests/fixtures/specs/types.yaml").success();
+    let row = |id: i32| {
+        env.wh
+            .query(&format!(
+                "SELECT label_trim, n_str, typeof(n_str), big, dec, typeof(dec), dbl, typeof(dbl), flag, day, ts, ts_naive, ms, s, url_id, empty, obj, \
+                 json_extract(obj, '$.a[2].b') IS NULL, tags, loaded_by, run = _sluice_run_id, run_at IS NOT NULL FROM item WHERE id = {id}"
+            ))
+            .remove(0)
+    };
+    let s = |v: &str| Some(v.to_string());
+    assert_eq!(
+        row(1),
+        [
+            s("Mixed Case"),
+            s("42"),
+            s("integer"),
+            s("9007199254740993"),
+            s("123456789012345678901234567890.123456789"),
+            s("text"),
+            s("2.5"),
+            s("real"),
+            s("1"),
+            s("2021-09-05"),
+            s("2017-11-04T18:48:46.250000Z"),
+            s("2017-11-04T18:48:46.000000Z"),
+            s("2022-05-14T00:41:51.546000Z"),
+            s("2022-05-14T00:41:51.000000Z"),
+            s("17"),
+            None,
+            s(r#"{"a":[1,2,{"b":null}]}"#),
+            s("1"),
+            s(r#"["x","y"]"#),
+            s("types"),
+            s("1"),
+            s("1"),
+        ]
+    );
+    let r3 = row(3);
+    assert_eq!(r3[1..6], [s("7"), s("integer"), s("-5"), s("-0.5"), s("text")]);
+    assert_eq!(r3[6].as_deref().map(|v| v.parse::<f64>().unwrap()), Some(1e300));
+    assert_eq!(r3[7..10], [s("real"), s("0"), s("2013-12-02")]);
+    assert_eq!(r3[12], s("1970-01-01T00:00:00.000000Z"));
 }
