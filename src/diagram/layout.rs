@@ -279,7 +279,7 @@ pub fn pipeline_page(pipelines: &[Pipeline]) -> Page {
                 format!("{n}-db"),
                 cx(4),
                 cy,
-                vec!["PostgreSQL".into(), format!("schema {schema}")],
+                warehouse_lines(p),
                 Shape::Cylinder { role: Role::Database },
                 &lane_id,
                 140.0,
@@ -344,7 +344,12 @@ pub fn pipeline_page(pipelines: &[Pipeline]) -> Page {
             }
         }
         modes.truncate(3);
-        let mut load_label = vec!["binary COPY, 1 transaction".to_string()];
+        let how = if !aws && sqlite_file(p).is_some() {
+            "inserts"
+        } else {
+            "binary COPY"
+        };
+        let mut load_label = vec![format!("{how}, 1 transaction")];
         load_label.extend(modes);
         let flows = [
             (&source, &extract, get),
@@ -418,7 +423,7 @@ pub fn pipeline_page(pipelines: &[Pipeline]) -> Page {
         (Role::Source, "source API"),
         (Role::Compute, "step: extract / load (AWS Lambda on AWS)"),
         (Role::Storage, "raw staging (S3 bucket or folder)"),
-        (Role::Database, "warehouse (PostgreSQL / Amazon RDS)"),
+        (Role::Database, "warehouse (PostgreSQL / Amazon RDS / SQLite)"),
         (Role::Schedule, "schedule (Amazon EventBridge)"),
         (Role::Analytics, "analytics consumers"),
     ];
@@ -703,5 +708,27 @@ mod tests {
             ["GET /location /episode", "/character"]
         );
         assert_eq!(wrap("abcdefghij", 4), ["abcd", "efgh", "ij"]);
+    }
+}
+
+/// The SQLite file the spec's warehouse URL names at its defaults, if it names one.
+fn sqlite_file(p: &Pipeline) -> Option<String> {
+    let u = p.warehouse().url.offline()?;
+    let file = u.strip_prefix("sqlite://")?;
+    Some(file.split('?').next().unwrap_or(file).to_string())
+}
+
+/// The warehouse box's label: SQLite and its file, with the variable that can point it
+/// elsewhere; else PostgreSQL and the schema.
+fn warehouse_lines(p: &Pipeline) -> Vec<String> {
+    match sqlite_file(p) {
+        Some(file) => {
+            let mut lines = vec!["SQLite".to_string(), file];
+            if let Some(var) = p.warehouse().url.vars().first() {
+                lines.push(format!("or ${var}"));
+            }
+            lines
+        }
+        None => vec!["PostgreSQL".into(), format!("schema {}", p.warehouse().schema)],
     }
 }

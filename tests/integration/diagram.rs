@@ -211,3 +211,27 @@ fn a_single_page_and_an_invalid_spec() {
         .failure(1);
     assert!(bad.stderr.contains("unknown column type `txt`"), "{}", bad.stderr);
 }
+
+#[test]
+fn a_local_sqlite_warehouse_is_drawn_as_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(root().join("pipelines/rickandmorty.yaml")).unwrap();
+    let (head, rest) = text.split_once("runtime:").unwrap();
+    let local = dir.path().join("local.yaml");
+    std::fs::write(&local, format!("{head}{}", &rest[rest.find("resources:").unwrap()..])).unwrap();
+    let xml = Sluice::new(["diagram", local.to_str().unwrap()]).run().success().stdout;
+    let doc = roxmltree::Document::parse(&xml).unwrap();
+    let label = |id: &str| {
+        doc.descendants()
+            .find(|n| n.attribute("id") == Some(id))
+            .and_then(|n| n.attribute("value"))
+            .unwrap_or_else(|| panic!("no cell {id}"))
+            .to_string()
+    };
+    let db = label("rickandmorty-db");
+    assert!(
+        db.starts_with("SQLite") && db.contains(".sluice/rickandmorty.db") && db.contains("$DATABASE_URL"),
+        "{db}"
+    );
+    assert!(xml.contains("inserts, 1 transaction") && !xml.contains("binary COPY"));
+}
