@@ -238,13 +238,16 @@ pub enum StagingFormat {
     JsonlGzip,
 }
 
-/// The PostgreSQL warehouse.
+/// The warehouse: PostgreSQL, or an embedded SQLite file.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawWarehouse {
-    /// libpq URL or key/value connection string (*interpolated*), normally `${DATABASE_URL}`.
+    /// *Interpolated.* A PostgreSQL libpq URL or key/value connection string, or
+    /// `sqlite://<file>` (relative to the working directory; `sqlite:///abs/path.db`;
+    /// option `?busy_timeout=60s`). For example `${DATABASE_URL:-sqlite://.sluice/x.db}`.
     pub url: String,
-    /// Schema the tables are created in.
+    /// PostgreSQL schema the tables are created in. SQLite has no schemas: there the tables
+    /// are named alone, and sluice's own are `_sluice_runs`, `_sluice_rejects`, `_sluice_state`.
     pub schema: String,
 }
 
