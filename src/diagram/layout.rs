@@ -697,20 +697,6 @@ pub fn tables_page(pipelines: &[Pipeline]) -> Page {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn wrapping_keeps_words_and_slashes() {
-        assert_eq!(
-            wrap("GET /location /episode /character", 22),
-            ["GET /location /episode", "/character"]
-        );
-        assert_eq!(wrap("abcdefghij", 4), ["abcd", "efgh", "ij"]);
-    }
-}
-
 /// The SQLite file the spec's warehouse URL names at its defaults, if it names one.
 fn sqlite_file(p: &Pipeline) -> Option<String> {
     let u = p.warehouse().url.offline()?;
@@ -730,5 +716,19 @@ fn warehouse_lines(p: &Pipeline) -> Vec<String> {
             lines
         }
         None => vec!["PostgreSQL".into(), format!("schema {}", p.warehouse().schema)],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wrapping_keeps_words_and_slashes() {
+        assert_eq!(
+            wrap("GET /location /episode /character", 22),
+            ["GET /location /episode", "/character"]
+        );
+        assert_eq!(wrap("abcdefghij", 4), ["abcd", "efgh", "ij"]);
     }
 }

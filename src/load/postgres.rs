@@ -336,26 +336,6 @@ impl Warehouse for Postgres {
         self.client.execute(sql, &[]).await.map_err(db(action))
     }
 
-    async fn create_staging_table(&mut self, t: &Table, name: &str) -> Result<(), LoadError> {
-        let mut cols: Vec<String> = t
-            .columns
-            .iter()
-            .map(|c| format!("{} {}", quote_ident(&c.name), c.column_type.sql()))
-            .collect();
-        if t.run_id_column {
-            cols.push(format!("{} text", quote_ident(RUN_ID_COLUMN)));
-        }
-        cols.push("\"_sluice_ord\" bigint".into());
-        self.client
-            .batch_execute(&format!(
-                "CREATE TEMP TABLE {} ({}) ON COMMIT DROP",
-                quote_ident(name),
-                cols.join(", ")
-            ))
-            .await
-            .map_err(db(format!("create the staging table of `{}`", t.name)))
-    }
-
     async fn write_rows(
         &mut self,
         schema: &str,

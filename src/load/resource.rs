@@ -10,9 +10,10 @@ use super::merge::remove_gone_children;
 use super::warehouse::Warehouse;
 use super::{LoadError, ObjectFeed, TableStats};
 use crate::spec::ident::quote_ident;
-use crate::spec::pipeline::{Pipeline, Resource, WriteMode};
+use crate::spec::pipeline::{Pipeline, Resource, WriteMode, RUN_ID_COLUMN};
 use crate::stage::manifest::ObjectManifest;
 use crate::stage::{LocalObject, Staging};
+use crate::value::ColumnType;
 
 /// The staging table of a resource's table `i` under `merge`.
 pub(super) fn temp_name(i: usize) -> String {
@@ -40,7 +41,28 @@ pub(super) async fn load_resource<W: Warehouse>(
                 )
                 .await?;
             }
-            WriteMode::Merge => w.create_staging_table(t, &temp_name(i)).await?,
+            WriteMode::Merge => {
+                // The table's columns and `_sluice_ord`, the row's ordinal; dropped after
+                // the upsert (and gone with a rollback).
+                let mut cols: Vec<String> = t
+                    .columns
+                    .iter()
+                    .map(|c| format!("{} {}", quote_ident(&c.name), d.column_type(c.column_type)))
+                    .collect();
+                if t.run_id_column {
+                    cols.push(format!(
+                        "{} {}",
+                        quote_ident(RUN_ID_COLUMN),
+                        d.column_type(ColumnType::Text)
+                    ));
+                }
+                cols.push(format!("\"_sluice_ord\" {}", d.column_type(ColumnType::Bigint)));
+                w.execute(
+                    &format!("CREATE TEMP TABLE {} ({})", quote_ident(&temp_name(i)), cols.join(", ")),
+                    &format!("create the staging table of `{}`", t.name),
+                )
+                .await?;
+            }
             WriteMode::Append => {}
         }
     }

@@ -18,7 +18,7 @@ use super::state::Saved;
 use super::warehouse::{LedgerRow, LiveTable, Objects, Warehouse};
 use super::LoadError;
 use crate::spec::ident::quote_ident;
-use crate::spec::pipeline::{Resource, Table, WriteMode, RUN_ID_COLUMN};
+use crate::spec::pipeline::{Resource, Table, WriteMode};
 use crate::util::clip;
 use crate::value::Cell;
 
@@ -495,28 +495,6 @@ impl Warehouse for Sqlite {
 
     async fn execute(&mut self, sql: &str, action: &str) -> Result<u64, LoadError> {
         self.with(action, |c| c.execute(sql, []).map(|n| n as u64))
-    }
-
-    async fn create_staging_table(&mut self, t: &Table, name: &str) -> Result<(), LoadError> {
-        let mut cols: Vec<String> = t
-            .columns
-            .iter()
-            .map(|c| {
-                format!(
-                    "{} {}",
-                    quote_ident(&c.name),
-                    Dialect::Sqlite.column_type(c.column_type)
-                )
-            })
-            .collect();
-        if t.run_id_column {
-            cols.push(format!("{} TEXT", quote_ident(RUN_ID_COLUMN)));
-        }
-        cols.push("\"_sluice_ord\" INTEGER".into());
-        let sql = format!("CREATE TEMP TABLE {} ({})", quote_ident(name), cols.join(", "));
-        self.with(&format!("create the staging table of `{}`", t.name), |c| {
-            c.execute_batch(&sql)
-        })
     }
 
     async fn write_rows(

@@ -81,9 +81,6 @@ pub(super) trait Warehouse: Send {
     fn apply_ddl(&mut self, schema: &str, statements: &[String]) -> impl Future<Output = Result<(), LoadError>> + Send;
     /// Run one statement of the load; the rows it changed.
     fn execute(&mut self, sql: &str, action: &str) -> impl Future<Output = Result<u64, LoadError>> + Send;
-    /// Create the temporary table a merge table's rows are written to first: the table's
-    /// columns and `_sluice_ord`, the row's ordinal.
-    fn create_staging_table(&mut self, t: &Table, name: &str) -> impl Future<Output = Result<(), LoadError>> + Send;
     /// Map the records of `objects` and write their rows: merge tables into their staging
     /// tables, the others into the tables.
     fn write_rows(
