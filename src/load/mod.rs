@@ -196,7 +196,7 @@ async fn load_into<W: Warehouse>(
     crate::util::sweep_orphans(&tmp);
     let spill = crate::util::temp_dir()
         .map_err(|e| LoadError::Io(format!("create a spill folder in {}: {e}", tmp.display())))?;
-    let started = Utc::now().to_rfc3339();
+    let started = Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
     let result = load_in_transaction(w, p, store, feed, opts, &started, spill.path()).await;
     if let Err(e) = &result {
         w.rollback().await;

@@ -163,8 +163,12 @@ impl Sqlite {
     }
 
     /// Run `f` on the connection, on a thread that may block.
-    fn with<T>(&mut self, action: &str, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, LoadError> {
-        let conn = self.conn.as_ref().expect("the connection is back after writing rows");
+    fn with<T>(&self, action: &str, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, LoadError> {
+        // Only a panicked writing thread keeps it; its transaction died with it.
+        let conn = self.conn.as_ref().ok_or_else(|| LoadError::Db {
+            action: action.to_string(),
+            message: "the connection was lost with a failed loading thread".into(),
+        })?;
         blocking(|| f(conn)).map_err(lite(action, self.busy))
     }
 }
@@ -505,7 +509,10 @@ impl Warehouse for Sqlite {
         meta: &RunMeta,
         _spill_dir: &std::path::Path,
     ) -> Result<MapOutcome, LoadError> {
-        let conn = self.conn.take().expect("one writer at a time");
+        let conn = self
+            .conn
+            .take()
+            .ok_or_else(|| LoadError::Io("the SQLite connection was lost".into()))?;
         let (sender, chunks) = std::sync::mpsc::sync_channel(4);
         let (res, meta) = (resource.clone(), meta.clone());
         let mapper = tokio::task::spawn_blocking(move || {
