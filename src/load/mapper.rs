@@ -1,8 +1,12 @@
 //! Mapping staged objects: each object is read (gzip JSON Lines), verified against its
 //! manifest while it streams, and every record mapped into rows, which go to the
-//! warehouse's [`RowSink`]. Runs on a blocking thread.
+//! warehouse's [`RowSink`]. Objects are mapped on several blocking threads at once (one
+//! object per thread at a time, each thread with its own sink); what they found is
+//! combined at the end, in staging order.
 
 use std::io::{BufRead, BufReader, Read};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use super::map::{map_record, RecordError, RecordRows, RunMeta};
 use super::{map, BadRecord, LoadError};
@@ -11,8 +15,11 @@ use crate::stage::manifest::ObjectManifest;
 use crate::stage::LocalObject;
 use crate::value::Cell;
 
-/// Where mapped rows go: PostgreSQL's COPY streams, SQLite's prepared inserts.
-pub(super) trait RowSink {
+/// Where mapped rows go: PostgreSQL's COPY streams, SQLite's prepared inserts. One per
+/// mapping thread.
+pub(super) trait RowSink: Send + 'static {
+    /// What is left once every row is in (PostgreSQL: the spill files of nested rows).
+    type Done: Send + 'static;
     /// One row of table `table` (an index into the resource's tables), with the run id
     /// when the table has that column and the row's ordinal when it merges. `false` when
     /// the receiving side stopped (it reports why).
@@ -23,10 +30,25 @@ pub(super) trait RowSink {
         run_id: Option<&str>,
         ordinal: Option<i64>,
     ) -> Result<bool, LoadError>;
+    /// After the last row: send what waits, and close.
+    fn finish(self) -> Result<Self::Done, LoadError>;
+}
+
+/// How many threads map a resource's objects: the cores, up to four.
+pub(super) fn mapping_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 4)
+}
+
+/// The ordinal of a merge row: objects in staging order, then rows in object order, so
+/// that the last row of a key wins whichever thread mapped it.
+fn ordinal(object: u64, row: u64) -> i64 {
+    ((object << 32) | row) as i64
 }
 
 /// A record that did not fit, kept for the rejects table.
 pub(super) struct Reject {
+    /// The object's place in staging order.
+    pub seq: u64,
     pub table: String,
     pub object: String,
     pub record: u64,
@@ -94,16 +116,90 @@ pub(super) fn io_error(what: &str, e: std::io::Error) -> LoadError {
     LoadError::Io(format!("{what}: {e}"))
 }
 
-/// Read the staged objects of one resource, verifying each against its manifest, and map
-/// every record into rows for `sink`. Runs on a blocking thread.
-pub(super) fn map_objects(
+/// Staged objects shared by the mapping threads: the channel, the number the next one
+/// gets, and whether a thread failed (the others then take no more).
+struct Shared {
+    objects: Mutex<(super::warehouse::Objects, u64)>,
+    failed: AtomicBool,
+}
+
+impl Shared {
+    fn next(&self) -> Option<(u64, ObjectManifest, LocalObject)> {
+        if self.failed.load(Ordering::Relaxed) {
+            return None;
+        }
+        let mut guard = self.objects.lock().unwrap_or_else(|e| e.into_inner());
+        let (object, local) = guard.0.blocking_recv()?;
+        guard.1 += 1;
+        Some((guard.1 - 1, object, local))
+    }
+}
+
+/// Map every record of a resource's staged objects into rows, one sink per thread,
+/// verifying each object against its manifest. The outcome, and what each sink left.
+pub(super) async fn map_objects<S: RowSink>(
     resource: &Resource,
-    mut objects: tokio::sync::mpsc::Receiver<(ObjectManifest, LocalObject)>,
+    objects: super::warehouse::Objects,
+    meta: &RunMeta,
+    sinks: Vec<S>,
+) -> Result<(MapOutcome, Vec<S::Done>), LoadError> {
+    let shared = Arc::new(Shared {
+        objects: Mutex::new((objects, 0)),
+        failed: AtomicBool::new(false),
+    });
+    let threads: Vec<_> = sinks
+        .into_iter()
+        .map(|mut sink| {
+            let (resource, meta, shared) = (resource.clone(), meta.clone(), shared.clone());
+            tokio::task::spawn_blocking(move || {
+                let mapped = map_shared(&resource, &shared, &meta, &mut sink);
+                if mapped.is_err() {
+                    shared.failed.store(true, Ordering::Relaxed);
+                }
+                Ok::<_, LoadError>((mapped?, sink.finish()?))
+            })
+        })
+        .collect();
+    let mut parts = Vec::new();
+    let mut done = Vec::new();
+    let mut failure = None;
+    for thread in threads {
+        match thread.await {
+            Ok(Ok((part, left))) => {
+                parts.push(part);
+                done.push(left);
+            }
+            Ok(Err(e)) => {
+                failure.get_or_insert(e);
+            }
+            Err(e) => {
+                failure.get_or_insert(LoadError::Io(format!("a mapping thread failed: {e}")));
+            }
+        }
+    }
+    match failure {
+        Some(e) => Err(e),
+        None => Ok((combine(resource, parts)?, done)),
+    }
+}
+
+/// What one thread found.
+struct Part {
+    out: MapOutcome,
+    /// The first record of the earliest object the thread mapped, and that object's place.
+    sample: Option<(u64, String)>,
+}
+
+/// One thread's work: objects from `shared` until there are none (or a thread failed, or
+/// the sink stopped taking rows).
+fn map_shared(
+    resource: &Resource,
+    shared: &Shared,
     meta: &RunMeta,
     sink: &mut impl RowSink,
-) -> Result<MapOutcome, LoadError> {
+) -> Result<Part, LoadError> {
     let mut mapper = Mapper::new(resource, meta, sink);
-    while let Some((object, local)) = objects.blocking_recv() {
+    while let Some((seq, object, local)) = shared.next() {
         let file = std::fs::File::open(&local.path)
             .map_err(|e| io_error(&format!("open staged object `{}`", object.key), e))?;
         let mut verifying = Verifying {
@@ -116,10 +212,10 @@ pub(super) fn map_objects(
             object: object.key.clone(),
             detail,
         };
-        match mapper.map_object(&object.key, &mut verifying) {
+        match mapper.map_object(&object.key, seq, &mut verifying) {
             Ok(Some(records)) => verifying.verify(&object, Some(records)).map_err(tampered)?,
             // The warehouse side stopped; it reports why.
-            Ok(None) => return Ok(mapper.out),
+            Ok(None) => break,
             // An object that cannot be read, or holds a record that fails the load, is
             // first of all a tampered one when its bytes are not those the manifest names.
             Err(e @ (LoadError::Io(_) | LoadError::Record(_))) => {
@@ -131,7 +227,55 @@ pub(super) fn map_objects(
             Err(e) => return Err(e),
         }
     }
-    mapper.finish()
+    Ok(mapper.finish())
+}
+
+/// The threads' parts as one outcome, in staging order; a column whose path matched
+/// nothing in any of them fails the load here, before anything is committed.
+fn combine(resource: &Resource, parts: Vec<Part>) -> Result<MapOutcome, LoadError> {
+    let tables = resource.tables.len();
+    let mut out = MapOutcome {
+        records: 0,
+        rows: vec![0; tables],
+        coverage: Vec::new(),
+        rejected: 0,
+        rejects: Vec::new(),
+    };
+    let mut sample: Option<(u64, String)> = None;
+    for part in parts {
+        let p = part.out;
+        out.records += p.records;
+        out.rejected += p.rejected;
+        out.rejects.extend(p.rejects);
+        for (total, n) in out.rows.iter_mut().zip(&p.rows) {
+            *total += n;
+        }
+        if out.coverage.is_empty() {
+            out.coverage = p.coverage;
+        } else {
+            for (total, c) in out.coverage.iter_mut().zip(&p.coverage) {
+                total.rows += c.rows;
+                for (t, m) in total.matched.iter_mut().zip(&c.matched) {
+                    *t += m;
+                }
+            }
+        }
+        if let Some((seq, text)) = part.sample {
+            if sample.as_ref().is_none_or(|(first, _)| seq < *first) {
+                sample = Some((seq, text));
+            }
+        }
+    }
+    out.rejects.sort_by_key(|r| (r.seq, r.record));
+    let sample = sample.and_then(|(_, s)| serde_json::from_str(&s).ok());
+    let problems = map::unmatched(&resource.tables, &out.coverage, sample.as_ref());
+    if !problems.is_empty() {
+        return Err(LoadError::Unmatched {
+            resource: resource.name.clone(),
+            problems,
+        });
+    }
+    Ok(out)
 }
 
 /// The state of mapping one resource's records into rows.
@@ -144,8 +288,11 @@ struct Mapper<'a, S> {
     // Buffers reused from record to record.
     mapped: RecordRows,
     line: Vec<u8>,
+    /// The object being mapped (its place in staging order), and its rows so far per table.
+    seq: u64,
+    object_rows: Vec<u64>,
     /// The first record, whole, for suggestions when a path matches nothing.
-    sample: Option<String>,
+    sample: Option<(u64, String)>,
 }
 
 impl<'a, S: RowSink> Mapper<'a, S> {
@@ -165,13 +312,17 @@ impl<'a, S: RowSink> Mapper<'a, S> {
             },
             mapped: RecordRows::default(),
             line: Vec::new(),
+            seq: 0,
+            object_rows: vec![0; tables.len()],
             sample: None,
         }
     }
 
     /// Map every record of one object (gzip JSON Lines); the number of records read, or
     /// `None` when the warehouse side stopped taking rows.
-    fn map_object(&mut self, key: &str, input: impl Read) -> Result<Option<u64>, LoadError> {
+    fn map_object(&mut self, key: &str, seq: u64, input: impl Read) -> Result<Option<u64>, LoadError> {
+        self.seq = seq;
+        self.object_rows.iter_mut().for_each(|n| *n = 0);
         let mut reader = BufReader::with_capacity(CHUNK, flate2::read::MultiGzDecoder::new(input));
         let mut record_no = 0u64;
         loop {
@@ -200,7 +351,7 @@ impl<'a, S: RowSink> Mapper<'a, S> {
         let text = std::str::from_utf8(&self.line)
             .map_err(|e| whole_record_error(format!("the staged record is not UTF-8 ({e})"), &self.line))?;
         if self.sample.is_none() {
-            self.sample = Some(text.to_string());
+            self.sample = Some((self.seq, text.to_string()));
         }
         let record = map::parse_record(text, self.fields.as_deref())
             .map_err(|e| whole_record_error(format!("the staged record is not valid JSON ({e})"), &self.line))?;
@@ -213,7 +364,8 @@ impl<'a, S: RowSink> Mapper<'a, S> {
             let run_id = t.run_id_column.then_some(self.meta.run_id.as_str());
             for row in rows {
                 self.out.rows[i] += 1;
-                let ordinal = (t.write == WriteMode::Merge).then_some(self.out.rows[i] as i64);
+                self.object_rows[i] += 1;
+                let ordinal = (t.write == WriteMode::Merge).then(|| ordinal(self.seq, self.object_rows[i]));
                 if !self.sink.row(i, row, run_id, ordinal)? {
                     return Ok(false);
                 }
@@ -240,6 +392,7 @@ impl<'a, S: RowSink> Mapper<'a, S> {
             }
             OnError::Skip => {}
             OnError::Quarantine => self.out.rejects.push(Reject {
+                seq: self.seq,
                 table: table.name.clone(),
                 object: key.to_string(),
                 record,
@@ -253,19 +406,13 @@ impl<'a, S: RowSink> Mapper<'a, S> {
         Ok(())
     }
 
-    /// The outcome; a column whose path matched nothing fails the load here, before
-    /// anything is committed.
-    fn finish(mut self) -> Result<MapOutcome, LoadError> {
-        let sample = self.sample.as_deref().and_then(|s| serde_json::from_str(s).ok());
-        let problems = map::unmatched(&self.resource.tables, &self.mapped.coverage, sample.as_ref());
-        if !problems.is_empty() {
-            return Err(LoadError::Unmatched {
-                resource: self.resource.name.clone(),
-                problems,
-            });
-        }
+    /// What this thread found.
+    fn finish(mut self) -> Part {
         self.out.coverage = std::mem::take(&mut self.mapped.coverage);
-        Ok(self.out)
+        Part {
+            out: self.out,
+            sample: self.sample,
+        }
     }
 }
 

@@ -11,7 +11,7 @@ use tokio_postgres::Client;
 
 use super::ddl::Dialect;
 use super::map::{encode_row, RunMeta, COPY_HEADER, COPY_TRAILER};
-use super::mapper::{io_error, jsonb_record, map_objects, MapOutcome, Reject, RowSink, CHUNK};
+use super::mapper::{io_error, jsonb_record, map_objects, mapping_threads, MapOutcome, Reject, RowSink, CHUNK};
 use super::resource::temp_name;
 use super::state::Saved;
 use super::warehouse::{LedgerRow, LiveTable, Objects, Warehouse};
@@ -141,11 +141,18 @@ impl CopySink {
             encoded: Vec::new(),
         })
     }
+}
 
-    /// End the COPY stream and the spill files.
-    fn finish(mut self) -> Result<Vec<tempfile::NamedTempFile>, LoadError> {
-        self.chunk.extend_from_slice(COPY_TRAILER);
-        let _ = self.sender.blocking_send(self.chunk);
+impl RowSink for CopySink {
+    /// The spill files, one per nested table.
+    type Done = Vec<tempfile::NamedTempFile>;
+
+    /// Send the last root rows (the COPY side ends the stream once every thread is done)
+    /// and end the spill files.
+    fn finish(self) -> Result<Self::Done, LoadError> {
+        if !self.chunk.is_empty() {
+            let _ = self.sender.blocking_send(self.chunk);
+        }
         let mut files = Vec::new();
         for (f, mut w) in self.spills {
             w.write_all(COPY_TRAILER)
@@ -155,9 +162,7 @@ impl CopySink {
         }
         Ok(files)
     }
-}
 
-impl RowSink for CopySink {
     fn row(
         &mut self,
         table: usize,
@@ -351,16 +356,14 @@ impl Warehouse for Postgres {
             .await
             .map_err(db(format!("start COPY into `{}`", root.name)))?;
         let (sender, receiver) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
-        let (res, meta, dir) = (resource.clone(), meta.clone(), spill_dir.to_path_buf());
-        let mapper = tokio::task::spawn_blocking(move || {
-            let mut sink = CopySink::new(res.tables.len(), &dir, sender)?;
-            let outcome = map_objects(&res, objects, &meta, &mut sink)?;
-            Ok::<_, LoadError>((outcome, sink.finish()?))
-        });
+        let sinks = (0..mapping_threads())
+            .map(|_| CopySink::new(resource.tables.len(), spill_dir, sender.clone()))
+            .collect::<Result<Vec<_>, _>>()?;
+        drop(sender);
         futures_util::pin_mut!(root_copy);
         let copying = async {
-            // Owned here so that a COPY failure drops it at once: the mapper's next send
-            // then fails and it stops, which in turn stops the feeding.
+            // Owned here so that a COPY failure drops it at once: the mappers' next send
+            // then fails and they stop, which in turn stops the feeding.
             let mut receiver = receiver;
             let mut bar = crate::progress::LoadBar::new(&resource.name);
             root_copy
@@ -374,18 +377,21 @@ impl Warehouse for Postgres {
                     .await
                     .map_err(db(format!("COPY into `{}`", root.name)))?;
             }
+            // Every thread is done (a failed one fails the load before the COPY ends).
+            root_copy
+                .send(Bytes::from_static(COPY_TRAILER))
+                .await
+                .map_err(db(format!("COPY into `{}`", root.name)))?;
             Ok::<(), LoadError>(())
         };
-        let copy_result = copying.await;
-        let (outcome, spills) = mapper
-            .await
-            .map_err(|e| LoadError::Io(format!("the mapping thread failed: {e}")))??;
+        let (mapped, copy_result) = tokio::join!(map_objects(resource, objects, meta, sinks), copying);
+        let (outcome, spills) = mapped?;
         copy_result?;
         root_copy
             .finish()
             .await
             .map_err(db(format!("COPY into `{}`", root.name)))?;
-        for (i, spill) in spills.iter().enumerate() {
+        for (i, spill) in spills.iter().flat_map(|files| files.iter().enumerate()) {
             let t = &resource.tables[i + 1];
             let sink = client
                 .copy_in(&copy_sql(schema, t, i + 1))

@@ -12,7 +12,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use super::ddl::Dialect;
 use super::map::RunMeta;
-use super::mapper::{jsonb_record, map_objects, MapOutcome, Reject, RowSink};
+use super::mapper::{jsonb_record, map_objects, mapping_threads, MapOutcome, Reject, RowSink};
 use super::postgres::{merge_columns, on_conflict};
 use super::state::Saved;
 use super::warehouse::{LedgerRow, LiveTable, Objects, Warehouse};
@@ -272,6 +272,16 @@ impl PackSink {
 }
 
 impl RowSink for PackSink {
+    type Done = ();
+
+    fn finish(mut self) -> Result<(), LoadError> {
+        if !self.chunk.is_empty() {
+            // A writer that stopped reports why.
+            self.send();
+        }
+        Ok(())
+    }
+
     fn row(
         &mut self,
         table: usize,
@@ -514,28 +524,24 @@ impl Warehouse for Sqlite {
             .take()
             .ok_or_else(|| LoadError::Io("the SQLite connection was lost".into()))?;
         let (sender, chunks) = std::sync::mpsc::sync_channel(4);
-        let (res, meta) = (resource.clone(), meta.clone());
-        let mapper = tokio::task::spawn_blocking(move || {
-            let mut sink = PackSink {
-                sender,
+        let sinks: Vec<PackSink> = (0..mapping_threads())
+            .map(|_| PackSink {
+                sender: sender.clone(),
                 chunk: Vec::with_capacity(PACKED_CHUNK + 4096),
-            };
-            let outcome = map_objects(&res, objects, &meta, &mut sink)?;
-            sink.send();
-            Ok::<_, LoadError>(outcome)
-        });
+            })
+            .collect();
+        drop(sender);
         let (res, busy) = (resource.clone(), self.busy);
         // Dropping `chunks` (on an insert error) stops the mapper at its next send.
         let writer = tokio::task::spawn_blocking(move || {
             let written = insert_packed(&conn, &res, chunks, busy);
             (conn, written)
         });
-        let (mapped, written) = tokio::join!(mapper, writer);
-        let thread = |e: tokio::task::JoinError| LoadError::Io(format!("a loading thread failed: {e}"));
-        let (conn, written) = written.map_err(thread)?;
+        let (mapped, written) = tokio::join!(map_objects(resource, objects, meta, sinks), writer);
+        let (conn, written) = written.map_err(|e| LoadError::Io(format!("the writing thread failed: {e}")))?;
         self.conn = Some(conn);
         written?;
-        mapped.map_err(thread)?
+        Ok(mapped?.0)
     }
 
     async fn merge(&mut self, _schema: &str, t: &Table, staging: &str) -> Result<(u64, u64), LoadError> {

@@ -526,6 +526,56 @@ fn the_incremental_state_moves_with_the_data(wh: Wh) {
     assert_eq!(env.wh.count(&env.wh.own("state")), 0);
 }
 
+fn many_parts_load_in_staging_order(wh: Wh) {
+    let env = Env::new(wh);
+    let spec = env.write(
+        "parts.yaml",
+        "version: 1\nname: parts\nsource: {base_url: \"${API_BASE}\"}\nstaging: {location: \"${SLUICE_STAGING}\", part_size: 1KiB}\nwarehouse: {url: \"${DATABASE_URL}\", schema: parts}\nresources:\n  - name: items\n    path: /dyn/items\n    records: $[*]\n    table:\n      name: item\n      write: merge\n      on_error: quarantine\n      primary_key: [id]\n      columns:\n        - {name: id, type: integer, path: $.id}\n        - {name: name, type: text, path: $.name}\n        - {name: n, type: integer, path: $.n}\n",
+    );
+    // 600 records over 200 keys, spread over many staged parts (mapped on several
+    // threads): the last good record of each key wins; every 97th record is refused.
+    let bad = |i: u64| i.is_multiple_of(97);
+    let records: Vec<Value> = (0..600u64)
+        .map(|i| json!({"id": i % 200, "name": format!("v{i}"), "n": if bad(i) { json!("bad") } else { json!(i) }}))
+        .collect();
+    env.api.put("items", Value::Array(records).to_string(), &[]);
+    let run = env.run(&spec).success();
+    assert_eq!(summary(&run, "item"), ["600", "593", "200", "0", "7"]);
+    let parts = walk(env.staging.path())
+        .into_iter()
+        .filter(|p| p.ends_with(".jsonl.gz"))
+        .count();
+    assert!(parts >= 10, "{parts} parts");
+    let names = env.wh.query(&format!(
+        "SELECT id, name, n FROM {} ORDER BY id",
+        env.wh.t("parts", "item")
+    ));
+    assert_eq!(names.len(), 200);
+    for row in names {
+        let id: u64 = row[0].as_deref().unwrap().parse().unwrap();
+        let last = (0..3).map(|k| id + 200 * k).filter(|i| !bad(*i)).max().unwrap();
+        assert_eq!(row[1..], [Some(format!("v{last}")), Some(last.to_string())], "id {id}");
+    }
+    let rejects = env
+        .wh
+        .query(&format!("SELECT value, object_key FROM {}", env.wh.own("rejects")));
+    assert_eq!(rejects.len(), 7);
+    assert!(rejects.iter().all(|r| r[0].as_deref() == Some("\"bad\"")));
+}
+
+fn walk(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let path = e.unwrap().path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path.to_string_lossy().into_owned());
+        }
+    }
+    out
+}
+
 fn concurrent_runs_take_turns(wh: Wh) {
     let env = Env::new(wh);
     let runs: Vec<Run> = std::thread::scope(|s| {
@@ -562,6 +612,7 @@ contract!(
     the_schema_grows_by_nullable_columns_only,
     concurrent_runs_take_turns,
     the_incremental_state_moves_with_the_data,
+    many_parts_load_in_staging_order,
 );
 
 /// SQLite only: a writer that holds the file past the busy timeout gets a clear error,
