@@ -74,10 +74,7 @@ fn manifest_of(staging: &Path, pipeline: &str) -> Option<Value> {
 
 fn extract(spec: &str, api: &ApiServer, staging: &Path) -> Run {
     Sluice::new(["extract", spec])
-        .env("RICKANDMORTY_BASE_URL", format!("{}/api", api.base))
-        .env("COINCAP_BASE_URL", format!("{}/v3", api.base))
-        .env("COINCAP_API_KEY", "test-coincap-key-123")
-        .env("API_BASE", &api.base)
+        .api(api)
         .env("SLUICE_STAGING", staging)
         .run()
 }

@@ -27,10 +27,7 @@ impl Env {
 
     fn sluice<I: IntoIterator<Item = S>, S: AsRef<std::ffi::OsStr>>(&self, args: I) -> Sluice {
         Sluice::new(args)
-            .env("RICKANDMORTY_BASE_URL", format!("{}/api", self.api.base))
-            .env("COINCAP_BASE_URL", format!("{}/v3", self.api.base))
-            .env("COINCAP_API_KEY", "test-coincap-key-123")
-            .env("API_BASE", &self.api.base)
+            .api(&self.api)
             .env("SLUICE_STAGING", self.staging.path())
             .env("DATABASE_URL", &self.db)
     }

@@ -101,6 +101,14 @@ impl Sluice {
         self
     }
 
+    /// Point the reference pipelines and the test specs at the replay API.
+    pub fn api(self, api: &api::ApiServer) -> Self {
+        self.env("RICKANDMORTY_BASE_URL", format!("{}/api", api.base))
+            .env("COINCAP_BASE_URL", format!("{}/v3", api.base))
+            .env("COINCAP_API_KEY", "test-coincap-key-123")
+            .env("API_BASE", &api.base)
+    }
+
     pub fn envs(mut self, vars: Vec<(&'static str, String)>) -> Self {
         for (k, v) in vars {
             self.cmd.env(k, v);
