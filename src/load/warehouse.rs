@@ -40,8 +40,9 @@ pub(super) struct LedgerRow<'a> {
 /// Staged objects on their way to the mapper.
 pub(super) type Objects = tokio::sync::mpsc::Receiver<(ObjectManifest, LocalObject)>;
 
-/// A database a pipeline loads into. Every method but `create_ledger` and `record_run`
-/// of a failed run works inside the transaction `begin` opens.
+/// A database a pipeline loads into. A load's calls work inside the transaction `begin`
+/// opens, but for `create_ledger` before it and `record_run` of a failed load after its
+/// rollback; `read_states` and `delete_states` also serve `sluice state` on their own.
 pub(super) trait Warehouse: Send {
     fn dialect(&self) -> Dialect;
     /// Where it is, for messages: host and database, or the file. Never a password.
