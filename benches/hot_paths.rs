@@ -55,10 +55,10 @@ fn benches(c: &mut Criterion) {
             out.clear();
             for (i, r) in parsed.iter().enumerate() {
                 let row = map_row(&resource.tables[0], r, None, &meta).unwrap();
-                encode_row(&row, Some("bench"), None, &mut out);
+                encode_row(&row, Some("bench"), &[], &mut out);
                 for el in resource.tables[1].each.as_ref().unwrap().elements(r).unwrap() {
                     let child = map_row(&resource.tables[1], &el, Some(&row), &meta).unwrap();
-                    encode_row(&child, Some("bench"), Some(i as i64), &mut out);
+                    encode_row(&child, Some("bench"), &[i as i64], &mut out);
                 }
             }
             out.len()
@@ -99,7 +99,7 @@ fn benches(c: &mut Criterion) {
     c.bench_function("encode one COPY row", |b| {
         b.iter_batched_ref(
             || Vec::with_capacity(256),
-            |out| encode_row(&row, Some("run"), None, out),
+            |out| encode_row(&row, Some("run"), &[], out),
             BatchSize::SmallInput,
         )
     });

@@ -396,9 +396,9 @@ fn suggest(path: &str, scope: &Value) -> (Option<String>, Vec<String>) {
 }
 
 /// Append one binary COPY tuple: the row's cells, then the run id (when the table keeps
-/// one) and the record's ordinal (for merges, so the last record of a key wins).
-pub fn encode_row(cells: &[Cell], run_id: Option<&str>, ordinal: Option<i64>, out: &mut Vec<u8>) {
-    let fields = cells.len() + usize::from(run_id.is_some()) + usize::from(ordinal.is_some());
+/// one) and the ordinals of a merge's staging table (see `resource::staging_columns`).
+pub fn encode_row(cells: &[Cell], run_id: Option<&str>, ordinals: &[i64], out: &mut Vec<u8>) {
+    let fields = cells.len() + usize::from(run_id.is_some()) + ordinals.len();
     out.extend_from_slice(&(fields as i16).to_be_bytes());
     for c in cells {
         c.encode(out);
@@ -407,7 +407,7 @@ pub fn encode_row(cells: &[Cell], run_id: Option<&str>, ordinal: Option<i64>, ou
         out.extend_from_slice(&(id.len() as i32).to_be_bytes());
         out.extend_from_slice(id.as_bytes());
     }
-    if let Some(ordinal) = ordinal {
+    for ordinal in ordinals {
         out.extend_from_slice(&8i32.to_be_bytes());
         out.extend_from_slice(&ordinal.to_be_bytes());
     }
@@ -533,7 +533,7 @@ mod tests {
     #[test]
     fn rows_encode_with_run_id_and_ordinal() {
         let mut out = Vec::new();
-        encode_row(&[Cell::Int(7), Cell::Null], Some("r1"), Some(3), &mut out);
+        encode_row(&[Cell::Int(7), Cell::Null], Some("r1"), &[3], &mut out);
         assert_eq!(
             out,
             [

@@ -21,15 +21,10 @@ pub(super) trait RowSink: Send + 'static {
     /// What is left once every row is in (PostgreSQL: the spill files of nested rows).
     type Done: Send + 'static;
     /// One row of table `table` (an index into the resource's tables), with the run id
-    /// when the table has that column and the row's ordinal when it merges. `false` when
-    /// the receiving side stopped (it reports why).
-    fn row(
-        &mut self,
-        table: usize,
-        cells: &[Cell],
-        run_id: Option<&str>,
-        ordinal: Option<i64>,
-    ) -> Result<bool, LoadError>;
+    /// when the table has that column and, when it merges, the values of its staging
+    /// table's ordinal columns (`resource::staging_columns`). `false` when the receiving
+    /// side stopped (it reports why).
+    fn row(&mut self, table: usize, cells: &[Cell], run_id: Option<&str>, ordinals: &[i64]) -> Result<bool, LoadError>;
     /// After the last row: send what waits, and close.
     fn finish(self) -> Result<Self::Done, LoadError>;
 }
@@ -365,8 +360,17 @@ impl<'a, S: RowSink> Mapper<'a, S> {
             for row in rows {
                 self.out.rows[i] += 1;
                 self.object_rows[i] += 1;
-                let ordinal = (t.write == WriteMode::Merge).then(|| ordinal(self.seq, self.object_rows[i]));
-                if !self.sink.row(i, row, run_id, ordinal)? {
+                // The row's own ordinal, and for a nested row its record's (the root row's).
+                let both = [
+                    ordinal(self.seq, self.object_rows[i]),
+                    ordinal(self.seq, self.object_rows[0]),
+                ];
+                let ordinals = match (t.write, i) {
+                    (WriteMode::Merge, 0) => &both[..1],
+                    (WriteMode::Merge, _) => &both[..],
+                    _ => &[],
+                };
+                if !self.sink.row(i, row, run_id, ordinals)? {
                     return Ok(false);
                 }
             }

@@ -12,7 +12,7 @@ use tokio_postgres::Client;
 use super::ddl::Dialect;
 use super::map::{encode_row, RunMeta, COPY_HEADER, COPY_TRAILER};
 use super::mapper::{io_error, jsonb_record, map_objects, mapping_threads, MapOutcome, Reject, RowSink, CHUNK};
-use super::resource::temp_name;
+use super::resource::{staging_columns, temp_name};
 use super::state::Saved;
 use super::warehouse::{LedgerRow, LiveTable, Objects, Warehouse};
 use super::{connect, LoadError};
@@ -101,7 +101,7 @@ fn copy_sql(schema: &str, t: &Table, i: usize) -> String {
         cols.push(quote_ident(RUN_ID_COLUMN));
     }
     let target = if t.write == WriteMode::Merge {
-        cols.push("\"_sluice_ord\"".into());
+        cols.extend(staging_columns(t).iter().map(|c| quote_ident(c)));
         quote_ident(&temp_name(i))
     } else {
         Dialect::Postgres.table(schema, &t.name)
@@ -163,22 +163,16 @@ impl RowSink for CopySink {
         Ok(files)
     }
 
-    fn row(
-        &mut self,
-        table: usize,
-        cells: &[Cell],
-        run_id: Option<&str>,
-        ordinal: Option<i64>,
-    ) -> Result<bool, LoadError> {
+    fn row(&mut self, table: usize, cells: &[Cell], run_id: Option<&str>, ordinals: &[i64]) -> Result<bool, LoadError> {
         if table == 0 {
-            encode_row(cells, run_id, ordinal, &mut self.chunk);
+            encode_row(cells, run_id, ordinals, &mut self.chunk);
             if self.chunk.len() >= CHUNK {
                 let full = std::mem::replace(&mut self.chunk, Vec::with_capacity(CHUNK + 4096));
                 return Ok(self.sender.blocking_send(full).is_ok());
             }
         } else {
             self.encoded.clear();
-            encode_row(cells, run_id, ordinal, &mut self.encoded);
+            encode_row(cells, run_id, ordinals, &mut self.encoded);
             self.spills[table - 1]
                 .1
                 .write_all(&self.encoded)

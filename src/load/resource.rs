@@ -10,7 +10,7 @@ use super::merge::remove_gone_children;
 use super::warehouse::Warehouse;
 use super::{LoadError, ObjectFeed, TableStats};
 use crate::spec::ident::quote_ident;
-use crate::spec::pipeline::{Pipeline, Resource, WriteMode, RUN_ID_COLUMN};
+use crate::spec::pipeline::{Pipeline, Resource, Table, WriteMode, RUN_ID_COLUMN};
 use crate::stage::manifest::ObjectManifest;
 use crate::stage::{LocalObject, Staging};
 use crate::value::ColumnType;
@@ -18,6 +18,17 @@ use crate::value::ColumnType;
 /// The staging table of a resource's table `i` under `merge`.
 pub(super) fn temp_name(i: usize) -> String {
     format!("_sluice_tmp_{i}")
+}
+
+/// The columns a merge table's staging table has beyond the table's own: the row's
+/// ordinal (the last row of a key wins) and, for a nested table, its record's ordinal
+/// (the rows of a record superseded by a later one of the same key are dropped).
+pub(super) fn staging_columns(t: &Table) -> &'static [&'static str] {
+    match (t.write, t.parent) {
+        (WriteMode::Merge, None) => &["_sluice_ord"],
+        (WriteMode::Merge, Some(_)) => &["_sluice_ord", "_sluice_rec"],
+        _ => &[],
+    }
 }
 
 pub(super) async fn load_resource<W: Warehouse>(
@@ -42,8 +53,8 @@ pub(super) async fn load_resource<W: Warehouse>(
                 .await?;
             }
             WriteMode::Merge => {
-                // The table's columns and `_sluice_ord`, the row's ordinal; dropped after
-                // the upsert (and gone with a rollback).
+                // The table's columns and the ordinals; dropped after the upsert (and gone
+                // with a rollback).
                 let mut cols: Vec<String> = t
                     .columns
                     .iter()
@@ -56,7 +67,9 @@ pub(super) async fn load_resource<W: Warehouse>(
                         d.column_type(ColumnType::Text)
                     ));
                 }
-                cols.push(format!("\"_sluice_ord\" {}", d.column_type(ColumnType::Bigint)));
+                for c in staging_columns(t) {
+                    cols.push(format!("{} {}", quote_ident(c), d.column_type(ColumnType::Bigint)));
+                }
                 w.execute(
                     &format!("CREATE TEMP TABLE {} ({})", quote_ident(&temp_name(i)), cols.join(", ")),
                     &format!("create the staging table of `{}`", t.name),
@@ -100,6 +113,7 @@ pub(super) async fn load_resource<W: Warehouse>(
     let (feed_result, outcome) = tokio::join!(feeding, writing);
     let outcome = outcome?;
     let t0 = feed_result?.unwrap_or(t0);
+    drop_superseded(w, resource).await?;
     // Before any staging table is dropped: a loaded parent's elements are its children.
     let mut deleted = vec![0; resource.tables.len()];
     for (i, gone) in deleted.iter_mut().enumerate() {
@@ -145,4 +159,38 @@ pub(super) async fn load_resource<W: Warehouse>(
     w.record_rejects(p.name(), &meta.run_id, &resource.name, &outcome.rejects)
         .await?;
     Ok(stats)
+}
+
+/// Under `merge`, a key the run holds twice keeps its last record, nested rows included:
+/// the nested rows of the earlier records of a key leave the staging tables before the
+/// merge (else a tag that the last record no longer has would stay).
+async fn drop_superseded<W: Warehouse>(w: &mut W, resource: &Resource) -> Result<(), LoadError> {
+    let root = &resource.tables[0];
+    if root.write != WriteMode::Merge {
+        return Ok(());
+    }
+    let same: Vec<String> = root
+        .primary_key
+        .iter()
+        .map(|k| format!("l.{0} = e.{0}", quote_ident(k)))
+        .collect();
+    let root_tmp = quote_ident(&temp_name(0));
+    let superseded = format!(
+        "SELECT e.\"_sluice_ord\" FROM {root_tmp} e WHERE EXISTS (SELECT 1 FROM {root_tmp} l WHERE {} AND l.\"_sluice_ord\" > e.\"_sluice_ord\")",
+        same.join(" AND ")
+    );
+    for (i, t) in resource.tables.iter().enumerate().skip(1) {
+        if staging_columns(t).len() < 2 {
+            continue;
+        }
+        w.execute(
+            &format!(
+                "DELETE FROM {} WHERE \"_sluice_rec\" IN ({superseded})",
+                quote_ident(&temp_name(i))
+            ),
+            &format!("drop the rows of `{}` from superseded records", t.name),
+        )
+        .await?;
+    }
+    Ok(())
 }

@@ -14,6 +14,7 @@ use super::ddl::Dialect;
 use super::map::RunMeta;
 use super::mapper::{jsonb_record, map_objects, mapping_threads, MapOutcome, Reject, RowSink};
 use super::postgres::{merge_columns, on_conflict};
+use super::resource::{staging_columns, temp_name};
 use super::state::Saved;
 use super::warehouse::{LedgerRow, LiveTable, Objects, Warehouse};
 use super::LoadError;
@@ -282,14 +283,8 @@ impl RowSink for PackSink {
         Ok(())
     }
 
-    fn row(
-        &mut self,
-        table: usize,
-        cells: &[Cell],
-        run_id: Option<&str>,
-        ordinal: Option<i64>,
-    ) -> Result<bool, LoadError> {
-        let values = cells.len() + usize::from(run_id.is_some()) + usize::from(ordinal.is_some());
+    fn row(&mut self, table: usize, cells: &[Cell], run_id: Option<&str>, ordinals: &[i64]) -> Result<bool, LoadError> {
+        let values = cells.len() + usize::from(run_id.is_some()) + ordinals.len();
         self.chunk.push(table as u8);
         self.chunk.extend_from_slice(&(values as u16).to_le_bytes());
         for c in cells {
@@ -298,8 +293,8 @@ impl RowSink for PackSink {
         if let Some(id) = run_id {
             packed::text(&mut self.chunk, id);
         }
-        if let Some(o) = ordinal {
-            packed::int(&mut self.chunk, o);
+        for o in ordinals {
+            packed::int(&mut self.chunk, *o);
         }
         Ok(self.chunk.len() < PACKED_CHUNK || self.send())
     }
@@ -317,8 +312,8 @@ fn insert_packed(
     for (i, t) in resource.tables.iter().enumerate() {
         let mut cols = merge_columns(t);
         let target = if t.write == WriteMode::Merge {
-            cols.push("\"_sluice_ord\"".into());
-            quote_ident(&super::resource::temp_name(i))
+            cols.extend(staging_columns(t).iter().map(|c| quote_ident(c)));
+            quote_ident(&temp_name(i))
         } else {
             quote_ident(&t.name)
         };

@@ -342,10 +342,12 @@ fn merge_replaces_the_nested_rows_of_a_parent(wh: Wh) {
         run(json!([{"id": 1, "name": "one", "tags": ["a", "b", "c"]}, {"id": 2, "name": "two", "tags": ["x"]}]));
     assert_eq!(summary(&first, "item"), ["2", "2", "2", "0", "0"]);
     assert_eq!(tags(), ["1:a:0", "1:b:1", "1:c:2", "2:x:0"]);
-    // Item 1 lost `b` and was renamed, and came twice (the last wins); item 2 is not in
-    // this run, so its rows stay.
-    let second =
-        run(json!([{"id": 1, "name": "uno", "tags": ["a", "c"]}, {"id": 1, "name": "one again", "tags": ["a", "c"]}]));
+    // Item 1 lost `b` and was renamed, and came twice: the last record wins, its nested
+    // rows included (`z` and `b` of the first one do not stay). Item 2 is not in this run,
+    // so its rows stay.
+    let second = run(
+        json!([{"id": 1, "name": "uno", "tags": ["a", "b", "c", "z"]}, {"id": 1, "name": "one again", "tags": ["a", "c"]}]),
+    );
     assert_eq!(summary(&second, "item"), ["2", "2", "0", "1", "0"]);
     assert_eq!(tags(), ["1:a:0", "1:c:1", "2:x:0"]);
     assert_eq!(
