@@ -140,10 +140,9 @@ fn s3_errors_are_one_line_that_says_what_to_do() {
     let api = ApiServer::start();
     let s3 = S3Server::start();
     s3.bucket("lake");
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    // Port 1: nothing listens there. (A port freed by a dropped listener can be taken
+    // by another test's server meanwhile.)
+    let closed = "127.0.0.1:1";
     let cases: [(&str, usize, &str, &str); 4] = [
         (
             "s3://nope/raw",
@@ -279,10 +278,9 @@ fn preflight_fails_before_any_api_request() {
     let api = ApiServer::start();
     let db = pg::fresh_database();
     let staging = tempfile::tempdir().unwrap();
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    // Port 1: nothing listens there. (A port freed by a dropped listener can be taken
+    // by another test's server meanwhile.)
+    let closed = "127.0.0.1:1";
     let base = |spec: &str| {
         Sluice::new(["run", spec])
             .env("RICKANDMORTY_BASE_URL", format!("{}/api", api.base))
