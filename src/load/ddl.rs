@@ -105,17 +105,29 @@ fn constraint_name(parts: &[&str], suffix: &str) -> String {
 
 /// `CREATE TABLE IF NOT EXISTS` for one table.
 pub fn create_table(d: Dialect, schema: &str, t: &Table) -> String {
+    // SQLite has no COMMENT ON but keeps the CREATE statement's text, comments included:
+    // there the descriptions go inline, where `.schema` shows them.
+    let note = |text: Option<&str>| match (d, text) {
+        (Dialect::Sqlite, Some(text)) => format!(" /* {} */", text.replace("*/", "* /").replace('\n', " ")),
+        _ => String::new(),
+    };
     let mut lines = Vec::new();
     for c in &t.columns {
         let not_null = if c.nullable { "" } else { " NOT NULL" };
         lines.push(format!(
-            "    {} {}{not_null}",
+            "    {} {}{not_null}{}",
             quote_ident(&c.name),
-            d.column_type(c.column_type)
+            d.column_type(c.column_type),
+            note(c.description.as_deref())
         ));
     }
     if t.run_id_column {
-        lines.push(format!("    {} {} NOT NULL", quote_ident(RUN_ID_COLUMN), d.text()));
+        lines.push(format!(
+            "    {} {} NOT NULL{}",
+            quote_ident(RUN_ID_COLUMN),
+            d.text(),
+            note(Some(RUN_ID_DESCRIPTION))
+        ));
     }
     if !t.primary_key.is_empty() {
         let cols: Vec<String> = t.primary_key.iter().map(|k| quote_ident(k)).collect();
@@ -135,11 +147,14 @@ pub fn create_table(d: Dialect, schema: &str, t: &Table) -> String {
         }
     }
     format!(
-        "CREATE TABLE IF NOT EXISTS {} (\n{}\n);\n",
+        "CREATE TABLE IF NOT EXISTS {} ({}\n{}\n);\n",
         d.table(schema, &t.name),
+        note(t.description.as_deref()),
         lines.join(",\n")
     )
 }
+
+const RUN_ID_DESCRIPTION: &str = "sluice run that last wrote this row";
 
 /// A column's `REFERENCES` clause: checked at commit, so that tables load in any order.
 fn references(d: Dialect, schema: &str, c: &Column) -> Option<String> {
@@ -203,9 +218,10 @@ pub fn comments(d: Dialect, schema: &str, t: &Table) -> String {
     }
     if t.run_id_column {
         out.push_str(&format!(
-            "COMMENT ON COLUMN {}.{} IS 'sluice run that last wrote this row';\n",
+            "COMMENT ON COLUMN {}.{} IS {};\n",
             qualified(schema, &t.name),
-            quote_ident(RUN_ID_COLUMN)
+            quote_ident(RUN_ID_COLUMN),
+            quote_literal(RUN_ID_DESCRIPTION)
         ));
     }
     out

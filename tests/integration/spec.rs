@@ -201,6 +201,16 @@ fn sqlite_ddl_applies_and_keeps_types_keys_and_foreign_keys() {
         .collect::<Result<_, _>>()
         .unwrap();
     assert_eq!(pk, ["character_id", "episode_id"]);
+    // Descriptions stay in the schema's text (SQLite has no COMMENT ON).
+    let sql: String = db
+        .query_row("SELECT sql FROM sqlite_schema WHERE name = 'character'", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert!(
+        sql.contains("\"origin_id\" INTEGER /* Origin location; null when unknown */"),
+        "{sql}"
+    );
 }
 
 #[test]
