@@ -57,6 +57,9 @@ pub enum LoadError {
     },
     #[error("{action}: {message}")]
     Db { action: String, message: String },
+    /// Another writer held the database past the busy timeout (SQLite).
+    #[error("{action}: {message}")]
+    Locked { action: String, message: String },
     #[error("{0}")]
     Stage(#[from] StageError),
     #[error("staged run `{run_id}` has no manifest, so it is incomplete and cannot be loaded")]
@@ -200,8 +203,9 @@ async fn load_into<W: Warehouse>(
     let result = load_in_transaction(w, p, store, feed, opts, &started, spill.path()).await;
     if let Err(e) = &result {
         w.rollback().await;
-        // The data transaction rolled back; record the failure on its own.
-        if !matches!(e, LoadError::AlreadyLoaded { .. }) {
+        // The data transaction rolled back; record the failure on its own (unless the
+        // database is locked by another writer: that would only wait as long again).
+        if !matches!(e, LoadError::AlreadyLoaded { .. } | LoadError::Locked { .. }) {
             let message = secrets.mask(&e.to_string());
             let _ = w
                 .record_run(&LedgerRow {

@@ -117,16 +117,19 @@ fn lite(action: &str, busy: Duration) -> impl FnOnce(rusqlite::Error) -> LoadErr
             e.sqlite_error_code(),
             Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
         );
-        LoadError::Db {
-            action: action.to_string(),
-            message: if locked {
-                format!(
+        if locked {
+            LoadError::Locked {
+                action: action.to_string(),
+                message: format!(
                     "database is locked: another run or program is writing to it, and it stayed locked for the busy timeout ({} s; `?busy_timeout=` in the URL changes it)",
                     busy.as_secs_f64()
-                )
-            } else {
-                e.to_string()
-            },
+                ),
+            }
+        } else {
+            LoadError::Db {
+                action: action.to_string(),
+                message: e.to_string(),
+            }
         }
     }
 }

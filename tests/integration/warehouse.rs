@@ -637,6 +637,8 @@ fn sqlite_a_locked_database_fails_clearly_after_the_busy_timeout() {
     holder.execute_batch("ROLLBACK").unwrap();
     drop(holder);
     assert_eq!(env.wh.digest("rickandmorty", &RM_TABLES), before);
+    // No `failed` ledger row: writing it would only have waited as long again.
+    assert_eq!(env.wh.count(&env.wh.own("runs")), 1);
 }
 
 /// The README's first command: with DATABASE_URL unset, the reference pipeline loads into
