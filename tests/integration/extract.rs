@@ -49,6 +49,19 @@ pub fn staged_records(root: &Path, pipeline: &str) -> BTreeMap<String, Vec<Strin
 }
 
 /// The records of the recorded pages, byte for byte as the API sent them.
+/// The appearance rows the fixture's characters give: one per character and episode.
+pub fn fixture_appearances() -> i64 {
+    fixture_records("character")
+        .iter()
+        .map(|r| {
+            serde_json::from_str::<Value>(r).unwrap()["episode"]
+                .as_array()
+                .unwrap()
+                .len() as i64
+        })
+        .sum()
+}
+
 pub fn fixture_records(ep: &str) -> Vec<String> {
     #[derive(serde::Deserialize)]
     struct Page<'a> {

@@ -3,6 +3,9 @@
 
 use serde_json::{json, Value};
 
+/// An incremental resource whose start is only in its path (`/dyn/since-{incremental.start}`).
+pub const SINCE_IN_PATH: &str = "version: 1\nname: dynamic\nsource: {base_url: \"${API_BASE}\"}\nstaging: {location: \"${SLUICE_STAGING}\"}\nwarehouse: {url: \"${DATABASE_URL}\", schema: dynamic}\nresources:\n  - name: events\n    path: /dyn/since-{incremental.start}\n    records: $.results[*]\n    incremental: {cursor: $.n, initial: 5, format: integer}\n    table:\n      name: event\n      write: merge\n      primary_key: [n]\n      columns:\n        - {name: n, type: integer, path: $.n}\n";
+
 use crate::extract::staged_records;
 use crate::support::api::ApiServer;
 use crate::support::{pg, Sluice};
@@ -271,11 +274,7 @@ fn the_start_goes_into_a_body_field_or_a_placeholder() {
     assert_eq!(env.api.bodies()[bodies.len()]["filters"]["since"], json!(826));
     // `{incremental.start}` in the path, with nothing else sending it.
     let spec = dir.path().join("dyn.yaml");
-    std::fs::write(
-        &spec,
-        "version: 1\nname: dynamic\nsource: {base_url: \"${API_BASE}\"}\nstaging: {location: \"${SLUICE_STAGING}\"}\nwarehouse: {url: \"${DATABASE_URL}\", schema: dynamic}\nresources:\n  - name: events\n    path: /dyn/since-{incremental.start}\n    records: $.results[*]\n    incremental: {cursor: $.n, initial: 5, format: integer}\n    table:\n      name: event\n      write: merge\n      primary_key: [n]\n      columns:\n        - {name: n, type: integer, path: $.n}\n",
-    )
-    .unwrap();
+    std::fs::write(&spec, SINCE_IN_PATH).unwrap();
     env.api.put("since-5", r#"{"results": [{"n": 7}, {"n": 9}]}"#, &[]);
     env.api.put("since-9", r#"{"results": [{"n": 9}, {"n": 12}]}"#, &[]);
     run(&spec);
