@@ -208,6 +208,7 @@ impl Target {
                 limit: self.limit,
                 keep_failed: self.keep_failed,
                 full_refresh: self.full_refresh,
+                deadline: None,
             },
         ))
     }
@@ -253,7 +254,7 @@ pub fn main() -> ExitCode {
         Command::Ddl { spec, dialect } => match load_or_report(&spec) {
             Some(p) => {
                 let dialect = dialect.unwrap_or_else(|| {
-                    let url = p.warehouse().url.resolve_with(|k| std::env::var(k).ok());
+                    let url = p.warehouse().url.resolve_with(crate::resolve::var);
                     url.map(|u| crate::load::dialect_of(&u))
                         .unwrap_or(crate::load::ddl::Dialect::Postgres)
                 });

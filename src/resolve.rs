@@ -2,12 +2,39 @@
 //! environment become the values the steps run with, or the full list of what is missing.
 //! Every value read from the environment for a credential, a header or a query parameter
 //! is registered as a secret here, once, so that no message shows it.
+//!
+//! On AWS Lambda the environment has a second layer: the variables a function read from
+//! Secrets Manager at cold start ([`set_overlay`]), every one of them a secret.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::OnceLock;
 
 use crate::spec::interp::Interp;
 use crate::spec::pipeline::{ApiKeyLocation, Auth, Pipeline};
 use crate::util::Secrets;
+
+/// Variables that stand in front of the process environment (see [`set_overlay`]).
+static OVERLAY: OnceLock<HashMap<String, String>> = OnceLock::new();
+
+/// Put `values` in front of the process environment for every later resolve, each value
+/// a secret. Set once per process (a Lambda cold start); false when already set.
+pub fn set_overlay(values: HashMap<String, String>) -> bool {
+    OVERLAY.set(values).is_ok()
+}
+
+/// An environment variable as the steps see it: the overlay first, then the process.
+/// The flag says it came from the overlay (a secret, whatever field reads it).
+fn lookup(name: &str) -> Option<(String, bool)> {
+    match OVERLAY.get().and_then(|o| o.get(name)) {
+        Some(v) => Some((v.clone(), true)),
+        None => std::env::var(name).ok().map(|v| (v, false)),
+    }
+}
+
+/// An environment variable as the steps see it: the overlay first, then the process.
+pub fn var(name: &str) -> Option<String> {
+    lookup(name).map(|(v, _)| v)
+}
 
 /// Which parts of a pipeline a step uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -152,20 +179,20 @@ impl Resolver<'_> {
     fn get(&mut self, field: &str, t: &Interp, secret: bool) -> String {
         let secrets = self.secrets;
         let resolved = t.resolve_with(|name| {
-            let value = std::env::var(name).ok();
-            if let (Some(v), true) = (&value, secret) {
-                secrets.add(v);
+            let (value, overlaid) = lookup(name)?;
+            if secret || overlaid {
+                secrets.add(&value);
             }
-            value
+            Some(value)
         });
         match resolved {
             Ok(v) => v,
             Err(_) => {
                 // Every missing variable of the template, not just the first.
-                for var in t.missing(|name| std::env::var(name).ok()) {
-                    match self.missing.iter_mut().find(|(v, _)| v == var) {
+                for name in t.missing(var) {
+                    match self.missing.iter_mut().find(|(v, _)| v == name) {
                         Some((_, fields)) => fields.push(field.to_string()),
-                        None => self.missing.push((var.to_string(), vec![field.to_string()])),
+                        None => self.missing.push((name.to_string(), vec![field.to_string()])),
                     }
                 }
                 String::new()

@@ -72,6 +72,8 @@ pub struct ExtractOptions {
     pub keep_failed: bool,
     /// Incremental resources start at `initial` instead of their saved state.
     pub full_refresh: bool,
+    /// Start no request past this (a Lambda invocation's deadline, less a reserve).
+    pub deadline: Option<crate::extract::http::Deadline>,
 }
 
 /// What an extraction staged.
@@ -478,6 +480,7 @@ async fn extract_as(
     journal: &crate::stage::writer::Journal,
 ) -> Result<ExtractReport, RunError> {
     let mut http = http(p, resolved, secrets)?;
+    http.client = http.client.with_deadline(opts.deadline);
     let resources = select(p, &opts.resources)?;
     if resources.iter().any(|r| r.incremental.is_some()) {
         let saved = match opts.full_refresh {

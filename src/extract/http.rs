@@ -45,6 +45,16 @@ pub struct Client {
     /// What to check when the API refuses the credentials (401/403).
     auth_hint: String,
     oauth: Option<std::sync::Arc<OAuth2>>,
+    /// No request starts once less than the reserve is left before this instant.
+    deadline: Option<Deadline>,
+}
+
+/// A time by which the work must be over (a Lambda invocation's deadline), and how much
+/// of it to keep for finishing cleanly: no request starts once less than `reserve` is left.
+#[derive(Debug, Clone, Copy)]
+pub struct Deadline {
+    pub at: Instant,
+    pub reserve: Duration,
 }
 
 /// What to check when an API answers 401 or 403: the auth setting and where its secret
@@ -330,10 +340,32 @@ impl Client {
             secrets: secrets.clone(),
             auth_hint: auth_hint(&source.auth),
             oauth,
+            deadline: None,
         })
     }
 
     /// The resolved base URL.
+    /// Stop starting requests near `deadline`.
+    pub fn with_deadline(mut self, deadline: Option<Deadline>) -> Self {
+        self.deadline = deadline;
+        self
+    }
+
+    /// Refuse to start a request when less than the deadline's reserve is left.
+    fn before_deadline(&self, resource: &str, page: u64) -> Result<(), ExtractError> {
+        let Some(d) = self.deadline else { return Ok(()) };
+        let left = d.at.saturating_duration_since(Instant::now());
+        if left < d.reserve {
+            return Err(ExtractError::Deadline {
+                resource: resource.to_string(),
+                page,
+                left_ms: left.as_millis() as u64,
+                reserve_ms: d.reserve.as_millis() as u64,
+            });
+        }
+        Ok(())
+    }
+
     pub fn base_url(&self) -> &str {
         &self.base_url
     }
@@ -446,6 +478,7 @@ impl Client {
             if let Some(l) = &self.limiter {
                 l.acquire().await;
             }
+            self.before_deadline(resource, page)?;
             let failure = match self
                 .attempt(method, url, &target, body, trusted, renew, resource, page)
                 .await

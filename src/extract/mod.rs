@@ -94,6 +94,13 @@ pub enum ExtractError {
     },
     #[error("{0}")]
     Config(String),
+    #[error("resource `{resource}`, page {page}: stopped before the invocation deadline ({left_ms} ms left, {reserve_ms} ms kept to finish cleanly); nothing of this run will be loaded")]
+    Deadline {
+        resource: String,
+        page: u64,
+        left_ms: u64,
+        reserve_ms: u64,
+    },
     #[error("{source} (the request for record {record} of `{parent}`)")]
     ForParent {
         parent: String,
