@@ -168,6 +168,28 @@ enum Command {
         #[arg(long = "resource", value_name = "NAME", requires = "reset")]
         resources: Vec<String>,
     },
+    /// Write the zip an AWS Lambda function runs from: `bootstrap` (this binary, or the
+    /// one given) and the specs.
+    Package {
+        /// Spec files to bundle.
+        #[arg(required = true)]
+        specs: Vec<String>,
+        /// The zip to write.
+        #[arg(short, long, value_name = "FILE", default_value = "sluice-lambda.zip")]
+        output: String,
+        /// The sluice binary to bundle as `bootstrap` (default: this one). It must run on
+        /// Amazon Linux 2023: glibc 2.34 at most (`cargo zigbuild --target
+        /// x86_64-unknown-linux-gnu.2.34`) or static (musl).
+        #[arg(long, value_name = "FILE")]
+        bootstrap: Option<String>,
+    },
+    /// Write the infrastructure that runs specs in the cloud.
+    Deploy {
+        #[command(subcommand)]
+        target: DeployTarget,
+    },
+    /// The AWS Lambda handler: the `bootstrap` of a `provided.al2023` function runs this.
+    Lambda,
     /// Extract and load: the whole pipeline.
     Run {
         #[command(flatten)]
@@ -175,6 +197,20 @@ enum Command {
         /// Fetch and map, print the rows that would be loaded (JSON Lines), write nothing.
         #[arg(long)]
         dry_run: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DeployTarget {
+    /// A CloudFormation template: staging bucket, extract and load functions, schedules,
+    /// the manifest trigger, IAM, dead-letter queue and alarms.
+    Aws {
+        /// Spec files to deploy (the ones `sluice package` bundled).
+        #[arg(required = true)]
+        specs: Vec<String>,
+        /// The template to write (stdout when absent).
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<String>,
     },
 }
 
@@ -241,7 +277,11 @@ pub fn main() -> ExitCode {
             cli.command,
             Command::Extract { dry_run: false, .. } | Command::Run { dry_run: false, .. }
         );
-    init_logging(cli.quiet, cli.log_format, show_progress);
+    if matches!(cli.command, Command::Lambda) {
+        init_lambda_logging(cli.quiet);
+    } else {
+        init_logging(cli.quiet, cli.log_format, show_progress);
+    }
     ExitCode::from(match cli.command {
         Command::Validate { files, format } => validate(&files, format),
         Command::Schema { format } => {
@@ -303,11 +343,125 @@ pub fn main() -> ExitCode {
             };
             block_on(state(&p, reset, &resources))
         }
+        Command::Package {
+            specs,
+            output,
+            bootstrap,
+        } => package(&specs, &output, bootstrap.as_deref()),
+        Command::Deploy {
+            target: DeployTarget::Aws { specs, output },
+        } => deploy_aws(&specs, output.as_deref()),
+        Command::Lambda => lambda(),
         Command::Run { target, dry_run } => {
             let Some((p, opts)) = target.open() else {
                 return ExitCode::from(exit::FAILED);
             };
             block_on(run(&p, &opts, dry_run))
+        }
+    })
+}
+
+/// Compile every spec, printing the problems of the invalid ones; all or nothing.
+fn load_all(specs: &[String]) -> Option<Vec<spec::Pipeline>> {
+    let loaded: Vec<Option<spec::Pipeline>> = specs.iter().map(|s| load_or_report(s)).collect();
+    loaded.into_iter().collect()
+}
+
+fn package(specs: &[String], output: &str, bootstrap: Option<&str>) -> u8 {
+    let Some(pipelines) = load_all(specs) else {
+        return exit::FAILED;
+    };
+    if let Err(e) = crate::aws::plan(&pipelines) {
+        eprintln!("error: {e}");
+        return exit::FAILED;
+    }
+    let bootstrap = match bootstrap {
+        Some(b) => std::path::PathBuf::from(b),
+        None => match std::env::current_exe() {
+            Ok(me) => me,
+            Err(e) => {
+                eprintln!("error: cannot find this binary ({e}); give one with --bootstrap");
+                return exit::FAILED;
+            }
+        },
+    };
+    match crate::aws::package::package(specs, &bootstrap, std::path::Path::new(output)) {
+        Ok(p) => {
+            println!(
+                "wrote {} ({} bytes): bootstrap ({}, needs glibc {}, {} bytes) and {}",
+                p.output.display(),
+                p.bytes,
+                p.bootstrap.architecture,
+                p.bootstrap.glibc_text(),
+                p.bootstrap_bytes,
+                p.specs
+                    .iter()
+                    .map(|s| format!("pipelines/{s}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            if p.bootstrap.architecture != "x86_64" {
+                println!(
+                    "deploy it with --parameter-overrides Architecture={}",
+                    p.bootstrap.architecture
+                );
+            }
+            exit::OK
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            exit::FAILED
+        }
+    }
+}
+
+fn deploy_aws(specs: &[String], output: Option<&str>) -> u8 {
+    let Some(pipelines) = load_all(specs) else {
+        return exit::FAILED;
+    };
+    let plan = match crate::aws::plan(&pipelines) {
+        Ok(plan) => plan,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::FAILED;
+        }
+    };
+    for p in pipelines.iter().filter(|p| {
+        p.runtime()
+            .is_none_or(|r| r.target != spec::pipeline::RuntimeTarget::AwsLambda)
+    }) {
+        tracing::warn!(
+            pipeline = p.name(),
+            "the spec does not say `runtime.target: aws_lambda`; its diagram will not show the deployment"
+        );
+    }
+    let text = crate::aws::template::render(&plan);
+    match output {
+        None => {
+            print!("{text}");
+            exit::OK
+        }
+        Some(path) => match std::fs::write(path, text) {
+            Ok(()) => {
+                tracing::info!(file = path, pipelines = plan.pipelines.len(), "template written");
+                exit::OK
+            }
+            Err(e) => {
+                eprintln!("error: cannot write {path}: {e}");
+                exit::FAILED
+            }
+        },
+    }
+}
+
+fn lambda() -> u8 {
+    block_on(async {
+        match crate::aws::lambda::serve().await {
+            Ok(()) => exit::OK,
+            Err(e) => {
+                eprintln!("error: {e}");
+                exit::FAILED
+            }
         }
     })
 }
@@ -497,6 +651,19 @@ fn init_logging(quiet: bool, format: LogFormat, bars: bool) {
         LogFormat::Text => builder.without_time().try_init(),
         LogFormat::Json => builder.json().try_init(),
     };
+}
+
+/// On Lambda: JSON lines on stdout, which CloudWatch Logs keeps one event per line.
+fn init_lambda_logging(quiet: bool) {
+    use tracing_subscriber::EnvFilter;
+    let default = if quiet { "warn" } else { "info,tokio_postgres=warn" };
+    let filter = EnvFilter::try_from_env("SLUICE_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stdout)
+        .with_ansi(false)
+        .json()
+        .try_init();
 }
 
 fn block_on<F: std::future::Future<Output = u8>>(f: F) -> u8 {

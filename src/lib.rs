@@ -4,6 +4,7 @@
 //! records in a folder or S3; `load` writes PostgreSQL; `diagram` draws a spec; `run`
 //! knows the order of the steps; `cli` is the command line.
 
+pub mod aws;
 pub mod cli;
 pub mod diagram;
 pub mod extract;

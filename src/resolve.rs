@@ -172,12 +172,14 @@ pub struct EnvError {
 /// Collects resolved values and missing variables.
 struct Resolver<'a> {
     secrets: &'a Secrets,
+    /// Where variables come from: [`lookup`], or a recorder (see [`variables`]).
+    lookup: &'a dyn Fn(&str) -> Option<(String, bool)>,
     missing: Vec<(String, Vec<String>)>,
 }
 
 impl Resolver<'_> {
     fn get(&mut self, field: &str, t: &Interp, secret: bool) -> String {
-        let secrets = self.secrets;
+        let (secrets, lookup) = (self.secrets, self.lookup);
         let resolved = t.resolve_with(|name| {
             let (value, overlaid) = lookup(name)?;
             if secret || overlaid {
@@ -189,7 +191,7 @@ impl Resolver<'_> {
             Ok(v) => v,
             Err(_) => {
                 // Every missing variable of the template, not just the first.
-                for name in t.missing(var) {
+                for name in t.missing(|n| lookup(n).map(|(v, _)| v)) {
                     match self.missing.iter_mut().find(|(v, _)| v == name) {
                         Some((_, fields)) => fields.push(field.to_string()),
                         None => self.missing.push((name.to_string(), vec![field.to_string()])),
@@ -233,8 +235,42 @@ impl Resolver<'_> {
 
 /// Resolve what a step `needs` from the environment, or report every missing variable.
 pub fn resolve(p: &Pipeline, needs: Needs, secrets: &Secrets) -> Result<Resolved, EnvError> {
+    resolve_from(p, needs, secrets, &lookup)
+}
+
+/// Every environment variable a spec reads, in spec order, each with whether it must be
+/// set (it has no `:-default`).
+pub fn variables(p: &Pipeline) -> Vec<(String, bool)> {
+    let seen = std::sync::Mutex::new(Vec::<String>::new());
+    let record = |name: &str| {
+        let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
+        if !seen.iter().any(|s| s == name) {
+            seen.push(name.to_string());
+        }
+        None
+    };
+    let required = match resolve_from(p, Needs::RUN, &Secrets::default(), &record) {
+        Err(e) => e.missing.into_iter().map(|(v, _)| v).collect(),
+        Ok(_) => Vec::new(),
+    };
+    let seen = seen.into_inner().unwrap_or_else(|e| e.into_inner());
+    seen.into_iter()
+        .map(|v| {
+            let must = required.contains(&v);
+            (v, must)
+        })
+        .collect()
+}
+
+fn resolve_from(
+    p: &Pipeline,
+    needs: Needs,
+    secrets: &Secrets,
+    lookup: &dyn Fn(&str) -> Option<(String, bool)>,
+) -> Result<Resolved, EnvError> {
     let mut r = Resolver {
         secrets,
+        lookup,
         missing: Vec::new(),
     };
     let source = needs.source.then(|| {

@@ -105,6 +105,15 @@ impl Interp {
     }
 
     /// Whether the template reads the environment at all.
+    /// The variable's name when the whole template is one reference (`${NAME}` or
+    /// `${NAME:-default}`), which a deployment can set to anything.
+    pub fn sole_var(&self) -> Option<&str> {
+        match self.parts.as_slice() {
+            [Part::Var { name, .. }] => Some(name),
+            _ => None,
+        }
+    }
+
     pub fn has_vars(&self) -> bool {
         self.parts.iter().any(|p| matches!(p, Part::Var { .. }))
     }

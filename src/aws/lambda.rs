@@ -1,0 +1,619 @@
+//! `sluice lambda`: the `bootstrap` of a `provided.al2023` function. It runs the Lambda
+//! Runtime API loop (the `lambda_runtime` crate) over the specs bundled in the package.
+//!
+//! Events:
+//! - `{"pipeline": "coincap", "step": "extract" | "load" | "run", "resources": [...],
+//!   "run_id": "..."}` — a schedule or a direct invocation (`resources` and `run_id`
+//!   optional; `run_id` only for `load`);
+//! - an S3 event notification, direct (`Records[].s3`) or through EventBridge
+//!   (`detail-type: Object Created`), for a manifest `…/<pipeline>/_manifests/<run>.json`:
+//!   loads exactly that run.
+//!
+//! The answer is the run summary as JSON; a failure is a Lambda error, so Lambda's retries
+//! and dead-letter queue apply. Secrets come from Secrets Manager at cold start
+//! (`SLUICE_SECRETS`: secret ARNs or names, each a JSON object of environment variables)
+//! and are masked in every message.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::{json, Value};
+
+use crate::extract::http::Deadline;
+use crate::resolve::Needs;
+use crate::run::{ExtractOptions, RunSelector};
+use crate::spec::Pipeline;
+use crate::util::Secrets;
+
+/// The variable naming the secrets to read at cold start (comma-separated ARNs or names).
+pub const SECRETS_VAR: &str = "SLUICE_SECRETS";
+/// The variable naming the bundled specs (a folder of `*.yaml`, or one file).
+pub const SPECS_VAR: &str = "SLUICE_SPECS";
+/// The variable setting the time kept before the deadline to finish cleanly (`10s`).
+pub const RESERVE_VAR: &str = "SLUICE_DEADLINE_RESERVE";
+
+/// The longest reserve kept by default; less when the invocation is shorter.
+const MAX_RESERVE: Duration = Duration::from_secs(10);
+
+/// What one invocation asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Invocation {
+    /// A schedule or a direct call.
+    Step {
+        pipeline: String,
+        step: Step,
+        resources: Vec<String>,
+        run_id: Option<String>,
+    },
+    /// A manifest landed in S3: load its run.
+    Manifest { bucket: String, key: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    Extract,
+    Load,
+    Run,
+}
+
+impl Step {
+    fn name(self) -> &'static str {
+        match self {
+            Step::Extract => "extract",
+            Step::Load => "load",
+            Step::Run => "run",
+        }
+    }
+}
+
+/// A failed invocation: its Lambda error type and the (masked) message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub kind: &'static str,
+    pub message: String,
+}
+
+impl Failure {
+    fn bad_event(message: impl Into<String>) -> Self {
+        Failure {
+            kind: "Sluice.BadEvent",
+            message: message.into(),
+        }
+    }
+}
+
+impl From<Failure> for lambda_runtime::Diagnostic {
+    fn from(f: Failure) -> Self {
+        lambda_runtime::Diagnostic {
+            error_type: f.kind.to_string(),
+            error_message: f.message,
+        }
+    }
+}
+
+/// Read an event, as a schedule, a direct call, S3 or EventBridge sends it.
+pub fn parse_event(event: &Value) -> Result<Invocation, Failure> {
+    if let Some(records) = event.get("Records").and_then(Value::as_array) {
+        let [record] = records.as_slice() else {
+            return Err(Failure::bad_event(format!(
+                "an S3 notification with {} records; sluice loads one manifest per invocation",
+                records.len()
+            )));
+        };
+        let s3 = record
+            .get("s3")
+            .ok_or_else(|| Failure::bad_event("a `Records` event that is not an S3 notification"))?;
+        let bucket = s3.pointer("/bucket/name").and_then(Value::as_str);
+        let key = s3.pointer("/object/key").and_then(Value::as_str);
+        let (Some(bucket), Some(key)) = (bucket, key) else {
+            return Err(Failure::bad_event(
+                "an S3 notification without s3.bucket.name and s3.object.key",
+            ));
+        };
+        // S3 notifications carry the key form-encoded (a space is `+`).
+        let key: String = url::form_urlencoded::parse(format!("k={key}").as_bytes())
+            .next()
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default();
+        return Ok(Invocation::Manifest {
+            bucket: bucket.to_string(),
+            key,
+        });
+    }
+    if event.get("source").and_then(Value::as_str) == Some("aws.s3") {
+        let bucket = event.pointer("/detail/bucket/name").and_then(Value::as_str);
+        let key = event.pointer("/detail/object/key").and_then(Value::as_str);
+        let (Some(bucket), Some(key)) = (bucket, key) else {
+            return Err(Failure::bad_event(
+                "an S3 event without detail.bucket.name and detail.object.key",
+            ));
+        };
+        return Ok(Invocation::Manifest {
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+        });
+    }
+    let Some(obj) = event.as_object() else {
+        return Err(Failure::bad_event(format!(
+            "the event is {}, not an object like {{\"pipeline\": \"NAME\", \"step\": \"extract\"}}",
+            crate::util::describe(event)
+        )));
+    };
+    for key in obj.keys() {
+        if !["pipeline", "step", "resources", "run_id"].contains(&key.as_str()) {
+            return Err(Failure::bad_event(format!(
+                "unknown event field `{key}`; an event has `pipeline`, `step` and optionally `resources` and `run_id`"
+            )));
+        }
+    }
+    let pipeline = obj
+        .get("pipeline")
+        .and_then(Value::as_str)
+        .ok_or_else(|| Failure::bad_event("the event names no `pipeline` (a string)"))?;
+    let step = match obj.get("step").and_then(Value::as_str) {
+        Some("extract") => Step::Extract,
+        Some("load") => Step::Load,
+        Some("run") => Step::Run,
+        _ => {
+            return Err(Failure::bad_event(
+                "the event's `step` must be \"extract\", \"load\" or \"run\"",
+            ))
+        }
+    };
+    let resources = match obj.get("resources") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|v| v.as_str().map(str::to_string))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| Failure::bad_event("`resources` must be a list of resource names"))?,
+        Some(_) => return Err(Failure::bad_event("`resources` must be a list of resource names")),
+    };
+    let run_id = match obj.get("run_id") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(id)) if step == Step::Load => Some(id.clone()),
+        Some(Value::String(_)) => {
+            return Err(Failure::bad_event(
+                "`run_id` is for step \"load\" (which run to load); extract and run start a new run",
+            ))
+        }
+        Some(_) => return Err(Failure::bad_event("`run_id` must be a string")),
+    };
+    if step == Step::Load && !resources.is_empty() {
+        return Err(Failure::bad_event(
+            "`resources` is for steps \"extract\" and \"run\"; a load takes the whole staged run",
+        ));
+    }
+    Ok(Invocation::Step {
+        pipeline: pipeline.to_string(),
+        step,
+        resources,
+        run_id,
+    })
+}
+
+/// The bundled specs: `SLUICE_SPECS` (a folder or one file), else
+/// `$LAMBDA_TASK_ROOT/pipelines`.
+pub fn specs_path() -> PathBuf {
+    match std::env::var_os(SPECS_VAR) {
+        Some(p) => PathBuf::from(p),
+        None => {
+            let root = std::env::var_os("LAMBDA_TASK_ROOT").unwrap_or_else(|| ".".into());
+            Path::new(&root).join("pipelines")
+        }
+    }
+}
+
+/// Compile every spec at `path`; all the problems of an invalid one in the message.
+pub fn load_specs(path: &Path) -> Result<Vec<Pipeline>, String> {
+    let files = if path.is_dir() {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+            .map_err(|e| format!("cannot read the specs folder {}: {e}", path.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+            .collect();
+        files.sort();
+        files
+    } else {
+        vec![path.to_path_buf()]
+    };
+    if files.is_empty() {
+        return Err(format!(
+            "no spec (*.yaml) in {}; `sluice package` bundles them in pipelines/, or set {SPECS_VAR}",
+            path.display()
+        ));
+    }
+    let mut specs: Vec<Pipeline> = Vec::new();
+    for f in files {
+        let name = f.to_string_lossy().into_owned();
+        let p = crate::spec::load_file(&name).map_err(|e| {
+            let problems: Vec<String> = e.diagnostics.iter().map(|d| d.render_json()).collect();
+            format!("{name} is not a valid spec: {}", problems.join("; "))
+        })?;
+        if let Some(q) = specs.iter().find(|q| q.name() == p.name()) {
+            return Err(format!("{} and {name} both define pipeline `{}`", q.file(), p.name()));
+        }
+        specs.push(p);
+    }
+    Ok(specs)
+}
+
+/// Read the secrets named in `SLUICE_SECRETS` from Secrets Manager: each one's
+/// `SecretString` is a JSON object of environment variables.
+pub async fn read_secrets() -> Result<HashMap<String, String>, String> {
+    let names: Vec<String> = std::env::var(SECRETS_VAR)
+        .unwrap_or_default()
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect();
+    let mut values = HashMap::new();
+    if names.is_empty() {
+        return Ok(values);
+    }
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await;
+    let client = aws_sdk_secretsmanager::Client::new(&config);
+    for name in names {
+        let out = client.get_secret_value().secret_id(&name).send().await.map_err(|e| {
+            format!(
+                "cannot read secret `{name}` from Secrets Manager: {}",
+                aws_sdk_secretsmanager::error::DisplayErrorContext(&e)
+            )
+        })?;
+        let text = out
+            .secret_string()
+            .ok_or_else(|| format!("secret `{name}` has no SecretString (a binary secret?); sluice reads a JSON object of environment variables"))?;
+        let map: serde_json::Map<String, Value> = serde_json::from_str(text).map_err(|_| {
+            format!("secret `{name}` is not a JSON object; store the variables as {{\"DATABASE_URL\": \"postgres://…\", \"API_KEY\": \"…\"}}")
+        })?;
+        for (k, v) in map {
+            match v {
+                Value::String(s) => {
+                    values.insert(k, s);
+                }
+                _ => return Err(format!("secret `{name}`: the value of `{k}` is not a string")),
+            }
+        }
+    }
+    Ok(values)
+}
+
+/// The handler: the specs (or why there are none) and the deadline reserve.
+pub struct Handler {
+    specs: Result<Vec<Pipeline>, String>,
+    reserve: Option<Duration>,
+}
+
+impl Handler {
+    /// Cold start: compile the bundled specs and read the secrets. A problem with either
+    /// fails every invocation with its message (so it shows where invocations are watched).
+    pub async fn cold_start() -> Handler {
+        let specs = load_specs(&specs_path());
+        let specs = match specs {
+            Ok(s) => match read_secrets().await {
+                Ok(values) => {
+                    tracing::info!(
+                        specs = s.len(),
+                        variables = values.len(),
+                        "cold start: specs compiled, secrets read"
+                    );
+                    crate::resolve::set_overlay(values);
+                    Ok(s)
+                }
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(e),
+        };
+        if let Err(e) = &specs {
+            tracing::error!(error = %e, "cold start failed; every invocation will fail");
+        }
+        let reserve = std::env::var(RESERVE_VAR)
+            .ok()
+            .and_then(|t| crate::spec::units::Duration::parse(&t).ok())
+            .map(|d| d.0);
+        Handler { specs, reserve }
+    }
+
+    fn pipeline(&self, name: &str) -> Result<&Pipeline, Failure> {
+        let specs = self.specs.as_ref().map_err(|e| Failure {
+            kind: "Sluice.ColdStart",
+            message: e.clone(),
+        })?;
+        specs.iter().find(|p| p.name() == name).ok_or_else(|| {
+            let known: Vec<String> = specs.iter().map(|p| format!("`{}`", p.name())).collect();
+            Failure::bad_event(format!(
+                "no bundled spec defines pipeline `{name}`; the package has {}",
+                known.join(", ")
+            ))
+        })
+    }
+
+    /// The pipeline and run a landed manifest stands for, checked against the staging
+    /// location the spec resolves to.
+    fn manifest_run(&self, bucket: &str, key: &str, secrets: &Secrets) -> Result<(&Pipeline, String), Failure> {
+        let (dir, file) = key.rsplit_once('/').unwrap_or(("", key));
+        let (before, last) = dir.rsplit_once('/').unwrap_or(("", dir));
+        let run_id = file.strip_suffix(".json").unwrap_or_default();
+        if last != super::MANIFESTS || !crate::spec::pipeline::is_run_id(run_id) {
+            return Err(Failure::bad_event(format!(
+                "s3://{bucket}/{key} is not a manifest (…/<pipeline>/{}/<run id>.json)",
+                super::MANIFESTS
+            )));
+        }
+        let name = before.rsplit('/').next().unwrap_or_default();
+        let p = self.pipeline(name)?;
+        let resolved =
+            crate::resolve::resolve(p, Needs::STAGING, secrets).map_err(|e| run_failure(&e.into(), secrets))?;
+        let location = &resolved.staging().location;
+        let (want_bucket, prefix) = location
+            .strip_prefix("s3://")
+            .map(|rest| rest.split_once('/').unwrap_or((rest, "")))
+            .unwrap_or_default();
+        let prefix = prefix.trim_matches('/');
+        let expected = match prefix {
+            "" => crate::stage::manifest_key(p.name(), run_id),
+            _ => format!("{prefix}/{}", crate::stage::manifest_key(p.name(), run_id)),
+        };
+        if want_bucket != bucket || expected != key {
+            return Err(Failure::bad_event(format!(
+                "s3://{bucket}/{key} is not in the staging location of pipeline `{name}` ({location})",
+            )));
+        }
+        Ok((p, run_id.to_string()))
+    }
+
+    /// Serve one invocation.
+    pub async fn handle(&self, event: &Value, deadline: Option<Instant>) -> Result<Value, Failure> {
+        let secrets = Secrets::default();
+        let invocation = parse_event(event)?;
+        let (p, step, resources, run_id) = match &invocation {
+            Invocation::Step {
+                pipeline,
+                step,
+                resources,
+                run_id,
+            } => (self.pipeline(pipeline)?, *step, resources.clone(), run_id.clone()),
+            Invocation::Manifest { bucket, key } => {
+                let (p, run) = self.manifest_run(bucket, key, &secrets)?;
+                (p, Step::Load, Vec::new(), Some(run))
+            }
+        };
+        on_lambda_targets(p, step, &secrets)?;
+        let deadline = deadline.map(|at| {
+            let left = at.saturating_duration_since(Instant::now());
+            Deadline {
+                at,
+                reserve: self.reserve.unwrap_or(MAX_RESERVE.min(left / 4)),
+            }
+        });
+        tracing::info!(pipeline = p.name(), step = step.name(), "invocation started");
+        let opts = ExtractOptions {
+            resources,
+            deadline,
+            ..Default::default()
+        };
+        let summary = match step {
+            Step::Extract => {
+                let report = crate::run::extract(p, &opts, &secrets)
+                    .await
+                    .map_err(|e| run_failure(&e, &secrets))?;
+                json!({"pipeline": p.name(), "step": "extract", "extracted": extract_summary(&report)})
+            }
+            Step::Load => {
+                if let Some(d) = deadline {
+                    let left = d.at.saturating_duration_since(Instant::now());
+                    if left < d.reserve {
+                        return Err(Failure {
+                            kind: "Sluice.Deadline",
+                            message: format!(
+                                "pipeline `{}`: not starting the load with {} ms left before the invocation deadline",
+                                p.name(),
+                                left.as_millis()
+                            ),
+                        });
+                    }
+                }
+                let which = run_id.map(RunSelector::Id).unwrap_or(RunSelector::Latest);
+                let report = crate::run::load(p, &which, crate::load::LoadOptions::default(), &secrets)
+                    .await
+                    .map_err(|e| run_failure(&e, &secrets))?;
+                json!({"pipeline": p.name(), "step": "load", "loaded": load_summary(&report)})
+            }
+            Step::Run => {
+                let (extracted, loaded) = crate::run::run(p, &opts, &secrets)
+                    .await
+                    .map_err(|e| run_failure(&e, &secrets))?;
+                json!({
+                    "pipeline": p.name(),
+                    "step": "run",
+                    "extracted": extract_summary(&extracted),
+                    "loaded": load_summary(&loaded),
+                })
+            }
+        };
+        Ok(summary)
+    }
+}
+
+/// On Lambda, staging is S3 and the warehouse a server: a folder or an SQLite file would
+/// vanish with the sandbox. Checked before any work.
+fn on_lambda_targets(p: &Pipeline, step: Step, secrets: &Secrets) -> Result<(), Failure> {
+    let needs = match step {
+        Step::Extract => Needs::STAGING,
+        Step::Load | Step::Run => Needs::LOAD,
+    };
+    let resolved = crate::resolve::resolve(p, needs, secrets).map_err(|e| run_failure(&e.into(), secrets))?;
+    let target = |message: String| Failure {
+        kind: "Sluice.Config",
+        message: secrets.mask(&format!("pipeline `{}`: {message}", p.name())),
+    };
+    let location = &resolved.staging().location;
+    if !location.starts_with("s3://") {
+        return Err(target(format!(
+            "staging resolves to `{location}`; on AWS Lambda staging must be an S3 location (s3://bucket/prefix), set by the function's environment"
+        )));
+    }
+    if needs.warehouse && crate::load::dialect_of(resolved.warehouse_url()) == crate::load::ddl::Dialect::Sqlite {
+        let var = p
+            .warehouse()
+            .url
+            .vars()
+            .first()
+            .map(|v| v.to_string())
+            .unwrap_or_default();
+        return Err(target(format!(
+            "the warehouse resolves to an SQLite file, which would vanish with the Lambda sandbox; put the PostgreSQL URL in the secret as `{var}`"
+        )));
+    }
+    Ok(())
+}
+
+fn run_failure(e: &crate::run::RunError, secrets: &Secrets) -> Failure {
+    let kind = match e {
+        crate::run::RunError::Extract(crate::extract::ExtractError::Deadline { .. }) => "Sluice.Deadline",
+        crate::run::RunError::Env(_) | crate::run::RunError::Preflight { .. } => "Sluice.Config",
+        _ => "Sluice.RunFailed",
+    };
+    Failure {
+        kind,
+        message: secrets.mask(&crate::util::error_chain(e)),
+    }
+}
+
+fn extract_summary(r: &crate::run::ExtractReport) -> Value {
+    json!({
+        "run_id": r.run.run_id,
+        "location": r.location,
+        "manifest": r.manifest_key,
+        "resources": r.manifest.resources.iter().map(|res| {
+            let (records, bytes) = crate::run::object_totals(&res.objects);
+            json!({"name": res.name, "pages": res.pages, "records": records, "objects": res.objects.len(), "bytes": bytes})
+        }).collect::<Vec<_>>(),
+    })
+}
+
+fn load_summary(r: &crate::load::LoadReport) -> Value {
+    json!({
+        "run_id": r.run_id,
+        "target": r.target,
+        "tables": r.tables.iter().map(|t| json!({
+            "resource": t.resource,
+            "table": t.table,
+            "records": t.records,
+            "rows": t.rows,
+            "inserted": t.inserted,
+            "updated": t.updated,
+            "deleted": t.deleted,
+            "rejected": t.rejected,
+            "seconds": (t.seconds * 1000.0).round() / 1000.0,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// The instant of a Lambda deadline given in milliseconds since the epoch.
+fn deadline_instant(deadline_ms: u64) -> Option<Instant> {
+    if deadline_ms == 0 {
+        return None;
+    }
+    let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).ok()?.as_millis() as u64;
+    Some(Instant::now() + Duration::from_millis(deadline_ms.saturating_sub(now_ms)))
+}
+
+/// Run the Runtime API loop until the runtime ends it. Outside Lambda, an error naming
+/// the missing environment instead.
+pub async fn serve() -> Result<(), String> {
+    let missing: Vec<&str> = [
+        "AWS_LAMBDA_RUNTIME_API",
+        "AWS_LAMBDA_FUNCTION_NAME",
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
+        "AWS_LAMBDA_FUNCTION_VERSION",
+    ]
+    .into_iter()
+    .filter(|v| std::env::var_os(v).is_none())
+    .collect();
+    if !missing.is_empty() {
+        return Err(format!(
+            "`sluice lambda` is the bootstrap of an AWS Lambda function and runs inside one; {} not set (use `sluice run` elsewhere)",
+            missing.join(", ")
+        ));
+    }
+    if std::env::var("AWS_LAMBDA_FUNCTION_MEMORY_SIZE").is_ok_and(|m| m.parse::<i32>().is_err()) {
+        return Err("AWS_LAMBDA_FUNCTION_MEMORY_SIZE is not a number".into());
+    }
+    let handler = Arc::new(Handler::cold_start().await);
+    let service = lambda_runtime::service_fn(move |event: lambda_runtime::LambdaEvent<Value>| {
+        let handler = handler.clone();
+        async move {
+            let request_id = event.context.request_id.clone();
+            let started = Instant::now();
+            let deadline = deadline_instant(event.context.deadline);
+            let result = handler.handle(&event.payload, deadline).await;
+            match &result {
+                Ok(_) => tracing::info!(
+                    request_id = %request_id,
+                    seconds = started.elapsed().as_secs_f64(),
+                    "invocation succeeded"
+                ),
+                Err(f) => tracing::error!(
+                    request_id = %request_id,
+                    error_type = f.kind,
+                    error = %f.message,
+                    "invocation failed"
+                ),
+            }
+            result.map_err(lambda_runtime::Diagnostic::from)
+        }
+    });
+    lambda_runtime::run(service).await.map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_of_every_kind_are_read() {
+        let direct = json!({"pipeline": "coincap", "step": "extract", "resources": ["exchanges"]});
+        assert_eq!(
+            parse_event(&direct).unwrap(),
+            Invocation::Step {
+                pipeline: "coincap".into(),
+                step: Step::Extract,
+                resources: vec!["exchanges".into()],
+                run_id: None
+            }
+        );
+        let s3 = json!({"Records": [{"eventSource": "aws:s3", "s3": {"bucket": {"name": "lake"}, "object": {"key": "sluice/my+pipe/_manifests/x%2By.json"}}}]});
+        assert_eq!(
+            parse_event(&s3).unwrap(),
+            Invocation::Manifest {
+                bucket: "lake".into(),
+                key: "sluice/my pipe/_manifests/x+y.json".into()
+            }
+        );
+        let eb = json!({"source": "aws.s3", "detail-type": "Object Created", "detail": {"bucket": {"name": "lake"}, "object": {"key": "a/b/_manifests/c.json"}}});
+        assert!(matches!(parse_event(&eb).unwrap(), Invocation::Manifest { .. }));
+        for (bad, says) in [
+            (
+                json!({"pipeline": "x", "step": "load", "resources": ["a"]}),
+                "a load takes",
+            ),
+            (
+                json!({"pipeline": "x", "step": "extract", "run_id": "r"}),
+                "`run_id` is for step",
+            ),
+            (json!({"pipeline": "x", "step": "sing"}), "must be \"extract\""),
+            (
+                json!({"pipeline": "x", "step": "run", "limit": 3}),
+                "unknown event field `limit`",
+            ),
+            (json!([1]), "not an object"),
+        ] {
+            let f = parse_event(&bad).unwrap_err();
+            assert_eq!(f.kind, "Sluice.BadEvent");
+            assert!(f.message.contains(says), "{}", f.message);
+        }
+    }
+}

@@ -1,0 +1,213 @@
+//! sluice on AWS. [`Plan`] is the one description of what a deployment creates — the
+//! staging bucket, the extract and load functions, one schedule per pipeline and the
+//! trigger that loads a run when its manifest lands — from which `sluice deploy aws`
+//! writes the CloudFormation template ([`template`]) and `sluice diagram` labels the
+//! architecture page. [`lambda`] is the handler both functions run; [`package`] builds
+//! the zip they run from.
+
+pub mod elf;
+pub mod lambda;
+pub mod package;
+pub mod template;
+
+use crate::spec::Pipeline;
+
+/// The folder of a pipeline's staged runs that holds their manifests; a manifest landing
+/// there is what triggers the load.
+pub const MANIFESTS: &str = "_manifests";
+
+/// The staging prefix in the bucket when the template's parameter is left alone.
+pub const DEFAULT_PREFIX: &str = "sluice";
+
+/// One of the two functions a deployment creates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Function {
+    /// The template's logical id.
+    pub logical_id: &'static str,
+    /// The step it runs (`extract` or `load`).
+    pub step: &'static str,
+    /// What starts it, for the diagram.
+    pub started_by: &'static str,
+}
+
+/// The function the schedules start: API → staging, then the manifest.
+pub const EXTRACT: Function = Function {
+    logical_id: "ExtractFunction",
+    step: "extract",
+    started_by: "schedule",
+};
+
+/// The function a landed manifest starts: staging → warehouse.
+pub const LOAD: Function = Function {
+    logical_id: "LoadFunction",
+    step: "load",
+    started_by: "manifest in S3",
+};
+
+/// The staging bucket's logical id (when the stack creates it).
+pub const BUCKET: &str = "StagingBucket";
+
+/// Where a deployment's secrets come from: a Secrets Manager secret (JSON object of
+/// environment variables), named by this template parameter.
+pub const SECRET_PARAMETER: &str = "SecretArn";
+
+/// What a deployment creates for one pipeline.
+#[derive(Debug, Clone)]
+pub struct Deployed {
+    pub name: String,
+    /// The pipeline's part of logical ids (`Rickandmorty`).
+    pub id: String,
+    /// `runtime.schedule`, when the spec has one.
+    pub schedule: Option<String>,
+    /// The variable `staging.location` is read from; the functions set it to the bucket.
+    pub staging_var: String,
+    /// Whether extraction reads the warehouse (incremental state), so it needs the VPC too.
+    pub extract_reads_warehouse: bool,
+    /// Every other variable the spec reads, with whether it must be set: these come from
+    /// the secret (or keep their defaults).
+    pub variables: Vec<(String, bool)>,
+}
+
+impl Deployed {
+    /// The logical id of the schedule rule, when there is a schedule.
+    pub fn schedule_rule(&self) -> Option<String> {
+        self.schedule.as_ref().map(|_| format!("{}Schedule", self.id))
+    }
+
+    /// The logical id of the rule that loads a run when its manifest lands.
+    pub fn manifest_rule(&self) -> String {
+        format!("{}ManifestRule", self.id)
+    }
+
+    /// The key prefix (under the staging prefix) of this pipeline's manifests.
+    pub fn manifest_prefix(&self) -> String {
+        format!("{}/{MANIFESTS}/", self.name)
+    }
+
+    /// The scheduled event: what the schedule sends the extract function.
+    pub fn scheduled_event(&self) -> serde_json::Value {
+        serde_json::json!({"pipeline": self.name, "step": EXTRACT.step})
+    }
+}
+
+/// Everything one `sluice deploy aws` creates.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub pipelines: Vec<Deployed>,
+}
+
+impl Plan {
+    /// Whether the extract function needs the VPC (some spec keeps incremental state).
+    pub fn extract_in_vpc(&self) -> bool {
+        self.pipelines.iter().any(|p| p.extract_reads_warehouse)
+    }
+
+    /// Every variable of every spec that the secret may hold, with whether one must be
+    /// set; a variable required by one spec is required.
+    pub fn variables(&self) -> Vec<(String, bool)> {
+        let mut all: Vec<(String, bool)> = Vec::new();
+        for p in &self.pipelines {
+            for (v, must) in &p.variables {
+                match all.iter_mut().find(|(a, _)| a == v) {
+                    Some((_, m)) => *m |= must,
+                    None => all.push((v.clone(), *must)),
+                }
+            }
+        }
+        all
+    }
+
+    /// The staging variables the functions set, each once.
+    pub fn staging_vars(&self) -> Vec<&str> {
+        let mut vars: Vec<&str> = Vec::new();
+        for p in &self.pipelines {
+            if !vars.contains(&p.staging_var.as_str()) {
+                vars.push(&p.staging_var);
+            }
+        }
+        vars
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error("{file}: `staging.location: {location}` must be one variable reference (`${{SLUICE_STAGING:-file://.sluice/staging}}`, say) so that the deployment can point it at the staging bucket")]
+    FixedStaging { file: String, location: String },
+    #[error("{file} and {other} both define pipeline `{name}`; a deployment runs each pipeline once")]
+    Duplicate { file: String, other: String, name: String },
+    #[error("no spec given")]
+    Empty,
+}
+
+/// The deployment of one pipeline.
+pub fn deployed(p: &Pipeline) -> Result<Deployed, PlanError> {
+    let location = &p.staging().location;
+    let staging_var = location.sole_var().ok_or_else(|| PlanError::FixedStaging {
+        file: p.file().to_string(),
+        location: location.raw().to_string(),
+    })?;
+    Ok(Deployed {
+        name: p.name().to_string(),
+        id: logical_part(p.name()),
+        schedule: p.runtime().and_then(|r| r.schedule.clone()),
+        staging_var: staging_var.to_string(),
+        extract_reads_warehouse: p.resources().iter().any(|r| r.incremental.is_some()),
+        variables: crate::resolve::variables(p)
+            .into_iter()
+            .filter(|(v, _)| v != staging_var)
+            .collect(),
+    })
+}
+
+/// The deployment of several pipelines.
+pub fn plan(pipelines: &[Pipeline]) -> Result<Plan, PlanError> {
+    if pipelines.is_empty() {
+        return Err(PlanError::Empty);
+    }
+    for (i, p) in pipelines.iter().enumerate() {
+        if let Some(q) = pipelines[..i].iter().find(|q| q.name() == p.name()) {
+            return Err(PlanError::Duplicate {
+                file: q.file().to_string(),
+                other: p.file().to_string(),
+                name: p.name().to_string(),
+            });
+        }
+    }
+    Ok(Plan {
+        pipelines: pipelines.iter().map(deployed).collect::<Result<_, _>>()?,
+    })
+}
+
+/// `rick_and-morty` → `RickAndMorty`: letters and digits only, as logical ids want.
+fn logical_part(name: &str) -> String {
+    let mut out = String::new();
+    let mut upper = true;
+    for c in name.chars() {
+        if c.is_ascii_alphanumeric() {
+            if upper {
+                out.push(c.to_ascii_uppercase());
+            } else {
+                out.push(c);
+            }
+            upper = false;
+        } else {
+            upper = true;
+        }
+    }
+    if out.is_empty() || out.starts_with(|c: char| c.is_ascii_digit()) {
+        out.insert(0, 'P');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logical_ids_are_alphanumeric() {
+        assert_eq!(logical_part("rickandmorty"), "Rickandmorty");
+        assert_eq!(logical_part("rick_and-morty"), "RickAndMorty");
+        assert_eq!(logical_part("9lives"), "P9lives");
+    }
+}
