@@ -50,8 +50,15 @@ pub enum RunError {
     Extract(#[from] ExtractError),
     #[error(transparent)]
     Stage(#[from] StageError),
-    #[error("{} of {total} resources failed: {}; the run has no manifest and will not be loaded", failed.len(), failed.join(", "))]
-    ResourcesFailed { failed: Vec<String>, total: usize },
+    #[error("{} of {total} resources failed: {}; the run has no manifest and will not be loaded. {}", failed.len(), failed.join(", "), causes.join("; "))]
+    ResourcesFailed {
+        failed: Vec<String>,
+        total: usize,
+        /// Why each failed (secrets masked).
+        causes: Vec<String>,
+        /// Whether the invocation deadline stopped one.
+        deadline: bool,
+    },
     #[error("unknown resource `{name}`; this spec has: {known}")]
     UnknownResource { name: String, known: String },
     #[error(transparent)]
@@ -572,13 +579,16 @@ async fn extract_as(
     let jobs: Vec<Job> = resources.iter().map(|r| jobs[r.name.as_str()].clone()).collect();
     let results = futures_util::future::join_all(jobs).await;
     let mut manifests = Vec::new();
-    let mut failed = Vec::new();
+    let (mut failed, mut causes, mut deadline) = (Vec::new(), Vec::new(), false);
     for (r, result) in resources.iter().zip(results) {
         match result {
             Ok(m) => manifests.push(m),
             Err(e) => {
-                tracing::error!("{}", secrets.mask(&e.to_string()));
+                deadline |= matches!(*e, ExtractError::Deadline { .. });
+                let cause = secrets.mask(&e.to_string());
+                tracing::error!("{cause}");
                 failed.push(format!("`{}`", r.name));
+                causes.push(cause);
             }
         }
     }
@@ -586,6 +596,8 @@ async fn extract_as(
         return Err(RunError::ResourcesFailed {
             failed,
             total: resources.len(),
+            causes,
+            deadline,
         });
     }
     let manifest = Manifest {

@@ -416,10 +416,15 @@ impl Handler {
                     }
                 }
                 let which = run_id.map(RunSelector::Id).unwrap_or(RunSelector::Latest);
-                let report = crate::run::load(p, &which, crate::load::LoadOptions::default(), &secrets)
-                    .await
-                    .map_err(|e| run_failure(&e, &secrets))?;
-                json!({"pipeline": p.name(), "step": "load", "loaded": load_summary(&report)})
+                match crate::run::load(p, &which, crate::load::LoadOptions::default(), &secrets).await {
+                    Ok(report) => json!({"pipeline": p.name(), "step": "load", "loaded": load_summary(&report)}),
+                    // S3 delivers an event at least once: a second one is not a failure.
+                    Err(crate::run::RunError::Load(crate::load::LoadError::AlreadyLoaded { run_id, at })) => {
+                        tracing::info!(run_id = %run_id, at = %at, "the run was loaded already; nothing to do");
+                        json!({"pipeline": p.name(), "step": "load", "already_loaded": {"run_id": run_id, "at": at}})
+                    }
+                    Err(e) => return Err(run_failure(&e, &secrets)),
+                }
             }
             Step::Run => {
                 let (extracted, loaded) = crate::run::run(p, &opts, &secrets)
@@ -472,7 +477,8 @@ fn on_lambda_targets(p: &Pipeline, step: Step, secrets: &Secrets) -> Result<(), 
 
 fn run_failure(e: &crate::run::RunError, secrets: &Secrets) -> Failure {
     let kind = match e {
-        crate::run::RunError::Extract(crate::extract::ExtractError::Deadline { .. }) => "Sluice.Deadline",
+        crate::run::RunError::Extract(crate::extract::ExtractError::Deadline { .. })
+        | crate::run::RunError::ResourcesFailed { deadline: true, .. } => "Sluice.Deadline",
         crate::run::RunError::Env(_) | crate::run::RunError::Preflight { .. } => "Sluice.Config",
         _ => "Sluice.RunFailed",
     };

@@ -167,6 +167,12 @@ pub fn pipeline_page(pipelines: &[Pipeline]) -> Page {
         let n = id_part(p.name());
         let lane_id = format!("{n}-lane");
         let aws = on_aws(p);
+        // On AWS, what `sluice deploy aws` creates, named as its template names it.
+        let deployed = aws.then(|| crate::aws::deployed(p).ok()).flatten();
+        let function_label = |f: &crate::aws::Function| match &deployed {
+            Some(_) => vec![f.step.to_string(), format!("λ {}", f.logical_id)],
+            None => vec![f.step.to_string(), "AWS Lambda".into()],
+        };
         let cx = |slot: usize| LANE_TITLE + 30.0 + SLOT / 2.0 + slot as f64 * SLOT;
         let cy = ROW_Y + ICON / 2.0 + 10.0;
         let mut lane_children = Vec::new();
@@ -211,7 +217,7 @@ pub fn pipeline_page(pipelines: &[Pipeline]) -> Page {
                 format!("{n}-extract"),
                 cx(1),
                 cy,
-                vec!["extract".into(), "AWS Lambda".into()],
+                function_label(&crate::aws::EXTRACT),
                 AwsIcon::Lambda,
                 &lane_id,
             )
@@ -228,7 +234,10 @@ pub fn pipeline_page(pipelines: &[Pipeline]) -> Page {
         };
         let loc_offline = p.staging().location.offline().unwrap_or_default();
         let staging = if aws || loc_offline.starts_with("s3://") {
-            let mut label = vec!["staging (S3)".to_string()];
+            let mut label = vec![match deployed {
+                Some(_) => format!("staging: S3 {}", crate::aws::BUCKET),
+                None => "staging (S3)".to_string(),
+            }];
             label.extend(staging_label(p));
             icon(format!("{n}-staging"), cx(2), cy, label, AwsIcon::S3, &lane_id)
         } else {
@@ -249,7 +258,7 @@ pub fn pipeline_page(pipelines: &[Pipeline]) -> Page {
                 format!("{n}-load"),
                 cx(3),
                 cy,
-                vec!["load".into(), "AWS Lambda".into()],
+                function_label(&crate::aws::LOAD),
                 AwsIcon::Lambda,
                 &lane_id,
             )
@@ -354,7 +363,14 @@ pub fn pipeline_page(pipelines: &[Pipeline]) -> Page {
         let flows = [
             (&source, &extract, get),
             (&extract, &staging, key),
-            (&staging, &load, vec!["objects + manifest".to_string()]),
+            (
+                &staging,
+                &load,
+                match &deployed {
+                    Some(d) => vec!["manifest lands:".to_string(), d.manifest_rule()],
+                    None => vec!["objects + manifest".to_string()],
+                },
+            ),
             (&load, &db, load_label),
             (&db, &analytics, vec!["SQL".to_string()]),
         ];
@@ -374,7 +390,13 @@ pub fn pipeline_page(pipelines: &[Pipeline]) -> Page {
                     format!("{n}-schedule"),
                     cx(1),
                     sched_cy,
-                    vec!["schedule (EventBridge)".into(), schedule],
+                    vec![
+                        deployed
+                            .as_ref()
+                            .and_then(|d| d.schedule_rule())
+                            .unwrap_or_else(|| "schedule (EventBridge)".into()),
+                        schedule,
+                    ],
                     AwsIcon::EventBridge,
                     &lane_id,
                 )

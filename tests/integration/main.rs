@@ -2,6 +2,7 @@
 
 mod support;
 
+mod aws;
 mod diagram;
 mod extract;
 mod failearly;

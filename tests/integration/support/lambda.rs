@@ -88,7 +88,12 @@ async fn handle(state: Arc<State>, req: Request<hyper::body::Incoming>) -> Respo
             .body(Full::new(Bytes::from(next.event.to_string())))
             .unwrap();
     }
-    let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let rest = path.strip_prefix("/2018-06-01/runtime/");
     let (request_id, kind) = match rest.map(|r| r.split('/').collect::<Vec<_>>()).as_deref() {

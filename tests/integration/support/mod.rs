@@ -3,8 +3,10 @@
 #![allow(dead_code)]
 
 pub mod api;
+pub mod lambda;
 pub mod pg;
 pub mod s3;
+pub mod tools;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -121,9 +123,43 @@ impl Sluice {
         self
     }
 
+    /// Start it in the background, stdout and stderr into files (see [`Background`]).
+    pub fn spawn(mut self, logs: &Path) -> Background {
+        let (out, err) = (logs.join("stdout.log"), logs.join("stderr.log"));
+        self.cmd
+            .stdout(std::fs::File::create(&out).unwrap())
+            .stderr(std::fs::File::create(&err).unwrap());
+        let child = self.cmd.spawn().expect("the sluice binary starts");
+        Background { child, out, err }
+    }
+
     pub fn run(mut self) -> Run {
         let out = self.cmd.output().expect("the sluice binary runs");
         Run::from(out)
+    }
+}
+
+/// A `sluice` process running in the background, killed on drop.
+pub struct Background {
+    child: std::process::Child,
+    out: PathBuf,
+    err: PathBuf,
+}
+
+impl Background {
+    /// What it printed on stdout so far.
+    pub fn stdout(&self) -> String {
+        std::fs::read_to_string(&self.out).unwrap_or_default()
+    }
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.err).unwrap_or_default()
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

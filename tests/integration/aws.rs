@@ -1,0 +1,592 @@
+//! sluice on AWS: the Lambda handler driven through the real Runtime API protocol (staging
+//! on the S3 test server, the warehouse on the test PostgreSQL, secrets from moto's
+//! Secrets Manager), the CloudFormation template under cfn-lint, and the package's
+//! `bootstrap` checked for Amazon Linux 2023's glibc.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::extract::fixture_appearances;
+use crate::support::api::{ApiServer, Fault};
+use crate::support::lambda::RuntimeApi;
+use crate::support::s3::S3Server;
+use crate::support::tools::{tool, Moto};
+use crate::support::{pg, recorded, root, Background, Sluice};
+
+/// A folder holding copies of the given reference pipelines (what the package bundles).
+fn specs(names: &[&str]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for n in names {
+        std::fs::copy(
+            root().join(format!("pipelines/{n}.yaml")),
+            dir.path().join(format!("{n}.yaml")),
+        )
+        .unwrap();
+    }
+    dir
+}
+
+/// A `sluice lambda` process on `runtime`, staging in `s3://lake/sluice`.
+fn function(runtime: &RuntimeApi, s3: &S3Server, api: &ApiServer, specs: &Path, logs: &Path) -> Sluice {
+    s3.bucket("lake");
+    Sluice::new(["lambda"])
+        .envs(runtime.env())
+        .envs(s3.env())
+        .api(api)
+        .env("SLUICE_STAGING", "s3://lake/sluice")
+        .env("SLUICE_SPECS", specs)
+        .dir(logs)
+}
+
+/// Every line the function wrote on stdout is a JSON object.
+fn json_lines(f: &Background) -> Vec<Value> {
+    f.stdout()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("a log line that is not JSON ({e}): {l}")))
+        .collect()
+}
+
+const LONG: Duration = Duration::from_secs(180);
+
+fn staged_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(staged_files(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn a_scheduled_extract_then_its_manifest_notification_loads_the_run() {
+    let (api, s3, runtime) = (ApiServer::start(), S3Server::start(), RuntimeApi::start());
+    let db = pg::fresh_database();
+    let (dir, logs) = (specs(&["rickandmorty"]), tempfile::tempdir().unwrap());
+    let f = function(&runtime, &s3, &api, dir.path(), logs.path())
+        .env("DATABASE_URL", &db)
+        .spawn(logs.path());
+
+    // What the schedule sends.
+    let id = runtime.invoke(json!({"pipeline": "rickandmorty", "step": "extract"}), LONG);
+    let out = runtime.outcome(&id, LONG);
+    assert_eq!(out.kind, "response", "{:?}\nstdout: {}", out.body, f.stdout());
+    let extracted = &out.body["extracted"];
+    let run_id = extracted["run_id"].as_str().unwrap().to_string();
+    let manifest = extracted["manifest"].as_str().unwrap();
+    assert_eq!(manifest, format!("rickandmorty/_manifests/{run_id}.json"));
+    let counts: Vec<(String, u64)> = extracted["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["name"].as_str().unwrap().to_string(), r["records"].as_u64().unwrap()))
+        .collect();
+    let want = |ep: &str| recorded(ep).len() as u64;
+    assert_eq!(
+        counts,
+        [
+            ("location".to_string(), want("location")),
+            ("episode".to_string(), want("episode")),
+            ("character".to_string(), want("character"))
+        ]
+    );
+    let manifest_file = s3.root().join("lake/sluice").join(manifest);
+    assert!(manifest_file.is_file(), "{manifest_file:?}");
+    assert_eq!(
+        pg::scalar(&db, "SELECT to_regclass('rickandmorty.character')::text"),
+        None,
+        "extract loaded nothing"
+    );
+
+    // What S3 sends when the manifest lands: the load of exactly that run.
+    let notification = json!({"Records": [{
+        "eventVersion": "2.1",
+        "eventSource": "aws:s3",
+        "awsRegion": "us-east-1",
+        "eventName": "ObjectCreated:Put",
+        "s3": {"bucket": {"name": "lake", "arn": "arn:aws:s3:::lake"}, "object": {"key": format!("sluice/{manifest}"), "size": 1024}}
+    }]});
+    let id = runtime.invoke(notification, LONG);
+    let out = runtime.outcome(&id, LONG);
+    assert_eq!(out.kind, "response", "{:?}\nstdout: {}", out.body, f.stdout());
+    assert_eq!(out.body["step"], "load");
+    assert_eq!(out.body["loaded"]["run_id"], run_id.as_str());
+    let rows: Vec<(String, u64)> = out.body["loaded"]["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| (t["table"].as_str().unwrap().to_string(), t["rows"].as_u64().unwrap()))
+        .collect();
+    assert!(
+        rows.contains(&("appearance".to_string(), fixture_appearances() as u64)),
+        "{rows:?}"
+    );
+    for (table, ep) in [
+        ("character", "character"),
+        ("location", "location"),
+        ("episode", "episode"),
+    ] {
+        let n = pg::scalar(&db, &format!("SELECT count(*) FROM rickandmorty.{table}"));
+        assert_eq!(n, Some(want(ep).to_string()), "{table}");
+    }
+    let n = pg::scalar(&db, "SELECT count(*) FROM rickandmorty.appearance");
+    assert_eq!(n, Some(fixture_appearances().to_string()));
+    let ledger = pg::query(
+        &db,
+        "SELECT run_id, status FROM _sluice.runs WHERE pipeline = 'rickandmorty'",
+    );
+    assert_eq!(ledger, vec![vec![Some(run_id.clone()), Some("loaded".into())]]);
+
+    // The same notification through EventBridge (how the template wires it) finds the run
+    // loaded already and changes nothing.
+    let bridged = json!({"version": "0", "source": "aws.s3", "detail-type": "Object Created",
+        "detail": {"bucket": {"name": "lake"}, "object": {"key": format!("sluice/{manifest}")}}});
+    let id = runtime.invoke(bridged, LONG);
+    assert_eq!(runtime.outcome(&id, LONG).kind, "response");
+    let n = pg::scalar(&db, "SELECT count(*) FROM rickandmorty.appearance");
+    assert_eq!(n, Some(fixture_appearances().to_string()));
+
+    let lines = json_lines(&f);
+    assert!(
+        lines.iter().any(|l| l["fields"]["message"] == "invocation succeeded"),
+        "{lines:?}"
+    );
+}
+
+#[test]
+fn failing_events_post_errors_and_a_short_deadline_leaves_no_manifest() {
+    let (api, s3, runtime) = (ApiServer::start(), S3Server::start(), RuntimeApi::start());
+    let (dir, logs) = (specs(&["rickandmorty"]), tempfile::tempdir().unwrap());
+    let f = function(&runtime, &s3, &api, dir.path(), logs.path())
+        .env("DATABASE_URL", pg::fresh_database())
+        .env("SLUICE_DEADLINE_RESERVE", "1s")
+        .spawn(logs.path());
+    let error = |event: Value, time: Duration| {
+        let id = runtime.invoke(event, time);
+        let out = runtime.outcome(&id, LONG);
+        assert_eq!(out.kind, "error", "{:?}", out.body);
+        let (kind, message) = (
+            out.body["errorType"].as_str().unwrap().to_string(),
+            out.body["errorMessage"].as_str().unwrap().to_string(),
+        );
+        assert!(out.error_type.is_some(), "the error-type header is set");
+        (kind, message)
+    };
+
+    let (kind, message) = error(json!({"pipeline": "nope", "step": "extract"}), LONG);
+    assert_eq!(kind, "Sluice.BadEvent");
+    assert!(
+        message.contains("no bundled spec defines pipeline `nope`; the package has `rickandmorty`"),
+        "{message}"
+    );
+
+    let foreign = json!({"Records": [{"eventSource": "aws:s3", "s3": {"bucket": {"name": "elsewhere"},
+        "object": {"key": "sluice/rickandmorty/_manifests/20261127T000000Z-abcdef.json"}}}]});
+    let (kind, message) = error(foreign, LONG);
+    assert_eq!(kind, "Sluice.BadEvent");
+    assert!(
+        message.contains("is not in the staging location of pipeline `rickandmorty` (s3://lake/sluice)"),
+        "{message}"
+    );
+
+    let (kind, message) = error(
+        json!({"pipeline": "rickandmorty", "step": "load", "run_id": "20261127T000000Z-abcdef"}),
+        LONG,
+    );
+    assert_eq!(kind, "Sluice.RunFailed");
+    assert!(message.contains("20261127T000000Z-abcdef"), "{message}");
+
+    // The deadline is too close to start: not one request.
+    let before = api.requests().len();
+    let (kind, message) = error(
+        json!({"pipeline": "rickandmorty", "step": "extract"}),
+        Duration::from_millis(600),
+    );
+    assert_eq!(kind, "Sluice.Deadline");
+    assert!(
+        message.contains("page 1: stopped before the invocation deadline"),
+        "{message}"
+    );
+    assert_eq!(api.requests().len(), before, "no API request");
+
+    // Slow pages: some are fetched, then no new request starts inside the reserve.
+    api.fault("/api/location", Fault::Stall(Duration::from_millis(700)), 100);
+    let (kind, message) = error(
+        json!({"pipeline": "rickandmorty", "step": "extract", "resources": ["location"]}),
+        Duration::from_secs(4),
+    );
+    assert_eq!(kind, "Sluice.Deadline");
+    assert!(message.contains("resource `location`, page "), "{message}");
+    assert!(!message.contains("page 1:"), "some pages were fetched first: {message}");
+    let left = staged_files(&s3.root().join("lake"));
+    assert!(
+        left.iter().all(|p| !p.to_string_lossy().contains("_manifests")),
+        "{left:?}"
+    );
+    assert!(
+        left.iter().all(|p| !p.to_string_lossy().ends_with(".jsonl.gz")),
+        "the failed run's parts are removed: {left:?}"
+    );
+
+    // The loop goes on after failures.
+    let failed = json_lines(&f)
+        .into_iter()
+        .filter(|l| l["level"] == "ERROR" && l["fields"]["message"] == "invocation failed")
+        .count();
+    assert_eq!(failed, 5);
+}
+
+#[test]
+fn a_secret_from_secrets_manager_reaches_the_run_and_no_log_line() {
+    let (api, s3, runtime, moto) = (
+        ApiServer::start(),
+        S3Server::start(),
+        RuntimeApi::start(),
+        Moto::start(),
+    );
+    let db = pg::fresh_database();
+    let key = "sm-secret-key-7f3a9c";
+    let arn = moto.secret(
+        "sluice/coincap",
+        &json!({"COINCAP_API_KEY": key, "DATABASE_URL": db}).to_string(),
+    );
+    let (dir, logs) = (specs(&["coincap"]), tempfile::tempdir().unwrap());
+    let f = function(&runtime, &s3, &api, dir.path(), logs.path())
+        .env("SLUICE_SECRETS", &arn)
+        .env("AWS_ENDPOINT_URL_SECRETS_MANAGER", &moto.endpoint)
+        .spawn(logs.path());
+    // `api()` sets a key in the environment; the secret's must win.
+    let id = runtime.invoke(json!({"pipeline": "coincap", "step": "run"}), LONG);
+    let out = runtime.outcome(&id, LONG);
+    assert_eq!(
+        out.kind,
+        "response",
+        "{:?}\nstdout: {}\nstderr: {}",
+        out.body,
+        f.stdout(),
+        f.stderr()
+    );
+
+    let exchanges: Value = serde_json::from_str(
+        &std::fs::read_to_string(crate::support::fixture("api/coincap/exchanges-v2.json")).unwrap(),
+    )
+    .unwrap();
+    let n = exchanges["data"].as_array().unwrap().len();
+    assert_eq!(out.body["loaded"]["tables"][0]["rows"], n as u64);
+    assert_eq!(
+        pg::scalar(&db, "SELECT count(*) FROM coincap.exchange_snapshot"),
+        Some(n.to_string())
+    );
+    let sent: Vec<String> = api.requests().into_iter().filter_map(|r| r.authorization).collect();
+    assert!(
+        !sent.is_empty() && sent.iter().all(|a| a == &format!("Bearer {key}")),
+        "{sent:?}"
+    );
+
+    // A refused key: the error names where the key comes from, never the key.
+    api.fault("/v3/exchanges", Fault::Status(401), 10);
+    let id = runtime.invoke(json!({"pipeline": "coincap", "step": "extract"}), LONG);
+    let out = runtime.outcome(&id, LONG);
+    assert_eq!(out.kind, "error");
+    let message = out.body["errorMessage"].as_str().unwrap();
+    assert!(message.contains("HTTP 401"), "{message}");
+    for text in [f.stdout(), f.stderr(), message.to_string(), out.body.to_string()] {
+        assert!(!text.contains(key), "the secret leaked: {text}");
+    }
+    let staged: Vec<String> = staged_files(&s3.root().join("lake"))
+        .into_iter()
+        .map(|p| {
+            std::fs::read(p)
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .unwrap_or_default()
+        })
+        .collect();
+    assert!(staged.iter().all(|s| !s.contains(key)));
+}
+
+#[test]
+fn a_cold_start_without_its_secret_fails_every_invocation_with_the_reason() {
+    let (api, s3, runtime, moto) = (
+        ApiServer::start(),
+        S3Server::start(),
+        RuntimeApi::start(),
+        Moto::start(),
+    );
+    let (dir, logs) = (specs(&["coincap"]), tempfile::tempdir().unwrap());
+    let _f = function(&runtime, &s3, &api, dir.path(), logs.path())
+        .env(
+            "SLUICE_SECRETS",
+            "arn:aws:secretsmanager:us-east-1:123456789012:secret:missing-AbCdEf",
+        )
+        .env("AWS_ENDPOINT_URL_SECRETS_MANAGER", &moto.endpoint)
+        .spawn(logs.path());
+    let id = runtime.invoke(json!({"pipeline": "coincap", "step": "extract"}), LONG);
+    let out = runtime.outcome(&id, LONG);
+    assert_eq!(out.kind, "error");
+    assert_eq!(out.body["errorType"], "Sluice.ColdStart");
+    let message = out.body["errorMessage"].as_str().unwrap();
+    assert!(
+        message.contains("cannot read secret `arn:aws:secretsmanager:us-east-1:123456789012:secret:missing-AbCdEf`"),
+        "{message}"
+    );
+}
+
+/// cfn-lint's verdict on a template: its exit code and what it printed.
+fn cfn_lint(template: &Path) -> (i32, String) {
+    let out = std::process::Command::new(tool("cfn-lint"))
+        .arg(template)
+        .output()
+        .expect("cfn-lint runs");
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+fn template(specs: &[&str], dir: &Path) -> (PathBuf, serde_yaml::Value) {
+    let path = dir.join(format!("{}.yaml", specs.join("-")));
+    let mut args = vec!["deploy".to_string(), "aws".into()];
+    args.extend(specs.iter().map(|s| format!("pipelines/{s}.yaml")));
+    args.extend(["-o".into(), path.to_string_lossy().into_owned()]);
+    Sluice::new(args)
+        .env("COINCAP_API_KEY", "never-in-a-template-5d1e")
+        .env("DATABASE_URL", "postgres://u:never-in-a-template-pw@db/x")
+        .run()
+        .success();
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(!text.contains("never-in-a-template"), "a secret in the template");
+    (path, serde_yaml::from_str(&text).unwrap())
+}
+
+#[test]
+fn the_template_passes_cfn_lint_for_both_reference_pipelines() {
+    let dir = tempfile::tempdir().unwrap();
+    for specs in [&["rickandmorty"][..], &["coincap"], &["rickandmorty", "coincap"]] {
+        let (path, _) = template(specs, dir.path());
+        let (code, said) = cfn_lint(&path);
+        assert_eq!(code, 0, "cfn-lint on the template of {specs:?}:\n{said}");
+    }
+    // The linter does find errors: a runtime Lambda has not.
+    let (path, _) = template(&["coincap"], dir.path());
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("provided.al2023", "provided.al1999");
+    std::fs::write(&path, text).unwrap();
+    let (code, said) = cfn_lint(&path);
+    assert_ne!(code & 2, 0, "{said}");
+}
+
+/// The actions a role's policy allows.
+fn actions(t: &serde_yaml::Value, role: &str) -> Vec<String> {
+    let statements = &t["Resources"][role]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"];
+    let mut out = Vec::new();
+    for s in statements.as_sequence().unwrap() {
+        match &s["Action"] {
+            serde_yaml::Value::String(a) => out.push(a.clone()),
+            serde_yaml::Value::Sequence(list) => out.extend(list.iter().map(|a| a.as_str().unwrap().to_string())),
+            other => panic!("{other:?}"),
+        }
+    }
+    out
+}
+
+#[test]
+fn the_template_stages_safely_with_least_privilege_and_a_schedule_per_spec() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, t) = template(&["rickandmorty", "coincap"], dir.path());
+    let r = &t["Resources"];
+    let bucket = &r["StagingBucket"]["Properties"];
+    assert_eq!(bucket["VersioningConfiguration"]["Status"], "Enabled");
+    assert_eq!(
+        bucket["BucketEncryption"]["ServerSideEncryptionConfiguration"][0]["ServerSideEncryptionByDefault"]
+            ["SSEAlgorithm"],
+        "AES256"
+    );
+    for flag in [
+        "BlockPublicAcls",
+        "BlockPublicPolicy",
+        "IgnorePublicAcls",
+        "RestrictPublicBuckets",
+    ] {
+        assert_eq!(bucket["PublicAccessBlockConfiguration"][flag], true, "{flag}");
+    }
+    let deny = &r["StagingBucketPolicy"]["Properties"]["PolicyDocument"]["Statement"][0];
+    assert_eq!(deny["Effect"], "Deny");
+    assert_eq!(deny["Condition"]["Bool"]["aws:SecureTransport"], "false");
+
+    let extract = actions(&t, "ExtractRole");
+    let load = actions(&t, "LoadRole");
+    assert!(
+        extract.contains(&"s3:PutObject".into()) && !extract.contains(&"s3:GetObject".into()),
+        "{extract:?}"
+    );
+    assert!(
+        load.contains(&"s3:GetObject".into()) && load.contains(&"s3:ListBucket".into()),
+        "{load:?}"
+    );
+    assert!(
+        !load.contains(&"s3:PutObject".into()) && !load.contains(&"s3:DeleteObject".into()),
+        "{load:?}"
+    );
+    for a in extract.iter().chain(&load) {
+        assert!(!a.contains('*'), "no wildcard action: {a}");
+    }
+
+    // One schedule per spec, sending the extract event; one manifest rule per spec.
+    for (id, name, expression) in [
+        ("Rickandmorty", "rickandmorty", "rate(1 day)"),
+        ("Coincap", "coincap", "rate(5 minutes)"),
+    ] {
+        let rule = &r[format!("{id}Schedule").as_str()]["Properties"];
+        assert_eq!(rule["ScheduleExpression"], expression);
+        let input: Value = serde_json::from_str(rule["Targets"][0]["Input"].as_str().unwrap()).unwrap();
+        assert_eq!(input, json!({"pipeline": name, "step": "extract"}));
+        let manifests = &r[format!("{id}ManifestRule").as_str()]["Properties"]["EventPattern"];
+        assert_eq!(
+            manifests["detail"]["object"]["key"][0]["prefix"]["Fn::Sub"],
+            format!("${{StagingPrefix}}/{name}/_manifests/")
+        );
+    }
+    // Secrets only as an ARN parameter the functions resolve at cold start.
+    for f in ["ExtractFunction", "LoadFunction"] {
+        let vars = &r[f]["Properties"]["Environment"]["Variables"];
+        let names: Vec<&str> = vars.as_mapping().unwrap().keys().map(|k| k.as_str().unwrap()).collect();
+        assert_eq!(names, ["SLUICE_SECRETS", "SLUICE_STAGING"], "{f}");
+        assert_eq!(vars["SLUICE_SECRETS"]["Ref"], "SecretArn");
+    }
+    let described = t["Parameters"]["SecretArn"]["Description"].as_str().unwrap();
+    assert!(described.contains("COINCAP_API_KEY (required)"), "{described}");
+    assert!(r["DeadLetterQueue"].is_mapping() && r["ExtractFunctionErrorsAlarm"].is_mapping());
+    assert_eq!(r["LoadFunction"]["Properties"]["VpcConfig"]["Fn::If"][0], "InVpc");
+}
+
+#[test]
+fn the_diagram_draws_what_deploy_creates() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, t) = template(&["coincap"], dir.path());
+    let drawio = dir.path().join("coincap.drawio");
+    Sluice::new(["diagram", "pipelines/coincap.yaml", "-o", drawio.to_str().unwrap()])
+        .run()
+        .success();
+    let xml = std::fs::read_to_string(&drawio).unwrap();
+    for id in [
+        "StagingBucket",
+        "ExtractFunction",
+        "LoadFunction",
+        "CoincapSchedule",
+        "CoincapManifestRule",
+    ] {
+        assert!(t["Resources"][id].is_mapping(), "the template creates {id}");
+        assert!(xml.contains(id), "the diagram shows {id}");
+    }
+}
+
+/// The highest `GLIBC_x.y` version `objdump -T` lists for a binary.
+fn objdump_glibc(binary: &Path) -> Vec<u32> {
+    let out = std::process::Command::new("objdump")
+        .arg("-T")
+        .arg(binary)
+        .output()
+        .expect("objdump runs (binutils: apt-get install binutils)");
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split(|c: char| c.is_whitespace() || c == '(' || c == ')')
+        .filter_map(|w| w.strip_prefix("GLIBC_"))
+        .filter_map(|v| v.split('.').map(|p| p.parse::<u32>().ok()).collect::<Option<Vec<_>>>())
+        .max()
+        .expect("a glibc-linked binary")
+}
+
+#[test]
+fn the_package_bootstrap_runs_on_amazon_linux_2023() {
+    let Some(bootstrap) = std::env::var_os("SLUICE_TEST_BOOTSTRAP") else {
+        panic!("SLUICE_TEST_BOOTSTRAP must name a sluice built for glibc 2.34: pip install cargo-zigbuild ziglang, then cargo zigbuild --target x86_64-unknown-linux-gnu.2.34 --bin sluice and set it to target/x86_64-unknown-linux-gnu/debug/sluice (bash .ci/run does both)");
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let zip_path = dir.path().join("sluice-lambda.zip");
+    let args: [&std::ffi::OsStr; 7] = [
+        "package".as_ref(),
+        "pipelines/rickandmorty.yaml".as_ref(),
+        "pipelines/coincap.yaml".as_ref(),
+        "--bootstrap".as_ref(),
+        &bootstrap,
+        "-o".as_ref(),
+        zip_path.as_os_str(),
+    ];
+    let run = Sluice::new(args).run().success();
+    assert!(
+        run.stdout.contains("bootstrap (x86_64, needs glibc 2."),
+        "{}",
+        run.stdout
+    );
+
+    let mut zip = zip::ZipArchive::new(std::fs::File::open(&zip_path).unwrap()).unwrap();
+    let names: Vec<String> = (0..zip.len())
+        .map(|i| zip.by_index(i).unwrap().name().unwrap().into_owned())
+        .collect();
+    assert_eq!(
+        names,
+        ["bootstrap", "pipelines/rickandmorty.yaml", "pipelines/coincap.yaml"]
+    );
+    for spec in ["rickandmorty", "coincap"] {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut zip.by_name(&format!("pipelines/{spec}.yaml")).unwrap(), &mut text).unwrap();
+        assert_eq!(
+            text,
+            std::fs::read_to_string(root().join(format!("pipelines/{spec}.yaml"))).unwrap()
+        );
+    }
+    let unpacked = dir.path().join("bootstrap");
+    {
+        let mut entry = zip.by_name("bootstrap").unwrap();
+        assert_eq!(entry.unix_mode().map(|m| m & 0o777), Some(0o755));
+        std::io::copy(&mut entry, &mut std::fs::File::create(&unpacked).unwrap()).unwrap();
+    }
+    let glibc = objdump_glibc(&unpacked);
+    assert!(
+        glibc.as_slice() <= [2, 34].as_slice(),
+        "the bootstrap needs GLIBC_{glibc:?}"
+    );
+    std::fs::set_permissions(&unpacked, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let version = std::process::Command::new(&unpacked).arg("--version").output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&version.stdout).trim(),
+        format!("sluice {}", env!("CARGO_PKG_VERSION"))
+    );
+
+    // This machine's own build links a newer glibc: packaging it is refused, with how to
+    // build one that runs there.
+    let host = PathBuf::from(env!("CARGO_BIN_EXE_sluice"));
+    let host_zip = dir.path().join("host.zip");
+    let args: [&std::ffi::OsStr; 4] = [
+        "package".as_ref(),
+        "pipelines/coincap.yaml".as_ref(),
+        "-o".as_ref(),
+        host_zip.as_os_str(),
+    ];
+    let run = Sluice::new(args).run();
+    if objdump_glibc(&host).as_slice() > [2, 34].as_slice() {
+        let run = run.failure(1);
+        assert!(
+            run.stderr
+                .contains("but AWS Lambda's provided.al2023 has 2.34; build one for it with `cargo zigbuild"),
+            "{}",
+            run.stderr
+        );
+        assert!(!host_zip.exists());
+    } else {
+        run.success();
+    }
+}
