@@ -234,11 +234,18 @@ pub fn pipeline_page(pipelines: &[Pipeline]) -> Page {
         };
         let loc_offline = p.staging().location.offline().unwrap_or_default();
         let staging = if aws || loc_offline.starts_with("s3://") {
-            let mut label = vec![match deployed {
-                Some(_) => format!("staging: S3 {}", crate::aws::BUCKET),
-                None => "staging (S3)".to_string(),
-            }];
-            label.extend(staging_label(p));
+            let label = match &deployed {
+                // The deployment points the spec's staging variable at its bucket.
+                Some(d) => vec![
+                    format!("staging: S3 {}", crate::aws::BUCKET),
+                    format!("{}/ (${})", crate::aws::DEFAULT_PREFIX, d.staging_var),
+                ],
+                None => {
+                    let mut label = vec!["staging (S3)".to_string()];
+                    label.extend(staging_label(p));
+                    label
+                }
+            };
             icon(format!("{n}-staging"), cx(2), cy, label, AwsIcon::S3, &lane_id)
         } else {
             let mut label = vec!["staging folder".to_string()];
