@@ -262,7 +262,18 @@ enum Format {
 
 /// Parse arguments and run; returns the process exit code.
 pub fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    // Lambda starts a custom runtime's `bootstrap` with no arguments: that is `lambda`.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let as_bootstrap = args.len() == 1
+        && (args[0]
+            .to_str()
+            .is_some_and(|a| std::path::Path::new(a).ends_with("bootstrap"))
+            || std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some());
+    let parsed = match as_bootstrap {
+        true => Cli::try_parse_from([args[0].clone(), "lambda".into()]),
+        false => Cli::try_parse_from(args),
+    };
+    let cli = match parsed {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();

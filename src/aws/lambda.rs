@@ -446,8 +446,9 @@ impl Handler {
 /// vanish with the sandbox. Checked before any work.
 fn on_lambda_targets(p: &Pipeline, step: Step, secrets: &Secrets) -> Result<(), Failure> {
     let needs = match step {
-        Step::Extract => Needs::STAGING,
-        Step::Load | Step::Run => Needs::LOAD,
+        // Incremental state is in the warehouse: extraction reads it too.
+        Step::Extract if p.resources().iter().all(|r| r.incremental.is_none()) => Needs::STAGING,
+        _ => Needs::LOAD,
     };
     let resolved = crate::resolve::resolve(p, needs, secrets).map_err(|e| run_failure(&e.into(), secrets))?;
     let target = |message: String| Failure {

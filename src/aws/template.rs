@@ -78,7 +78,8 @@ fn statements(f: &Function) -> Vec<Value> {
             "Sid": "Logs",
             "Effect": "Allow",
             "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
-            "Resource": {"Fn::Sub": format!("${{{}.Arn}}:*", log_group_id(f))}
+            // A log group's Arn ends in `:*`, which covers its streams.
+            "Resource": get_att(&log_group_id(f), "Arn")
         }),
     ]
 }

@@ -313,6 +313,60 @@ fn a_secret_from_secrets_manager_reaches_the_run_and_no_log_line() {
 }
 
 #[test]
+fn bootstrap_without_arguments_serves_the_runtime_api_and_refuses_local_targets() {
+    // Lambda starts `bootstrap` with no arguments.
+    let (dir, logs) = (specs(&["rickandmorty"]), tempfile::tempdir().unwrap());
+    let bootstrap = logs.path().join("bootstrap");
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_sluice"), &bootstrap).unwrap();
+    let start = |runtime: &RuntimeApi, staging: Option<&str>| {
+        let mut cmd = std::process::Command::new(&bootstrap);
+        cmd.envs(runtime.env())
+            .env("SLUICE_SPECS", dir.path())
+            .env_remove("DATABASE_URL")
+            .env_remove("SLUICE_STAGING")
+            .current_dir(logs.path())
+            .stdout(std::process::Stdio::null());
+        if let Some(s) = staging {
+            cmd.env("SLUICE_STAGING", s);
+        }
+        cmd.spawn().unwrap()
+    };
+    let error = |runtime: &RuntimeApi, event: Value| {
+        let out = runtime.outcome(&runtime.invoke(event, LONG), LONG);
+        assert_eq!(out.kind, "error", "{:?}", out.body);
+        (
+            out.body["errorType"].as_str().unwrap().to_string(),
+            out.body["errorMessage"].as_str().unwrap().to_string(),
+        )
+    };
+    let runtime = RuntimeApi::start();
+    let mut child = start(&runtime, None);
+    let bad = error(&runtime, json!({"pipeline": "rickandmorty", "step": "sing"}));
+    // The specs' local defaults would vanish with the sandbox.
+    let staging = error(&runtime, json!({"pipeline": "rickandmorty", "step": "extract"}));
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(bad.0, "Sluice.BadEvent");
+    assert_eq!(staging.0, "Sluice.Config");
+    assert!(
+        staging
+            .1
+            .contains("staging resolves to `file://.sluice/staging`; on AWS Lambda staging must be an S3 location"),
+        "{}",
+        staging.1
+    );
+
+    let runtime = RuntimeApi::start();
+    let mut child = start(&runtime, Some("s3://lake/sluice"));
+    let sqlite = error(&runtime, json!({"pipeline": "rickandmorty", "step": "load"}));
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(sqlite.0, "Sluice.Config");
+    assert!(sqlite.1.contains("the warehouse resolves to an SQLite file, which would vanish with the Lambda sandbox; put the PostgreSQL URL in the secret as `DATABASE_URL`"), "{}", sqlite.1);
+    assert!(!logs.path().join(".sluice").exists(), "nothing was written locally");
+}
+
+#[test]
 fn a_cold_start_without_its_secret_fails_every_invocation_with_the_reason() {
     let (api, s3, runtime, moto) = (
         ApiServer::start(),
