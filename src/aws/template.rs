@@ -157,23 +157,40 @@ fn function(resources: &mut Map<String, Value>, f: &Function, in_vpc: bool, time
     );
     resources.insert(
         format!("{}ErrorsAlarm", f.logical_id),
-        json!({
-            "Type": "AWS::CloudWatch::Alarm",
-            "Properties": {
-                "AlarmDescription": format!("sluice {} failed (see its log group; failed events go to the dead-letter queue)", f.step),
-                "Namespace": "AWS/Lambda",
-                "MetricName": "Errors",
-                "Dimensions": [{"Name": "FunctionName", "Value": r(f.logical_id)}],
-                "Statistic": "Sum",
-                "Period": 300,
-                "EvaluationPeriods": 1,
-                "Threshold": 0,
-                "ComparisonOperator": "GreaterThanThreshold",
-                "TreatMissingData": "notBreaching",
-                "AlarmActions": alarm_actions()
-            }
-        }),
+        alarm(
+            &format!(
+                "sluice {} failed (see its log group; failed events go to the dead-letter queue)",
+                f.step
+            ),
+            ("AWS/Lambda", "Errors", "Sum"),
+            ("FunctionName", r(f.logical_id)),
+        ),
     );
+}
+
+/// An alarm when a metric (namespace, name, statistic) of one resource (dimension name,
+/// value) is above zero in a 5-minute period.
+fn alarm(
+    description: &str,
+    (namespace, metric, statistic): (&str, &str, &str),
+    (dimension, value): (&str, Value),
+) -> Value {
+    json!({
+        "Type": "AWS::CloudWatch::Alarm",
+        "Properties": {
+            "AlarmDescription": description,
+            "Namespace": namespace,
+            "MetricName": metric,
+            "Dimensions": [{"Name": dimension, "Value": value}],
+            "Statistic": statistic,
+            "Period": 300,
+            "EvaluationPeriods": 1,
+            "Threshold": 0,
+            "ComparisonOperator": "GreaterThanThreshold",
+            "TreatMissingData": "notBreaching",
+            "AlarmActions": alarm_actions()
+        }
+    })
 }
 
 fn alarm_actions() -> Value {
@@ -305,22 +322,11 @@ pub fn render(plan: &Plan) -> String {
     );
     resources.insert(
         "DeadLetterAlarm".into(),
-        json!({
-            "Type": "AWS::CloudWatch::Alarm",
-            "Properties": {
-                "AlarmDescription": "sluice: an invocation failed after its retries; its event is in the dead-letter queue",
-                "Namespace": "AWS/SQS",
-                "MetricName": "ApproximateNumberOfMessagesVisible",
-                "Dimensions": [{"Name": "QueueName", "Value": get_att("DeadLetterQueue", "QueueName")}],
-                "Statistic": "Maximum",
-                "Period": 300,
-                "EvaluationPeriods": 1,
-                "Threshold": 0,
-                "ComparisonOperator": "GreaterThanThreshold",
-                "TreatMissingData": "notBreaching",
-                "AlarmActions": alarm_actions()
-            }
-        }),
+        alarm(
+            "sluice: an invocation failed after its retries; its event is in the dead-letter queue",
+            ("AWS/SQS", "ApproximateNumberOfMessagesVisible", "Maximum"),
+            ("QueueName", get_att("DeadLetterQueue", "QueueName")),
+        ),
     );
     function(
         &mut resources,
