@@ -125,6 +125,14 @@ pub fn compile(file: &str, text: &str, loaded: &Loaded) -> Result<Pipeline, Vec<
     let source = compile_source(&mut cx, &spec.source);
     let staging = compile_staging(&mut cx, &spec.staging);
     let warehouse = compile_warehouse(&mut cx, &spec.warehouse);
+    if let Some(Err(e)) = spec
+        .runtime
+        .as_ref()
+        .and_then(|r| r.schedule.as_deref())
+        .map(check_schedule)
+    {
+        cx.error("runtime.schedule", e);
+    }
     let runtime = spec.runtime.as_ref().map(|r| p::Runtime {
         target: r.target,
         region: r.region.clone(),
@@ -180,6 +188,42 @@ fn check_url(cx: &mut Ctx, path: &str, t: &Interp) {
         ),
         Err(e) => cx.error(path, format!("`{url}` is not a valid URL: {e}")),
     }
+}
+
+/// An EventBridge schedule expression: `rate(1 hour)`, `rate(5 minutes)` (singular unit
+/// for 1, plural otherwise, as EventBridge requires) or `cron(…)` with six fields.
+fn check_schedule(text: &str) -> Result<(), String> {
+    let bad = |why: &str| {
+        Err(format!(
+            "invalid schedule `{text}`: {why}; write `rate(5 minutes)`, `rate(1 hour)` or `cron(0 6 * * ? *)` (EventBridge's forms)"
+        ))
+    };
+    if let Some(inner) = text.strip_prefix("rate(").and_then(|t| t.strip_suffix(')')) {
+        let Some((n, unit)) = inner.trim().split_once(' ') else {
+            return bad("a rate is a number and a unit");
+        };
+        let Ok(n) = n.parse::<u32>() else {
+            return bad("the rate's number is not a whole number");
+        };
+        let singular = ["minute", "hour", "day"];
+        return match (n, unit.trim()) {
+            (0, _) => bad("the rate must be at least 1"),
+            (1, u) if singular.contains(&u) => Ok(()),
+            (1, _) => bad("with 1 the unit is singular: minute, hour or day"),
+            (_, "minutes" | "hours" | "days") => Ok(()),
+            _ => bad("the unit is minutes, hours or days"),
+        };
+    }
+    if let Some(inner) = text.strip_prefix("cron(").and_then(|t| t.strip_suffix(')')) {
+        let fields = inner.split_whitespace().count();
+        return match fields {
+            6 => Ok(()),
+            _ => bad(&format!(
+                "a cron expression has 6 fields (minutes hours day-of-month month day-of-week year), not {fields}"
+            )),
+        };
+    }
+    bad("not a rate(…) or cron(…) expression")
 }
 
 fn compile_source(cx: &mut Ctx, s: &RawSource) -> Option<p::Source> {
@@ -1525,4 +1569,33 @@ fn find_cycle<'a>(edges: &BTreeMap<&'a str, Vec<&'a str>>) -> Option<Vec<&'a str
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_schedule;
+
+    #[test]
+    fn schedules_take_eventbridge_forms_only() {
+        for good in [
+            "rate(1 minute)",
+            "rate(5 minutes)",
+            "rate(1 day)",
+            "rate(12 hours)",
+            "cron(0 6 * * ? *)",
+        ] {
+            assert_eq!(check_schedule(good), Ok(()), "{good}");
+        }
+        for (bad, says) in [
+            ("rate(1 minutes)", "singular"),
+            ("rate(5 minute)", "minutes, hours or days"),
+            ("rate(0 days)", "at least 1"),
+            ("rate(five minutes)", "whole number"),
+            ("cron(0 6 * * ?)", "not 5"),
+            ("every 5 minutes", "not a rate"),
+        ] {
+            let e = check_schedule(bad).unwrap_err();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+    }
 }

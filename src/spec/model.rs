@@ -251,16 +251,18 @@ pub struct RawWarehouse {
     pub schema: String,
 }
 
-/// Where the pipeline runs in production (for the architecture diagram).
+/// Where the pipeline runs in production: the architecture diagram draws it, and
+/// `sluice deploy aws` schedules it.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawRuntime {
-    /// `aws_lambda` (drawn with AWS icons) or `local`.
+    /// `aws_lambda` (drawn with AWS icons, as `sluice deploy aws` deploys it) or `local`.
     pub target: RuntimeTarget,
-    /// AWS region, for example `eu-west-1`.
+    /// AWS region, for example `eu-west-1` (deploy the stack there).
     #[serde(default)]
     pub region: Option<String>,
-    /// Schedule expression, for example `rate(5 minutes)` or `cron(0 * * * ? *)`.
+    /// Schedule expression, for example `rate(5 minutes)` or `cron(0 * * * ? *)`; `sluice
+    /// deploy aws` makes it the EventBridge rule that starts the extraction.
     #[serde(default)]
     pub schedule: Option<String>,
 }
