@@ -402,18 +402,15 @@ impl Handler {
                 json!({"pipeline": p.name(), "step": "extract", "extracted": extract_summary(&report)})
             }
             Step::Load => {
-                if let Some(d) = deadline {
-                    let left = d.at.saturating_duration_since(Instant::now());
-                    if left < d.reserve {
-                        return Err(Failure {
-                            kind: "Sluice.Deadline",
-                            message: format!(
-                                "pipeline `{}`: not starting the load with {} ms left before the invocation deadline",
-                                p.name(),
-                                left.as_millis()
-                            ),
-                        });
-                    }
+                if let Some(left) = deadline.and_then(|d| d.too_close()) {
+                    return Err(Failure {
+                        kind: "Sluice.Deadline",
+                        message: format!(
+                            "pipeline `{}`: not starting the load with {} ms left before the invocation deadline",
+                            p.name(),
+                            left.as_millis()
+                        ),
+                    });
                 }
                 let which = run_id.map(RunSelector::Id).unwrap_or(RunSelector::Latest);
                 match crate::run::load(p, &which, crate::load::LoadOptions::default(), &secrets).await {

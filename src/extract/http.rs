@@ -57,6 +57,14 @@ pub struct Deadline {
     pub reserve: Duration,
 }
 
+impl Deadline {
+    /// The time left, when it is inside the reserve (no new work should start).
+    pub fn too_close(&self) -> Option<Duration> {
+        let left = self.at.saturating_duration_since(Instant::now());
+        (left < self.reserve).then_some(left)
+    }
+}
+
 /// What to check when an API answers 401 or 403: the auth setting and where its secret
 /// comes from.
 fn auth_hint(auth: &Auth) -> String {
@@ -354,8 +362,7 @@ impl Client {
     /// Refuse to start a request when less than the deadline's reserve is left.
     fn before_deadline(&self, resource: &str, page: u64) -> Result<(), ExtractError> {
         let Some(d) = self.deadline else { return Ok(()) };
-        let left = d.at.saturating_duration_since(Instant::now());
-        if left < d.reserve {
+        if let Some(left) = d.too_close() {
             return Err(ExtractError::Deadline {
                 resource: resource.to_string(),
                 page,
