@@ -3,12 +3,16 @@
 
 use std::collections::HashMap;
 
-use super::{label_width, AwsIcon, Edge, EdgeKind, LabelAt, Page, Role, Shape, Vertex, LINE};
+use super::{label_width, label_width_styled, AwsIcon, Edge, EdgeKind, LabelAt, Page, Role, Shape, Vertex, LINE};
 use crate::spec::pipeline::{Pipeline, RuntimeTarget, Table, WriteMode, RUN_ID_COLUMN};
 
 const MARGIN: f64 = 40.0;
 const LANE_TITLE: f64 = 30.0;
-const SLOT: f64 = 270.0;
+/// The least gap between two steps of a lane; wider when the edge label between them is.
+const MIN_GAP: f64 = 50.0;
+/// Edge labels: their font size, and the room kept on each side of one.
+const EDGE_FONT: f64 = 11.0;
+const EDGE_PAD: f64 = 14.0;
 const ICON: f64 = 60.0;
 const ROW_Y: f64 = 110.0;
 
@@ -59,7 +63,7 @@ fn id_part(s: &str) -> String {
 }
 
 fn text(id: String, x: f64, y: f64, lines: Vec<String>, size: u32, bold: bool, parent: Option<String>) -> Vertex {
-    let w = (label_width(&lines, size as f64) * if bold { 1.08 } else { 1.0 } + 12.0).ceil();
+    let w = (label_width_styled(&lines, size as f64, bold) + 12.0).ceil();
     let h = lines.len() as f64 * (size as f64 * 1.3) + 8.0;
     Vertex {
         id,
@@ -146,6 +150,65 @@ fn on_aws(p: &Pipeline) -> bool {
     p.runtime().is_some_and(|r| r.target == RuntimeTarget::AwsLambda)
 }
 
+/// The column of a lane's vertex, from its id: the six steps of the row, the schedule under
+/// extract, the table list under the database.
+fn column_of(id: &str) -> Option<usize> {
+    let suffix = id.rsplit('-').next()?;
+    Some(match suffix {
+        "source" => 0,
+        "extract" | "schedule" => 1,
+        "staging" => 2,
+        "load" => 3,
+        "db" | "tables" => 4,
+        "analytics" => 5,
+        _ => return None,
+    })
+}
+
+/// How wide a vertex is drawn, its label outside it (above an icon) included.
+fn drawn_width(v: &Vertex) -> f64 {
+    match v.label_at {
+        LabelAt::Above => v.w.max(label_width(&v.label, 12.0)),
+        _ => v.w,
+    }
+}
+
+/// Place every lane's columns: each as wide as its widest step in any lane, each gap as
+/// wide as the widest edge label crossing it (`gaps`), so that no label covers a box.
+/// Returns the lanes' common width.
+fn place_columns(lanes: &mut [(Vertex, Vec<Vertex>)], gaps: &[f64; 5]) -> f64 {
+    let mut widths = [0.0f64; 6];
+    for (_, children) in lanes.iter() {
+        for v in children
+            .iter()
+            .filter(|v| !v.id.ends_with("-tables") && !v.id.ends_with("-schedule"))
+        {
+            if let Some(c) = column_of(&v.id) {
+                widths[c] = widths[c].max(drawn_width(v));
+            }
+        }
+    }
+    let mut centres = [0.0f64; 6];
+    centres[0] = LANE_TITLE + 30.0 + widths[0] / 2.0;
+    for i in 1..6 {
+        centres[i] = centres[i - 1] + widths[i - 1] / 2.0 + gaps[i - 1] + widths[i] / 2.0;
+    }
+    let mut lane_w = centres[5] + widths[5] / 2.0 + 30.0;
+    for (_, children) in lanes.iter_mut() {
+        for v in children.iter_mut() {
+            if let Some(c) = column_of(&v.id) {
+                v.x = (centres[c] - v.w / 2.0).round();
+            }
+            let right = match v.label_at {
+                LabelAt::Right => v.x + v.w + 6.0 + label_width(&v.label, 12.0),
+                _ => v.x + drawn_width(v) / 2.0 + v.w / 2.0,
+            };
+            lane_w = lane_w.max(right + 20.0);
+        }
+    }
+    lane_w.ceil()
+}
+
 /// The architecture page: one lane per pipeline.
 pub fn pipeline_page(pipelines: &[Pipeline]) -> Page {
     let mut vertices = Vec::new();
@@ -162,7 +225,10 @@ pub fn pipeline_page(pipelines: &[Pipeline]) -> Page {
     );
     let mut y = title.y + title.h + 16.0;
     vertices.push(title);
-    let lane_w = LANE_TITLE + 30.0 + 6.0 * SLOT;
+    // Lanes are laid out twice: first their contents (x still 0), then, once every lane's
+    // boxes and edge labels are measured, the columns they share.
+    let mut lanes: Vec<(Vertex, Vec<Vertex>)> = Vec::new();
+    let mut gaps = [MIN_GAP; 5];
     for p in pipelines {
         let n = id_part(p.name());
         let lane_id = format!("{n}-lane");
@@ -173,7 +239,8 @@ pub fn pipeline_page(pipelines: &[Pipeline]) -> Page {
             Some(_) => vec![f.step.to_string(), format!("λ {}", f.logical_id)],
             None => vec![f.step.to_string(), "AWS Lambda".into()],
         };
-        let cx = |slot: usize| LANE_TITLE + 30.0 + SLOT / 2.0 + slot as f64 * SLOT;
+        // Column centres are set later ([`place_columns`]); everything starts centred on 0.
+        let cx = |_slot: usize| 0.0;
         let cy = ROW_Y + ICON / 2.0 + 10.0;
         let mut lane_children = Vec::new();
         let subtitle = match p.description() {
@@ -382,6 +449,7 @@ pub fn pipeline_page(pipelines: &[Pipeline]) -> Page {
             (&db, &analytics, vec!["SQL".to_string()]),
         ];
         for (i, (from, to, label)) in flows.into_iter().enumerate() {
+            gaps[i] = gaps[i].max(label_width(&label, EDGE_FONT) + 2.0 * EDGE_PAD);
             edges.push(Edge {
                 id: format!("{n}-flow-{i}"),
                 source: from.id.clone(),
@@ -430,19 +498,25 @@ pub fn pipeline_page(pipelines: &[Pipeline]) -> Page {
         }
         lane_children.extend([source, extract, staging, load, db, analytics, tables]);
         let lane_h = (bottom + 24.0).ceil();
-        vertices.push(Vertex {
+        let lane = Vertex {
             id: lane_id,
             parent: None,
             x: MARGIN,
             y,
-            w: lane_w,
+            w: 0.0,
             h: lane_h,
             label: vec![p.name().to_string()],
             shape: Shape::Lane,
             label_at: LabelAt::Inside,
-        });
-        vertices.extend(lane_children);
+        };
+        lanes.push((lane, lane_children));
         y += lane_h + 24.0;
+    }
+    let lane_w = place_columns(&mut lanes, &gaps);
+    for (mut lane, children) in lanes {
+        lane.w = lane_w;
+        vertices.push(lane);
+        vertices.extend(children);
     }
     // The legend.
     let legend_title = text("legend-title".into(), MARGIN, y, vec!["Legend".into()], 14, true, None);
@@ -627,8 +701,8 @@ pub fn tables_page(pipelines: &[Pipeline]) -> Page {
                 let header = vec![t.name.clone()];
                 let w = (rows
                     .iter()
-                    .map(|(l, key)| super::text_width(l, 12.0) * if *key { 1.08 } else { 1.0 })
-                    .fold(super::text_width(&t.name, 13.0) * 1.08, f64::max)
+                    .map(|(l, key)| super::text_width_styled(l, 12.0, *key))
+                    .fold(super::text_width_styled(&t.name, 13.0, true), f64::max)
                     + 28.0)
                     .ceil();
                 col_w = col_w.max(w);

@@ -7,8 +7,7 @@ use super::{Diagram, EdgeKind, LabelAt, Page, Role, Shape, Vertex, LINE};
 
 const FONT: &str = "DejaVu Sans";
 const PAGE_GAP: f64 = 30.0;
-static FONT_REGULAR: &[u8] = include_bytes!("../../assets/DejaVuSans.ttf");
-static FONT_BOLD: &[u8] = include_bytes!("../../assets/DejaVuSans-Bold.ttf");
+use super::{FONT_BOLD, FONT_REGULAR};
 
 fn esc(s: &str) -> String {
     super::xml_text(s, "\n")
