@@ -7,6 +7,7 @@ mod diagram;
 mod extract;
 mod failearly;
 mod foreach;
+mod geometry;
 mod incremental;
 mod load;
 mod nested;
