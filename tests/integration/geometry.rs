@@ -103,7 +103,7 @@ fn page_problems(page: roxmltree::Node) -> Vec<String> {
     let absolute = |c: &Cell| {
         let mut r = c.rect;
         let mut parent = by_id(&c.parent);
-        while let Some(p) = parent.filter(|p| !p.edge && p.style.len() > 0) {
+        while let Some(p) = parent.filter(|p| !p.edge && !p.style.is_empty()) {
             r.x += p.rect.x;
             r.y += p.rect.y;
             parent = by_id(&p.parent);
