@@ -93,11 +93,40 @@ fn page(p: &Page, out: &mut String) {
     }
     for e in &p.edges {
         // Edges join vertices in different lanes or entities: they live on the layer.
+        let (style, geometry) = match e.route.as_slice() {
+            [first, middle @ .., last] if e.kind == EdgeKind::Relation => {
+                // A routed relation: where it leaves and enters its rows, and its bends.
+                let row = |id: &str| p.vertex(id).map(|v| (p.absolute(v), v.w, v.h));
+                let (Some(((sx, sy), sw, sh)), Some(((tx, ty), tw, th))) = (row(&e.source), row(&e.target)) else {
+                    continue;
+                };
+                let style = format!(
+                    "edgeStyle=orthogonalEdgeStyle;rounded=0;html=0;endArrow=ERmandOne;startArrow=ERmany;endFill=0;startFill=0;strokeColor=#666666;exitX={};exitY={};exitDx=0;exitDy=0;entryX={};entryY={};entryDx=0;entryDy=0;",
+                    num(((first.0 - sx) / sw).clamp(0.0, 1.0)),
+                    num(((first.1 - sy) / sh).clamp(0.0, 1.0)),
+                    num(((last.0 - tx) / tw).clamp(0.0, 1.0)),
+                    num(((last.1 - ty) / th).clamp(0.0, 1.0)),
+                );
+                let points: String = middle
+                    .iter()
+                    .map(|(x, y)| format!("<mxPoint x=\"{}\" y=\"{}\"/>", num(*x), num(*y)))
+                    .collect();
+                (
+                    style,
+                    format!(
+                        "<mxGeometry relative=\"1\" as=\"geometry\"><Array as=\"points\">{points}</Array></mxGeometry>"
+                    ),
+                )
+            }
+            _ => (
+                edge_style(e.kind).to_string(),
+                "<mxGeometry relative=\"1\" as=\"geometry\"/>".to_string(),
+            ),
+        };
         out.push_str(&format!(
-            "        <mxCell id=\"{}\" value=\"{}\" style=\"{}\" edge=\"1\" parent=\"{layer}\" source=\"{}\" target=\"{}\">\n          <mxGeometry relative=\"1\" as=\"geometry\"/>\n        </mxCell>\n",
+            "        <mxCell id=\"{}\" value=\"{}\" style=\"{style}\" edge=\"1\" parent=\"{layer}\" source=\"{}\" target=\"{}\">\n          {geometry}\n        </mxCell>\n",
             escape(&e.id),
             escape(&e.label.join("\n")),
-            edge_style(e.kind),
             escape(&e.source),
             escape(&e.target)
         ));

@@ -456,6 +456,7 @@ pub fn pipeline_page(pipelines: &[Pipeline]) -> Page {
                 target: to.id.clone(),
                 label,
                 kind: EdgeKind::Flow,
+                route: Vec::new(),
             });
         }
         if let Some(schedule) = p.runtime().and_then(|r| r.schedule.clone()) {
@@ -493,6 +494,7 @@ pub fn pipeline_page(pipelines: &[Pipeline]) -> Page {
                 target: extract.id.clone(),
                 label: Vec::new(),
                 kind: EdgeKind::Trigger,
+                route: Vec::new(),
             });
             lane_children.push(s);
         }
@@ -576,6 +578,198 @@ pub fn pipeline_page(pipelines: &[Pipeline]) -> Page {
 const ENTITY_HEADER: f64 = 30.0;
 const ROW_H: f64 = 24.0;
 const COLUMN_GAP: f64 = 150.0;
+/// The spacing of the corridors above the tables (relations that pass other columns).
+const CORRIDOR: f64 = 8.0;
+
+/// Order each column's tables by the rows that reference them from the next column, so
+/// that relations run as straight as they can and cross as little as they can.
+fn order_columns(columns: &mut [Vec<&Table>]) {
+    for c in (0..columns.len().saturating_sub(1)).rev() {
+        let (left, right) = columns.split_at_mut(c + 1);
+        let next = &right[0];
+        let key = |t: &Table| {
+            next.iter()
+                .enumerate()
+                .flat_map(|(i, r)| {
+                    r.columns
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, col)| col.references.as_ref().is_some_and(|x| x.table == t.name))
+                        .map(move |(j, _)| (i, j))
+                })
+                .min()
+                .unwrap_or((usize::MAX, 0))
+        };
+        left[c].sort_by_key(|t| key(t));
+    }
+}
+
+/// One end of a relation: its column and row.
+#[derive(Debug, Clone, Copy)]
+struct End {
+    col: usize,
+    y: f64,
+}
+
+/// Orthogonal routes for one schema's relations: each leaves its foreign-key row on the
+/// left, runs along a track of its own in the gap between the columns, and enters the
+/// key row on the right; one that passes other columns goes along a corridor above the
+/// tables. The order of the tracks in each gap is the one with the fewest crossings.
+fn route_relations(
+    edges: &mut [Edge],
+    rows_at: &HashMap<String, (usize, f64)>,
+    bounds: &[(f64, f64)],
+    corridor_top: f64,
+) {
+    let end_of = |id: &str| rows_at.get(id).map(|&(col, y)| End { col, y });
+    let mut ends: Vec<(usize, End, End)> = Vec::new();
+    for (i, e) in edges.iter().enumerate().filter(|(_, e)| e.kind == EdgeKind::Relation) {
+        if let (Some(s), Some(t)) = (end_of(&e.source), end_of(&e.target)) {
+            ends.push((i, s, t));
+        }
+    }
+    // Several relations into one key row enter it a few pixels apart.
+    let mut into: HashMap<(usize, i64), usize> = HashMap::new();
+    for (_, _, t) in &ends {
+        *into.entry((t.col, t.y as i64)).or_default() += 1;
+    }
+    let mut seen: HashMap<(usize, i64), usize> = HashMap::new();
+    for (_, _, t) in ends.iter_mut() {
+        let k = (t.col, t.y as i64);
+        let n = into[&k] as f64;
+        let i = seen.entry(k).or_default();
+        t.y += (*i as f64 - (n - 1.0) / 2.0) * 5.0;
+        *i += 1;
+    }
+    // Gap g lies right of column g (g = -1: left of the first column).
+    let gap = |g: i64| -> (f64, f64) {
+        let last = bounds.len() as i64 - 1;
+        if g < 0 {
+            (bounds[0].0 - 34.0, bounds[0].0 - 4.0)
+        } else if g >= last {
+            (bounds[last as usize].1 + 4.0, bounds[last as usize].1 + 44.0)
+        } else {
+            (bounds[g as usize].1, bounds[g as usize + 1].0)
+        }
+    };
+    // Each relation's tracks: (gap, and for a detour the second gap and its corridor).
+    let mut tracks: Vec<(i64, Option<(i64, f64)>)> = Vec::new();
+    let mut detour = 0;
+    for (_, s, t) in &ends {
+        let first = s.col as i64 - 1;
+        if t.col + 1 == s.col {
+            tracks.push((first, None));
+        } else {
+            detour += 1;
+            tracks.push((
+                first,
+                Some((t.col as i64, corridor_top - CORRIDOR * (detour - 1) as f64)),
+            ));
+        }
+    }
+    // Members of each gap, in track order.
+    let mut members: std::collections::BTreeMap<i64, Vec<(usize, bool)>> = Default::default();
+    for (i, (g1, d)) in tracks.iter().enumerate() {
+        members.entry(*g1).or_default().push((i, false));
+        if let Some((g2, _)) = d {
+            members.entry(*g2).or_default().push((i, true));
+        }
+    }
+    for list in members.values_mut() {
+        list.sort_by(|a, b| ends[a.0].1.y.total_cmp(&ends[b.0].1.y));
+    }
+    let routes = |members: &std::collections::BTreeMap<i64, Vec<(usize, bool)>>| -> Vec<Vec<(f64, f64)>> {
+        let mut xs: HashMap<(usize, bool), f64> = HashMap::new();
+        for (g, list) in members {
+            let (a, b) = gap(*g);
+            for (k, m) in list.iter().enumerate() {
+                xs.insert(*m, (a + (k + 1) as f64 * (b - a) / (list.len() + 1) as f64).round());
+            }
+        }
+        ends.iter()
+            .zip(&tracks)
+            .enumerate()
+            .map(|(i, ((_, s, t), (_, d)))| {
+                let (sx, tx) = (bounds[s.col].0, bounds[t.col].1);
+                let x1 = xs[&(i, false)];
+                match d {
+                    None => vec![(sx, s.y), (x1, s.y), (x1, t.y), (tx, t.y)],
+                    Some((_, yc)) => {
+                        let x2 = xs[&(i, true)];
+                        vec![(sx, s.y), (x1, s.y), (x1, *yc), (x2, *yc), (x2, t.y), (tx, t.y)]
+                    }
+                }
+            })
+            .collect()
+    };
+    // The order of each gap's tracks with the fewest crossings (all orders up to 6).
+    let keys: Vec<i64> = members.keys().copied().collect();
+    for g in keys {
+        let list = members[&g].clone();
+        if list.len() < 2 || list.len() > 6 {
+            continue;
+        }
+        let mut best = (crossings(&routes(&members)), list.clone());
+        for perm in permutations(&list) {
+            members.insert(g, perm.clone());
+            let c = crossings(&routes(&members));
+            if c < best.0 {
+                best = (c, perm);
+            }
+        }
+        members.insert(g, best.1);
+    }
+    for ((i, _, _), route) in ends.iter().zip(routes(&members)) {
+        edges[*i].route = route;
+    }
+}
+
+/// Every order of `items`.
+fn permutations<T: Clone>(items: &[T]) -> Vec<Vec<T>> {
+    if items.len() <= 1 {
+        return vec![items.to_vec()];
+    }
+    let mut out = Vec::new();
+    for i in 0..items.len() {
+        let mut rest = items.to_vec();
+        let first = rest.remove(i);
+        for mut p in permutations(&rest) {
+            p.insert(0, first.clone());
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// How badly orthogonal routes meet: 1 per crossing, 10 per shared stretch.
+fn crossings(routes: &[Vec<(f64, f64)>]) -> usize {
+    let segments =
+        |r: &Vec<(f64, f64)>| -> Vec<((f64, f64), (f64, f64))> { r.windows(2).map(|w| (w[0], w[1])).collect() };
+    let mut n = 0;
+    for (i, a) in routes.iter().enumerate() {
+        for b in &routes[i + 1..] {
+            for (p, q) in segments(a) {
+                for (u, v) in segments(b) {
+                    n += meet(p, q, u, v);
+                }
+            }
+        }
+    }
+    n
+}
+
+fn meet(p: (f64, f64), q: (f64, f64), u: (f64, f64), v: (f64, f64)) -> usize {
+    let horizontal = |a: (f64, f64), b: (f64, f64)| (a.1 - b.1).abs() < 0.5;
+    let inside = |x: f64, a: f64, b: f64| x > a.min(b) + 0.5 && x < a.max(b) - 0.5;
+    let overlap = |a0: f64, a1: f64, b0: f64, b1: f64| a0.max(a1).min(b0.max(b1)) - a0.min(a1).max(b0.min(b1)) > 1.0;
+    match (horizontal(p, q), horizontal(u, v)) {
+        (true, false) => usize::from(inside(u.0, p.0, q.0) && inside(p.1, u.1, v.1)),
+        (false, true) => usize::from(inside(p.0, u.0, v.0) && inside(u.1, p.1, q.1)),
+        (true, true) if (p.1 - u.1).abs() < 0.5 && overlap(p.0, q.0, u.0, v.0) => 10,
+        (false, false) if (p.0 - u.0).abs() < 0.5 && overlap(p.1, q.1, u.1, v.1) => 10,
+        _ => 0,
+    }
+}
 
 fn depth(t: &Table, by_name: &HashMap<&str, &Table>, seen: &mut Vec<String>) -> usize {
     if seen.contains(&t.name) {
@@ -686,6 +880,28 @@ pub fn tables_page(pipelines: &[Pipeline]) -> Page {
             }
             columns[d].push(t);
         }
+        order_columns(&mut columns);
+        // Relations past a neighbouring column run along corridors above the tables.
+        let detours = tables
+            .iter()
+            .flat_map(|t| {
+                t.columns
+                    .iter()
+                    .filter_map(move |c| c.references.as_ref().map(|r| (t, r)))
+            })
+            .filter(|(t, r)| {
+                level
+                    .get(r.table.as_str())
+                    .is_some_and(|l| l + 1 != level[t.name.as_str()])
+            })
+            .count();
+        if detours > 0 {
+            y += CORRIDOR * detours as f64 + 6.0;
+        }
+        let corridor_top = y - 6.0;
+        let mut bounds: Vec<(f64, f64)> = Vec::new();
+        // Each row's column and middle, by the row's id.
+        let mut rows_at: HashMap<String, (usize, f64)> = HashMap::new();
         let mut x = MARGIN;
         let mut region_bottom = y;
         for col in &columns {
@@ -720,6 +936,10 @@ pub fn tables_page(pipelines: &[Pipeline]) -> Page {
                     shape: Shape::Entity,
                     label_at: LabelAt::Inside,
                 });
+                for (i, name) in names.iter().enumerate() {
+                    let row_y = col_y + ENTITY_HEADER + i as f64 * ROW_H + ROW_H / 2.0;
+                    rows_at.insert(format!("{entity_id}-c-{}", id_part(name)), (bounds.len(), row_y));
+                }
                 for (i, ((label, key), name)) in rows.into_iter().zip(&names).enumerate() {
                     vertices.push(Vertex {
                         id: format!("{entity_id}-c-{}", id_part(name)),
@@ -743,10 +963,12 @@ pub fn tables_page(pipelines: &[Pipeline]) -> Page {
                 v.w = col_w;
             }
             region_bottom = region_bottom.max(col_y - 40.0);
+            bounds.push((x, x + col_w));
             x += col_w + COLUMN_GAP;
             max_x = max_x.max(x - COLUMN_GAP);
         }
         // Relations: many (the foreign key row) to one (the referenced key row).
+        let first_relation = edges.len();
         for t in &tables {
             let from_entity = format!("{n}-t-{}", id_part(&t.name));
             let mut linked_to_parent = false;
@@ -758,6 +980,7 @@ pub fn tables_page(pipelines: &[Pipeline]) -> Page {
                         target: format!("{n}-t-{}-c-{}", id_part(&r.table), id_part(&r.column)),
                         label: Vec::new(),
                         kind: EdgeKind::Relation,
+                        route: Vec::new(),
                     });
                     linked_to_parent |= p.resources().iter().any(|res| {
                         res.tables.first().is_some_and(|t0| t0.name == r.table)
@@ -778,10 +1001,13 @@ pub fn tables_page(pipelines: &[Pipeline]) -> Page {
                         target: format!("{n}-t-{}", id_part(&parent.name)),
                         label: vec!["nested in".into()],
                         kind: EdgeKind::Trigger,
+                        route: Vec::new(),
                     });
                 }
             }
         }
+        route_relations(&mut edges[first_relation..], &rows_at, &bounds, corridor_top);
+        max_x = max_x.max(bounds.last().map_or(0.0, |b| b.1) + 50.0);
         y = region_bottom + 40.0;
     }
     let width = vertices

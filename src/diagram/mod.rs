@@ -137,6 +137,9 @@ pub struct Edge {
     pub target: String,
     pub label: Vec<String>,
     pub kind: EdgeKind,
+    /// The path, absolute, from where it leaves the source to where it enters the target
+    /// (empty: the writer routes it).
+    pub route: Vec<(f64, f64)>,
 }
 
 #[derive(Debug, Clone)]

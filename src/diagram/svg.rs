@@ -165,7 +165,10 @@ fn edge(out: &mut String, p: &Page, e: &super::Edge) {
     let (Some(a), Some(b)) = (p.vertex(&e.source), p.vertex(&e.target)) else {
         return;
     };
-    let pts = route(p, a, b, e.kind);
+    let pts = match e.route.len() {
+        0 => route(p, a, b, e.kind),
+        _ => e.route.clone(),
+    };
     let d: Vec<String> = pts.iter().map(|(x, y)| format!("{} {}", n(*x), n(*y))).collect();
     let (stroke, extra) = match e.kind {
         EdgeKind::Flow => ("#333333", r#" stroke-width="2" marker-end="url(#arrow)""#),

@@ -46,6 +46,9 @@ struct Drawn {
     owner: String,
 }
 
+/// A routed relation: its id, the entities it joins and its path.
+type Relation = (String, String, String, Vec<(f64, f64)>);
+
 struct Cell {
     id: String,
     parent: String,
@@ -55,6 +58,8 @@ struct Cell {
     source: String,
     target: String,
     edge: bool,
+    /// An edge's bends (`<Array as="points">`).
+    points: Vec<(f64, f64)>,
 }
 
 fn style_num(style: &str, key: &str, default: f64) -> f64 {
@@ -96,6 +101,14 @@ fn page_problems(page: roxmltree::Node) -> Vec<String> {
                 source: c.attribute("source").unwrap_or("").to_string(),
                 target: c.attribute("target").unwrap_or("").to_string(),
                 edge: c.attribute("edge") == Some("1"),
+                points: c
+                    .descendants()
+                    .filter(|n| n.has_tag_name("mxPoint"))
+                    .map(|p| {
+                        let f = |a: &str| p.attribute(a).map(|v| v.parse::<f64>().unwrap()).unwrap_or(0.0);
+                        (f("x"), f("y"))
+                    })
+                    .collect(),
             }
         })
         .collect();
@@ -170,14 +183,40 @@ fn page_problems(page: roxmltree::Node) -> Vec<String> {
             owner: v.id.clone(),
         });
     }
-    // Edge labels and segments, for the straight arrows of the pipeline page.
+    // Edge labels and segments, for the straight arrows of the pipeline page, and the
+    // routed relations of the tables page.
     let mut segments = Vec::new();
+    let mut relations: Vec<Relation> = Vec::new();
     for e in cells.iter().filter(|c| c.edge) {
         let (Some(s), Some(t)) = (by_id(&e.source), by_id(&e.target)) else {
             problems.push(format!("edge `{}` has a dangling end", e.id));
             continue;
         };
         let (sr, tr) = (absolute(s), absolute(t));
+        if !e.points.is_empty() {
+            // A routed relation: from its exit point through its bends to its entry point.
+            let at = |r: Rect, kx: &str, ky: &str| {
+                (
+                    r.x + r.w * style_num(&e.style, kx, 0.5),
+                    r.y + r.h * style_num(&e.style, ky, 0.5),
+                )
+            };
+            let mut path = vec![at(sr, "exitX", "exitY")];
+            path.extend(e.points.iter().copied());
+            path.push(at(tr, "entryX", "entryY"));
+            for w in path.windows(2) {
+                if (w[0].0 - w[1].0).abs() > 0.5 && (w[0].1 - w[1].1).abs() > 0.5 {
+                    problems.push(format!(
+                        "relation `{}` has a slanted stretch {:?} → {:?}",
+                        e.id, w[0], w[1]
+                    ));
+                }
+            }
+            // The entities it joins are the rows' parents.
+            let (se, te) = (s.parent.clone(), t.parent.clone());
+            relations.push((e.id.clone(), se, te, path));
+            continue;
+        }
         let (a, b) = if e.style.contains("exitX=1") {
             ((sr.x + sr.w, sr.y + sr.h / 2.0), (tr.x, tr.y + tr.h / 2.0))
         } else if e.style.contains("dashed=1") {
@@ -223,7 +262,44 @@ fn page_problems(page: roxmltree::Node) -> Vec<String> {
             }
         }
     }
+    // Relations run through no other table, and no two share a stretch.
+    let entities: Vec<&Cell> = vertices
+        .iter()
+        .copied()
+        .filter(|v| v.style.starts_with("swimlane") && v.style.contains("childLayout"))
+        .collect();
+    for (id, se, te, path) in &relations {
+        for ent in entities.iter().filter(|v| &v.id != se && &v.id != te) {
+            let r = absolute(ent);
+            if path.windows(2).any(|w| r.crossed_by(w[0], w[1])) {
+                problems.push(format!("relation `{id}` runs through table `{}`", ent.id));
+            }
+        }
+    }
+    for (i, (a, _, _, pa)) in relations.iter().enumerate() {
+        for (b, _, _, pb) in &relations[i + 1..] {
+            for u in pa.windows(2) {
+                for v in pb.windows(2) {
+                    if shared(u[0], u[1], v[0], v[1]) {
+                        problems.push(format!(
+                            "relations `{a}` and `{b}` share the stretch {:?} → {:?}",
+                            u[0], u[1]
+                        ));
+                    }
+                }
+            }
+        }
+    }
     problems
+}
+
+/// Whether two axis-parallel segments lie on one line and overlap.
+fn shared(p: (f64, f64), q: (f64, f64), u: (f64, f64), v: (f64, f64)) -> bool {
+    let overlap = |a0: f64, a1: f64, b0: f64, b1: f64| a0.max(a1).min(b0.max(b1)) - a0.min(a1).max(b0.min(b1)) > 1.0;
+    let flat = |a: (f64, f64), b: (f64, f64)| (a.1 - b.1).abs() < 0.5;
+    let upright = |a: (f64, f64), b: (f64, f64)| (a.0 - b.0).abs() < 0.5;
+    (flat(p, q) && flat(u, v) && (p.1 - u.1).abs() < 0.5 && overlap(p.0, q.0, u.0, v.0))
+        || (upright(p, q) && upright(u, v) && (p.0 - u.0).abs() < 0.5 && overlap(p.1, q.1, u.1, v.1))
 }
 
 /// A generated spec: `resources` resources with long names and paths, each table
@@ -348,6 +424,13 @@ fn the_check_finds_a_label_that_covers_a_box() {
         <mxCell id="b" value="b" style="rounded=1;fontSize=12;" vertex="1" parent="1"><mxGeometry x="60" y="0" width="40" height="30" as="geometry"/></mxCell>
         <mxCell id="c" value="a label far wider than the gap" style="exitX=1;fontSize=11;" edge="1" parent="1" source="a" target="b"><mxGeometry relative="1" as="geometry"/></mxCell>
         <mxCell id="d" value="" style="rounded=1;fontSize=12;" vertex="1" parent="1"><mxGeometry x="45" y="-40" width="10" height="100" as="geometry"/></mxCell>
+        <mxCell id="t1" value="t1" style="swimlane;childLayout=stackLayout;fontSize=13;fontStyle=1;" vertex="1" parent="1"><mxGeometry x="0" y="200" width="100" height="60" as="geometry"/></mxCell>
+        <mxCell id="t1-r" value="id" style="text;fontSize=12;" vertex="1" parent="t1"><mxGeometry x="0" y="30" width="100" height="30" as="geometry"/></mxCell>
+        <mxCell id="t2" value="t2" style="swimlane;childLayout=stackLayout;fontSize=13;fontStyle=1;" vertex="1" parent="1"><mxGeometry x="400" y="200" width="100" height="60" as="geometry"/></mxCell>
+        <mxCell id="t2-r" value="fk" style="text;fontSize=12;" vertex="1" parent="t2"><mxGeometry x="0" y="30" width="100" height="30" as="geometry"/></mxCell>
+        <mxCell id="t3" value="t3" style="swimlane;childLayout=stackLayout;fontSize=13;fontStyle=1;" vertex="1" parent="1"><mxGeometry x="200" y="200" width="100" height="60" as="geometry"/></mxCell>
+        <mxCell id="r1" value="" style="exitX=0;exitY=0.5;entryX=1;entryY=0.5;" edge="1" parent="1" source="t2-r" target="t1-r"><mxGeometry relative="1" as="geometry"><Array as="points"><mxPoint x="350" y="245"/></Array></mxGeometry></mxCell>
+        <mxCell id="r2" value="" style="exitX=0;exitY=0.5;entryX=1;entryY=0.5;" edge="1" parent="1" source="t2-r" target="t1-r"><mxGeometry relative="1" as="geometry"><Array as="points"><mxPoint x="360" y="245"/></Array></mxGeometry></mxCell>
     </root></mxGraphModel></diagram></mxfile>"#;
     let doc = roxmltree::Document::parse(xml).unwrap();
     let page = doc.descendants().find(|n| n.has_tag_name("diagram")).unwrap();
