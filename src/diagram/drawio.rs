@@ -79,16 +79,38 @@ fn page(p: &Page, out: &mut String) {
     out.push_str(&format!("        <mxCell id=\"{layer}\" parent=\"{}-root\"/>\n", p.id));
     for v in &p.vertices {
         let parent = v.parent.clone().unwrap_or_else(|| layer.clone());
-        out.push_str(&format!(
-            "        <mxCell id=\"{}\" value=\"{}\" style=\"{}\" vertex=\"1\" parent=\"{}\">\n          <mxGeometry x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\" as=\"geometry\"/>\n        </mxCell>\n",
-            escape(&v.id),
-            escape(&v.label.join("\n")),
-            style(v),
-            escape(&parent),
+        let geometry = format!(
+            "<mxGeometry x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\" as=\"geometry\"/>",
             num(v.x),
             num(v.y),
             num(v.w),
             num(v.h)
+        );
+        if v.tooltip.is_none() && v.link.is_none() {
+            out.push_str(&format!(
+                "        <mxCell id=\"{}\" value=\"{}\" style=\"{}\" vertex=\"1\" parent=\"{}\">\n          {geometry}\n        </mxCell>\n",
+                escape(&v.id),
+                escape(&v.label.join("\n")),
+                style(v),
+                escape(&parent),
+            ));
+            continue;
+        }
+        // A tooltip or a link: draw.io keeps them on an object around the cell.
+        let attr = |name: &str, value: &Option<String>| {
+            value
+                .as_ref()
+                .map(|t| format!(" {name}=\"{}\"", escape(t)))
+                .unwrap_or_default()
+        };
+        out.push_str(&format!(
+            "        <UserObject id=\"{}\" label=\"{}\"{}{}>\n          <mxCell style=\"{}\" vertex=\"1\" parent=\"{}\">\n            {geometry}\n          </mxCell>\n        </UserObject>\n",
+            escape(&v.id),
+            escape(&v.label.join("\n")),
+            attr("tooltip", &v.tooltip),
+            attr("link", &v.link),
+            style(v),
+            escape(&parent),
         ));
     }
     for e in &p.edges {

@@ -75,6 +75,8 @@ fn text(id: String, x: f64, y: f64, lines: Vec<String>, size: u32, bold: bool, p
         label: lines,
         shape: Shape::Text { size, bold },
         label_at: LabelAt::Inside,
+        tooltip: None,
+        link: None,
     }
 }
 
@@ -91,6 +93,8 @@ fn boxed(id: String, cx: f64, cy: f64, lines: Vec<String>, shape: Shape, parent:
         label: lines,
         shape,
         label_at: LabelAt::Inside,
+        tooltip: None,
+        link: None,
     }
 }
 
@@ -111,6 +115,8 @@ fn icon(id: String, cx: f64, cy: f64, label: Vec<String>, icon: AwsIcon, parent:
         label,
         shape: Shape::Aws { icon },
         label_at,
+        tooltip: None,
+        link: None,
     }
 }
 
@@ -279,6 +285,10 @@ pub fn pipeline_page(pipelines: &[Pipeline]) -> Page {
             &lane_id,
             170.0,
         );
+        let source = Vertex {
+            tooltip: Some(p.resources().iter().map(request_of).collect::<Vec<_>>().join("\n")),
+            ..source
+        };
         let extract = if aws {
             icon(
                 format!("{n}-extract"),
@@ -399,6 +409,8 @@ pub fn pipeline_page(pipelines: &[Pipeline]) -> Page {
             label: table_lines,
             shape: Shape::Note { role: Role::Database },
             label_at: LabelAt::Inside,
+            tooltip: Some("the Tables page shows their columns and where each comes from".into()),
+            link: Some("data:page/id,tables".into()),
         };
         let mut bottom = tables.y + tables.h;
 
@@ -510,6 +522,8 @@ pub fn pipeline_page(pipelines: &[Pipeline]) -> Page {
             label: vec![p.name().to_string()],
             shape: Shape::Lane,
             label_at: LabelAt::Inside,
+            tooltip: None,
+            link: None,
         };
         lanes.push((lane, lane_children));
         y += lane_h + 24.0;
@@ -550,6 +564,8 @@ pub fn pipeline_page(pipelines: &[Pipeline]) -> Page {
             label: lines,
             shape: Shape::Swatch { role: *role },
             label_at: LabelAt::Inside,
+            tooltip: None,
+            link: None,
         });
         x += w + 12.0;
     }
@@ -789,6 +805,83 @@ fn depth(t: &Table, by_name: &HashMap<&str, &Table>, seen: &mut Vec<String>) -> 
     d
 }
 
+/// A resource's request, records and pagination, for tooltips.
+fn request_of(r: &crate::spec::pipeline::Resource) -> String {
+    let parent = r
+        .for_each
+        .as_ref()
+        .map(|f| format!(" for each `{}` record", f.parent))
+        .unwrap_or_default();
+    format!(
+        "resource {}: {} {}{parent}; records {}; {}",
+        r.name,
+        format!("{:?}", r.method).to_uppercase(),
+        r.target.as_str(),
+        r.records.as_str(),
+        r.paginator.describe()
+    )
+}
+
+/// Where a table's rows come from: its resource's request (and for a nested table, the
+/// elements of its parent), and its description.
+fn table_lineage(p: &Pipeline, t: &Table) -> String {
+    let mut lines = Vec::new();
+    if let Some(r) = p.resources().iter().find(|r| r.tables.iter().any(|x| x.name == t.name)) {
+        lines.push(request_of(r));
+        if let (Some(each), Some(parent)) = (&t.each, t.parent.and_then(|i| r.tables.get(i))) {
+            lines.push(format!(
+                "one row per element {} of each `{}` row",
+                each.describe(),
+                parent.name
+            ));
+        }
+    }
+    lines.extend(t.description.clone());
+    lines.join("\n")
+}
+
+/// Where a column's value comes from (path, transforms, parent, meta), what it references,
+/// and its description.
+fn column_lineage(p: &Pipeline, t: &Table, name: &str) -> String {
+    use crate::spec::pipeline::ValueSource;
+    let Some(c) = t.column(name) else {
+        return "the id of the run that loaded the row (sluice's own)".into();
+    };
+    let mut from = match &c.value {
+        ValueSource::Path(path) => format!("path {}", path.as_str()),
+        ValueSource::Const(v) => format!("constant {v}"),
+        ValueSource::Meta(m) => {
+            use crate::spec::model::MetaValue;
+            let meta = match m {
+                MetaValue::RunId => "run_id",
+                MetaValue::RunTime => "run_time",
+                MetaValue::Pipeline => "pipeline",
+                MetaValue::Index => "index",
+            };
+            format!("meta {meta}")
+        }
+        ValueSource::Parent(i) => {
+            let parent = p
+                .resources()
+                .iter()
+                .find(|r| r.tables.iter().any(|x| x.name == t.name))
+                .and_then(|r| r.tables.get(t.parent?))
+                .and_then(|pt| pt.columns.get(*i).map(|pc| format!("{}.{}", pt.name, pc.name)));
+            format!("from_parent {}", parent.unwrap_or_default())
+        }
+        ValueSource::ParentRecord(path) => format!("parent_path {}", path.as_str()),
+    };
+    for tr in &c.transforms {
+        from.push_str(&format!(" → {}", tr.name()));
+    }
+    let mut lines = vec![from];
+    if let Some(r) = &c.references {
+        lines.push(format!("references {}.{}", r.table, r.column));
+    }
+    lines.extend(c.description.clone());
+    lines.join("\n")
+}
+
 /// One ER row label: key markers, name, type, NOT NULL.
 fn row_label(t: &Table, name: &str) -> (String, bool) {
     let col = t.column(name);
@@ -935,6 +1028,8 @@ pub fn tables_page(pipelines: &[Pipeline]) -> Page {
                     label: header,
                     shape: Shape::Entity,
                     label_at: LabelAt::Inside,
+                    tooltip: Some(table_lineage(p, t)),
+                    link: None,
                 });
                 for (i, name) in names.iter().enumerate() {
                     let row_y = col_y + ENTITY_HEADER + i as f64 * ROW_H + ROW_H / 2.0;
@@ -951,6 +1046,8 @@ pub fn tables_page(pipelines: &[Pipeline]) -> Page {
                         label: vec![label],
                         shape: Shape::Row { key },
                         label_at: LabelAt::Inside,
+                        tooltip: Some(column_lineage(p, t, name)),
+                        link: None,
                     });
                 }
                 col_y += h + 40.0;

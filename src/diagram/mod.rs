@@ -118,6 +118,10 @@ pub struct Vertex {
     pub label: Vec<String>,
     pub shape: Shape,
     pub label_at: LabelAt,
+    /// Shown on hover in draw.io: where the thing comes from (column lineage, request).
+    pub tooltip: Option<String>,
+    /// A draw.io link, such as `data:page/id,tables` (another page of the file).
+    pub link: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

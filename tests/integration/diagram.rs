@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use crate::support::{root, Sluice};
+use crate::support::{cell_attr, root, Sluice};
 
 const SPECS: [&str; 2] = ["pipelines/coincap.yaml", "pipelines/rickandmorty.yaml"];
 
@@ -30,19 +30,19 @@ fn the_drawio_file_is_well_formed() {
         let cells: Vec<_> = page.descendants().filter(|n| n.has_tag_name("mxCell")).collect();
         for c in &cells {
             assert!(
-                all_ids.insert(c.attribute("id").unwrap().to_string()),
+                all_ids.insert(cell_attr(*c, "id").unwrap().to_string()),
                 "duplicate id {:?}",
-                c.attribute("id")
+                cell_attr(*c, "id")
             );
         }
-        let ids: HashSet<&str> = cells.iter().map(|c| c.attribute("id").unwrap()).collect();
+        let ids: HashSet<&str> = cells.iter().map(|c| cell_attr(*c, "id").unwrap()).collect();
         // Absolute geometry of every vertex.
         let mut geo: HashMap<&str, (f64, f64, f64, f64, &str)> = HashMap::new();
         for c in cells.iter().filter(|c| c.attribute("vertex") == Some("1")) {
             let g = c.children().find(|n| n.has_tag_name("mxGeometry")).unwrap();
             let f = |a: &str| g.attribute(a).map(|v| v.parse::<f64>().unwrap()).unwrap_or(0.0);
             geo.insert(
-                c.attribute("id").unwrap(),
+                cell_attr(*c, "id").unwrap(),
                 (f("x"), f("y"), f("width"), f("height"), c.attribute("parent").unwrap()),
             );
         }
@@ -59,11 +59,11 @@ fn the_drawio_file_is_well_formed() {
             for end in ["source", "target"] {
                 let id = c
                     .attribute(end)
-                    .unwrap_or_else(|| panic!("edge {:?} has no {end}", c.attribute("id")));
+                    .unwrap_or_else(|| panic!("edge {:?} has no {end}", cell_attr(*c, "id")));
                 assert!(
                     ids.contains(id),
                     "edge {:?}: {end} {id} does not exist",
-                    c.attribute("id")
+                    cell_attr(*c, "id")
                 );
             }
         }
@@ -150,7 +150,7 @@ fn output_is_deterministic_in_every_format() {
     let xml = drawio();
     let drawn = roxmltree::Document::parse(&xml).unwrap();
     for cell in drawn.descendants().filter(|n| n.attribute("vertex") == Some("1")) {
-        for line in cell.attribute("value").unwrap_or("").lines() {
+        for line in cell_attr(cell, "value").unwrap_or("").lines() {
             let escaped = line.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
             assert!(
                 doc.contains(&format!(">{escaped}<")),
@@ -223,8 +223,8 @@ fn a_local_sqlite_warehouse_is_drawn_as_sqlite() {
     let doc = roxmltree::Document::parse(&xml).unwrap();
     let label = |id: &str| {
         doc.descendants()
-            .find(|n| n.attribute("id") == Some(id))
-            .and_then(|n| n.attribute("value"))
+            .find(|n| cell_attr(*n, "id") == Some(id))
+            .and_then(|n| cell_attr(n, "value"))
             .unwrap_or_else(|| panic!("no cell {id}"))
             .to_string()
     };
@@ -234,4 +234,44 @@ fn a_local_sqlite_warehouse_is_drawn_as_sqlite() {
         "{db}"
     );
     assert!(xml.contains("inserts, 1 transaction") && !xml.contains("binary COPY"));
+}
+
+#[test]
+fn tooltips_carry_column_lineage_and_requests_and_the_table_list_links_to_the_tables_page() {
+    let xml = drawio();
+    let doc = roxmltree::Document::parse(&xml).unwrap();
+    let object = |id: &str| {
+        doc.descendants()
+            .find(|n| n.has_tag_name("UserObject") && n.attribute("id") == Some(id))
+            .unwrap_or_else(|| panic!("no object {id}"))
+    };
+    let tip = |id: &str| object(id).attribute("tooltip").unwrap().to_string();
+    // A column: its path, transform, reference and description.
+    assert_eq!(
+        tip("rickandmorty-t-character-c-origin_id"),
+        "path $.origin.url → url_last_segment\nreferences location.location_id\nOrigin location; null when unknown"
+    );
+    // A nested table's key copied from its parent, and sluice's own run id.
+    assert!(tip("rickandmorty-t-appearance-c-character_id").starts_with("from_parent character.character_id"));
+    assert_eq!(
+        tip("rickandmorty-t-appearance-c-_sluice_run_id"),
+        "the id of the run that loaded the row (sluice's own)"
+    );
+    assert!(tip("coincap-t-exchange_snapshot-c-snapshot_time").starts_with("meta run_time"));
+    // A table: the request of its resource, and for a nested one the elements it is made of.
+    let appearance = tip("rickandmorty-t-appearance");
+    assert!(appearance.starts_with("resource character: GET /character; records $.results[*]; next URL $.info.next\none row per element $.episode[*] of each `character` row"), "{appearance}");
+    // The API box: every resource's request and pagination.
+    let source = tip("rickandmorty-source");
+    assert_eq!(source.lines().count(), 3, "{source}");
+    assert!(
+        source.contains("resource episode: GET /episode; records $.results[*]; next URL $.info.next"),
+        "{source}"
+    );
+    // The table list opens the tables page.
+    assert_eq!(
+        object("rickandmorty-tables").attribute("link"),
+        Some("data:page/id,tables")
+    );
+    assert!(xml.contains("<diagram id=\"tables\""));
 }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use sluice::diagram::{label_width, label_width_styled};
 
-use crate::support::{root, Sluice};
+use crate::support::{cell_attr, root, Sluice};
 
 #[derive(Debug, Clone, Copy)]
 struct Rect {
@@ -82,9 +82,9 @@ fn page_problems(page: roxmltree::Node) -> Vec<String> {
                     .map(|v| v.parse::<f64>().unwrap())
                     .unwrap_or(0.0)
             };
-            let label = c.attribute("value").unwrap_or("");
+            let label = cell_attr(c, "value").unwrap_or("");
             Cell {
-                id: c.attribute("id").unwrap().to_string(),
+                id: cell_attr(c, "id").unwrap().to_string(),
                 parent: c.attribute("parent").unwrap_or("").to_string(),
                 style: c.attribute("style").unwrap_or("").to_string(),
                 label: if label.is_empty() {

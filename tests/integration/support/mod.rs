@@ -232,3 +232,16 @@ pub fn assert_snapshot(path: &Path, actual: &str) {
         path.display()
     );
 }
+
+/// An attribute of a draw.io cell: on the `mxCell`, or for `id` and `value` on the
+/// `UserObject` around it (which carries a tooltip or a link; its `label` is the value).
+pub fn cell_attr<'a>(cell: roxmltree::Node<'a, '_>, name: &str) -> Option<&'a str> {
+    cell.attribute(name).or_else(|| {
+        let object = cell.parent().filter(|p| p.has_tag_name("UserObject"))?;
+        match name {
+            "value" => object.attribute("label"),
+            "id" | "tooltip" | "link" => object.attribute(name),
+            _ => None,
+        }
+    })
+}
