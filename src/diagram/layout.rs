@@ -327,6 +327,10 @@ pub fn pipeline_page(pipelines: &[Pipeline]) -> Page {
         } else {
             let mut label = vec!["staging folder".to_string()];
             label.extend(staging_label(p));
+            // A folder by default, which the variable can turn into S3.
+            if let Some(var) = p.staging().location.sole_var() {
+                label.push(format!("(S3 when ${var} is s3://…)"));
+            }
             boxed(
                 format!("{n}-staging"),
                 cx(2),

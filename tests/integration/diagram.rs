@@ -275,3 +275,42 @@ fn tooltips_carry_column_lineage_and_requests_and_the_table_list_links_to_the_ta
     );
     assert!(xml.contains("<diagram id=\"tables\""));
 }
+
+#[test]
+fn staging_is_drawn_as_what_it_is() {
+    let text = std::fs::read_to_string(root().join("pipelines/rickandmorty.yaml")).unwrap();
+    let without_runtime = text.replace(
+        "runtime:\n  target: aws_lambda\n  region: eu-west-1\n  schedule: rate(1 day)\n",
+        "",
+    );
+    assert_ne!(without_runtime, text);
+    let dir = tempfile::tempdir().unwrap();
+    let staging_of = |location: &str| {
+        let spec = dir.path().join("spec.yaml");
+        let body = without_runtime.replace("${SLUICE_STAGING:-file://.sluice/staging}", location);
+        std::fs::write(&spec, body).unwrap();
+        let xml = Sluice::new(["diagram", spec.to_str().unwrap()]).run().success().stdout;
+        let doc = roxmltree::Document::parse(&xml).unwrap();
+        let cell = doc
+            .descendants()
+            .find(|n| n.has_tag_name("mxCell") && cell_attr(*n, "id") == Some("rickandmorty-staging"))
+            .unwrap();
+        (
+            cell_attr(cell, "value").unwrap().to_string(),
+            cell.attribute("style").unwrap().contains("mxgraph.aws4.s3"),
+        )
+    };
+    let (label, s3) = staging_of("${SLUICE_STAGING:-file://.sluice/staging}");
+    assert!(!s3);
+    assert!(
+        label.starts_with("staging folder") && label.ends_with("(S3 when $SLUICE_STAGING is s3://…)"),
+        "{label}"
+    );
+    let (label, s3) = staging_of("s3://lake/raw");
+    assert!(s3 && label.contains("s3://lake/raw"), "{label}");
+    let (label, s3) = staging_of("file:///srv/staging");
+    assert!(
+        !s3 && label.starts_with("staging folder") && !label.contains("S3"),
+        "{label}"
+    );
+}
