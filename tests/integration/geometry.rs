@@ -314,6 +314,15 @@ fn stress_spec(name: &str, resources: usize, staging: &str, warehouse: &str, run
             "  - name: {table}\n    path: /customers/subscriptions/invoices/line-items/{i}\n    records: $.data.items[*]\n    paginate: {{type: cursor, cursor: $.meta.next_cursor, param: starting_after}}\n    table:\n      name: {table}\n      write: {}\n      primary_key: [id]\n      columns:\n        - {{name: id, type: bigint, path: $.id}}\n        - {{name: a_column_with_a_rather_long_descriptive_name, type: text, path: $.attributes.something.rather.deeply.nested}}\n",
             ["merge", "append", "replace"][i % 3]
         ));
+        // Relations past other columns (to the first table) and to the table itself.
+        if i == 3 && resources > 3 {
+            text.push_str("        - {name: first_id, type: bigint, path: $.first, references: customer_subscription_invoice_line_item_00.id}\n");
+        }
+        if i == 4 {
+            text.push_str(&format!(
+                "        - {{name: parent_id, type: bigint, path: $.parent, references: {table}.id}}\n"
+            ));
+        }
         if i > 0 {
             text.push_str(&format!(
                 "        - {{name: previous_id, type: bigint, path: $.previous, references: customer_subscription_invoice_line_item_{:02}.id}}\n",
