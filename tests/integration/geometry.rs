@@ -143,25 +143,25 @@ fn page_problems(page: roxmltree::Node) -> Vec<String> {
         if container(v) {
             continue;
         }
-        if v.style.contains("verticalLabelPosition=top") {
-            let label = Rect {
+        // A label drawn outside its vertex: above an icon, or right of it.
+        let outside = if v.style.contains("verticalLabelPosition=top") {
+            Some(Rect {
                 x: r.x + r.w / 2.0 - lw / 2.0,
                 y: r.y - lh - 2.0,
                 w: lw,
                 h: lh,
-            };
-            drawn.push(Drawn {
-                what: format!("label of `{}`", v.id),
-                rect: label,
-                owner: v.id.clone(),
-            });
+            })
         } else if v.style.contains("labelPosition=right") {
-            let label = Rect {
+            Some(Rect {
                 x: r.x + r.w + 6.0,
                 y: r.y + r.h / 2.0 - lh / 2.0,
                 w: lw,
                 h: lh,
-            };
+            })
+        } else {
+            None
+        };
+        if let Some(label) = outside {
             drawn.push(Drawn {
                 what: format!("label of `{}`", v.id),
                 rect: label,
