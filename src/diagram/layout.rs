@@ -16,7 +16,12 @@ const EDGE_PAD: f64 = 14.0;
 const ICON: f64 = 60.0;
 const ROW_Y: f64 = 110.0;
 
-/// Split text into lines of at most `max` characters: at spaces, else at slashes.
+/// The longest word a label keeps whole (an SQL identifier has at most 63 characters);
+/// the layout makes room for it.
+const WHOLE_WORD: usize = 64;
+
+/// Split text into lines of at most `max` characters: at spaces, else at slashes. A
+/// longer word stays whole up to [`WHOLE_WORD`] characters, and is cut beyond.
 pub fn wrap(text: &str, max: usize) -> Vec<String> {
     let mut lines = Vec::new();
     let mut cur = String::new();
@@ -31,19 +36,20 @@ pub fn wrap(text: &str, max: usize) -> Vec<String> {
                 lines.push(cur.trim_end().to_string());
                 cur.clear();
             }
-            cur.push_str(piece);
+            // A line does not start with the space that ended the one before.
+            cur.push_str(if cur.is_empty() { piece.trim_start() } else { piece });
         }
     }
     if !cur.trim().is_empty() {
         lines.push(cur.trim_end().to_string());
     }
-    // A piece longer than `max` on its own is cut.
+    // A piece longer than a whole word may be is cut.
     lines
         .into_iter()
         .flat_map(|l| {
             let chars: Vec<char> = l.chars().collect();
             chars
-                .chunks(max)
+                .chunks(max.max(WHOLE_WORD))
                 .map(|c| c.iter().collect::<String>())
                 .collect::<Vec<_>>()
         })
@@ -1159,6 +1165,12 @@ mod tests {
             wrap("GET /location /episode /character", 22),
             ["GET /location /episode", "/character"]
         );
-        assert_eq!(wrap("abcdefghij", 4), ["abcd", "efgh", "ij"]);
+        // Words stay whole (the layout widens the gap), up to a limit.
+        assert_eq!(
+            wrap("merge: customer_subscription_invoice_line_item_00, b", 26),
+            ["merge:", "customer_subscription_invoice_line_item_00,", "b"]
+        );
+        let long = "x".repeat(70);
+        assert_eq!(wrap(&long, 4), ["x".repeat(64), "x".repeat(6)]);
     }
 }
