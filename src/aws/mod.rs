@@ -135,6 +135,8 @@ pub enum PlanError {
     FixedStaging { file: String, location: String },
     #[error("{file} and {other} both define pipeline `{name}`; a deployment runs each pipeline once")]
     Duplicate { file: String, other: String, name: String },
+    #[error("pipelines `{a}` and `{b}` would both be named `{id}` in the template (its names keep only letters and digits); rename one")]
+    SameId { a: String, b: String, id: String },
     #[error("no spec given")]
     Empty,
 }
@@ -173,9 +175,17 @@ pub fn plan(pipelines: &[Pipeline]) -> Result<Plan, PlanError> {
             });
         }
     }
-    Ok(Plan {
-        pipelines: pipelines.iter().map(deployed).collect::<Result<_, _>>()?,
-    })
+    let deployed: Vec<Deployed> = pipelines.iter().map(deployed).collect::<Result<_, _>>()?;
+    for (i, d) in deployed.iter().enumerate() {
+        if let Some(other) = deployed[..i].iter().find(|o| o.id == d.id) {
+            return Err(PlanError::SameId {
+                a: other.name.clone(),
+                b: d.name.clone(),
+                id: d.id.clone(),
+            });
+        }
+    }
+    Ok(Plan { pipelines: deployed })
 }
 
 /// `rick_and-morty` → `RickAndMorty`: letters and digits only, as logical ids want.
@@ -209,5 +219,23 @@ mod tests {
         assert_eq!(logical_part("rickandmorty"), "Rickandmorty");
         assert_eq!(logical_part("rick_and-morty"), "RickAndMorty");
         assert_eq!(logical_part("9lives"), "P9lives");
+    }
+
+    #[test]
+    fn pipelines_that_would_share_template_names_are_refused() {
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/pipelines/coincap.yaml")).unwrap();
+        let named = |name: &str| {
+            crate::spec::compile_text(
+                &format!("{name}.yaml"),
+                &text.replace("name: coincap\n", &format!("name: {name}\n")),
+            )
+            .unwrap()
+        };
+        let e = plan(&[named("coin-cap"), named("coin_cap")]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "pipelines `coin-cap` and `coin_cap` would both be named `CoinCap` in the template (its names keep only letters and digits); rename one"
+        );
+        assert_eq!(plan(&[named("coin-cap"), named("coincap")]).unwrap().pipelines.len(), 2);
     }
 }

@@ -56,6 +56,16 @@ pub fn wrap(text: &str, max: usize) -> Vec<String> {
         .collect()
 }
 
+/// Keep at most `n` lines, the last one ending in `…` when some were left out.
+fn shorten(lines: &mut Vec<String>, n: usize) {
+    if lines.len() > n {
+        lines.truncate(n);
+        if let Some(last) = lines.last_mut() {
+            last.push_str(" …");
+        }
+    }
+}
+
 fn id_part(s: &str) -> String {
     s.chars()
         .map(|c| {
@@ -427,7 +437,7 @@ pub fn pipeline_page(pipelines: &[Pipeline]) -> Page {
         // Edge labels say what flows.
         let paths: Vec<String> = p.resources().iter().map(|r| r.target.as_str().to_string()).collect();
         let mut get = wrap(&format!("GET {}", paths.join(" ")), 26);
-        get.truncate(3);
+        shorten(&mut get, 3);
         let paginators: Vec<String> = p.resources().iter().map(|r| r.paginator.describe()).collect();
         let same = paginators.windows(2).all(|w| w[0] == w[1]);
         get.push(if same {
@@ -436,7 +446,9 @@ pub fn pipeline_page(pipelines: &[Pipeline]) -> Page {
             "paginated per resource".into()
         });
         let mut key = vec!["gzip JSON Lines".to_string()];
-        key.extend(wrap(&p.staging().key.prefix_for(p.name()), 26).into_iter().take(3));
+        let mut prefix = wrap(&p.staging().key.prefix_for(p.name()), 26);
+        shorten(&mut prefix, 3);
+        key.extend(prefix);
         let mut modes: Vec<String> = Vec::new();
         for mode in [WriteMode::Merge, WriteMode::Append, WriteMode::Replace] {
             let names: Vec<&str> = p
@@ -448,7 +460,7 @@ pub fn pipeline_page(pipelines: &[Pipeline]) -> Page {
                 modes.extend(wrap(&format!("{}: {}", mode.name(), names.join(", ")), 26));
             }
         }
-        modes.truncate(3);
+        shorten(&mut modes, 3);
         let how = if !aws && sqlite_file(p).is_some() {
             "inserts"
         } else {
@@ -1170,6 +1182,12 @@ mod tests {
             wrap("merge: customer_subscription_invoice_line_item_00, b", 26),
             ["merge:", "customer_subscription_invoice_line_item_00,", "b"]
         );
+        let mut lines = vec!["a".to_string(), "b".into(), "c".into()];
+        shorten(&mut lines, 3);
+        assert_eq!(lines, ["a", "b", "c"]);
+        lines.push("d".into());
+        shorten(&mut lines, 2);
+        assert_eq!(lines, ["a", "b …"]);
         let long = "x".repeat(70);
         assert_eq!(wrap(&long, 4), ["x".repeat(64), "x".repeat(6)]);
     }
