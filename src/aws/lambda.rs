@@ -290,22 +290,18 @@ impl Handler {
     /// Cold start: compile the bundled specs and read the secrets. A problem with either
     /// fails every invocation with its message (so it shows where invocations are watched).
     pub async fn cold_start() -> Handler {
-        let specs = load_specs(&specs_path());
-        let specs = match specs {
-            Ok(s) => match read_secrets().await {
-                Ok(values) => {
-                    tracing::info!(
-                        specs = s.len(),
-                        variables = values.len(),
-                        "cold start: specs compiled, secrets read"
-                    );
-                    crate::resolve::set_overlay(values);
-                    Ok(s)
-                }
-                Err(e) => Err(e),
-            },
-            Err(e) => Err(e),
-        };
+        let specs = async {
+            let specs = load_specs(&specs_path())?;
+            let values = read_secrets().await?;
+            tracing::info!(
+                specs = specs.len(),
+                variables = values.len(),
+                "cold start: specs compiled, secrets read"
+            );
+            crate::resolve::set_overlay(values);
+            Ok::<_, String>(specs)
+        }
+        .await;
         if let Err(e) = &specs {
             tracing::error!(error = %e, "cold start failed; every invocation will fail");
         }

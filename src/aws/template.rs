@@ -85,7 +85,14 @@ fn statements(f: &Function) -> Vec<Value> {
 }
 
 /// The role, log group, function, retry settings and error alarm of one function.
-fn function(resources: &mut Map<String, Value>, f: &Function, in_vpc: bool, timeout: &str, purpose: &str) {
+fn function(
+    resources: &mut Map<String, Value>,
+    f: &Function,
+    in_vpc: bool,
+    timeout: &str,
+    purpose: &str,
+    env: &Map<String, Value>,
+) {
     let role = role_id(f);
     let logs = log_group_id(f);
     resources.insert(
@@ -132,7 +139,7 @@ fn function(resources: &mut Map<String, Value>, f: &Function, in_vpc: bool, time
         "Role": get_att(&role, "Arn"),
         "LoggingConfig": {"LogGroup": r(&logs)},
         "DeadLetterConfig": {"TargetArn": get_att("DeadLetterQueue", "Arn")},
-        "Environment": {"Variables": {}}
+        "Environment": {"Variables": env}
     });
     if in_vpc {
         props["VpcConfig"] = json!({"Fn::If": ["InVpc",
@@ -328,12 +335,19 @@ pub fn render(plan: &Plan) -> String {
             ("QueueName", get_att("DeadLetterQueue", "QueueName")),
         ),
     );
+    // Both functions: the secret, and each spec's staging variable pointed at the bucket.
+    let mut env = Map::new();
+    env.insert(crate::aws::lambda::SECRETS_VAR.into(), r(SECRET_PARAMETER));
+    for var in plan.staging_vars() {
+        env.insert(var.into(), sub_bucket("s3://${Bucket}/${StagingPrefix}"));
+    }
     function(
         &mut resources,
         &EXTRACT,
         plan.extract_in_vpc(),
         "ExtractTimeout",
         "sluice extract: API to S3 staging, then the run's manifest",
+        &env,
     );
     function(
         &mut resources,
@@ -341,16 +355,8 @@ pub fn render(plan: &Plan) -> String {
         true,
         "LoadTimeout",
         "sluice load: a staged run into the warehouse, when its manifest lands",
+        &env,
     );
-    // Both functions: the secret, and each spec's staging variable pointed at the bucket.
-    let mut env = Map::new();
-    env.insert(crate::aws::lambda::SECRETS_VAR.into(), r(SECRET_PARAMETER));
-    for var in plan.staging_vars() {
-        env.insert(var.into(), sub_bucket("s3://${Bucket}/${StagingPrefix}"));
-    }
-    for f in [EXTRACT, LOAD] {
-        resources[f.logical_id]["Properties"]["Environment"]["Variables"] = Value::Object(env.clone());
-    }
     for d in &plan.pipelines {
         pipeline(&mut resources, d);
     }

@@ -55,11 +55,18 @@ fn style(v: &Vertex) -> String {
     }
 }
 
+/// The look of a relation's ends: crow's foot (many) at the foreign key, one at the key.
+macro_rules! relation_ends {
+    () => {
+        "html=0;endArrow=ERmandOne;startArrow=ERmany;endFill=0;startFill=0;strokeColor=#666666;"
+    };
+}
+
 fn edge_style(kind: EdgeKind) -> &'static str {
     match kind {
         EdgeKind::Flow => "edgeStyle=orthogonalEdgeStyle;rounded=0;html=0;endArrow=block;endFill=1;strokeWidth=2;strokeColor=#333333;fontSize=11;labelBackgroundColor=#FFFFFF;exitX=1;exitY=0.5;exitDx=0;exitDy=0;entryX=0;entryY=0.5;entryDx=0;entryDy=0;",
         EdgeKind::Trigger => "edgeStyle=orthogonalEdgeStyle;rounded=0;html=0;endArrow=open;endFill=0;dashed=1;strokeColor=#E7157B;fontSize=11;labelBackgroundColor=#FFFFFF;",
-        EdgeKind::Relation => "edgeStyle=entityRelationEdgeStyle;html=0;endArrow=ERmandOne;startArrow=ERmany;endFill=0;startFill=0;strokeColor=#666666;",
+        EdgeKind::Relation => concat!("edgeStyle=entityRelationEdgeStyle;", relation_ends!()),
     }
 }
 
@@ -123,7 +130,11 @@ fn page(p: &Page, out: &mut String) {
                     continue;
                 };
                 let style = format!(
-                    "edgeStyle=orthogonalEdgeStyle;rounded=0;html=0;endArrow=ERmandOne;startArrow=ERmany;endFill=0;startFill=0;strokeColor=#666666;exitX={};exitY={};exitDx=0;exitDy=0;entryX={};entryY={};entryDx=0;entryDy=0;",
+                    concat!(
+                        "edgeStyle=orthogonalEdgeStyle;rounded=0;",
+                        relation_ends!(),
+                        "exitX={};exitY={};exitDx=0;exitDy=0;entryX={};entryY={};entryDx=0;entryDy=0;"
+                    ),
                     num(((first.0 - sx) / sw).clamp(0.0, 1.0)),
                     num(((first.1 - sy) / sh).clamp(0.0, 1.0)),
                     num(((last.0 - tx) / tw).clamp(0.0, 1.0)),

@@ -261,8 +261,8 @@ pub fn pipeline_page(pipelines: &[Pipeline]) -> Page {
             Some(_) => vec![f.step.to_string(), format!("λ {}", f.logical_id)],
             None => vec![f.step.to_string(), "AWS Lambda".into()],
         };
-        // Column centres are set later ([`place_columns`]); everything starts centred on 0.
-        let cx = |_slot: usize| 0.0;
+        // Columns are placed later ([`place_columns`], by [`column_of`] the vertex id):
+        // everything starts centred on x = 0.
         let cy = ROW_Y + ICON / 2.0 + 10.0;
         let mut lane_children = Vec::new();
         let subtitle = match p.description() {
@@ -290,7 +290,7 @@ pub fn pipeline_page(pipelines: &[Pipeline]) -> Page {
 
         let source = boxed(
             format!("{n}-source"),
-            cx(0),
+            0.0,
             cy,
             vec![
                 "REST API".into(),
@@ -308,7 +308,7 @@ pub fn pipeline_page(pipelines: &[Pipeline]) -> Page {
         let extract = if aws {
             icon(
                 format!("{n}-extract"),
-                cx(1),
+                0.0,
                 cy,
                 function_label(&crate::aws::EXTRACT),
                 AwsIcon::Lambda,
@@ -317,7 +317,7 @@ pub fn pipeline_page(pipelines: &[Pipeline]) -> Page {
         } else {
             boxed(
                 format!("{n}-extract"),
-                cx(1),
+                0.0,
                 cy,
                 vec!["extract".into(), "sluice extract".into()],
                 Shape::Box { role: Role::Compute },
@@ -339,7 +339,7 @@ pub fn pipeline_page(pipelines: &[Pipeline]) -> Page {
                     label
                 }
             };
-            icon(format!("{n}-staging"), cx(2), cy, label, AwsIcon::S3, &lane_id)
+            icon(format!("{n}-staging"), 0.0, cy, label, AwsIcon::S3, &lane_id)
         } else {
             let mut label = vec!["staging folder".to_string()];
             label.extend(staging_label(p));
@@ -349,7 +349,7 @@ pub fn pipeline_page(pipelines: &[Pipeline]) -> Page {
             }
             boxed(
                 format!("{n}-staging"),
-                cx(2),
+                0.0,
                 cy,
                 label,
                 Shape::Box { role: Role::Storage },
@@ -360,7 +360,7 @@ pub fn pipeline_page(pipelines: &[Pipeline]) -> Page {
         let load = if aws {
             icon(
                 format!("{n}-load"),
-                cx(3),
+                0.0,
                 cy,
                 function_label(&crate::aws::LOAD),
                 AwsIcon::Lambda,
@@ -369,7 +369,7 @@ pub fn pipeline_page(pipelines: &[Pipeline]) -> Page {
         } else {
             boxed(
                 format!("{n}-load"),
-                cx(3),
+                0.0,
                 cy,
                 vec!["load".into(), "sluice load".into()],
                 Shape::Box { role: Role::Compute },
@@ -381,7 +381,7 @@ pub fn pipeline_page(pipelines: &[Pipeline]) -> Page {
         let db = if aws {
             icon(
                 format!("{n}-db"),
-                cx(4),
+                0.0,
                 cy,
                 vec!["PostgreSQL (RDS)".into(), format!("schema {schema}")],
                 AwsIcon::Rds,
@@ -390,7 +390,7 @@ pub fn pipeline_page(pipelines: &[Pipeline]) -> Page {
         } else {
             boxed(
                 format!("{n}-db"),
-                cx(4),
+                0.0,
                 cy,
                 warehouse_lines(p),
                 Shape::Cylinder { role: Role::Database },
@@ -400,7 +400,7 @@ pub fn pipeline_page(pipelines: &[Pipeline]) -> Page {
         };
         let analytics = boxed(
             format!("{n}-analytics"),
-            cx(5),
+            0.0,
             cy,
             vec!["analytics".into(), "SQL, BI, notebooks".into()],
             Shape::Box { role: Role::Analytics },
@@ -422,7 +422,7 @@ pub fn pipeline_page(pipelines: &[Pipeline]) -> Page {
         let tables = Vertex {
             id: format!("{n}-tables"),
             parent: Some(lane_id.clone()),
-            x: cx(4) - tables_w / 2.0,
+            x: -tables_w / 2.0,
             y: cy + ICON / 2.0 + 40.0,
             w: tables_w,
             h: tables_h,
@@ -498,7 +498,7 @@ pub fn pipeline_page(pipelines: &[Pipeline]) -> Page {
             let s = if aws {
                 icon(
                     format!("{n}-schedule"),
-                    cx(1),
+                    0.0,
                     sched_cy,
                     vec![
                         deployed
@@ -513,7 +513,7 @@ pub fn pipeline_page(pipelines: &[Pipeline]) -> Page {
             } else {
                 boxed(
                     format!("{n}-schedule"),
-                    cx(1),
+                    0.0,
                     sched_cy,
                     vec!["schedule".into(), schedule],
                     Shape::Box { role: Role::Schedule },

@@ -279,13 +279,7 @@ fn the_start_goes_into_a_body_field_or_a_placeholder() {
     env.api.put("since-9", r#"{"results": [{"n": 9}, {"n": 12}]}"#, &[]);
     run(&spec);
     run(&spec);
-    let asked: Vec<String> = env
-        .api
-        .requests()
-        .into_iter()
-        .map(|r| r.target)
-        .filter(|t| t.starts_with("/dyn/"))
-        .collect();
+    let asked = env.api.targets_under("/dyn/");
     assert_eq!(asked, ["/dyn/since-5", "/dyn/since-9"]);
     assert_eq!(
         env.scalar("SELECT string_agg(n::text, ',' ORDER BY n) FROM dynamic.event")

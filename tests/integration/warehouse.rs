@@ -485,13 +485,7 @@ fn the_incremental_state_moves_with_the_data(wh: Wh) {
         state.stdout
     );
     env.run(&spec).success();
-    let asked: Vec<String> = env
-        .api
-        .requests()
-        .into_iter()
-        .map(|r| r.target)
-        .filter(|t| t.starts_with("/dyn/"))
-        .collect();
+    let asked = env.api.targets_under("/dyn/");
     assert_eq!(asked, ["/dyn/since-5", "/dyn/since-9"]);
     let ns: Vec<String> = env
         .wh

@@ -207,6 +207,15 @@ impl ApiServer {
         *self.state.tokens.lock().unwrap()
     }
 
+    /// The targets (path and query) of the requests under `prefix`, in order.
+    pub fn targets_under(&self, prefix: &str) -> Vec<String> {
+        self.requests()
+            .into_iter()
+            .map(|r| r.target)
+            .filter(|t| t.starts_with(prefix))
+            .collect()
+    }
+
     pub fn requests(&self) -> Vec<Logged> {
         self.state.log.lock().unwrap().clone()
     }
