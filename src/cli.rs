@@ -64,6 +64,25 @@ enum SchemaFormat {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum InitAuth {
+    /// `Authorization: Bearer <token>`.
+    Bearer,
+    /// A key in a header (or query parameter, with --key-in query).
+    #[value(name = "api_key")]
+    ApiKey,
+    /// HTTP basic authentication.
+    Basic,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum KeyIn {
+    /// In a request header.
+    Header,
+    /// In a query parameter.
+    Query,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum LogFormat {
     /// Human-readable lines.
     Text,
@@ -73,6 +92,50 @@ enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Write a spec from an API's first pages: the records, the pagination (followed two
+    /// pages to confirm), typed columns, keys, references and nested tables.
+    Init {
+        /// The URL of the API's first page; several URLs of one API give one resource each.
+        #[arg(required = true, value_name = "URL")]
+        urls: Vec<String>,
+        /// The pipeline's name (default: from the API's host name).
+        #[arg(long, conflicts_with = "append")]
+        name: Option<String>,
+        /// The resource's name (default: from the records' key or the URL's path).
+        #[arg(long)]
+        resource: Option<String>,
+        /// The API's authentication; the secret is read from the variable the spec names
+        /// (`<NAME>_TOKEN`, `<NAME>_API_KEY` or `<NAME>_USERNAME` + `<NAME>_PASSWORD`).
+        #[arg(long, value_enum, conflicts_with = "append")]
+        auth: Option<InitAuth>,
+        /// The variable holding the token, API key or password instead of the default.
+        #[arg(long, value_name = "VAR", requires = "auth")]
+        auth_var: Option<String>,
+        /// With `--auth api_key`: the header (or query parameter) that carries the key.
+        #[arg(long, value_name = "NAME", default_value = "X-API-Key")]
+        key_name: String,
+        /// With `--auth api_key`: send the key in a `header` or the `query`.
+        #[arg(long, value_enum, default_value_t = KeyIn::Header)]
+        key_in: KeyIn,
+        /// Pages to read of each URL, the first included (at least 2 confirm pagination).
+        #[arg(long, value_name = "N", default_value_t = 3)]
+        pages: u64,
+        /// Stop sampling after this much response data.
+        #[arg(long, value_name = "SIZE", default_value = "32MiB", value_parser = parse_size)]
+        max_bytes: u64,
+        /// Stop sampling after this long.
+        #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+        max_time: std::time::Duration,
+        /// The spec to write (stdout when absent); an existing file needs --force.
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<String>,
+        /// Add the URLs as new resources of this spec (written back to it, or to -o).
+        #[arg(long, value_name = "SPEC")]
+        append: Option<String>,
+        /// Overwrite the file given with -o.
+        #[arg(long)]
+        force: bool,
+    },
     /// Check spec files offline (no environment, secrets or network needed).
     Validate {
         /// Spec files to check.
@@ -294,6 +357,35 @@ pub fn main() -> ExitCode {
         init_logging(cli.quiet, cli.log_format, show_progress);
     }
     ExitCode::from(match cli.command {
+        Command::Init {
+            urls,
+            name,
+            resource,
+            auth,
+            auth_var,
+            key_name,
+            key_in,
+            pages,
+            max_bytes,
+            max_time,
+            output,
+            append,
+            force,
+        } => {
+            let opts = InitArgs {
+                urls,
+                name,
+                resource,
+                auth,
+                auth_var,
+                key_name,
+                key_in,
+                pages,
+                max_bytes,
+                max_time,
+            };
+            block_on(init(opts, output, append, force))
+        }
         Command::Validate { files, format } => validate(&files, format),
         Command::Schema { format } => {
             match format {
@@ -491,6 +583,114 @@ async fn check(specs: &[String], api: bool) -> u8 {
         }
     }
     code
+}
+
+/// `init`'s sampling options.
+struct InitArgs {
+    urls: Vec<String>,
+    name: Option<String>,
+    resource: Option<String>,
+    auth: Option<InitAuth>,
+    auth_var: Option<String>,
+    key_name: String,
+    key_in: KeyIn,
+    pages: u64,
+    max_bytes: u64,
+    max_time: std::time::Duration,
+}
+
+async fn init(args: InitArgs, output: Option<String>, append: Option<String>, force: bool) -> u8 {
+    use crate::init::{AuthKind, Options};
+    if let Some(out) = &output {
+        if !force && append.as_deref() != Some(out.as_str()) && std::path::Path::new(out).exists() {
+            eprintln!("error: {out} exists; give --force to overwrite it");
+            return exit::FAILED;
+        }
+    }
+    let append_text = match &append {
+        Some(file) => match std::fs::read_to_string(file) {
+            Ok(text) => Some((file.clone(), text)),
+            Err(e) => {
+                eprintln!("error: cannot read {file}: {e}");
+                return exit::FAILED;
+            }
+        },
+        None => None,
+    };
+    let command = std::iter::once("sluice init".to_string())
+        .chain(
+            std::env::args()
+                .skip(2)
+                .filter(|a| !a.starts_with("--log-format") && a != "-q" && a != "--quiet"),
+        )
+        .collect::<Vec<_>>()
+        .join(" ");
+    let opts = Options {
+        urls: args.urls,
+        name: args.name,
+        resource: args.resource,
+        auth: args.auth.map(|a| match a {
+            InitAuth::Bearer => AuthKind::Bearer,
+            InitAuth::ApiKey => AuthKind::ApiKey,
+            InitAuth::Basic => AuthKind::Basic,
+        }),
+        auth_var: args.auth_var,
+        key_name: args.key_name,
+        key_in_query: args.key_in == KeyIn::Query,
+        pages: args.pages,
+        max_bytes: args.max_bytes,
+        max_time: args.max_time,
+        append: append_text,
+        command,
+    };
+    let written = match crate::init::init(&opts).await {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return match e {
+                crate::init::InitError::Usage(_) => exit::USAGE,
+                _ => exit::FAILED,
+            };
+        }
+    };
+    for r in &written.resources {
+        tracing::info!(
+            "{}: {} records on {} pages; paginate {}; {} columns{}",
+            r.name,
+            r.records,
+            r.pages,
+            r.paginate,
+            r.columns,
+            match r.nested {
+                0 => String::new(),
+                n => format!(", {n} nested table{}", if n == 1 { "" } else { "s" }),
+            }
+        );
+    }
+    let target = output.or(append);
+    match target {
+        None => print!("{}", written.text),
+        Some(path) => {
+            if let Err(e) = crate::util::write_file_atomic(std::path::Path::new(&path), written.text.as_bytes()) {
+                eprintln!("error: cannot write {path}: {e}");
+                return exit::FAILED;
+            }
+            tracing::info!(
+                "wrote {path} ({} requests, {}); next: sluice run {path}",
+                written.requests,
+                crate::init::render::bytes(written.bytes)
+            );
+        }
+    }
+    exit::OK
+}
+
+fn parse_size(text: &str) -> Result<u64, String> {
+    crate::spec::units::ByteSize::parse(text).map(|b| b.0)
+}
+
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    crate::spec::units::Duration::parse(text).map(|d| d.0)
 }
 
 /// `30m`, `12h`, `7d`: an age for `gc`.

@@ -9,6 +9,7 @@ pub mod cli;
 pub mod diagram;
 pub mod extract;
 pub mod incremental;
+pub mod init;
 pub mod load;
 pub mod progress;
 pub mod resolve;

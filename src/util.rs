@@ -57,6 +57,20 @@ pub fn temp_file_in(dir: &std::path::Path) -> std::io::Result<tempfile::NamedTem
     tempfile::Builder::new().prefix(&temp_prefix()).tempfile_in(dir)
 }
 
+/// Write a file whole or not at all: a temporary file beside it, then a rename.
+pub fn write_file_atomic(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => std::path::Path::new("."),
+    };
+    let mut tmp = temp_file_in(dir)?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
 /// A temporary folder under the system's temporary folder, named with [`temp_prefix`] and
 /// removed when dropped.
 pub fn temp_dir() -> std::io::Result<tempfile::TempDir> {

@@ -9,6 +9,7 @@ mod failearly;
 mod foreach;
 mod geometry;
 mod incremental;
+mod init;
 mod load;
 mod nested;
 mod pagination;

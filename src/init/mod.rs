@@ -1,0 +1,525 @@
+//! `sluice init`: a working, typed spec from one URL (or several of one API). It reads
+//! the first pages, finds the records and the pagination, infers the columns and keys,
+//! and writes a commented spec that compiles, or adds the resources to an existing one.
+//!
+//! `sample` talks to the API (through sluice's own client, paginators and extractor),
+//! `infer` turns records into a table, `render` writes the YAML.
+
+pub mod infer;
+pub mod render;
+pub mod sample;
+
+use std::time::{Duration, Instant};
+
+use url::Url;
+
+use crate::resolve::Needs;
+use crate::spec::pipeline::Target;
+use crate::util::Secrets;
+use crate::value::ColumnType;
+
+use infer::{Context, Known};
+use sample::{Budget, Sampled, Sampler};
+
+/// How `init` authenticates, and writes `source.auth`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthKind {
+    Bearer,
+    ApiKey,
+    Basic,
+}
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub urls: Vec<String>,
+    /// The pipeline's name (a new spec).
+    pub name: Option<String>,
+    /// The resource's name (one URL).
+    pub resource: Option<String>,
+    pub auth: Option<AuthKind>,
+    /// The variable holding the token, API key or password.
+    pub auth_var: Option<String>,
+    /// `--auth api_key`: the header (or query parameter) name.
+    pub key_name: String,
+    pub key_in_query: bool,
+    pub pages: u64,
+    pub max_bytes: u64,
+    pub max_time: Duration,
+    /// Add to this spec instead of writing a new one: its file name and text.
+    pub append: Option<(String, String)>,
+    /// The command line, for the comment at the top.
+    pub command: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    #[error("{0}")]
+    Usage(String),
+    #[error("{0}")]
+    Spec(String),
+    #[error("{0}")]
+    Env(String),
+    #[error("the API answered HTTP {status}: {hint}\n  ({detail})")]
+    Refused { status: u16, hint: String, detail: String },
+    #[error("{0}")]
+    Sample(String),
+    #[error("sampling stopped before the first page was understood: {0}")]
+    Budget(String),
+    #[error("init wrote a spec that does not compile (a bug; please report it):\n{0}")]
+    Internal(String),
+}
+
+/// The spec written, and what was sampled.
+pub struct Written {
+    pub text: String,
+    pub resources: Vec<Summary>,
+    pub requests: u64,
+    pub bytes: u64,
+    /// References left out because with them the spec would not compile.
+    pub dropped_references: bool,
+}
+
+pub struct Summary {
+    pub name: String,
+    pub records: usize,
+    pub pages: u64,
+    pub paginate: String,
+    pub columns: usize,
+    pub nested: usize,
+}
+
+/// One resource being written.
+struct Draft {
+    name: String,
+    path: String,
+    sampled: Sampled,
+}
+
+pub async fn init(opts: &Options) -> Result<Written, InitError> {
+    let urls: Vec<Url> = opts
+        .urls
+        .iter()
+        .map(|u| {
+            let url = Url::parse(u).map_err(|e| InitError::Usage(format!("`{u}` is not a URL: {e}")))?;
+            match url.scheme() {
+                "http" | "https" => Ok(url),
+                s => Err(InitError::Usage(format!("`{u}`: init reads http(s) APIs, not `{s}:`"))),
+            }
+        })
+        .collect::<Result<_, _>>()?;
+    let Some(first) = urls.first() else {
+        return Err(InitError::Usage("give the URL of the API's first page".into()));
+    };
+    if let Some(other) = urls.iter().find(|u| u.origin() != first.origin()) {
+        return Err(InitError::Usage(format!(
+            "all URLs of one spec share one API origin: {} is not on {}",
+            other,
+            first.origin().ascii_serialization()
+        )));
+    }
+    if opts.resource.is_some() && urls.len() > 1 {
+        return Err(InitError::Usage(
+            "--resource names one resource: give one URL with it".into(),
+        ));
+    }
+    let secrets = Secrets::default();
+    // The API's client: the existing spec's source, or the new one's.
+    let (pipeline, pipeline_name, auth_var) = match &opts.append {
+        Some((file, text)) => {
+            let p =
+                crate::spec::compile_text(file, text).map_err(|d| InitError::Spec(render::diagnostics(text, &d)))?;
+            let name = p.name().to_string();
+            (p, name, None)
+        }
+        None => {
+            let name = match &opts.name {
+                Some(n) => n.clone(),
+                None => default_pipeline_name(first),
+            };
+            crate::spec::ident::check_identifier(&name).map_err(|e| InitError::Usage(format!("--name: {e}")))?;
+            let (auth, var) = auth_yaml(opts, &name);
+            let client_spec = format!(
+                "version: 1\nname: {name}\nsource:\n  base_url: {}\n  auth: {auth}\n  retry: {{max_attempts: 3}}\nstaging:\n  location: file:///nonexistent\nwarehouse:\n  url: sqlite://probe.db\n  schema: probe\nresources:\n{}",
+                render::scalar(&origin(first).replace('$', "$$"), false),
+                render::probe_resource("probe", "/", "$[*]", &sample::Paging::None)
+            );
+            let p = crate::spec::compile_text("init", &client_spec)
+                .map_err(|d| InitError::Internal(render::diagnostics(&client_spec, &d)))?;
+            (p, name, var)
+        }
+    };
+    let resolved = crate::resolve::resolve(&pipeline, Needs::DRY_RUN, &secrets).map_err(|e| {
+        let text = secrets.mask(&e.to_string());
+        match &auth_var {
+            Some(var) => InitError::Env(format!(
+                "{text}\n  --auth reads the secret from `{var}`: export {var}=… (or name another variable with --auth-var)"
+            )),
+            None => InitError::Env(text),
+        }
+    })?;
+    let client = crate::extract::http::Client::new(pipeline.source(), resolved.source(), &secrets)
+        .map_err(|e| InitError::Env(secrets.mask(&e.to_string())))?;
+    let base_url = client.base_url().trim_end_matches('/').to_string();
+    let base = Url::parse(&base_url).map_err(|e| InitError::Spec(format!("source.base_url: {e}")))?;
+    let base_path = base.path().trim_end_matches('/').to_string();
+
+    // Names taken: the existing spec's resources and tables.
+    let mut taken: Vec<String> = Vec::new();
+    let mut known: Vec<Known> = Vec::new();
+    if opts.append.is_some() {
+        for r in pipeline.resources() {
+            taken.push(r.name.clone());
+            taken.extend(r.tables.iter().map(|t| t.name.clone()));
+            if let (Target::Path(path), None, Some(t)) = (&r.target, &r.for_each, r.tables.first()) {
+                if let [key] = t.primary_key.as_slice() {
+                    let ty = t.column(key).map(|c| c.column_type).unwrap_or(ColumnType::Text);
+                    known.push(Known {
+                        path: format!("{base_path}/{}", path.trim_matches('/')),
+                        table: t.name.clone(),
+                        key: key.clone(),
+                        key_type: ty,
+                    });
+                }
+            }
+        }
+    }
+
+    let mut sampler = Sampler {
+        client: &client,
+        secrets: &secrets,
+        budget: Budget {
+            pages: opts.pages.max(1),
+            max_bytes: opts.max_bytes,
+            bytes: 0,
+            requests: 0,
+            deadline: Instant::now() + opts.max_time,
+        },
+        auth: match (&opts.append, &auth_var) {
+            (Some(_), _) => Some("the spec's `source.auth`".into()),
+            (None, Some(var)) => Some(format!("`{var}`")),
+            (None, None) => None,
+        },
+    };
+    let mut drafts = Vec::new();
+    for url in &urls {
+        if url.origin() != base.origin() || !url.path().starts_with(&base_path) {
+            return Err(InitError::Usage(format!(
+                "{url} is not below the spec's base URL {base_url}"
+            )));
+        }
+        let path = match &opts.append {
+            Some(_) => format!("/{}", url.path()[base_path.len()..].trim_start_matches('/')),
+            None => url.path().to_string(),
+        };
+        let guess = opts.resource.clone().unwrap_or_else(|| resource_name(url));
+        tracing::info!(
+            "{guess}: GET {}",
+            secrets.mask(&crate::extract::http::shown_url(url.as_str()))
+        );
+        let sampled = sampler.sample(url, &base_url, &guess).await?;
+        let name = match &opts.resource {
+            Some(n) => {
+                crate::spec::ident::check_identifier(n).map_err(|e| InitError::Usage(format!("--resource: {e}")))?;
+                if taken.contains(n) {
+                    return Err(InitError::Usage(format!(
+                        "the spec already has a resource or table `{n}`"
+                    )));
+                }
+                n.clone()
+            }
+            None => free_name(&name_from_records(&sampled.records_path).unwrap_or(guess), &taken),
+        };
+        taken.push(name.clone());
+        drafts.push(Draft { name, path, sampled });
+    }
+
+    // Two passes: first each table alone (for its key), then with every resource known,
+    // so that URL fields reference the resources serving them.
+    for d in &drafts {
+        let t = infer::table(&d.sampled.records, &context(d, &[]));
+        if let [key] = t.primary_key.as_slice() {
+            let ty = t
+                .columns
+                .iter()
+                .find(|c| c.name == *key)
+                .and_then(|c| c.ty)
+                .unwrap_or(ColumnType::Text);
+            known.push(Known {
+                path: d.sampled.url.path().trim_end_matches('/').to_string(),
+                table: d.name.clone(),
+                key: key.clone(),
+                key_type: ty,
+            });
+        }
+    }
+    let tables: Vec<infer::Table> = drafts
+        .iter()
+        .map(|d| infer::table(&d.sampled.records, &context(d, &known)))
+        .collect();
+
+    let compose = |with_references: bool| -> String {
+        let indent = match &opts.append {
+            Some((_, text)) => list_indent(text),
+            None => "  ".to_string(),
+        };
+        let blocks: Vec<String> = drafts
+            .iter()
+            .zip(&tables)
+            .map(|(d, t)| render::resource(&d.sampled, &d.name, &d.path, t, &indent, with_references))
+            .collect();
+        match &opts.append {
+            Some((_, text)) => append_resources(text, &blocks),
+            None => {
+                let auth = auth_yaml(opts, &pipeline_name).0;
+                let head = render::head(&render::Head {
+                    command: &opts.command,
+                    name: &pipeline_name,
+                    base_url: &origin(first),
+                    auth: &auth,
+                });
+                format!("{head}{}", blocks.join("\n"))
+            }
+        }
+    };
+    let file = opts.append.as_ref().map(|(f, _)| f.as_str()).unwrap_or("init");
+    let mut text = compose(true);
+    let mut dropped_references = false;
+    if let Err(d) = crate::spec::compile_text(file, &text) {
+        let without = compose(false);
+        if crate::spec::compile_text(file, &without).is_ok() {
+            tracing::warn!(
+                "the references init found would not compile together ({}); they are left out",
+                render::diagnostics(&text, &d).lines().next().unwrap_or("")
+            );
+            text = without;
+            dropped_references = true;
+        } else {
+            return Err(InitError::Internal(render::diagnostics(&text, &d)));
+        }
+    }
+    let resources = drafts
+        .iter()
+        .zip(&tables)
+        .map(|(d, t)| Summary {
+            name: d.name.clone(),
+            records: d.sampled.records.len(),
+            pages: d.sampled.pages,
+            paginate: render::paging_flow(&d.sampled.paging),
+            columns: t.columns.len(),
+            nested: t.nested.len(),
+        })
+        .collect();
+    Ok(Written {
+        text,
+        resources,
+        requests: sampler.budget.requests,
+        bytes: sampler.budget.bytes,
+        dropped_references,
+    })
+}
+
+fn context<'a>(d: &'a Draft, known: &'a [Known]) -> Context<'a> {
+    Context {
+        table: &d.name,
+        own_path: d.sampled.url.path().trim_end_matches('/'),
+        known,
+        complete: d.sampled.complete,
+    }
+}
+
+/// `scheme://host[:port]`.
+fn origin(url: &Url) -> String {
+    url.origin().ascii_serialization()
+}
+
+/// `source.auth` as YAML, and the variable holding the secret.
+fn auth_yaml(opts: &Options, name: &str) -> (String, Option<String>) {
+    let upper = name.to_ascii_uppercase();
+    let var = |default: &str| opts.auth_var.clone().unwrap_or_else(|| format!("{upper}_{default}"));
+    match opts.auth {
+        None => ("none".into(), None),
+        Some(AuthKind::Bearer) => {
+            let v = var("TOKEN");
+            (format!("{{type: bearer, token: \"${{{v}}}\"}}"), Some(v))
+        }
+        Some(AuthKind::ApiKey) => {
+            let v = var("API_KEY");
+            let at = if opts.key_in_query { "query" } else { "header" };
+            (
+                format!(
+                    "{{type: api_key, name: {}, value: \"${{{v}}}\", in: {at}}}",
+                    render::scalar(&opts.key_name, true)
+                ),
+                Some(v),
+            )
+        }
+        Some(AuthKind::Basic) => {
+            let v = var("PASSWORD");
+            (
+                format!("{{type: basic, username: \"${{{upper}_USERNAME}}\", password: \"${{{v}}}\"}}"),
+                Some(v),
+            )
+        }
+    }
+}
+
+/// The pipeline's name from the API's host: `api.github.com` → `github`; an address
+/// or `localhost` gives the first resource's name.
+fn default_pipeline_name(url: &Url) -> String {
+    let host = url.host_str().unwrap_or_default();
+    let labels: Vec<&str> = host.split('.').collect();
+    let ip = host.parse::<std::net::IpAddr>().is_ok() || host.starts_with('[') || labels.len() < 2;
+    if !ip {
+        if let Some(label) = labels[..labels.len() - 1]
+            .iter()
+            .find(|l| !["www", "api", "rest", "app", "data"].contains(l))
+        {
+            return infer::snake_case(label);
+        }
+    }
+    resource_name(url)
+}
+
+/// A resource's name from its URL's last meaningful segment (`/v1/charges` → `charges`,
+/// `/tickets/cursor.json` → `cursor`).
+fn resource_name(url: &Url) -> String {
+    let segment = url
+        .path_segments()
+        .into_iter()
+        .flatten()
+        .rev()
+        .map(|s| s.split('.').next().unwrap_or(s))
+        .find(|s| {
+            !s.is_empty()
+                && !s.chars().all(|c| c.is_ascii_digit())
+                && !(s.starts_with('v') && s[1..].chars().all(|c| c.is_ascii_digit()))
+                && *s != "api"
+        })
+        .unwrap_or("records");
+    infer::snake_case(segment)
+}
+
+/// The records' key as the name, when it names them (`tickets`), not a generic `data`.
+fn name_from_records(records_path: &str) -> Option<String> {
+    let key = records_path
+        .trim_end_matches("[*]")
+        .rsplit(['.', '\''])
+        .find(|s| !s.is_empty() && *s != "]" && *s != "[")?;
+    let generic = [
+        "$", "data", "results", "items", "records", "entries", "list", "values", "nodes", "edges", "objects", "rows",
+        "hits", "content", "elements", "response", "payload", "result",
+    ];
+    (!generic.contains(&key.to_ascii_lowercase().as_str())).then(|| infer::snake_case(key))
+}
+
+fn free_name(name: &str, taken: &[String]) -> String {
+    let mut out = name.to_string();
+    let mut n = 2;
+    while taken.contains(&out) {
+        out = format!("{name}_{n}");
+        n += 1;
+    }
+    out
+}
+
+/// The indentation of the `- ` entries of a spec's `resources:` list.
+fn list_indent(text: &str) -> String {
+    let mut in_resources = false;
+    for line in text.lines() {
+        if line.starts_with("resources:") {
+            in_resources = true;
+            continue;
+        }
+        if in_resources {
+            let trimmed = line.trim_start();
+            if trimmed.starts_with("- ") {
+                return line[..line.len() - trimmed.len()].to_string();
+            }
+        }
+    }
+    "  ".to_string()
+}
+
+/// The spec's text with `blocks` added at the end of its `resources:` list.
+fn append_resources(text: &str, blocks: &[String]) -> String {
+    let lines: Vec<&str> = text.split_inclusive('\n').collect();
+    let start = lines.iter().position(|l| l.starts_with("resources:"));
+    // The list ends before the next top-level key (or at the end of the file).
+    let end = start
+        .and_then(|s| {
+            lines[s + 1..]
+                .iter()
+                .position(|l| {
+                    l.chars()
+                        .next()
+                        .is_some_and(|c| !c.is_whitespace() && c != '#' && c != '-')
+                })
+                .map(|i| s + 1 + i)
+        })
+        .unwrap_or(lines.len());
+    // Before the blank lines and comments that close the list.
+    let mut at = end;
+    while at > 0 && start.is_some_and(|s| at > s + 1) && lines[at - 1].trim().is_empty() {
+        at -= 1;
+    }
+    let mut out: String = lines[..at].concat();
+    if !out.ends_with('\n') {
+        out.push('\n');
+    }
+    for b in blocks {
+        out.push('\n');
+        out.push_str(b);
+    }
+    let rest: String = lines[at..].concat();
+    if !rest.is_empty() && !rest.starts_with('\n') {
+        out.push('\n');
+    }
+    out.push_str(&rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_from_urls() {
+        let u = |s: &str| Url::parse(s).unwrap();
+        assert_eq!(
+            default_pipeline_name(&u("https://api.github.com/repos/a/b/issues")),
+            "github"
+        );
+        assert_eq!(
+            default_pipeline_name(&u("https://rest.coincap.io/v3/exchanges")),
+            "coincap"
+        );
+        assert_eq!(
+            default_pipeline_name(&u("http://127.0.0.1:8080/api/character")),
+            "character"
+        );
+        assert_eq!(
+            resource_name(&u("https://x.io/api/v2/incremental/tickets/cursor.json")),
+            "cursor"
+        );
+        assert_eq!(resource_name(&u("https://x.io/v1/charges")), "charges");
+        assert_eq!(name_from_records("$.tickets[*]").as_deref(), Some("tickets"));
+        assert_eq!(name_from_records("$.results[*]"), None);
+        assert_eq!(name_from_records("$[*]"), None);
+    }
+
+    #[test]
+    fn appends_inside_the_resources_list() {
+        let text = "version: 1\nresources:\n    - name: a\n      path: /a\n\nwarehouse:\n  url: x\n";
+        assert_eq!(list_indent(text), "    ");
+        let out = append_resources(text, &["    - name: b\n".to_string()]);
+        assert_eq!(
+            out,
+            "version: 1\nresources:\n    - name: a\n      path: /a\n\n    - name: b\n\nwarehouse:\n  url: x\n"
+        );
+        let last = "resources:\n  - name: a\n";
+        assert_eq!(
+            append_resources(last, &["  - name: b\n".to_string()]),
+            "resources:\n  - name: a\n\n  - name: b\n"
+        );
+    }
+}

@@ -1,0 +1,312 @@
+//! The YAML `init` writes: written by hand rather than serialised, so that the spec
+//! reads like one a person wrote (flow-style columns, one a line) and carries comments
+//! that say what was seen.
+
+use crate::spec::Pipeline;
+use crate::value::ColumnType;
+
+use super::infer::{Col, Table};
+use super::sample::{human_bytes, CursorFrom, Paging, Sampled};
+use super::InitError;
+
+/// A scalar as YAML, quoted when a plain one would read as something else. `flow`: it
+/// stands inside `{…}` or `[…]`, where `,[]{}` end a plain scalar.
+pub fn scalar(text: &str, flow: bool) -> String {
+    let keyword = matches!(
+        text.to_ascii_lowercase().as_str(),
+        "" | "~" | "null" | "true" | "false" | "yes" | "no" | "on" | "off" | "y" | "n"
+    );
+    let numeric = text.parse::<f64>().is_ok() || text.starts_with(['.', '-', '+']) && text[1..].parse::<f64>().is_ok();
+    let first_ok = text
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '$' | '/' | '.'));
+    let chars_ok = text.chars().all(|c| {
+        c.is_ascii_alphanumeric()
+            || matches!(
+                c,
+                '_' | '$' | '/' | '.' | '-' | '*' | '@' | '(' | ')' | '+' | '=' | '?' | '&'
+            )
+            || (!flow && matches!(c, '[' | ']' | ' ' | ','))
+            || (c == ':' && !flow)
+    });
+    let plain = !keyword
+        && !numeric
+        && first_ok
+        && chars_ok
+        && !text.contains(": ")
+        && !text.ends_with(':')
+        && !text.contains(" #")
+        && !text.ends_with(' ');
+    match plain {
+        true => text.to_string(),
+        false => serde_json::Value::String(text.to_string()).to_string(),
+    }
+}
+
+fn flow(text: &str) -> String {
+    scalar(text, true)
+}
+
+/// `paginate:` in flow style.
+pub fn paging_flow(p: &Paging) -> String {
+    let stop = |s: &Option<(String, bool)>| match s {
+        Some((path, v)) => format!(", stop_when: {{path: {}, equals: {v}}}", flow(path)),
+        None => String::new(),
+    };
+    match p {
+        Paging::None => "{type: none}".into(),
+        Paging::NextUrl { next, stop: s } => format!("{{type: next_url, next: {}{}}}", flow(next), stop(s)),
+        Paging::LinkHeader => "{type: link_header}".into(),
+        Paging::Cursor { from, param, stop: s } => {
+            let from = match from {
+                CursorFrom::Body(p) => format!("cursor: {}", flow(p)),
+                CursorFrom::LastRecord(p) => format!("last_record: {}", flow(p)),
+                CursorFrom::Header(h) => format!("header: {}", flow(h)),
+            };
+            format!("{{type: cursor, {from}, param: {}{}}}", flow(param), stop(s))
+        }
+        Paging::PageNumber {
+            param,
+            start,
+            total_pages,
+        } => {
+            let total = total_pages
+                .as_ref()
+                .map(|t| format!(", total_pages: {}", flow(t)))
+                .unwrap_or_default();
+            format!("{{type: page_number, param: {}, start: {start}{total}}}", flow(param))
+        }
+        Paging::Offset {
+            limit_param,
+            offset_param,
+            limit,
+            total,
+        } => {
+            let total = total
+                .as_ref()
+                .map(|t| format!(", total: {}", flow(t)))
+                .unwrap_or_default();
+            format!(
+                "{{type: offset, limit: {limit}, limit_param: {}, offset_param: {}{total}}}",
+                flow(limit_param),
+                flow(offset_param)
+            )
+        }
+    }
+}
+
+/// A resource entry to compile for following pages: the real request and pagination,
+/// a placeholder table.
+pub fn probe_resource(name: &str, path: &str, records: &str, paging: &Paging) -> String {
+    format!(
+        "  - name: {}\n    path: {}\n    records: {}\n    paginate: {}\n    table:\n      name: probe\n      columns:\n        - {{name: record, type: jsonb, path: $}}\n",
+        scalar(name, false),
+        scalar(path, false),
+        scalar(records, false),
+        paging_flow(paging)
+    )
+}
+
+/// A spec around one probe resource: one request at a time, no retries beyond two.
+pub fn probe_pipeline(base_url: &str, resource: &str) -> Result<Pipeline, InitError> {
+    let text = format!(
+        "version: 1\nname: init_probe\nsource:\n  base_url: {}\n  concurrency: 1\n  retry: {{max_attempts: 2}}\nstaging:\n  location: file:///nonexistent\nwarehouse:\n  url: sqlite://probe.db\n  schema: probe\nresources:\n{resource}",
+        scalar(&base_url.replace('$', "$$"), false)
+    );
+    crate::spec::compile_text("init", &text).map_err(|d| InitError::Internal(diagnostics(&text, &d)))
+}
+
+pub fn diagnostics(text: &str, d: &[crate::spec::Diagnostic]) -> String {
+    d.iter()
+        .map(|d| d.render_human(Some(text)))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn column_line(c: &Col, with_references: bool) -> String {
+    let mut parts = vec![format!("name: {}", flow(&c.name))];
+    if let Some(ty) = c.ty {
+        parts.push(format!("type: {}", ty.name()));
+    }
+    if let Some(p) = &c.path {
+        parts.push(format!("path: {}", flow(p)));
+    }
+    if let Some(p) = &c.from_parent {
+        parts.push(format!("from_parent: {}", flow(p)));
+    }
+    if let Some(m) = c.meta {
+        parts.push(format!("meta: {m}"));
+    }
+    match c.transforms.as_slice() {
+        [] => {}
+        [one] => parts.push(format!("transform: {}", one.name())),
+        many => parts.push(format!(
+            "transform: [{}]",
+            many.iter().map(|t| t.name()).collect::<Vec<_>>().join(", ")
+        )),
+    }
+    if c.not_null {
+        parts.push("nullable: false".into());
+    }
+    if c.optional {
+        parts.push("optional: true".into());
+    }
+    if let (Some(r), true) = (&c.references, with_references) {
+        parts.push(format!("references: {}", flow(r)));
+    }
+    let line = format!("{{{}}}", parts.join(", "));
+    match c.why.is_empty() {
+        true => line,
+        false => format!("{line}  # {}", one_line(&c.why)),
+    }
+}
+
+fn one_line(text: &str) -> String {
+    text.replace(['\n', '\r'], " ")
+}
+
+fn comment(out: &mut String, indent: &str, text: &str) {
+    for line in wrap(&one_line(text), 92usize.saturating_sub(indent.len())) {
+        out.push_str(&format!("{indent}# {line}\n"));
+    }
+}
+
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut lines = vec![String::new()];
+    for word in text.split(' ') {
+        let last = lines.last_mut().expect("one line at least");
+        if !last.is_empty() && last.len() + 1 + word.len() > width {
+            lines.push(word.to_string());
+        } else {
+            if !last.is_empty() {
+                last.push(' ');
+            }
+            last.push_str(word);
+        }
+    }
+    lines
+}
+
+fn table(out: &mut String, t: &Table, indent: &str, write: bool, with_references: bool) {
+    let more = format!("{indent}  ");
+    for n in &t.notes {
+        comment(out, indent, n);
+    }
+    out.push_str(&format!("{indent}name: {}\n", scalar(&t.name, false)));
+    if let Some(each) = &t.each {
+        out.push_str(&format!("{indent}each: {}\n", scalar(each, false)));
+    }
+    if write {
+        let mode = if t.primary_key.is_empty() { "append" } else { "merge" };
+        out.push_str(&format!("{indent}write: {mode}\n"));
+    }
+    if !t.primary_key.is_empty() {
+        out.push_str(&format!(
+            "{indent}primary_key: [{}]\n",
+            t.primary_key.iter().map(|k| flow(k)).collect::<Vec<_>>().join(", ")
+        ));
+    }
+    out.push_str(&format!("{indent}columns:\n"));
+    for c in &t.columns {
+        out.push_str(&format!("{more}- {}\n", column_line(c, with_references)));
+    }
+    if !t.nested.is_empty() {
+        out.push_str(&format!("{indent}nested:\n"));
+        for n in &t.nested {
+            let mut block = String::new();
+            table(&mut block, n, &format!("{more}  "), false, with_references);
+            // The first line of the entry carries the `- `.
+            let entry = block.replacen(&format!("{more}  name:"), &format!("{more}- name:"), 1);
+            out.push_str(&entry);
+        }
+    }
+}
+
+/// One resource entry, at `indent` (the column of its `- `), with its comments.
+pub fn resource(s: &Sampled, name: &str, path: &str, t: &Table, indent: &str, with_references: bool) -> String {
+    let mut out = String::new();
+    let inner = format!("{indent}  ");
+    comment(
+        &mut out,
+        indent,
+        &format!("GET {}", crate::extract::http::shown_url(s.url.as_str())),
+    );
+    comment(&mut out, indent, &format!("records: {}", s.records_why));
+    comment(&mut out, indent, &format!("paginate: {}", s.paging_why));
+    let sampled = format!(
+        "sampled {} record{} on {} page{}{}",
+        s.records.len(),
+        if s.records.len() == 1 { "" } else { "s" },
+        s.pages,
+        if s.pages == 1 { "" } else { "s" },
+        match (&s.stopped, s.complete) {
+            (Some(why), _) => format!(", then stopped: {why}"),
+            (None, true) => ", every record the API has".to_string(),
+            (None, false) => String::new(),
+        }
+    );
+    comment(&mut out, indent, &sampled);
+    out.push_str(&format!("{indent}- name: {}\n", scalar(name, false)));
+    out.push_str(&format!("{inner}path: {}\n", scalar(path, false)));
+    if !s.params.is_empty() {
+        out.push_str(&format!("{inner}params:\n"));
+        for (k, v) in &s.params {
+            out.push_str(&format!(
+                "{inner}  {}: {}\n",
+                scalar(k, false),
+                scalar(&v.replace('$', "$$"), false)
+            ));
+        }
+    }
+    out.push_str(&format!("{inner}records: {}\n", scalar(&s.records_path, false)));
+    out.push_str(&format!("{inner}paginate: {}\n", paging_flow(&s.paging)));
+    out.push_str(&format!("{inner}table:\n"));
+    table(&mut out, t, &format!("{inner}  "), true, with_references);
+    out
+}
+
+/// What a new spec says above its resources.
+pub struct Head<'a> {
+    pub command: &'a str,
+    pub name: &'a str,
+    pub base_url: &'a str,
+    pub auth: &'a str,
+}
+
+pub fn head(h: &Head) -> String {
+    let var = format!("{}_BASE_URL", h.name.to_ascii_uppercase());
+    format!(
+        "# Written by `{}`.\n\
+         # Check the types, keys and names, then: sluice validate <this file> && sluice run <this file>\n\
+         version: 1\n\
+         name: {}\n\
+         source:\n  \
+           base_url: ${{{var}:-{}}}\n  \
+           auth: {}\n  \
+           timeout: 30s\n  \
+           retry: {{max_attempts: 5, initial_backoff: 500ms, max_backoff: 30s}}\n\
+         staging:\n  \
+           location: ${{SLUICE_STAGING:-file://.sluice/staging}}\n\
+         warehouse:\n  \
+           url: ${{DATABASE_URL:-sqlite://.sluice/{}.db}}\n  \
+           schema: {}\n\
+         resources:\n",
+        one_line(h.command),
+        h.name,
+        h.base_url.replace('$', "$$"),
+        h.auth,
+        h.name,
+        h.name
+    )
+}
+
+/// The type name of a key column, for messages.
+pub fn type_name(t: ColumnType) -> &'static str {
+    t.name()
+}
+
+/// Sizes for the summary line.
+pub fn bytes(n: u64) -> String {
+    human_bytes(n)
+}

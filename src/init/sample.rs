@@ -1,0 +1,822 @@
+//! The network side of `init`: fetch the first page, find the records and the
+//! pagination (probing query parameters where the page does not say), then sample more
+//! pages through sluice's own extractor and paginator, so that what is written is what
+//! was seen to work. Bounded by pages, bytes and time.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use url::Url;
+
+use crate::extract::http::{Client, Response};
+use crate::extract::paginate::{with_param, Request};
+use crate::extract::{ExtractError, RecordSink, Records};
+use crate::spec::pipeline::HttpMethod;
+use crate::util::Secrets;
+
+use super::infer::path_step;
+use super::render;
+use super::InitError;
+
+/// How pages follow each other, as the spec will say it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Paging {
+    None,
+    NextUrl {
+        next: String,
+        stop: Option<(String, bool)>,
+    },
+    LinkHeader,
+    Cursor {
+        from: CursorFrom,
+        param: String,
+        stop: Option<(String, bool)>,
+    },
+    PageNumber {
+        param: String,
+        start: u64,
+        total_pages: Option<String>,
+    },
+    Offset {
+        limit_param: String,
+        offset_param: String,
+        limit: u64,
+        total: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum CursorFrom {
+    Body(String),
+    LastRecord(String),
+    Header(String),
+}
+
+/// Limits of the sampling, shared by every URL of one `init`.
+pub struct Budget {
+    pub pages: u64,
+    pub max_bytes: u64,
+    pub bytes: u64,
+    pub requests: u64,
+    pub deadline: Instant,
+}
+
+impl Budget {
+    fn left(&self) -> Duration {
+        self.deadline.saturating_duration_since(Instant::now())
+    }
+    fn out(&self) -> Option<String> {
+        if self.left().is_zero() {
+            return Some("the time limit (--max-time) ran out".into());
+        }
+        (self.bytes >= self.max_bytes).then(|| "the byte limit (--max-bytes) was reached".into())
+    }
+}
+
+/// What one URL showed.
+pub struct Sampled {
+    pub url: Url,
+    pub records_path: String,
+    pub records_why: String,
+    pub paging: Paging,
+    pub paging_why: String,
+    /// The URL's query parameters that stay the resource's own (not the paginator's).
+    pub params: Vec<(String, String)>,
+    pub records: Vec<Value>,
+    pub pages: u64,
+    /// Pagination ended within the sample: it holds every record.
+    pub complete: bool,
+    /// Why sampling stopped before the end, when it did.
+    pub stopped: Option<String>,
+}
+
+/// The network side of one `init`.
+pub struct Sampler<'a> {
+    pub client: &'a Client,
+    pub secrets: &'a Secrets,
+    pub budget: Budget,
+    /// `--auth` given: a 401/403 means the credentials, not their absence.
+    pub auth: Option<String>,
+}
+
+fn norm(key: &str) -> String {
+    key.chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .map(|c| c.to_ascii_lowercase())
+        .collect()
+}
+
+const NEXT_URL_KEYS: &[&str] = &[
+    "next",
+    "nexturl",
+    "nextpage",
+    "nextpageurl",
+    "nextlink",
+    "odatanextlink",
+    "afterurl",
+    "nexthref",
+];
+const CURSOR_KEYS: &[&str] = &[
+    "nextcursor",
+    "cursor",
+    "nextpagetoken",
+    "pagetoken",
+    "endcursor",
+    "after",
+    "continuation",
+    "continuationtoken",
+    "nexttoken",
+    "scrollid",
+    "next",
+];
+const MORE_KEYS: &[&str] = &["hasmore", "hasnextpage", "hasnext", "more", "moreitems"];
+const END_KEYS: &[&str] = &["endofstream", "islast", "islastpage", "done", "finished"];
+const TOTAL_KEYS: &[&str] = &[
+    "total",
+    "count",
+    "totalcount",
+    "totalresults",
+    "totalitems",
+    "totalrecords",
+    "totalentries",
+    "totalsize",
+];
+const PAGES_KEYS: &[&str] = &["pages", "totalpages", "pagecount", "numpages", "lastpage"];
+const CURSOR_HEADERS: &[&str] = &[
+    "x-next-cursor",
+    "x-next-page-token",
+    "next-cursor",
+    "x-cursor",
+    "x-continuation",
+];
+
+/// A scalar of the page outside the records: its JSONPath, key and value.
+struct Scalar<'v> {
+    path: String,
+    parent: String,
+    key: String,
+    value: &'v Value,
+}
+
+fn scalars<'v>(v: &'v Value, path: &str, parent: &str, skip: &str, depth: usize, out: &mut Vec<Scalar<'v>>) {
+    let Some(map) = v.as_object() else { return };
+    for (k, x) in map {
+        let p = format!("{path}{}", path_step(k));
+        if p == skip {
+            continue;
+        }
+        match x {
+            Value::Object(_) if depth < 3 => scalars(x, &p, k, skip, depth + 1, out),
+            Value::Object(_) | Value::Array(_) => {}
+            _ => out.push(Scalar {
+                path: p,
+                parent: parent.to_string(),
+                key: k.clone(),
+                value: x,
+            }),
+        }
+    }
+}
+
+/// The records of a page: the largest array of objects in it (or the page itself), and why.
+pub fn find_records(body: &Value) -> Result<(String, String), String> {
+    fn arrays<'v>(v: &'v Value, path: &str, depth: usize, out: &mut Vec<(String, usize, usize)>) {
+        if let Value::Object(map) = v {
+            for (k, x) in map {
+                let p = format!("{path}{}", path_step(k));
+                match x {
+                    Value::Array(items) if items.iter().all(|i| i.is_object()) => out.push((p, items.len(), depth)),
+                    Value::Object(_) if depth < 3 => arrays(x, &p, depth + 1, out),
+                    _ => {}
+                }
+            }
+        }
+    }
+    match body {
+        Value::Array(items) if items.iter().all(|i| i.is_object()) => Ok((
+            "$[*]".into(),
+            format!("the response is an array of {} objects", items.len()),
+        )),
+        Value::Array(items) => Err(format!(
+            "the response is an array of {} values that are not all objects",
+            items.len()
+        )),
+        Value::Object(map) => {
+            let mut found = Vec::new();
+            arrays(body, "$", 0, &mut found);
+            // The largest; among equals, the shallowest.
+            found.sort_by(|a, b| b.1.cmp(&a.1).then(a.2.cmp(&b.2)));
+            let Some((path, len, _)) = found.first().cloned() else {
+                let keys: Vec<&str> = map.keys().map(String::as_str).take(12).collect();
+                return Err(format!(
+                    "the response is an object with no array of objects in it (keys: {})",
+                    keys.join(", ")
+                ));
+            };
+            let others: Vec<&str> = map
+                .keys()
+                .map(String::as_str)
+                .filter(|k| !path.starts_with(&format!("${}", path_step(k))))
+                .take(8)
+                .collect();
+            let also = match others.is_empty() {
+                true => String::new(),
+                false => format!("; the page also has {}", others.join(", ")),
+            };
+            let why = match found.len() {
+                1 => format!("`{path}` is the page's array of objects ({len} items){also}"),
+                n => format!("`{path}` is the largest of the page's {n} arrays of objects ({len} items){also}"),
+            };
+            Ok((format!("{path}[*]"), why))
+        }
+        other => Err(format!("the response is {}, not an object or an array", kind(other))),
+    }
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// The records a records path selects (`$[*]` or `$.a.b[*]`), without the engine.
+fn select<'v>(body: &'v Value, records_path: &str) -> Vec<&'v Value> {
+    let path = crate::spec::jsonpath::JsonPath::parse(records_path).expect("init writes valid paths");
+    path.query(body)
+}
+
+fn fingerprints(records: &[&Value]) -> HashSet<String> {
+    records.iter().map(|r| r.to_string()).collect()
+}
+
+impl Sampler<'_> {
+    /// Fetch one URL as it is, within the budget; `None` when the budget is spent.
+    async fn get(&mut self, url: &Url, resource: &str, page: u64) -> Result<(Response, Value), InitError> {
+        if let Some(why) = self.budget.out() {
+            return Err(InitError::Budget(why));
+        }
+        let req = Request {
+            url: url.clone(),
+            body: None,
+        };
+        self.budget.requests += 1;
+        let fetched = tokio::time::timeout(
+            self.budget.left(),
+            self.client.fetch(HttpMethod::Get, &req, resource, page),
+        )
+        .await
+        .map_err(|_| InitError::Budget("the time limit (--max-time) ran out".into()))?;
+        let resp = fetched.map_err(|e| self.refused(e))?;
+        self.budget.bytes += resp.body.len() as u64;
+        let shown = self.secrets.mask(&crate::extract::http::shown_url(url.as_str()));
+        let body: Value = serde_json::from_slice(&resp.body).map_err(|e| {
+            InitError::Sample(format!(
+                "GET {shown}: the response is not JSON ({e}); it starts with: {}",
+                crate::extract::http::head(&resp.body)
+            ))
+        })?;
+        Ok((resp, body))
+    }
+
+    /// A failed request; a 401 or 403 says which option is missing.
+    fn refused(&self, e: ExtractError) -> InitError {
+        let text = self.secrets.mask(&crate::util::error_chain(&e));
+        match e {
+            ExtractError::Fetch {
+                status: Some(s @ (401 | 403)),
+                ..
+            } => InitError::Refused {
+                status: s,
+                hint: match &self.auth {
+                    None => "the API wants credentials: run `sluice init` again with `--auth bearer`, `--auth api_key` or `--auth basic`, the secret in the environment variable it names".into(),
+                    Some(var) => format!("the API refused the credentials read from {var}: check the value, or the kind given with --auth"),
+                },
+                detail: text,
+            },
+            _ => InitError::Sample(text),
+        }
+    }
+
+    /// Sample one URL: records, pagination, and records from up to `budget.pages` pages.
+    pub async fn sample(&mut self, url: &Url, base_url: &str, name: &str) -> Result<Sampled, InitError> {
+        let shown = crate::extract::http::shown_url(url.as_str());
+        let (resp, body) = self.get(url, name, 1).await?;
+        let (records_path, records_why) = find_records(&body)
+            .map_err(|why| InitError::Sample(format!("GET {shown}: cannot tell where the records are: {why}")))?;
+        let first: Vec<Value> = select(&body, &records_path).into_iter().cloned().collect();
+        tracing::info!(
+            "{name}: page 1: {} records in {} (records {records_path})",
+            first.len(),
+            human_bytes(resp.body.len() as u64)
+        );
+        if first.is_empty() {
+            return Err(InitError::Sample(format!(
+                "GET {shown}: {records_why}, but it is empty: init infers the columns from records; give a URL whose first page has some"
+            )));
+        }
+        let candidates = self.candidates(url, &resp, &body, &records_path, &first, name).await?;
+        let mut params: Vec<(String, String)> = url
+            .query_pairs()
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+        for (paging, why) in candidates {
+            let own: Vec<(String, String)> = params
+                .iter()
+                .filter(|(k, _)| !paginator_param(&paging, k))
+                .cloned()
+                .collect();
+            match self.follow(url, base_url, name, &records_path, &paging, &own).await {
+                Ok(Followed::Pages {
+                    records,
+                    pages,
+                    complete,
+                    stopped,
+                }) => {
+                    return Ok(Sampled {
+                        url: url.clone(),
+                        records_path,
+                        records_why,
+                        paging,
+                        paging_why: why,
+                        params: own,
+                        records,
+                        pages,
+                        complete,
+                        stopped,
+                    })
+                }
+                Ok(Followed::Repeats) => {
+                    tracing::info!(
+                        "{name}: {} repeats the records of page 1; not that",
+                        render::paging_flow(&paging)
+                    );
+                }
+                Err(InitError::Budget(why)) => return Err(InitError::Budget(why)),
+                Err(e) => tracing::info!("{name}: {} failed ({e}); not that", render::paging_flow(&paging)),
+            }
+        }
+        params.retain(|_| true);
+        let complete = true;
+        Ok(Sampled {
+            url: url.clone(),
+            records_path,
+            records_why,
+            paging: Paging::None,
+            paging_why: "one page: no next link, cursor or total in it, and neither `page` nor `offset`/`limit` parameters moved to other records".into(),
+            params,
+            records: first,
+            pages: 1,
+            complete,
+            stopped: None,
+        })
+    }
+
+    /// The pagination styles the first page suggests, best first, with what was seen.
+    /// Query parameters the page does not name are probed (a request each) and only
+    /// those seen to move to new records are proposed.
+    async fn candidates(
+        &mut self,
+        url: &Url,
+        resp: &Response,
+        body: &Value,
+        records_path: &str,
+        first: &[Value],
+        name: &str,
+    ) -> Result<Vec<(Paging, String)>, InitError> {
+        let mut out = Vec::new();
+        let skip = records_path.trim_end_matches("[*]");
+        let mut found = Vec::new();
+        scalars(body, "$", "", skip, 0, &mut found);
+        let bool_field = |keys: &[&str]| {
+            found
+                .iter()
+                .find(|s| s.value.is_boolean() && keys.contains(&norm(&s.key).as_str()))
+                .map(|s| (s.path.clone(), s.value.as_bool() == Some(true)))
+        };
+        let more = bool_field(MORE_KEYS);
+        let end = bool_field(END_KEYS);
+        // A stop condition: `end_of_stream: true`, `has_more: false`.
+        let stop = end
+            .as_ref()
+            .map(|(p, _)| (p.clone(), true))
+            .or_else(|| more.as_ref().map(|(p, _)| (p.clone(), false)));
+        let stop_text = |stop: &Option<(String, bool)>| match stop {
+            Some((p, v)) => format!("; it stops after a page where `{p}` is {v}"),
+            None => String::new(),
+        };
+        let has_link = resp
+            .headers
+            .get_all(reqwest::header::LINK)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.contains("rel=\"next\"") || v.contains("rel=next"));
+        if has_link {
+            out.push((
+                Paging::LinkHeader,
+                "the response has a `Link: <…>; rel=\"next\"` header".to_string(),
+            ));
+        }
+        // A next-URL field; a null one (a single page now) counts too, after the others.
+        let url_like = |v: &Value| {
+            v.as_str().is_some_and(|s| {
+                s.starts_with("http://") || s.starts_with("https://") || s.starts_with('/') || s.starts_with('?')
+            })
+        };
+        let mut next_fields: Vec<&Scalar> = found
+            .iter()
+            .filter(|s| {
+                let k = norm(&s.key);
+                (NEXT_URL_KEYS.contains(&k.as_str()) || (k == "href" && norm(&s.parent) == "next"))
+                    && (url_like(s.value) || s.value.is_null())
+            })
+            .collect();
+        next_fields.sort_by_key(|s| s.value.is_null());
+        for s in next_fields {
+            let seen = match s.value.is_null() {
+                true => format!("`{}` is null on the first page (its last, for now)", s.path),
+                false => format!("`{}` holds the next page's URL", s.path),
+            };
+            out.push((
+                Paging::NextUrl {
+                    next: s.path.clone(),
+                    stop: stop.clone(),
+                },
+                format!("{seen}{}", stop_text(&stop)),
+            ));
+        }
+        let before = fingerprints(&first.iter().collect::<Vec<_>>());
+        // A cursor in the body, sent back in a parameter to find by trying.
+        let cursor_fields: Vec<&Scalar> = found
+            .iter()
+            .filter(|s| {
+                CURSOR_KEYS.contains(&norm(&s.key).as_str())
+                    && !url_like(s.value)
+                    && (s.value.as_str().is_some_and(|t| !t.is_empty()) || s.value.is_number())
+            })
+            .collect();
+        for s in cursor_fields {
+            let token = match s.value {
+                Value::String(t) => t.clone(),
+                other => other.to_string(),
+            };
+            let mut tries = vec![s.key.clone()];
+            if let Some(rest) = s.key.strip_prefix("next_").or_else(|| s.key.strip_prefix("next")) {
+                tries.insert(0, lower_first(rest));
+            }
+            tries.extend(["cursor", "after", "page_token", "pageToken", "token", "continuation"].map(String::from));
+            if let Some(param) = self.probe_param(url, &tries, &token, &before, name).await? {
+                let stop = more.as_ref().map(|(p, _)| (p.clone(), false));
+                out.push((
+                    Paging::Cursor {
+                        from: CursorFrom::Body(s.path.clone()),
+                        param: param.clone(),
+                        stop: stop.clone(),
+                    },
+                    format!(
+                        "`{}` holds a cursor, and sending it as `{param}` gave the next records{}",
+                        s.path,
+                        stop_text(&stop)
+                    ),
+                ));
+            }
+        }
+        // `has_more` with ids: the last record's id as the start of the next page.
+        if let (Some((more_path, true)), Some(last)) = (&more, first.last()) {
+            if let Some(id) = last.get("id").filter(|v| v.is_string() || v.is_number()) {
+                let token = id.as_str().map(String::from).unwrap_or_else(|| id.to_string());
+                let tries = ["starting_after", "after", "after_id", "since_id", "cursor", "from"].map(String::from);
+                if let Some(param) = self.probe_param(url, &tries, &token, &before, name).await? {
+                    let stop = Some((more_path.clone(), false));
+                    out.push((
+                        Paging::Cursor {
+                            from: CursorFrom::LastRecord("$.id".into()),
+                            param: param.clone(),
+                            stop: stop.clone(),
+                        },
+                        format!(
+                            "`{more_path}` is true and sending the last record's `id` as `{param}` gave the next records{}",
+                            stop_text(&stop)
+                        ),
+                    ));
+                }
+            }
+        }
+        for h in CURSOR_HEADERS {
+            let Some(token) = resp
+                .headers
+                .get(*h)
+                .and_then(|v| v.to_str().ok())
+                .filter(|t| !t.is_empty())
+            else {
+                continue;
+            };
+            let tries = ["cursor", "next_cursor", "page_token", "after", "token"].map(String::from);
+            if let Some(param) = self.probe_param(url, &tries, &token.to_string(), &before, name).await? {
+                out.push((
+                    Paging::Cursor {
+                        from: CursorFrom::Header(h.to_string()),
+                        param: param.clone(),
+                        stop: None,
+                    },
+                    format!("the `{h}` header holds a cursor, and sending it as `{param}` gave the next records"),
+                ));
+            } else {
+                tracing::warn!("{name}: the response has a `{h}` header, but none of the parameters tried ({}) moved to other records; set `paginate` by hand", tries.join(", "));
+            }
+        }
+        if !out.is_empty() {
+            return Ok(out);
+        }
+        // Nothing in the page names the next one: try page and offset parameters.
+        let count = |keys: &[&str]| {
+            found
+                .iter()
+                .find(|s| {
+                    keys.contains(&norm(&s.key).as_str())
+                        && (s.value.as_u64().is_some() || s.value.as_str().is_some_and(|t| t.parse::<u64>().is_ok()))
+                })
+                .map(|s| s.path.clone())
+        };
+        let total = count(TOTAL_KEYS);
+        let total_pages = count(PAGES_KEYS);
+        let query: Vec<(String, String)> = url
+            .query_pairs()
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+        let given = |names: &[&str]| query.iter().find(|(k, _)| names.contains(&k.as_str())).cloned();
+        let page_given = given(&["page", "p", "page_number", "pageNumber"]);
+        let offset_given = given(&["offset", "skip", "start"]);
+        let limit_given = given(&["limit", "per_page", "page_size", "pageSize", "size", "take"]);
+        let by_offset_first = offset_given.is_some() || (limit_given.is_some() && page_given.is_none());
+        let mut tries: Vec<bool> = vec![false, true];
+        if by_offset_first {
+            tries.reverse();
+        }
+        for offset in tries {
+            if !offset {
+                let (param, start) = match &page_given {
+                    Some((k, v)) => (k.clone(), v.parse().unwrap_or(1)),
+                    None => ("page".to_string(), 1),
+                };
+                let probe = with_param(url, &param, &(start + 1).to_string());
+                let (_, body2) = self.get(&probe, name, 2).await?;
+                let second = select(&body2, records_path);
+                if !second.is_empty() && second.iter().all(|r| !before.contains(&r.to_string())) {
+                    let with_total = match &total_pages {
+                        Some(p) => format!("; `{p}` is the page count"),
+                        None => String::new(),
+                    };
+                    return Ok(vec![(
+                        Paging::PageNumber {
+                            param: param.clone(),
+                            start,
+                            total_pages: total_pages.clone(),
+                        },
+                        format!(
+                            "the page names no next page, but `{param}={}` gave the next records{with_total}; it stops on an empty page",
+                            start + 1
+                        ),
+                    )]);
+                }
+                continue;
+            }
+            if first.len() < 3 {
+                continue;
+            }
+            let pairs: Vec<(String, String)> = match (&offset_given, &limit_given) {
+                (Some((o, _)), Some((l, _))) => vec![(o.clone(), l.clone())],
+                (Some((o, _)), None) => vec![(o.clone(), "limit".into())],
+                (None, Some((l, _))) => vec![("offset".into(), l.clone())],
+                (None, None) => vec![("offset".into(), "limit".into()), ("skip".into(), "limit".into())],
+            };
+            for (o, l) in pairs {
+                let probe = with_param(&with_param(url, &o, "1"), &l, "2");
+                let (_, body2) = self.get(&probe, name, 2).await?;
+                let second: Vec<String> = select(&body2, records_path).iter().map(|r| r.to_string()).collect();
+                let expected: Vec<String> = first[1..3].iter().map(|r| r.to_string()).collect();
+                if second == expected {
+                    let limit = limit_given
+                        .as_ref()
+                        .and_then(|(_, v)| v.parse().ok())
+                        .unwrap_or(first.len() as u64);
+                    let with_total = match &total {
+                        Some(p) => format!("; `{p}` is the record count"),
+                        None => String::new(),
+                    };
+                    let limit_why = match &limit_given {
+                        Some((k, v)) => format!("`{k}={v}` as the URL gave it"),
+                        None => format!("{limit} a page, as many as the first page held without one"),
+                    };
+                    return Ok(vec![(
+                        Paging::Offset {
+                            limit_param: l.clone(),
+                            offset_param: o.clone(),
+                            limit,
+                            total: total.clone(),
+                        },
+                        format!(
+                            "the page names no next page, but `{o}=1&{l}=2` gave records 2 and 3 of the first page: offset paging, {limit_why}{with_total}; it stops on a short page"
+                        ),
+                    )]);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The first of `tries` that, set to `token`, gives records none of which were on
+    /// the first page.
+    async fn probe_param(
+        &mut self,
+        url: &Url,
+        tries: &[String],
+        token: &str,
+        before: &HashSet<String>,
+        name: &str,
+    ) -> Result<Option<String>, InitError> {
+        let mut done = HashSet::new();
+        for param in tries {
+            if !done.insert(param.clone()) {
+                continue;
+            }
+            let probe = with_param(url, param, token);
+            let (_, body) = match self.get(&probe, name, 2).await {
+                Ok(page) => page,
+                Err(InitError::Budget(why)) => return Err(InitError::Budget(why)),
+                Err(_) => continue,
+            };
+            let Ok((path, _)) = find_records(&body) else { continue };
+            let second = select(&body, &path);
+            if !second.is_empty() && second.iter().all(|r| !before.contains(&r.to_string())) {
+                return Ok(Some(param.clone()));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Follow `paging` with sluice's own extractor from the first page, collecting
+    /// records until the pages, bytes or time run out.
+    async fn follow(
+        &mut self,
+        url: &Url,
+        base_url: &str,
+        name: &str,
+        records_path: &str,
+        paging: &Paging,
+        params: &[(String, String)],
+    ) -> Result<Followed, InitError> {
+        let resource = render::probe_resource(name, &path_of(url), records_path, paging);
+        let p = render::probe_pipeline(base_url, &resource)?;
+        let r = &p.resources()[0];
+        let start = {
+            let mut u = url.clone();
+            u.set_query(None);
+            self.client.prepare(&u, params)
+        };
+        let first = Request {
+            url: crate::extract::paginate::first(&r.paginator, &start),
+            body: None,
+        };
+        let mut sink = Collect {
+            name: name.to_string(),
+            records: Vec::new(),
+            seen: HashSet::new(),
+            pages: 0,
+            max_pages: self.budget.pages,
+            budget_bytes: self.budget.max_bytes.saturating_sub(self.budget.bytes),
+            bytes: 0,
+            deadline: self.budget.deadline,
+            repeats: false,
+            stopped: None,
+        };
+        let run = crate::extract::extract_resource(self.client, &p, r, first, &mut sink);
+        let result = tokio::time::timeout(self.budget.left(), run).await;
+        self.budget.bytes += sink.bytes;
+        self.budget.requests += sink.pages;
+        if sink.repeats {
+            return Ok(Followed::Repeats);
+        }
+        let complete = match result {
+            Err(_) => {
+                sink.stopped = Some("the time limit (--max-time) ran out".into());
+                false
+            }
+            Ok(Err(e)) if sink.pages <= 1 => return Err(self.refused(e)),
+            Ok(Err(e)) => return Err(self.refused(e)),
+            Ok(Ok(_)) => sink.stopped.is_none(),
+        };
+        if sink.records.is_empty() {
+            return Err(InitError::Sample("no records".into()));
+        }
+        Ok(Followed::Pages {
+            records: sink.records,
+            pages: sink.pages,
+            complete,
+            stopped: sink.stopped,
+        })
+    }
+}
+
+enum Followed {
+    Pages {
+        records: Vec<Value>,
+        pages: u64,
+        complete: bool,
+        stopped: Option<String>,
+    },
+    /// A later page held only records already seen: the parameter does nothing.
+    Repeats,
+}
+
+/// The path of a URL, for the probe spec (the query goes in `params`).
+fn path_of(url: &Url) -> String {
+    url.path().to_string()
+}
+
+fn lower_first(s: &str) -> String {
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_ascii_lowercase().to_string() + c.as_str(),
+        None => String::new(),
+    }
+}
+
+/// Whether a query parameter of the URL is the paginator's to set.
+fn paginator_param(paging: &Paging, key: &str) -> bool {
+    match paging {
+        Paging::PageNumber { param, .. } | Paging::Cursor { param, .. } => key == param,
+        Paging::Offset {
+            limit_param,
+            offset_param,
+            ..
+        } => key == limit_param || key == offset_param,
+        _ => false,
+    }
+}
+
+pub fn human_bytes(n: u64) -> String {
+    match n {
+        n if n >= 1 << 20 => format!("{:.1} MiB", n as f64 / (1u64 << 20) as f64),
+        n if n >= 1 << 10 => format!("{:.1} KiB", n as f64 / 1024.0),
+        n => format!("{n} bytes"),
+    }
+}
+
+/// Collects the sampled records, page by page, within the limits.
+struct Collect {
+    name: String,
+    records: Vec<Value>,
+    seen: HashSet<String>,
+    pages: u64,
+    max_pages: u64,
+    budget_bytes: u64,
+    bytes: u64,
+    deadline: Instant,
+    repeats: bool,
+    stopped: Option<String>,
+}
+
+impl RecordSink for Collect {
+    async fn page(&mut self, records: &Records<'_>) -> Result<bool, ExtractError> {
+        let values: Vec<Value> = match records {
+            Records::Values(v) => v.clone(),
+            Records::Raw(raw) => raw.iter().filter_map(|r| serde_json::from_str(r.get()).ok()).collect(),
+        };
+        self.pages += 1;
+        let texts: Vec<String> = values.iter().map(|v| v.to_string()).collect();
+        let size: u64 = texts.iter().map(|t| t.len() as u64).sum();
+        if !values.is_empty() && texts.iter().all(|t| self.seen.contains(t)) {
+            self.repeats = true;
+            return Ok(false);
+        }
+        self.bytes += size;
+        self.seen.extend(texts);
+        tracing::info!(
+            "{}: page {}: {} records ({})",
+            self.name,
+            self.pages,
+            values.len(),
+            human_bytes(size)
+        );
+        self.records.extend(values);
+        if self.pages >= self.max_pages {
+            self.stopped = Some(format!("--pages {} were read", self.max_pages));
+            return Ok(false);
+        }
+        if self.bytes >= self.budget_bytes {
+            self.stopped = Some("the byte limit (--max-bytes) was reached".into());
+            return Ok(false);
+        }
+        if Instant::now() >= self.deadline {
+            self.stopped = Some("the time limit (--max-time) ran out".into());
+            return Ok(false);
+        }
+        Ok(true)
+    }
+}
