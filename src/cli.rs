@@ -617,14 +617,20 @@ async fn init(args: InitArgs, output: Option<String>, append: Option<String>, fo
         },
         None => None,
     };
-    let command = std::iter::once("sluice init".to_string())
-        .chain(
-            std::env::args()
-                .skip(2)
-                .filter(|a| !a.starts_with("--log-format") && a != "-q" && a != "--quiet"),
-        )
-        .collect::<Vec<_>>()
-        .join(" ");
+    // The command, for the spec's first comment: what was asked, not where it was written.
+    let mut command = vec!["sluice init".to_string()];
+    let mut given = std::env::args().skip_while(|a| a != "init").skip(1);
+    while let Some(a) = given.next() {
+        match a.as_str() {
+            "-o" | "--output" | "--append" | "--log-format" => {
+                given.next();
+            }
+            "-q" | "--quiet" | "--force" => {}
+            _ if a.starts_with("--output=") || a.starts_with("--append=") || a.starts_with("--log-format=") => {}
+            _ => command.push(a),
+        }
+    }
+    let command = command.join(" ");
     let opts = Options {
         urls: args.urls,
         name: args.name,

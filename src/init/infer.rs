@@ -128,6 +128,28 @@ pub fn table(records: &[Value], cx: &Context) -> Table {
             c.why = "primary key".to_string();
             c.not_null = false;
         }
+    } else if let Some((field, id)) = self_url_key(&fields, objects.len(), cx) {
+        // No id field, but each record's own URL ends in its id (PokeAPI's lists).
+        let name = unique(&mut taken, &id);
+        t.columns.insert(
+            0,
+            Col {
+                name: name.clone(),
+                ty: Some(ColumnType::Integer),
+                path: Some(format!("${}", path_step(&field))),
+                transforms: vec![Transform::UrlLastSegment],
+                why: format!(
+                    "primary key: the id at the end of each record's own URL, {}/…",
+                    cx.own_path
+                ),
+                ..Default::default()
+            },
+        );
+        t.primary_key = vec![name];
+        t.notes.push(format!(
+            "no id field, but `{field}` is each record's own URL, unique in the {} sampled records: its last segment is the primary key, rows merged on it",
+            objects.len()
+        ));
     } else {
         t.notes
             .push("no id-like field is unique in the sample: rows are appended on every run".to_string());
@@ -359,6 +381,27 @@ fn primary_key(fields: &[Field], objects: &[&Value], table: &str) -> Option<(Str
     })
 }
 
+/// A field holding each record's own URL (`…/pokemon/1/`, below the resource's path),
+/// present and unique in every record: the field and the name of the id column.
+fn self_url_key(fields: &[Field], objects: usize, cx: &Context) -> Option<(String, String)> {
+    fields.iter().find_map(|f| {
+        let texts: Vec<&str> = f.values.iter().filter_map(|v| v.as_str()).collect();
+        let own = texts.len() == objects
+            && objects > 0
+            && texts.iter().all(|t| record_url(t).as_deref() == Some(cx.own_path))
+            && texts
+                .iter()
+                .all(|t| last_segment(t).is_some_and(|s| s.parse::<i32>().is_ok()));
+        let distinct: HashSet<&str> = texts.iter().copied().collect();
+        (own && distinct.len() == objects).then(|| (f.key.clone(), "id".to_string()))
+    })
+}
+
+fn last_segment(url: &str) -> Option<String> {
+    let u = url::Url::parse(url).ok()?;
+    u.path().trim_end_matches('/').rsplit('/').next().map(String::from)
+}
+
 /// Whether a name reads as a time (for numbers that are epoch seconds or milliseconds).
 fn time_like(key: &str) -> bool {
     let k = snake_case(key);
@@ -529,8 +572,12 @@ fn scalar(name: &str, key: &str, values: &[&Value], cx: &Context) -> Col {
     col
 }
 
+/// `YYYY-MM-DD` followed by `T` or a space and more: a date with a time.
 fn has_time(s: &str) -> bool {
-    s.len() > 10 && s.as_bytes().get(10).is_some_and(|b| *b == b'T' || *b == b' ')
+    s.len() > 10
+        && s.is_char_boundary(10)
+        && chrono::NaiveDate::parse_from_str(&s[..10], "%Y-%m-%d").is_ok()
+        && matches!(s.as_bytes()[10], b'T' | b' ')
 }
 
 /// A date without a time: `2013-12-02` or `December 2, 2013`.
@@ -589,7 +636,8 @@ fn url_reference(name: &str, key: &str, collection: &str, values: &[&Value], cx:
         ..Default::default()
     };
     let empties = values.iter().filter(|v| v.as_str() == Some("")).count();
-    col.why = format!("the id in `{key}` URLs ({collection}/…)");
+    let _ = key;
+    col.why = format!("the id at the end of URLs {collection}/…");
     if empties > 0 {
         note(&mut col.why, format!("empty in {empties} of {}: null", values.len()));
     }
@@ -758,7 +806,7 @@ mod tests {
         let records = vec![
             json!({"exchangeId": "binance", "rank": "1", "volumeUsd": "123.45", "socket": true,
                    "updated": 1700000000000u64, "created": "2017-11-04T18:48:46.922Z",
-                   "air_date": "December 2, 2013", "type": "", "score": 1.5,
+                   "air_date": "August 13, 2017", "type": "", "score": 1.5,
                    "origin": {"name": "Earth", "url": "http://x/api/location/1"}}),
             json!({"exchangeId": "kraken", "rank": "2", "volumeUsd": "7", "socket": false,
                    "updated": 1700000001000u64, "created": "2017-11-04T18:50:21.651Z",

@@ -390,10 +390,9 @@ fn resource_name(url: &Url) -> String {
         .rev()
         .map(|s| s.split('.').next().unwrap_or(s))
         .find(|s| {
-            !s.is_empty()
-                && !s.chars().all(|c| c.is_ascii_digit())
-                && !(s.starts_with('v') && s[1..].chars().all(|c| c.is_ascii_digit()))
-                && *s != "api"
+            let number = s.chars().all(|c| c.is_ascii_digit());
+            let version = s.starts_with('v') && s[1..].chars().all(|c| c.is_ascii_digit());
+            !(s.is_empty() || number || version || *s == "api")
         })
         .unwrap_or("records");
     infer::snake_case(segment)

@@ -214,11 +214,17 @@ fn table(out: &mut String, t: &Table, indent: &str, write: bool, with_references
     if !t.nested.is_empty() {
         out.push_str(&format!("{indent}nested:\n"));
         for n in &t.nested {
+            for note in &n.notes {
+                comment(out, &more, note);
+            }
             let mut block = String::new();
-            table(&mut block, n, &format!("{more}  "), false, with_references);
+            let bare = Table {
+                notes: Vec::new(),
+                ..n.clone()
+            };
+            table(&mut block, &bare, &format!("{more}  "), false, with_references);
             // The first line of the entry carries the `- `.
-            let entry = block.replacen(&format!("{more}  name:"), &format!("{more}- name:"), 1);
-            out.push_str(&entry);
+            out.push_str(&block.replacen(&format!("{more}  name:"), &format!("{more}- name:"), 1));
         }
     }
 }

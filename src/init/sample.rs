@@ -181,7 +181,7 @@ fn scalars<'v>(v: &'v Value, path: &str, parent: &str, skip: &str, depth: usize,
 
 /// The records of a page: the largest array of objects in it (or the page itself), and why.
 pub fn find_records(body: &Value) -> Result<(String, String), String> {
-    fn arrays<'v>(v: &'v Value, path: &str, depth: usize, out: &mut Vec<(String, usize, usize)>) {
+    fn arrays(v: &Value, path: &str, depth: usize, out: &mut Vec<(String, usize, usize)>) {
         if let Value::Object(map) = v {
             for (k, x) in map {
                 let p = format!("{path}{}", path_step(k));
@@ -321,10 +321,11 @@ impl Sampler<'_> {
             )));
         }
         let candidates = self.candidates(url, &resp, &body, &records_path, &first, name).await?;
-        let mut params: Vec<(String, String)> = url
+        let params: Vec<(String, String)> = url
             .query_pairs()
             .map(|(k, v)| (k.into_owned(), v.into_owned()))
             .collect();
+        let tried = !candidates.is_empty();
         for (paging, why) in candidates {
             let own: Vec<(String, String)> = params
                 .iter()
@@ -361,8 +362,8 @@ impl Sampler<'_> {
                 Err(e) => tracing::info!("{name}: {} failed ({e}); not that", render::paging_flow(&paging)),
             }
         }
-        params.retain(|_| true);
-        let complete = true;
+        // One page, unless a style that was seen failed to follow.
+        let complete = !tried;
         Ok(Sampled {
             url: url.clone(),
             records_path,
@@ -517,7 +518,7 @@ impl Sampler<'_> {
                 continue;
             };
             let tries = ["cursor", "next_cursor", "page_token", "after", "token"].map(String::from);
-            if let Some(param) = self.probe_param(url, &tries, &token.to_string(), &before, name).await? {
+            if let Some(param) = self.probe_param(url, &tries, token, &before, name).await? {
                 out.push((
                     Paging::Cursor {
                         from: CursorFrom::Header(h.to_string()),
@@ -789,6 +790,12 @@ impl RecordSink for Collect {
             Records::Raw(raw) => raw.iter().filter_map(|r| serde_json::from_str(r.get()).ok()).collect(),
         };
         self.pages += 1;
+        // The page after the last one sampled (fetched ahead anyway) only says there is more.
+        if self.pages > self.max_pages {
+            self.pages -= 1;
+            self.stopped = Some(format!("the page limit (--pages {}) was reached", self.max_pages));
+            return Ok(false);
+        }
         let texts: Vec<String> = values.iter().map(|v| v.to_string()).collect();
         let size: u64 = texts.iter().map(|t| t.len() as u64).sum();
         if !values.is_empty() && texts.iter().all(|t| self.seen.contains(t)) {
@@ -805,10 +812,6 @@ impl RecordSink for Collect {
             human_bytes(size)
         );
         self.records.extend(values);
-        if self.pages >= self.max_pages {
-            self.stopped = Some(format!("--pages {} were read", self.max_pages));
-            return Ok(false);
-        }
         if self.bytes >= self.budget_bytes {
             self.stopped = Some("the byte limit (--max-bytes) was reached".into());
             return Ok(false);

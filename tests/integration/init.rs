@@ -125,3 +125,235 @@ fn rick_and_morty_character_by_its_next_url() {
     let characters = recorded("character");
     assert_eq!(count(&db(&dir, "rickandmorty"), "character"), characters.len() as i64);
 }
+
+/// Rows of a nested table: the elements of `field` in every recorded record.
+fn elements(endpoint: &str, field: &str) -> i64 {
+    recorded(endpoint)
+        .iter()
+        .map(|r| r[field].as_array().unwrap().len() as i64)
+        .sum()
+}
+
+#[test]
+fn three_urls_of_one_api_reference_each_other() {
+    let api = ApiServer::start();
+    let (dir, log) = init_and_run(
+        &api,
+        "rickandmorty",
+        &["/api/location", "/api/episode", "/api/character"],
+        &["--name", "rickandmorty", "--pages", "2"],
+    );
+    let db = db(&dir, "rickandmorty");
+    for (table, rows) in [
+        ("location", recorded("location").len() as i64),
+        ("episode", recorded("episode").len() as i64),
+        ("character", recorded("character").len() as i64),
+        ("location_residents", elements("location", "residents")),
+        ("episode_characters", elements("episode", "characters")),
+        ("character_episode", elements("character", "episode")),
+    ] {
+        assert_eq!(count(&db, table), rows, "{table}\n{log}");
+    }
+    let spec = std::fs::read_to_string(dir.path().join("spec.yaml")).unwrap();
+    for reference in [
+        "path: $.origin.url, transform: url_last_segment, references: location.id",
+        "path: $, transform: url_last_segment, references: episode.id",
+        "path: $, transform: url_last_segment, references: character.id",
+    ] {
+        assert!(spec.contains(reference), "no `{reference}` in\n{spec}");
+    }
+    // The references hold in the data: every origin is a location that was loaded.
+    let c = rusqlite::Connection::open(&db).unwrap();
+    let dangling: i64 = c
+        .query_row(
+            "SELECT count(*) FROM character WHERE origin_id IS NOT NULL AND origin_id NOT IN (SELECT id FROM location)",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(dangling, 0);
+}
+
+#[test]
+fn append_adds_a_resource_that_references_the_spec_s_own() {
+    let api = ApiServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("spec.yaml");
+    Sluice::new([
+        "init",
+        &format!("{}/api/location", api.base),
+        "--name",
+        "rickandmorty",
+        "-o",
+        spec.to_str().unwrap(),
+    ])
+    .run()
+    .success();
+    let before = std::fs::read_to_string(&spec).unwrap();
+    // -o refuses to overwrite what exists.
+    let again = Sluice::new([
+        "init",
+        &format!("{}/api/location", api.base),
+        "-o",
+        spec.to_str().unwrap(),
+    ])
+    .run()
+    .failure(1);
+    assert!(again.stderr.contains("--force"), "{}", again.stderr);
+    let appended = Sluice::new([
+        "init",
+        &format!("{}/api/character", api.base),
+        "--append",
+        spec.to_str().unwrap(),
+    ])
+    .run()
+    .success();
+    let after = std::fs::read_to_string(&spec).unwrap();
+    assert!(after.starts_with(&before), "append keeps the spec as it was");
+    assert_snapshot(&fixture("init/rickandmorty_appended.yaml"), &golden(&api, &after));
+    assert!(
+        after.contains("references: location.id"),
+        "{after}\n{}",
+        appended.stderr
+    );
+    Sluice::new(["run", spec.to_str().unwrap()])
+        .dir(dir.path())
+        .run()
+        .success();
+    let db = db(&dir, "rickandmorty");
+    assert_eq!(count(&db, "location"), 126);
+    assert_eq!(count(&db, "character"), 826);
+    // A second append of the same path gets a name of its own.
+    Sluice::new([
+        "init",
+        &format!("{}/api/character", api.base),
+        "--append",
+        spec.to_str().unwrap(),
+        "--resource",
+        "character",
+    ])
+    .run()
+    .failure(2);
+}
+
+#[test]
+fn credentials_come_from_the_variable_the_spec_names() {
+    let api = ApiServer::start();
+    let url = format!("{}/api/episode", api.base);
+    // Without --auth, a 401 says which option is missing.
+    api.fault("/api/episode", Fault::Status(401), 1);
+    let refused = Sluice::new(["init", &url, "--name", "shapes"]).run().failure(1);
+    assert!(
+        refused.stderr.contains("HTTP 401") && refused.stderr.contains("--auth bearer"),
+        "{}",
+        refused.stderr
+    );
+    // With --auth, the variable must be set.
+    let unset = Sluice::new(["init", &url, "--name", "shapes", "--auth", "bearer"])
+        .run()
+        .failure(1);
+    assert!(unset.stderr.contains("SHAPES_TOKEN"), "{}", unset.stderr);
+    // The token is sent, and only its placeholder written.
+    let before = api.requests().len();
+    let ok = Sluice::new(["init", &url, "--name", "shapes", "--auth", "bearer"])
+        .env("SHAPES_TOKEN", "tok-sekrit-42")
+        .run()
+        .success();
+    assert!(
+        ok.stdout.contains("auth: {type: bearer, token: \"${SHAPES_TOKEN}\"}"),
+        "{}",
+        ok.stdout
+    );
+    let sent: Vec<_> = api.requests()[before..]
+        .iter()
+        .map(|r| r.authorization.clone())
+        .collect();
+    assert!(
+        !sent.is_empty() && sent.iter().all(|a| a.as_deref() == Some("Bearer tok-sekrit-42")),
+        "{sent:?}"
+    );
+    assert!(!ok.stdout.contains("tok-sekrit-42") && !ok.stderr.contains("tok-sekrit-42"));
+    // Refused credentials are named by their variable, never shown.
+    api.fault("/api/episode", Fault::Status(403), 1);
+    let wrong = Sluice::new([
+        "init",
+        &url,
+        "--name",
+        "shapes",
+        "--auth",
+        "api_key",
+        "--key-name",
+        "X-Key",
+    ])
+    .env("SHAPES_API_KEY", "key-sekrit-7")
+    .run()
+    .failure(1);
+    assert!(wrong.stderr.contains("`SHAPES_API_KEY`"), "{}", wrong.stderr);
+    assert!(!wrong.stderr.contains("key-sekrit-7"), "{}", wrong.stderr);
+}
+
+#[test]
+fn sampling_is_bounded_by_pages_bytes_and_time_and_shows_progress() {
+    let api = ApiServer::start();
+    let url = format!("{}/api/character", api.base);
+    let one = Sluice::new(["init", &url, "--pages", "1"]).run().success();
+    assert!(
+        one.stdout
+            .contains("sampled 20 records on 1 page, then stopped: the page limit (--pages 1) was reached"),
+        "{}",
+        one.stdout
+    );
+    assert!(one.stderr.contains("character: page 1: 20 records"), "{}", one.stderr);
+    let small = Sluice::new(["init", &url, "--max-bytes", "1KiB"]).run().success();
+    assert!(
+        small
+            .stdout
+            .contains("then stopped: the byte limit (--max-bytes) was reached"),
+        "{}",
+        small.stdout
+    );
+    api.fault(
+        "/api/character?page=2",
+        Fault::Stall(std::time::Duration::from_secs(20)),
+        1,
+    );
+    let slow = Sluice::new(["init", &url, "--max-time", "2s"]).run().success();
+    assert!(
+        slow.stdout
+            .contains("then stopped: the time limit (--max-time) ran out"),
+        "{}",
+        slow.stdout
+    );
+    // What was sampled still makes a spec that validates.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("s.yaml"), &slow.stdout).unwrap();
+    Sluice::new(["validate", dir.path().join("s.yaml").to_str().unwrap()])
+        .run()
+        .success();
+}
+
+#[test]
+fn a_page_without_records_or_json_is_explained() {
+    let api = ApiServer::start();
+    api.put("empty", r#"{"results": [], "info": {"count": 0}}"#, &[]);
+    let empty = Sluice::new(["init", &format!("{}/dyn/empty", api.base)])
+        .run()
+        .failure(1);
+    assert!(
+        empty
+            .stderr
+            .contains("`$.results` is the page's array of objects (0 items)")
+            && empty.stderr.contains("empty"),
+        "{}",
+        empty.stderr
+    );
+    api.fault("/api/episode", Fault::Html, 1);
+    let html = Sluice::new(["init", &format!("{}/api/episode", api.base)])
+        .run()
+        .failure(1);
+    assert!(
+        html.stderr.contains("not JSON") && html.stderr.contains("502 Bad Gateway"),
+        "{}",
+        html.stderr
+    );
+}
