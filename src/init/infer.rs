@@ -248,6 +248,10 @@ fn scalar_columns<'v>(
             arrays.push((fpath, name, f.values.clone()));
             continue;
         }
+        if all_arrays {
+            push_jsonb(out, taken, &name, &fpath, "an array inside an object: kept as JSON");
+            continue;
+        }
         let mut col = scalar(&name, &f.key, &f.values, cx);
         col.name = unique(taken, &col.name);
         col.path = Some(fpath);
@@ -537,6 +541,8 @@ fn scalar(name: &str, key: &str, values: &[&Value], cx: &Context) -> Col {
         } else {
             (ColumnType::Text, String::new())
         }
+    } else if let Some(ty) = mixed_scalars(values) {
+        (ty, "values of different kinds that all fit".to_string())
     } else if values.iter().any(|v| v.is_object() || v.is_array()) {
         (ColumnType::Jsonb, "values of different kinds: kept as JSON".to_string())
     } else {
@@ -544,10 +550,7 @@ fn scalar(name: &str, key: &str, values: &[&Value], cx: &Context) -> Col {
     };
     if empties > 0 && empties < texts.len() {
         transforms.insert(0, Transform::EmptyAsNull);
-        note(
-            &mut col.why,
-            format!("`\"\"` in {empties} of {}: loaded as null", values.len()),
-        );
+        note(&mut col.why, format!("empty (`\"\"`) in {empties}, loaded as null"));
     } else if empties > 0 && ty != ColumnType::Text {
         transforms.insert(0, Transform::EmptyAsNull);
     }
@@ -570,6 +573,24 @@ fn scalar(name: &str, key: &str, values: &[&Value], cx: &Context) -> Col {
     col.ty = Some(ty);
     col.transforms = transforms;
     col
+}
+
+/// Numbers and booleans some of which come as text (`7` and `"42"`): the first type
+/// they all fit, if any.
+fn mixed_scalars(values: &[&Value]) -> Option<ColumnType> {
+    if values.iter().any(|v| v.is_object() || v.is_array()) {
+        return None;
+    }
+    let mut types = vec![
+        ColumnType::Integer,
+        ColumnType::Bigint,
+        ColumnType::Numeric,
+        ColumnType::Double,
+    ];
+    if values.iter().any(|v| v.is_boolean()) {
+        types = vec![ColumnType::Boolean];
+    }
+    types.into_iter().find(|ty| fits(values, *ty, &[]))
 }
 
 /// `YYYY-MM-DD` followed by `T` or a space and more: a date with a time.
@@ -639,7 +660,7 @@ fn url_reference(name: &str, key: &str, collection: &str, values: &[&Value], cx:
     let _ = key;
     col.why = format!("the id at the end of URLs {collection}/…");
     if empties > 0 {
-        note(&mut col.why, format!("empty in {empties} of {}: null", values.len()));
+        note(&mut col.why, format!("empty (`\"\"`) in {empties}, loaded as null"));
     }
     if let Some(k) = target {
         col.references = Some(format!("{}.{}", k.table, k.key));

@@ -94,6 +94,20 @@ fn jsonplaceholder_is_one_page_when_no_parameter_moves() {
 }
 
 #[test]
+fn every_type_from_values_of_mixed_kinds() {
+    let (dir, log) = shape("static_types", "/static/types", "types", 3);
+    assert_eq!(count(&db(&dir, "shapes"), "types_tags"), 3, "{log}");
+    let c = rusqlite::Connection::open(db(&dir, "shapes")).unwrap();
+    // Numbers sent as text and as numbers, in one column, read as the same numbers.
+    let (n, big): (i64, i64) = c
+        .query_row("SELECT n_str, big FROM types WHERE id = 3", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    assert_eq!((n, big), (7, -5));
+}
+
+#[test]
 fn offset_with_a_total() {
     shape("offset_character", "/offset/character", "character", 826);
 }
@@ -154,6 +168,25 @@ fn three_urls_of_one_api_reference_each_other() {
     ] {
         assert_eq!(count(&db, table), rows, "{table}\n{log}");
     }
+    // The same spec into PostgreSQL, foreign keys and all.
+    let pg = crate::support::pg::fresh_database();
+    Sluice::new(["run", dir.path().join("spec.yaml").to_str().unwrap()])
+        .dir(dir.path())
+        .env("DATABASE_URL", &pg)
+        .run()
+        .success();
+    for (table, rows) in [
+        ("character", 826),
+        ("character_episode", elements("character", "episode")),
+    ] {
+        let sql = format!("SELECT count(*) FROM rickandmorty.{table}");
+        assert_eq!(crate::support::pg::scalar(&pg, &sql), Some(rows.to_string()), "{table}");
+    }
+    let fks = crate::support::pg::scalar(
+        &pg,
+        "SELECT count(*) FROM information_schema.table_constraints WHERE table_schema = 'rickandmorty' AND constraint_type = 'FOREIGN KEY'",
+    );
+    assert_eq!(fks.as_deref(), Some("8"), "two per nested table, two from character");
     let spec = std::fs::read_to_string(dir.path().join("spec.yaml")).unwrap();
     for reference in [
         "path: $.origin.url, transform: url_last_segment, references: location.id",
