@@ -270,6 +270,40 @@ fn append_adds_a_resource_that_references_the_spec_s_own() {
 }
 
 #[test]
+fn append_to_a_reference_pipeline_under_its_base_url() {
+    let api = ApiServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("rickandmorty.yaml");
+    std::fs::copy(crate::support::root().join("pipelines/rickandmorty.yaml"), &spec).unwrap();
+    let out = Sluice::new([
+        "init",
+        &format!("{}/api/location", api.base),
+        "--append",
+        spec.to_str().unwrap(),
+    ])
+    .api(&api)
+    .run()
+    .success();
+    let text = std::fs::read_to_string(&spec).unwrap();
+    // A path below the base URL, a name of its own, references to the spec's own keys.
+    for expected in [
+        "- name: location_2\n    path: /location\n",
+        "references: character.character_id",
+        "name: location_2_residents",
+    ] {
+        assert!(text.contains(expected), "no {expected:?} in\n{text}\n{}", out.stderr);
+    }
+    Sluice::new(["run", spec.to_str().unwrap()])
+        .api(&api)
+        .dir(dir.path())
+        .run()
+        .success();
+    let db = db(&dir, "rickandmorty");
+    assert_eq!(count(&db, "location_2"), 126);
+    assert_eq!(count(&db, "location_2_residents"), elements("location", "residents"));
+}
+
+#[test]
 fn credentials_come_from_the_variable_the_spec_names() {
     let api = ApiServer::start();
     let url = format!("{}/api/episode", api.base);
