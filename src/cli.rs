@@ -95,37 +95,8 @@ enum Command {
     /// Write a spec from an API's first pages: the records, the pagination (followed two
     /// pages to confirm), typed columns, keys, references and nested tables.
     Init {
-        /// The URL of the API's first page; several URLs of one API give one resource each.
-        #[arg(required = true, value_name = "URL")]
-        urls: Vec<String>,
-        /// The pipeline's name (default: from the API's host name).
-        #[arg(long, conflicts_with = "append")]
-        name: Option<String>,
-        /// The resource's name (default: from the records' key or the URL's path).
-        #[arg(long)]
-        resource: Option<String>,
-        /// The API's authentication; the secret is read from the variable the spec names
-        /// (`<NAME>_TOKEN`, `<NAME>_API_KEY` or `<NAME>_USERNAME` + `<NAME>_PASSWORD`).
-        #[arg(long, value_enum, conflicts_with = "append")]
-        auth: Option<InitAuth>,
-        /// The variable holding the token, API key or password instead of the default.
-        #[arg(long, value_name = "VAR", requires = "auth")]
-        auth_var: Option<String>,
-        /// With `--auth api_key`: the header (or query parameter) that carries the key.
-        #[arg(long, value_name = "NAME", default_value = "X-API-Key")]
-        key_name: String,
-        /// With `--auth api_key`: send the key in a `header` or the `query`.
-        #[arg(long, value_enum, default_value_t = KeyIn::Header)]
-        key_in: KeyIn,
-        /// Pages to read of each URL, the first included (at least 2 confirm pagination).
-        #[arg(long, value_name = "N", default_value_t = 3)]
-        pages: u64,
-        /// Stop sampling after this much response data.
-        #[arg(long, value_name = "SIZE", default_value = "32MiB", value_parser = parse_size)]
-        max_bytes: u64,
-        /// Stop sampling after this long.
-        #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
-        max_time: std::time::Duration,
+        #[command(flatten)]
+        args: InitArgs,
         /// The spec to write (stdout when absent); an existing file needs --force.
         #[arg(short, long, value_name = "FILE")]
         output: Option<String>,
@@ -358,34 +329,11 @@ pub fn main() -> ExitCode {
     }
     ExitCode::from(match cli.command {
         Command::Init {
-            urls,
-            name,
-            resource,
-            auth,
-            auth_var,
-            key_name,
-            key_in,
-            pages,
-            max_bytes,
-            max_time,
+            args,
             output,
             append,
             force,
-        } => {
-            let opts = InitArgs {
-                urls,
-                name,
-                resource,
-                auth,
-                auth_var,
-                key_name,
-                key_in,
-                pages,
-                max_bytes,
-                max_time,
-            };
-            block_on(init(opts, output, append, force))
-        }
+        } => block_on(init(args, output, append, force)),
         Command::Validate { files, format } => validate(&files, format),
         Command::Schema { format } => {
             match format {
@@ -586,16 +534,38 @@ async fn check(specs: &[String], api: bool) -> u8 {
 }
 
 /// `init`'s sampling options.
+#[derive(Debug, clap::Args)]
 struct InitArgs {
+    /// The URL of the API's first page; several URLs of one API give one resource each.
+    #[arg(required = true, value_name = "URL")]
     urls: Vec<String>,
+    /// The pipeline's name (default: from the API's host name).
+    #[arg(long, conflicts_with = "append")]
     name: Option<String>,
+    /// The resource's name (default: from the records' key or the URL's path).
+    #[arg(long)]
     resource: Option<String>,
+    /// The API's authentication; the secret is read from the variable the spec names
+    /// (`<NAME>_TOKEN`, `<NAME>_API_KEY` or `<NAME>_USERNAME` + `<NAME>_PASSWORD`).
+    #[arg(long, value_enum, conflicts_with = "append")]
     auth: Option<InitAuth>,
+    /// The variable holding the token, API key or password instead of the default.
+    #[arg(long, value_name = "VAR", requires = "auth")]
     auth_var: Option<String>,
+    /// With `--auth api_key`: the header (or query parameter) that carries the key.
+    #[arg(long, value_name = "NAME", default_value = "X-API-Key")]
     key_name: String,
+    /// With `--auth api_key`: send the key in a `header` or the `query`.
+    #[arg(long, value_enum, default_value_t = KeyIn::Header)]
     key_in: KeyIn,
+    /// Pages to read of each URL, the first included (at least 2 confirm pagination).
+    #[arg(long, value_name = "N", default_value_t = 3)]
     pages: u64,
+    /// Stop sampling after this much response data.
+    #[arg(long, value_name = "SIZE", default_value = "32MiB", value_parser = parse_size)]
     max_bytes: u64,
+    /// Stop sampling after this long.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
     max_time: std::time::Duration,
 }
 
