@@ -284,6 +284,22 @@ impl Sampler<'_> {
         Ok((resp, body))
     }
 
+    /// A probe: the page, or `None` when the API refuses it (a parameter it does not
+    /// know may well be a 400); only a spent budget is an error.
+    async fn try_get(&mut self, url: &Url, name: &str) -> Result<Option<Value>, InitError> {
+        match self.get(url, name, 2).await {
+            Ok((_, body)) => Ok(Some(body)),
+            Err(InitError::Budget(why)) => Err(InitError::Budget(why)),
+            Err(e) => {
+                tracing::debug!(
+                    "{name}: probe {} failed: {e}",
+                    crate::extract::http::shown_url(url.as_str())
+                );
+                Ok(None)
+            }
+        }
+    }
+
     /// A failed request; a 401 or 403 says which option is missing.
     fn refused(&self, e: ExtractError) -> InitError {
         let text = self.secrets.mask(&crate::util::error_chain(&e));
@@ -320,7 +336,12 @@ impl Sampler<'_> {
                 "GET {shown}: {records_why}, but it is empty: init infers the columns from records; give a URL whose first page has some"
             )));
         }
-        let candidates = self.candidates(url, &resp, &body, &records_path, &first, name).await?;
+        // Out of budget while looking: what was found so far, else one page.
+        let (candidates, cut) = match self.candidates(url, &resp, &body, &records_path, &first, name).await {
+            Ok(c) => (c, None),
+            Err(InitError::Budget(why)) => (Vec::new(), Some(why)),
+            Err(e) => return Err(e),
+        };
         let params: Vec<(String, String)> = url
             .query_pairs()
             .map(|(k, v)| (k.into_owned(), v.into_owned()))
@@ -363,18 +384,22 @@ impl Sampler<'_> {
             }
         }
         // One page, unless a style that was seen failed to follow.
-        let complete = !tried;
+        let complete = !tried && cut.is_none();
+        let paging_why = match &cut {
+            Some(why) => format!("none found before sampling stopped ({why}); set it by hand if the API pages"),
+            None => "one page: no next link, cursor or total in it, and neither `page` nor `offset`/`limit` parameters moved to other records".into(),
+        };
         Ok(Sampled {
             url: url.clone(),
             records_path,
             records_why,
             paging: Paging::None,
-            paging_why: "one page: no next link, cursor or total in it, and neither `page` nor `offset`/`limit` parameters moved to other records".into(),
+            paging_why,
             params,
             records: first,
             pages: 1,
             complete,
-            stopped: None,
+            stopped: cut,
         })
     }
 
@@ -566,7 +591,9 @@ impl Sampler<'_> {
                     None => ("page".to_string(), 1),
                 };
                 let probe = with_param(url, &param, &(start + 1).to_string());
-                let (_, body2) = self.get(&probe, name, 2).await?;
+                let Some(body2) = self.try_get(&probe, name).await? else {
+                    continue;
+                };
                 let second = select(&body2, records_path);
                 if !second.is_empty() && second.iter().all(|r| !before.contains(&r.to_string())) {
                     let with_total = match &total_pages {
@@ -598,7 +625,9 @@ impl Sampler<'_> {
             };
             for (o, l) in pairs {
                 let probe = with_param(&with_param(url, &o, "1"), &l, "2");
-                let (_, body2) = self.get(&probe, name, 2).await?;
+                let Some(body2) = self.try_get(&probe, name).await? else {
+                    continue;
+                };
                 let second: Vec<String> = select(&body2, records_path).iter().map(|r| r.to_string()).collect();
                 let expected: Vec<String> = first[1..3].iter().map(|r| r.to_string()).collect();
                 if second == expected {
@@ -647,10 +676,8 @@ impl Sampler<'_> {
                 continue;
             }
             let probe = with_param(url, param, token);
-            let (_, body) = match self.get(&probe, name, 2).await {
-                Ok(page) => page,
-                Err(InitError::Budget(why)) => return Err(InitError::Budget(why)),
-                Err(_) => continue,
+            let Some(body) = self.try_get(&probe, name).await? else {
+                continue;
             };
             let Ok((path, _)) = find_records(&body) else { continue };
             let second = select(&body, &path);

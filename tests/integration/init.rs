@@ -379,6 +379,18 @@ fn sampling_is_bounded_by_pages_bytes_and_time_and_shows_progress() {
         "{}",
         small.stdout
     );
+    // Out of budget before the pagination is found: one page, and the spec says so.
+    let probed = Sluice::new(["init", &format!("{}/empty/character", api.base), "--max-bytes", "1KiB"])
+        .run()
+        .success();
+    assert!(
+        probed.stdout.contains("paginate: {type: none}")
+            && probed
+                .stdout
+                .contains("none found before sampling stopped (the byte limit"),
+        "{}",
+        probed.stdout
+    );
     api.fault(
         "/api/character?page=2",
         Fault::Stall(std::time::Duration::from_secs(20)),
