@@ -654,7 +654,7 @@ async fn init(args: InitArgs, output: Option<String>, append: Option<String>, fo
             tracing::info!(
                 "wrote {path} ({} requests, {}); next: sluice run {path}",
                 written.requests,
-                crate::init::render::bytes(written.bytes)
+                crate::init::sample::human_bytes(written.bytes)
             );
         }
     }

@@ -231,7 +231,7 @@ fn scalar_columns<'v>(
         let all_objects = !f.values.is_empty() && f.values.iter().all(|v| v.is_object());
         let all_arrays = !f.values.is_empty() && f.values.iter().all(|v| v.is_array());
         if all_objects {
-            let inner = fields_of(&f.values);
+            let inner = self::fields(&f.values);
             let flat = depth < 2 && !inner.is_empty() && inner.len() <= 16;
             if flat {
                 scalar_columns(&inner, objects, &fpath, &name, cx, depth + 1, out, arrays, taken);
@@ -275,10 +275,6 @@ fn scalar_columns<'v>(
         }
         out.push(col);
     }
-}
-
-fn fields_of<'v>(values: &[&'v Value]) -> Vec<Field<'v>> {
-    fields(values)
 }
 
 fn note(why: &mut String, more: String) {

@@ -3,10 +3,9 @@
 //! that say what was seen.
 
 use crate::spec::Pipeline;
-use crate::value::ColumnType;
 
 use super::infer::{Col, Table};
-use super::sample::{human_bytes, CursorFrom, Paging, Sampled};
+use super::sample::{CursorFrom, Paging, Sampled};
 use super::InitError;
 
 /// A scalar as YAML, quoted when a plain one would read as something else. `flow`: it
@@ -305,14 +304,4 @@ pub fn head(h: &Head) -> String {
         h.name,
         h.name
     )
-}
-
-/// The type name of a key column, for messages.
-pub fn type_name(t: ColumnType) -> &'static str {
-    t.name()
-}
-
-/// Sizes for the summary line.
-pub fn bytes(n: u64) -> String {
-    human_bytes(n)
 }

@@ -735,7 +735,6 @@ impl Sampler<'_> {
                 sink.stopped = Some("the time limit (--max-time) ran out".into());
                 false
             }
-            Ok(Err(e)) if sink.pages <= 1 => return Err(self.refused(e)),
             Ok(Err(e)) => return Err(self.refused(e)),
             Ok(Ok(_)) => sink.stopped.is_none(),
         };
