@@ -96,7 +96,7 @@ enum Command {
     /// pages to confirm), typed columns, keys, references and nested tables.
     Init {
         #[command(flatten)]
-        args: InitArgs,
+        args: Box<InitArgs>,
         /// The spec to write (stdout when absent); an existing file needs --force.
         #[arg(short, long, value_name = "FILE")]
         output: Option<String>,
@@ -558,6 +558,10 @@ struct InitArgs {
     /// With `--auth api_key`: send the key in a `header` or the `query`.
     #[arg(long, value_enum, default_value_t = KeyIn::Header)]
     key_in: KeyIn,
+    /// Request the URLs with POST and this JSON body (`@FILE` reads it from a file), for
+    /// search endpoints and GraphQL.
+    #[arg(long, value_name = "JSON", value_parser = parse_body)]
+    body: Option<serde_json::Value>,
     /// Pages to read of each URL, the first included (at least 2 confirm pagination).
     #[arg(long, value_name = "N", default_value_t = 3)]
     pages: u64,
@@ -569,7 +573,7 @@ struct InitArgs {
     max_time: std::time::Duration,
 }
 
-async fn init(args: InitArgs, output: Option<String>, append: Option<String>, force: bool) -> u8 {
+async fn init(args: Box<InitArgs>, output: Option<String>, append: Option<String>, force: bool) -> u8 {
     use crate::init::{AuthKind, Options};
     if let Some(out) = &output {
         if !force && append.as_deref() != Some(out.as_str()) && std::path::Path::new(out).exists() {
@@ -613,6 +617,7 @@ async fn init(args: InitArgs, output: Option<String>, append: Option<String>, fo
         auth_var: args.auth_var,
         key_name: args.key_name,
         key_in_query: args.key_in == KeyIn::Query,
+        body: args.body,
         pages: args.pages,
         max_bytes: args.max_bytes,
         max_time: args.max_time,
@@ -659,6 +664,15 @@ async fn init(args: InitArgs, output: Option<String>, append: Option<String>, fo
         }
     }
     exit::OK
+}
+
+/// `--body`: JSON text, or `@FILE`.
+fn parse_body(text: &str) -> Result<serde_json::Value, String> {
+    let json = match text.strip_prefix('@') {
+        Some(file) => std::fs::read_to_string(file).map_err(|e| format!("cannot read {file}: {e}"))?,
+        None => text.to_string(),
+    };
+    serde_json::from_str(&json).map_err(|e| format!("not JSON: {e}"))
 }
 
 fn parse_size(text: &str) -> Result<u64, String> {

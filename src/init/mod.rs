@@ -42,6 +42,8 @@ pub struct Options {
     /// `--auth api_key`: the header (or query parameter) name.
     pub key_name: String,
     pub key_in_query: bool,
+    /// A JSON body: the URLs are requested with POST.
+    pub body: Option<serde_json::Value>,
     pub pages: u64,
     pub max_bytes: u64,
     pub max_time: Duration,
@@ -141,7 +143,7 @@ pub async fn init(opts: &Options) -> Result<Written, InitError> {
             let client_spec = format!(
                 "version: 1\nname: {name}\nsource:\n  base_url: {}\n  auth: {auth}\n  retry: {{max_attempts: 3}}\nstaging:\n  location: file:///nonexistent\nwarehouse:\n  url: sqlite://probe.db\n  schema: probe\nresources:\n{}",
                 render::scalar(&origin(first).replace('$', "$$"), false),
-                render::probe_resource("probe", "/", "$[*]", &sample::Paging::None)
+                render::probe_resource("probe", "/", None, "$[*]", &sample::Paging::None)
             );
             let p = crate::spec::compile_text("init", &client_spec)
                 .map_err(|d| InitError::Internal(render::diagnostics(&client_spec, &d)))?;
@@ -194,6 +196,8 @@ pub async fn init(opts: &Options) -> Result<Written, InitError> {
             requests: 0,
             deadline: Instant::now() + opts.max_time,
         },
+        body: opts.body.clone(),
+        unconfirmed: Vec::new(),
         auth: match (&opts.append, &auth_var) {
             (Some(_), _) => Some("the spec's `source.auth`".into()),
             (None, Some(var)) => Some(format!("`{var}`")),
@@ -392,23 +396,26 @@ fn resource_name(url: &Url) -> String {
         .find(|s| {
             let number = s.chars().all(|c| c.is_ascii_digit());
             let version = s.starts_with('v') && s[1..].chars().all(|c| c.is_ascii_digit());
-            !(s.is_empty() || number || version || *s == "api")
+            !(s.is_empty() || number || version || ["api", "search", "query", "graphql"].contains(s))
         })
         .unwrap_or("records");
     infer::snake_case(segment)
 }
 
-/// The records' key as the name, when it names them (`tickets`), not a generic `data`.
+/// The records' key as the name, when it names them (`tickets`, `$.data.characters.nodes`
+/// → `characters`), not a generic `data` or `results`.
 fn name_from_records(records_path: &str) -> Option<String> {
-    let key = records_path
-        .trim_end_matches("[*]")
-        .rsplit(['.', '\''])
-        .find(|s| !s.is_empty() && *s != "]" && *s != "[")?;
     let generic = [
         "$", "data", "results", "items", "records", "entries", "list", "values", "nodes", "edges", "objects", "rows",
         "hits", "content", "elements", "response", "payload", "result",
     ];
-    (!generic.contains(&key.to_ascii_lowercase().as_str())).then(|| infer::snake_case(key))
+    records_path
+        .trim_end_matches("[*]")
+        .split(['.', '\'', '[', ']'])
+        .filter(|s| !s.is_empty())
+        .rev()
+        .find(|k| !generic.contains(&k.to_ascii_lowercase().as_str()))
+        .map(infer::snake_case)
 }
 
 fn free_name(name: &str, taken: &[String]) -> String {
@@ -504,6 +511,14 @@ mod tests {
         assert_eq!(name_from_records("$.tickets[*]").as_deref(), Some("tickets"));
         assert_eq!(name_from_records("$.results[*]"), None);
         assert_eq!(name_from_records("$[*]"), None);
+        assert_eq!(
+            name_from_records("$.data.characters.nodes[*]").as_deref(),
+            Some("characters")
+        );
+        assert_eq!(
+            resource_name(&u("https://x.io/crm/v3/objects/contacts/search")),
+            "contacts"
+        );
     }
 
     #[test]

@@ -5,7 +5,7 @@
 use crate::spec::Pipeline;
 
 use super::infer::{Col, Table};
-use super::sample::{CursorFrom, Paging, Sampled};
+use super::sample::{CursorFrom, Paging, Sampled, Send};
 use super::InitError;
 
 /// A scalar as YAML, quoted when a plain one would read as something else. `flow`: it
@@ -57,13 +57,17 @@ pub fn paging_flow(p: &Paging) -> String {
         Paging::None => "{type: none}".into(),
         Paging::NextUrl { next, stop: s } => format!("{{type: next_url, next: {}{}}}", flow(next), stop(s)),
         Paging::LinkHeader => "{type: link_header}".into(),
-        Paging::Cursor { from, param, stop: s } => {
+        Paging::Cursor { from, to, stop: s } => {
             let from = match from {
                 CursorFrom::Body(p) => format!("cursor: {}", flow(p)),
                 CursorFrom::LastRecord(p) => format!("last_record: {}", flow(p)),
                 CursorFrom::Header(h) => format!("header: {}", flow(h)),
             };
-            format!("{{type: cursor, {from}, param: {}{}}}", flow(param), stop(s))
+            let to = match to {
+                Send::Param(p) => format!("param: {}", flow(p)),
+                Send::Body(b) => format!("body_field: {}", flow(b)),
+            };
+            format!("{{type: cursor, {from}, {to}{}}}", stop(s))
         }
         Paging::PageNumber {
             param,
@@ -97,14 +101,39 @@ pub fn paging_flow(p: &Paging) -> String {
 
 /// A resource entry to compile for following pages: the real request and pagination,
 /// a placeholder table.
-pub fn probe_resource(name: &str, path: &str, records: &str, paging: &Paging) -> String {
+pub fn probe_resource(
+    name: &str,
+    path: &str,
+    body: Option<&serde_json::Value>,
+    records: &str,
+    paging: &Paging,
+) -> String {
     format!(
-        "  - name: {}\n    path: {}\n    records: {}\n    paginate: {}\n    table:\n      name: probe\n      columns:\n        - {{name: record, type: jsonb, path: $}}\n",
+        "  - name: {}\n    path: {}\n{}    records: {}\n    paginate: {}\n    table:\n      name: probe\n      columns:\n        - {{name: record, type: jsonb, path: $}}\n",
         scalar(name, false),
         scalar(path, false),
+        post("    ", body),
         scalar(records, false),
         paging_flow(paging)
     )
+}
+
+/// `method: POST` and `body:` (as JSON, which YAML reads; `$` doubled, since body
+/// strings are interpolated), or nothing for a GET.
+fn post(indent: &str, body: Option<&serde_json::Value>) -> String {
+    fn literal(v: &serde_json::Value) -> serde_json::Value {
+        use serde_json::Value;
+        match v {
+            Value::String(s) => Value::String(s.replace('$', "$$")),
+            Value::Array(a) => Value::Array(a.iter().map(literal).collect()),
+            Value::Object(m) => Value::Object(m.iter().map(|(k, v)| (k.clone(), literal(v))).collect()),
+            other => other.clone(),
+        }
+    }
+    match body {
+        None => String::new(),
+        Some(b) => format!("{indent}method: POST\n{indent}body: {}\n", literal(b)),
+    }
 }
 
 /// A spec around one probe resource: one request at a time, no retries beyond two.
@@ -235,7 +264,11 @@ pub fn resource(s: &Sampled, name: &str, path: &str, t: &Table, indent: &str, wi
     comment(
         &mut out,
         indent,
-        &format!("GET {}", crate::extract::http::shown_url(s.url.as_str())),
+        &format!(
+            "{} {}",
+            if s.body.is_some() { "POST" } else { "GET" },
+            crate::extract::http::shown_url(s.url.as_str())
+        ),
     );
     comment(&mut out, indent, &format!("records: {}", s.records_why));
     comment(&mut out, indent, &format!("paginate: {}", s.paging_why));
@@ -264,6 +297,7 @@ pub fn resource(s: &Sampled, name: &str, path: &str, t: &Table, indent: &str, wi
             ));
         }
     }
+    out.push_str(&post(&inner, s.body.as_ref()));
     out.push_str(&format!("{inner}records: {}\n", scalar(&s.records_path, false)));
     out.push_str(&format!("{inner}paginate: {}\n", paging_flow(&s.paging)));
     out.push_str(&format!("{inner}table:\n"));

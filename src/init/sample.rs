@@ -30,7 +30,7 @@ pub enum Paging {
     LinkHeader,
     Cursor {
         from: CursorFrom,
-        param: String,
+        to: Send,
         stop: Option<(String, bool)>,
     },
     PageNumber {
@@ -44,6 +44,22 @@ pub enum Paging {
         limit: u64,
         total: Option<String>,
     },
+}
+
+/// Where a cursor goes back: a query parameter, or a dotted field of the JSON body.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Send {
+    Param(String),
+    Body(String),
+}
+
+impl std::fmt::Display for Send {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Send::Param(p) => write!(f, "parameter `{p}`"),
+            Send::Body(b) => write!(f, "body field `{b}`"),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -83,6 +99,8 @@ pub struct Sampled {
     pub paging_why: String,
     /// The URL's query parameters that stay the resource's own (not the paginator's).
     pub params: Vec<(String, String)>,
+    /// The JSON body of a POST resource.
+    pub body: Option<Value>,
     pub records: Vec<Value>,
     pub pages: u64,
     /// Pagination ended within the sample: it holds every record.
@@ -98,6 +116,10 @@ pub struct Sampler<'a> {
     pub budget: Budget,
     /// `--auth` given: a 401/403 means the credentials, not their absence.
     pub auth: Option<String>,
+    /// `--body`: every request is a POST with this JSON body.
+    pub body: Option<Value>,
+    /// Pagination seen in the page of the URL being sampled but not confirmed.
+    pub unconfirmed: Vec<String>,
 }
 
 fn norm(key: &str) -> String {
@@ -257,27 +279,35 @@ fn fingerprints(records: &[&Value]) -> HashSet<String> {
 
 impl Sampler<'_> {
     /// Fetch one URL as it is, within the budget; `None` when the budget is spent.
-    async fn get(&mut self, url: &Url, resource: &str, page: u64) -> Result<(Response, Value), InitError> {
+    async fn get(
+        &mut self,
+        url: &Url,
+        body: Option<&Value>,
+        resource: &str,
+        page: u64,
+    ) -> Result<(Response, Value), InitError> {
         if let Some(why) = self.budget.out() {
             return Err(InitError::Budget(why));
         }
         let req = Request {
             url: url.clone(),
-            body: None,
+            body: body.cloned(),
+        };
+        let method = match body {
+            Some(_) => HttpMethod::Post,
+            None => HttpMethod::Get,
         };
         self.budget.requests += 1;
-        let fetched = tokio::time::timeout(
-            self.budget.left(),
-            self.client.fetch(HttpMethod::Get, &req, resource, page),
-        )
-        .await
-        .map_err(|_| InitError::Budget("the time limit (--max-time) ran out".into()))?;
+        let fetched = tokio::time::timeout(self.budget.left(), self.client.fetch(method, &req, resource, page))
+            .await
+            .map_err(|_| InitError::Budget("the time limit (--max-time) ran out".into()))?;
         let resp = fetched.map_err(|e| self.refused(e))?;
         self.budget.bytes += resp.body.len() as u64;
         let shown = self.secrets.mask(&crate::extract::http::shown_url(url.as_str()));
         let body: Value = serde_json::from_slice(&resp.body).map_err(|e| {
             InitError::Sample(format!(
-                "GET {shown}: the response is not JSON ({e}); it starts with: {}",
+                "{} {shown}: the response is not JSON ({e}); it starts with: {}",
+                if body.is_some() { "POST" } else { "GET" },
                 crate::extract::http::head(&resp.body)
             ))
         })?;
@@ -286,8 +316,8 @@ impl Sampler<'_> {
 
     /// A probe: the page, or `None` when the API refuses it (a parameter it does not
     /// know may well be a 400); only a spent budget is an error.
-    async fn try_get(&mut self, url: &Url, name: &str) -> Result<Option<Value>, InitError> {
-        match self.get(url, name, 2).await {
+    async fn try_get(&mut self, url: &Url, body: Option<&Value>, name: &str) -> Result<Option<Value>, InitError> {
+        match self.get(url, body, name, 2).await {
             Ok((_, body)) => Ok(Some(body)),
             Err(InitError::Budget(why)) => Err(InitError::Budget(why)),
             Err(e) => {
@@ -321,10 +351,15 @@ impl Sampler<'_> {
 
     /// Sample one URL: records, pagination, and records from up to `budget.pages` pages.
     pub async fn sample(&mut self, url: &Url, base_url: &str, name: &str) -> Result<Sampled, InitError> {
-        let shown = crate::extract::http::shown_url(url.as_str());
-        let (resp, body) = self.get(url, name, 1).await?;
+        let shown = match &self.body {
+            Some(_) => format!("POST {}", crate::extract::http::shown_url(url.as_str())),
+            None => format!("GET {}", crate::extract::http::shown_url(url.as_str())),
+        };
+        self.unconfirmed.clear();
+        let sent = self.body.clone();
+        let (resp, body) = self.get(url, sent.as_ref(), name, 1).await?;
         let (records_path, records_why) = find_records(&body)
-            .map_err(|why| InitError::Sample(format!("GET {shown}: cannot tell where the records are: {why}")))?;
+            .map_err(|why| InitError::Sample(format!("{shown}: cannot tell where the records are: {why}")))?;
         let first: Vec<Value> = select(&body, &records_path).into_iter().cloned().collect();
         tracing::info!(
             "{name}: page 1: {} records in {} (records {records_path})",
@@ -333,7 +368,7 @@ impl Sampler<'_> {
         );
         if first.is_empty() {
             return Err(InitError::Sample(format!(
-                "GET {shown}: {records_why}, but it is empty: init infers the columns from records; give a URL whose first page has some"
+                "{shown}: {records_why}, but it is empty: init infers the columns from records; give a URL whose first page has some"
             )));
         }
         // Out of budget while looking: what was found so far, else one page.
@@ -367,6 +402,7 @@ impl Sampler<'_> {
                         paging,
                         paging_why: why,
                         params: own,
+                        body: self.body.clone(),
                         records,
                         pages,
                         complete,
@@ -385,8 +421,10 @@ impl Sampler<'_> {
         }
         // One page, unless a style that was seen failed to follow.
         let complete = !tried && cut.is_none();
+        let unconfirmed = std::mem::take(&mut self.unconfirmed);
         let paging_why = match &cut {
             Some(why) => format!("none found before sampling stopped ({why}); set it by hand if the API pages"),
+            None if !unconfirmed.is_empty() => format!("NOT CONFIRMED: {}; set it by hand", unconfirmed.join("; ")),
             None => "one page: no next link, cursor or total in it, and neither `page` nor `offset`/`limit` parameters moved to other records".into(),
         };
         Ok(Sampled {
@@ -396,6 +434,7 @@ impl Sampler<'_> {
             paging: Paging::None,
             paging_why,
             params,
+            body: self.body.clone(),
             records: first,
             pages: 1,
             complete,
@@ -487,25 +526,42 @@ impl Sampler<'_> {
             })
             .collect();
         for s in cursor_fields {
-            let token = match s.value {
-                Value::String(t) => t.clone(),
-                other => other.to_string(),
-            };
+            let token = s.value.clone();
             let mut tries = vec![s.key.clone()];
             if let Some(rest) = s.key.strip_prefix("next_").or_else(|| s.key.strip_prefix("next")) {
-                tries.insert(0, lower_first(rest));
+                if !rest.is_empty() {
+                    tries.insert(0, lower_first(rest));
+                }
             }
-            tries.extend(["cursor", "after", "page_token", "pageToken", "token", "continuation"].map(String::from));
-            if let Some(param) = self.probe_param(url, &tries, &token, &before, name).await? {
+            if norm(&s.key) == "endcursor" {
+                tries.insert(0, "after".into());
+            }
+            tries.extend(
+                [
+                    "cursor",
+                    "after",
+                    "page_token",
+                    "pageToken",
+                    "token",
+                    "continuation",
+                    "page",
+                ]
+                .map(String::from),
+            );
+            let found_to = self.probe_send(url, &tries, &token, &before, name).await?;
+            if found_to.is_none() {
+                self.unconfirmed(name, format!("`{}` looks like a cursor", s.path), &tries);
+            }
+            if let Some(to) = found_to {
                 let stop = more.as_ref().map(|(p, _)| (p.clone(), false));
                 out.push((
                     Paging::Cursor {
                         from: CursorFrom::Body(s.path.clone()),
-                        param: param.clone(),
+                        to: to.clone(),
                         stop: stop.clone(),
                     },
                     format!(
-                        "`{}` holds a cursor, and sending it as `{param}` gave the next records{}",
+                        "`{}` holds a cursor, and sending it as {to} gave the next records{}",
                         s.path,
                         stop_text(&stop)
                     ),
@@ -515,18 +571,18 @@ impl Sampler<'_> {
         // `has_more` with ids: the last record's id as the start of the next page.
         if let (Some((more_path, true)), Some(last)) = (&more, first.last()) {
             if let Some(id) = last.get("id").filter(|v| v.is_string() || v.is_number()) {
-                let token = id.as_str().map(String::from).unwrap_or_else(|| id.to_string());
+                let token = id.clone();
                 let tries = ["starting_after", "after", "after_id", "since_id", "cursor", "from"].map(String::from);
-                if let Some(param) = self.probe_param(url, &tries, &token, &before, name).await? {
+                if let Some(to) = self.probe_send(url, &tries, &token, &before, name).await? {
                     let stop = Some((more_path.clone(), false));
                     out.push((
                         Paging::Cursor {
                             from: CursorFrom::LastRecord("$.id".into()),
-                            param: param.clone(),
+                            to: to.clone(),
                             stop: stop.clone(),
                         },
                         format!(
-                            "`{more_path}` is true and sending the last record's `id` as `{param}` gave the next records{}",
+                            "`{more_path}` is true and sending the last record's `id` as {to} gave the next records{}",
                             stop_text(&stop)
                         ),
                     ));
@@ -543,20 +599,22 @@ impl Sampler<'_> {
                 continue;
             };
             let tries = ["cursor", "next_cursor", "page_token", "after", "token"].map(String::from);
-            if let Some(param) = self.probe_param(url, &tries, token, &before, name).await? {
+            let token = Value::String(token.to_string());
+            if let Some(to) = self.probe_send(url, &tries, &token, &before, name).await? {
                 out.push((
                     Paging::Cursor {
                         from: CursorFrom::Header(h.to_string()),
-                        param: param.clone(),
+                        to: to.clone(),
                         stop: None,
                     },
-                    format!("the `{h}` header holds a cursor, and sending it as `{param}` gave the next records"),
+                    format!("the `{h}` header holds a cursor, and sending it as {to} gave the next records"),
                 ));
             } else {
-                tracing::warn!("{name}: the response has a `{h}` header, but none of the parameters tried ({}) moved to other records; set `paginate` by hand", tries.join(", "));
+                self.unconfirmed(name, format!("the `{h}` header looks like a cursor"), &tries);
             }
         }
-        if !out.is_empty() {
+        // Page and offset parameters are tried on GET requests only.
+        if !out.is_empty() || self.body.is_some() {
             return Ok(out);
         }
         // Nothing in the page names the next one: try page and offset parameters.
@@ -591,7 +649,7 @@ impl Sampler<'_> {
                     None => ("page".to_string(), 1),
                 };
                 let probe = with_param(url, &param, &(start + 1).to_string());
-                let Some(body2) = self.try_get(&probe, name).await? else {
+                let Some(body2) = self.try_get(&probe, None, name).await? else {
                     continue;
                 };
                 let second = select(&body2, records_path);
@@ -625,7 +683,7 @@ impl Sampler<'_> {
             };
             for (o, l) in pairs {
                 let probe = with_param(&with_param(url, &o, "1"), &l, "2");
-                let Some(body2) = self.try_get(&probe, name).await? else {
+                let Some(body2) = self.try_get(&probe, None, name).await? else {
                     continue;
                 };
                 let second: Vec<String> = select(&body2, records_path).iter().map(|r| r.to_string()).collect();
@@ -660,29 +718,80 @@ impl Sampler<'_> {
         Ok(out)
     }
 
-    /// The first of `tries` that, set to `token`, gives records none of which were on
-    /// the first page.
-    async fn probe_param(
+    /// Pagination seen but not confirmed: a warning now, a comment in the spec.
+    fn unconfirmed(&mut self, name: &str, seen: String, tries: &[String]) {
+        let sends: Vec<String> = self.sends(tries).iter().map(|s| s.to_string()).collect();
+        let text = format!(
+            "{seen}, but sending it as none of {} gave the next records",
+            sends.join(", ")
+        );
+        tracing::warn!("{name}: {text}; set `paginate` by hand");
+        self.unconfirmed.push(text);
+    }
+
+    /// Where each of `tries` would send a token: a query parameter of a GET; in a POST
+    /// body, a field the body already has by that name first, then under `variables`
+    /// (GraphQL), then at the top.
+    fn sends(&self, tries: &[String]) -> Vec<Send> {
+        let Some(body) = &self.body else {
+            return tries.iter().map(|t| Send::Param(t.clone())).collect();
+        };
+        let mut existing = Vec::new();
+        if let Some(map) = body.as_object() {
+            for (k, v) in map {
+                match v.as_object() {
+                    Some(inner) => existing.extend(inner.keys().map(|i| format!("{k}.{i}"))),
+                    None => existing.push(k.clone()),
+                }
+            }
+        }
+        let graphql = body.get("query").is_some_and(|q| q.is_string());
+        let mut out = Vec::new();
+        for t in tries {
+            let same = |f: &&String| f.rsplit('.').next().is_some_and(|l| norm(l) == norm(t));
+            out.extend(existing.iter().filter(same).map(|f| Send::Body(f.clone())));
+            if graphql {
+                out.push(Send::Body(format!("variables.{t}")));
+            }
+            out.push(Send::Body(t.clone()));
+        }
+        out
+    }
+
+    /// The first of `tries` that, sent `token`, gives records none of which were on the
+    /// first page.
+    async fn probe_send(
         &mut self,
         url: &Url,
         tries: &[String],
-        token: &str,
+        token: &Value,
         before: &HashSet<String>,
         name: &str,
-    ) -> Result<Option<String>, InitError> {
+    ) -> Result<Option<Send>, InitError> {
         let mut done = HashSet::new();
-        for param in tries {
-            if !done.insert(param.clone()) {
+        for to in self.sends(tries) {
+            if !done.insert(to.clone()) {
                 continue;
             }
-            let probe = with_param(url, param, token);
-            let Some(body) = self.try_get(&probe, name).await? else {
+            let (probe, body) = match &to {
+                Send::Param(p) => {
+                    let text = token.as_str().map(String::from).unwrap_or_else(|| token.to_string());
+                    (with_param(url, p, &text), self.body.clone())
+                }
+                Send::Body(field) => {
+                    let mut body = self.body.clone().unwrap_or(Value::Null);
+                    let path: Vec<String> = field.split('.').map(String::from).collect();
+                    crate::extract::paginate::set_field(&mut body, &path, token.clone());
+                    (url.clone(), Some(body))
+                }
+            };
+            let Some(page) = self.try_get(&probe, body.as_ref(), name).await? else {
                 continue;
             };
-            let Ok((path, _)) = find_records(&body) else { continue };
-            let second = select(&body, &path);
+            let Ok((path, _)) = find_records(&page) else { continue };
+            let second = select(&page, &path);
             if !second.is_empty() && second.iter().all(|r| !before.contains(&r.to_string())) {
-                return Ok(Some(param.clone()));
+                return Ok(Some(to));
             }
         }
         Ok(None)
@@ -699,7 +808,7 @@ impl Sampler<'_> {
         paging: &Paging,
         params: &[(String, String)],
     ) -> Result<Followed, InitError> {
-        let resource = render::probe_resource(name, &path_of(url), records_path, paging);
+        let resource = render::probe_resource(name, &path_of(url), self.body.as_ref(), records_path, paging);
         let p = render::probe_pipeline(base_url, &resource)?;
         let r = &p.resources()[0];
         let start = {
@@ -709,7 +818,7 @@ impl Sampler<'_> {
         };
         let first = Request {
             url: crate::extract::paginate::first(&r.paginator, &start),
-            body: None,
+            body: self.body.clone(),
         };
         let mut sink = Collect {
             name: name.to_string(),
@@ -777,7 +886,10 @@ fn lower_first(s: &str) -> String {
 /// Whether a query parameter of the URL is the paginator's to set.
 fn paginator_param(paging: &Paging, key: &str) -> bool {
     match paging {
-        Paging::PageNumber { param, .. } | Paging::Cursor { param, .. } => key == param,
+        Paging::PageNumber { param, .. }
+        | Paging::Cursor {
+            to: Send::Param(param), ..
+        } => key == param,
         Paging::Offset {
             limit_param,
             offset_param,

@@ -51,8 +51,13 @@ fn exchanges() -> usize {
 
 /// One resource of one shape: init, golden, run, and the table holds `rows` rows.
 fn shape(golden_name: &str, path: &str, table: &str, rows: usize) -> (tempfile::TempDir, String) {
+    shape_with(golden_name, path, table, rows, &[])
+}
+
+fn shape_with(golden_name: &str, path: &str, table: &str, rows: usize, args: &[&str]) -> (tempfile::TempDir, String) {
     let api = ApiServer::start();
-    let (dir, log) = init_and_run(&api, golden_name, &[path], &["--name", "shapes"]);
+    let args: Vec<&str> = ["--name", "shapes"].iter().chain(args).copied().collect();
+    let (dir, log) = init_and_run(&api, golden_name, &[path], &args);
     assert_eq!(count(&db(&dir, "shapes"), table), rows as i64, "{log}");
     (dir, log)
 }
@@ -105,6 +110,43 @@ fn every_type_from_values_of_mixed_kinds() {
         })
         .unwrap();
     assert_eq!((n, big), (7, -5));
+}
+
+#[test]
+fn hubspot_search_sends_the_cursor_in_the_body() {
+    let body = r#"{"limit": 100, "properties": ["email", "firstname"], "filterGroups": []}"#;
+    let (_, log) = shape_with(
+        "hubspot_contacts",
+        "/crm/v3/objects/contacts/search",
+        "contacts",
+        826,
+        &["--body", body],
+    );
+    assert!(log.contains("body_field: after"), "{log}");
+}
+
+#[test]
+fn graphql_page_numbers_go_back_as_a_variable() {
+    let body = r#"{"query": "query($page: Int) { characters(page: $page) { info { next } results { id name } } }", "variables": {"page": 1}}"#;
+    let (dir, _) = shape_with("graphql_pages", "/graphql", "characters", 826, &["--body", body]);
+    let spec = std::fs::read_to_string(dir.path().join("spec.yaml")).unwrap();
+    assert!(
+        spec.contains("body_field: variables.page") && spec.contains("query($$page: Int)"),
+        "{spec}"
+    );
+}
+
+#[test]
+fn graphql_relay_cursor_until_has_next_page_is_false() {
+    let body = r#"{"query": "query($first: Int, $after: String) { characters(first: $first, after: $after) { nodes { id name } pageInfo { hasNextPage endCursor } } }", "variables": {"first": 50}}"#;
+    let (dir, _) = shape_with("graphql_relay", "/graphql", "characters", 826, &["--body", body]);
+    let spec = std::fs::read_to_string(dir.path().join("spec.yaml")).unwrap();
+    assert!(
+        spec.contains(
+            "body_field: variables.after, stop_when: {path: $.data.characters.pageInfo.hasNextPage, equals: false}"
+        ),
+        "{spec}"
+    );
 }
 
 #[test]
@@ -409,6 +451,24 @@ fn sampling_is_bounded_by_pages_bytes_and_time_and_shows_progress() {
     Sluice::new(["validate", dir.path().join("s.yaml").to_str().unwrap()])
         .run()
         .success();
+}
+
+#[test]
+fn a_cursor_it_cannot_confirm_is_said_not_guessed() {
+    let api = ApiServer::start();
+    // `X-Next-Cursor` goes back as `c`, a name init does not try.
+    let out = Sluice::new(["init", &format!("{}/hcursor/character", api.base)])
+        .run()
+        .success();
+    assert!(out.stdout.contains("paginate: {type: none}"), "{}", out.stdout);
+    assert!(
+        out.stdout
+            .contains("# paginate: NOT CONFIRMED: the `x-next-cursor` header looks like a cursor, but sending it as")
+            && out.stdout.contains("parameter `cursor`"),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stderr.contains("set `paginate` by hand"), "{}", out.stderr);
 }
 
 #[test]
