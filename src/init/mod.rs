@@ -95,6 +95,9 @@ struct Draft {
     name: String,
     path: String,
     sampled: Sampled,
+    /// Query parameters of the URL that hold a secret, and the variable the spec reads
+    /// each from instead.
+    secret_params: Vec<(String, String)>,
 }
 
 pub async fn init(opts: &Options) -> Result<Written, InitError> {
@@ -125,6 +128,16 @@ pub async fn init(opts: &Options) -> Result<Written, InitError> {
         ));
     }
     let secrets = Secrets::default();
+    // A key in the URL (`?api_key=…`) is used for the sampling, masked everywhere and
+    // written as a `${…}` placeholder.
+    for url in &urls {
+        for (k, v) in url.query_pairs() {
+            if secret_param(&k) && !v.is_empty() {
+                secrets.add(&v);
+                secrets.add(&url::form_urlencoded::byte_serialize(v.as_bytes()).collect::<String>());
+            }
+        }
+    }
     // The API's client: the existing spec's source, or the new one's.
     let (pipeline, pipeline_name, auth_var) = match &opts.append {
         Some((file, text)) => {
@@ -234,7 +247,44 @@ pub async fn init(opts: &Options) -> Result<Written, InitError> {
             None => free_name(&name_from_records(&sampled.records_path).unwrap_or(guess), &taken),
         };
         taken.push(name.clone());
-        drafts.push(Draft { name, path, sampled });
+        let mut sampled = sampled;
+        let secret_params: Vec<(String, String)> = sampled
+            .params
+            .iter()
+            .filter(|(k, _)| secret_param(k))
+            .map(|(k, _)| {
+                (
+                    k.clone(),
+                    format!(
+                        "{}_{}",
+                        pipeline_name.to_ascii_uppercase(),
+                        infer::snake_case(k).to_ascii_uppercase()
+                    ),
+                )
+            })
+            .collect();
+        sampled.params.retain(|(k, _)| !secret_param(k));
+        for (k, var) in &secret_params {
+            tracing::warn!("{name}: the URL's `{k}` parameter is a secret: the spec reads it from `{var}`; export {var}=… before `sluice run`");
+        }
+        if !secret_params.is_empty() {
+            let kept: Vec<(String, String)> = sampled
+                .url
+                .query_pairs()
+                .filter(|(k, _)| !secret_param(k))
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect();
+            sampled.url.query_pairs_mut().clear().extend_pairs(kept);
+            if sampled.url.query() == Some("") {
+                sampled.url.set_query(None);
+            }
+        }
+        drafts.push(Draft {
+            name,
+            path,
+            sampled,
+            secret_params,
+        });
     }
 
     // Two passes: first each table alone (for its key), then with every resource known,
@@ -269,14 +319,24 @@ pub async fn init(opts: &Options) -> Result<Written, InitError> {
         let blocks: Vec<String> = drafts
             .iter()
             .zip(&tables)
-            .map(|(d, t)| render::resource(&d.sampled, &d.name, &d.path, t, &indent, with_references))
+            .map(|(d, t)| {
+                render::resource(
+                    &d.sampled,
+                    &d.secret_params,
+                    &d.name,
+                    &d.path,
+                    t,
+                    &indent,
+                    with_references,
+                )
+            })
             .collect();
         match &opts.append {
             Some((_, text)) => append_resources(text, &blocks),
             None => {
                 let auth = auth_yaml(opts, &pipeline_name).0;
                 let head = render::head(&render::Head {
-                    command: &opts.command,
+                    command: &secrets.mask(&opts.command),
                     name: &pipeline_name,
                     base_url: &origin(first),
                     auth: &auth,
@@ -329,6 +389,35 @@ fn context<'a>(d: &'a Draft, known: &'a [Known]) -> Context<'a> {
         known,
         complete: d.sampled.complete,
     }
+}
+
+/// Whether a query parameter's name says it holds a secret (`api_key`, `access_token`,
+/// `client_secret`, …; not a pagination token).
+fn secret_param(name: &str) -> bool {
+    let n: String = name
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    [
+        "key",
+        "apikey",
+        "token",
+        "accesstoken",
+        "authtoken",
+        "apitoken",
+        "secret",
+        "clientsecret",
+        "password",
+        "passwd",
+        "sig",
+        "signature",
+        "appkey",
+        "auth",
+    ]
+    .contains(&n.as_str())
+        || n.ends_with("apikey")
+        || n.ends_with("secret")
 }
 
 /// `scheme://host[:port]`.

@@ -258,7 +258,15 @@ fn table(out: &mut String, t: &Table, indent: &str, write: bool, with_references
 }
 
 /// One resource entry, at `indent` (the column of its `- `), with its comments.
-pub fn resource(s: &Sampled, name: &str, path: &str, t: &Table, indent: &str, with_references: bool) -> String {
+pub fn resource(
+    s: &Sampled,
+    secret_params: &[(String, String)],
+    name: &str,
+    path: &str,
+    t: &Table,
+    indent: &str,
+    with_references: bool,
+) -> String {
     let mut out = String::new();
     let inner = format!("{indent}  ");
     comment(
@@ -287,13 +295,16 @@ pub fn resource(s: &Sampled, name: &str, path: &str, t: &Table, indent: &str, wi
     comment(&mut out, indent, &sampled);
     out.push_str(&format!("{indent}- name: {}\n", scalar(name, false)));
     out.push_str(&format!("{inner}path: {}\n", scalar(path, false)));
-    if !s.params.is_empty() {
+    if !s.params.is_empty() || !secret_params.is_empty() {
         out.push_str(&format!("{inner}params:\n"));
         for (k, v) in &s.params {
+            let v = scalar(&v.replace('$', "$$"), false);
+            out.push_str(&format!("{inner}  {}: {v}\n", scalar(k, false)));
+        }
+        for (k, var) in secret_params {
             out.push_str(&format!(
-                "{inner}  {}: {}\n",
-                scalar(k, false),
-                scalar(&v.replace('$', "$$"), false)
+                "{inner}  {}: \"${{{var}}}\"  # a secret: from the environment\n",
+                scalar(k, false)
             ));
         }
     }

@@ -402,6 +402,51 @@ fn credentials_come_from_the_variable_the_spec_names() {
 }
 
 #[test]
+fn a_key_in_the_url_is_written_as_a_placeholder() {
+    let api = ApiServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("spec.yaml");
+    let url = format!("{}/api/episode?api_key=url-sekrit-9&lang=en", api.base);
+    let out = Sluice::new(["init", &url, "--name", "shapes", "-o", spec.to_str().unwrap()])
+        .run()
+        .success();
+    let text = std::fs::read_to_string(&spec).unwrap();
+    assert!(
+        text.contains("api_key: \"${SHAPES_API_KEY}\"") && text.contains("lang: en"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("url-sekrit-9") && !out.stderr.contains("url-sekrit-9"),
+        "{text}\n{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("export SHAPES_API_KEY="), "{}", out.stderr);
+    // The sampling sent it (the next pages are the API's own `info.next` links); so does
+    // the run, from the variable.
+    let firsts: Vec<String> = api
+        .targets_under("/api/episode")
+        .into_iter()
+        .filter(|t| !t.contains("page="))
+        .collect();
+    assert!(
+        !firsts.is_empty() && firsts.iter().all(|t| t.contains("api_key=url-sekrit-9")),
+        "{firsts:?}"
+    );
+    let before = api.requests().len();
+    Sluice::new(["run", spec.to_str().unwrap()])
+        .dir(dir.path())
+        .env("SHAPES_API_KEY", "url-sekrit-9")
+        .run()
+        .success();
+    assert_eq!(count(&db(&dir, "shapes"), "episode"), 51);
+    let first = &api.requests()[before].target;
+    assert!(
+        first.contains("api_key=url-sekrit-9") && first.contains("lang=en"),
+        "{first}"
+    );
+}
+
+#[test]
 fn sampling_is_bounded_by_pages_bytes_and_time_and_shows_progress() {
     let api = ApiServer::start();
     let url = format!("{}/api/character", api.base);
