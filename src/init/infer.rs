@@ -496,7 +496,7 @@ fn scalar(name: &str, key: &str, values: &[&Value], cx: &Context) -> Col {
         if collections.len() == 1 {
             if let Some(Some(collection)) = collections.into_iter().next() {
                 if collection != cx.own_path {
-                    return url_reference(name, key, &collection, values, cx);
+                    return url_reference(name, &collection, values, cx);
                 }
             }
         }
@@ -618,7 +618,7 @@ fn fits(values: &[&Value], ty: ColumnType, transforms: &[Transform]) -> bool {
 
 /// A field of URLs of one other collection: the id in their last segment, referencing
 /// the resource that serves the collection when the spec has one.
-fn url_reference(name: &str, key: &str, collection: &str, values: &[&Value], cx: &Context) -> Col {
+fn url_reference(name: &str, collection: &str, values: &[&Value], cx: &Context) -> Col {
     let base = name
         .strip_suffix("_url")
         .or_else(|| name.strip_suffix("_uri"))
@@ -653,7 +653,6 @@ fn url_reference(name: &str, key: &str, collection: &str, values: &[&Value], cx:
         ..Default::default()
     };
     let empties = values.iter().filter(|v| v.as_str() == Some("")).count();
-    let _ = key;
     col.why = format!("the id at the end of URLs {collection}/…");
     if empties > 0 {
         note(&mut col.why, format!("empty (`\"\"`) in {empties}, loaded as null"));
