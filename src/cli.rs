@@ -581,13 +581,10 @@ async fn init(args: Box<InitArgs>, output: Option<String>, append: Option<String
             return exit::FAILED;
         }
     }
-    let append_text = match &append {
-        Some(file) => match std::fs::read_to_string(file) {
-            Ok(text) => Some((file.clone(), text)),
-            Err(e) => {
-                eprintln!("error: cannot read {file}: {e}");
-                return exit::FAILED;
-            }
+    let appended = match &append {
+        Some(file) => match load_or_report_with_text(file) {
+            Some((pipeline, text)) => Some(crate::init::Appended { pipeline, text }),
+            None => return exit::FAILED,
         },
         None => None,
     };
@@ -621,7 +618,7 @@ async fn init(args: Box<InitArgs>, output: Option<String>, append: Option<String
         pages: args.pages,
         max_bytes: args.max_bytes,
         max_time: args.max_time,
-        append: append_text,
+        append: appended,
         command,
     };
     let written = match crate::init::init(&opts).await {
@@ -947,8 +944,13 @@ async fn extract(p: &spec::Pipeline, opts: &crate::run::ExtractOptions, dry_run:
 
 /// Load a spec, printing its diagnostics to stderr when it is invalid.
 fn load_or_report(path: &str) -> Option<spec::Pipeline> {
-    match spec::load_file(path) {
-        Ok(p) => Some(p),
+    load_or_report_with_text(path).map(|(p, _)| p)
+}
+
+/// [`load_or_report`], keeping the spec's text.
+fn load_or_report_with_text(path: &str) -> Option<(spec::Pipeline, String)> {
+    match spec::load_file_with_text(path) {
+        Ok(loaded) => Some(loaded),
         Err(e) => {
             let mut err = std::io::stderr().lock();
             for d in &e.diagnostics {

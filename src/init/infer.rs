@@ -118,16 +118,21 @@ pub fn table(records: &[Value], cx: &Context) -> Table {
         &mut arrays,
         &mut taken,
     );
+    // The key's column, as named among the others.
+    let key = key.map(|(field, col)| match column_of(&mut t.columns, &field) {
+        Some(c) => {
+            c.why = "primary key".to_string();
+            c.not_null = false;
+            (field, c.name.clone())
+        }
+        None => (field, col),
+    });
     if let Some((field, col)) = &key {
         t.primary_key = vec![col.clone()];
         t.notes.push(format!(
             "`{field}` is unique in the {} sampled records: the primary key, rows merged on it",
             objects.len()
         ));
-        for c in t.columns.iter_mut().filter(|c| c.name == *col) {
-            c.why = "primary key".to_string();
-            c.not_null = false;
-        }
     } else if let Some((field, id)) = self_url_key(&fields, objects.len(), cx) {
         // No id field, but each record's own URL ends in its id (PokeAPI's lists).
         let name = unique(&mut taken, &id);
@@ -156,13 +161,9 @@ pub fn table(records: &[Value], cx: &Context) -> Table {
     }
     // Arrays: a nested table each when the parent has a key to hang the rows on.
     for (path, name, field_values) in arrays {
-        let parent_key = key.as_ref().map(|(_, col)| {
-            let ty = t.columns.iter().find(|c| c.name == *col).and_then(|c| c.ty);
-            (col.clone(), ty)
-        });
-        match parent_key {
-            Some((pk, _)) => {
-                if let Some(n) = nested(cx, &t.name, &pk, &path, &name, &field_values, objects.len()) {
+        match key.as_ref().map(|(_, col)| col) {
+            Some(pk) => {
+                if let Some(n) = nested(cx, &t.name, pk, &path, &name, &field_values, objects.len()) {
                     t.nested.push(n);
                     continue;
                 }
@@ -184,6 +185,12 @@ pub fn table(records: &[Value], cx: &Context) -> Table {
         }
     }
     t
+}
+
+/// The column that reads top-level field `field`.
+fn column_of<'c>(columns: &'c mut [Col], field: &str) -> Option<&'c mut Col> {
+    let path = format!("${}", path_step(field));
+    columns.iter_mut().find(|c| c.path.as_deref() == Some(path.as_str()))
 }
 
 fn push_jsonb(columns: &mut Vec<Col>, taken: &mut HashSet<String>, name: &str, path: &str, why: &str) {
@@ -389,17 +396,10 @@ fn self_url_key(fields: &[Field], objects: usize, cx: &Context) -> Option<(Strin
         let own = texts.len() == objects
             && objects > 0
             && texts.iter().all(|t| record_url(t).as_deref() == Some(cx.own_path))
-            && texts
-                .iter()
-                .all(|t| last_segment(t).is_some_and(|s| s.parse::<i32>().is_ok()));
+            && fits(&f.values, ColumnType::Integer, &[Transform::UrlLastSegment]);
         let distinct: HashSet<&str> = texts.iter().copied().collect();
         (own && distinct.len() == objects).then(|| (f.key.clone(), "id".to_string()))
     })
-}
-
-fn last_segment(url: &str) -> Option<String> {
-    let u = url::Url::parse(url).ok()?;
-    u.path().trim_end_matches('/').rsplit('/').next().map(String::from)
 }
 
 /// Whether a name reads as a time (for numbers that are epoch seconds or milliseconds).
@@ -544,18 +544,12 @@ fn scalar(name: &str, key: &str, values: &[&Value], cx: &Context) -> Col {
     } else {
         (ColumnType::Text, "values of different kinds: kept as text".to_string())
     };
+    col.why = why;
     if empties > 0 && empties < texts.len() {
         transforms.insert(0, Transform::EmptyAsNull);
         note(&mut col.why, format!("empty (`\"\"`) in {empties}, loaded as null"));
     } else if empties > 0 && ty != ColumnType::Text {
         transforms.insert(0, Transform::EmptyAsNull);
-    }
-    if !why.is_empty() {
-        let w = std::mem::take(&mut col.why);
-        col.why = why;
-        if !w.is_empty() {
-            note(&mut col.why, w);
-        }
     }
     // The sample must load: fall back to text, then JSON, when a value does not fit.
     let (ty, transforms) = [
@@ -630,21 +624,10 @@ fn url_reference(name: &str, collection: &str, values: &[&Value], cx: &Context) 
     };
     let col_name = clip_ident(&format!("{}_id", snake_case(&stem)));
     let target = cx.known.iter().find(|k| k.path == collection);
-    let wide = values
-        .iter()
-        .filter_map(|v| v.as_str())
-        .filter_map(|s| url::Url::parse(s).ok())
-        .any(|u| {
-            u.path()
-                .trim_end_matches('/')
-                .rsplit('/')
-                .next()
-                .is_some_and(|seg| seg.parse::<i32>().is_err())
-        });
     let ty = match target {
         Some(k) => k.key_type,
-        None if wide => ColumnType::Bigint,
-        None => ColumnType::Integer,
+        None if fits(values, ColumnType::Integer, &[Transform::UrlLastSegment]) => ColumnType::Integer,
+        None => ColumnType::Bigint,
     };
     let mut col = Col {
         name: col_name,
@@ -777,13 +760,8 @@ fn nested(
         });
         match id {
             Some(id) if id_unique => {
-                let col = clip_ident(&snake_case(&id));
-                let col = t
-                    .columns
-                    .iter()
-                    .find(|c| c.path.as_deref() == Some(&format!("${}", path_step(&id))))
-                    .map(|c| c.name.clone())
-                    .unwrap_or(col);
+                let col =
+                    column_of(&mut t.columns, &id).map_or_else(|| clip_ident(&snake_case(&id)), |c| c.name.clone());
                 t.primary_key = vec![key_col.clone(), col];
             }
             _ => position(&mut t, &mut taken),

@@ -29,6 +29,13 @@ pub enum AuthKind {
     Basic,
 }
 
+/// The spec `--append` adds to: compiled, and its text, which is kept as it is.
+#[derive(Debug, Clone)]
+pub struct Appended {
+    pub pipeline: crate::spec::Pipeline,
+    pub text: String,
+}
+
 #[derive(Debug, Clone)]
 pub struct Options {
     pub urls: Vec<String>,
@@ -47,8 +54,8 @@ pub struct Options {
     pub pages: u64,
     pub max_bytes: u64,
     pub max_time: Duration,
-    /// Add to this spec instead of writing a new one: its file name and text.
-    pub append: Option<(String, String)>,
+    /// Add to this spec instead of writing a new one.
+    pub append: Option<Appended>,
     /// The command line, for the comment at the top.
     pub command: String,
 }
@@ -57,8 +64,6 @@ pub struct Options {
 pub enum InitError {
     #[error("{0}")]
     Usage(String),
-    #[error("{0}")]
-    Spec(String),
     #[error("{0}")]
     Env(String),
     #[error("the API answered HTTP {status}: {hint}\n  ({detail})")]
@@ -77,8 +82,6 @@ pub struct Written {
     pub resources: Vec<Summary>,
     pub requests: u64,
     pub bytes: u64,
-    /// References left out because with them the spec would not compile.
-    pub dropped_references: bool,
 }
 
 pub struct Summary {
@@ -139,13 +142,9 @@ pub async fn init(opts: &Options) -> Result<Written, InitError> {
         }
     }
     // The API's client: the existing spec's source, or the new one's.
+    let new_spec;
     let (pipeline, pipeline_name, auth_var) = match &opts.append {
-        Some((file, text)) => {
-            let p =
-                crate::spec::compile_text(file, text).map_err(|d| InitError::Spec(render::diagnostics(text, &d)))?;
-            let name = p.name().to_string();
-            (p, name, None)
-        }
+        Some(a) => (&a.pipeline, a.pipeline.name().to_string(), None),
         None => {
             let name = match &opts.name {
                 Some(n) => n.clone(),
@@ -153,17 +152,12 @@ pub async fn init(opts: &Options) -> Result<Written, InitError> {
             };
             crate::spec::ident::check_identifier(&name).map_err(|e| InitError::Usage(format!("--name: {e}")))?;
             let (auth, var) = auth_yaml(opts, &name);
-            let client_spec = format!(
-                "version: 1\nname: {name}\nsource:\n  base_url: {}\n  auth: {auth}\n  retry: {{max_attempts: 3}}\nstaging:\n  location: file:///nonexistent\nwarehouse:\n  url: sqlite://probe.db\n  schema: probe\nresources:\n{}",
-                render::scalar(&origin(first).replace('$', "$$"), false),
-                render::probe_resource("probe", "/", None, "$[*]", &sample::Paging::None)
-            );
-            let p = crate::spec::compile_text("init", &client_spec)
-                .map_err(|d| InitError::Internal(render::diagnostics(&client_spec, &d)))?;
-            (p, name, var)
+            let probe = render::probe_resource("probe", "/", None, "$[*]", &sample::Paging::None);
+            new_spec = render::probe_pipeline(&origin(first), &auth, &probe)?;
+            (&new_spec, name, var)
         }
     };
-    let resolved = crate::resolve::resolve(&pipeline, Needs::DRY_RUN, &secrets).map_err(|e| {
+    let resolved = crate::resolve::resolve(pipeline, Needs::DRY_RUN, &secrets).map_err(|e| {
         let text = secrets.mask(&e.to_string());
         match &auth_var {
             Some(var) => InitError::Env(format!(
@@ -175,7 +169,7 @@ pub async fn init(opts: &Options) -> Result<Written, InitError> {
     let client = crate::extract::http::Client::new(pipeline.source(), resolved.source(), &secrets)
         .map_err(|e| InitError::Env(secrets.mask(&e.to_string())))?;
     let base_url = client.base_url().trim_end_matches('/').to_string();
-    let base = Url::parse(&base_url).map_err(|e| InitError::Spec(format!("source.base_url: {e}")))?;
+    let base = Url::parse(&base_url).map_err(|e| InitError::Env(format!("source.base_url: {e}")))?;
     let base_path = base.path().trim_end_matches('/').to_string();
 
     // Names taken: the existing spec's resources and tables.
@@ -230,7 +224,8 @@ pub async fn init(opts: &Options) -> Result<Written, InitError> {
         };
         let guess = opts.resource.clone().unwrap_or_else(|| resource_name(url));
         tracing::info!(
-            "{guess}: GET {}",
+            "{guess}: {} {}",
+            sample::method_word(opts.body.as_ref()),
             secrets.mask(&crate::extract::http::shown_url(url.as_str()))
         );
         let sampled = sampler.sample(url, &base_url, &guess).await?;
@@ -313,7 +308,7 @@ pub async fn init(opts: &Options) -> Result<Written, InitError> {
 
     let compose = |with_references: bool| -> String {
         let indent = match &opts.append {
-            Some((_, text)) => list_indent(text),
+            Some(a) => list_indent(&a.text),
             None => "  ".to_string(),
         };
         let blocks: Vec<String> = drafts
@@ -332,7 +327,7 @@ pub async fn init(opts: &Options) -> Result<Written, InitError> {
             })
             .collect();
         match &opts.append {
-            Some((_, text)) => append_resources(text, &blocks),
+            Some(a) => append_resources(&a.text, &blocks),
             None => {
                 let auth = auth_yaml(opts, &pipeline_name).0;
                 let head = render::head(&render::Head {
@@ -345,9 +340,8 @@ pub async fn init(opts: &Options) -> Result<Written, InitError> {
             }
         }
     };
-    let file = opts.append.as_ref().map(|(f, _)| f.as_str()).unwrap_or("init");
+    let file = opts.append.as_ref().map_or("init", |a| a.pipeline.file());
     let mut text = compose(true);
-    let mut dropped_references = false;
     if let Err(d) = crate::spec::compile_text(file, &text) {
         let without = compose(false);
         if crate::spec::compile_text(file, &without).is_ok() {
@@ -356,7 +350,6 @@ pub async fn init(opts: &Options) -> Result<Written, InitError> {
                 render::diagnostics(&text, &d).lines().next().unwrap_or("")
             );
             text = without;
-            dropped_references = true;
         } else {
             return Err(InitError::Internal(render::diagnostics(&text, &d)));
         }
@@ -378,7 +371,6 @@ pub async fn init(opts: &Options) -> Result<Written, InitError> {
         resources,
         requests: sampler.budget.requests,
         bytes: sampler.budget.bytes,
-        dropped_references,
     })
 }
 
@@ -394,11 +386,7 @@ fn context<'a>(d: &'a Draft, known: &'a [Known]) -> Context<'a> {
 /// Whether a query parameter's name says it holds a secret (`api_key`, `access_token`,
 /// `client_secret`, …; not a pagination token).
 fn secret_param(name: &str) -> bool {
-    let n: String = name
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric())
-        .map(|c| c.to_ascii_lowercase())
-        .collect();
+    let n = sample::norm(name);
     [
         "key",
         "apikey",

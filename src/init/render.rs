@@ -2,6 +2,7 @@
 //! reads like one a person wrote (flow-style columns, one a line) and carries comments
 //! that say what was seen.
 
+use crate::spec::interp::Interp;
 use crate::spec::Pipeline;
 
 use super::infer::{Col, Table};
@@ -124,7 +125,7 @@ fn post(indent: &str, body: Option<&serde_json::Value>) -> String {
     fn literal(v: &serde_json::Value) -> serde_json::Value {
         use serde_json::Value;
         match v {
-            Value::String(s) => Value::String(s.replace('$', "$$")),
+            Value::String(s) => Value::String(Interp::escape(s)),
             Value::Array(a) => Value::Array(a.iter().map(literal).collect()),
             Value::Object(m) => Value::Object(m.iter().map(|(k, v)| (k.clone(), literal(v))).collect()),
             other => other.clone(),
@@ -136,11 +137,13 @@ fn post(indent: &str, body: Option<&serde_json::Value>) -> String {
     }
 }
 
-/// A spec around one probe resource: one request at a time, no retries beyond two.
-pub fn probe_pipeline(base_url: &str, resource: &str) -> Result<Pipeline, InitError> {
+/// A spec around one probe resource, for sampling: the client is built from its source
+/// (`auth` as YAML; three attempts a request) and the extractor follows its resource one
+/// request at a time.
+pub fn probe_pipeline(base_url: &str, auth: &str, resource: &str) -> Result<Pipeline, InitError> {
     let text = format!(
-        "version: 1\nname: init_probe\nsource:\n  base_url: {}\n  concurrency: 1\n  retry: {{max_attempts: 2}}\nstaging:\n  location: file:///nonexistent\nwarehouse:\n  url: sqlite://probe.db\n  schema: probe\nresources:\n{resource}",
-        scalar(&base_url.replace('$', "$$"), false)
+        "version: 1\nname: init_probe\nsource:\n  base_url: {}\n  auth: {auth}\n  concurrency: 1\n  retry: {{max_attempts: 3}}\nstaging:\n  location: file:///nonexistent\nwarehouse:\n  url: sqlite://probe.db\n  schema: probe\nresources:\n{resource}",
+        scalar(&Interp::escape(base_url), false)
     );
     crate::spec::compile_text("init", &text).map_err(|d| InitError::Internal(diagnostics(&text, &d)))
 }
@@ -216,12 +219,16 @@ fn wrap(text: &str, width: usize) -> Vec<String> {
     lines
 }
 
-fn table(out: &mut String, t: &Table, indent: &str, write: bool, with_references: bool) {
+/// A table's keys at `indent`. `entry`: it is an item of a `nested:` list, its notes and
+/// `- ` two columns to the left.
+fn table(out: &mut String, t: &Table, indent: &str, entry: bool, write: bool, with_references: bool) {
     let more = format!("{indent}  ");
+    let lead = if entry { &indent[..indent.len() - 2] } else { indent };
     for n in &t.notes {
-        comment(out, indent, n);
+        comment(out, lead, n);
     }
-    out.push_str(&format!("{indent}name: {}\n", scalar(&t.name, false)));
+    let first = if entry { format!("{lead}- ") } else { indent.to_string() };
+    out.push_str(&format!("{first}name: {}\n", scalar(&t.name, false)));
     if let Some(each) = &t.each {
         out.push_str(&format!("{indent}each: {}\n", scalar(each, false)));
     }
@@ -242,17 +249,7 @@ fn table(out: &mut String, t: &Table, indent: &str, write: bool, with_references
     if !t.nested.is_empty() {
         out.push_str(&format!("{indent}nested:\n"));
         for n in &t.nested {
-            for note in &n.notes {
-                comment(out, &more, note);
-            }
-            let mut block = String::new();
-            let bare = Table {
-                notes: Vec::new(),
-                ..n.clone()
-            };
-            table(&mut block, &bare, &format!("{more}  "), false, with_references);
-            // The first line of the entry carries the `- `.
-            out.push_str(&block.replacen(&format!("{more}  name:"), &format!("{more}- name:"), 1));
+            table(out, n, &format!("{more}  "), true, false, with_references);
         }
     }
 }
@@ -274,7 +271,7 @@ pub fn resource(
         indent,
         &format!(
             "{} {}",
-            if s.body.is_some() { "POST" } else { "GET" },
+            super::sample::method_word(s.body.as_ref()),
             crate::extract::http::shown_url(s.url.as_str())
         ),
     );
@@ -298,7 +295,7 @@ pub fn resource(
     if !s.params.is_empty() || !secret_params.is_empty() {
         out.push_str(&format!("{inner}params:\n"));
         for (k, v) in &s.params {
-            let v = scalar(&v.replace('$', "$$"), false);
+            let v = scalar(&Interp::escape(v), false);
             out.push_str(&format!("{inner}  {}: {v}\n", scalar(k, false)));
         }
         for (k, var) in secret_params {
@@ -312,7 +309,7 @@ pub fn resource(
     out.push_str(&format!("{inner}records: {}\n", scalar(&s.records_path, false)));
     out.push_str(&format!("{inner}paginate: {}\n", paging_flow(&s.paging)));
     out.push_str(&format!("{inner}table:\n"));
-    table(&mut out, t, &format!("{inner}  "), true, with_references);
+    table(&mut out, t, &format!("{inner}  "), false, true, with_references);
     out
 }
 
@@ -344,7 +341,7 @@ pub fn head(h: &Head) -> String {
          resources:\n",
         one_line(h.command),
         h.name,
-        h.base_url.replace('$', "$$"),
+        Interp::escape(h.base_url),
         h.auth,
         h.name,
         h.name

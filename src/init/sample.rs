@@ -84,9 +84,9 @@ impl Budget {
     }
     fn out(&self) -> Option<String> {
         if self.left().is_zero() {
-            return Some("the time limit (--max-time) ran out".into());
+            return Some(OUT_OF_TIME.into());
         }
-        (self.bytes >= self.max_bytes).then(|| "the byte limit (--max-bytes) was reached".into())
+        (self.bytes >= self.max_bytes).then(|| OUT_OF_BYTES.into())
     }
 }
 
@@ -122,7 +122,9 @@ pub struct Sampler<'a> {
     pub unconfirmed: Vec<String>,
 }
 
-fn norm(key: &str) -> String {
+/// A name without case or punctuation, for matching (`next_cursor`, `nextCursor` →
+/// `nextcursor`).
+pub fn norm(key: &str) -> String {
     key.chars()
         .filter(|c| c.is_ascii_alphanumeric())
         .map(|c| c.to_ascii_lowercase())
@@ -252,20 +254,24 @@ pub fn find_records(body: &Value) -> Result<(String, String), String> {
             };
             Ok((format!("{path}[*]"), why))
         }
-        other => Err(format!("the response is {}, not an object or an array", kind(other))),
+        other => Err(format!(
+            "the response is {}, not an object or an array",
+            crate::util::describe(other)
+        )),
     }
 }
 
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
+/// `POST` for a request with a body, else `GET`.
+pub fn method_word(body: Option<&Value>) -> &'static str {
+    match body {
+        Some(_) => "POST",
+        None => "GET",
     }
 }
+
+/// Why sampling stopped early.
+const OUT_OF_TIME: &str = "the time limit (--max-time) ran out";
+const OUT_OF_BYTES: &str = "the byte limit (--max-bytes) was reached";
 
 /// The records a records path selects (`$[*]` or `$.a.b[*]`), without the engine.
 fn select<'v>(body: &'v Value, records_path: &str) -> Vec<&'v Value> {
@@ -273,8 +279,9 @@ fn select<'v>(body: &'v Value, records_path: &str) -> Vec<&'v Value> {
     path.query(body)
 }
 
-fn fingerprints(records: &[&Value]) -> HashSet<String> {
-    records.iter().map(|r| r.to_string()).collect()
+/// Whether a probed page moved on: it has records, none of them on the first page.
+fn new_records(page: &[&Value], first: &HashSet<String>) -> bool {
+    !page.is_empty() && page.iter().all(|r| !first.contains(&r.to_string()))
 }
 
 impl Sampler<'_> {
@@ -293,21 +300,18 @@ impl Sampler<'_> {
             url: url.clone(),
             body: body.cloned(),
         };
-        let method = match body {
-            Some(_) => HttpMethod::Post,
-            None => HttpMethod::Get,
-        };
+        let method = body.map_or(HttpMethod::Get, |_| HttpMethod::Post);
         self.budget.requests += 1;
         let fetched = tokio::time::timeout(self.budget.left(), self.client.fetch(method, &req, resource, page))
             .await
-            .map_err(|_| InitError::Budget("the time limit (--max-time) ran out".into()))?;
+            .map_err(|_| InitError::Budget(OUT_OF_TIME.into()))?;
         let resp = fetched.map_err(|e| self.refused(e))?;
         self.budget.bytes += resp.body.len() as u64;
         let shown = self.secrets.mask(&crate::extract::http::shown_url(url.as_str()));
         let body: Value = serde_json::from_slice(&resp.body).map_err(|e| {
             InitError::Sample(format!(
                 "{} {shown}: the response is not JSON ({e}); it starts with: {}",
-                if body.is_some() { "POST" } else { "GET" },
+                method_word(body),
                 crate::extract::http::head(&resp.body)
             ))
         })?;
@@ -351,10 +355,11 @@ impl Sampler<'_> {
 
     /// Sample one URL: records, pagination, and records from up to `budget.pages` pages.
     pub async fn sample(&mut self, url: &Url, base_url: &str, name: &str) -> Result<Sampled, InitError> {
-        let shown = match &self.body {
-            Some(_) => format!("POST {}", crate::extract::http::shown_url(url.as_str())),
-            None => format!("GET {}", crate::extract::http::shown_url(url.as_str())),
-        };
+        let shown = format!(
+            "{} {}",
+            method_word(self.body.as_ref()),
+            crate::extract::http::shown_url(url.as_str())
+        );
         self.unconfirmed.clear();
         let sent = self.body.clone();
         let (resp, body) = self.get(url, sent.as_ref(), name, 1).await?;
@@ -515,7 +520,7 @@ impl Sampler<'_> {
                 format!("{seen}{}", stop_text(&stop)),
             ));
         }
-        let before = fingerprints(&first.iter().collect::<Vec<_>>());
+        let before: HashSet<String> = first.iter().map(|r| r.to_string()).collect();
         // A cursor in the body, sent back in a parameter to find by trying.
         let cursor_fields: Vec<&Scalar> = found
             .iter()
@@ -652,8 +657,7 @@ impl Sampler<'_> {
                 let Some(body2) = self.try_get(&probe, None, name).await? else {
                     continue;
                 };
-                let second = select(&body2, records_path);
-                if !second.is_empty() && second.iter().all(|r| !before.contains(&r.to_string())) {
+                if new_records(&select(&body2, records_path), &before) {
                     let with_total = match &total_pages {
                         Some(p) => format!("; `{p}` is the page count"),
                         None => String::new(),
@@ -789,8 +793,7 @@ impl Sampler<'_> {
                 continue;
             };
             let Ok((path, _)) = find_records(&page) else { continue };
-            let second = select(&page, &path);
-            if !second.is_empty() && second.iter().all(|r| !before.contains(&r.to_string())) {
+            if new_records(&select(&page, &path), before) {
                 return Ok(Some(to));
             }
         }
@@ -808,8 +811,9 @@ impl Sampler<'_> {
         paging: &Paging,
         params: &[(String, String)],
     ) -> Result<Followed, InitError> {
-        let resource = render::probe_resource(name, &path_of(url), self.body.as_ref(), records_path, paging);
-        let p = render::probe_pipeline(base_url, &resource)?;
+        let resource = render::probe_resource(name, url.path(), self.body.as_ref(), records_path, paging);
+        // The client carries the auth; this spec only shapes the requests.
+        let p = render::probe_pipeline(base_url, "none", &resource)?;
         let r = &p.resources()[0];
         let start = {
             let mut u = url.clone();
@@ -841,7 +845,7 @@ impl Sampler<'_> {
         }
         let complete = match result {
             Err(_) => {
-                sink.stopped = Some("the time limit (--max-time) ran out".into());
+                sink.stopped = Some(OUT_OF_TIME.into());
                 false
             }
             Ok(Err(e)) => return Err(self.refused(e)),
@@ -868,11 +872,6 @@ enum Followed {
     },
     /// A later page held only records already seen: the parameter does nothing.
     Repeats,
-}
-
-/// The path of a URL, for the probe spec (the query goes in `params`).
-fn path_of(url: &Url) -> String {
-    url.path().to_string()
 }
 
 fn lower_first(s: &str) -> String {
@@ -951,11 +950,11 @@ impl RecordSink for Collect {
         );
         self.records.extend(values);
         if self.bytes >= self.budget_bytes {
-            self.stopped = Some("the byte limit (--max-bytes) was reached".into());
+            self.stopped = Some(OUT_OF_BYTES.into());
             return Ok(false);
         }
         if Instant::now() >= self.deadline {
-            self.stopped = Some("the time limit (--max-time) ran out".into());
+            self.stopped = Some(OUT_OF_TIME.into());
             return Ok(false);
         }
         Ok(true)

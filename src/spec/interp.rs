@@ -118,6 +118,11 @@ impl Interp {
         self.parts.iter().any(|p| matches!(p, Part::Var { .. }))
     }
 
+    /// `text` written so that it reads back as itself, not as a template: `$` doubled.
+    pub fn escape(text: &str) -> String {
+        text.replace('$', "$$")
+    }
+
     /// The value with every variable at its default, when every variable has one: what the
     /// spec means without any environment (used for offline checks and diagrams).
     pub fn offline(&self) -> Option<String> {

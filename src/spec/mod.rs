@@ -91,6 +91,11 @@ pub fn compile_text(file: &str, text: &str) -> Result<Pipeline, Vec<Diagnostic>>
 
 /// Read, parse and compile a spec file.
 pub fn load_file(path: &str) -> Result<Pipeline, SpecErrors> {
+    load_file_with_text(path).map(|(p, _)| p)
+}
+
+/// Read, parse and compile a spec file, and keep its text (for a command that edits it).
+pub fn load_file_with_text(path: &str) -> Result<(Pipeline, String), SpecErrors> {
     let whole = |message: String| SpecErrors {
         text: None,
         diagnostics: vec![Diagnostic::new(path, load::Pos { line: 1, column: 1 }, "", message)],
@@ -110,8 +115,11 @@ pub fn load_file(path: &str) -> Result<Pipeline, SpecErrors> {
             format!("cannot read the spec: {e}"),
         )],
     })?;
-    compile_text(path, &text).map_err(|diagnostics| SpecErrors {
-        text: Some(text),
-        diagnostics,
-    })
+    match compile_text(path, &text) {
+        Ok(p) => Ok((p, text)),
+        Err(diagnostics) => Err(SpecErrors {
+            text: Some(text),
+            diagnostics,
+        }),
+    }
 }
