@@ -241,9 +241,9 @@ pub fn resolve(p: &Pipeline, needs: Needs, secrets: &Secrets) -> Result<Resolved
 /// Every environment variable a spec reads, in spec order, each with whether it must be
 /// set (it has no `:-default`).
 pub fn variables(p: &Pipeline) -> Vec<(String, bool)> {
-    let seen = std::sync::Mutex::new(Vec::<String>::new());
+    let seen = std::cell::RefCell::new(Vec::<String>::new());
     let record = |name: &str| {
-        let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
+        let mut seen = seen.borrow_mut();
         if !seen.iter().any(|s| s == name) {
             seen.push(name.to_string());
         }
@@ -253,8 +253,8 @@ pub fn variables(p: &Pipeline) -> Vec<(String, bool)> {
         Err(e) => e.missing.into_iter().map(|(v, _)| v).collect(),
         Ok(_) => Vec::new(),
     };
-    let seen = seen.into_inner().unwrap_or_else(|e| e.into_inner());
-    seen.into_iter()
+    seen.into_inner()
+        .into_iter()
         .map(|v| {
             let must = required.contains(&v);
             (v, must)

@@ -57,18 +57,27 @@ pub fn temp_file_in(dir: &std::path::Path) -> std::io::Result<tempfile::NamedTem
     tempfile::Builder::new().prefix(&temp_prefix()).tempfile_in(dir)
 }
 
-/// Write a file whole or not at all: a temporary file beside it, then a rename.
-pub fn write_file_atomic(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => std::path::Path::new("."),
-    };
-    let mut tmp = temp_file_in(dir)?;
-    tmp.write_all(bytes)?;
+/// A temporary file in the folder of `path`, to [`persist`] onto it once written whole.
+pub fn temp_file_beside(path: &std::path::Path) -> std::io::Result<tempfile::NamedTempFile> {
+    match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => temp_file_in(d),
+        _ => temp_file_in(std::path::Path::new(".")),
+    }
+}
+
+/// Sync a file made with [`temp_file_beside`] and rename it onto `path`.
+pub fn persist(tmp: tempfile::NamedTempFile, path: &std::path::Path) -> std::io::Result<()> {
     tmp.as_file().sync_all()?;
     tmp.persist(path).map_err(|e| e.error)?;
     Ok(())
+}
+
+/// Write a file whole or not at all: a temporary file beside it, then a rename.
+pub fn write_file_atomic(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut tmp = temp_file_beside(path)?;
+    tmp.write_all(bytes)?;
+    persist(tmp, path)
 }
 
 /// A temporary folder under the system's temporary folder, named with [`temp_prefix`] and

@@ -343,10 +343,7 @@ impl Handler {
         let resolved =
             crate::resolve::resolve(p, Needs::STAGING, secrets).map_err(|e| run_failure(&e.into(), secrets))?;
         let location = &resolved.staging().location;
-        let (want_bucket, prefix) = location
-            .strip_prefix("s3://")
-            .map(|rest| rest.split_once('/').unwrap_or((rest, "")))
-            .unwrap_or_default();
+        let (want_bucket, prefix) = crate::stage::s3_location(location).unwrap_or_default();
         let prefix = prefix.trim_matches('/');
         let expected = match prefix {
             "" => crate::stage::manifest_key(p.name(), run_id),
@@ -449,7 +446,7 @@ fn on_lambda_targets(p: &Pipeline, step: Step, secrets: &Secrets) -> Result<(), 
         message: secrets.mask(&format!("pipeline `{}`: {message}", p.name())),
     };
     let location = &resolved.staging().location;
-    if !location.starts_with("s3://") {
+    if crate::stage::s3_location(location).is_none() {
         return Err(target(format!(
             "staging resolves to `{location}`; on AWS Lambda staging must be an S3 location (s3://bucket/prefix), set by the function's environment"
         )));

@@ -46,12 +46,8 @@ pub fn package(spec_files: &[String], bootstrap: &Path, output: &Path) -> Result
         }
         names.push(name);
     }
-    let dir = output
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let temp = crate::util::temp_file_in(dir).map_err(|e| format!("cannot write in {}: {e}", dir.display()))?;
     let io = |what: &str, e: &dyn std::fmt::Display| format!("cannot write {}: {what}: {e}", output.display());
+    let temp = crate::util::temp_file_beside(output).map_err(|e| io("a temporary file beside it", &e))?;
     let mut zip = zip::ZipWriter::new(temp.as_file());
     let deflated = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
     zip.start_file("bootstrap", deflated.unix_permissions(0o755))
@@ -65,8 +61,7 @@ pub fn package(spec_files: &[String], bootstrap: &Path, output: &Path) -> Result
         zip.write_all(&text).map_err(|e| io(name, &e))?;
     }
     zip.finish().map_err(|e| io("the directory", &e))?;
-    temp.as_file().sync_all().map_err(|e| io("sync", &e))?;
-    temp.persist(output).map_err(|e| io("rename", &e.error))?;
+    crate::util::persist(temp, output).map_err(|e| io("rename", &e))?;
     let bytes = std::fs::metadata(output).map(|m| m.len()).unwrap_or(0);
     Ok(Packaged {
         output: output.to_path_buf(),

@@ -837,7 +837,7 @@ fn request_of(r: &crate::spec::pipeline::Resource) -> String {
     format!(
         "resource {}: {} {}{parent}; records {}; {}",
         r.name,
-        format!("{:?}", r.method).to_uppercase(),
+        crate::extract::http::method_name(r.method),
         r.target.as_str(),
         r.records.as_str(),
         r.paginator.describe()

@@ -185,7 +185,8 @@ impl OAuth2 {
     }
 }
 
-fn method_name(method: HttpMethod) -> &'static str {
+/// `GET` or `POST`, for messages and diagrams.
+pub fn method_name(method: HttpMethod) -> &'static str {
     match method {
         HttpMethod::Get => "GET",
         HttpMethod::Post => "POST",
@@ -352,7 +353,6 @@ impl Client {
         })
     }
 
-    /// The resolved base URL.
     /// Stop starting requests near `deadline`.
     pub fn with_deadline(mut self, deadline: Option<Deadline>) -> Self {
         self.deadline = deadline;
@@ -373,6 +373,7 @@ impl Client {
         Ok(())
     }
 
+    /// The resolved base URL.
     pub fn base_url(&self) -> &str {
         &self.base_url
     }

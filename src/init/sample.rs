@@ -261,12 +261,14 @@ pub fn find_records(body: &Value) -> Result<(String, String), String> {
     }
 }
 
+/// A request with a body is a POST, else a GET.
+fn method_of(body: Option<&Value>) -> HttpMethod {
+    body.map_or(HttpMethod::Get, |_| HttpMethod::Post)
+}
+
 /// `POST` for a request with a body, else `GET`.
 pub fn method_word(body: Option<&Value>) -> &'static str {
-    match body {
-        Some(_) => "POST",
-        None => "GET",
-    }
+    crate::extract::http::method_name(method_of(body))
 }
 
 /// Why sampling stopped early.
@@ -300,11 +302,13 @@ impl Sampler<'_> {
             url: url.clone(),
             body: body.cloned(),
         };
-        let method = body.map_or(HttpMethod::Get, |_| HttpMethod::Post);
         self.budget.requests += 1;
-        let fetched = tokio::time::timeout(self.budget.left(), self.client.fetch(method, &req, resource, page))
-            .await
-            .map_err(|_| InitError::Budget(OUT_OF_TIME.into()))?;
+        let fetched = tokio::time::timeout(
+            self.budget.left(),
+            self.client.fetch(method_of(body), &req, resource, page),
+        )
+        .await
+        .map_err(|_| InitError::Budget(OUT_OF_TIME.into()))?;
         let resp = fetched.map_err(|e| self.refused(e))?;
         self.budget.bytes += resp.body.len() as u64;
         let shown = self.secrets.mask(&crate::extract::http::shown_url(url.as_str()));

@@ -584,8 +584,8 @@ fn interp_map<V: AsRef<str>>(cx: &mut Ctx, path: &str, map: &BTreeMap<String, V>
 fn compile_staging(cx: &mut Ctx, s: &RawStaging) -> Option<p::Staging> {
     let location = cx.interp("staging.location", &s.location);
     if let Some(loc) = location.as_ref().and_then(Interp::offline) {
-        if let Some(rest) = loc.strip_prefix("s3://") {
-            if rest.split('/').next().unwrap_or("").is_empty() {
+        if let Some((bucket, _)) = crate::stage::s3_location(&loc) {
+            if bucket.is_empty() {
                 cx.error(
                     "staging.location",
                     format!("`{loc}` names no bucket; write `s3://bucket/prefix`"),

@@ -91,13 +91,18 @@ pub enum Store {
     S3(s3::S3Staging),
 }
 
+/// The bucket and key prefix of an `s3://bucket/prefix` location; `None` for a folder.
+pub fn s3_location(location: &str) -> Option<(&str, &str)> {
+    let rest = location.strip_prefix("s3://")?;
+    Some(rest.split_once('/').unwrap_or((rest, "")))
+}
+
 impl Store {
     /// Open the staging location of a spec, with its resolved values (see
     /// [`crate::resolve`]).
     pub async fn open(spec: &StagingSpec, resolved: &crate::resolve::Staging) -> Result<Store, StageError> {
         let location = resolved.location.as_str();
-        if let Some(rest) = location.strip_prefix("s3://") {
-            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if let Some((bucket, prefix)) = s3_location(location) {
             if bucket.is_empty() {
                 return Err(StageError::Config(format!("`{location}` names no bucket")));
             }
