@@ -110,6 +110,14 @@ pub enum ExtractError {
     },
     #[error("resource `{resource}`: its parent `{parent}` failed, so it has no records to make requests for")]
     ParentFailed { resource: String, parent: String },
+    /// The pages ended, but what they said of the whole (a total, a "more" flag) says
+    /// records are missing.
+    #[error("resource `{resource}`, page {page}: {detail}")]
+    Incomplete {
+        resource: String,
+        page: u64,
+        detail: String,
+    },
     #[error("resource `{resource}`: {source}")]
     Stage {
         resource: String,
@@ -149,6 +157,8 @@ impl Records<'_> {
 pub trait RecordSink: Send {
     /// Returns false to stop extracting (a dry run has seen enough).
     fn page(&mut self, records: &Records<'_>) -> impl Future<Output = Result<bool, ExtractError>> + Send;
+    /// The number of records the API reported it holds, when a page said.
+    fn total(&mut self, _records: u64) {}
 }
 
 /// Counts of one extracted resource.
@@ -158,6 +168,90 @@ pub struct Extracted {
     pub records: u64,
     /// Parent records whose request answered 404 under `on_missing: skip`.
     pub skipped: u64,
+    /// The number of records the API reported (its last page's `total`), summed over
+    /// the parents of a `for_each` resource.
+    pub total: Option<u64>,
+}
+
+/// What the pages of one resource said of the whole, page by page.
+#[derive(Default)]
+struct Tally {
+    /// The most records a page held.
+    fullest: u64,
+    /// The last reported record and page counts.
+    total: Option<u64>,
+    total_pages: Option<u64>,
+    /// The last page said there is more.
+    more: bool,
+}
+
+impl Tally {
+    fn page(&mut self, resource: &Resource, body: &Value, records: usize) {
+        let c = &resource.completeness;
+        let count = |p: &Option<crate::spec::jsonpath::JsonPath>| p.as_ref().and_then(|p| p.first(body)).and_then(paginate::as_count);
+        self.total = count(&c.total).or(self.total);
+        self.total_pages = count(&c.total_pages).or(self.total_pages);
+        self.more = c.has_more.as_ref().is_some_and(|m| m.says_more(body));
+        self.fullest = self.fullest.max(records as u64);
+    }
+
+    /// When the pagination has ended: fail (or warn, as `total_check` says) when what the
+    /// pages said of the whole disagrees with what was read.
+    fn check(&self, resource: &Resource, page: u64, stats: &Extracted) -> Result<(), ExtractError> {
+        use crate::spec::pipeline::TotalCheck;
+        let c = &resource.completeness;
+        let incomplete = |detail: String| ExtractError::Incomplete {
+            resource: resource.name.clone(),
+            page,
+            detail,
+        };
+        if let (true, Some(m)) = (self.more, &c.has_more) {
+            return Err(incomplete(format!(
+                "the page says there is more ({}) but no next page was found: `paginate` does not follow this API's pagination",
+                m.describe()
+            )));
+        }
+        let short = |detail: String| match c.total_check {
+            TotalCheck::Fail => Err(incomplete(format!(
+                "{detail}; set `paginate.total_check: warn` only if the API's total counts records it does not list"
+            ))),
+            TotalCheck::Warn => {
+                tracing::warn!(resource = %resource.name, "{detail}");
+                Ok(())
+            }
+            TotalCheck::Off => Ok(()),
+        };
+        if c.total_check == TotalCheck::Off {
+            return Ok(());
+        }
+        if let Some(total) = self.total {
+            if stats.records < total {
+                let why = match &resource.paginator {
+                    Paginator::Offset {
+                        limit, limit_param, ..
+                    } if self.fullest < *limit => format!(
+                        ": the server sends at most {} records a page though `limit` is {limit} (it caps `{limit_param}`); lower `limit` to {}",
+                        self.fullest, self.fullest
+                    ),
+                    _ => ": the pages ended before the total; check `paginate`".into(),
+                };
+                short(format!(
+                    "the API reported {total} records, {} were read{why}",
+                    stats.records
+                ))?;
+            } else if stats.records > total {
+                tracing::warn!(
+                    resource = %resource.name,
+                    "the API reported {total} records and {} were read: records were added while reading, or the total counts differently",
+                    stats.records
+                );
+            }
+        }
+        if let Some(pages) = self.total_pages.filter(|p| stats.pages < *p) {
+            short(format!("the API reported {pages} pages, {} were read", stats.pages))?;
+        }
+        Ok(())
+    }
 }
 
 /// The resource's first URL: base URL + path, or its `url`, with its placeholders filled
@@ -243,6 +337,7 @@ pub async fn extract_resource<S: RecordSink>(
     let concurrency = pipeline.source().concurrency;
     let mut seen: HashSet<String> = HashSet::new();
     let mut stats = Extracted::default();
+    let mut tally = Tally::default();
     // The next page is fetched while this one is staged (for paginators whose next request
     // is known from the page itself).
     let mut prefetched: Option<tokio::task::JoinHandle<Result<Response, ExtractError>>> = None;
@@ -261,6 +356,11 @@ pub async fn extract_resource<S: RecordSink>(
         let (body, records) = read_page(resource, page_no, url, &resp)?;
         stats.pages += 1;
         stats.records += records.len() as u64;
+        let fullest = tally.fullest;
+        tally.page(resource, &body, records.len());
+        if let Some(total) = tally.total {
+            sink.total(total);
+        }
         let last_record = match &resource.paginator {
             Paginator::Cursor {
                 from: CursorFrom::LastRecord(_),
@@ -276,6 +376,8 @@ pub async fn extract_resource<S: RecordSink>(
             records: records.len(),
             last_record: last_record.as_ref(),
             index: stats.pages - 1,
+            read: stats.records,
+            fullest,
         };
         // When the first page tells how many there are, fetch the rest concurrently.
         let all_known = if stats.pages == 1 && concurrency > 1 && resource.stop_when.is_none() {
@@ -283,12 +385,17 @@ pub async fn extract_resource<S: RecordSink>(
         } else {
             None
         };
-        // A page without records, or one where `stop_when` holds, is the last.
-        let last = records.is_empty() || resource.stop_when.as_ref().is_some_and(|s| s.holds(&body));
+        // A page without records (unless it says there is more), or one where `stop_when`
+        // holds, is the last.
+        let last = (records.is_empty() && !tally.more) || resource.stop_when.as_ref().is_some_and(|s| s.holds(&body));
         let next = if all_known.is_some() || last {
             None
         } else {
-            paginate::next(&resource.paginator, &page)
+            paginate::next(&resource.paginator, &page).map_err(|detail| ExtractError::Incomplete {
+                resource: resource.name.clone(),
+                page: page_no,
+                detail,
+            })?
         };
         if let Some(next) = &next {
             check_guards(resource, page_no + 1, next, &mut seen)?;
@@ -325,18 +432,27 @@ pub async fn extract_resource<S: RecordSink>(
                 .buffered(concurrency);
             while let Some((page_no, u, resp)) = fetched.next().await {
                 let resp = resp?;
-                let (_, records) = read_page(resource, page_no, &u, &resp)?;
+                let (body, records) = read_page(resource, page_no, &u, &resp)?;
                 stats.pages += 1;
                 stats.records += records.len() as u64;
+                tally.page(resource, &body, records.len());
                 if !sink.page(&records).await? {
-                    break;
+                    return Ok(stats);
                 }
             }
+            // Pages fetched at once end where the first page said; only the last may say
+            // there is more.
+            tally.check(resource, stats.pages, &stats)?;
+            stats.total = tally.total;
             return Ok(stats);
         }
         match next {
             Some(next) => req = next,
-            None => return Ok(stats),
+            None => {
+                tally.check(resource, page_no, &stats)?;
+                stats.total = tally.total;
+                return Ok(stats);
+            }
         }
     }
 }
@@ -415,6 +531,9 @@ pub async fn extract_children<S: RecordSink>(
                 Some(stats) => {
                     total.pages += stats.pages;
                     total.records += stats.records;
+                    if let Some(t) = stats.total {
+                        total.total = Some(total.total.unwrap_or(0) + t);
+                    }
                 }
                 None => total.skipped += 1,
             }
@@ -628,6 +747,9 @@ fn paginator_reads(resource: &Resource, field: Option<&str>) -> bool {
     if let Some(s) = &resource.stop_when {
         paths.push(&s.path);
     }
+    let c = &resource.completeness;
+    paths.extend(c.total.iter().chain(&c.total_pages));
+    paths.extend(c.has_more.as_ref().map(|m| &m.path));
     paths.iter().any(|p| match (field, p.first_field()) {
         (Some(f), Some(first)) => f == first,
         // A path that does not start with a field may read anything.

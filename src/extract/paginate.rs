@@ -26,6 +26,10 @@ pub struct Page<'a> {
     pub last_record: Option<&'a Value>,
     /// 0-based index of this page in the resource.
     pub index: u64,
+    /// Records of the resource read so far, this page's included.
+    pub read: u64,
+    /// The most records any earlier page of the resource held.
+    pub fullest: u64,
 }
 
 /// Set (or replace) one query parameter.
@@ -62,7 +66,7 @@ pub fn first(p: &Paginator, base: &Url) -> Url {
 }
 
 /// A JSON value as a count (numbers, or numbers sent as strings).
-fn as_count(v: &Value) -> Option<u64> {
+pub fn as_count(v: &Value) -> Option<u64> {
     match v {
         Value::Number(n) => n
             .as_u64()
@@ -72,26 +76,29 @@ fn as_count(v: &Value) -> Option<u64> {
     }
 }
 
-/// The next request after `page`, or `None` when the resource is complete. The body is
-/// sent again as it was, except where a cursor goes into it.
-pub fn next(p: &Paginator, page: &Page) -> Option<Request> {
+/// The next request after `page`, `None` when the resource is complete, or why the page
+/// cannot be followed (a next link that is no URL). The body is sent again as it was,
+/// except where a cursor goes into it.
+pub fn next(p: &Paginator, page: &Page) -> Result<Option<Request>, String> {
     if let Paginator::Cursor {
         to: CursorTo::BodyField(field),
         from,
     } = p
     {
-        let token = cursor_token(from, page)?;
+        let Some(token) = cursor_token(from, page) else {
+            return Ok(None);
+        };
         let mut body = page.sent_body.cloned().unwrap_or(Value::Object(Default::default()));
         set_field(&mut body, field, token);
-        return Some(Request {
+        return Ok(Some(Request {
             url: page.url.clone(),
             body: Some(body),
-        });
+        }));
     }
-    next_url(p, page).map(|url| Request {
+    Ok(next_url(p, page)?.map(|url| Request {
         url,
         body: page.sent_body.cloned(),
-    })
+    }))
 }
 
 /// Set the field at a dotted path, making the objects on the way.
@@ -137,12 +144,18 @@ fn token_text(token: &Value) -> String {
 }
 
 /// The next URL, for the paginators that move through URLs.
-fn next_url(p: &Paginator, page: &Page) -> Option<Url> {
+fn next_url(p: &Paginator, page: &Page) -> Result<Option<Url>, String> {
+    let join = |link: &str| {
+        page.url
+            .join(link)
+            .map(Some)
+            .map_err(|e| format!("the next page's link `{}` is not a URL: {e}", crate::util::clip(link, 120)))
+    };
     match p {
-        Paginator::None => None,
-        Paginator::NextUrl { next } => match next.first(page.body)? {
-            Value::String(s) if !s.trim().is_empty() => page.url.join(s.trim()).ok(),
-            _ => None,
+        Paginator::None => Ok(None),
+        Paginator::NextUrl { next } => match next.first(page.body) {
+            Some(Value::String(s)) if !s.trim().is_empty() => join(s.trim()),
+            _ => Ok(None),
         },
         Paginator::PageNumber {
             param,
@@ -150,47 +163,41 @@ fn next_url(p: &Paginator, page: &Page) -> Option<Url> {
             total_pages,
         } => {
             if page.records == 0 {
-                return None;
+                return Ok(None);
             }
             let current = start + page.index;
             if let Some(total) = total_pages.as_ref().and_then(|t| t.first(page.body)).and_then(as_count) {
                 // Totals count pages from 1 whatever the first page's number.
                 if page.index + 1 >= total {
-                    return None;
+                    return Ok(None);
                 }
             }
-            Some(with_param(page.url, param, &(current + 1).to_string()))
+            Ok(Some(with_param(page.url, param, &(current + 1).to_string())))
         }
         Paginator::Offset {
-            offset_param,
-            limit,
-            total,
-            ..
+            offset_param, total, ..
         } => {
-            let offset = (page.index) * limit;
-            let next_offset = offset + limit;
-            match total.as_ref().and_then(|t| t.first(page.body)).and_then(as_count) {
-                Some(total) if next_offset >= total => return None,
-                Some(_) if page.records == 0 => return None,
-                None if (page.records as u64) < *limit => return None,
-                _ => {}
-            }
-            Some(with_param(page.url, offset_param, &next_offset.to_string()))
+            // The next offset is what was read, not what was asked for: a server may send
+            // fewer records than `limit` (Jira caps `maxResults`).
+            let ended = match total.as_ref().and_then(|t| t.first(page.body)).and_then(as_count) {
+                Some(total) => page.read >= total || page.records == 0,
+                None => page.records == 0 || (page.records as u64) < page.fullest,
+            };
+            Ok((!ended).then(|| with_param(page.url, offset_param, &page.read.to_string())))
         }
         Paginator::Cursor {
             from,
             to: CursorTo::Param(param),
-        } => Some(with_param(page.url, param, &token_text(&cursor_token(from, page)?))),
-        Paginator::Cursor { .. } => None,
+        } => Ok(cursor_token(from, page).map(|t| with_param(page.url, param, &token_text(&t)))),
+        Paginator::Cursor { .. } => Ok(None),
         Paginator::LinkHeader => {
-            let links = page
+            let headers: Vec<&str> = page
                 .headers
                 .get_all(LINK)
                 .iter()
-                .filter_map(|v| v.to_str().ok())
-                .collect::<Vec<_>>()
-                .join(",");
-            link_next(&links).and_then(|u| page.url.join(&u).ok())
+                .map(|v| v.to_str().map_err(|_| "a `Link` header is not text".to_string()))
+                .collect::<Result<_, _>>()?;
+            Ok(link_next(&headers.join(", "), page.url)?)
         }
     }
 }
@@ -217,6 +224,10 @@ pub fn remaining(p: &Paginator, first_page: &Page) -> Option<Vec<Url>> {
             total: Some(t),
             ..
         } => {
+            // Only a server seen to send whole pages is asked for them all at once.
+            if first_page.records as u64 != *limit {
+                return None;
+            }
             let total = as_count(t.first(first_page.body)?)?;
             Some(
                 (1..total.div_ceil(*limit))
@@ -228,29 +239,22 @@ pub fn remaining(p: &Paginator, first_page: &Page) -> Option<Vec<Url>> {
     }
 }
 
-/// The `rel="next"` target of an RFC 8288 Link header.
-pub fn link_next(header: &str) -> Option<String> {
-    let mut rest = header;
-    while let Some(open) = rest.find('<') {
-        let close = rest[open..].find('>')? + open;
-        let target = &rest[open + 1..close];
-        let after = &rest[close + 1..];
-        let params_end = after.find('<').unwrap_or(after.len());
-        let params = &after[..params_end];
-        let is_next = params.split(';').any(|p| {
-            let p = p.trim().trim_end_matches(',').trim();
-            p.strip_prefix("rel=").is_some_and(|v| {
-                v.trim_matches('"')
-                    .split_whitespace()
-                    .any(|r| r.eq_ignore_ascii_case("next"))
-            })
-        });
-        if is_next {
-            return Some(target.to_string());
-        }
-        rest = &after[params_end..];
+/// The `rel="next"` target of RFC 8288 `Link` header values (joined with commas),
+/// resolved against `base`; an error when the header does not parse.
+pub fn link_next(header: &str, base: &Url) -> Result<Option<Url>, String> {
+    if header.trim().is_empty() {
+        return Ok(None);
     }
-    None
+    let links = http_link::parse_link_header(header, base).map_err(|e| {
+        format!(
+            "the `Link` header does not parse as RFC 8288 says ({e}): {}",
+            crate::util::clip(header, 200)
+        )
+    })?;
+    Ok(links
+        .into_iter()
+        .find(|l| l.rel.eq_ignore_ascii_case("next"))
+        .map(|l| l.target))
 }
 
 #[cfg(test)]
@@ -268,6 +272,8 @@ mod tests {
             records,
             last_record: None,
             index,
+            read: records as u64 * (index + 1),
+            fullest: if index == 0 { 0 } else { records as u64 },
         }
     }
 
@@ -280,12 +286,12 @@ mod tests {
         let h = HeaderMap::new();
         let b = json!({"info": {"next": "http://h/api/character?page=2"}});
         assert_eq!(
-            next(&p, &page(&url, &h, &b, 20, 0)).unwrap().url.as_str(),
+            next(&p, &page(&url, &h, &b, 20, 0)).unwrap().unwrap().url.as_str(),
             "http://h/api/character?page=2"
         );
         let b = json!({"info": {"next": "?page=3"}});
         assert_eq!(
-            next(&p, &page(&url, &h, &b, 20, 0)).unwrap().url.as_str(),
+            next(&p, &page(&url, &h, &b, 20, 0)).unwrap().unwrap().url.as_str(),
             "http://h/api/character?page=3"
         );
         for stop in [
@@ -293,7 +299,7 @@ mod tests {
             json!({"info": {"next": ""}}),
             json!({"info": {}}),
         ] {
-            assert_eq!(next(&p, &page(&url, &h, &stop, 20, 0)), None);
+            assert_eq!(next(&p, &page(&url, &h, &stop, 20, 0)).unwrap(), None);
         }
     }
 
@@ -308,11 +314,11 @@ mod tests {
         let h = HeaderMap::new();
         let b = json!({"pages": 3});
         assert_eq!(
-            next(&p, &page(&url, &h, &b, 20, 0)).unwrap().url.as_str(),
+            next(&p, &page(&url, &h, &b, 20, 0)).unwrap().unwrap().url.as_str(),
             "http://h/x?page=2"
         );
-        assert_eq!(next(&p, &page(&url, &h, &b, 20, 2)), None);
-        assert_eq!(next(&p, &page(&url, &h, &json!({}), 0, 0)), None);
+        assert_eq!(next(&p, &page(&url, &h, &b, 20, 2)).unwrap(), None);
+        assert_eq!(next(&p, &page(&url, &h, &json!({}), 0, 0)).unwrap(), None);
         let rest = remaining(&p, &page(&url, &h, &b, 20, 0)).unwrap();
         assert_eq!(
             rest.iter().map(Url::as_str).collect::<Vec<_>>(),
@@ -321,7 +327,7 @@ mod tests {
     }
 
     #[test]
-    fn offsets_stop_on_a_short_page_or_the_total() {
+    fn offsets_advance_by_what_was_read_and_stop_on_a_short_page_or_the_total() {
         let p = Paginator::Offset {
             limit_param: "limit".into(),
             offset_param: "offset".into(),
@@ -334,10 +340,20 @@ mod tests {
         let h = HeaderMap::new();
         let b = json!({});
         assert_eq!(
-            next(&p, &page(&url, &h, &b, 10, 0)).unwrap().url.as_str(),
+            next(&p, &page(&url, &h, &b, 10, 0)).unwrap().unwrap().url.as_str(),
             "http://h/x?limit=10&offset=10"
         );
-        assert_eq!(next(&p, &page(&url, &h, &b, 9, 0)), None);
+        // A server that caps pages at 4: the next offset is 4, and a first short page is
+        // no proof of the end.
+        assert_eq!(
+            next(&p, &page(&url, &h, &b, 4, 0)).unwrap().unwrap().url.as_str(),
+            "http://h/x?limit=10&offset=4"
+        );
+        let mut short = page(&url, &h, &b, 3, 2);
+        short.read = 11;
+        short.fullest = 4;
+        assert_eq!(next(&p, &short).unwrap(), None);
+        assert_eq!(next(&p, &page(&url, &h, &b, 0, 1)).unwrap(), None);
         let p = Paginator::Offset {
             limit_param: "limit".into(),
             offset_param: "offset".into(),
@@ -346,7 +362,48 @@ mod tests {
         };
         let b = json!({"total": "25"});
         assert_eq!(remaining(&p, &page(&url, &h, &b, 10, 0)).unwrap().len(), 2);
-        assert_eq!(next(&p, &page(&url, &h, &b, 10, 2)), None);
+        // Pages shorter than asked for are not fetched at once by offsets of `limit`.
+        assert_eq!(remaining(&p, &page(&url, &h, &b, 5, 0)), None);
+        let mut capped = page(&url, &h, &b, 5, 1);
+        capped.read = 10;
+        assert_eq!(
+            next(&p, &capped).unwrap().unwrap().url.as_str(),
+            "http://h/x?limit=10&offset=10"
+        );
+        capped.read = 25;
+        assert_eq!(next(&p, &capped).unwrap(), None);
+    }
+
+    #[test]
+    fn link_headers_parse_as_rfc_8288_says() {
+        let base = Url::parse("http://h/x?page=1").unwrap();
+        let next_of = |h: &str| link_next(h, &base).unwrap().map(|u| u.to_string());
+        for header in [
+            r#"<http://h/x?page=1>; rel="prev", <http://h/x?page=3>; rel="next""#,
+            r#"<http://h/x?page=3>; rel = "next""#,
+            r#"<http://h/x?page=3>; REL=next"#,
+            r#"<http://h/x?page=3>; rel="next last""#,
+            r#"<http://h/x?page=3>;rel=NEXT;title="a, b; c""#,
+            r#"</x?page=9>; rel="last", <?page=3>; rel="next""#,
+        ] {
+            assert_eq!(next_of(header).as_deref(), Some("http://h/x?page=3"), "{header}");
+        }
+        assert_eq!(next_of(r#"<http://h/x?page=1>; rel="first""#), None);
+        assert_eq!(next_of(""), None);
+        assert!(link_next("http://h/x?page=2; rel=next", &base).is_err());
+        // Several headers: joined, the next found in the second.
+        let mut h = HeaderMap::new();
+        h.append(LINK, r#"<http://h/x?page=9>; rel="last""#.parse().unwrap());
+        h.append(LINK, r#"<http://h/x?page=2>; rel = "next""#.parse().unwrap());
+        let b = json!({});
+        assert_eq!(
+            next(&Paginator::LinkHeader, &page(&base, &h, &b, 1, 0))
+                .unwrap()
+                .unwrap()
+                .url
+                .as_str(),
+            "http://h/x?page=2"
+        );
     }
 
     #[test]
@@ -358,18 +415,13 @@ mod tests {
         let url = Url::parse("http://h/x?cursor=a").unwrap();
         let h = HeaderMap::new();
         assert_eq!(
-            next(&p, &page(&url, &h, &json!({"next_cursor": "b c"}), 1, 0))
+            next(&p, &page(&url, &h, &json!({"next_cursor": "b c"}), 1, 0)).unwrap()
                 .unwrap()
                 .url
                 .as_str(),
             "http://h/x?cursor=b+c"
         );
-        assert_eq!(next(&p, &page(&url, &h, &json!({"next_cursor": null}), 1, 0)), None);
-        assert_eq!(
-            link_next(r#"<http://h/x?page=1>; rel="prev", <http://h/x?page=3>; rel="next""#).as_deref(),
-            Some("http://h/x?page=3")
-        );
-        assert_eq!(link_next(r#"<http://h/x?page=1>; rel="first""#), None);
+        assert_eq!(next(&p, &page(&url, &h, &json!({"next_cursor": null}), 1, 0)).unwrap(), None);
         // From the last record, and from a header.
         let p = Paginator::Cursor {
             from: CursorFrom::LastRecord(JsonPath::parse("$.id").unwrap()),
@@ -379,7 +431,7 @@ mod tests {
         let mut on = page(&url, &h, &empty, 1, 0);
         on.last_record = Some(&last);
         assert_eq!(
-            next(&p, &on).unwrap().url.as_str(),
+            next(&p, &on).unwrap().unwrap().url.as_str(),
             "http://h/x?cursor=a&starting_after=ch_9"
         );
         // Into the body: the rest of the body is sent again as it was; a number stays one.
@@ -389,7 +441,7 @@ mod tests {
         };
         let sent = json!({"query": "{ q }", "variables": {"first": 2}});
         on.sent_body = Some(&sent);
-        let n = next(&p, &on).unwrap();
+        let n = next(&p, &on).unwrap().unwrap();
         assert_eq!(n.url, url);
         assert_eq!(
             n.body,
@@ -397,7 +449,7 @@ mod tests {
         );
         let numbered = json!({"id": 7});
         on.last_record = Some(&numbered);
-        assert_eq!(next(&p, &on).unwrap().body.unwrap()["variables"]["after"], json!(7));
+        assert_eq!(next(&p, &on).unwrap().unwrap().body.unwrap()["variables"]["after"], json!(7));
         let p = Paginator::Cursor {
             from: CursorFrom::Header("x-next".into()),
             to: CursorTo::Param("cursor".into()),
@@ -405,13 +457,12 @@ mod tests {
         let mut with_header = HeaderMap::new();
         with_header.insert("x-next", "t2".parse().unwrap());
         assert_eq!(
-            next(&p, &page(&url, &with_header, &json!({}), 1, 0))
+            next(&p, &page(&url, &with_header, &json!({}), 1, 0)).unwrap()
                 .unwrap()
                 .url
                 .as_str(),
             "http://h/x?cursor=t2"
         );
-        assert_eq!(next(&p, &page(&url, &h, &json!({}), 1, 0)), None);
-        assert_eq!(link_next(r#"</x?p=2>; rel=next"#).as_deref(), Some("/x?p=2"));
+        assert_eq!(next(&p, &page(&url, &h, &json!({}), 1, 0)).unwrap(), None);
     }
 }

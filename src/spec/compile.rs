@@ -385,11 +385,88 @@ fn compile_source(cx: &mut Ctx, s: &RawSource) -> Option<p::Source> {
     })
 }
 
-fn compile_paginate(
-    cx: &mut Ctx,
-    ppath: &str,
-    raw: Option<&RawPaginate>,
-) -> (Option<p::Paginator>, Option<Option<p::StopWhen>>) {
+/// A paginator, its `stop_when` and what proves the resource complete.
+type CompiledPaginate = (
+    Option<p::Paginator>,
+    Option<Option<p::StopWhen>>,
+    Option<p::Completeness>,
+);
+
+/// A `{path, equals}` condition: a compiled path and a scalar.
+fn compile_condition(cx: &mut Ctx, at: &str, s: &RawStopWhen) -> Option<(JsonPath, serde_json::Value)> {
+    if !(s.equals.is_string() || s.equals.is_number() || s.equals.is_boolean() || s.equals.is_null()) {
+        cx.error(&format!("{at}.equals"), "`equals` takes text, a number, a boolean or null");
+    }
+    cx.jsonpath(&format!("{at}.path"), &s.path).map(|path| (path, s.equals.clone()))
+}
+
+/// `total`, `total_pages`, `total_check` and `has_more`, common to every paginator.
+fn compile_completeness(cx: &mut Ctx, ppath: &str, raw: &RawPaginate) -> Option<p::Completeness> {
+    let none = (None, None, None, None);
+    let (total, total_pages, total_check, has_more) = match raw {
+        RawPaginate::None => none,
+        RawPaginate::NextUrl {
+            total,
+            total_check,
+            has_more,
+            ..
+        }
+        | RawPaginate::Offset {
+            total,
+            total_check,
+            has_more,
+            ..
+        }
+        | RawPaginate::Cursor {
+            total,
+            total_check,
+            has_more,
+            ..
+        }
+        | RawPaginate::LinkHeader {
+            total,
+            total_check,
+            has_more,
+            ..
+        } => (total.as_ref(), None, *total_check, has_more.as_ref()),
+        RawPaginate::PageNumber {
+            total,
+            total_pages,
+            total_check,
+            has_more,
+            ..
+        } => (total.as_ref(), total_pages.as_ref(), *total_check, has_more.as_ref()),
+    };
+    let mut path = |field: &str, text: Option<&String>| match text {
+        Some(t) => cx.jsonpath(&format!("{ppath}.{field}"), t).map(Some),
+        None => Some(None),
+    };
+    let total = path("total", total);
+    let total_pages = path("total_pages", total_pages);
+    let has_more = match has_more {
+        None => Some(None),
+        Some(RawHasMore::Path(text)) => cx.jsonpath(&format!("{ppath}.has_more"), text).map(|path| {
+            Some(p::HasMore {
+                path,
+                equals: None,
+            })
+        }),
+        Some(RawHasMore::When(w)) => compile_condition(cx, &format!("{ppath}.has_more"), w).map(|(path, equals)| {
+            Some(p::HasMore {
+                path,
+                equals: Some(equals),
+            })
+        }),
+    };
+    Some(p::Completeness {
+        total: total?,
+        total_pages: total_pages?,
+        total_check: total_check.unwrap_or_default(),
+        has_more: has_more?,
+    })
+}
+
+fn compile_paginate(cx: &mut Ctx, ppath: &str, raw: Option<&RawPaginate>) -> CompiledPaginate {
     let none = RawPaginate::None;
     let raw = raw.unwrap_or(&none);
     let stop = match raw {
@@ -398,25 +475,14 @@ fn compile_paginate(
         | RawPaginate::PageNumber { stop_when, .. }
         | RawPaginate::Offset { stop_when, .. }
         | RawPaginate::Cursor { stop_when, .. }
-        | RawPaginate::LinkHeader { stop_when } => stop_when.as_ref(),
+        | RawPaginate::LinkHeader { stop_when, .. } => stop_when.as_ref(),
     };
     let stop_when = match stop {
         None => Some(None),
-        Some(s) => {
-            if !(s.equals.is_string() || s.equals.is_number() || s.equals.is_boolean() || s.equals.is_null()) {
-                cx.error(
-                    &format!("{ppath}.stop_when.equals"),
-                    "`equals` takes text, a number, a boolean or null",
-                );
-            }
-            cx.jsonpath(&format!("{ppath}.stop_when.path"), &s.path).map(|path| {
-                Some(p::StopWhen {
-                    path,
-                    equals: s.equals.clone(),
-                })
-            })
-        }
+        Some(s) => compile_condition(cx, &format!("{ppath}.stop_when"), s)
+            .map(|(path, equals)| Some(p::StopWhen { path, equals })),
     };
+    let completeness = compile_completeness(cx, ppath, raw);
     let paginator = match raw {
         RawPaginate::None => Some(p::Paginator::None),
         RawPaginate::NextUrl { next, .. } => cx
@@ -432,14 +498,10 @@ fn compile_paginate(
             if param.is_empty() {
                 cx.error(&format!("{ppath}.param"), "the page parameter name cannot be empty");
             }
-            let total = match total_pages {
-                Some(t) => cx.jsonpath(&format!("{ppath}.total_pages"), t).map(Some),
-                None => Some(None),
-            };
-            total.map(|total_pages| p::Paginator::PageNumber {
+            completeness.as_ref().map(|c| p::Paginator::PageNumber {
                 param,
                 start: start.unwrap_or(1),
-                total_pages,
+                total_pages: c.total_pages.clone().filter(|_| total_pages.is_some()),
             })
         }
         RawPaginate::Offset {
@@ -452,15 +514,12 @@ fn compile_paginate(
             if *limit == 0 {
                 cx.error(&format!("{ppath}.limit"), "limit must be at least 1");
             }
-            let total = match total {
-                Some(t) => cx.jsonpath(&format!("{ppath}.total"), t).map(Some),
-                None => Some(None),
-            };
-            total.map(|total| p::Paginator::Offset {
+            // The total that ends the paging is the one checked (compiled once, there).
+            completeness.as_ref().map(|c| p::Paginator::Offset {
                 limit_param: limit_param.clone().unwrap_or_else(|| "limit".into()),
                 offset_param: offset_param.clone().unwrap_or_else(|| "offset".into()),
                 limit: *limit,
-                total,
+                total: c.total.clone().filter(|_| total.is_some()),
             })
         }
         RawPaginate::Cursor {
@@ -537,7 +596,7 @@ fn compile_paginate(
         }
         RawPaginate::LinkHeader { .. } => Some(p::Paginator::LinkHeader),
     };
-    (paginator, stop_when)
+    (paginator, stop_when, completeness)
 }
 
 /// Every string of a request body is a template: check their syntax now.
@@ -680,7 +739,7 @@ fn compile_resource(cx: &mut Ctx, path: &str, r: &RawResource) -> Option<p::Reso
         }
         check_body_templates(cx, &format!("{path}.body"), body, allowed);
     }
-    let (paginator, stop_when) = compile_paginate(cx, &format!("{path}.paginate"), r.paginate.as_ref());
+    let (paginator, stop_when, completeness) = compile_paginate(cx, &format!("{path}.paginate"), r.paginate.as_ref());
     let max_pages = r.max_pages.unwrap_or(10_000);
     if max_pages == 0 {
         cx.error(&format!("{path}.max_pages"), "max_pages must be at least 1");
@@ -725,6 +784,7 @@ fn compile_resource(cx: &mut Ctx, path: &str, r: &RawResource) -> Option<p::Reso
         records: records?,
         paginator: paginator?,
         stop_when: stop_when?,
+        completeness: completeness?,
         max_pages,
         incremental: incremental?,
         tables,

@@ -381,8 +381,9 @@ pub enum HttpMethod {
     Post,
 }
 
-/// Pagination style. Every style but `none` also takes `stop_when`, and every style stops
-/// on a page without records.
+/// Pagination style. Every style but `none` also takes `stop_when`, `total`,
+/// `total_check` and `has_more`, and every style stops on a page without records (unless
+/// `has_more` says there is more and the style names a next page).
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum RawPaginate {
@@ -395,6 +396,19 @@ pub enum RawPaginate {
         /// Stop after a page where this holds.
         #[serde(default)]
         stop_when: Option<RawStopWhen>,
+        /// JSONPath to the number of records the API holds, for example `$.total`: when
+        /// the resource ends, fewer records read fails it (see `total_check`).
+        #[serde(default)]
+        total: Option<String>,
+        /// What a `total` the records read disagree with does: `fail` (default) when fewer
+        /// were read, `warn`, or `off`. More than the total is always only a warning.
+        #[serde(default)]
+        total_check: Option<TotalCheck>,
+        /// JSONPath to the page's "there is more" flag, for example `$.has_more`, or
+        /// `{path: $.done, equals: false}`: when pagination stops after a page that says
+        /// there is more, the resource fails.
+        #[serde(default)]
+        has_more: Option<RawHasMore>,
     },
     /// A page-number query parameter; stops on an empty page or after the total.
     PageNumber {
@@ -410,6 +424,19 @@ pub enum RawPaginate {
         /// Stop after a page where this holds.
         #[serde(default)]
         stop_when: Option<RawStopWhen>,
+        /// JSONPath to the number of records the API holds, for example `$.total`: when
+        /// the resource ends, fewer records read fails it (see `total_check`).
+        #[serde(default)]
+        total: Option<String>,
+        /// What a `total` the records read disagree with does: `fail` (default) when fewer
+        /// were read, `warn`, or `off`. More than the total is always only a warning.
+        #[serde(default)]
+        total_check: Option<TotalCheck>,
+        /// JSONPath to the page's "there is more" flag, for example `$.has_more`, or
+        /// `{path: $.done, equals: false}`: when pagination stops after a page that says
+        /// there is more, the resource fails.
+        #[serde(default)]
+        has_more: Option<RawHasMore>,
     },
     /// Limit/offset query parameters; stops on a short page or at the total.
     Offset {
@@ -421,12 +448,22 @@ pub enum RawPaginate {
         offset_param: Option<String>,
         /// Records per page.
         limit: u64,
-        /// JSONPath to the total number of records.
+        /// JSONPath to the total number of records: pagination ends when that many were
+        /// read, and fewer fails the resource (see `total_check`).
         #[serde(default)]
         total: Option<String>,
         /// Stop after a page where this holds.
         #[serde(default)]
         stop_when: Option<RawStopWhen>,
+        /// What a `total` the records read disagree with does: `fail` (default) when fewer
+        /// were read, `warn`, or `off`. More than the total is always only a warning.
+        #[serde(default)]
+        total_check: Option<TotalCheck>,
+        /// JSONPath to the page's "there is more" flag, for example `$.has_more`, or
+        /// `{path: $.done, equals: false}`: when pagination stops after a page that says
+        /// there is more, the resource fails.
+        #[serde(default)]
+        has_more: Option<RawHasMore>,
     },
     /// A token from each page sent back as a query parameter; stops when there is none.
     /// The token comes from exactly one of `cursor`, `last_record` and `header`.
@@ -451,13 +488,63 @@ pub enum RawPaginate {
         /// Stop after a page where this holds, for example `{path: $.has_more, equals: false}`.
         #[serde(default)]
         stop_when: Option<RawStopWhen>,
+        /// JSONPath to the number of records the API holds, for example `$.total`: when
+        /// the resource ends, fewer records read fails it (see `total_check`).
+        #[serde(default)]
+        total: Option<String>,
+        /// What a `total` the records read disagree with does: `fail` (default) when fewer
+        /// were read, `warn`, or `off`. More than the total is always only a warning.
+        #[serde(default)]
+        total_check: Option<TotalCheck>,
+        /// JSONPath to the page's "there is more" flag, for example `$.has_more`, or
+        /// `{path: $.done, equals: false}`: when pagination stops after a page that says
+        /// there is more, the resource fails.
+        #[serde(default)]
+        has_more: Option<RawHasMore>,
     },
     /// RFC 8288 `Link: <…>; rel="next"` response header.
     LinkHeader {
         /// Stop after a page where this holds.
         #[serde(default)]
         stop_when: Option<RawStopWhen>,
+        /// JSONPath to the number of records the API holds, for example `$.total`: when
+        /// the resource ends, fewer records read fails it (see `total_check`).
+        #[serde(default)]
+        total: Option<String>,
+        /// What a `total` the records read disagree with does: `fail` (default) when fewer
+        /// were read, `warn`, or `off`. More than the total is always only a warning.
+        #[serde(default)]
+        total_check: Option<TotalCheck>,
+        /// JSONPath to the page's "there is more" flag, for example `$.has_more`, or
+        /// `{path: $.done, equals: false}`: when pagination stops after a page that says
+        /// there is more, the resource fails.
+        #[serde(default)]
+        has_more: Option<RawHasMore>,
     },
+}
+
+/// What a reported total that disagrees with the records read does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TotalCheck {
+    /// Fewer records than the total fails the resource (default).
+    #[default]
+    Fail,
+    /// Fewer records than the total is a warning.
+    Warn,
+    /// The total is not compared.
+    Off,
+}
+
+/// The page's "there is more" flag.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum RawHasMore {
+    /// A JSONPath to a value that is `true` while there are more pages.
+    Path(String),
+    /// `{path, equals}`: there are more pages while the value at `path` equals `equals`
+    /// (Salesforce's `{path: $.done, equals: false}`).
+    When(RawStopWhen),
 }
 
 /// A condition on a response body that ends the pagination after the page it holds on.

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 
 pub use super::model::{
     ApiKeyLocation, ColumnType, CursorFormat, HttpMethod, MetaValue, OAuth2Grant, OnError, OnMissing, RuntimeTarget,
-    Transform, WriteMode,
+    TotalCheck, Transform, WriteMode,
 };
 use super::{interp::Interp, jsonpath::JsonPath};
 
@@ -174,6 +174,8 @@ pub struct Resource {
     pub records: JsonPath,
     pub paginator: Paginator,
     pub stop_when: Option<StopWhen>,
+    /// What proves the resource was read whole: the API's totals and "more" flag.
+    pub completeness: Completeness,
     pub max_pages: u64,
     /// Incremental loading, when the resource reads only what changed.
     pub incremental: Option<Incremental>,
@@ -277,6 +279,50 @@ pub enum CursorTo {
     Param(String),
     /// A field of the JSON body, by its dotted path.
     BodyField(Vec<String>),
+}
+
+/// What the pages say of the whole: checked when the resource's pagination ends.
+#[derive(Debug, Clone, Default)]
+pub struct Completeness {
+    /// The number of records the API holds.
+    pub total: Option<JsonPath>,
+    /// The number of pages the API holds (`page_number`'s `total_pages`).
+    pub total_pages: Option<JsonPath>,
+    pub total_check: TotalCheck,
+    pub has_more: Option<HasMore>,
+}
+
+/// The page's "there is more" flag: the value at `path` is `true`, or equals `equals`.
+#[derive(Debug, Clone)]
+pub struct HasMore {
+    pub path: JsonPath,
+    pub equals: Option<serde_json::Value>,
+}
+
+impl HasMore {
+    /// Whether `body` says there are more pages.
+    pub fn says_more(&self, body: &serde_json::Value) -> bool {
+        let Some(v) = self.path.first(body) else {
+            return false;
+        };
+        match &self.equals {
+            Some(e) => scalar_eq(v, e),
+            None => match v {
+                serde_json::Value::Bool(b) => *b,
+                serde_json::Value::String(s) => s.eq_ignore_ascii_case("true"),
+                serde_json::Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0),
+                _ => false,
+            },
+        }
+    }
+
+    /// As written: `$.has_more`, or `$.done = false`.
+    pub fn describe(&self) -> String {
+        match &self.equals {
+            Some(e) => format!("`{}` is {e}", self.path.as_str()),
+            None => format!("`{}` is true", self.path.as_str()),
+        }
+    }
 }
 
 /// Ends the pagination after a page whose body has `equals` at `path`.
