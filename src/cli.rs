@@ -562,6 +562,10 @@ struct InitArgs {
     /// search endpoints and GraphQL.
     #[arg(long, value_name = "JSON", value_parser = parse_body)]
     body: Option<serde_json::Value>,
+    /// A header every request needs, `'Name: value'` (repeatable; a value may be
+    /// `${VAR}`, read from the environment); written into the spec's `source.headers`.
+    #[arg(long = "header", value_name = "'NAME: VALUE'", value_parser = parse_header, conflicts_with = "append")]
+    headers: Vec<(String, String)>,
     /// Pages to read of each URL, the first included (at least 2 confirm pagination).
     #[arg(long, value_name = "N", default_value_t = 3)]
     pages: u64,
@@ -615,6 +619,7 @@ async fn init(args: Box<InitArgs>, output: Option<String>, append: Option<String
         key_name: args.key_name,
         key_in_query: args.key_in == KeyIn::Query,
         body: args.body,
+        headers: args.headers,
         pages: args.pages,
         max_bytes: args.max_bytes,
         max_time: args.max_time,
@@ -664,6 +669,18 @@ async fn init(args: Box<InitArgs>, output: Option<String>, append: Option<String
 }
 
 /// `--body`: JSON text, or `@FILE`.
+/// `Name: value`, the name a valid header name.
+fn parse_header(text: &str) -> Result<(String, String), String> {
+    let (name, value) = text
+        .split_once(':')
+        .ok_or_else(|| format!("`{text}` is not `Name: value`"))?;
+    let name = name.trim();
+    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)) {
+        return Err(format!("`{name}` is not a header name"));
+    }
+    Ok((name.to_string(), value.trim().to_string()))
+}
+
 fn parse_body(text: &str) -> Result<serde_json::Value, String> {
     let json = match text.strip_prefix('@') {
         Some(file) => std::fs::read_to_string(file).map_err(|e| format!("cannot read {file}: {e}"))?,

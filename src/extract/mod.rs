@@ -4,6 +4,7 @@
 
 pub mod http;
 pub mod paginate;
+pub mod signals;
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -173,6 +174,13 @@ pub struct Extracted {
     pub total: Option<u64>,
 }
 
+/// Whether the resource's pages have an envelope to read signs in: records in an array
+/// under the top level, not the page itself.
+fn detects(resource: &Resource) -> bool {
+    let r = resource.records.as_str();
+    r.ends_with("[*]") && r != "$[*]" && (r.starts_with("$.") || r.starts_with("$["))
+}
+
 /// What the pages of one resource said of the whole, page by page.
 #[derive(Default)]
 struct Tally {
@@ -183,11 +191,21 @@ struct Tally {
     total_pages: Option<u64>,
     /// The last page said there is more.
     more: bool,
+    /// What the last page said of the whole without the spec's asking.
+    signs: signals::Signs,
 }
 
 impl Tally {
     fn page(&mut self, resource: &Resource, body: &Value, records: usize) {
         let c = &resource.completeness;
+        self.signs = match detects(resource) && c.total_check != crate::spec::pipeline::TotalCheck::Off {
+            true => signals::read(body, resource.records.as_str()),
+            false => signals::Signs::default(),
+        };
+        if records == 0 || resource.stop_when.as_ref().is_some_and(|s| s.holds(body)) {
+            // An empty page ends any paging, and `stop_when` is the spec's own word.
+            self.signs = signals::Signs::default();
+        }
         let count = |p: &Option<crate::spec::jsonpath::JsonPath>| p.as_ref().and_then(|p| p.first(body)).and_then(paginate::as_count);
         self.total = count(&c.total).or(self.total);
         self.total_pages = count(&c.total_pages).or(self.total_pages);
@@ -223,6 +241,27 @@ impl Tally {
         };
         if c.total_check == TotalCheck::Off {
             return Ok(());
+        }
+        let fix = "`paginate` does not follow this API's pagination: set it (`sluice init URL` finds it), or `paginate.total_check: off` to accept";
+        if let (None, Some((path, value))) = (&c.has_more, &self.signs.more) {
+            return Err(incomplete(format!(
+                "the page says there is more (`{path}` is {value}) but pagination stopped after {} records: {fix}",
+                stats.records
+            )));
+        }
+        if let Some(path) = &self.signs.next {
+            return Err(incomplete(format!(
+                "the page names a next page (`{path}`) but pagination stopped after {} records: {fix}",
+                stats.records
+            )));
+        }
+        if let (None, Some((path, total))) = (&c.total, &self.signs.total) {
+            if stats.records < *total {
+                return Err(incomplete(format!(
+                    "the API reported {total} records (`{path}`), {} were read: {fix}",
+                    stats.records
+                )));
+            }
         }
         if let Some(total) = self.total {
             if stats.records < total {

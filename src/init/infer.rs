@@ -291,16 +291,7 @@ fn note(why: &mut String, more: String) {
     why.push_str(&more);
 }
 
-/// `$.a` step for a key: `.key` when it is an identifier, else `['key']`.
-pub fn path_step(key: &str) -> String {
-    let plain = key.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-    if plain {
-        format!(".{key}")
-    } else {
-        format!("['{}']", key.replace('\\', "\\\\").replace('\'', "\\'"))
-    }
-}
+pub use crate::extract::signals::path_step;
 
 fn join_name(prefix: &str, name: &str) -> String {
     match prefix.is_empty() {
@@ -370,7 +361,7 @@ fn primary_key(fields: &[Field], objects: &[&Value], table: &str) -> Option<(Str
             Some(0)
         } else if k == format!("{one}id") {
             Some(1)
-        } else if ["uuid", "guid"].contains(&k.as_str()) {
+        } else if ["uuid", "guid", "sid"].contains(&k.as_str()) {
             Some(2)
         } else if k == format!("{one}key") || k == "key" {
             Some(3)

@@ -51,6 +51,8 @@ pub struct Options {
     pub key_in_query: bool,
     /// A JSON body: the URLs are requested with POST.
     pub body: Option<serde_json::Value>,
+    /// `--header`: headers every request carries, written into `source.headers`.
+    pub headers: Vec<(String, String)>,
     pub pages: u64,
     pub max_bytes: u64,
     pub max_time: Duration,
@@ -153,7 +155,7 @@ pub async fn init(opts: &Options) -> Result<Written, InitError> {
             crate::spec::ident::check_identifier(&name).map_err(|e| InitError::Usage(format!("--name: {e}")))?;
             let (auth, var) = auth_yaml(opts, &name);
             let probe = render::probe_resource("probe", "/", None, "$[*]", &sample::Paging::None);
-            new_spec = render::probe_pipeline(&origin(first), &auth, &probe)?;
+            new_spec = render::probe_pipeline(&origin(first), &auth, &render::headers(&opts.headers), &probe)?;
             (&new_spec, name, var)
         }
     };
@@ -335,6 +337,7 @@ pub async fn init(opts: &Options) -> Result<Written, InitError> {
                     name: &pipeline_name,
                     base_url: &origin(first),
                     auth: &auth,
+                    headers: &render::headers(&opts.headers),
                 });
                 format!("{head}{}", blocks.join("\n"))
             }
@@ -471,12 +474,22 @@ fn resource_name(url: &Url) -> String {
         .rev()
         .map(|s| s.split('.').next().unwrap_or(s))
         .find(|s| {
-            let number = s.chars().all(|c| c.is_ascii_digit());
             let version = s.starts_with('v') && s[1..].chars().all(|c| c.is_ascii_digit());
-            !(s.is_empty() || number || version || ["api", "search", "query", "graphql"].contains(s))
+            !(s.is_empty() || id_like(s) || version || ["api", "search", "graphql"].contains(s))
         })
         .unwrap_or("records");
     infer::snake_case(segment)
+}
+
+/// A path segment that is a record's id rather than a name: digits, a UUID, hex, or a
+/// long run of letters and digits mixed (Twilio's `AC…`, Airtable's `app…`).
+fn id_like(s: &str) -> bool {
+    let digits = s.chars().filter(char::is_ascii_digit).count();
+    let alnum = s.chars().all(|c| c.is_ascii_alphanumeric());
+    let hex = s.chars().all(|c| c.is_ascii_hexdigit() || c == '-');
+    (!s.is_empty() && digits == s.len())
+        || (hex && digits > 0 && s.len() >= 8)
+        || (alnum && digits >= 2 && s.len() >= 14)
 }
 
 /// The records' key as the name, when it names them (`tickets`, `$.data.characters.nodes`
@@ -595,6 +608,23 @@ mod tests {
         assert_eq!(
             resource_name(&u("https://x.io/crm/v3/objects/contacts/search")),
             "contacts"
+        );
+        // Never after an id: the segment before it, or one after it.
+        assert_eq!(
+            resource_name(&u(
+                "https://api.notion.com/v1/databases/897e5a76-ae52-4b48-9fdf-e71f5945d1af/query"
+            )),
+            "query"
+        );
+        assert_eq!(
+            resource_name(&u("https://api.notion.com/v1/users/897e5a76-ae52-4b48-9fdf-e71f5945d1af")),
+            "users"
+        );
+        assert_eq!(
+            resource_name(&u(
+                "https://api.twilio.com/2010-04-01/Accounts/AC0123456789abcdef0123456789abcdef/Messages.json"
+            )),
+            "messages"
         );
     }
 

@@ -100,6 +100,25 @@ pub fn paging_flow(p: &Paging) -> String {
     }
 }
 
+/// `paginate:` as written: the style, and what the first page said of the whole (its
+/// total, its "more" flag) so that a run that reads less fails.
+pub fn paginate(s: &Sampled) -> String {
+    let flow = paging_flow(&s.paging);
+    let mut guards = String::new();
+    if s.paging == Paging::None {
+        return flow;
+    }
+    if let Some(t) = s.total.as_ref().filter(|_| !flow.contains(" total: ")) {
+        guards.push_str(&format!(", total: {}", scalar(t, true)));
+    }
+    match &s.has_more {
+        Some((path, true)) => guards.push_str(&format!(", has_more: {}", scalar(path, true))),
+        Some((path, false)) => guards.push_str(&format!(", has_more: {{path: {}, equals: false}}", scalar(path, true))),
+        None => {}
+    }
+    format!("{}{guards}}}", &flow[..flow.len() - 1])
+}
+
 /// A resource entry to compile for following pages: the real request and pagination,
 /// a placeholder table.
 pub fn probe_resource(
@@ -140,9 +159,9 @@ fn post(indent: &str, body: Option<&serde_json::Value>) -> String {
 /// A spec around one probe resource, for sampling: the client is built from its source
 /// (`auth` as YAML; three attempts a request) and the extractor follows its resource one
 /// request at a time.
-pub fn probe_pipeline(base_url: &str, auth: &str, resource: &str) -> Result<Pipeline, InitError> {
+pub fn probe_pipeline(base_url: &str, auth: &str, headers: &str, resource: &str) -> Result<Pipeline, InitError> {
     let text = format!(
-        "version: 1\nname: init_probe\nsource:\n  base_url: {}\n  auth: {auth}\n  concurrency: 1\n  retry: {{max_attempts: 3}}\nstaging:\n  location: file:///nonexistent\nwarehouse:\n  url: sqlite://probe.db\n  schema: probe\nresources:\n{resource}",
+        "version: 1\nname: init_probe\nsource:\n  base_url: {}\n  auth: {auth}\n{headers}  concurrency: 1\n  retry: {{max_attempts: 3}}\nstaging:\n  location: file:///nonexistent\nwarehouse:\n  url: sqlite://probe.db\n  schema: probe\nresources:\n{resource}",
         scalar(&Interp::escape(base_url), false)
     );
     crate::spec::compile_text("init", &text).map_err(|d| InitError::Internal(diagnostics(&text, &d)))
@@ -307,10 +326,23 @@ pub fn resource(
     }
     out.push_str(&post(&inner, s.body.as_ref()));
     out.push_str(&format!("{inner}records: {}\n", scalar(&s.records_path, false)));
-    out.push_str(&format!("{inner}paginate: {}\n", paging_flow(&s.paging)));
+    out.push_str(&format!("{inner}paginate: {}\n", paginate(s)));
     out.push_str(&format!("{inner}table:\n"));
     table(&mut out, t, &format!("{inner}  "), false, true, with_references);
     out
+}
+
+/// `source.headers` as a line of YAML (values as given: `${VAR}` is read at run time),
+/// or nothing.
+pub fn headers(headers: &[(String, String)]) -> String {
+    if headers.is_empty() {
+        return String::new();
+    }
+    let pairs: Vec<String> = headers
+        .iter()
+        .map(|(k, v)| format!("{}: {}", scalar(k, true), serde_json::Value::String(v.clone())))
+        .collect();
+    format!("  headers: {{{}}}\n", pairs.join(", "))
 }
 
 /// What a new spec says above its resources.
@@ -319,6 +351,8 @@ pub struct Head<'a> {
     pub name: &'a str,
     pub base_url: &'a str,
     pub auth: &'a str,
+    /// `source.headers`, from [`headers`].
+    pub headers: &'a str,
 }
 
 pub fn head(h: &Head) -> String {
@@ -330,7 +364,8 @@ pub fn head(h: &Head) -> String {
          name: {}\n\
          source:\n  \
            base_url: ${{{var}:-{}}}\n  \
-           auth: {}\n  \
+           auth: {}\n\
+         {}  \
            timeout: 30s\n  \
            retry: {{max_attempts: 5, initial_backoff: 500ms, max_backoff: 30s}}\n\
          staging:\n  \
@@ -343,6 +378,7 @@ pub fn head(h: &Head) -> String {
         h.name,
         Interp::escape(h.base_url),
         h.auth,
+        h.headers,
         h.name,
         h.name
     )

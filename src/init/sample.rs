@@ -107,6 +107,11 @@ pub struct Sampled {
     pub complete: bool,
     /// Why sampling stopped before the end, when it did.
     pub stopped: Option<String>,
+    /// What the first page says of the whole, written beside the paginator so that a run
+    /// proves it read everything: a total's path, and a "more" flag's path with the value
+    /// that means more.
+    pub total: Option<String>,
+    pub has_more: Option<(String, bool)>,
 }
 
 /// The network side of one `init`.
@@ -122,51 +127,20 @@ pub struct Sampler<'a> {
     pub unconfirmed: Vec<String>,
 }
 
-/// A name without case or punctuation, for matching (`next_cursor`, `nextCursor` →
-/// `nextcursor`).
-pub fn norm(key: &str) -> String {
-    key.chars()
-        .filter(|c| c.is_ascii_alphanumeric())
-        .map(|c| c.to_ascii_lowercase())
-        .collect()
-}
+pub use crate::extract::signals::norm;
+use crate::extract::signals::{scalars, url_like, Scalar, CURSOR_KEYS, END_KEYS, MORE_KEYS, NEXT_URL_KEYS, PAGES_KEYS, TOTAL_KEYS};
 
-const NEXT_URL_KEYS: &[&str] = &[
-    "next",
-    "nexturl",
-    "nextpage",
-    "nextpageurl",
-    "nextlink",
-    "odatanextlink",
-    "afterurl",
-    "nexthref",
+/// Offset and page-size fields of a page's envelope, as the API names them.
+const ENVELOPE_OFFSETS: &[(&str, &str)] = &[
+    ("startAt", "maxResults"),
+    ("start_at", "max_results"),
+    ("skip", "limit"),
+    ("skip", "take"),
+    ("offset", "limit"),
+    ("start", "limit"),
+    ("start", "count"),
+    ("from", "size"),
 ];
-const CURSOR_KEYS: &[&str] = &[
-    "nextcursor",
-    "cursor",
-    "nextpagetoken",
-    "pagetoken",
-    "endcursor",
-    "after",
-    "continuation",
-    "continuationtoken",
-    "nexttoken",
-    "scrollid",
-    "next",
-];
-const MORE_KEYS: &[&str] = &["hasmore", "hasnextpage", "hasnext", "more", "moreitems"];
-const END_KEYS: &[&str] = &["endofstream", "islast", "islastpage", "done", "finished"];
-const TOTAL_KEYS: &[&str] = &[
-    "total",
-    "count",
-    "totalcount",
-    "totalresults",
-    "totalitems",
-    "totalrecords",
-    "totalentries",
-    "totalsize",
-];
-const PAGES_KEYS: &[&str] = &["pages", "totalpages", "pagecount", "numpages", "lastpage"];
 const CURSOR_HEADERS: &[&str] = &[
     "x-next-cursor",
     "x-next-page-token",
@@ -174,34 +148,6 @@ const CURSOR_HEADERS: &[&str] = &[
     "x-cursor",
     "x-continuation",
 ];
-
-/// A scalar of the page outside the records: its JSONPath, key and value.
-struct Scalar<'v> {
-    path: String,
-    parent: String,
-    key: String,
-    value: &'v Value,
-}
-
-fn scalars<'v>(v: &'v Value, path: &str, parent: &str, skip: &str, depth: usize, out: &mut Vec<Scalar<'v>>) {
-    let Some(map) = v.as_object() else { return };
-    for (k, x) in map {
-        let p = format!("{path}{}", path_step(k));
-        if p == skip {
-            continue;
-        }
-        match x {
-            Value::Object(_) if depth < 3 => scalars(x, &p, k, skip, depth + 1, out),
-            Value::Object(_) | Value::Array(_) => {}
-            _ => out.push(Scalar {
-                path: p,
-                parent: parent.to_string(),
-                key: k.clone(),
-                value: x,
-            }),
-        }
-    }
-}
 
 /// The records of a page: the largest array of objects in it (or the page itself), and why.
 pub fn find_records(body: &Value) -> Result<(String, String), String> {
@@ -380,6 +326,21 @@ impl Sampler<'_> {
                 "{shown}: {records_why}, but it is empty: init infers the columns from records; give a URL whose first page has some"
             )));
         }
+        // What the first page says of the whole: a total above it, a flag or a next
+        // link or token say there is more than this page.
+        let signs = crate::extract::signals::read(&body, &records_path);
+        let total = signs.total.as_ref().filter(|(_, t)| *t >= first.len() as u64).map(|(p, _)| p.clone());
+        let has_more = signs.more.clone();
+        let mut more_seen: Vec<String> = Vec::new();
+        if let Some((p, t)) = signs.total.as_ref().filter(|(_, t)| *t > first.len() as u64) {
+            more_seen.push(format!("`{p}` is {t}, above the {} records of page 1", first.len()));
+        }
+        if let Some((p, v)) = &signs.more {
+            more_seen.push(format!("`{p}` is {v}"));
+        }
+        if let Some(p) = &signs.next {
+            more_seen.push(format!("`{p}` names a next page"));
+        }
         // Out of budget while looking: what was found so far, else one page.
         let (candidates, cut) = match self.candidates(url, &resp, &body, &records_path, &first, name).await {
             Ok(c) => (c, None),
@@ -404,7 +365,11 @@ impl Sampler<'_> {
                     complete,
                     stopped,
                 }) => {
+                    let reported = signs.total.as_ref().map_or(0, |(_, t)| *t);
+                    let complete = complete && records.len() as u64 >= reported;
                     return Ok(Sampled {
+                        total,
+                        has_more,
                         url: url.clone(),
                         records_path,
                         records_why,
@@ -428,9 +393,18 @@ impl Sampler<'_> {
                 Err(e) => tracing::info!("{name}: {} failed ({e}); not that", render::paging_flow(&paging)),
             }
         }
-        // One page, unless a style that was seen failed to follow.
-        let complete = !tried && cut.is_none();
-        let unconfirmed = std::mem::take(&mut self.unconfirmed);
+        // One page, unless a style that was seen failed to follow, or the page says
+        // there is more.
+        let complete = !tried && cut.is_none() && more_seen.is_empty();
+        let mut unconfirmed = std::mem::take(&mut self.unconfirmed);
+        if !more_seen.is_empty() {
+            let text = format!(
+                "the page says there is more ({}), but no pagination style init tried followed it; the run fails until `paginate` is set, instead of loading page 1 alone",
+                more_seen.join(", ")
+            );
+            tracing::warn!("{name}: {text}");
+            unconfirmed.push(text);
+        }
         let paging_why = match &cut {
             Some(why) => format!("none found before sampling stopped ({why}); set it by hand if the API pages"),
             None if !unconfirmed.is_empty() => format!("NOT CONFIRMED: {}; set it by hand", unconfirmed.join("; ")),
@@ -448,6 +422,8 @@ impl Sampler<'_> {
             pages: 1,
             complete,
             stopped: cut,
+            total,
+            has_more,
         })
     }
 
@@ -497,11 +473,6 @@ impl Sampler<'_> {
             ));
         }
         // A next-URL field; a null one (a single page now) counts too, after the others.
-        let url_like = |v: &Value| {
-            v.as_str().is_some_and(|s| {
-                s.starts_with("http://") || s.starts_with("https://") || s.starts_with('/') || s.starts_with('?')
-            })
-        };
         let mut next_fields: Vec<&Scalar> = found
             .iter()
             .filter(|s| {
@@ -529,9 +500,13 @@ impl Sampler<'_> {
         let cursor_fields: Vec<&Scalar> = found
             .iter()
             .filter(|s| {
-                CURSOR_KEYS.contains(&norm(&s.key).as_str())
+                let k = norm(&s.key);
+                let text = s.value.as_str().is_some_and(|t| !t.is_empty());
+                // Airtable's `offset` is a token (`itr…/rec…`), not a number.
+                let offset_token = k == "offset" && text && crate::extract::signals::count_of(s.value).is_none();
+                (CURSOR_KEYS.contains(&k.as_str()) || offset_token)
                     && !url_like(s.value)
-                    && (s.value.as_str().is_some_and(|t| !t.is_empty()) || s.value.is_number())
+                    && (text || s.value.is_number())
             })
             .collect();
         for s in cursor_fields {
@@ -548,6 +523,7 @@ impl Sampler<'_> {
             tries.extend(
                 [
                     "cursor",
+                    "start_cursor",
                     "after",
                     "page_token",
                     "pageToken",
@@ -646,7 +622,18 @@ impl Sampler<'_> {
         let page_given = given(&["page", "p", "page_number", "pageNumber"]);
         let offset_given = given(&["offset", "skip", "start"]);
         let limit_given = given(&["limit", "per_page", "page_size", "pageSize", "size", "take"]);
-        let by_offset_first = offset_given.is_some() || (limit_given.is_some() && page_given.is_none());
+        // The page's own offset fields (Jira's `startAt` + `maxResults`), with the page size
+        // the API chose.
+        let envelope: Vec<(String, String, u64)> = ENVELOPE_OFFSETS
+            .iter()
+            .filter_map(|(o, l)| {
+                let count = |k: &str| body.get(k).and_then(crate::extract::signals::count_of);
+                count(o)?;
+                Some((o.to_string(), l.to_string(), count(l)?))
+            })
+            .collect();
+        let by_offset_first =
+            !envelope.is_empty() || offset_given.is_some() || (limit_given.is_some() && page_given.is_none());
         let mut tries: Vec<bool> = vec![false, true];
         if by_offset_first {
             tries.reverse();
@@ -683,12 +670,13 @@ impl Sampler<'_> {
             if first.len() < 3 {
                 continue;
             }
-            let pairs: Vec<(String, String)> = match (&offset_given, &limit_given) {
+            let mut pairs: Vec<(String, String)> = envelope.iter().map(|(o, l, _)| (o.clone(), l.clone())).collect();
+            pairs.extend(match (&offset_given, &limit_given) {
                 (Some((o, _)), Some((l, _))) => vec![(o.clone(), l.clone())],
                 (Some((o, _)), None) => vec![(o.clone(), "limit".into())],
                 (None, Some((l, _))) => vec![("offset".into(), l.clone())],
                 (None, None) => vec![("offset".into(), "limit".into()), ("skip".into(), "limit".into())],
-            };
+            });
             for (o, l) in pairs {
                 let probe = with_param(&with_param(url, &o, "1"), &l, "2");
                 let Some(body2) = self.try_get(&probe, None, name).await? else {
@@ -697,17 +685,20 @@ impl Sampler<'_> {
                 let second: Vec<String> = select(&body2, records_path).iter().map(|r| r.to_string()).collect();
                 let expected: Vec<String> = first[1..3].iter().map(|r| r.to_string()).collect();
                 if second == expected {
+                    let in_page = envelope.iter().find(|(eo, el, _)| *eo == o && *el == l).map(|e| e.2);
                     let limit = limit_given
                         .as_ref()
                         .and_then(|(_, v)| v.parse().ok())
+                        .or(in_page)
                         .unwrap_or(first.len() as u64);
                     let with_total = match &total {
                         Some(p) => format!("; `{p}` is the record count"),
                         None => String::new(),
                     };
-                    let limit_why = match &limit_given {
-                        Some((k, v)) => format!("`{k}={v}` as the URL gave it"),
-                        None => format!("{limit} a page, as many as the first page held without one"),
+                    let limit_why = match (&limit_given, in_page) {
+                        (Some((k, v)), _) => format!("`{k}={v}` as the URL gave it"),
+                        (None, Some(n)) => format!("`{l}: {n}` as the page says"),
+                        (None, None) => format!("{limit} a page, as many as the first page held without one"),
                     };
                     return Ok(vec![(
                         Paging::Offset {
@@ -717,7 +708,7 @@ impl Sampler<'_> {
                             total: total.clone(),
                         },
                         format!(
-                            "the page names no next page, but `{o}=1&{l}=2` gave records 2 and 3 of the first page: offset paging, {limit_why}{with_total}; it stops on a short page"
+                            "the page names no next page, but `{o}=1&{l}=2` gave records 2 and 3 of the first page: offset paging, {limit_why}{with_total}; it advances by the records each page holds"
                         ),
                     )]);
                 }
@@ -817,7 +808,7 @@ impl Sampler<'_> {
     ) -> Result<Followed, InitError> {
         let resource = render::probe_resource(name, url.path(), self.body.as_ref(), records_path, paging);
         // The client carries the auth; this spec only shapes the requests.
-        let p = render::probe_pipeline(base_url, "none", &resource)?;
+        let p = render::probe_pipeline(base_url, "none", "", &resource)?;
         let r = &p.resources()[0];
         let start = {
             let mut u = url.clone();

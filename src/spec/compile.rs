@@ -402,9 +402,8 @@ fn compile_condition(cx: &mut Ctx, at: &str, s: &RawStopWhen) -> Option<(JsonPat
 
 /// `total`, `total_pages`, `total_check` and `has_more`, common to every paginator.
 fn compile_completeness(cx: &mut Ctx, ppath: &str, raw: &RawPaginate) -> Option<p::Completeness> {
-    let none = (None, None, None, None);
     let (total, total_pages, total_check, has_more) = match raw {
-        RawPaginate::None => none,
+        RawPaginate::None { total_check } => (None, None, *total_check, None),
         RawPaginate::NextUrl {
             total,
             total_check,
@@ -467,10 +466,10 @@ fn compile_completeness(cx: &mut Ctx, ppath: &str, raw: &RawPaginate) -> Option<
 }
 
 fn compile_paginate(cx: &mut Ctx, ppath: &str, raw: Option<&RawPaginate>) -> CompiledPaginate {
-    let none = RawPaginate::None;
+    let none = RawPaginate::None { total_check: None };
     let raw = raw.unwrap_or(&none);
     let stop = match raw {
-        RawPaginate::None => None,
+        RawPaginate::None { .. } => None,
         RawPaginate::NextUrl { stop_when, .. }
         | RawPaginate::PageNumber { stop_when, .. }
         | RawPaginate::Offset { stop_when, .. }
@@ -484,7 +483,7 @@ fn compile_paginate(cx: &mut Ctx, ppath: &str, raw: Option<&RawPaginate>) -> Com
     };
     let completeness = compile_completeness(cx, ppath, raw);
     let paginator = match raw {
-        RawPaginate::None => Some(p::Paginator::None),
+        RawPaginate::None { .. } => Some(p::Paginator::None),
         RawPaginate::NextUrl { next, .. } => cx
             .jsonpath(&format!("{ppath}.next"), next)
             .map(|next| p::Paginator::NextUrl { next }),

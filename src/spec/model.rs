@@ -388,7 +388,12 @@ pub enum HttpMethod {
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum RawPaginate {
     /// A single page.
-    None,
+    None {
+        /// `off` accepts a page that says there is more (a total above the records, a
+        /// `has_more`, a next link or token): by default that fails the resource.
+        #[serde(default)]
+        total_check: Option<TotalCheck>,
+    },
     /// The page names the URL of the next page; stops when it is null, empty or absent.
     NextUrl {
         /// JSONPath to the next page's URL (absolute or relative), for example `$.info.next`.

@@ -281,7 +281,7 @@ fn child_requests_run_source_concurrency_at_once_and_bodies_keep_value_types() {
     let spec = dir.path().join("graphql.yaml");
     std::fs::write(
         &spec,
-        "version: 1\nname: gql\nsource:\n  base_url: \"${API_BASE}\"\nstaging: {location: \"${SLUICE_STAGING}\"}\nwarehouse: {url: \"${DATABASE_URL}\", schema: gql}\nresources:\n  - name: posts\n    path: /jsonplaceholder/posts\n    records: \"$[0:5]\"\n  - name: firsts\n    for_each: posts\n    path: /graphql\n    method: POST\n    body: {query: \"query($first: Int) { characters(first: $first) { nodes { id } } }\", variables: {first: \"{parent.id}\", note: \"post {parent.id}\"}}\n    records: $.data.characters.nodes[*]\n    table:\n      name: first\n      columns:\n        - {name: id, type: text, path: $.id}\n        - {name: post, type: integer, parent_path: $.id}\n",
+        "version: 1\nname: gql\nsource:\n  base_url: \"${API_BASE}\"\nstaging: {location: \"${SLUICE_STAGING}\"}\nwarehouse: {url: \"${DATABASE_URL}\", schema: gql}\nresources:\n  - name: posts\n    path: /jsonplaceholder/posts\n    records: \"$[0:5]\"\n  - name: firsts\n    for_each: posts\n    path: /graphql\n    method: POST\n    body: {query: \"query($first: Int) { characters(first: $first) { nodes { id } } }\", variables: {first: \"{parent.id}\", note: \"post {parent.id}\"}}\n    records: $.data.characters.nodes[*]\n    paginate: {type: none, total_check: off}\n    table:\n      name: first\n      columns:\n        - {name: id, type: text, path: $.id}\n        - {name: post, type: integer, parent_path: $.id}\n",
     )
     .unwrap();
     let staging = dir.path().join("gql");

@@ -3,6 +3,7 @@
 mod support;
 
 mod aws;
+mod completeness;
 mod diagram;
 mod extract;
 mod failearly;

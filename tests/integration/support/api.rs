@@ -28,6 +28,16 @@
 //! - `/jsonplaceholder/posts`, `/jsonplaceholder/posts/{id}/comments` and
 //!   `/jsonplaceholder/comments?postId={id}`: JSONPlaceholder's
 //!   shape over the 51 episodes as posts and their characters as comments (`postId` set);
+//! - five shapes written from their providers' documentation, over the 826 characters:
+//!   Jira's `/jira/rest/api/3/search?startAt=S&maxResults=M` (`{startAt, maxResults,
+//!   total, issues}`, pages capped at 50 whatever `maxResults` asks), Salesforce's
+//!   `/salesforce/services/data/v59.0/query?q=…` (`{totalSize, done, nextRecordsUrl,
+//!   records}`, the next URL relative, 200 a page), Airtable's
+//!   `/airtable/v0/{base}/Contacts?pageSize=N&offset=T` (an `offset` token that is gone on
+//!   the last page), Twilio's `/twilio/2010-04-01/Accounts/{sid}/Messages.json` (a relative
+//!   `next_page_uri`, RFC 2822 dates) and Notion's `POST /notion/v1/databases/{id}/query`
+//!   (`start_cursor` in the body, `has_more`, a required `Notion-Version` header and
+//!   bearer token `notion-secret`);
 //! - `/pokeapi/api/v2/pokemon?offset=O&limit=L` and `/pokeapi/api/v2/pokemon/{id}/`:
 //!   PokeAPI's list (`{count, next, previous, results: [{name, url}]}`) and detail shapes
 //!   over the 51 episodes; an unknown one is a 404 `Not Found`.
@@ -287,6 +297,15 @@ async fn handle(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> 
             return respond(401, "application/json", "{\"error\":\"invalid_token\"}");
         }
     }
+    if path.starts_with("/notion/") {
+        let version = header("notion-version");
+        let auth = header("authorization");
+        let body = http_body_util::BodyExt::collect(req.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        return notion(state, version, auth, &body);
+    }
     if path == "/graphql" || path == "/crm/v3/objects/contacts/search" {
         let body = http_body_util::BodyExt::collect(req.into_body())
             .await
@@ -369,6 +388,133 @@ fn characters(state: &State) -> Vec<Value> {
                 .clone()
         })
         .collect()
+}
+
+/// A number of a query parameter, or `default`.
+fn number(query: &str, name: &str, default: usize) -> usize {
+    param(query, name).and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// Jira, Salesforce, Airtable and Twilio, as their documentation shows them.
+fn documented(state: &State, path: &str, query: &str) -> Option<Response<Full<Bytes>>> {
+    let all = characters(state);
+    let id = |c: &Value| c["id"].as_u64().unwrap();
+    if path == "/jira/rest/api/3/search" {
+        // "may return fewer items per page than maxResults": this one never sends more than 50.
+        let start = number(query, "startAt", 0);
+        let max = number(query, "maxResults", 50).min(50);
+        let issues: Vec<Value> = all
+            .iter()
+            .skip(start)
+            .take(max)
+            .map(|c| json!({"id": (10_000 + id(c)).to_string(), "key": format!("SL-{}", id(c)), "fields": {"summary": c["name"], "status": {"name": c["status"]}, "created": c["created"]}}))
+            .collect();
+        return Some(json_response(
+            &json!({"expand": "schema,names", "startAt": start, "maxResults": max, "total": all.len(), "issues": issues}),
+        ));
+    }
+    if let Some(rest) = path.strip_prefix("/salesforce/services/data/v59.0/query") {
+        let from: usize = match rest.strip_prefix("/01gD0000002HU6KIAW-") {
+            Some(n) => n.parse().ok()?,
+            None if rest.is_empty() && param(query, "q").is_some() => 0,
+            None => return Some(respond(400, "application/json", "[{\"errorCode\":\"MALFORMED_QUERY\"}]")),
+        };
+        let records: Vec<Value> = all
+            .iter()
+            .skip(from)
+            .take(200)
+            .map(|c| json!({"attributes": {"type": "Contact", "url": format!("/services/data/v59.0/sobjects/Contact/003{:015}", id(c))}, "Id": format!("003{:015}", id(c)), "Name": c["name"], "Status__c": c["status"], "CreatedDate": c["created"]}))
+            .collect();
+        let done = from + 200 >= all.len();
+        let mut body = json!({"totalSize": all.len(), "done": done, "records": records});
+        if !done {
+            body["nextRecordsUrl"] = json!(format!("/salesforce/services/data/v59.0/query/01gD0000002HU6KIAW-{}", from + 200));
+        }
+        return Some(json_response(&body));
+    }
+    if path == "/airtable/v0/appAbc123Def456Gh/Contacts" {
+        let size = number(query, "pageSize", 100).min(100);
+        let from = match param(query, "offset") {
+            Some(t) => t.strip_prefix("itr")?.split('/').next()?.parse().ok()?,
+            None => 0,
+        };
+        let records: Vec<Value> = all
+            .iter()
+            .skip(from)
+            .take(size)
+            .map(|c| json!({"id": format!("rec{:014}", id(c)), "createdTime": c["created"], "fields": {"Name": c["name"], "Status": c["status"]}}))
+            .collect();
+        let mut body = json!({"records": records});
+        if from + size < all.len() {
+            body["offset"] = json!(format!("itr{}/rec{:014}", from + size, from + size + 1));
+        }
+        return Some(json_response(&body));
+    }
+    let twilio = "/twilio/2010-04-01/Accounts/AC0123456789abcdef0123456789abcdef/Messages.json";
+    if path == twilio {
+        let size = number(query, "PageSize", 50).min(1000);
+        let page = number(query, "Page", 0);
+        if page > 0 && param(query, "PageToken").is_none() {
+            return Some(respond(400, "application/json", "{\"code\": 20003, \"message\": \"PageToken required\"}"));
+        }
+        let from = page * size;
+        let messages: Vec<Value> = all
+            .iter()
+            .skip(from)
+            .take(size)
+            .map(|c| {
+                let created = chrono::DateTime::parse_from_rfc3339(c["created"].as_str().unwrap()).unwrap();
+                json!({"sid": format!("SM{:032x}", id(c)), "account_sid": "AC0123456789abcdef0123456789abcdef", "body": c["name"], "status": "delivered", "num_segments": "1", "date_created": created.to_rfc2822(), "price": "-0.00750"})
+            })
+            .collect();
+        let uri = |p: usize| format!("{twilio}?PageSize={size}&Page={p}");
+        let next = (from + size < all.len())
+            .then(|| format!("{}&PageToken=PASM{:032x}", uri(page + 1), from + size))
+            .map_or(Value::Null, Value::String);
+        return Some(json_response(&json!({
+            "first_page_uri": uri(0), "end": from + messages.len().saturating_sub(1), "previous_page_uri": Value::Null,
+            "messages": messages, "uri": uri(page), "page_size": size, "start": from,
+            "next_page_uri": next, "page": page
+        })));
+    }
+    None
+}
+
+/// A Notion page id for a character.
+fn notion_id(id: u64) -> String {
+    format!("{id:08x}-0000-4000-8000-{id:012x}")
+}
+
+/// Notion's database query: `{page_size, start_cursor}` in, `{results, next_cursor,
+/// has_more}` out; the cursor is the id of the next page's first record.
+fn notion(state: &State, version: Option<String>, auth: Option<String>, body: &[u8]) -> Response<Full<Bytes>> {
+    if auth.as_deref() != Some("Bearer notion-secret") {
+        return respond(401, "application/json", "{\"object\":\"error\",\"status\":401,\"code\":\"unauthorized\",\"message\":\"API token is invalid.\"}");
+    }
+    if version.is_none() {
+        return respond(400, "application/json", "{\"object\":\"error\",\"status\":400,\"code\":\"missing_version\",\"message\":\"Notion-Version header failed validation: Notion-Version header should be defined, instead was `undefined`.\"}");
+    }
+    let asked: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let all = characters(state);
+    let size = asked["page_size"].as_u64().unwrap_or(100).min(100) as usize;
+    let from = match asked["start_cursor"].as_str() {
+        Some(c) => match all.iter().position(|x| notion_id(x["id"].as_u64().unwrap()) == c) {
+            Some(i) => i,
+            None => return respond(400, "application/json", "{\"object\":\"error\",\"status\":400,\"code\":\"validation_error\",\"message\":\"start_cursor is invalid\"}"),
+        },
+        None => 0,
+    };
+    let results: Vec<Value> = all
+        .iter()
+        .skip(from)
+        .take(size)
+        .map(|c| json!({"object": "page", "id": notion_id(c["id"].as_u64().unwrap()), "created_time": c["created"], "archived": false, "properties": {"Name": {"title": [{"plain_text": c["name"]}]}, "Status": {"select": {"name": c["status"]}}}}))
+        .collect();
+    let more = from + size < all.len();
+    let next = all
+        .get(from + size)
+        .map_or(Value::Null, |c| json!(notion_id(c["id"].as_u64().unwrap())));
+    json_response(&json!({"object": "list", "results": results, "next_cursor": next, "has_more": more, "type": "page_or_database", "page_or_database": {}}))
 }
 
 /// The GitHub route's issues at the start: one per character.
@@ -543,7 +689,10 @@ fn graphql(state: &State, body: &[u8]) -> Response<Full<Bytes>> {
 }
 
 fn route(state: &State, path: &str, query: &str, next_self: bool) -> Response<Full<Bytes>> {
-    if let Some(resp) = jsonplaceholder(state, path, query).or_else(|| pokeapi(state, path, query)) {
+    if let Some(resp) = jsonplaceholder(state, path, query)
+        .or_else(|| pokeapi(state, path, query))
+        .or_else(|| documented(state, path, query))
+    {
         return resp;
     }
     let mut parts = path.trim_start_matches('/').splitn(2, '/');
