@@ -1,5 +1,5 @@
 //! Progress on a terminal: a bar per resource being extracted (pages, records, bytes,
-//! rate) and one per resource being loaded, drawn by indicatif through tracing-indicatif
+//! rate; a real bar with an ETA once the API reports its total) and one per resource being loaded, drawn by indicatif through tracing-indicatif
 //! so that log lines print above the bars. Bars belong to spans; without the layer (stderr
 //! not a terminal, `--quiet`, JSON logs) the spans draw nothing and the log lines say the
 //! same in plain text. The only file that calls into indicatif.
@@ -43,6 +43,8 @@ pub struct ExtractBar {
     pages: u64,
     records: u64,
     bytes: u64,
+    /// The records the API reported, once a page said.
+    total: Option<u64>,
 }
 
 impl ExtractBar {
@@ -56,7 +58,23 @@ impl ExtractBar {
             pages: 0,
             records: 0,
             bytes: 0,
+            total: None,
         }
+    }
+
+    /// The number of records the API reported: from now on a bar with an ETA.
+    pub fn total(&mut self, records: u64) {
+        if self.total == Some(records) {
+            return;
+        }
+        if self.total.is_none() {
+            self.span.pb_set_style(&style(
+                "{spinner} extract {span_fields}: [{bar:30}] {pos}/{len} records, {msg} (ETA {eta}) [{elapsed}]",
+            ));
+        }
+        self.total = Some(records);
+        self.span.pb_set_length(records);
+        self.span.pb_set_position(self.records);
     }
 
     /// One more page of `records` records and `bytes` bytes.
@@ -64,6 +82,9 @@ impl ExtractBar {
         self.pages += 1;
         self.records += records;
         self.bytes += bytes;
+        if self.total.is_some() {
+            self.span.pb_set_position(self.records);
+        }
         let secs = self.started.elapsed().as_secs_f64().max(0.001);
         self.span.pb_set_message(&format!(
             "{} pages, {} records, {:.1} MB, {:.0} records/s",

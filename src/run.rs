@@ -321,6 +321,10 @@ struct StageSink<'a> {
 }
 
 impl RecordSink for StageSink<'_> {
+    fn total(&mut self, records: u64) {
+        self.bar.total(records);
+    }
+
     async fn page(&mut self, records: &Records<'_>) -> Result<bool, ExtractError> {
         let (before, mut bytes) = (self.written, 0);
         let mut more = true;
@@ -397,9 +401,15 @@ impl Highest {
 pub struct CollectSink {
     pub records: Vec<String>,
     pub limit: u64,
+    /// The records the API reported, when a page said.
+    pub total: Option<u64>,
 }
 
 impl RecordSink for CollectSink {
+    fn total(&mut self, records: u64) {
+        self.total = Some(records);
+    }
+
     async fn page(&mut self, records: &Records<'_>) -> Result<bool, ExtractError> {
         for i in 0..records.len() {
             if self.records.len() as u64 >= self.limit {
@@ -559,6 +569,7 @@ async fn extract_as(
                 resource = %r.name,
                 pages = stats.pages,
                 records,
+                reported_total = stats.total,
                 skipped = stats.skipped,
                 start = incremental.as_ref().map(|i| i.start.as_str()),
                 highest = incremental.as_ref().and_then(|i| i.highest.as_deref()),
@@ -569,6 +580,7 @@ async fn extract_as(
                 name: r.name.clone(),
                 pages: stats.pages,
                 records,
+                reported_total: stats.total,
                 skipped: stats.skipped,
                 incremental,
                 objects,
@@ -656,15 +668,24 @@ pub async fn extract_dry_run(
         let mut sink = CollectSink {
             records: Vec::new(),
             limit: opts.limit.unwrap_or(u64::MAX),
+            total: None,
         };
-        if opts.limit.is_none() {
+        let stats = if opts.limit.is_none() {
             // Default: one page.
             let mut one_page = OnePage(sink);
-            http.extract(p, r, parents, &mut one_page).await?;
+            let stats = http.extract(p, r, parents, &mut one_page).await?;
             sink = one_page.0;
+            stats
         } else {
-            http.extract(p, r, parents, &mut sink).await?;
-        }
+            http.extract(p, r, parents, &mut sink).await?
+        };
+        tracing::info!(
+            resource = %r.name,
+            pages = stats.pages,
+            records = sink.records.len(),
+            reported_total = sink.total.or(stats.total),
+            "dry run fetched"
+        );
         out.push((r.name.clone(), sink.records));
     }
     // Back in spec order.
@@ -675,6 +696,10 @@ pub async fn extract_dry_run(
 struct OnePage(CollectSink);
 
 impl RecordSink for OnePage {
+    fn total(&mut self, records: u64) {
+        self.0.total(records);
+    }
+
     async fn page(&mut self, records: &Records<'_>) -> Result<bool, ExtractError> {
         self.0.page(records).await?;
         Ok(false)

@@ -206,7 +206,9 @@ impl Tally {
             // An empty page ends any paging, and `stop_when` is the spec's own word.
             self.signs = signals::Signs::default();
         }
-        let count = |p: &Option<crate::spec::jsonpath::JsonPath>| p.as_ref().and_then(|p| p.first(body)).and_then(paginate::as_count);
+        let count = |p: &Option<crate::spec::jsonpath::JsonPath>| {
+            p.as_ref().and_then(|p| p.first(body)).and_then(paginate::as_count)
+        };
         self.total = count(&c.total).or(self.total);
         self.total_pages = count(&c.total_pages).or(self.total_pages);
         self.more = c.has_more.as_ref().is_some_and(|m| m.says_more(body));

@@ -146,10 +146,12 @@ fn token_text(token: &Value) -> String {
 /// The next URL, for the paginators that move through URLs.
 fn next_url(p: &Paginator, page: &Page) -> Result<Option<Url>, String> {
     let join = |link: &str| {
-        page.url
-            .join(link)
-            .map(Some)
-            .map_err(|e| format!("the next page's link `{}` is not a URL: {e}", crate::util::clip(link, 120)))
+        page.url.join(link).map(Some).map_err(|e| {
+            format!(
+                "the next page's link `{}` is not a URL: {e}",
+                crate::util::clip(link, 120)
+            )
+        })
     };
     match p {
         Paginator::None => Ok(None),
@@ -415,13 +417,17 @@ mod tests {
         let url = Url::parse("http://h/x?cursor=a").unwrap();
         let h = HeaderMap::new();
         assert_eq!(
-            next(&p, &page(&url, &h, &json!({"next_cursor": "b c"}), 1, 0)).unwrap()
+            next(&p, &page(&url, &h, &json!({"next_cursor": "b c"}), 1, 0))
+                .unwrap()
                 .unwrap()
                 .url
                 .as_str(),
             "http://h/x?cursor=b+c"
         );
-        assert_eq!(next(&p, &page(&url, &h, &json!({"next_cursor": null}), 1, 0)).unwrap(), None);
+        assert_eq!(
+            next(&p, &page(&url, &h, &json!({"next_cursor": null}), 1, 0)).unwrap(),
+            None
+        );
         // From the last record, and from a header.
         let p = Paginator::Cursor {
             from: CursorFrom::LastRecord(JsonPath::parse("$.id").unwrap()),
@@ -449,7 +455,10 @@ mod tests {
         );
         let numbered = json!({"id": 7});
         on.last_record = Some(&numbered);
-        assert_eq!(next(&p, &on).unwrap().unwrap().body.unwrap()["variables"]["after"], json!(7));
+        assert_eq!(
+            next(&p, &on).unwrap().unwrap().body.unwrap()["variables"]["after"],
+            json!(7)
+        );
         let p = Paginator::Cursor {
             from: CursorFrom::Header("x-next".into()),
             to: CursorTo::Param("cursor".into()),
@@ -457,7 +466,8 @@ mod tests {
         let mut with_header = HeaderMap::new();
         with_header.insert("x-next", "t2".parse().unwrap());
         assert_eq!(
-            next(&p, &page(&url, &with_header, &json!({}), 1, 0)).unwrap()
+            next(&p, &page(&url, &with_header, &json!({}), 1, 0))
+                .unwrap()
                 .unwrap()
                 .url
                 .as_str(),

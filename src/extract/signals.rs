@@ -173,8 +173,8 @@ pub fn read(body: &Value, records: &str) -> Signs {
             }
         }
         let token = s.value.as_str().is_some_and(|t| !t.trim().is_empty());
-        let next_link = (NEXT_URL_KEYS.contains(&k.as_str()) || (k == "href" && norm(&s.parent) == "next"))
-            && url_like(s.value);
+        let next_link =
+            (NEXT_URL_KEYS.contains(&k.as_str()) || (k == "href" && norm(&s.parent) == "next")) && url_like(s.value);
         // Only names that say "next": a `cursor` or `endCursor` may echo the current one.
         let cursor = NEXT_TOKEN_KEYS.contains(&k.as_str()) && token;
         // Airtable's `offset` is a token, not a number.

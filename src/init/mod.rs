@@ -617,7 +617,9 @@ mod tests {
             "query"
         );
         assert_eq!(
-            resource_name(&u("https://api.notion.com/v1/users/897e5a76-ae52-4b48-9fdf-e71f5945d1af")),
+            resource_name(&u(
+                "https://api.notion.com/v1/users/897e5a76-ae52-4b48-9fdf-e71f5945d1af"
+            )),
             "users"
         );
         assert_eq!(

@@ -128,7 +128,9 @@ pub struct Sampler<'a> {
 }
 
 pub use crate::extract::signals::norm;
-use crate::extract::signals::{scalars, url_like, Scalar, CURSOR_KEYS, END_KEYS, MORE_KEYS, NEXT_URL_KEYS, PAGES_KEYS, TOTAL_KEYS};
+use crate::extract::signals::{
+    scalars, url_like, Scalar, CURSOR_KEYS, END_KEYS, MORE_KEYS, NEXT_URL_KEYS, PAGES_KEYS, TOTAL_KEYS,
+};
 
 /// Offset and page-size fields of a page's envelope, as the API names them.
 const ENVELOPE_OFFSETS: &[(&str, &str)] = &[
@@ -329,7 +331,11 @@ impl Sampler<'_> {
         // What the first page says of the whole: a total above it, a flag or a next
         // link or token say there is more than this page.
         let signs = crate::extract::signals::read(&body, &records_path);
-        let total = signs.total.as_ref().filter(|(_, t)| *t >= first.len() as u64).map(|(p, _)| p.clone());
+        let total = signs
+            .total
+            .as_ref()
+            .filter(|(_, t)| *t >= first.len() as u64)
+            .map(|(p, _)| p.clone());
         let has_more = signs.more.clone();
         let mut more_seen: Vec<String> = Vec::new();
         if let Some((p, t)) = signs.total.as_ref().filter(|(_, t)| *t > first.len() as u64) {
@@ -381,7 +387,7 @@ impl Sampler<'_> {
                         pages,
                         complete,
                         stopped,
-                    })
+                    });
                 }
                 Ok(Followed::Repeats) => {
                     tracing::info!(

@@ -395,9 +395,13 @@ type CompiledPaginate = (
 /// A `{path, equals}` condition: a compiled path and a scalar.
 fn compile_condition(cx: &mut Ctx, at: &str, s: &RawStopWhen) -> Option<(JsonPath, serde_json::Value)> {
     if !(s.equals.is_string() || s.equals.is_number() || s.equals.is_boolean() || s.equals.is_null()) {
-        cx.error(&format!("{at}.equals"), "`equals` takes text, a number, a boolean or null");
+        cx.error(
+            &format!("{at}.equals"),
+            "`equals` takes text, a number, a boolean or null",
+        );
     }
-    cx.jsonpath(&format!("{at}.path"), &s.path).map(|path| (path, s.equals.clone()))
+    cx.jsonpath(&format!("{at}.path"), &s.path)
+        .map(|path| (path, s.equals.clone()))
 }
 
 /// `total`, `total_pages`, `total_check` and `has_more`, common to every paginator.
@@ -444,12 +448,9 @@ fn compile_completeness(cx: &mut Ctx, ppath: &str, raw: &RawPaginate) -> Option<
     let total_pages = path("total_pages", total_pages);
     let has_more = match has_more {
         None => Some(None),
-        Some(RawHasMore::Path(text)) => cx.jsonpath(&format!("{ppath}.has_more"), text).map(|path| {
-            Some(p::HasMore {
-                path,
-                equals: None,
-            })
-        }),
+        Some(RawHasMore::Path(text)) => cx
+            .jsonpath(&format!("{ppath}.has_more"), text)
+            .map(|path| Some(p::HasMore { path, equals: None })),
         Some(RawHasMore::When(w)) => compile_condition(cx, &format!("{ppath}.has_more"), w).map(|(path, equals)| {
             Some(p::HasMore {
                 path,

@@ -22,6 +22,10 @@ pub struct ResourceManifest {
     pub name: String,
     pub pages: u64,
     pub records: u64,
+    /// The number of records the API reported holding (its last page's total), when it
+    /// did; summed over the parents of a `for_each` resource.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reported_total: Option<u64>,
     /// Parent records of a `for_each` resource whose request answered 404 and were
     /// skipped (`on_missing: skip`).
     #[serde(default, skip_serializing_if = "is_zero")]

@@ -88,12 +88,16 @@ fn jira_offsets_advance_by_what_the_capped_pages_held() {
     };
     let (text, dir, api) = init_loads_all(&s);
     assert!(
-        text.contains("paginate: {type: offset, limit: 50, limit_param: maxResults, offset_param: startAt, total: $.total}"),
+        text.contains(
+            "paginate: {type: offset, limit: 50, limit_param: maxResults, offset_param: startAt, total: $.total}"
+        ),
         "{text}"
     );
     // Asking for 100 a page of a server that sends 50: every record all the same, the
     // offsets being what was read.
-    let asked_100 = text.replace("limit: 50,", "limit: 100,").replace("http://127.0.0.1:PORT", &api.base);
+    let asked_100 = text
+        .replace("limit: 50,", "limit: 100,")
+        .replace("http://127.0.0.1:PORT", &api.base);
     let spec = dir.path().join("hundred.yaml");
     std::fs::write(&spec, asked_100).unwrap();
     let before = api.requests().len();
@@ -159,7 +163,10 @@ fn airtable_sends_the_offset_token_back_until_it_is_gone() {
         env: &[],
     };
     let (text, dir, api) = init_loads_all(&s);
-    assert!(text.contains("{type: cursor, cursor: $.offset, param: offset}"), "{text}");
+    assert!(
+        text.contains("{type: cursor, cursor: $.offset, param: offset}"),
+        "{text}"
+    );
     wrong_paginate_fails(
         &s,
         &text,
@@ -199,7 +206,14 @@ fn notion_posts_start_cursor_with_its_version_header_until_has_more_is_false() {
         path: "/notion/v1/databases/897e5a76-ae52-4b48-9fdf-e71f5945d1af/query",
         table: "query",
         key: "id",
-        args: &["--body", "{}", "--auth", "bearer", "--header", "Notion-Version: 2022-06-28"],
+        args: &[
+            "--body",
+            "{}",
+            "--auth",
+            "bearer",
+            "--header",
+            "Notion-Version: 2022-06-28",
+        ],
         env: &[("SHAPES_TOKEN", "notion-secret")],
     };
     let (text, dir, api) = init_loads_all(&s);

@@ -417,7 +417,13 @@ fn documented(state: &State, path: &str, query: &str) -> Option<Response<Full<By
         let from: usize = match rest.strip_prefix("/01gD0000002HU6KIAW-") {
             Some(n) => n.parse().ok()?,
             None if rest.is_empty() && param(query, "q").is_some() => 0,
-            None => return Some(respond(400, "application/json", "[{\"errorCode\":\"MALFORMED_QUERY\"}]")),
+            None => {
+                return Some(respond(
+                    400,
+                    "application/json",
+                    "[{\"errorCode\":\"MALFORMED_QUERY\"}]",
+                ))
+            }
         };
         let records: Vec<Value> = all
             .iter()
@@ -428,7 +434,10 @@ fn documented(state: &State, path: &str, query: &str) -> Option<Response<Full<By
         let done = from + 200 >= all.len();
         let mut body = json!({"totalSize": all.len(), "done": done, "records": records});
         if !done {
-            body["nextRecordsUrl"] = json!(format!("/salesforce/services/data/v59.0/query/01gD0000002HU6KIAW-{}", from + 200));
+            body["nextRecordsUrl"] = json!(format!(
+                "/salesforce/services/data/v59.0/query/01gD0000002HU6KIAW-{}",
+                from + 200
+            ));
         }
         return Some(json_response(&body));
     }
@@ -455,7 +464,11 @@ fn documented(state: &State, path: &str, query: &str) -> Option<Response<Full<By
         let size = number(query, "PageSize", 50).min(1000);
         let page = number(query, "Page", 0);
         if page > 0 && param(query, "PageToken").is_none() {
-            return Some(respond(400, "application/json", "{\"code\": 20003, \"message\": \"PageToken required\"}"));
+            return Some(respond(
+                400,
+                "application/json",
+                "{\"code\": 20003, \"message\": \"PageToken required\"}",
+            ));
         }
         let from = page * size;
         let messages: Vec<Value> = all
@@ -489,7 +502,11 @@ fn notion_id(id: u64) -> String {
 /// has_more}` out; the cursor is the id of the next page's first record.
 fn notion(state: &State, version: Option<String>, auth: Option<String>, body: &[u8]) -> Response<Full<Bytes>> {
     if auth.as_deref() != Some("Bearer notion-secret") {
-        return respond(401, "application/json", "{\"object\":\"error\",\"status\":401,\"code\":\"unauthorized\",\"message\":\"API token is invalid.\"}");
+        return respond(
+            401,
+            "application/json",
+            "{\"object\":\"error\",\"status\":401,\"code\":\"unauthorized\",\"message\":\"API token is invalid.\"}",
+        );
     }
     if version.is_none() {
         return respond(400, "application/json", "{\"object\":\"error\",\"status\":400,\"code\":\"missing_version\",\"message\":\"Notion-Version header failed validation: Notion-Version header should be defined, instead was `undefined`.\"}");
@@ -514,7 +531,9 @@ fn notion(state: &State, version: Option<String>, auth: Option<String>, body: &[
     let next = all
         .get(from + size)
         .map_or(Value::Null, |c| json!(notion_id(c["id"].as_u64().unwrap())));
-    json_response(&json!({"object": "list", "results": results, "next_cursor": next, "has_more": more, "type": "page_or_database", "page_or_database": {}}))
+    json_response(
+        &json!({"object": "list", "results": results, "next_cursor": next, "has_more": more, "type": "page_or_database", "page_or_database": {}}),
+    )
 }
 
 /// The GitHub route's issues at the start: one per character.
