@@ -72,6 +72,9 @@ enum InitAuth {
     ApiKey,
     /// HTTP basic authentication.
     Basic,
+    /// OAuth 2.0 client credentials: a token from --token-url, with `<NAME>_CLIENT_ID`
+    /// and `<NAME>_CLIENT_SECRET`.
+    Oauth2,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -549,6 +552,9 @@ struct InitArgs {
     /// (`<NAME>_TOKEN`, `<NAME>_API_KEY` or `<NAME>_USERNAME` + `<NAME>_PASSWORD`).
     #[arg(long, value_enum, conflicts_with = "append")]
     auth: Option<InitAuth>,
+    /// With `--auth oauth2`: the token endpoint (client credentials grant).
+    #[arg(long, value_name = "URL")]
+    token_url: Option<String>,
     /// The variable holding the token, API key or password instead of the default.
     #[arg(long, value_name = "VAR", requires = "auth")]
     auth_var: Option<String>,
@@ -614,7 +620,9 @@ async fn init(args: Box<InitArgs>, output: Option<String>, append: Option<String
             InitAuth::Bearer => AuthKind::Bearer,
             InitAuth::ApiKey => AuthKind::ApiKey,
             InitAuth::Basic => AuthKind::Basic,
+            InitAuth::Oauth2 => AuthKind::OAuth2,
         }),
+        token_url: args.token_url,
         auth_var: args.auth_var,
         key_name: args.key_name,
         key_in_query: args.key_in == KeyIn::Query,

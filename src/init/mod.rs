@@ -27,6 +27,7 @@ pub enum AuthKind {
     Bearer,
     ApiKey,
     Basic,
+    OAuth2,
 }
 
 /// The spec `--append` adds to: compiled, and its text, which is kept as it is.
@@ -46,6 +47,8 @@ pub struct Options {
     pub auth: Option<AuthKind>,
     /// The variable holding the token, API key or password.
     pub auth_var: Option<String>,
+    /// `--auth oauth2`: the token endpoint.
+    pub token_url: Option<String>,
     /// `--auth api_key`: the header (or query parameter) name.
     pub key_name: String,
     pub key_in_query: bool,
@@ -126,6 +129,15 @@ pub async fn init(opts: &Options) -> Result<Written, InitError> {
             other,
             first.origin().ascii_serialization()
         )));
+    }
+    match (&opts.auth, &opts.token_url) {
+        (Some(AuthKind::OAuth2), None) => {
+            return Err(InitError::Usage(
+                "--auth oauth2 needs --token-url, the token endpoint".into(),
+            ))
+        }
+        (Some(AuthKind::OAuth2), Some(_)) | (_, None) => {}
+        (_, Some(_)) => return Err(InitError::Usage("--token-url goes with --auth oauth2".into())),
     }
     if opts.resource.is_some() && urls.len() > 1 {
         return Err(InitError::Usage(
@@ -433,6 +445,16 @@ fn auth_yaml(opts: &Options, name: &str) -> (String, Option<String>) {
                 format!(
                     "{{type: api_key, name: {}, value: \"${{{v}}}\", in: {at}}}",
                     render::scalar(&opts.key_name, true)
+                ),
+                Some(v),
+            )
+        }
+        Some(AuthKind::OAuth2) => {
+            let v = var("CLIENT_SECRET");
+            (
+                format!(
+                    "{{type: oauth2, grant: client_credentials, token_url: {}, client_id: \"${{{upper}_CLIENT_ID}}\", client_secret: \"${{{v}}}\"}}",
+                    serde_json::Value::String(crate::spec::interp::Interp::escape(opts.token_url.as_deref().unwrap_or_default()))
                 ),
                 Some(v),
             )

@@ -248,3 +248,55 @@ fn a_header_must_be_name_colon_value() {
         .failure(2);
     assert!(run.stderr.contains("is not `Name: value`"), "{}", run.stderr);
 }
+
+#[test]
+fn init_with_oauth2_client_credentials_fetches_a_token_and_writes_placeholders() {
+    let api = ApiServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("spec.yaml");
+    let url = format!("{}/protected/character", api.base);
+    let token_url = format!("{}/oauth/token", api.base);
+    let env = [
+        ("SHAPES_CLIENT_ID", "client-id"),
+        ("SHAPES_CLIENT_SECRET", "client-secret"),
+    ];
+    let missing = Sluice::new(["init", &url, "--name", "shapes", "--auth", "oauth2"])
+        .run()
+        .failure(2);
+    assert!(missing.stderr.contains("--token-url"), "{}", missing.stderr);
+    let mut init = Sluice::new([
+        "init",
+        &url,
+        "--name",
+        "shapes",
+        "--auth",
+        "oauth2",
+        "--token-url",
+        &token_url,
+        "-o",
+        spec.to_str().unwrap(),
+    ]);
+    for (k, v) in env {
+        init = init.env(k, v);
+    }
+    let init = init.run().success();
+    let text = std::fs::read_to_string(&spec).unwrap();
+    assert!(
+        text.contains(&format!(
+            "auth: {{type: oauth2, grant: client_credentials, token_url: \"{token_url}\", client_id: \"${{SHAPES_CLIENT_ID}}\", client_secret: \"${{SHAPES_CLIENT_SECRET}}\"}}"
+        )),
+        "{text}"
+    );
+    assert!(
+        !text.contains("client-secret") && !init.stderr.contains("client-secret"),
+        "{text}"
+    );
+    assert!(api.tokens_issued() >= 1);
+    let mut run = Sluice::new(["run", spec.to_str().unwrap()]).dir(dir.path());
+    for (k, v) in env {
+        run = run.env(k, v);
+    }
+    run.run().success();
+    let (rows, keys) = rows_and_keys(&dir.path().join(".sluice/shapes.db"), "character", "id");
+    assert_eq!((rows, keys), (826, 826));
+}
