@@ -174,13 +174,6 @@ pub struct Extracted {
     pub total: Option<u64>,
 }
 
-/// Whether the resource's pages have an envelope to read signs in: records in an array
-/// under the top level, not the page itself.
-fn detects(resource: &Resource) -> bool {
-    let r = resource.records.as_str();
-    r.ends_with("[*]") && r != "$[*]" && (r.starts_with("$.") || r.starts_with("$["))
-}
-
 /// What the pages of one resource said of the whole, page by page.
 #[derive(Default)]
 struct Tally {
@@ -191,21 +184,11 @@ struct Tally {
     total_pages: Option<u64>,
     /// The last page said there is more.
     more: bool,
-    /// What the last page said of the whole without the spec's asking.
-    signs: signals::Signs,
 }
 
 impl Tally {
     fn page(&mut self, resource: &Resource, body: &Value, records: usize) {
         let c = &resource.completeness;
-        self.signs = match detects(resource) && c.total_check != crate::spec::pipeline::TotalCheck::Off {
-            true => signals::read(body, resource.records.as_str()),
-            false => signals::Signs::default(),
-        };
-        if records == 0 || resource.stop_when.as_ref().is_some_and(|s| s.holds(body)) {
-            // An empty page ends any paging, and `stop_when` is the spec's own word.
-            self.signs = signals::Signs::default();
-        }
         let count = |p: &Option<crate::spec::jsonpath::JsonPath>| {
             p.as_ref().and_then(|p| p.first(body)).and_then(paginate::as_count)
         };
@@ -215,11 +198,23 @@ impl Tally {
         self.fullest = self.fullest.max(records as u64);
     }
 
-    /// When the pagination has ended: fail (or warn, as `total_check` says) when what the
-    /// pages said of the whole disagrees with what was read.
-    fn check(&self, resource: &Resource, page: u64, stats: &Extracted) -> Result<(), ExtractError> {
+    /// When the pagination has ended after `last` (a page of `last_records` records, where
+    /// `stop_when` held or not): fail (or warn, as `total_check` says) when what the pages
+    /// said of the whole disagrees with what was read.
+    fn check(
+        &self,
+        resource: &Resource,
+        page: u64,
+        stats: &Extracted,
+        last: &Value,
+        last_records: usize,
+        stopped: bool,
+    ) -> Result<(), ExtractError> {
         use crate::spec::pipeline::TotalCheck;
         let c = &resource.completeness;
+        if c.total_check == TotalCheck::Off {
+            return Ok(());
+        }
         let incomplete = |detail: String| ExtractError::Incomplete {
             resource: resource.name.clone(),
             page,
@@ -235,29 +230,31 @@ impl Tally {
             TotalCheck::Fail => Err(incomplete(format!(
                 "{detail}; set `paginate.total_check: warn` only if the API's total counts records it does not list"
             ))),
-            TotalCheck::Warn => {
+            TotalCheck::Warn | TotalCheck::Off => {
                 tracing::warn!(resource = %resource.name, "{detail}");
                 Ok(())
             }
-            TotalCheck::Off => Ok(()),
         };
-        if c.total_check == TotalCheck::Off {
-            return Ok(());
-        }
+        // What the last page says without the spec's asking; an empty page ends any
+        // paging, and `stop_when` is the spec's own word.
+        let signs = match last_records == 0 || stopped {
+            true => signals::Signs::default(),
+            false => signals::read(last, resource.records.as_str()),
+        };
         let fix = "`paginate` does not follow this API's pagination: set it (`sluice init URL` finds it), or `paginate.total_check: off` to accept";
-        if let (None, Some((path, value))) = (&c.has_more, &self.signs.more) {
+        if let (None, Some((path, value))) = (&c.has_more, &signs.more) {
             return Err(incomplete(format!(
                 "the page says there is more (`{path}` is {value}) but pagination stopped after {} records: {fix}",
                 stats.records
             )));
         }
-        if let Some(path) = &self.signs.next {
+        if let Some(path) = &signs.next {
             return Err(incomplete(format!(
                 "the page names a next page (`{path}`) but pagination stopped after {} records: {fix}",
                 stats.records
             )));
         }
-        if let (None, Some((path, total))) = (&c.total, &self.signs.total) {
+        if let (None, Some((path, total))) = (&c.total, &signs.total) {
             if stats.records < *total {
                 return Err(incomplete(format!(
                     "the API reported {total} records (`{path}`), {} were read: {fix}",
@@ -428,7 +425,8 @@ pub async fn extract_resource<S: RecordSink>(
         };
         // A page without records (unless it says there is more), or one where `stop_when`
         // holds, is the last.
-        let last = (records.is_empty() && !tally.more) || resource.stop_when.as_ref().is_some_and(|s| s.holds(&body));
+        let stopped = resource.stop_when.as_ref().is_some_and(|s| s.holds(&body));
+        let last = (records.is_empty() && !tally.more) || stopped;
         let next = if all_known.is_some() || last {
             None
         } else {
@@ -471,6 +469,7 @@ pub async fn extract_resource<S: RecordSink>(
                     (page_no, u, resp)
                 })
                 .buffered(concurrency);
+            let (mut last, mut last_records) = (body, records.len());
             while let Some((page_no, u, resp)) = fetched.next().await {
                 let resp = resp?;
                 let (body, records) = read_page(resource, page_no, &u, &resp)?;
@@ -480,17 +479,18 @@ pub async fn extract_resource<S: RecordSink>(
                 if !sink.page(&records).await? {
                     return Ok(stats);
                 }
+                (last, last_records) = (body, records.len());
             }
             // Pages fetched at once end where the first page said; only the last may say
-            // there is more.
-            tally.check(resource, stats.pages, &stats)?;
+            // there is more (no `stop_when` here: it turns fetching at once off).
+            tally.check(resource, stats.pages, &stats, &last, last_records, false)?;
             stats.total = tally.total;
             return Ok(stats);
         }
         match next {
             Some(next) => req = next,
             None => {
-                tally.check(resource, page_no, &stats)?;
+                tally.check(resource, page_no, &stats, &body, records.len(), stopped)?;
                 stats.total = tally.total;
                 return Ok(stats);
             }

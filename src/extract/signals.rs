@@ -149,6 +149,13 @@ pub struct Signs {
 /// The signs in a page's envelope (the top level and the usual envelope objects, never
 /// the records at `records`, a JSONPath like `$.results[*]`).
 pub fn read(body: &Value, records: &str) -> Signs {
+    // Only records in an array below the top level leave an envelope around them: a
+    // page that is the records (`$[*]`) or the record (`$`) has none.
+    let enveloped =
+        records.ends_with("[*]") && records != "$[*]" && (records.starts_with("$.") || records.starts_with("$["));
+    if !enveloped {
+        return Signs::default();
+    }
     let skip = records.trim_end_matches("[*]");
     let mut found = Vec::new();
     scalars(body, "$", "", skip, 0, &mut found);
