@@ -522,11 +522,18 @@ fn lambda() -> u8 {
 
 async fn check(specs: &[String], api: bool) -> u8 {
     let mut code = exit::OK;
+    let mut checked: Vec<spec::Pipeline> = Vec::new();
     for file in specs {
         let Some(p) = load_or_report(file) else {
             code = exit::FAILED;
             continue;
         };
+        if let Some(why) = checked.iter().find_map(|q| crate::stage::shared_staging(q, &p)) {
+            eprintln!("error: {file}: {why}");
+            code = exit::FAILED;
+            continue;
+        }
+        checked.push(p.clone());
         let secrets = crate::util::Secrets::default();
         match crate::run::check(&p, api, &secrets).await {
             Ok(passed) => println!("{file}: ok ({})", passed.join(", ")),
@@ -709,14 +716,22 @@ fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
     crate::spec::units::Duration::parse(text).map(|d| d.0)
 }
 
-/// `30m`, `12h`, `7d`: an age for `gc`.
+/// `30m`, `12h`, `7d`, `2w`: an age for `gc`, at most 100 years.
 fn parse_age(text: &str) -> Result<std::time::Duration, String> {
-    match text.strip_suffix('d') {
-        Some(days) => days
-            .parse::<u64>()
-            .map(|d| std::time::Duration::from_secs(d * 86_400))
-            .map_err(|_| format!("`{text}` is not an age like `7d`, `12h` or `30m`")),
-        None => crate::spec::units::Duration::parse(text).map(|d| d.0),
+    let bad = || format!("`{text}` is not an age like `2w`, `7d`, `12h` or `30m`");
+    let (count, unit) = match (text.strip_suffix('w'), text.strip_suffix('d')) {
+        (Some(weeks), _) => (weeks, 7 * 86_400u64),
+        (_, Some(days)) => (days, 86_400),
+        _ => {
+            return crate::spec::units::Duration::parse(text)
+                .map(|d| d.0)
+                .map_err(|e| format!("{e}, or days (`7d`) or weeks (`2w`)"))
+        }
+    };
+    let n: u64 = count.parse().map_err(|_| bad())?;
+    match n.checked_mul(unit) {
+        Some(secs) if secs <= 100 * 366 * 86_400 => Ok(std::time::Duration::from_secs(secs)),
+        _ => Err(format!("`{text}` is more than 100 years")),
     }
 }
 
@@ -727,6 +742,12 @@ async fn gc(p: &spec::Pipeline, older_than: std::time::Duration) -> u8 {
             let mut out = std::io::stdout().lock();
             for run in &report.runs {
                 let _ = writeln!(out, "removed incomplete run {run}");
+            }
+            for run in &report.skipped_running {
+                let _ = writeln!(
+                    out,
+                    "kept run {run}: its extraction is still running (its marker is fresh)"
+                );
             }
             let _ = writeln!(
                 out,
@@ -826,7 +847,15 @@ async fn run(p: &spec::Pipeline, opts: &crate::run::ExtractOptions, dry_run: boo
 
 fn print_summary(report: &crate::load::LoadReport) {
     let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "run {} loaded into {}", report.run_id, report.target);
+    let limited = if report.limited {
+        " (limited by --limit: part of each resource; the incremental state was not moved)"
+    } else {
+        ""
+    };
+    let _ = writeln!(out, "run {} loaded into {}{limited}", report.run_id, report.target);
+    for why in &report.skipped {
+        let _ = writeln!(out, "{why}");
+    }
     let _ = writeln!(
         out,
         "{:<16} {:<20} {:>9} {:>9} {:>9} {:>9} {:>8} {:>8} {:>10}",
@@ -1007,11 +1036,37 @@ fn plural(n: usize) -> &'static str {
 fn validate(files: &[String], format: Format) -> u8 {
     let mut out = std::io::stdout().lock();
     let mut problems = 0;
+    let mut valid: Vec<(&str, spec::Pipeline, Option<String>)> = Vec::new();
+    let mut checked = Vec::new();
     for file in files {
         let (text, diagnostics): (Option<String>, Vec<Diagnostic>) = match spec::load_file(file) {
-            Ok(p) => (std::fs::read_to_string(file).ok(), p.warnings().to_vec()),
+            Ok(p) => {
+                let text = std::fs::read_to_string(file).ok();
+                let warnings = p.warnings().to_vec();
+                valid.push((file, p, text.clone()));
+                (text, warnings)
+            }
             Err(e) => (e.text, e.diagnostics),
         };
+        checked.push((file, text, diagnostics));
+    }
+    // Specs validated together may share a staging location: their keys must keep apart.
+    for (i, (fa, a, text)) in valid.iter().enumerate() {
+        for (fb, b, _) in &valid[i + 1..] {
+            if let Some(why) = crate::stage::shared_staging(a, b) {
+                let line = text
+                    .as_deref()
+                    .and_then(|t| t.lines().position(|l| l.trim_start().starts_with("location:")))
+                    .map_or(1, |n| n + 1);
+                let pos = spec::load::Pos { line, column: 1 };
+                let d = Diagnostic::new(fa, pos, "staging", format!("{why} (with {fb})"));
+                if let Some(entry) = checked.iter_mut().find(|c| c.0 == *fa) {
+                    entry.2.push(d);
+                }
+            }
+        }
+    }
+    for (file, text, diagnostics) in checked {
         let errors = diagnostics
             .iter()
             .filter(|d| d.severity == spec::diagnostic::Severity::Error)

@@ -510,6 +510,8 @@ async fn extract_as(
     let started = Utc::now();
     tracing::info!(pipeline = p.name(), run_id = %run.run_id, staging = %store.describe(), "extract started");
     let run = &run;
+    // Marks the run as running, so that `gc` leaves what it stages alone.
+    let mut marker = crate::stage::Marker::put(store, p.name(), &run.run_id).await?;
     // Each resource is one shared job, so that a child can wait for its parent's.
     type Job<'a> = futures_util::future::Shared<
         futures_util::future::BoxFuture<'a, Result<ResourceManifest, std::sync::Arc<ExtractError>>>,
@@ -589,7 +591,7 @@ async fn extract_as(
         jobs.insert(&r.name, job.map(|m| m.map_err(std::sync::Arc::new)).boxed().shared());
     }
     let jobs: Vec<Job> = resources.iter().map(|r| jobs[r.name.as_str()].clone()).collect();
-    let results = futures_util::future::join_all(jobs).await;
+    let results = renewing(&mut marker, futures_util::future::join_all(jobs), secrets).await;
     let mut manifests = Vec::new();
     let (mut failed, mut causes, mut deadline) = (Vec::new(), Vec::new(), false);
     for (r, result) in resources.iter().zip(results) {
@@ -605,12 +607,27 @@ async fn extract_as(
         }
     }
     if !failed.is_empty() {
+        remove_marker(marker, secrets).await;
         return Err(RunError::ResourcesFailed {
             failed,
             total: resources.len(),
             causes,
             deadline,
         });
+    }
+    // A part removed or changed since it was staged (a `gc`, a person) would make a
+    // manifest that no load can take: the run fails now instead.
+    for r in &manifests {
+        for o in &r.objects {
+            if let Err(detail) = store.verify(o).await {
+                remove_marker(marker, secrets).await;
+                return Err(StageError::Changed {
+                    key: o.key.clone(),
+                    detail,
+                }
+                .into());
+            }
+        }
     }
     let manifest = Manifest {
         run_id: run.run_id.clone(),
@@ -620,11 +637,13 @@ async fn extract_as(
         run_time: Some(run.run_time.to_rfc3339_opts(SecondsFormat::Micros, true)),
         started_at: started.to_rfc3339_opts(SecondsFormat::Millis, true),
         finished_at: Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
+        limited: opts.limit.is_some(),
         resources: manifests,
     };
     let key = manifest_key(p.name(), &run.run_id);
     let bytes = serde_json::to_vec_pretty(&manifest).expect("manifest serializes");
     store.put_bytes(&key, bytes).await?;
+    remove_marker(marker, secrets).await;
     tracing::info!(run_id = %run.run_id, manifest = %key, "extract finished");
     Ok(ExtractReport {
         run: run.clone(),
@@ -632,6 +651,37 @@ async fn extract_as(
         manifest_key: key,
         manifest,
     })
+}
+
+/// Await `work`, renewing the run's marker every [`crate::stage::MARKER_REFRESH`].
+async fn renewing<T>(
+    marker: &mut crate::stage::Marker<'_, Store>,
+    work: impl std::future::Future<Output = T>,
+    secrets: &Secrets,
+) -> T {
+    tokio::pin!(work);
+    let mut tick = tokio::time::interval(crate::stage::MARKER_REFRESH);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            out = &mut work => return out,
+            _ = tick.tick() => {
+                if let Err(e) = marker.renew().await {
+                    tracing::warn!("cannot renew the run's in-progress marker: {}", secrets.mask(&e.to_string()));
+                }
+            }
+        }
+    }
+}
+
+async fn remove_marker(marker: crate::stage::Marker<'_, Store>, secrets: &Secrets) {
+    if let Err(e) = marker.remove().await {
+        tracing::warn!(
+            "cannot remove the run's in-progress marker: {}",
+            secrets.mask(&e.to_string())
+        );
+    }
 }
 
 /// Fetch without staging: up to `limit` records of each selected resource.
@@ -743,14 +793,15 @@ pub async fn load(
                 ))
             })?,
     };
+    let key = &p.staging().key;
+    let names: Vec<&str> = p.resources().iter().map(|r| r.name.as_str()).collect();
     let manifest = match crate::stage::read_manifest(&store, p.name(), &run_id).await {
         Err(StageError::NotFound { .. }) => {
             // Objects but no manifest: a run that failed or is still being extracted.
-            let key = &p.staging().key;
             let staged = store.list(&key.list_prefix(p.name())).await?;
             if staged
                 .iter()
-                .any(|k| key.run_id_of(p.name(), k).as_deref() == Some(run_id.as_str()))
+                .any(|k| key.run_id_of(p.name(), &names, k).as_deref() == Some(run_id.as_str()))
             {
                 return Err(crate::load::LoadError::Incomplete { run_id }.into());
             }
@@ -765,6 +816,7 @@ pub async fn load(
         }
         other => other?,
     };
+    check_own(p, &manifest, &manifest_key(p.name(), &run_id))?;
     for r in &manifest.resources {
         let (records, _) = object_totals(&r.objects);
         if records != r.records {
@@ -788,6 +840,39 @@ pub async fn load(
         secrets,
     )
     .await?)
+}
+
+/// A manifest is loaded only by its own pipeline: it names this spec's pipeline and this
+/// run, and every object it lists is a key of this pipeline's template for that run
+/// (another pipeline's manifest, copied or misplaced, is refused, not loaded).
+pub fn check_own(p: &Pipeline, manifest: &Manifest, key: &str) -> Result<(), crate::load::LoadError> {
+    let foreign = |detail: String| crate::load::LoadError::Foreign {
+        key: key.to_string(),
+        pipeline: p.name().to_string(),
+        detail,
+    };
+    if manifest.pipeline != p.name() {
+        return Err(foreign(format!("it is a manifest of pipeline `{}`", manifest.pipeline)));
+    }
+    let expected = key.rsplit('/').next().and_then(|f| f.strip_suffix(".json"));
+    if expected != Some(manifest.run_id.as_str()) {
+        return Err(foreign(format!("it names run `{}`", manifest.run_id)));
+    }
+    let names: Vec<&str> = p.resources().iter().map(|r| r.name.as_str()).collect();
+    for r in &manifest.resources {
+        for o in &r.objects {
+            if p.staging().key.run_id_of(p.name(), &names, &o.key).as_deref() != Some(manifest.run_id.as_str()) {
+                return Err(foreign(format!(
+                    "its object `{}` (resource `{}`) is not a key of this pipeline's run `{}` under `{}`",
+                    o.key,
+                    r.name,
+                    manifest.run_id,
+                    p.staging().key.raw()
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Extract, then load the run just staged.
@@ -817,6 +902,7 @@ pub async fn run(
         resources: feeds,
         highest: Vec::new(),
         extraction: Some(done_rx),
+        limited: opts.limit.is_some(),
     };
     let resolved = prepare(p, Needs::RUN, secrets).await?;
     let store = Store::open(p.staging(), resolved.staging()).await?;
@@ -1030,11 +1116,15 @@ pub struct GcReport {
     /// Run ids of the incomplete runs removed, oldest first.
     pub runs: Vec<String>,
     pub objects: u64,
+    /// Incomplete runs old enough, left alone because their extraction is still running.
+    pub skipped_running: Vec<String>,
 }
 
 /// Remove the staged objects of incomplete runs (runs without a manifest) that started
-/// more than `older_than` ago. A complete run is never touched, nor an object whose key
-/// does not follow the spec's key template.
+/// more than `older_than` ago. Only what is this pipeline's own: an object whose key this
+/// spec's template parses back strictly (its name, one of its resources, its run time
+/// format, a run id). A complete run is never touched, nor a run whose extraction still
+/// renews its in-progress marker.
 pub async fn gc(p: &Pipeline, older_than: std::time::Duration, secrets: &Secrets) -> Result<GcReport, RunError> {
     let resolved = crate::resolve::resolve(p, Needs::STAGING, secrets)?;
     let store = Store::open(p.staging(), resolved.staging()).await?;
@@ -1042,28 +1132,45 @@ pub async fn gc(p: &Pipeline, older_than: std::time::Duration, secrets: &Secrets
         .await?
         .into_iter()
         .collect();
+    let now = Utc::now();
+    let cutoff = chrono::Duration::from_std(older_than)
+        .ok()
+        .and_then(|age| now.checked_sub_signed(age))
+        .ok_or_else(|| StageError::Config(format!("an age of {} s reaches before year 1", older_than.as_secs())))?;
+    let fresh = now - chrono::Duration::from_std(crate::stage::MARKER_FRESH).expect("a short duration");
+    let markers = crate::stage::markers(&store, p.name()).await?;
+    let running = |run_id: &str| markers.get(run_id).is_some_and(|(_, at)| *at > fresh.timestamp());
     let key = &p.staging().key;
-    let cutoff = Utc::now() - chrono::Duration::from_std(older_than).unwrap_or(chrono::Duration::MAX);
+    let resources: Vec<&str> = p.resources().iter().map(|r| r.name.as_str()).collect();
     let mut report = GcReport {
         location: store.describe(),
         ..GcReport::default()
     };
-    let manifests = format!("{}/_manifests/", p.name());
+    let started_before_cutoff = |run_id: &str| {
+        chrono::NaiveDateTime::parse_from_str(&run_id[..16], "%Y%m%dT%H%M%SZ").is_ok_and(|t| t.and_utc() <= cutoff)
+    };
     for object in store.list(&key.list_prefix(p.name())).await? {
-        if object.starts_with(&manifests) {
-            continue;
-        }
-        let Some(run_id) = key.run_id_of(p.name(), &object) else {
+        let Some(run_id) = key.run_id_of(p.name(), &resources, &object) else {
             continue;
         };
-        let started = chrono::NaiveDateTime::parse_from_str(&run_id[..16], "%Y%m%dT%H%M%SZ").map(|t| t.and_utc());
-        if complete.contains(&run_id) || started.is_ok_and(|t| t > cutoff) || started.is_err() {
+        if complete.contains(&run_id) || running(&run_id) || !started_before_cutoff(&run_id) {
+            if running(&run_id) && started_before_cutoff(&run_id) && !report.skipped_running.contains(&run_id) {
+                report.skipped_running.push(run_id);
+            }
             continue;
         }
         store.delete(&object).await?;
         report.objects += 1;
         if !report.runs.contains(&run_id) {
             report.runs.push(run_id);
+        }
+    }
+    // The markers a killed extraction left, once stale.
+    for (run_id, (keys, _)) in &markers {
+        if !running(run_id) && (complete.contains(run_id) || started_before_cutoff(run_id)) {
+            for k in keys {
+                store.delete(k).await?;
+            }
         }
     }
     report.runs.sort();

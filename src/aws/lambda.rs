@@ -413,6 +413,15 @@ impl Handler {
                         tracing::info!(run_id = %run_id, at = %at, "the run was loaded already; nothing to do");
                         json!({"pipeline": p.name(), "step": "load", "already_loaded": {"run_id": run_id, "at": at}})
                     }
+                    // A retry or a redrive of an older run: loading it would go back in time.
+                    Err(crate::run::RunError::Load(e @ crate::load::LoadError::Superseded { .. })) => {
+                        let message = secrets.mask(&e.to_string());
+                        tracing::warn!("{message}");
+                        let crate::load::LoadError::Superseded { run_id, newer, .. } = e else {
+                            unreachable!("matched above")
+                        };
+                        json!({"pipeline": p.name(), "step": "load", "superseded": {"run_id": run_id, "by": newer, "message": message}})
+                    }
                     Err(e) => return Err(run_failure(&e, &secrets)),
                 }
             }
@@ -471,6 +480,8 @@ fn run_failure(e: &crate::run::RunError, secrets: &Secrets) -> Failure {
         crate::run::RunError::Extract(crate::extract::ExtractError::Deadline { .. })
         | crate::run::RunError::ResourcesFailed { deadline: true, .. } => "Sluice.Deadline",
         crate::run::RunError::Env(_) | crate::run::RunError::Preflight { .. } => "Sluice.Config",
+        // Another pipeline's manifest: no retry makes it this one's.
+        crate::run::RunError::Load(crate::load::LoadError::Foreign { .. }) => "Sluice.BadEvent",
         _ => "Sluice.RunFailed",
     };
     Failure {

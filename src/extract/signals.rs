@@ -98,7 +98,23 @@ pub fn path_step(key: &str) -> String {
     if plain {
         format!(".{key}")
     } else {
-        format!("['{}']", key.replace('\\', "\\\\").replace('\'', "\\'"))
+        // RFC 9535 name selector: `\\`, `\'` and every control character escaped.
+        let mut out = String::from("['");
+        for c in key.chars() {
+            match c {
+                '\\' => out.push_str("\\\\"),
+                '\'' => out.push_str("\\'"),
+                '\n' => out.push_str("\\n"),
+                '\r' => out.push_str("\\r"),
+                '\t' => out.push_str("\\t"),
+                '\u{8}' => out.push_str("\\b"),
+                '\u{c}' => out.push_str("\\f"),
+                c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+                c => out.push(c),
+            }
+        }
+        out.push_str("']");
+        out
     }
 }
 

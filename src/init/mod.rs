@@ -148,6 +148,15 @@ pub async fn init(opts: &Options) -> Result<Written, InitError> {
     // A key in the URL (`?api_key=…`) is used for the sampling, masked everywhere and
     // written as a `${…}` placeholder.
     for url in &urls {
+        // `https://user:password@host/…`: never written, never shown.
+        for part in [url.password().unwrap_or(""), url.username()] {
+            if !part.is_empty() {
+                secrets.add(part);
+                if let Ok(decoded) = percent_encoding::percent_decode_str(part).decode_utf8() {
+                    secrets.add(&decoded);
+                }
+            }
+        }
         for (k, v) in url.query_pairs() {
             if secret_param(&k) && !v.is_empty() {
                 secrets.add(&v);
@@ -345,7 +354,7 @@ pub async fn init(opts: &Options) -> Result<Written, InitError> {
             None => {
                 let auth = auth_yaml(opts, &pipeline_name).0;
                 let head = render::head(&render::Head {
-                    command: &secrets.mask(&opts.command),
+                    command: &secrets.mask(&without_userinfo(&opts.command)),
                     name: &pipeline_name,
                     base_url: &origin(first),
                     auth: &auth,
@@ -424,6 +433,24 @@ fn secret_param(name: &str) -> bool {
 }
 
 /// `scheme://host[:port]`.
+/// `text` with every URL's `user:password@` written `****@` (however short the password,
+/// which masking by value would miss).
+pub fn without_userinfo(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find("://") {
+        out.push_str(&rest[..i + 3]);
+        rest = &rest[i + 3..];
+        let authority_end = rest.find(['/', '?', '#', ' ', '\'', '"']).unwrap_or(rest.len());
+        if let Some(at) = rest[..authority_end].rfind('@') {
+            out.push_str("****");
+            rest = &rest[at..];
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 fn origin(url: &Url) -> String {
     url.origin().ascii_serialization()
 }
@@ -599,6 +626,15 @@ fn append_resources(text: &str, blocks: &[String]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn userinfo_never_shows() {
+        assert_eq!(
+            without_userinfo("sluice init https://ann:pw@api.example.com/v1/items?x=1 --name a"),
+            "sluice init https://****@api.example.com/v1/items?x=1 --name a"
+        );
+        assert_eq!(without_userinfo("http://h/p?a=b@c"), "http://h/p?a=b@c");
+    }
 
     #[test]
     fn names_from_urls() {

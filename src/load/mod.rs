@@ -27,7 +27,7 @@ pub use warehouse::dialect_of;
 
 use chrono::{DateTime, Utc};
 
-use crate::spec::pipeline::Pipeline;
+use crate::spec::pipeline::{Pipeline, WriteMode};
 use crate::stage::manifest::ObjectManifest;
 use crate::stage::{Manifest, StageError, Staging};
 use crate::util::Secrets;
@@ -71,6 +71,22 @@ pub enum LoadError {
         location: String,
         /// Newest first.
         latest: Vec<String>,
+    },
+    #[error("manifest `{key}` is not one of pipeline `{pipeline}`: {detail}; a manifest is loaded only by its own pipeline, so nothing was loaded")]
+    Foreign {
+        key: String,
+        pipeline: String,
+        detail: String,
+    },
+    #[error("run `{run_id}` was extracted at {extracted_at}, before run `{newer}` (extracted at {newer_extracted_at}, loaded at {newer_loaded_at}); loading it would put older records over newer ones in {}; nothing was loaded. Use --force to load it anyway", tables.iter().map(|t| format!("`{t}`")).collect::<Vec<_>>().join(", "))]
+    Superseded {
+        run_id: String,
+        extracted_at: String,
+        newer: String,
+        newer_extracted_at: String,
+        newer_loaded_at: String,
+        /// The merge and replace tables both runs load.
+        tables: Vec<String>,
     },
     #[error("{0}")]
     Io(String),
@@ -117,6 +133,10 @@ pub struct LoadReport {
     pub tables: Vec<TableStats>,
     /// A shell command that shows the first table, when the warehouse has one.
     pub query_hint: Option<String>,
+    /// A run extracted with `--limit`: its state was not moved, its replace tables skipped.
+    pub limited: bool,
+    /// What was not loaded, and why.
+    pub skipped: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -145,6 +165,8 @@ pub struct RunFeed {
     /// For a run still being extracted: the extraction's outcome (its highest cursors),
     /// awaited before the load commits, so that a failed extraction loads nothing.
     pub extraction: Option<tokio::sync::oneshot::Receiver<ExtractionOutcome>>,
+    /// Extracted with `--limit`: part of each resource only.
+    pub limited: bool,
 }
 
 /// How the extraction a live load waits for ended: the highest incremental cursor of each
@@ -166,6 +188,7 @@ impl RunFeed {
                 .collect(),
             highest: m.highest(),
             extraction: None,
+            limited: m.limited,
         }
     }
 }
@@ -192,6 +215,7 @@ async fn load_into<W: Warehouse>(
     secrets: &Secrets,
 ) -> Result<LoadReport, LoadError> {
     let run_id = feed.run_id.clone();
+    let limited = feed.limited;
     w.create_ledger().await?;
     // Nested rows may wait in spill files in a folder of this load's own, removed when it
     // ends; what killed loads left is removed first.
@@ -205,7 +229,10 @@ async fn load_into<W: Warehouse>(
         w.rollback().await;
         // The data transaction rolled back; record the failure on its own (unless the
         // database is locked by another writer: that would only wait as long again).
-        if !matches!(e, LoadError::AlreadyLoaded { .. } | LoadError::Locked { .. }) {
+        if !matches!(
+            e,
+            LoadError::AlreadyLoaded { .. } | LoadError::Superseded { .. } | LoadError::Locked { .. }
+        ) {
             let message = secrets.mask(&e.to_string());
             let _ = w
                 .record_run(&LedgerRow {
@@ -221,12 +248,14 @@ async fn load_into<W: Warehouse>(
                 .await;
         }
     }
-    let tables = result?;
+    let (tables, skipped) = result?;
     Ok(LoadReport {
         run_id,
         target: w.target().to_string(),
         query_hint: tables.first().and_then(|t| w.query_hint(&t.table)),
         tables,
+        limited,
+        skipped,
     })
 }
 
@@ -238,7 +267,7 @@ async fn load_in_transaction<W: Warehouse>(
     opts: LoadOptions,
     started: &str,
     spill_dir: &std::path::Path,
-) -> Result<Vec<TableStats>, LoadError> {
+) -> Result<(Vec<TableStats>, Vec<String>), LoadError> {
     // One load of a pipeline at a time.
     w.begin(p.name()).await?;
     let previous = w.loaded_at(p.name(), &feed.run_id).await?;
@@ -247,6 +276,9 @@ async fn load_in_transaction<W: Warehouse>(
             run_id: feed.run_id.clone(),
             at,
         });
+    }
+    if !opts.force {
+        refuse_older(w, p, &feed).await?;
     }
     if feed.spec_hash != p.spec_hash() {
         tracing::warn!(run_id = %feed.run_id, "the spec changed since this run was extracted; loading with the current mapping");
@@ -269,6 +301,7 @@ async fn load_in_transaction<W: Warehouse>(
         pipeline: p.name().to_string(),
     };
     let mut stats = Vec::new();
+    let mut skipped = Vec::new();
     for (name, objects) in feed.resources {
         let Some(resource) = p.resource(&name) else {
             tracing::warn!(resource = %name, "the run staged a resource the spec no longer has; skipped");
@@ -276,6 +309,19 @@ async fn load_in_transaction<W: Warehouse>(
         };
         if resource.tables.is_empty() {
             // Only staged for the requests of a `for_each`.
+            continue;
+        }
+        if let (true, Some(t)) = (
+            feed.limited,
+            resource.tables.iter().find(|t| t.write == WriteMode::Replace),
+        ) {
+            // Part of the records would replace all of them.
+            let why = format!(
+                "resource `{name}` skipped: table `{}` is `write: replace`, and a run with --limit holds only part of its records",
+                t.name
+            );
+            tracing::warn!("{why}");
+            skipped.push(why);
             continue;
         }
         stats.extend(resource::load_resource(w, p, store, resource, objects, &meta, spill_dir).await?);
@@ -289,8 +335,15 @@ async fn load_in_transaction<W: Warehouse>(
             Err(_) => return Err(LoadError::ExtractFailed("the extraction stopped".into())),
         }
     }
-    // The incremental state moves with the data, in the same transaction.
-    state::advance(w, p, &feed.run_id, &highest).await?;
+    // The incremental state moves with the data, in the same transaction; a limited run
+    // read only part of the window, so the next run must read it again.
+    if feed.limited {
+        if !highest.is_empty() {
+            tracing::warn!("a run with --limit does not move the incremental state");
+        }
+    } else {
+        state::advance(w, p, &feed.run_id, &highest).await?;
+    }
     let resources = serde_json::to_string(&stats).expect("stats serialize");
     w.record_run(&LedgerRow {
         pipeline: p.name(),
@@ -298,7 +351,7 @@ async fn load_in_transaction<W: Warehouse>(
         spec_hash: p.spec_hash(),
         extracted_at: Some(&feed.extracted_at),
         started_at: started,
-        status: "loaded",
+        status: if feed.limited { "limited" } else { "loaded" },
         error: None,
         resources: &resources,
     })
@@ -316,5 +369,44 @@ async fn load_in_transaction<W: Warehouse>(
             "table loaded"
         );
     }
-    Ok(stats)
+    Ok((stats, skipped))
+}
+
+/// A run extracted before one already loaded into the same merge or replace tables would
+/// put older records over newer ones: refused (append tables take any run).
+async fn refuse_older<W: Warehouse>(w: &mut W, p: &Pipeline, feed: &RunFeed) -> Result<(), LoadError> {
+    let guarded: Vec<&str> = feed
+        .resources
+        .iter()
+        .filter_map(|(name, _)| p.resource(name))
+        .flat_map(|r| &r.tables)
+        .filter(|t| t.write != WriteMode::Append)
+        .map(|t| t.name.as_str())
+        .collect();
+    if guarded.is_empty() {
+        return Ok(());
+    }
+    #[derive(serde::Deserialize)]
+    struct Loaded {
+        table: String,
+    }
+    for newer in w.loaded_after(p.name(), &feed.extracted_at).await? {
+        let tables: Vec<Loaded> = serde_json::from_str(&newer.resources).unwrap_or_default();
+        let both: Vec<String> = tables
+            .into_iter()
+            .map(|t| t.table)
+            .filter(|t| guarded.contains(&t.as_str()))
+            .collect();
+        if !both.is_empty() && newer.run_id != feed.run_id {
+            return Err(LoadError::Superseded {
+                run_id: feed.run_id.clone(),
+                extracted_at: feed.extracted_at.clone(),
+                newer: newer.run_id,
+                newer_extracted_at: newer.extracted_at,
+                newer_loaded_at: newer.loaded_at,
+                tables: both,
+            });
+        }
+    }
+    Ok(())
 }

@@ -14,7 +14,7 @@ use super::map::{encode_row, RunMeta, COPY_HEADER, COPY_TRAILER};
 use super::mapper::{io_error, jsonb_record, map_objects, mapping_threads, MapOutcome, Reject, RowSink, CHUNK};
 use super::resource::{staging_columns, temp_name};
 use super::state::Saved;
-use super::warehouse::{LedgerRow, LiveTable, Objects, Warehouse};
+use super::warehouse::{LedgerRow, LiveTable, LoadedRun, Objects, Warehouse};
 use super::{connect, LoadError};
 use crate::spec::ident::quote_ident;
 use crate::spec::pipeline::{Resource, Table, WriteMode, RUN_ID_COLUMN};
@@ -232,12 +232,33 @@ impl Warehouse for Postgres {
         let row = self
             .client
             .query_opt(
-                "SELECT finished_at::text FROM \"_sluice\".\"runs\" WHERE pipeline = $1 AND run_id = $2 AND status = 'loaded' ORDER BY load_id DESC LIMIT 1",
+                "SELECT finished_at::text FROM \"_sluice\".\"runs\" WHERE pipeline = $1 AND run_id = $2 AND status IN ('loaded', 'limited') ORDER BY load_id DESC LIMIT 1",
                 &[&pipeline, &run_id],
             )
             .await
             .map_err(db("read the ledger"))?;
         Ok(row.map(|r| r.get::<_, Option<String>>(0).unwrap_or_default()))
+    }
+
+    async fn loaded_after(&mut self, pipeline: &str, extracted_at: &str) -> Result<Vec<LoadedRun>, LoadError> {
+        let rows = self
+            .client
+            .query(
+                "SELECT run_id, extracted_at::text, coalesce(finished_at::text, ''), resources::text FROM \"_sluice\".\"runs\" \
+                 WHERE pipeline = $1 AND status IN ('loaded', 'limited') AND extracted_at > $2::text::timestamptz ORDER BY extracted_at DESC",
+                &[&pipeline, &extracted_at],
+            )
+            .await
+            .map_err(db("read the ledger"))?;
+        Ok(rows
+            .iter()
+            .map(|r| LoadedRun {
+                run_id: r.get(0),
+                extracted_at: r.get(1),
+                loaded_at: r.get(2),
+                resources: r.get(3),
+            })
+            .collect())
     }
 
     async fn record_run(&mut self, r: &LedgerRow<'_>) -> Result<(), LoadError> {

@@ -16,7 +16,7 @@ use super::mapper::{jsonb_record, map_objects, mapping_threads, MapOutcome, Reje
 use super::postgres::{merge_columns, on_conflict};
 use super::resource::{staging_columns, temp_name};
 use super::state::Saved;
-use super::warehouse::{LedgerRow, LiveTable, Objects, Warehouse};
+use super::warehouse::{LedgerRow, LiveTable, LoadedRun, Objects, Warehouse};
 use super::LoadError;
 use crate::spec::ident::quote_ident;
 use crate::spec::pipeline::{Resource, Table, WriteMode};
@@ -413,11 +413,29 @@ impl Warehouse for Sqlite {
     async fn loaded_at(&mut self, pipeline: &str, run_id: &str) -> Result<Option<String>, LoadError> {
         self.with("read the ledger", |c| {
             c.query_row(
-                "SELECT coalesce(finished_at, '') FROM \"_sluice_runs\" WHERE pipeline = ?1 AND run_id = ?2 AND status = 'loaded' ORDER BY load_id DESC LIMIT 1",
+                "SELECT coalesce(finished_at, '') FROM \"_sluice_runs\" WHERE pipeline = ?1 AND run_id = ?2 AND status IN ('loaded', 'limited') ORDER BY load_id DESC LIMIT 1",
                 params![pipeline, run_id],
                 |r| r.get(0),
             )
             .optional()
+        })
+    }
+
+    async fn loaded_after(&mut self, pipeline: &str, extracted_at: &str) -> Result<Vec<LoadedRun>, LoadError> {
+        self.with("read the ledger", |c| {
+            let mut stmt = c.prepare(
+                "SELECT run_id, extracted_at, coalesce(finished_at, ''), resources FROM \"_sluice_runs\" \
+                 WHERE pipeline = ?1 AND status IN ('loaded', 'limited') AND extracted_at > ?2 ORDER BY extracted_at DESC",
+            )?;
+            let rows = stmt.query_map(params![pipeline, extracted_at], |r| {
+                Ok(LoadedRun {
+                    run_id: r.get(0)?,
+                    extracted_at: r.get(1)?,
+                    loaded_at: r.get(2)?,
+                    resources: r.get(3)?,
+                })
+            })?;
+            rows.collect()
         })
     }
 

@@ -37,6 +37,15 @@ pub(super) struct LedgerRow<'a> {
     pub resources: &'a str,
 }
 
+/// A loaded run, from the ledger.
+pub(super) struct LoadedRun {
+    pub run_id: String,
+    pub extracted_at: String,
+    pub loaded_at: String,
+    /// The tables' counts, as JSON.
+    pub resources: String,
+}
+
 /// Staged objects on their way to the mapper.
 pub(super) type Objects = tokio::sync::mpsc::Receiver<(ObjectManifest, LocalObject)>;
 
@@ -65,6 +74,13 @@ pub(super) trait Warehouse: Send {
         pipeline: &str,
         run_id: &str,
     ) -> impl Future<Output = Result<Option<String>, LoadError>> + Send;
+    /// The loaded runs of `pipeline` extracted after `extracted_at` (RFC 3339), newest
+    /// extraction first.
+    fn loaded_after(
+        &mut self,
+        pipeline: &str,
+        extracted_at: &str,
+    ) -> impl Future<Output = Result<Vec<LoadedRun>, LoadError>> + Send;
     fn record_run(&mut self, row: &LedgerRow<'_>) -> impl Future<Output = Result<(), LoadError>> + Send;
     fn record_rejects(
         &mut self,

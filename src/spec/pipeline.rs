@@ -587,6 +587,9 @@ impl KeyTemplate {
             parts.push(KeyPart::Lit(rest.to_string()));
         }
         let has = |p: &KeyPart| parts.contains(p);
+        if !has(&KeyPart::Pipeline) {
+            return Err("key template must contain `{pipeline}` so that pipelines sharing a staging location keep apart (and `gc` of one never touches another's objects)".into());
+        }
         if !has(&KeyPart::RunId) {
             return Err("key template must contain `{run_id}` so that no run overwrites another".into());
         }
@@ -625,12 +628,7 @@ impl KeyTemplate {
     /// rendered key has no empty, `.` or `..` segment, does not start with `/`, and
     /// no segment is `_manifests` (where a run becomes complete) or `.tmp`.
     fn check_confined(&self) -> Result<(), String> {
-        use chrono::TimeZone;
-        let at = Utc
-            .with_ymd_and_hms(2026, 12, 31, 23, 59, 59)
-            .single()
-            .expect("a valid time");
-        let key = self.render("pipeline", "resource", "20261231T235959Z-abcdef", at, 0);
+        let key = self.sample("pipeline", "resource");
         if key.starts_with('/') || key.starts_with('\\') {
             return Err(format!(
                 "key template `{}` makes absolute keys (`{key}`); keys are relative to the staging location",
@@ -642,6 +640,7 @@ impl KeyTemplate {
                 "" => "an empty folder name (`//`)",
                 "." | ".." => "a `.` or `..` folder, which would leave the staging location",
                 "_manifests" => "a `_manifests` folder, where sluice keeps run manifests",
+                "_running" => "a `_running` folder, where sluice marks runs being extracted",
                 ".tmp" => "a `.tmp` folder, where sluice writes parts in progress",
                 _ => continue,
             };
@@ -708,38 +707,71 @@ impl KeyTemplate {
         }
     }
 
-    /// The run id of an object key this template renders for `pipeline`, or `None` when
-    /// the key is not one of its keys.
-    pub fn run_id_of(&self, pipeline: &str, key: &str) -> Option<String> {
-        fn matches<'k>(parts: &[KeyPart], pipeline: &str, key: &'k str, run_id: &mut Option<&'k str>) -> bool {
+    /// The run id of an object key this template renders for `pipeline` and one of its
+    /// `resources`, or `None` when the key is not one of its keys. Parsed back strictly:
+    /// `{pipeline}` is this name, `{resource}` one of `resources`, `{part}` digits,
+    /// `{run_time}` text its own format reads whole, `{run_id}` a run id; so a key of
+    /// another pipeline sharing the location is never taken for one of this one's.
+    pub fn run_id_of(&self, pipeline: &str, resources: &[&str], key: &str) -> Option<String> {
+        struct Ctx<'a> {
+            pipeline: &'a str,
+            resources: &'a [&'a str],
+        }
+        fn matches<'k>(parts: &[KeyPart], c: &Ctx, key: &'k str, run_id: &mut Option<&'k str>) -> bool {
             let Some((first, rest)) = parts.split_first() else {
                 return key.is_empty();
             };
+            let then = |k: &'k str, run_id: &mut Option<&'k str>| matches(rest, c, k, run_id);
             match first {
-                KeyPart::Lit(s) => key
-                    .strip_prefix(s.as_str())
-                    .is_some_and(|k| matches(rest, pipeline, k, run_id)),
-                KeyPart::Pipeline => key
-                    .strip_prefix(pipeline)
-                    .is_some_and(|k| matches(rest, pipeline, k, run_id)),
+                KeyPart::Lit(s) => key.strip_prefix(s.as_str()).is_some_and(|k| then(k, run_id)),
+                KeyPart::Pipeline => key.strip_prefix(c.pipeline).is_some_and(|k| then(k, run_id)),
+                KeyPart::Resource => c
+                    .resources
+                    .iter()
+                    .any(|r| key.strip_prefix(r).is_some_and(|k| then(k, run_id))),
                 KeyPart::RunId => {
                     let id = key.get(..23).filter(|id| is_run_id(id));
                     match id {
-                        Some(id) if matches(rest, pipeline, &key[23..], run_id) => {
+                        Some(id) if then(&key[23..], run_id) => {
                             *run_id = Some(id);
                             true
                         }
                         _ => false,
                     }
                 }
-                // Anything, as long as the rest of the key fits the rest of the template.
-                KeyPart::Resource | KeyPart::Part | KeyPart::RunTime(_) => (1..=key.len())
+                KeyPart::Part => {
+                    let digits = key.bytes().take_while(u8::is_ascii_digit).count();
+                    (1..=digits).rev().any(|i| then(&key[i..], run_id))
+                }
+                KeyPart::RunTime(fmt) => (1..=key.len())
                     .filter(|i| key.is_char_boundary(*i))
-                    .any(|i| matches(rest, pipeline, &key[i..], run_id)),
+                    .filter(|i| {
+                        let mut parsed = chrono::format::Parsed::new();
+                        chrono::format::parse(&mut parsed, &key[..*i], chrono::format::StrftimeItems::new(fmt)).is_ok()
+                    })
+                    .any(|i| then(&key[i..], run_id)),
             }
         }
         let mut run_id = None;
-        matches(&self.parts, pipeline, key, &mut run_id).then_some(run_id?.to_string())
+        let c = Ctx { pipeline, resources };
+        matches(&self.parts, &c, key, &mut run_id).then_some(run_id?.to_string())
+    }
+
+    /// Whether the template names `{pipeline}`, so that pipelines sharing a location
+    /// write apart.
+    pub fn has_pipeline(&self) -> bool {
+        self.parts.contains(&KeyPart::Pipeline)
+    }
+
+    /// A key this template renders for `pipeline`, its resource `resource`, with every
+    /// run-dependent placeholder a fixed sample: for comparing two specs' keys.
+    pub fn sample(&self, pipeline: &str, resource: &str) -> String {
+        use chrono::TimeZone;
+        let at = Utc
+            .with_ymd_and_hms(2026, 12, 31, 23, 59, 59)
+            .single()
+            .expect("a valid time");
+        self.render(pipeline, resource, "20261231T235959Z-abcdef", at, 0)
     }
 }
 
@@ -794,12 +826,29 @@ mod tests {
         let at = Utc.with_ymd_and_hms(2026, 11, 25, 8, 5, 0).unwrap();
         let id = "20261125T080500Z-0a1b2c";
         let key = t.render("coincap", "exchanges", id, at, 3);
-        assert_eq!(t.run_id_of("coincap", &key).as_deref(), Some(id));
-        assert_eq!(t.run_id_of("other", &key), None);
-        assert_eq!(t.run_id_of("coincap", "coincap/notes.txt"), None);
-        assert_eq!(t.run_id_of("coincap", &key.replace(".gz", ".bak")), None);
+        let ours = ["exchanges", "assets"];
+        assert_eq!(t.run_id_of("coincap", &ours, &key).as_deref(), Some(id));
+        assert_eq!(t.run_id_of("other", &ours, &key), None);
+        assert_eq!(t.run_id_of("coincap", &["assets"], &key), None);
+        assert_eq!(t.run_id_of("coincap", &ours, "coincap/notes.txt"), None);
+        assert_eq!(t.run_id_of("coincap", &ours, &key.replace(".gz", ".bak")), None);
+        // `/` only where the template has one; the run time in its own format.
+        let deeper = key.replace("exchanges/", "exchanges/x/");
+        assert_eq!(t.run_id_of("coincap", &["exchanges", "exchanges/x"], &deeper), None);
+        assert_eq!(t.run_id_of("coincap", &ours, &key.replace("/25/", "/2x/")), None);
+        assert_eq!(t.run_id_of("coincap", &ours, &key.replace("-00003", "-0000a")), None);
         assert_eq!(t.list_prefix("coincap"), "coincap/");
-        assert_eq!(KeyTemplate::parse("{resource}/{run_id}").unwrap().list_prefix("p"), "");
+        assert_eq!(
+            KeyTemplate::parse("x/{resource}/{pipeline}/{run_id}")
+                .unwrap()
+                .list_prefix("p"),
+            "x/"
+        );
+        // Pipelines `shop` and `shop-eu` keyed `{pipeline}-{resource}`: apart.
+        let t = KeyTemplate::parse("{pipeline}-{resource}/{run_id}.jsonl.gz").unwrap();
+        let eu = t.render("shop-eu", "orders", id, at, 0);
+        assert_eq!(t.run_id_of("shop", &["orders"], &eu), None);
+        assert_eq!(t.run_id_of("shop-eu", &["orders"], &eu).as_deref(), Some(id));
     }
 
     #[test]
@@ -810,7 +859,10 @@ mod tests {
         assert!(KeyTemplate::parse("{pipeline}/{resource}")
             .unwrap_err()
             .contains("{run_id}"));
-        assert!(KeyTemplate::parse("{resource}/{run_time:%Q}/{run_id}")
+        assert!(KeyTemplate::parse("{resource}/{run_id}")
+            .unwrap_err()
+            .contains("{pipeline}"));
+        assert!(KeyTemplate::parse("{pipeline}/{resource}/{run_time:%Q}/{run_id}")
             .unwrap_err()
             .contains("strftime"));
         for escaping in [

@@ -22,14 +22,26 @@ impl Duration {
         let n: u64 = digits
             .parse()
             .map_err(|_| format!("`{text}` is not a duration like `30s` or `500ms`"))?;
-        let millis = match unit {
-            "ms" => n,
-            "s" => n * 1000,
-            "m" => n * 60_000,
-            "h" => n * 3_600_000,
+        let factor: u64 = match unit {
+            "ms" => 1,
+            "s" => 1000,
+            "m" => 60_000,
+            "h" => 3_600_000,
             _ => return Err(format!("`{text}` has unknown unit `{unit}`; use ms, s, m or h")),
         };
-        Ok(Duration(std::time::Duration::from_millis(millis)))
+        Duration::of_millis(n.checked_mul(factor), text)
+    }
+
+    /// The longest duration sluice takes: a year (a timer past it would overflow the
+    /// clocks it is added to, and means a typo).
+    pub const MAX: std::time::Duration = std::time::Duration::from_secs(366 * 86_400);
+
+    /// `millis` if it is at most [`Duration::MAX`]; `None` (an overflow) is too long too.
+    pub fn of_millis(millis: Option<u64>, text: &str) -> Result<Self, String> {
+        match millis.map(std::time::Duration::from_millis) {
+            Some(d) if d <= Self::MAX => Ok(Duration(d)),
+            _ => Err(format!("`{text}` is too long: at most 366 days (8784h)")),
+        }
     }
 }
 
@@ -87,7 +99,9 @@ impl ByteSize {
             "GiB" => 1 << 30,
             _ => return Err(format!("`{text}` has unknown unit `{unit}`; use B, KiB, MiB or GiB")),
         };
-        Ok(ByteSize(n * factor))
+        n.checked_mul(factor)
+            .map(ByteSize)
+            .ok_or_else(|| format!("`{text}` is too large"))
     }
 }
 
@@ -122,6 +136,9 @@ mod tests {
         assert_eq!(Duration::parse("5m").unwrap().0.as_secs(), 300);
         assert!(Duration::parse("30").is_err());
         assert!(Duration::parse("3d").is_err());
+        assert!(Duration::parse("5124095576030432h").unwrap_err().contains("too long"));
+        assert!(Duration::parse("9000h").unwrap_err().contains("too long"));
+        assert!(ByteSize::parse("99999999999999GiB").unwrap_err().contains("too large"));
         assert_eq!(Duration::parse("1500ms").unwrap().to_string(), "1500ms");
     }
 

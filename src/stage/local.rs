@@ -5,6 +5,9 @@ use std::path::{Path, PathBuf};
 
 use super::{LocalObject, StageError, Staging};
 
+/// How deep a listing walks below the folder it starts in.
+const MAX_DEPTH: usize = 64;
+
 pub struct LocalStaging {
     root: PathBuf,
 }
@@ -22,9 +25,27 @@ impl LocalStaging {
         Ok(LocalStaging { root })
     }
 
+    /// The file of `key`. Local staging never follows a symbolic link: a key whose path
+    /// passes through one (or is one) is refused, so nothing outside the folder is read,
+    /// written or removed.
     fn path(&self, key: &str) -> Result<PathBuf, StageError> {
         if key.is_empty() || key.starts_with('/') || key.split('/').any(|s| s == ".." || s == "." || s.is_empty()) {
             return Err(StageError::Config(format!("`{key}` is not a valid object key")));
+        }
+        let mut path = self.root.clone();
+        for segment in key.split('/') {
+            path.push(segment);
+            match std::fs::symlink_metadata(&path) {
+                Ok(m) if m.file_type().is_symlink() => {
+                    return Err(StageError::Config(format!(
+                        "`{}` is a symbolic link; local staging never follows links, so object `{key}` is refused",
+                        path.display()
+                    )))
+                }
+                Ok(_) => {}
+                // What does not exist yet is no link.
+                Err(_) => break,
+            }
         }
         Ok(self.root.join(key))
     }
@@ -106,10 +127,25 @@ impl Staging for LocalStaging {
 
     async fn open(&self, key: &str) -> Result<LocalObject, StageError> {
         let path = self.path(key)?;
-        if !path.is_file() {
+        if !std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_file()) {
             return Err(StageError::NotFound { key: key.to_string() });
         }
         Ok(LocalObject::borrowed(path))
+    }
+
+    async fn verify(&self, object: &super::manifest::ObjectManifest) -> Result<(), String> {
+        use sha2::Digest;
+        let path = self.path(&object.key).map_err(|e| e.to_string())?;
+        let mut file = std::fs::File::open(&path).map_err(|e| format!("cannot be opened ({e})"))?;
+        let mut hash = sha2::Sha256::new();
+        let bytes = std::io::copy(&mut file, &mut hash).map_err(|e| format!("cannot be read ({e})"))?;
+        if bytes != object.bytes {
+            return Err(format!("holds {bytes} bytes, not the {} staged", object.bytes));
+        }
+        if hex::encode(hash.finalize()) != object.sha256 {
+            return Err("does not have the SHA-256 it was staged with".into());
+        }
+        Ok(())
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<String>, StageError> {
@@ -120,9 +156,15 @@ impl Staging for LocalStaging {
         } else {
             self.root.join(dir_part)
         };
+        // The start itself must be a real folder inside the root, not a link out of it.
+        if !dir_part.is_empty() && self.path(dir_part).is_err() {
+            return Ok(Vec::new());
+        }
         let mut out = Vec::new();
-        let mut stack = vec![start];
-        while let Some(dir) = stack.pop() {
+        // Links are neither followed nor listed, so the walk is a tree walk: it ends. The
+        // depth bound is a second guard against a folder tree no run would make.
+        let mut stack = vec![(start, 0usize)];
+        while let Some((dir, depth)) = stack.pop() {
             let entries = match std::fs::read_dir(&dir) {
                 Ok(e) => e,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
@@ -131,11 +173,20 @@ impl Staging for LocalStaging {
             for entry in entries {
                 let entry = entry.map_err(|e| StageError::io("list", &dir, e))?;
                 let path = entry.path();
-                if path == self.work_dir() {
+                let kind = entry.file_type().map_err(|e| StageError::io("list", &path, e))?;
+                if path == self.work_dir() || kind.is_symlink() {
                     continue;
                 }
-                if path.is_dir() {
-                    stack.push(path);
+                if kind.is_dir() {
+                    if depth >= MAX_DEPTH {
+                        return Err(StageError::Config(format!(
+                            "`{}` is more than {MAX_DEPTH} folders deep; no key template makes that",
+                            path.display()
+                        )));
+                    }
+                    stack.push((path, depth + 1));
+                } else if !kind.is_file() {
+                    continue;
                 } else if let Ok(rel) = path.strip_prefix(&self.root) {
                     let key = rel
                         .components()

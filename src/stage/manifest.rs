@@ -14,6 +14,9 @@ pub struct Manifest {
     pub run_time: Option<String>,
     pub started_at: String,
     pub finished_at: String,
+    /// Extracted with `--limit`: each resource stopped after that many records.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub limited: bool,
     pub resources: Vec<ResourceManifest>,
 }
 

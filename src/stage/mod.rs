@@ -41,6 +41,8 @@ pub enum StageError {
     },
     #[error("staging location: {0}")]
     Config(String),
+    #[error("staged object `{key}` {detail}: it was removed or changed while the run was extracted (by `sluice gc` or by hand?), so the run gets no manifest")]
+    Changed { key: String, detail: String },
     #[error("manifest `{key}` is not valid: {detail}")]
     BadManifest { key: String, detail: String },
 }
@@ -77,6 +79,9 @@ pub trait Staging: Send + Sync {
     fn get_bytes(&self, key: &str) -> impl Future<Output = Result<Vec<u8>, StageError>> + Send;
     /// The object as a local file to stream from.
     fn open(&self, key: &str) -> impl Future<Output = Result<LocalObject, StageError>> + Send;
+    /// Whether the object at `key` is still the one staged: its size and, where the
+    /// backend can tell without a download, its SHA-256. `Err` says what differs.
+    fn verify(&self, object: &manifest::ObjectManifest) -> impl Future<Output = Result<(), String>> + Send;
     /// Keys below `prefix`, sorted.
     fn list(&self, prefix: &str) -> impl Future<Output = Result<Vec<String>, StageError>> + Send;
     /// A folder for the temporary files of parts being written.
@@ -159,6 +164,12 @@ impl Staging for Store {
             Store::S3(s) => s.open(key).await,
         }
     }
+    async fn verify(&self, object: &manifest::ObjectManifest) -> Result<(), String> {
+        match self {
+            Store::Local(s) => s.verify(object).await,
+            Store::S3(s) => s.verify(object).await,
+        }
+    }
     async fn list(&self, prefix: &str) -> Result<Vec<String>, StageError> {
         match self {
             Store::Local(s) => s.list(prefix).await,
@@ -175,6 +186,138 @@ impl Staging for Store {
         match self {
             Store::Local(s) => s.describe(),
             Store::S3(s) => s.describe(),
+        }
+    }
+}
+
+/// Why two pipelines cannot share their staging: their locations nest, or one's keys
+/// (or manifests) are keys the other would take for its own. `None` when they keep apart.
+/// Locations are compared as written when a variable in them is unset.
+pub fn shared_staging(a: &crate::spec::Pipeline, b: &crate::spec::Pipeline) -> Option<String> {
+    let place = |p: &crate::spec::Pipeline| {
+        let loc = &p.staging().location;
+        let text = loc
+            .resolve_with(crate::resolve::var)
+            .unwrap_or_else(|_| loc.raw().to_string());
+        let text = text
+            .strip_prefix("file://")
+            .unwrap_or(&text)
+            .trim_end_matches('/')
+            .to_string();
+        text + "/"
+    };
+    let (la, lb) = (place(a), place(b));
+    let (an, bn) = (a.name(), b.name());
+    if la != lb {
+        if la.starts_with(&lb) || lb.starts_with(&la) {
+            return Some(format!(
+                "the staging locations of `{an}` ({}) and `{bn}` ({}) nest, one inside the other: each would list the other's objects; give them separate locations",
+                la.trim_end_matches('/'),
+                lb.trim_end_matches('/')
+            ));
+        }
+        return None;
+    }
+    if an == bn {
+        return Some(format!(
+            "two pipelines named `{an}` stage to {}: their runs and manifests would mix; rename one",
+            la.trim_end_matches('/')
+        ));
+    }
+    let names = |p: &crate::spec::Pipeline| p.resources().iter().map(|r| r.name.clone()).collect::<Vec<_>>();
+    for (x, y) in [(a, b), (b, a)] {
+        let ours = names(y);
+        let ours: Vec<&str> = ours.iter().map(String::as_str).collect();
+        for r in x.resources() {
+            let key = x.staging().key.sample(x.name(), &r.name);
+            if y.staging().key.run_id_of(y.name(), &ours, &key).is_some() {
+                return Some(format!(
+                    "`{}`'s key `{key}` (resource `{}`) is also a key of `{}`'s template `{}` in the same location {}: its `gc` would take the other's objects for its own; change a key template or a location",
+                    x.name(),
+                    r.name,
+                    y.name(),
+                    y.staging().key.raw(),
+                    la.trim_end_matches('/')
+                ));
+            }
+        }
+    }
+    None
+}
+
+/// Where running extractions keep their markers: `{pipeline}/_running/{run_id}/{unix time}`.
+pub const RUNNING_FOLDER: &str = "_running";
+/// How often a running extraction renews its marker.
+pub const MARKER_REFRESH: std::time::Duration = std::time::Duration::from_secs(60);
+/// A marker renewed within this long marks a run that is still being extracted.
+pub const MARKER_FRESH: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// The marker of run `run_id` renewed at `at` (unix seconds).
+pub fn marker_key(pipeline: &str, run_id: &str, at: i64) -> String {
+    format!("{pipeline}/{RUNNING_FOLDER}/{run_id}/{at}")
+}
+
+/// The markers of a pipeline's runs: per run id, its marker keys and the newest renewal.
+pub async fn markers(
+    store: &impl Staging,
+    pipeline: &str,
+) -> Result<std::collections::BTreeMap<String, (Vec<String>, i64)>, StageError> {
+    let prefix = format!("{pipeline}/{RUNNING_FOLDER}/");
+    let mut out: std::collections::BTreeMap<String, (Vec<String>, i64)> = Default::default();
+    for key in store.list(&prefix).await? {
+        let Some((run_id, at)) = key.strip_prefix(&prefix).and_then(|r| r.split_once('/')) else {
+            continue;
+        };
+        let (Some(at), true) = (at.parse::<i64>().ok(), crate::spec::pipeline::is_run_id(run_id)) else {
+            continue;
+        };
+        let entry = out.entry(run_id.to_string()).or_default();
+        entry.0.push(key.clone());
+        entry.1 = entry.1.max(at);
+    }
+    Ok(out)
+}
+
+/// The in-progress marker of a running extraction: put when it starts, renewed every
+/// [`MARKER_REFRESH`], removed when the run ends. `gc` leaves a run with a fresh marker
+/// alone, however long ago it started.
+pub struct Marker<'a, S: Staging> {
+    store: &'a S,
+    pipeline: String,
+    run_id: String,
+    key: Option<String>,
+}
+
+impl<'a, S: Staging> Marker<'a, S> {
+    pub async fn put(store: &'a S, pipeline: &str, run_id: &str) -> Result<Self, StageError> {
+        let mut m = Marker {
+            store,
+            pipeline: pipeline.to_string(),
+            run_id: run_id.to_string(),
+            key: None,
+        };
+        m.renew().await?;
+        Ok(m)
+    }
+
+    /// A new marker under a new key (objects are never overwritten), then the old one
+    /// removed.
+    pub async fn renew(&mut self) -> Result<(), StageError> {
+        let key = marker_key(&self.pipeline, &self.run_id, chrono::Utc::now().timestamp());
+        if self.key.as_deref() == Some(key.as_str()) {
+            return Ok(());
+        }
+        self.store.put_bytes(&key, Vec::new()).await?;
+        if let Some(old) = self.key.replace(key) {
+            self.store.delete(&old).await?;
+        }
+        Ok(())
+    }
+
+    pub async fn remove(self) -> Result<(), StageError> {
+        match &self.key {
+            Some(key) => self.store.delete(key).await,
+            None => Ok(()),
         }
     }
 }

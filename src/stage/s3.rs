@@ -301,6 +301,26 @@ impl Staging for S3Staging {
         Ok(LocalObject::temporary(temp))
     }
 
+    async fn verify(&self, object: &super::manifest::ObjectManifest) -> Result<(), String> {
+        // The size, from a HEAD; the SHA-256 is checked again when the object is loaded.
+        let head = self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(self.full_key(&object.key))
+            .send()
+            .await
+            .map_err(|e| match &e {
+                SdkError::ServiceError(se) if se.err().is_not_found() => "is gone".to_string(),
+                _ => self.sdk_err("head", &object.key, e).to_string(),
+            })?;
+        let bytes = head.content_length().unwrap_or(-1);
+        if bytes != object.bytes as i64 {
+            return Err(format!("holds {bytes} bytes, not the {} staged", object.bytes));
+        }
+        Ok(())
+    }
+
     async fn list(&self, prefix: &str) -> Result<Vec<String>, StageError> {
         let full_prefix = self.full_key(prefix);
         let strip = if self.prefix.is_empty() {

@@ -15,5 +15,6 @@ mod load;
 mod nested;
 mod pagination;
 mod spec;
+mod staysright;
 mod trust;
 mod warehouse;

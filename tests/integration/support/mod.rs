@@ -154,6 +154,10 @@ impl Background {
     pub fn stderr(&self) -> String {
         std::fs::read_to_string(&self.err).unwrap_or_default()
     }
+    /// Wait for it to end.
+    pub fn wait(&mut self) -> std::process::ExitStatus {
+        self.child.wait().expect("the sluice process ends")
+    }
 }
 
 impl Drop for Background {
