@@ -924,7 +924,10 @@ fn init_lambda_logging(quiet: bool) {
 
 fn block_on<F: std::future::Future<Output = u8>>(f: F) -> u8 {
     match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(rt) => rt.block_on(f),
+        Ok(rt) => rt.block_on(async {
+            crate::util::watch_signals();
+            f.await
+        }),
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
             exit::FAILED
@@ -933,7 +936,12 @@ fn block_on<F: std::future::Future<Output = u8>>(f: F) -> u8 {
 }
 
 /// Print an error and its causes, secrets masked, and give the failure exit code.
-fn fail(pipeline: &str, e: &dyn std::error::Error, secrets: &crate::util::Secrets) -> u8 {
+fn fail(pipeline: &str, e: &(dyn std::error::Error + 'static), secrets: &crate::util::Secrets) -> u8 {
+    if let Some(crate::run::RunError::Interrupted { signal, .. }) = e.downcast_ref::<crate::run::RunError>() {
+        eprintln!("pipeline `{pipeline}`: {e}");
+        // The shell's convention: 128 + the signal.
+        return 128 + *signal as u8;
+    }
     let msg = format!("error: pipeline `{pipeline}`: {}", crate::util::error_chain(e));
     eprintln!("{}", secrets.mask(&msg));
     exit::FAILED

@@ -67,6 +67,12 @@ pub enum RunError {
     Env(#[from] crate::resolve::EnvError),
     #[error("preflight check of the {check} failed, so nothing was read from the API: {detail}")]
     Preflight { check: &'static str, detail: String },
+    #[error("interrupted by {}: nothing was committed{}", crate::util::signal_name(*signal), if *removed { "; what the run staged was removed (--keep-failed keeps it)" } else { "" })]
+    Interrupted {
+        signal: i32,
+        /// Whether staged parts were removed.
+        removed: bool,
+    },
 }
 
 #[derive(Debug, Clone, Default)]
@@ -439,21 +445,32 @@ pub async fn extract(p: &Pipeline, opts: &ExtractOptions, secrets: &Secrets) -> 
     let resolved = prepare(p, needs, secrets).await?;
     let store = Store::open(p.staging(), resolved.staging()).await?;
     let journal = crate::stage::writer::Journal::default();
-    let result = extract_as(
-        p,
-        &resolved,
-        &store,
-        opts,
-        secrets,
-        RunInfo::new(),
-        &mut HashMap::new(),
-        &journal,
-    )
-    .await;
+    let run = RunInfo::new();
+    let run_id = run.run_id.clone();
+    let mut announce = HashMap::new();
+    let result = tokio::select! {
+        r = extract_as(p, &resolved, &store, opts, secrets, run, &mut announce, &journal) => r,
+        signal = crate::util::interrupted() => Err(RunError::Interrupted { signal, removed: !opts.keep_failed }),
+    };
     if result.is_err() {
         remove_failed(&journal, opts, &store, secrets).await;
+        if matches!(result, Err(RunError::Interrupted { .. })) {
+            remove_markers(&store, p.name(), &run_id, secrets).await;
+        }
     }
     result
+}
+
+/// The in-progress markers of a run stopped before it could remove them itself.
+async fn remove_markers(store: &Store, pipeline: &str, run_id: &str, secrets: &Secrets) {
+    let Ok(markers) = crate::stage::markers(store, pipeline).await else {
+        return;
+    };
+    for key in markers.get(run_id).map(|(keys, _)| keys.as_slice()).unwrap_or_default() {
+        if let Err(e) = store.delete(key).await {
+            tracing::warn!("cannot remove `{key}`: {}", secrets.mask(&e.to_string()));
+        }
+    }
 }
 
 /// Senders announcing each resource's staged objects as they are stored.
@@ -831,15 +848,18 @@ pub async fn load(
         }
     }
     tracing::info!(pipeline = p.name(), run_id = %run_id, "load started");
-    Ok(crate::load::load_run(
+    let loading = crate::load::load_run(
         p,
         resolved.warehouse_url(),
         &store,
         crate::load::RunFeed::from_manifest(&manifest),
         opts,
         secrets,
-    )
-    .await?)
+    );
+    tokio::select! {
+        loaded = loading => Ok(loaded?),
+        signal = crate::util::interrupted() => Err(RunError::Interrupted { signal, removed: false }),
+    }
 }
 
 /// A manifest is loaded only by its own pipeline: it names this spec's pipeline and this
@@ -885,6 +905,7 @@ pub async fn run(
     // goes on; it commits only once the extraction has finished (manifest written).
     let resources = select(p, &opts.resources)?;
     let run = RunInfo::new();
+    let run_id = run.run_id.clone();
     let mut announce = Announce::new();
     let mut feeds = Vec::new();
     // A resource without a table is staged for its children, not loaded.
@@ -925,7 +946,17 @@ pub async fn run(
         crate::load::LoadOptions::default(),
         secrets,
     );
-    let (extracted, loaded) = tokio::join!(extracting, loading);
+    let both = async { tokio::join!(extracting, loading) };
+    let (extracted, loaded) = tokio::select! {
+        both = both => both,
+        // The load's transaction is dropped uncommitted: the database rolls it back.
+        signal = crate::util::interrupted() => {
+            let e = RunError::Interrupted { signal, removed: !opts.keep_failed };
+            remove_failed(&journal, opts, &store, secrets).await;
+            remove_markers(&store, p.name(), &run_id, secrets).await;
+            return Err(e);
+        }
+    };
     if extracted.is_err() {
         // Only now: the load may still have been reading what was staged.
         remove_failed(&journal, opts, &store, secrets).await;

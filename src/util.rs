@@ -183,3 +183,51 @@ mod tests {
         assert_eq!(s.mask("abc"), "abc");
     }
 }
+
+/// The signal that asked the process to stop (SIGINT 2, SIGTERM 15), once one did.
+static INTERRUPT: std::sync::OnceLock<tokio::sync::watch::Receiver<Option<i32>>> = std::sync::OnceLock::new();
+
+/// Watch SIGINT and SIGTERM from now on (the CLI's runtime does, at its start): a run
+/// that awaits [`interrupted`] then stops cleanly instead of being killed mid-way.
+pub fn watch_signals() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (tx, rx) = tokio::sync::watch::channel(None);
+    if INTERRUPT.set(rx).is_err() {
+        return;
+    }
+    let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+        return;
+    };
+    tokio::spawn(async move {
+        let got = tokio::select! {
+            _ = int.recv() => 2,
+            _ = term.recv() => 15,
+        };
+        let _ = tx.send(Some(got));
+        // Kept alive, so that the receivers see the signal rather than a closed channel.
+        std::future::pending::<()>().await;
+    });
+}
+
+/// Resolves with the signal number once SIGINT or SIGTERM arrived; never, where signals
+/// are not watched.
+pub async fn interrupted() -> i32 {
+    let Some(rx) = INTERRUPT.get() else {
+        return std::future::pending().await;
+    };
+    let mut rx = rx.clone();
+    let got = rx.wait_for(Option::is_some).await.map(|got| got.unwrap_or(15));
+    match got {
+        Ok(signal) => signal,
+        Err(_) => std::future::pending().await,
+    }
+}
+
+/// `SIGINT` or `SIGTERM`.
+pub fn signal_name(signal: i32) -> &'static str {
+    if signal == 2 {
+        "SIGINT"
+    } else {
+        "SIGTERM"
+    }
+}

@@ -15,6 +15,9 @@ use crate::resolve::ResolvedAuth;
 use crate::spec::pipeline::{ApiKeyLocation, Auth, HttpMethod, Retry, Source};
 use crate::util::{error_chain, Secrets};
 
+/// The most an OAuth2 token endpoint's answer may hold.
+const TOKEN_ANSWER_LIMIT: usize = 1 << 20;
+
 /// A fetched page: what the paginators look at.
 #[derive(Debug)]
 pub struct Response {
@@ -156,7 +159,17 @@ impl OAuth2 {
             .await
             .map_err(|e| fail(error_chain(&e.without_url())))?;
         let status = resp.status();
-        let body = resp.bytes().await.map_err(|e| fail(error_chain(&e.without_url())))?;
+        let mut resp = resp;
+        let mut body = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(|e| fail(error_chain(&e.without_url())))? {
+            if body.len() + chunk.len() > TOKEN_ANSWER_LIMIT {
+                return Err(fail(format!(
+                    "the answer is larger than {} KiB, which no token answer is; refused",
+                    TOKEN_ANSWER_LIMIT >> 10
+                )));
+            }
+            body.extend_from_slice(&chunk);
+        }
         if !status.is_success() {
             return Err(fail(format!(
                 "HTTP {}: {}; check `source.auth` (client id, secret{})",
@@ -616,13 +629,20 @@ impl Client {
         loop {
             match resp.chunk().await {
                 Ok(Some(chunk)) => {
-                    if (body.len() + chunk.len()) as u64 > limit {
+                    let needed = body.len() + chunk.len();
+                    if needed as u64 > limit {
                         return Err(Err(ExtractError::TooLarge {
                             resource: resource.to_string(),
                             page,
                             url: self.secrets.mask(&shown_url(target.as_str())),
                             limit,
                         }));
+                    }
+                    if needed > body.capacity() {
+                        // Grow by doubling, but never past the cap: memory is bounded by
+                        // `max_response_size`, not by twice it.
+                        let to = (body.capacity() * 2).max(needed).max(64 << 10).min(limit as usize);
+                        body.reserve_exact(to - body.len());
                     }
                     body.extend_from_slice(&chunk);
                 }

@@ -88,19 +88,22 @@ pub fn ordered_tables(p: &Pipeline) -> Vec<&Table> {
     out
 }
 
-/// A constraint name: PostgreSQL truncates names to 63 bytes, so do it ourselves,
-/// deterministically and on a character boundary.
-fn constraint_name(parts: &[&str], suffix: &str) -> String {
-    let mut name = format!("{}_{suffix}", parts.join("_"));
-    while name.len() > 63 {
-        let cut = parts.join("_");
-        let mut keep = cut.len() - (name.len() - 63);
-        while !cut.is_char_boundary(keep) {
-            keep -= 1;
-        }
-        name = format!("{}_{suffix}", &cut[..keep]);
+/// A constraint name within PostgreSQL's 63 bytes. A longer one is cut, on a character
+/// boundary, and given a short hash of the whole name, so that two names that agree in
+/// their first 63 bytes stay two names (PostgreSQL would cut them into one).
+pub fn constraint_name(parts: &[&str], suffix: &str) -> String {
+    use sha2::Digest;
+    let whole = parts.join("_");
+    let name = format!("{whole}_{suffix}");
+    if name.len() <= 63 {
+        return name;
     }
-    name
+    let hash = &hex::encode(sha2::Sha256::digest(name.as_bytes()))[..8];
+    let mut keep = 63 - suffix.len() - hash.len() - 2;
+    while !whole.is_char_boundary(keep) {
+        keep -= 1;
+    }
+    format!("{}_{hash}_{suffix}", &whole[..keep])
 }
 
 /// `CREATE TABLE IF NOT EXISTS` for one table.
@@ -254,5 +257,10 @@ mod tests {
         assert_eq!(n.len(), 63);
         assert!(n.ends_with("_fkey"));
         assert_eq!(constraint_name(&["t", "c"], "fkey"), "t_c_fkey");
+        // Two tables alike in their first 63 bytes keep two constraint names.
+        let (a, b) = (format!("{long}_orders_a"), format!("{long}_orders_b"));
+        let (na, nb) = (constraint_name(&[&a], "pkey"), constraint_name(&[&b], "pkey"));
+        assert!(na.len() <= 63 && nb.len() <= 63);
+        assert_ne!(na, nb);
     }
 }

@@ -12,6 +12,9 @@ use super::interp::Interp;
 use super::jsonpath::JsonPath;
 use super::load::{Loaded, Positions};
 use super::model::*;
+/// Names PostgreSQL gives every table's system columns.
+const SYSTEM_COLUMNS: [&str; 6] = ["tableoid", "xmin", "cmin", "xmax", "cmax", "ctid"];
+
 use super::pipeline::{self as p, KeyTemplate, Pipeline, Reference, ValueSource, DEFAULT_KEY, RUN_ID_COLUMN};
 
 struct Ctx<'a> {
@@ -1206,6 +1209,17 @@ fn compile_column(cx: &mut Ctx, path: &str, c: &RawColumn, parent: Option<&RawTa
         cx.error_at_key(
             &format!("{path}.optional"),
             format!("column `{}`: `optional` applies to columns read from a `path`", c.name),
+        );
+        ok = false;
+    }
+    if SYSTEM_COLUMNS.contains(&c.name.as_str()) {
+        cx.error(
+            &format!("{path}.name"),
+            format!(
+                "`{}` is a PostgreSQL system column name (as are {}); a table cannot have a column of that name; rename it and keep the `path`",
+                c.name,
+                SYSTEM_COLUMNS.join(", ")
+            ),
         );
         ok = false;
     }

@@ -834,7 +834,7 @@ mod tests {
         assert_eq!(t.run_id_of("coincap", &ours, &key.replace(".gz", ".bak")), None);
         // `/` only where the template has one; the run time in its own format.
         let deeper = key.replace("exchanges/", "exchanges/x/");
-        assert_eq!(t.run_id_of("coincap", &["exchanges", "exchanges/x"], &deeper), None);
+        assert_eq!(t.run_id_of("coincap", &ours, &deeper), None);
         assert_eq!(t.run_id_of("coincap", &ours, &key.replace("/25/", "/2x/")), None);
         assert_eq!(t.run_id_of("coincap", &ours, &key.replace("-00003", "-0000a")), None);
         assert_eq!(t.list_prefix("coincap"), "coincap/");

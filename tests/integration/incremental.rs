@@ -203,9 +203,15 @@ fn two_extracts_before_one_load_leave_no_gap_and_old_runs_never_move_the_state_b
         Some("edited 9,edited 10")
     );
     assert_eq!(env.state().as_deref(), Some("2032-01-01T00:00:02Z"));
-    // Loading the older run afterwards does not move the state backwards.
-    env.sluice(&["load", SPEC, "--run", &first]).run().success();
+    // Loading the older run afterwards is refused: it would put older rows over newer.
+    let refused = env.sluice(&["load", SPEC, "--run", &first]).run().failure(1);
+    assert!(
+        refused.stderr.contains("would put older records over newer ones"),
+        "{}",
+        refused.stderr
+    );
     assert_eq!(env.state().as_deref(), Some("2032-01-01T00:00:02Z"));
+    // Forced, it loads, and the state does not move backwards.
     env.sluice(&["load", SPEC, "--run", &first, "--force"]).run().success();
     assert_eq!(env.state().as_deref(), Some("2032-01-01T00:00:02Z"));
     // Its manifest says which window it read.
@@ -217,6 +223,25 @@ fn two_extracts_before_one_load_leave_no_gap_and_old_runs_never_move_the_state_b
         manifest["resources"][0]["incremental"]["highest"],
         "2032-01-01T00:00:01Z"
     );
+}
+
+#[test]
+fn a_limited_run_never_moves_the_state() {
+    let env = Env::new();
+    env.step(&["run", SPEC]);
+    let before = env.state();
+    env.edit(9, "2032-01-01T00:00:01Z", "edited 9");
+    env.edit(10, "2032-01-01T00:00:02Z", "edited 10");
+    let limited = env.sluice(&["run", SPEC, "--limit", "1"]).run().success();
+    assert!(
+        limited.stdout.contains("the incremental state was not moved"),
+        "{}",
+        limited.stdout
+    );
+    assert_eq!(env.state(), before);
+    // The next full run reads the whole window again: both edits arrive.
+    env.sluice(&["run", SPEC]).run().success();
+    assert_eq!(env.state().as_deref(), Some("2032-01-01T00:00:02Z"));
 }
 
 #[test]

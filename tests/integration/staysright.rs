@@ -371,3 +371,40 @@ fn bad_numbers_are_errors_not_panics_or_wraps() {
     let v: Run = env.sluice(["validate", &spec]).run().failure(1);
     assert!(v.stdout.contains("too long"), "{}", v.stdout);
 }
+
+#[test]
+fn an_interrupted_run_commits_nothing_and_removes_what_it_staged() {
+    let env = Env::new();
+    env.page("p1", records(400, "a"), Some("p2"));
+    env.page("p2", records(1, "b"), None);
+    let spec = env.spec("stop", "p1", "append", DEFAULT);
+    let logs = tempfile::tempdir().unwrap();
+    for (signal, code) in [("TERM", 143), ("INT", 130)] {
+        env.api.fault("/dyn/p2", Fault::Stall(Duration::from_secs(5)), 1);
+        let mut bg = env.sluice(["run", &spec]).spawn(logs.path());
+        std::thread::sleep(Duration::from_millis(2000));
+        assert!(!files(&env.staging().join("stop/items")).is_empty(), "{}", bg.stderr());
+        bg.signal(signal);
+        assert_eq!(wait(&mut bg), code, "{}", bg.stderr());
+        let said = bg.stderr();
+        assert!(
+            said.contains(&format!("interrupted by SIG{signal}: nothing was committed")),
+            "{said}"
+        );
+        let left: Vec<String> = files(&env.staging())
+            .into_iter()
+            .filter(|f| !f.starts_with(".tmp"))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+        let c = rusqlite::Connection::open(env.db("stop")).unwrap();
+        let rows: i64 = c
+            .query_row("SELECT count(*) FROM sqlite_master WHERE name = 'item'", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        if rows > 0 {
+            let n: i64 = c.query_row("SELECT count(*) FROM item", [], |r| r.get(0)).unwrap();
+            assert_eq!(n, 0);
+        }
+    }
+}

@@ -154,6 +154,15 @@ impl Background {
     pub fn stderr(&self) -> String {
         std::fs::read_to_string(&self.err).unwrap_or_default()
     }
+    /// Send it a signal (`TERM`, `INT`) with kill(1).
+    pub fn signal(&self, name: &str) {
+        let ok = std::process::Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill runs");
+        assert!(ok.success());
+    }
     /// Wait for it to end.
     pub fn wait(&mut self) -> std::process::ExitStatus {
         self.child.wait().expect("the sluice process ends")
