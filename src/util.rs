@@ -157,33 +157,6 @@ pub fn describe(v: &serde_json::Value) -> String {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn orphans_of_ended_processes_are_swept_and_live_ones_kept() {
-        let dir = tempfile::tempdir().unwrap();
-        let mine = temp_file_in(dir.path()).unwrap();
-        // pid 0 is never a process that could have written a file.
-        std::fs::create_dir(dir.path().join("sluice-0-abc")).unwrap();
-        std::fs::write(dir.path().join("sluice-0-def"), b"x").unwrap();
-        std::fs::write(dir.path().join("other-0-x"), b"x").unwrap();
-        assert_eq!(sweep_orphans(dir.path()), 2);
-        assert!(mine.path().exists());
-        assert!(dir.path().join("other-0-x").exists());
-    }
-
-    #[test]
-    fn masks_plain_and_url_encoded_secrets() {
-        let s = Secrets::default();
-        s.add("p@ss word");
-        assert_eq!(s.mask("x p@ss word y p%40ss+word"), "x **** y ****");
-        s.add("abc");
-        assert_eq!(s.mask("abc"), "abc");
-    }
-}
-
 /// The signal that asked the process to stop (SIGINT 2, SIGTERM 15), once one did.
 static INTERRUPT: std::sync::OnceLock<tokio::sync::watch::Receiver<Option<i32>>> = std::sync::OnceLock::new();
 
@@ -229,5 +202,32 @@ pub fn signal_name(signal: i32) -> &'static str {
         "SIGINT"
     } else {
         "SIGTERM"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn orphans_of_ended_processes_are_swept_and_live_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let mine = temp_file_in(dir.path()).unwrap();
+        // pid 0 is never a process that could have written a file.
+        std::fs::create_dir(dir.path().join("sluice-0-abc")).unwrap();
+        std::fs::write(dir.path().join("sluice-0-def"), b"x").unwrap();
+        std::fs::write(dir.path().join("other-0-x"), b"x").unwrap();
+        assert_eq!(sweep_orphans(dir.path()), 2);
+        assert!(mine.path().exists());
+        assert!(dir.path().join("other-0-x").exists());
+    }
+
+    #[test]
+    fn masks_plain_and_url_encoded_secrets() {
+        let s = Secrets::default();
+        s.add("p@ss word");
+        assert_eq!(s.mask("x p@ss word y p%40ss+word"), "x **** y ****");
+        s.add("abc");
+        assert_eq!(s.mask("abc"), "abc");
     }
 }

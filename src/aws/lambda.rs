@@ -414,13 +414,10 @@ impl Handler {
                         json!({"pipeline": p.name(), "step": "load", "already_loaded": {"run_id": run_id, "at": at}})
                     }
                     // A retry or a redrive of an older run: loading it would go back in time.
-                    Err(crate::run::RunError::Load(e @ crate::load::LoadError::Superseded { .. })) => {
-                        let message = secrets.mask(&e.to_string());
+                    Err(crate::run::RunError::Load(crate::load::LoadError::Superseded(s))) => {
+                        let message = secrets.mask(&s.to_string());
                         tracing::warn!("{message}");
-                        let crate::load::LoadError::Superseded { run_id, newer, .. } = e else {
-                            unreachable!("matched above")
-                        };
-                        json!({"pipeline": p.name(), "step": "load", "superseded": {"run_id": run_id, "by": newer, "message": message}})
+                        json!({"pipeline": p.name(), "step": "load", "superseded": {"run_id": s.run_id, "by": s.newer, "message": message}})
                     }
                     Err(e) => return Err(run_failure(&e, &secrets)),
                 }

@@ -625,12 +625,19 @@ impl Client {
         }
         let headers = resp.headers().clone();
         let limit = self.max_response_size;
-        let mut body = Vec::with_capacity(resp.content_length().unwrap_or(0).min(limit) as usize);
+        // The chunks as they come, joined once at the end (each freed as it is copied):
+        // memory is bounded by `max_response_size`, not by the twice of it a growing
+        // buffer's reallocation would take.
+        // Copied into blocks of our own: a chunk may hold on to a larger buffer than its
+        // bytes.
+        const BLOCK: usize = 1 << 20;
+        let mut chunks: Vec<Vec<u8>> = Vec::new();
+        let mut received = 0usize;
         loop {
             match resp.chunk().await {
                 Ok(Some(chunk)) => {
-                    let needed = body.len() + chunk.len();
-                    if needed as u64 > limit {
+                    received += chunk.len();
+                    if received as u64 > limit {
                         return Err(Err(ExtractError::TooLarge {
                             resource: resource.to_string(),
                             page,
@@ -638,13 +645,16 @@ impl Client {
                             limit,
                         }));
                     }
-                    if needed > body.capacity() {
-                        // Grow by doubling, but never past the cap: memory is bounded by
-                        // `max_response_size`, not by twice it.
-                        let to = (body.capacity() * 2).max(needed).max(64 << 10).min(limit as usize);
-                        body.reserve_exact(to - body.len());
+                    let mut rest = &chunk[..];
+                    while !rest.is_empty() {
+                        if chunks.last().is_none_or(|b| b.len() == b.capacity()) {
+                            chunks.push(Vec::with_capacity(BLOCK));
+                        }
+                        let block = chunks.last_mut().expect("a block");
+                        let n = rest.len().min(block.capacity() - block.len());
+                        block.extend_from_slice(&rest[..n]);
+                        rest = &rest[n..];
                     }
-                    body.extend_from_slice(&chunk);
                 }
                 Ok(None) => break,
                 // The body broke off (a reset, a timeout): a GET may be made again.
@@ -658,11 +668,22 @@ impl Client {
                 }
             }
         }
+        let body = match chunks.len() {
+            0 => Bytes::new(),
+            1 => Bytes::from(chunks.pop().expect("one block")),
+            _ => {
+                let mut body = Vec::with_capacity(received);
+                for chunk in chunks.drain(..) {
+                    body.extend_from_slice(&chunk);
+                }
+                Bytes::from(body)
+            }
+        };
         if status.is_success() {
             return Ok(Reply::Page(Response {
                 status: status.as_u16(),
                 headers,
-                body: Bytes::from(body),
+                body,
             }));
         }
         let mut detail = self.secrets.mask(&head(&body));

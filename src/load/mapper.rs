@@ -63,6 +63,8 @@ pub(super) struct MapOutcome {
 }
 
 pub(super) const CHUNK: usize = 256 << 10;
+/// The largest record kept as the sample of a resource's records.
+const SAMPLE_MAX: usize = 1 << 20;
 
 /// Hashes and counts the bytes of a staged object as they are read, so that the object
 /// is checked against its manifest in the same pass that loads it.
@@ -322,6 +324,10 @@ impl<'a, S: RowSink> Mapper<'a, S> {
         let mut record_no = 0u64;
         loop {
             self.line.clear();
+            if self.line.capacity() > 4 * CHUNK {
+                // A huge record's buffer is not kept for the small ones after it.
+                self.line = Vec::new();
+            }
             let n = reader
                 .read_until(b'\n', &mut self.line)
                 .map_err(|e| io_error(&format!("read staged object `{key}`"), e))?;
@@ -345,7 +351,9 @@ impl<'a, S: RowSink> Mapper<'a, S> {
     fn map_line(&mut self) -> Result<(), RecordError> {
         let text = std::str::from_utf8(&self.line)
             .map_err(|e| whole_record_error(format!("the staged record is not UTF-8 ({e})"), &self.line))?;
-        if self.sample.is_none() {
+        // A record for the messages about paths that matched nothing; not a huge one,
+        // which would be held for the whole load.
+        if self.sample.is_none() && text.len() <= SAMPLE_MAX {
             self.sample = Some((self.seq, text.to_string()));
         }
         let record = map::parse_record(text, self.fields.as_deref())

@@ -78,23 +78,31 @@ pub enum LoadError {
         pipeline: String,
         detail: String,
     },
-    #[error("run `{run_id}` was extracted at {extracted_at}, before run `{newer}` (extracted at {newer_extracted_at}, loaded at {newer_loaded_at}); loading it would put older records over newer ones in {}; nothing was loaded. Use --force to load it anyway", tables.iter().map(|t| format!("`{t}`")).collect::<Vec<_>>().join(", "))]
-    Superseded {
-        run_id: String,
-        extracted_at: String,
-        newer: String,
-        newer_extracted_at: String,
-        newer_loaded_at: String,
-        /// The merge and replace tables both runs load.
-        tables: Vec<String>,
-    },
+    #[error("{0}")]
+    Superseded(Box<Superseded>),
     #[error("{0}")]
     Io(String),
+    /// A load that would fail: refused before anything is read.
+    #[error("{0}")]
+    Refused(String),
     #[error("the extraction failed, so nothing was loaded: {0}")]
     ExtractFailed(String),
 }
 
 pub(crate) use postgres::pg_message;
+
+/// A run refused because a newer one is loaded into the same merge or replace tables.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("run `{run_id}` was extracted at {extracted_at}, before run `{newer}` (extracted at {newer_extracted_at}, loaded at {newer_loaded_at}); loading it would put older records over newer ones in {}; nothing was loaded. Use --force to load it anyway", tables.iter().map(|t| format!("`{t}`")).collect::<Vec<_>>().join(", "))]
+pub struct Superseded {
+    pub run_id: String,
+    pub extracted_at: String,
+    pub newer: String,
+    pub newer_extracted_at: String,
+    pub newer_loaded_at: String,
+    /// The merge and replace tables both runs load.
+    pub tables: Vec<String>,
+}
 
 /// A record whose value does not fit its column.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -231,7 +239,7 @@ async fn load_into<W: Warehouse>(
         // database is locked by another writer: that would only wait as long again).
         if !matches!(
             e,
-            LoadError::AlreadyLoaded { .. } | LoadError::Superseded { .. } | LoadError::Locked { .. }
+            LoadError::AlreadyLoaded { .. } | LoadError::Superseded(_) | LoadError::Locked { .. }
         ) {
             let message = secrets.mask(&e.to_string());
             let _ = w
@@ -398,14 +406,14 @@ async fn refuse_older<W: Warehouse>(w: &mut W, p: &Pipeline, feed: &RunFeed) -> 
             .filter(|t| guarded.contains(&t.as_str()))
             .collect();
         if !both.is_empty() && newer.run_id != feed.run_id {
-            return Err(LoadError::Superseded {
+            return Err(LoadError::Superseded(Box::new(Superseded {
                 run_id: feed.run_id.clone(),
                 extracted_at: feed.extracted_at.clone(),
                 newer: newer.run_id,
                 newer_extracted_at: newer.extracted_at,
                 newer_loaded_at: newer.loaded_at,
                 tables: both,
-            });
+            })));
         }
     }
     Ok(())

@@ -356,6 +356,16 @@ impl Warehouse for Postgres {
         self.client.execute(sql, &[]).await.map_err(db(action))
     }
 
+    async fn has_rows(&mut self, schema: &str, table: &str) -> Result<bool, LoadError> {
+        let sql = format!("SELECT 1 FROM {} LIMIT 1", Dialect::Postgres.table(schema, table));
+        let row = self
+            .client
+            .query_opt(&sql, &[])
+            .await
+            .map_err(db("look into a table"))?;
+        Ok(row.is_some())
+    }
+
     async fn write_rows(
         &mut self,
         schema: &str,

@@ -527,6 +527,11 @@ impl Warehouse for Sqlite {
         self.with(action, |c| c.execute(sql, []).map(|n| n as u64))
     }
 
+    async fn has_rows(&mut self, schema: &str, table: &str) -> Result<bool, LoadError> {
+        let sql = format!("SELECT EXISTS (SELECT 1 FROM {})", Dialect::Sqlite.table(schema, table));
+        self.with("look into a table", |c| c.query_row(&sql, [], |r| r.get::<_, bool>(0)))
+    }
+
     async fn write_rows(
         &mut self,
         _schema: &str,

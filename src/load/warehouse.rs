@@ -94,6 +94,8 @@ pub(super) trait Warehouse: Send {
         &mut self,
         schema: &str,
     ) -> impl Future<Output = Result<HashMap<String, LiveTable>, LoadError>> + Send;
+    /// Whether a table of the schema holds any row.
+    fn has_rows(&mut self, schema: &str, table: &str) -> impl Future<Output = Result<bool, LoadError>> + Send;
     /// Run schema sync's DDL, holding the schema's lock until the load commits.
     fn apply_ddl(&mut self, schema: &str, statements: &[String]) -> impl Future<Output = Result<(), LoadError>> + Send;
     /// Run one statement of the load; the rows it changed.

@@ -68,6 +68,14 @@ impl Ctx<'_> {
             );
             return None;
         }
+        // `${TOKEN:-sk_live_…}`: the default is the secret, written in the spec.
+        if let Some((name, _)) = t.defaults().first() {
+            self.error(
+                path,
+                format!("`${{{name}:-…}}` writes a default into the spec, and the default of a secret is a secret; drop the default (`${{{name}}}`) and set the variable"),
+            );
+            return None;
+        }
         Some(t)
     }
 
@@ -755,6 +763,15 @@ fn compile_resource(cx: &mut Ctx, path: &str, r: &RawResource) -> Option<p::Reso
         let root = compile_table(cx, &tpath, table, None);
         if let Some(t) = &root {
             cx.tables.push((tpath.clone(), t.clone()));
+            if r.incremental.is_none() && t.write == WriteMode::Append && !t.primary_key.is_empty() {
+                cx.warn(
+                    &format!("{tpath}.write"),
+                    format!(
+                        "table `{}` uses `write: append` with a `primary_key`: every run reads all the records again, so the second run fails on duplicate keys (after extracting everything); `write: merge` keeps one row per key",
+                        t.name
+                    ),
+                );
+            }
         }
         tables.push(root);
         cx.child_resource = false;

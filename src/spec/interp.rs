@@ -92,6 +92,17 @@ impl Interp {
             .collect()
     }
 
+    /// The defaults written in the template (`${NAME:-default}`), non-empty ones.
+    pub fn defaults(&self) -> Vec<(&str, &str)> {
+        self.parts
+            .iter()
+            .filter_map(|p| match p {
+                Part::Var { name, default: Some(d) } if !d.is_empty() => Some((name.as_str(), d.as_str())),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// The variables `lookup` has no value for and the template gives no default: what
     /// [`Interp::resolve_with`] would fail on, all of them.
     pub fn missing(&self, lookup: impl Fn(&str) -> Option<String>) -> Vec<&str> {

@@ -159,6 +159,51 @@ fn walk<'a>(value: &'a Value, steps: &[Step], out: &mut Vec<&'a Value>) {
     }
 }
 
+/// The name of a single-quoted name selector, its RFC 9535 escapes read (`\\'`, `\\\\`,
+/// `\\n`, `\\uXXXX`, …), and the text after its closing quote.
+fn quoted_name(text: &str) -> Option<(String, &str)> {
+    let mut name = String::new();
+    let mut chars = text.char_indices();
+    while let Some((i, c)) = chars.next() {
+        match c {
+            '\'' => return Some((name, &text[i + 1..])),
+            '\\' => {
+                let (_, e) = chars.next()?;
+                name.push(match e {
+                    '\'' | '"' | '\\' | '/' => e,
+                    'b' => '\u{8}',
+                    'f' => '\u{c}',
+                    'n' => '\n',
+                    'r' => '\r',
+                    't' => '\t',
+                    'u' => {
+                        let hex = |chars: &mut std::str::CharIndices| -> Option<u32> {
+                            let s: String = (0..4).map(|_| chars.next().map(|(_, c)| c)).collect::<Option<_>>()?;
+                            u32::from_str_radix(&s, 16).ok()
+                        };
+                        let high = hex(&mut chars)?;
+                        let code = if (0xD800..0xDC00).contains(&high) {
+                            let (_, b) = chars.next()?;
+                            let (_, u) = chars.next()?;
+                            if (b, u) != ('\\', 'u') {
+                                return None;
+                            }
+                            let low = hex(&mut chars)?;
+                            0x10000 + ((high - 0xD800) << 10) + (low.checked_sub(0xDC00)?)
+                        } else {
+                            high
+                        };
+                        char::from_u32(code)?
+                    }
+                    _ => return None,
+                });
+            }
+            c => name.push(c),
+        }
+    }
+    None
+}
+
 /// Parse `$`, `.name`, `['name']`, `[n]`, `[*]` and `.*` steps; `None` for anything else.
 fn simple_steps(text: &str) -> Option<Vec<Step>> {
     let mut rest = text.strip_prefix('$')?;
@@ -182,13 +227,9 @@ fn simple_steps(text: &str) -> Option<Vec<Step>> {
             steps.push(Step::Wildcard);
             rest = r;
         } else if let Some(r) = rest.strip_prefix("['") {
-            let end = r.find("']")?;
-            let name = &r[..end];
-            if name.contains(['\'', '\\']) {
-                return None;
-            }
-            steps.push(Step::Field(name.to_string()));
-            rest = &r[end + 2..];
+            let (name, after) = quoted_name(r)?;
+            steps.push(Step::Field(name));
+            rest = after.strip_prefix(']')?;
         } else if let Some(r) = rest.strip_prefix('[') {
             let end = r.find(']')?;
             let n: i64 = r[..end].parse().ok()?;
@@ -208,6 +249,23 @@ mod tests {
 
     fn page() -> Value {
         json!({"info": {"next": null, "count": 2}, "results": [{"id": 1, "tags": ["a"]}, {"id": 2, "tags": []}], "empty": []})
+    }
+
+    #[test]
+    fn escaped_names_are_single_fields() {
+        let v = serde_json::json!({"line\nbreak": 1, "it's": 2, "nul\u{0}key": 3, "back\\slash": 4, "é😀": 5});
+        for (text, want) in [
+            (r"$['line\nbreak']", 1),
+            (r"$['it\'s']", 2),
+            (r"$['nul\u0000key']", 3),
+            (r"$['back\\slash']", 4),
+            (r"$['\u00e9\ud83d\ude00']", 5),
+        ] {
+            let p = JsonPath::parse(text).unwrap();
+            assert!(p.is_singular(), "{text}");
+            assert_eq!(p.first(&v), Some(&serde_json::json!(want)), "{text}");
+        }
+        assert!(JsonPath::parse(r"$['a\qb']").map_or(true, |p| !p.is_singular()));
     }
 
     #[test]

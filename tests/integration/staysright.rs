@@ -408,3 +408,261 @@ fn an_interrupted_run_commits_nothing_and_removes_what_it_staged() {
         }
     }
 }
+
+/// `sluice args…` under `/usr/bin/time -v`: the run and its peak resident memory in MB.
+fn measured(env: &Env, args: &[&str]) -> (Run, u64) {
+    assert!(
+        Path::new("/usr/bin/time").exists(),
+        "these tests measure peak memory with GNU time: apt-get install time"
+    );
+    let mut argv = vec!["-v", env!("CARGO_BIN_EXE_sluice")];
+    argv.extend(args);
+    let out = std::process::Command::new("/usr/bin/time")
+        .args(&argv)
+        .current_dir(env.dir.path())
+        .env_remove("DATABASE_URL")
+        .output()
+        .unwrap();
+    let run = Run::from(out);
+    let kb: u64 = run
+        .stderr
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Maximum resident set size (kbytes): "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no peak memory in: {}", run.stderr));
+    (run, kb / 1024)
+}
+
+/// A server answering every request with `head` then `chunk` over and over, until the
+/// client hangs up: an endless body.
+fn endless(head: &'static str, chunk: &'static [u8]) -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                let _ = conn.read(&mut buf);
+                let _ = conn.write_all(head.as_bytes());
+                let block: Vec<u8> = chunk.iter().copied().cycle().take(1 << 20).collect();
+                while conn.write_all(&block).is_ok() {}
+            });
+        }
+    });
+    base
+}
+
+#[test]
+fn hostile_answers_stay_within_the_caps() {
+    use std::io::Write;
+    let env = Env::new();
+    // What the binary takes for a run that reads nothing (a debug build maps more code
+    // than a release one); on it, the default 256 MiB cap and a small margin.
+    let (_, base) = measured(&env, &["run", &env.spec("base", "missing", "append", DEFAULT)]);
+    let limit_mb = base + 268 + 24;
+    // A gzip bomb: 300 MiB of spaces in 300 KiB.
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let block = vec![b' '; 1 << 20];
+    for _ in 0..300 {
+        gz.write_all(&block).unwrap();
+    }
+    env.api
+        .put("bomb", gz.finish().unwrap(), &[("content-encoding", "gzip")]);
+    let spec = env.spec("bomb", "bomb", "append", DEFAULT);
+    let (run, mb) = measured(&env, &["run", &spec]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(run.stderr.contains("larger than"), "{}", run.stderr);
+    assert!(mb < limit_mb, "a gzip bomb took {mb} MB");
+    eprintln!("peak RSS, a gzip bomb: {mb} MB (a run reading nothing: {base} MB)");
+
+    // An endless body.
+    let server = endless(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n{\"results\": [",
+        b"{\"id\": 1, \"v\": \"x\"}, ",
+    );
+    let endless_spec = env.spec("endless", "x", "append", DEFAULT);
+    let text = std::fs::read_to_string(&endless_spec)
+        .unwrap()
+        .replace(&env.api.base, &server);
+    std::fs::write(&endless_spec, text.replace("path: /dyn/x", "path: /items")).unwrap();
+    let (run, mb) = measured(&env, &["run", &endless_spec]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(run.stderr.contains("larger than"), "{}", run.stderr);
+    assert!(mb < limit_mb, "an endless body took {mb} MB");
+    eprintln!("peak RSS, an endless body: {mb} MB (a run reading nothing: {base} MB)");
+
+    // An endless OAuth2 token answer.
+    let token = endless(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n{\"access_token\": \"",
+        b"abcdefgh",
+    );
+    let oauth = std::fs::read_to_string(&spec).unwrap().replace(
+        "  base_url:",
+        &format!("  auth: {{type: oauth2, grant: client_credentials, token_url: \"{token}/token\", client_id: id, client_secret: \"${{CS}}\"}}\n  base_url:"),
+    );
+    let oauth_spec = env.dir.path().join("oauth.yaml");
+    std::fs::write(&oauth_spec, oauth).unwrap();
+    let oauth_spec = oauth_spec.to_str().unwrap();
+    let (run, mb) = {
+        std::env::set_var("CS", "client-secret-value");
+        measured(&env, &["run", oauth_spec])
+    };
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(run.stderr.contains("larger than 1024 KiB"), "{}", run.stderr);
+    assert!(!run.stderr.contains("client-secret-value"));
+    assert!(mb < base + 24, "an endless token answer took {mb} MB");
+    eprintln!("peak RSS, an endless token answer: {mb} MB (a run reading nothing: {base} MB)");
+
+    // One 50 MB record loads, within the same bound.
+    let big = "y".repeat(50 << 20);
+    env.api.put(
+        "big",
+        json!({"results": [{"id": 1, "v": big}], "next": null}).to_string(),
+        &[],
+    );
+    let big_spec = env.spec("big", "big", "append", DEFAULT);
+    let (run, mb) = measured(&env, &["run", &big_spec]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(env.rows("big", "SELECT length(v), '' FROM item")[0].0, 50 << 20);
+    assert!(mb < limit_mb, "a 50 MB record took {mb} MB");
+    eprintln!("peak RSS, a 50 MB record: {mb} MB (a run reading nothing: {base} MB)");
+}
+
+#[test]
+fn an_append_table_with_a_primary_key_fails_before_extracting() {
+    let env = Env::new();
+    env.page("p", records(30, "a"), None);
+    let spec = env.spec("dup", "p", "append", DEFAULT);
+    let text = std::fs::read_to_string(&spec)
+        .unwrap()
+        .replace("write: append", "write: append\n      primary_key: [id]");
+    std::fs::write(&spec, text).unwrap();
+    let v = env.sluice(["validate", &spec]).run().success();
+    assert!(
+        v.stdout.contains("the second run fails on duplicate keys"),
+        "{}",
+        v.stdout
+    );
+    env.sluice(["run", &spec]).run().success();
+    let requests = env.api.requests().len();
+    let second = env.sluice(["run", &spec]).run().failure(1);
+    assert!(
+        second.stderr.contains("already holds rows") && second.stderr.contains("use `write: merge`"),
+        "{}",
+        second.stderr
+    );
+    assert_eq!(env.api.requests().len(), requests, "the API was read");
+    assert_eq!(env.rows("dup", "SELECT count(*), '' FROM item")[0].0, 30);
+}
+
+#[test]
+fn validate_refuses_secret_defaults_and_system_columns() {
+    let env = Env::new();
+    let spec = env.spec("v", "p", "append", DEFAULT);
+    let base = std::fs::read_to_string(&spec).unwrap();
+    let secret = base.replace(
+        "  base_url:",
+        "  auth: {type: bearer, token: \"${API_TOKEN:-sk_live_51abcdef}\"}\n  base_url:",
+    );
+    std::fs::write(&spec, secret).unwrap();
+    let v = env.sluice(["validate", &spec]).run().failure(1);
+    assert!(v.stdout.contains("the default of a secret is a secret"), "{}", v.stdout);
+    assert!(!v.stdout.contains("sk_live_51abcdef") || v.stdout.contains("token: \"${API_TOKEN:-sk_live_51abcdef}\""));
+    for system in ["ctid", "xmin"] {
+        std::fs::write(
+            &spec,
+            base.replace("{name: v, type: text", &format!("{{name: {system}, type: text")),
+        )
+        .unwrap();
+        let v = env.sluice(["validate", &spec]).run().failure(1);
+        assert!(v.stdout.contains("PostgreSQL system column"), "{}", v.stdout);
+    }
+}
+
+#[test]
+fn long_table_names_keep_their_constraints_apart_in_postgresql() {
+    let api = ApiServer::start();
+    let db = crate::support::pg::fresh_database();
+    let dir = tempfile::tempdir().unwrap();
+    api.put("p", json!({"results": records(3, "a"), "next": null}).to_string(), &[]);
+    // Two tables alike in their first 60 bytes: PostgreSQL would cut `<table>_pkey` of
+    // both to one name.
+    let long = "a".repeat(58);
+    let resource = |suffix: &str| {
+        format!(
+            r#"  - name: r{suffix}
+    path: /dyn/p
+    records: $.results[*]
+    table:
+      name: {long}_{suffix}
+      write: merge
+      primary_key: [id]
+      columns:
+        - {{name: id, type: integer, path: $.id}}
+"#
+        )
+    };
+    let text = format!(
+        "version: 1\nname: long\nsource:\n  base_url: {}\nstaging:\n  location: {}\nwarehouse:\n  url: {db}\n  schema: long\nresources:\n{}{}",
+        api.base,
+        dir.path().join("staging").display(),
+        resource("one"),
+        resource("two")
+    );
+    let spec = dir.path().join("long.yaml");
+    std::fs::write(&spec, text).unwrap();
+    let spec = spec.to_str().unwrap();
+    Sluice::new(["validate", spec]).run().success();
+    Sluice::new(["run", spec]).run().success();
+    Sluice::new(["run", spec]).run().success();
+    let names = crate::support::pg::query(
+        &db,
+        "SELECT conname FROM pg_constraint WHERE connamespace = 'long'::regnamespace ORDER BY 1",
+    );
+    assert_eq!(names.len(), 2, "{names:?}");
+    assert_ne!(names[0], names[1]);
+    assert!(names.iter().all(|n| n[0].as_deref().is_some_and(|n| n.len() <= 63)));
+}
+
+#[test]
+fn init_masks_userinfo_and_escapes_any_key() {
+    let env = Env::new();
+    let body = json!({"results": [
+        {"id": 1, "line\nbreak": "a", "nul\u{0}key": "b", "it's": "c", "tab\tkey": "d"},
+        {"id": 2, "line\nbreak": "e", "nul\u{0}key": "f", "it's": "g", "tab\tkey": "h"}
+    ]});
+    env.api.put("keys", body.to_string(), &[]);
+    let url = env.api.base.replace("http://", "http://ann:hunter2@") + "/dyn/keys";
+    let out = env.dir.path().join("keys.yaml");
+    let init = env
+        .sluice(["init", &url, "--name", "keys", "-o", out.to_str().unwrap()])
+        .run()
+        .success();
+    let text = std::fs::read_to_string(&out).unwrap();
+    assert!(!text.contains("hunter2") && !text.contains("ann:"), "{text}");
+    assert!(!init.stderr.contains("hunter2"), "{}", init.stderr);
+    env.sluice(["validate", out.to_str().unwrap()]).run().success();
+    env.sluice(["run", out.to_str().unwrap()]).run().success();
+    let c = rusqlite::Connection::open(env.dir.path().join(".sluice/keys.db")).unwrap();
+    let cols: Vec<String> = c
+        .prepare("SELECT name FROM pragma_table_info('keys')")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    // Every key became a column that loaded its value.
+    let values: Vec<String> = cols
+        .iter()
+        .filter(|c| *c != "id" && !c.starts_with("_sluice"))
+        .map(|col| {
+            c.query_row(&format!("SELECT \"{col}\" FROM keys WHERE id = 2"), [], |r| r.get(0))
+                .unwrap()
+        })
+        .collect();
+    let mut sorted = values.clone();
+    sorted.sort();
+    assert_eq!(sorted, ["e", "f", "g", "h"], "{cols:?} {text}");
+}
