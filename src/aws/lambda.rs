@@ -621,4 +621,22 @@ mod tests {
             assert!(f.message.contains(says), "{}", f.message);
         }
     }
+
+    #[test]
+    fn another_pipelines_manifest_is_a_bad_event_with_secrets_masked() {
+        let secrets = Secrets::default();
+        secrets.add("hunter2-secret");
+        let e = crate::run::RunError::Load(crate::load::LoadError::Foreign {
+            key: "ours/_manifests/r.json".into(),
+            pipeline: "ours".into(),
+            detail: "it is a manifest of pipeline `other` (hunter2-secret)".into(),
+        });
+        let f = run_failure(&e, &secrets);
+        assert_eq!(f.kind, "Sluice.BadEvent");
+        assert!(
+            f.message.contains("only by its own pipeline") && !f.message.contains("hunter2"),
+            "{}",
+            f.message
+        );
+    }
 }

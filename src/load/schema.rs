@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use super::ddl::{self, Dialect};
 use super::warehouse::{with_warehouse, LiveTable, Warehouse};
 use super::LoadError;
-use crate::spec::pipeline::{Pipeline, WriteMode, RUN_ID_COLUMN};
+use crate::spec::pipeline::{Pipeline, RUN_ID_COLUMN};
 use crate::util::Secrets;
 
 /// Create missing tables, add new nullable columns, and refuse any other difference.
@@ -28,7 +28,7 @@ pub async fn preflight(p: &Pipeline, warehouse_url: &str, secrets: &Secrets) -> 
         // each run: the run would fail on the first duplicate key, after extracting it all.
         let mut problems = Vec::new();
         for r in p.resources().iter().filter(|r| r.incremental.is_none()) {
-            for t in r.tables.iter().filter(|t| t.write == WriteMode::Append && !t.primary_key.is_empty()) {
+            for t in r.tables.iter().filter(|t| t.parent.is_none() && t.append_collides()) {
                 if live.contains_key(&t.name) && w.has_rows(schema, &t.name).await? {
                     problems.push(format!(
                         "table `{}` is `write: append` with primary key ({}) and already holds rows; resource `{}` reads all its records again each run, so this run would fail on duplicate keys; use `write: merge`",

@@ -763,7 +763,7 @@ fn compile_resource(cx: &mut Ctx, path: &str, r: &RawResource) -> Option<p::Reso
         let root = compile_table(cx, &tpath, table, None);
         if let Some(t) = &root {
             cx.tables.push((tpath.clone(), t.clone()));
-            if r.incremental.is_none() && t.write == WriteMode::Append && !t.primary_key.is_empty() {
+            if r.incremental.is_none() && t.append_collides() {
                 cx.warn(
                     &format!("{tpath}.write"),
                     format!(

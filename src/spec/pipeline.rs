@@ -458,6 +458,18 @@ impl Each {
 pub const RUN_ID_COLUMN: &str = "_sluice_run_id";
 
 impl Table {
+    /// An `append` table whose primary key the same record fills alike on every run (no
+    /// key column is the run's time or id): a run that reads the records again fails on
+    /// duplicate keys.
+    pub fn append_collides(&self) -> bool {
+        self.write == WriteMode::Append
+            && !self.primary_key.is_empty()
+            && !self.columns.iter().any(|c| {
+                self.primary_key.contains(&c.name)
+                    && matches!(c.value, ValueSource::Meta(MetaValue::RunTime | MetaValue::RunId))
+            })
+    }
+
     pub fn column(&self, name: &str) -> Option<&Column> {
         self.columns.iter().find(|c| c.name == name)
     }
