@@ -571,7 +571,7 @@ fn a_gzip_bomb_and_a_huge_spec_are_refused() {
     );
 }
 
-// 7. Concurrent first runs on a fresh database both succeed, one after the other.
+// 7. Concurrent first runs on a fresh database do not collide: they take turns.
 #[test]
 fn concurrent_first_runs_do_not_collide() {
     for trial in 0..3 {
@@ -594,10 +594,27 @@ fn concurrent_first_runs_do_not_collide() {
                 .collect();
             handles.into_iter().map(|h| h.join().unwrap()).collect()
         });
-        for run in runs {
+        // Of the two runs of one pipeline, the one that started first may commit second:
+        // then it is refused, as a run older than one loaded (its records may be older).
+        let mut loaded: i64 = 0;
+        for (i, run) in runs.into_iter().enumerate() {
+            if i < 2 && run.code != 0 {
+                assert!(
+                    run.stderr.contains("would put older records over newer ones"),
+                    "{}",
+                    run.stderr
+                );
+                continue;
+            }
             run.success();
+            loaded += 1;
         }
-        assert_eq!(env.count("_sluice.runs WHERE status = 'loaded'"), 3, "trial {trial}");
+        assert!(loaded >= 2, "trial {trial}");
+        assert_eq!(
+            env.count("_sluice.runs WHERE status = 'loaded'"),
+            loaded,
+            "trial {trial}"
+        );
         assert_eq!(env.count("rickandmorty.episode"), 51);
     }
 }
