@@ -810,15 +810,13 @@ pub async fn load(
                 ))
             })?,
     };
-    let key = &p.staging().key;
-    let names: Vec<&str> = p.resources().iter().map(|r| r.name.as_str()).collect();
     let manifest = match crate::stage::read_manifest(&store, p.name(), &run_id).await {
         Err(StageError::NotFound { .. }) => {
             // Objects but no manifest: a run that failed or is still being extracted.
-            let staged = store.list(&key.list_prefix(p.name())).await?;
+            let staged = store.list(&p.staging().key.list_prefix(p.name())).await?;
             if staged
                 .iter()
-                .any(|k| key.run_id_of(p.name(), &names, k).as_deref() == Some(run_id.as_str()))
+                .any(|k| p.run_of_key(k).as_deref() == Some(run_id.as_str()))
             {
                 return Err(crate::load::LoadError::Incomplete { run_id }.into());
             }
@@ -878,10 +876,9 @@ pub fn check_own(p: &Pipeline, manifest: &Manifest, key: &str) -> Result<(), cra
     if expected != Some(manifest.run_id.as_str()) {
         return Err(foreign(format!("it names run `{}`", manifest.run_id)));
     }
-    let names: Vec<&str> = p.resources().iter().map(|r| r.name.as_str()).collect();
     for r in &manifest.resources {
         for o in &r.objects {
-            if p.staging().key.run_id_of(p.name(), &names, &o.key).as_deref() != Some(manifest.run_id.as_str()) {
+            if p.run_of_key(&o.key).as_deref() != Some(manifest.run_id.as_str()) {
                 return Err(foreign(format!(
                     "its object `{}` (resource `{}`) is not a key of this pipeline's run `{}` under `{}`",
                     o.key,
@@ -1171,8 +1168,6 @@ pub async fn gc(p: &Pipeline, older_than: std::time::Duration, secrets: &Secrets
     let fresh = now - chrono::Duration::from_std(crate::stage::MARKER_FRESH).expect("a short duration");
     let markers = crate::stage::markers(&store, p.name()).await?;
     let running = |run_id: &str| markers.get(run_id).is_some_and(|(_, at)| *at > fresh.timestamp());
-    let key = &p.staging().key;
-    let resources: Vec<&str> = p.resources().iter().map(|r| r.name.as_str()).collect();
     let mut report = GcReport {
         location: store.describe(),
         ..GcReport::default()
@@ -1180,12 +1175,15 @@ pub async fn gc(p: &Pipeline, older_than: std::time::Duration, secrets: &Secrets
     let started_before_cutoff = |run_id: &str| {
         chrono::NaiveDateTime::parse_from_str(&run_id[..16], "%Y%m%dT%H%M%SZ").is_ok_and(|t| t.and_utc() <= cutoff)
     };
-    for object in store.list(&key.list_prefix(p.name())).await? {
-        let Some(run_id) = key.run_id_of(p.name(), &resources, &object) else {
+    for object in store.list(&p.staging().key.list_prefix(p.name())).await? {
+        let Some(run_id) = p.run_of_key(&object) else {
             continue;
         };
-        if complete.contains(&run_id) || running(&run_id) || !started_before_cutoff(&run_id) {
-            if running(&run_id) && started_before_cutoff(&run_id) && !report.skipped_running.contains(&run_id) {
+        if complete.contains(&run_id) || !started_before_cutoff(&run_id) {
+            continue;
+        }
+        if running(&run_id) {
+            if !report.skipped_running.contains(&run_id) {
                 report.skipped_running.push(run_id);
             }
             continue;

@@ -45,6 +45,12 @@ impl Pipeline {
     pub fn staging(&self) -> &Staging {
         &self.staging
     }
+    /// The run of a staged object key, when the key is one of this pipeline's own (its
+    /// key template parsed back strictly, with its name and resources).
+    pub fn run_of_key(&self, key: &str) -> Option<String> {
+        let names: Vec<&str> = self.resources.iter().map(|r| r.name.as_str()).collect();
+        self.staging.key.run_id_of(&self.name, &names, key)
+    }
     pub fn warehouse(&self) -> &Warehouse {
         &self.warehouse
     }

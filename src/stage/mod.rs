@@ -224,13 +224,10 @@ pub fn shared_staging(a: &crate::spec::Pipeline, b: &crate::spec::Pipeline) -> O
             la.trim_end_matches('/')
         ));
     }
-    let names = |p: &crate::spec::Pipeline| p.resources().iter().map(|r| r.name.clone()).collect::<Vec<_>>();
     for (x, y) in [(a, b), (b, a)] {
-        let ours = names(y);
-        let ours: Vec<&str> = ours.iter().map(String::as_str).collect();
         for r in x.resources() {
             let key = x.staging().key.sample(x.name(), &r.name);
-            if y.staging().key.run_id_of(y.name(), &ours, &key).is_some() {
+            if y.run_of_key(&key).is_some() {
                 return Some(format!(
                     "`{}`'s key `{key}` (resource `{}`) is also a key of `{}`'s template `{}` in the same location {}: its `gc` would take the other's objects for its own; change a key template or a location",
                     x.name(),
