@@ -4,28 +4,34 @@
 //! is registered as a secret here, once, so that no message shows it.
 //!
 //! On AWS Lambda the environment has a second layer: the variables a function read from
-//! Secrets Manager at cold start ([`set_overlay`]), every one of them a secret.
+//! Secrets Manager ([`set_overlay`], renewed as the secrets rotate), every one of them a
+//! secret.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::OnceLock;
+use std::sync::RwLock;
 
 use crate::spec::interp::Interp;
 use crate::spec::pipeline::{ApiKeyLocation, Auth, Pipeline};
 use crate::util::Secrets;
 
 /// Variables that stand in front of the process environment (see [`set_overlay`]).
-static OVERLAY: OnceLock<HashMap<String, String>> = OnceLock::new();
+static OVERLAY: RwLock<Option<HashMap<String, String>>> = RwLock::new(None);
 
 /// Put `values` in front of the process environment for every later resolve, each value
-/// a secret. Set once per process (a Lambda cold start); false when already set.
+/// a secret, in place of the ones set before (a Lambda function reads its secrets again
+/// as they rotate). True when they differ from those.
 pub fn set_overlay(values: HashMap<String, String>) -> bool {
-    OVERLAY.set(values).is_ok()
+    let mut overlay = OVERLAY.write().unwrap_or_else(|e| e.into_inner());
+    let changed = overlay.as_ref() != Some(&values);
+    *overlay = Some(values);
+    changed
 }
 
 /// An environment variable as the steps see it: the overlay first, then the process.
 /// The flag says it came from the overlay (a secret, whatever field reads it).
 fn lookup(name: &str) -> Option<(String, bool)> {
-    match OVERLAY.get().and_then(|o| o.get(name)) {
+    let overlay = OVERLAY.read().unwrap_or_else(|e| e.into_inner());
+    match overlay.as_ref().and_then(|o| o.get(name)) {
         Some(v) => Some((v.clone(), true)),
         None => std::env::var(name).ok().map(|v| (v, false)),
     }

@@ -608,7 +608,28 @@ async fn extract_as(
         jobs.insert(&r.name, job.map(|m| m.map_err(std::sync::Arc::new)).boxed().shared());
     }
     let jobs: Vec<Job> = resources.iter().map(|r| jobs[r.name.as_str()].clone()).collect();
-    let results = renewing(&mut marker, futures_util::future::join_all(jobs), secrets).await;
+    let work = renewing(&mut marker, futures_util::future::join_all(jobs), secrets);
+    // Requests stop at the deadline's reserve (`Client::bounded`); this bounds the rest
+    // (an S3 upload, a parent's part read back) at half the reserve, so that the other
+    // half is left to remove what was staged.
+    let half_reserve = opts.deadline.map(|d| d.reserve / 2).unwrap_or_default();
+    let cutoff = opts.deadline.and_then(|d| d.at.checked_sub(half_reserve));
+    let results = match cutoff {
+        None => Ok(work.await),
+        Some(at) => tokio::time::timeout_at(at.into(), work).await,
+    };
+    let Ok(results) = results else {
+        remove_marker(marker, secrets).await;
+        return Err(RunError::ResourcesFailed {
+            failed: resources.iter().map(|r| format!("`{}`", r.name)).collect(),
+            total: resources.len(),
+            causes: vec![format!(
+                "staging did not finish {} ms before the invocation deadline",
+                half_reserve.as_millis()
+            )],
+            deadline: true,
+        });
+    };
     let mut manifests = Vec::new();
     let (mut failed, mut causes, mut deadline) = (Vec::new(), Vec::new(), false);
     for (r, result) in resources.iter().zip(results) {

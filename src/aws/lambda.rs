@@ -10,9 +10,10 @@
 //!   loads exactly that run.
 //!
 //! The answer is the run summary as JSON; a failure is a Lambda error, so Lambda's retries
-//! and dead-letter queue apply. Secrets come from Secrets Manager at cold start
-//! (`SLUICE_SECRETS`: secret ARNs or names, each a JSON object of environment variables)
-//! and are masked in every message.
+//! and dead-letter queue apply. Secrets come from Secrets Manager (`SLUICE_SECRETS`:
+//! secret ARNs or names, each a JSON object of environment variables or an RDS secret),
+//! read at cold start, again after `SLUICE_SECRETS_TTL` (5 minutes) and after a failed
+//! invocation, and are masked in every message.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -33,6 +34,10 @@ pub const SECRETS_VAR: &str = "SLUICE_SECRETS";
 pub const SPECS_VAR: &str = "SLUICE_SPECS";
 /// The variable setting the time kept before the deadline to finish cleanly (`10s`).
 pub const RESERVE_VAR: &str = "SLUICE_DEADLINE_RESERVE";
+/// The variable setting how long secrets are used before they are read again (`5m`).
+pub const SECRETS_TTL_VAR: &str = "SLUICE_SECRETS_TTL";
+
+const DEFAULT_SECRETS_TTL: Duration = Duration::from_secs(300);
 
 /// The longest reserve kept by default; less when the invocation is shorter.
 const MAX_RESERVE: Duration = Duration::from_secs(10);
@@ -241,7 +246,9 @@ pub fn load_specs(path: &Path) -> Result<Vec<Pipeline>, String> {
 }
 
 /// Read the secrets named in `SLUICE_SECRETS` from Secrets Manager: each one's
-/// `SecretString` is a JSON object of environment variables.
+/// `SecretString` is a JSON object of environment variables (strings, numbers or
+/// booleans), or an RDS secret (`host`, `port`, `username`, `password`, `dbname`), which
+/// becomes `DATABASE_URL`.
 pub async fn read_secrets() -> Result<HashMap<String, String>, String> {
     let names: Vec<String> = std::env::var(SECRETS_VAR)
         .unwrap_or_default()
@@ -256,60 +263,164 @@ pub async fn read_secrets() -> Result<HashMap<String, String>, String> {
     let config = aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await;
     let client = aws_sdk_secretsmanager::Client::new(&config);
     for name in names {
-        let out = client.get_secret_value().secret_id(&name).send().await.map_err(|e| {
-            format!(
-                "cannot read secret `{name}` from Secrets Manager: {}",
-                aws_sdk_secretsmanager::error::DisplayErrorContext(&e)
-            )
-        })?;
+        let out = client
+            .get_secret_value()
+            .secret_id(&name)
+            .send()
+            .await
+            .map_err(|e| format!("cannot read secret `{name}` from Secrets Manager: {}", sdk_line(&e)))?;
         let text = out
             .secret_string()
             .ok_or_else(|| format!("secret `{name}` has no SecretString (a binary secret?); sluice reads a JSON object of environment variables"))?;
-        let map: serde_json::Map<String, Value> = serde_json::from_str(text).map_err(|_| {
-            format!("secret `{name}` is not a JSON object; store the variables as {{\"DATABASE_URL\": \"postgres://…\", \"API_KEY\": \"…\"}}")
-        })?;
-        for (k, v) in map {
-            match v {
-                Value::String(s) => {
-                    values.insert(k, s);
-                }
-                _ => return Err(format!("secret `{name}`: the value of `{k}` is not a string")),
-            }
-        }
+        values.extend(secret_variables(&name, text)?);
     }
     Ok(values)
 }
 
-/// The handler: the specs (or why there are none) and the deadline reserve.
+/// The environment variables one secret's text holds.
+fn secret_variables(name: &str, text: &str) -> Result<Vec<(String, String)>, String> {
+    let map: serde_json::Map<String, Value> = serde_json::from_str(text).map_err(|_| {
+        format!("secret `{name}` is not a JSON object; store the variables as {{\"DATABASE_URL\": \"postgres://…\", \"API_KEY\": \"…\"}}")
+    })?;
+    let mut vars = Vec::new();
+    for (k, v) in &map {
+        let text = match v {
+            Value::String(s) => s.clone(),
+            Value::Number(n) => n.to_string(),
+            Value::Bool(b) => b.to_string(),
+            _ => {
+                return Err(format!(
+                    "secret `{name}`: the value of `{k}` is not a string, number or boolean"
+                ))
+            }
+        };
+        vars.push((k.clone(), text));
+    }
+    // The shape Secrets Manager gives RDS credentials: one connection, as a URL.
+    let field = |k: &str| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+    let is_rds = ["host", "username", "password"].iter().all(|k| field(k).is_some());
+    if is_rds && field("DATABASE_URL").is_none() {
+        if let Some(engine) = field("engine").filter(|e| !e.starts_with("postgres")) {
+            return Err(format!(
+                "secret `{name}` is an RDS secret for engine `{engine}`; sluice loads into PostgreSQL"
+            ));
+        }
+        let enc = |t: &str| {
+            url::form_urlencoded::byte_serialize(t.as_bytes())
+                .collect::<String>()
+                .replace('+', "%20")
+        };
+        let (host, user, password) = (
+            field("host").unwrap_or_default(),
+            field("username").unwrap_or_default(),
+            field("password").unwrap_or_default(),
+        );
+        let url = format!(
+            "postgres://{}:{}@{host}:{}/{}",
+            enc(user),
+            enc(password),
+            field("port").unwrap_or("5432"),
+            enc(field("dbname").unwrap_or("postgres")),
+        );
+        vars.push(("DATABASE_URL".into(), url));
+    }
+    Ok(vars)
+}
+
+/// One line for an AWS SDK error: the service's code and message, or what kept the
+/// request from being answered, never the SDK's debug text.
+fn sdk_line<E, R>(e: &aws_sdk_secretsmanager::error::SdkError<E, R>) -> String
+where
+    E: aws_sdk_secretsmanager::error::ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    use aws_sdk_secretsmanager::error::SdkError;
+    match e {
+        SdkError::ServiceError(se) => {
+            let err = se.err();
+            format!(
+                "{}{}",
+                err.code().unwrap_or("an error"),
+                err.message()
+                    .map(|m| format!(": {}", crate::util::clip(m, 200)))
+                    .unwrap_or_default()
+            )
+        }
+        SdkError::TimeoutError(_) => "Secrets Manager did not answer in time".into(),
+        SdkError::DispatchFailure(d) if d.is_timeout() => "Secrets Manager did not answer in time".into(),
+        SdkError::DispatchFailure(d) if d.is_io() => {
+            "cannot reach Secrets Manager; a function in private subnets needs a Secrets Manager endpoint or a NAT"
+                .into()
+        }
+        _ => {
+            let text = aws_sdk_secretsmanager::error::DisplayErrorContext(e).to_string();
+            if text.contains("credentials") {
+                "no AWS credentials were found (the function's role?)".into()
+            } else {
+                crate::util::clip(text.lines().next().unwrap_or_default(), 200)
+            }
+        }
+    }
+}
+
+/// The handler: the specs (or why there are none), the deadline reserve and when the
+/// secrets were last read.
 pub struct Handler {
     specs: Result<Vec<Pipeline>, String>,
     reserve: Option<Duration>,
+    /// How long secrets read are used before they are read again.
+    ttl: Duration,
+    /// When the secrets were read last; none until a read succeeds.
+    secrets_read: tokio::sync::Mutex<Option<Instant>>,
 }
 
 impl Handler {
-    /// Cold start: compile the bundled specs and read the secrets. A problem with either
-    /// fails every invocation with its message (so it shows where invocations are watched).
+    /// Cold start: compile the bundled specs and read the secrets. Specs that do not
+    /// compile fail every invocation with their problems; secrets that cannot be read
+    /// are read again by the next invocation (a secret created or fixed meanwhile).
     pub async fn cold_start() -> Handler {
-        let specs = async {
-            let specs = load_specs(&specs_path())?;
-            let values = read_secrets().await?;
-            tracing::info!(
-                specs = specs.len(),
-                variables = values.len(),
-                "cold start: specs compiled, secrets read"
-            );
-            crate::resolve::set_overlay(values);
-            Ok::<_, String>(specs)
-        }
-        .await;
+        let specs = load_specs(&specs_path());
         if let Err(e) = &specs {
             tracing::error!(error = %e, "cold start failed; every invocation will fail");
         }
-        let reserve = std::env::var(RESERVE_VAR)
-            .ok()
-            .and_then(|t| crate::spec::units::Duration::parse(&t).ok())
-            .map(|d| d.0);
-        Handler { specs, reserve }
+        let duration = |var: &str| {
+            std::env::var(var)
+                .ok()
+                .and_then(|t| crate::spec::units::Duration::parse(&t).ok())
+                .map(|d| d.0)
+        };
+        let handler = Handler {
+            reserve: duration(RESERVE_VAR),
+            ttl: duration(SECRETS_TTL_VAR).unwrap_or(DEFAULT_SECRETS_TTL),
+            secrets_read: tokio::sync::Mutex::new(None),
+            specs,
+        };
+        if let (Ok(specs), Ok(_)) = (&handler.specs, handler.fresh_secrets(false).await) {
+            tracing::info!(specs = specs.len(), "cold start: specs compiled, secrets read");
+        }
+        handler
+    }
+
+    /// Read the secrets when they never were, are older than the TTL, or `again`; true
+    /// when their values changed.
+    async fn fresh_secrets(&self, again: bool) -> Result<bool, Failure> {
+        let mut read = self.secrets_read.lock().await;
+        if !again && read.is_some_and(|at| at.elapsed() < self.ttl) {
+            return Ok(false);
+        }
+        match read_secrets().await {
+            Ok(values) => {
+                *read = Some(Instant::now());
+                Ok(crate::resolve::set_overlay(values))
+            }
+            Err(message) => {
+                tracing::error!(error = %message, "cannot read the secrets; the next invocation tries again");
+                Err(Failure {
+                    kind: "Sluice.Secrets",
+                    message,
+                })
+            }
+        }
     }
 
     fn pipeline(&self, name: &str) -> Result<&Pipeline, Failure> {
@@ -357,11 +468,26 @@ impl Handler {
         Ok((p, run_id.to_string()))
     }
 
-    /// Serve one invocation.
+    /// Serve one invocation. One that fails is made once more when the secrets, read
+    /// again, have changed (a rotated password, a fixed key).
     pub async fn handle(&self, event: &Value, deadline: Option<Instant>) -> Result<Value, Failure> {
-        let secrets = Secrets::default();
         let invocation = parse_event(event)?;
-        let (p, step, resources, run_id) = match &invocation {
+        self.fresh_secrets(false).await?;
+        match self.serve(&invocation, deadline).await {
+            Err(f) if !matches!(f.kind, "Sluice.BadEvent" | "Sluice.Deadline" | "Sluice.ColdStart") => {
+                if self.fresh_secrets(true).await.unwrap_or(false) {
+                    tracing::warn!(error = %f.message, "the secrets changed since they were read; trying again with the new ones");
+                    return self.serve(&invocation, deadline).await;
+                }
+                Err(f)
+            }
+            done => done,
+        }
+    }
+
+    async fn serve(&self, invocation: &Invocation, deadline: Option<Instant>) -> Result<Value, Failure> {
+        let secrets = Secrets::default();
+        let (p, step, resources, run_id) = match invocation {
             Invocation::Step {
                 pipeline,
                 step,

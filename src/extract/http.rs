@@ -66,6 +66,22 @@ impl Deadline {
         let left = self.at.saturating_duration_since(Instant::now());
         (left < self.reserve).then_some(left)
     }
+
+    /// How long work may still take: the time left before the reserve.
+    pub fn usable(&self) -> Duration {
+        self.at
+            .saturating_duration_since(Instant::now())
+            .saturating_sub(self.reserve)
+    }
+}
+
+fn deadline_error(d: Deadline, resource: &str, page: u64) -> ExtractError {
+    ExtractError::Deadline {
+        resource: resource.to_string(),
+        page,
+        left_ms: d.at.saturating_duration_since(Instant::now()).as_millis() as u64,
+        reserve_ms: d.reserve.as_millis() as u64,
+    }
 }
 
 /// What to check when an API answers 401 or 403: the auth setting and where its secret
@@ -374,16 +390,27 @@ impl Client {
 
     /// Refuse to start a request when less than the deadline's reserve is left.
     fn before_deadline(&self, resource: &str, page: u64) -> Result<(), ExtractError> {
-        let Some(d) = self.deadline else { return Ok(()) };
-        if let Some(left) = d.too_close() {
-            return Err(ExtractError::Deadline {
-                resource: resource.to_string(),
-                page,
-                left_ms: left.as_millis() as u64,
-                reserve_ms: d.reserve.as_millis() as u64,
-            });
+        match self.deadline {
+            Some(d) if d.too_close().is_some() => Err(deadline_error(d, resource, page)),
+            _ => Ok(()),
         }
-        Ok(())
+    }
+
+    /// `work`, cut off when the deadline's reserve is reached: a stalled request, a
+    /// slow token answer or a rate limiter's wait ends the resource there, whatever
+    /// the spec's own timeout.
+    async fn bounded<T>(
+        &self,
+        work: impl std::future::Future<Output = T>,
+        resource: &str,
+        page: u64,
+    ) -> Result<T, ExtractError> {
+        match self.deadline {
+            None => Ok(work.await),
+            Some(d) => tokio::time::timeout(d.usable(), work)
+                .await
+                .map_err(|_| deadline_error(d, resource, page)),
+        }
     }
 
     /// The resolved base URL.
@@ -497,13 +524,11 @@ impl Client {
         loop {
             attempt += 1;
             if let Some(l) = &self.limiter {
-                l.acquire().await;
+                self.bounded(l.acquire(), resource, page).await?;
             }
             self.before_deadline(resource, page)?;
-            let failure = match self
-                .attempt(method, url, &target, body, trusted, renew, resource, page)
-                .await
-            {
+            let once = self.attempt(method, url, &target, body, trusted, renew, resource, page);
+            let failure = match self.bounded(once, resource, page).await? {
                 Ok(reply) => return Ok(reply),
                 Err(Ok(failure)) => failure,
                 Err(Err(fatal)) => return Err(fatal),
@@ -540,6 +565,10 @@ impl Client {
                 "request failed, retrying: {}",
                 failure.detail
             );
+            // A wait that would pass the deadline's reserve is not begun.
+            if let Some(d) = self.deadline.filter(|d| wait >= d.usable()) {
+                return Err(deadline_error(d, resource, page));
+            }
             tokio::time::sleep(wait).await;
         }
     }

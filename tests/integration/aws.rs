@@ -236,12 +236,36 @@ fn failing_events_post_errors_and_a_short_deadline_leaves_no_manifest() {
         "the failed run's parts are removed: {left:?}"
     );
 
+    // One stalled request (the spec's own timeout is 30 s) is cut off at the reserve:
+    // a clean `Sluice.Deadline` before the invocation's deadline, nothing left staged.
+    api.fault("/api/episode", Fault::Stall(Duration::from_secs(60)), 1);
+    let started = std::time::Instant::now();
+    let (kind, message) = error(
+        json!({"pipeline": "rickandmorty", "step": "extract", "resources": ["episode"]}),
+        Duration::from_secs(3),
+    );
+    let took = started.elapsed();
+    assert_eq!(kind, "Sluice.Deadline", "{message}");
+    assert!(
+        message.contains("resource `episode`, page 1: stopped before the invocation deadline"),
+        "{message}"
+    );
+    assert!(
+        took < Duration::from_secs(3),
+        "the answer came after the deadline: {took:?}"
+    );
+    let left = staged_files(&s3.root().join("lake"));
+    assert!(
+        left.iter().all(|p| !p.to_string_lossy().contains("/episode/")),
+        "{left:?}"
+    );
+
     // The loop goes on after failures.
     let failed = json_lines(&f)
         .into_iter()
         .filter(|l| l["level"] == "ERROR" && l["fields"]["message"] == "invocation failed")
         .count();
-    assert_eq!(failed, 5);
+    assert_eq!(failed, 6);
 }
 
 #[test]
@@ -367,7 +391,7 @@ fn bootstrap_without_arguments_serves_the_runtime_api_and_refuses_local_targets(
 }
 
 #[test]
-fn a_cold_start_without_its_secret_fails_every_invocation_with_the_reason() {
+fn a_missing_then_rotated_rds_secret_reaches_the_warm_sandbox() {
     let (api, s3, runtime, moto) = (
         ApiServer::start(),
         S3Server::start(),
@@ -375,21 +399,52 @@ fn a_cold_start_without_its_secret_fails_every_invocation_with_the_reason() {
         Moto::start(),
     );
     let (dir, logs) = (specs(&["coincap"]), tempfile::tempdir().unwrap());
-    let _f = function(&runtime, &s3, &api, dir.path(), logs.path())
-        .env(
-            "SLUICE_SECRETS",
-            "arn:aws:secretsmanager:us-east-1:123456789012:secret:missing-AbCdEf",
-        )
+    let f = function(&runtime, &s3, &api, dir.path(), logs.path())
+        .env("SLUICE_SECRETS", "sluice/late")
         .env("AWS_ENDPOINT_URL_SECRETS_MANAGER", &moto.endpoint)
         .spawn(logs.path());
-    let id = runtime.invoke(json!({"pipeline": "coincap", "step": "extract"}), LONG);
-    let out = runtime.outcome(&id, LONG);
+    let invoke = |event: Value| runtime.outcome(&runtime.invoke(event, LONG), LONG);
+
+    // The secret does not exist yet: a one-line reason, and the next invocation reads again.
+    let out = invoke(json!({"pipeline": "coincap", "step": "extract"}));
     assert_eq!(out.kind, "error");
-    assert_eq!(out.body["errorType"], "Sluice.ColdStart");
+    assert_eq!(out.body["errorType"], "Sluice.Secrets");
     let message = out.body["errorMessage"].as_str().unwrap();
     assert!(
-        message.contains("cannot read secret `arn:aws:secretsmanager:us-east-1:123456789012:secret:missing-AbCdEf`"),
+        message.starts_with("cannot read secret `sluice/late` from Secrets Manager: ResourceNotFoundException"),
         "{message}"
+    );
+    assert!(message.len() < 300 && !message.contains('\n'), "{message}");
+
+    // Created as Secrets Manager writes RDS credentials (the port a number), but naming a
+    // database that is not there.
+    let db = url::Url::parse(&pg::fresh_database()).unwrap();
+    let rds = |dbname: &str| {
+        json!({"engine": "postgres", "host": db.host_str().unwrap(), "port": db.port().unwrap_or(5432),
+               "username": db.username(), "password": db.password().unwrap_or("unused"), "dbname": dbname,
+               "COINCAP_API_KEY": "k-1"})
+        .to_string()
+    };
+    moto.secret("sluice/late", &rds("no_such_database"));
+    let out = invoke(json!({"pipeline": "coincap", "step": "run"}));
+    assert_eq!(out.kind, "error", "{:?}", out.body);
+    let message = out.body["errorMessage"].as_str().unwrap();
+    assert!(message.contains("no_such_database"), "{message}");
+
+    // Fixed in Secrets Manager: the warm sandbox's failed attempt reads it again and goes on.
+    moto.rotate("sluice/late", &rds(db.path().trim_start_matches('/')));
+    let out = invoke(json!({"pipeline": "coincap", "step": "run"}));
+    assert_eq!(out.kind, "response", "{:?}\n{}", out.body, f.stdout());
+    assert!(
+        out.body["loaded"]["tables"][0]["rows"].as_u64().unwrap() > 0,
+        "{:?}",
+        out.body
+    );
+    assert!(
+        f.stdout()
+            .contains("the secrets changed since they were read; trying again"),
+        "{}",
+        f.stdout()
     );
 }
 

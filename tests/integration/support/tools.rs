@@ -66,20 +66,7 @@ impl Moto {
 
     /// Create a Secrets Manager secret holding `value`; returns its ARN.
     pub fn secret(&self, name: &str, value: &str) -> String {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let conf = aws_sdk_secretsmanager::Config::builder()
-                .behavior_version(aws_sdk_secretsmanager::config::BehaviorVersion::latest())
-                .region(aws_sdk_secretsmanager::config::Region::new("us-east-1"))
-                .endpoint_url(&self.endpoint)
-                .credentials_provider(aws_sdk_secretsmanager::config::Credentials::new(
-                    "test", "test", None, None, "test",
-                ))
-                .build();
-            let client = aws_sdk_secretsmanager::Client::from_conf(conf);
+        self.secrets(|client| async move {
             let out = client
                 .create_secret()
                 .name(name)
@@ -89,6 +76,38 @@ impl Moto {
                 .expect("create the secret in moto");
             out.arn().expect("an ARN").to_string()
         })
+    }
+
+    /// Give secret `name` a new value (a rotation).
+    pub fn rotate(&self, name: &str, value: &str) {
+        self.secrets(|client| async move {
+            client
+                .put_secret_value()
+                .secret_id(name)
+                .secret_string(value)
+                .send()
+                .await
+                .expect("put the secret's new value in moto");
+        })
+    }
+
+    fn secrets<F, T>(&self, call: impl FnOnce(aws_sdk_secretsmanager::Client) -> F) -> T
+    where
+        F: std::future::Future<Output = T>,
+    {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let conf = aws_sdk_secretsmanager::Config::builder()
+            .behavior_version(aws_sdk_secretsmanager::config::BehaviorVersion::latest())
+            .region(aws_sdk_secretsmanager::config::Region::new("us-east-1"))
+            .endpoint_url(&self.endpoint)
+            .credentials_provider(aws_sdk_secretsmanager::config::Credentials::new(
+                "test", "test", None, None, "test",
+            ))
+            .build();
+        rt.block_on(call(aws_sdk_secretsmanager::Client::from_conf(conf)))
     }
 }
 
