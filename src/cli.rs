@@ -211,9 +211,14 @@ enum Command {
         /// Spec files to bundle.
         #[arg(required = true)]
         specs: Vec<String>,
-        /// The zip to write.
-        #[arg(short, long, value_name = "FILE", default_value = "sluice-lambda.zip")]
-        output: String,
+        /// The zip to write (default: `sluice-lambda-<sha256 12>.zip` here, named by its
+        /// content, so that each new package is a new `CodeKey`).
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<String>,
+        /// A file to put beside the specs, in `pipelines/` (for example the RDS CA bundle
+        /// for `sslrootcert=/var/task/pipelines/global-bundle.pem`); repeatable.
+        #[arg(long, value_name = "FILE")]
+        include: Vec<String>,
         /// The sluice binary to bundle as `bootstrap` (default: this one). It must run on
         /// Amazon Linux 2023: glibc 2.34 at most (`cargo zigbuild --target
         /// x86_64-unknown-linux-gnu.2.34`) or static (musl).
@@ -400,8 +405,9 @@ pub fn main() -> ExitCode {
         Command::Package {
             specs,
             output,
+            include,
             bootstrap,
-        } => package(&specs, &output, bootstrap.as_deref()),
+        } => package(&specs, &include, output.as_deref(), bootstrap.as_deref()),
         Command::Deploy {
             target: DeployTarget::Aws { specs, output },
         } => deploy_aws(&specs, output.as_deref()),
@@ -421,7 +427,7 @@ fn load_all(specs: &[String]) -> Option<Vec<spec::Pipeline>> {
     loaded.into_iter().collect()
 }
 
-fn package(specs: &[String], output: &str, bootstrap: Option<&str>) -> u8 {
+fn package(specs: &[String], include: &[String], output: Option<&str>, bootstrap: Option<&str>) -> u8 {
     let Some(pipelines) = load_all(specs) else {
         return exit::FAILED;
     };
@@ -439,7 +445,7 @@ fn package(specs: &[String], output: &str, bootstrap: Option<&str>) -> u8 {
             }
         },
     };
-    match crate::aws::package::package(specs, &bootstrap, std::path::Path::new(output)) {
+    match crate::aws::package::package(specs, include, &bootstrap, output.map(std::path::Path::new)) {
         Ok(p) => {
             println!(
                 "wrote {} ({} bytes): bootstrap ({}, needs glibc {}, {} bytes) and {}",
@@ -454,6 +460,13 @@ fn package(specs: &[String], output: &str, bootstrap: Option<&str>) -> u8 {
                     .collect::<Vec<_>>()
                     .join(", ")
             );
+            let key = p
+                .output
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            println!("sha256 {} (Lambda's CodeSha256: {})", p.sha256, p.code_sha256);
+            println!("upload it and deploy with --parameter-overrides CodeKey=<prefix/>{key}");
             if p.bootstrap.architecture != "x86_64" {
                 println!(
                     "deploy it with --parameter-overrides Architecture={}",

@@ -306,7 +306,7 @@ pub async fn preflight(p: &Pipeline, needs: Needs, resolved: &Resolved, secrets:
     if needs.staging {
         let probe = async {
             let store = Store::open(p.staging(), resolved.staging()).await?;
-            store.probe(needs.source).await
+            store.probe(p.name(), needs.source).await
         };
         probe.await.map_err(|e: StageError| RunError::Preflight {
             check: "staging",

@@ -39,6 +39,8 @@ pub const SECRETS_TTL_VAR: &str = "SLUICE_SECRETS_TTL";
 
 const DEFAULT_SECRETS_TTL: Duration = Duration::from_secs(300);
 
+const LOAD_STEP: &str = super::LOAD.step;
+
 /// The longest reserve kept by default; less when the invocation is shorter.
 const MAX_RESERVE: Duration = Duration::from_secs(10);
 
@@ -372,6 +374,10 @@ pub struct Handler {
     ttl: Duration,
     /// When the secrets were read last; none until a read succeeds.
     secrets_read: tokio::sync::Mutex<Option<Instant>>,
+    /// The pipeline and step this function was deployed for (`SLUICE_PIPELINE`,
+    /// `SLUICE_FUNCTION`), when the template says.
+    serves: Option<String>,
+    function: Option<String>,
 }
 
 impl Handler {
@@ -393,6 +399,8 @@ impl Handler {
             reserve: duration(RESERVE_VAR),
             ttl: duration(SECRETS_TTL_VAR).unwrap_or(DEFAULT_SECRETS_TTL),
             secrets_read: tokio::sync::Mutex::new(None),
+            serves: std::env::var(super::template::PIPELINE_VAR).ok(),
+            function: std::env::var(super::template::FUNCTION_VAR).ok(),
             specs,
         };
         if let (Ok(specs), Ok(_)) = (&handler.specs, handler.fresh_secrets(false).await) {
@@ -435,6 +443,25 @@ impl Handler {
                 known.join(", ")
             ))
         })
+    }
+
+    /// A function deployed for one pipeline serves only that pipeline's events, and a
+    /// load function (whose role may not write staging) no extraction.
+    fn serves_event(&self, p: &Pipeline, step: Step) -> Result<(), Failure> {
+        if let Some(own) = self.serves.as_deref().filter(|own| *own != p.name()) {
+            return Err(Failure::bad_event(format!(
+                "this function serves pipeline `{own}`; send events of pipeline `{}` to its own functions",
+                p.name()
+            )));
+        }
+        if self.function.as_deref() == Some(LOAD_STEP) && step != Step::Load {
+            return Err(Failure::bad_event(format!(
+                "this is the load function of pipeline `{}`, whose role may not write staging; send \"{}\" events to its extract function",
+                p.name(),
+                step.name()
+            )));
+        }
+        Ok(())
     }
 
     /// The pipeline and run a landed manifest stands for, checked against the staging
@@ -499,6 +526,7 @@ impl Handler {
                 (p, Step::Load, Vec::new(), Some(run))
             }
         };
+        self.serves_event(p, step)?;
         on_lambda_targets(p, step, &secrets)?;
         let deadline = deadline.map(|at| {
             let left = at.saturating_duration_since(Instant::now());
@@ -746,6 +774,72 @@ mod tests {
             assert_eq!(f.kind, "Sluice.BadEvent");
             assert!(f.message.contains(says), "{}", f.message);
         }
+    }
+
+    #[test]
+    fn a_pipelines_function_serves_only_its_own_events() {
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/pipelines/coincap.yaml")).unwrap();
+        let coincap = crate::spec::compile_text("coincap.yaml", &text).unwrap();
+        let other = crate::spec::compile_text("other.yaml", &text.replace("name: coincap\n", "name: other\n")).unwrap();
+        let handler = |serves: &str, function: &str| Handler {
+            specs: Ok(vec![]),
+            reserve: None,
+            ttl: DEFAULT_SECRETS_TTL,
+            secrets_read: tokio::sync::Mutex::new(None),
+            serves: Some(serves.into()),
+            function: Some(function.into()),
+        };
+        let load = handler("coincap", "load");
+        assert!(load.serves_event(&coincap, Step::Load).is_ok());
+        for step in [Step::Extract, Step::Run] {
+            let f = load.serves_event(&coincap, step).unwrap_err();
+            assert_eq!(f.kind, "Sluice.BadEvent");
+            assert!(
+                f.message.contains("load function of pipeline `coincap`"),
+                "{}",
+                f.message
+            );
+        }
+        let extract = handler("coincap", "extract");
+        for step in [Step::Extract, Step::Run, Step::Load] {
+            assert!(extract.serves_event(&coincap, step).is_ok());
+        }
+        let f = extract.serves_event(&other, Step::Extract).unwrap_err();
+        assert!(
+            f.message.contains("this function serves pipeline `coincap`"),
+            "{}",
+            f.message
+        );
+    }
+
+    #[test]
+    fn rds_secrets_become_one_database_url() {
+        let rds = r#"{"engine": "postgres", "host": "db.example.com", "port": 5433, "username": "loader",
+                      "password": "p@ss word/:?", "dbname": "analytics", "dbInstanceIdentifier": "db-1"}"#;
+        let vars: HashMap<String, String> = secret_variables("rds", rds).unwrap().into_iter().collect();
+        assert_eq!(
+            vars["DATABASE_URL"],
+            "postgres://loader:p%40ss%20word%2F%3A%3F@db.example.com:5433/analytics"
+        );
+        let url = url::Url::parse(&vars["DATABASE_URL"]).unwrap();
+        let password = url::form_urlencoded::parse(format!("p={}", url.password().unwrap()).as_bytes())
+            .next()
+            .map(|(_, v)| v.into_owned());
+        assert_eq!(password.as_deref(), Some("p@ss word/:?"));
+        assert_eq!(vars["port"], "5433", "numbers are variables too");
+        // A URL of its own wins; another engine is refused; nested values are refused.
+        let own = r#"{"host": "h", "username": "u", "password": "p", "DATABASE_URL": "postgres://x/y"}"#;
+        let vars: HashMap<String, String> = secret_variables("own", own).unwrap().into_iter().collect();
+        assert_eq!(vars["DATABASE_URL"], "postgres://x/y");
+        let mysql = r#"{"engine": "mysql", "host": "h", "username": "u", "password": "p"}"#;
+        assert!(secret_variables("m", mysql).unwrap_err().contains("engine `mysql`"));
+        let nested = r#"{"A": {"b": 1}}"#;
+        assert!(secret_variables("n", nested)
+            .unwrap_err()
+            .contains("the value of `A` is not a string, number or boolean"));
+        assert!(secret_variables("t", "hunter2")
+            .unwrap_err()
+            .contains("is not a JSON object"));
     }
 
     #[test]

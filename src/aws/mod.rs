@@ -47,9 +47,9 @@ pub const LOAD: Function = Function {
 /// The staging bucket's logical id (when the stack creates it).
 pub const BUCKET: &str = "StagingBucket";
 
-/// Where a deployment's secrets come from: a Secrets Manager secret (JSON object of
-/// environment variables), named by this template parameter.
-pub const SECRET_PARAMETER: &str = "SecretArn";
+/// Where a deployment's secrets come from: Secrets Manager secrets (each a JSON object of
+/// environment variables, or an RDS secret), listed by this template parameter.
+pub const SECRET_PARAMETER: &str = "SecretArns";
 
 /// What a deployment creates for one pipeline.
 #[derive(Debug, Clone)]
@@ -63,12 +63,24 @@ pub struct Deployed {
     pub staging_var: String,
     /// Whether extraction reads the warehouse (incremental state), so it needs the VPC too.
     pub extract_reads_warehouse: bool,
+    /// `runtime`'s sizes for the functions.
+    pub memory_mib: Option<u64>,
+    pub timeout_s: Option<u64>,
+    pub ephemeral_mib: Option<u64>,
+    /// The extract function's reserved concurrency.
+    pub concurrency: u32,
     /// Every other variable the spec reads, with whether it must be set: these come from
     /// the secret (or keep their defaults).
     pub variables: Vec<(String, bool)>,
 }
 
 impl Deployed {
+    /// The logical id of this pipeline's function `f` (`CoincapExtractFunction`); its
+    /// role, log group and alarm are named after it.
+    pub fn function_id(&self, f: &Function) -> String {
+        format!("{}{}", self.id, f.logical_id)
+    }
+
     /// The logical id of the schedule rule, when there is a schedule.
     pub fn schedule_rule(&self) -> Option<String> {
         self.schedule.as_ref().map(|_| format!("{}Schedule", self.id))
@@ -97,11 +109,6 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// Whether the extract function needs the VPC (some spec keeps incremental state).
-    pub fn extract_in_vpc(&self) -> bool {
-        self.pipelines.iter().any(|p| p.extract_reads_warehouse)
-    }
-
     /// Every variable of every spec that the secret may hold, with whether one must be
     /// set; a variable required by one spec is required.
     pub fn variables(&self) -> Vec<(String, bool)> {
@@ -116,17 +123,6 @@ impl Plan {
         }
         all
     }
-
-    /// The staging variables the functions set, each once.
-    pub fn staging_vars(&self) -> Vec<&str> {
-        let mut vars: Vec<&str> = Vec::new();
-        for p in &self.pipelines {
-            if !vars.contains(&p.staging_var.as_str()) {
-                vars.push(&p.staging_var);
-            }
-        }
-        vars
-    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -137,6 +133,8 @@ pub enum PlanError {
     Duplicate { file: String, other: String, name: String },
     #[error("pipelines `{a}` and `{b}` would both be named `{id}` in the template (its names keep only letters and digits); rename one")]
     SameId { a: String, b: String, id: String },
+    #[error("{file}: `staging.key: {key}` must begin with `{{pipeline}}/`, so that each pipeline's functions may touch only their own pipeline's objects")]
+    KeyOutsidePipeline { file: String, key: String },
     #[error("no spec given")]
     Empty,
 }
@@ -148,12 +146,24 @@ pub fn deployed(p: &Pipeline) -> Result<Deployed, PlanError> {
         file: p.file().to_string(),
         location: location.raw().to_string(),
     })?;
+    let key = p.staging().key.raw();
+    if !key.starts_with("{pipeline}/") {
+        return Err(PlanError::KeyOutsidePipeline {
+            file: p.file().to_string(),
+            key: key.to_string(),
+        });
+    }
+    let runtime = p.runtime();
     Ok(Deployed {
         name: p.name().to_string(),
         id: logical_part(p.name()),
-        schedule: p.runtime().and_then(|r| r.schedule.clone()),
+        schedule: runtime.and_then(|r| r.schedule.clone()),
         staging_var: staging_var.to_string(),
         extract_reads_warehouse: p.resources().iter().any(|r| r.incremental.is_some()),
+        memory_mib: runtime.and_then(|r| r.memory_mib),
+        timeout_s: runtime.and_then(|r| r.timeout_s),
+        ephemeral_mib: runtime.and_then(|r| r.ephemeral_mib),
+        concurrency: runtime.and_then(|r| r.concurrency).unwrap_or(1),
         variables: crate::resolve::variables(p)
             .into_iter()
             .filter(|(v, _)| v != staging_var)

@@ -1,6 +1,8 @@
 //! `sluice package`: the zip a `provided.al2023` function runs from — `bootstrap` (a
 //! sluice binary that Amazon Linux 2023's glibc can run; its `lambda` command is what
-//! Lambda starts) and the specs under `pipelines/`.
+//! Lambda starts), the specs under `pipelines/` and any files included beside them (a CA
+//! bundle). The same inputs make the same bytes (fixed entry times), and the zip is named
+//! by them (`sluice-lambda-<sha256 12>.zip`), so that a new package is a new `CodeKey`.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -13,14 +15,29 @@ pub struct Packaged {
     pub output: PathBuf,
     pub bootstrap: elf::Needs,
     pub bootstrap_bytes: u64,
-    /// The specs, as named in the zip.
+    /// The specs and included files, as named in the zip.
     pub specs: Vec<String>,
     pub bytes: u64,
+    /// The zip's SHA-256, hex.
+    pub sha256: String,
+    /// The same, base64: what Lambda reports as a function's `CodeSha256`.
+    pub code_sha256: String,
 }
 
-/// Write the zip at `output`: the binary at `bootstrap` and the spec files. The binary
-/// must run on Amazon Linux 2023 (glibc ≤ 2.34, x86_64 or arm64).
-pub fn package(spec_files: &[String], bootstrap: &Path, output: &Path) -> Result<Packaged, String> {
+/// The zip's name when none is given: its content's.
+pub fn content_name(sha256_hex: &str) -> String {
+    format!("sluice-lambda-{}.zip", &sha256_hex[..12])
+}
+
+/// Write the zip: the binary at `bootstrap`, the spec files and `include`d files under
+/// `pipelines/`, at `output` or, without one, as [`content_name`] in the working
+/// directory. The binary must run on Amazon Linux 2023 (glibc ≤ 2.34, x86_64 or arm64).
+pub fn package(
+    spec_files: &[String],
+    include: &[String],
+    bootstrap: &Path,
+    output: Option<&Path>,
+) -> Result<Packaged, String> {
     let needs = elf::inspect(bootstrap)?;
     if !needs.runs_on_al2023() {
         return Err(format!(
@@ -34,40 +51,70 @@ pub fn package(spec_files: &[String], bootstrap: &Path, output: &Path) -> Result
         ));
     }
     let mut names: Vec<String> = Vec::new();
-    for f in spec_files {
+    for f in spec_files.iter().chain(include) {
         let name = Path::new(f)
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         if names.contains(&name) {
             return Err(format!(
-                "two specs are named {name}; the package keeps them side by side in pipelines/"
+                "two files are named {name}; the package keeps them side by side in pipelines/"
+            ));
+        }
+        if include.contains(f) && (name.ends_with(".yaml") || name.ends_with(".yml")) {
+            return Err(format!(
+                "{f}: an included file must not end in .yaml or .yml, which the functions read as specs; give specs as arguments"
             ));
         }
         names.push(name);
     }
-    let io = |what: &str, e: &dyn std::fmt::Display| format!("cannot write {}: {what}: {e}", output.display());
-    let temp = crate::util::temp_file_beside(output).map_err(|e| io("a temporary file beside it", &e))?;
+    // Written beside where it goes (here when it is named by its content), then renamed.
+    let dir = match output.and_then(Path::parent) {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let shown = output
+        .map(|o| o.display().to_string())
+        .unwrap_or_else(|| "the package".into());
+    let io = |what: &str, e: &dyn std::fmt::Display| format!("cannot write {shown}: {what}: {e}");
+    let temp = crate::util::temp_file_in(&dir).map_err(|e| io("a temporary file beside it", &e))?;
     let mut zip = zip::ZipWriter::new(temp.as_file());
-    let deflated = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
+    // Fixed times: the same inputs make the same bytes, so the same name.
+    let deflated = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated)
+        .last_modified_time(zip::DateTime::default());
     zip.start_file("bootstrap", deflated.unix_permissions(0o755))
         .map_err(|e| io("bootstrap", &e))?;
     let mut binary = std::fs::File::open(bootstrap).map_err(|e| format!("cannot read {}: {e}", bootstrap.display()))?;
     let bootstrap_bytes = std::io::copy(&mut binary, &mut zip).map_err(|e| io("bootstrap", &e))?;
-    for (file, name) in spec_files.iter().zip(&names) {
+    for (file, name) in spec_files.iter().chain(include).zip(&names) {
         let text = std::fs::read(file).map_err(|e| format!("cannot read {file}: {e}"))?;
         zip.start_file(format!("pipelines/{name}"), deflated.unix_permissions(0o644))
             .map_err(|e| io(name, &e))?;
         zip.write_all(&text).map_err(|e| io(name, &e))?;
     }
     zip.finish().map_err(|e| io("the directory", &e))?;
-    crate::util::persist(temp, output).map_err(|e| io("rename", &e))?;
-    let bytes = std::fs::metadata(output).map(|m| m.len()).unwrap_or(0);
+    let digest = {
+        use sha2::Digest;
+        let mut file = std::fs::File::open(temp.path()).map_err(|e| io("read it back", &e))?;
+        let mut hasher = sha2::Sha256::new();
+        std::io::copy(&mut file, &mut hasher).map_err(|e| io("read it back", &e))?;
+        hasher.finalize()
+    };
+    let sha256 = hex::encode(digest);
+    let output = match output {
+        Some(o) => o.to_path_buf(),
+        None => dir.join(content_name(&sha256)),
+    };
+    crate::util::persist(temp, &output).map_err(|e| io("rename", &e))?;
+    let bytes = std::fs::metadata(&output).map(|m| m.len()).unwrap_or(0);
     Ok(Packaged {
-        output: output.to_path_buf(),
+        output,
         bootstrap: needs,
         bootstrap_bytes,
         specs: names,
         bytes,
+        code_sha256: base64::Engine::encode(&base64::engine::general_purpose::STANDARD, digest),
+        sha256,
     })
 }

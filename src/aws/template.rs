@@ -1,11 +1,17 @@
 //! `sluice deploy aws`: the CloudFormation template of a [`Plan`] — the staging bucket (or
-//! an existing one), the extract and load functions with least-privilege roles, a schedule
-//! per pipeline, the rule that loads a run when its manifest lands, the secret as a
-//! parameter, the VPC settings for RDS, a dead-letter queue and error alarms.
+//! an existing one); per pipeline an extract and a load function, each with a role that
+//! reaches only that pipeline's objects, a schedule and the rule that loads a run when
+//! its manifest lands; the secrets as a parameter, the VPC settings for RDS, a
+//! dead-letter queue and error alarms.
 
 use serde_json::{json, Map, Value};
 
 use super::{Deployed, Function, Plan, BUCKET, EXTRACT, LOAD, SECRET_PARAMETER};
+
+/// The environment variable telling a function which pipeline it serves.
+pub const PIPELINE_VAR: &str = "SLUICE_PIPELINE";
+/// The environment variable telling a function which step it is (`extract`, `load`).
+pub const FUNCTION_VAR: &str = "SLUICE_FUNCTION";
 
 /// `{"Ref": name}`.
 fn r(name: &str) -> Value {
@@ -27,43 +33,52 @@ fn sub_bucket(text: &str) -> Value {
     json!({ "Fn::Sub": [text, { "Bucket": bucket_name() }] })
 }
 
-fn role_id(f: &Function) -> String {
-    f.logical_id.replace("Function", "Role")
+fn role_id(function_id: &str) -> String {
+    function_id.replace("Function", "Role")
 }
 
-fn log_group_id(f: &Function) -> String {
-    f.logical_id.replace("Function", "LogGroup")
+fn log_group_id(function_id: &str) -> String {
+    function_id.replace("Function", "LogGroup")
 }
 
-/// The statements of a function's role beyond its logs: the staging actions its step
-/// takes, the secret, the dead-letter queue.
-fn statements(f: &Function) -> Vec<Value> {
-    let objects = sub_bucket("arn:${AWS::Partition}:s3:::${Bucket}/${StagingPrefix}/*");
+/// The statements of one pipeline's function's role beyond its logs: the staging actions
+/// its step takes on that pipeline's objects only, the secrets, the dead-letter queue.
+fn statements(d: &Deployed, f: &Function) -> Vec<Value> {
+    let objects = sub_bucket(&format!(
+        "arn:${{AWS::Partition}}:s3:::${{Bucket}}/${{StagingPrefix}}/{}/*",
+        d.name
+    ));
     let object_actions: Vec<&str> = if f.step == EXTRACT.step {
-        // Stage parts (multipart for large ones), remove what a failed run staged.
-        vec!["s3:PutObject", "s3:AbortMultipartUpload", "s3:DeleteObject"]
+        // Stage parts (multipart for large ones), read a parent's parts back (`for_each`,
+        // the `run` step), remove what a failed run staged.
+        vec![
+            "s3:PutObject",
+            "s3:GetObject",
+            "s3:AbortMultipartUpload",
+            "s3:DeleteObject",
+        ]
     } else {
         vec!["s3:GetObject"]
     };
     vec![
         json!({
-            "Sid": "ListStagingPrefix",
+            "Sid": "ListOwnPrefix",
             "Effect": "Allow",
             "Action": "s3:ListBucket",
             "Resource": sub_bucket("arn:${AWS::Partition}:s3:::${Bucket}"),
             "Condition": {"StringLike": {"s3:prefix": [
-                {"Fn::Sub": "${StagingPrefix}/"},
-                {"Fn::Sub": "${StagingPrefix}/*"}
+                {"Fn::Sub": format!("${{StagingPrefix}}/{}/", d.name)},
+                {"Fn::Sub": format!("${{StagingPrefix}}/{}/*", d.name)}
             ]}}
         }),
         json!({
-            "Sid": "StagedObjects",
+            "Sid": "OwnObjects",
             "Effect": "Allow",
             "Action": object_actions,
             "Resource": objects
         }),
         json!({
-            "Sid": "ReadSecret",
+            "Sid": "ReadSecrets",
             "Effect": "Allow",
             "Action": "secretsmanager:GetSecretValue",
             "Resource": r(SECRET_PARAMETER)
@@ -79,22 +94,16 @@ fn statements(f: &Function) -> Vec<Value> {
             "Effect": "Allow",
             "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
             // A log group's Arn ends in `:*`, which covers its streams.
-            "Resource": get_att(&log_group_id(f), "Arn")
+            "Resource": get_att(&log_group_id(&d.function_id(f)), "Arn")
         }),
     ]
 }
 
-/// The role, log group, function, retry settings and error alarm of one function.
-fn function(
-    resources: &mut Map<String, Value>,
-    f: &Function,
-    in_vpc: bool,
-    timeout: &str,
-    purpose: &str,
-    env: &Map<String, Value>,
-) {
-    let role = role_id(f);
-    let logs = log_group_id(f);
+/// The role, log group, function, retry settings and error alarm of one pipeline's
+/// function `f`.
+fn function(resources: &mut Map<String, Value>, d: &Deployed, f: &Function, in_vpc: bool) {
+    let id = d.function_id(f);
+    let (role, logs) = (role_id(&id), log_group_id(&id));
     resources.insert(
         logs.clone(),
         json!({
@@ -114,8 +123,8 @@ fn function(
             }]
         },
         "Policies": [{
-            "PolicyName": format!("sluice-{}", f.step),
-            "PolicyDocument": {"Version": "2012-10-17", "Statement": statements(f)}
+            "PolicyName": format!("sluice-{}-{}", d.name, f.step),
+            "PolicyDocument": {"Version": "2012-10-17", "Statement": statements(d, f)}
         }]
     });
     if in_vpc {
@@ -128,34 +137,59 @@ fn function(
         role.clone(),
         json!({"Type": "AWS::IAM::Role", "Properties": role_props}),
     );
+    let mut env = Map::new();
+    env.insert(
+        crate::aws::lambda::SECRETS_VAR.into(),
+        json!({"Fn::Join": [",", r(SECRET_PARAMETER)]}),
+    );
+    env.insert(d.staging_var.clone(), sub_bucket("s3://${Bucket}/${StagingPrefix}"));
+    env.insert(PIPELINE_VAR.into(), json!(d.name));
+    env.insert(FUNCTION_VAR.into(), json!(f.step));
+    let (purpose, timeout) = if f.step == EXTRACT.step {
+        ("extract: API to S3 staging, then the run's manifest", "ExtractTimeout")
+    } else {
+        (
+            "load: a staged run into the warehouse, when its manifest lands",
+            "LoadTimeout",
+        )
+    };
     let mut props = json!({
-        "Description": purpose,
+        // The package's key names its content (`sluice package`): the description says
+        // which package a function runs.
+        "Description": {"Fn::Sub": format!("sluice {purpose}, pipeline {} (package ${{CodeKey}})", d.name)},
         "Runtime": "provided.al2023",
         "Handler": "bootstrap",
         "Architectures": [r("Architecture")],
         "Code": {"S3Bucket": r("CodeBucket"), "S3Key": r("CodeKey")},
-        "MemorySize": r("MemorySize"),
-        "Timeout": r(timeout),
+        "MemorySize": d.memory_mib.map(|m| json!(m)).unwrap_or_else(|| r("MemorySize")),
+        "Timeout": d.timeout_s.map(|t| json!(t)).unwrap_or_else(|| r(timeout)),
         "Role": get_att(&role, "Arn"),
         "LoggingConfig": {"LogGroup": r(&logs)},
         "DeadLetterConfig": {"TargetArn": get_att("DeadLetterQueue", "Arn")},
         "Environment": {"Variables": env}
     });
+    if let Some(mib) = d.ephemeral_mib {
+        props["EphemeralStorage"] = json!({"Size": mib});
+    }
+    if f.step == EXTRACT.step {
+        // A slow run never overlaps the next schedule's (unless `runtime.concurrency`).
+        props["ReservedConcurrentExecutions"] = json!(d.concurrency);
+    }
     if in_vpc {
         props["VpcConfig"] = json!({"Fn::If": ["InVpc",
             {"SubnetIds": r("SubnetIds"), "SecurityGroupIds": r("SecurityGroupIds")},
             r("AWS::NoValue")]});
     }
     resources.insert(
-        f.logical_id.to_string(),
+        id.clone(),
         json!({"Type": "AWS::Lambda::Function", "Properties": props}),
     );
     resources.insert(
-        format!("{}InvokeConfig", f.logical_id),
+        format!("{id}InvokeConfig"),
         json!({
             "Type": "AWS::Lambda::EventInvokeConfig",
             "Properties": {
-                "FunctionName": r(f.logical_id),
+                "FunctionName": r(&id),
                 "Qualifier": "$LATEST",
                 "MaximumRetryAttempts": 2,
                 "MaximumEventAgeInSeconds": 3600
@@ -163,14 +197,14 @@ fn function(
         }),
     );
     resources.insert(
-        format!("{}ErrorsAlarm", f.logical_id),
+        format!("{id}ErrorsAlarm"),
         alarm(
             &format!(
-                "sluice {} failed (see its log group; failed events go to the dead-letter queue)",
-                f.step
+                "sluice {} of pipeline {} failed (see its log group; failed events go to the dead-letter queue)",
+                f.step, d.name
             ),
             ("AWS/Lambda", "Errors", "Sum"),
-            ("FunctionName", r(f.logical_id)),
+            ("FunctionName", r(&id)),
         ),
     );
 }
@@ -204,9 +238,16 @@ fn alarm_actions() -> Value {
     json!({"Fn::If": ["HasAlarmTopic", [r("AlarmTopicArn")], r("AWS::NoValue")]})
 }
 
-/// A rule starting `f`, and the permission that lets EventBridge invoke it.
-fn rule(resources: &mut Map<String, Value>, id: &str, f: &Function, mut props: Value, input: Option<&Value>) {
-    let mut target = json!({"Id": f.step, "Arn": get_att(f.logical_id, "Arn")});
+/// A rule starting function `function_id` (as target `target`), and the permission that
+/// lets EventBridge invoke it.
+fn rule(
+    resources: &mut Map<String, Value>,
+    id: &str,
+    (function_id, target_id): (&str, &str),
+    mut props: Value,
+    input: Option<&Value>,
+) {
+    let mut target = json!({"Id": target_id, "Arn": get_att(function_id, "Arn")});
     if let Some(input) = input {
         target["Input"] = Value::String(input.to_string());
     }
@@ -222,7 +263,7 @@ fn rule(resources: &mut Map<String, Value>, id: &str, f: &Function, mut props: V
             "Type": "AWS::Lambda::Permission",
             "Properties": {
                 "Action": "lambda:InvokeFunction",
-                "FunctionName": r(f.logical_id),
+                "FunctionName": r(function_id),
                 "Principal": "events.amazonaws.com",
                 "SourceArn": get_att(id, "Arn")
             }
@@ -230,14 +271,17 @@ fn rule(resources: &mut Map<String, Value>, id: &str, f: &Function, mut props: V
     );
 }
 
-/// The schedule and the manifest trigger of one pipeline.
+/// One pipeline's functions, its schedule and its manifest trigger.
 fn pipeline(resources: &mut Map<String, Value>, d: &Deployed) {
+    function(resources, d, &EXTRACT, d.extract_reads_warehouse);
+    function(resources, d, &LOAD, true);
     if let (Some(id), Some(expression)) = (d.schedule_rule(), &d.schedule) {
         let props = json!({
             "Description": format!("sluice: extract pipeline {} on its schedule", d.name),
             "ScheduleExpression": expression
         });
-        rule(resources, &id, &EXTRACT, props, Some(&d.scheduled_event()));
+        let target = (d.function_id(&EXTRACT), EXTRACT.step);
+        rule(resources, &id, (&target.0, target.1), props, Some(&d.scheduled_event()));
     }
     let props = json!({
         "Description": format!("sluice: load each run of pipeline {} when its manifest lands", d.name),
@@ -250,7 +294,8 @@ fn pipeline(resources: &mut Map<String, Value>, d: &Deployed) {
             }
         }
     });
-    rule(resources, &d.manifest_rule(), &LOAD, props, None);
+    let target = d.function_id(&LOAD);
+    rule(resources, &d.manifest_rule(), (&target, LOAD.step), props, None);
 }
 
 /// The template as YAML.
@@ -286,12 +331,22 @@ pub fn render(plan: &Plan) -> String {
                     "RestrictPublicBuckets": true
                 },
                 "OwnershipControls": {"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]},
-                "LifecycleConfiguration": {"Rules": [{
-                    "Id": "tidy",
-                    "Status": "Enabled",
-                    "NoncurrentVersionExpiration": {"NoncurrentDays": 30},
-                    "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 7}
-                }]},
+                "LifecycleConfiguration": {"Rules": [
+                    {
+                        "Id": "tidy",
+                        "Status": "Enabled",
+                        "NoncurrentVersionExpiration": {"NoncurrentDays": 30},
+                        "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 7},
+                        // A deleted object leaves a marker once its old versions are gone.
+                        "ExpiredObjectDeleteMarker": true
+                    },
+                    {"Fn::If": ["ExpireStaged", {
+                        "Id": "expire-staged-runs",
+                        "Status": "Enabled",
+                        "Prefix": {"Fn::Sub": "${StagingPrefix}/"},
+                        "ExpirationInDays": r("StagingExpirationDays")
+                    }, r("AWS::NoValue")]}
+                ]},
                 "NotificationConfiguration": {"EventBridgeConfiguration": {"EventBridgeEnabled": true}}
             }
         }),
@@ -320,6 +375,35 @@ pub fn render(plan: &Plan) -> String {
             }
         }),
     );
+    // What functions in private subnets need to reach S3 and Secrets Manager.
+    resources.insert(
+        "S3Endpoint".into(),
+        json!({
+            "Type": "AWS::EC2::VPCEndpoint",
+            "Condition": "CreateEndpoints",
+            "Properties": {
+                "VpcEndpointType": "Gateway",
+                "ServiceName": {"Fn::Sub": "com.amazonaws.${AWS::Region}.s3"},
+                "VpcId": r("VpcId"),
+                "RouteTableIds": r("RouteTableIds")
+            }
+        }),
+    );
+    resources.insert(
+        "SecretsManagerEndpoint".into(),
+        json!({
+            "Type": "AWS::EC2::VPCEndpoint",
+            "Condition": "CreateEndpoints",
+            "Properties": {
+                "VpcEndpointType": "Interface",
+                "ServiceName": {"Fn::Sub": "com.amazonaws.${AWS::Region}.secretsmanager"},
+                "VpcId": r("VpcId"),
+                "SubnetIds": r("SubnetIds"),
+                "SecurityGroupIds": r("SecurityGroupIds"),
+                "PrivateDnsEnabled": true
+            }
+        }),
+    );
     resources.insert(
         "DeadLetterQueue".into(),
         json!({
@@ -335,42 +419,29 @@ pub fn render(plan: &Plan) -> String {
             ("QueueName", get_att("DeadLetterQueue", "QueueName")),
         ),
     );
-    // Both functions: the secret, and each spec's staging variable pointed at the bucket.
-    let mut env = Map::new();
-    env.insert(crate::aws::lambda::SECRETS_VAR.into(), r(SECRET_PARAMETER));
-    for var in plan.staging_vars() {
-        env.insert(var.into(), sub_bucket("s3://${Bucket}/${StagingPrefix}"));
-    }
-    function(
-        &mut resources,
-        &EXTRACT,
-        plan.extract_in_vpc(),
-        "ExtractTimeout",
-        "sluice extract: API to S3 staging, then the run's manifest",
-        &env,
-    );
-    function(
-        &mut resources,
-        &LOAD,
-        true,
-        "LoadTimeout",
-        "sluice load: a staged run into the warehouse, when its manifest lands",
-        &env,
+    let mut outputs = Map::new();
+    outputs.insert(
+        "StagingLocation".into(),
+        json!({"Value": sub_bucket("s3://${Bucket}/${StagingPrefix}")}),
     );
     for d in &plan.pipelines {
         pipeline(&mut resources, d);
+        for f in [&EXTRACT, &LOAD] {
+            let id = d.function_id(f);
+            outputs.insert(format!("{id}Name"), json!({"Value": r(&id)}));
+        }
     }
+    outputs.insert("DeadLetterQueueUrl".into(), json!({"Value": r("DeadLetterQueue")}));
     let template = json!({
         "AWSTemplateFormatVersion": "2010-09-09",
         "Description": format!("sluice pipelines {} on AWS Lambda: extract on a schedule, S3 staging, load when a run's manifest lands (written by sluice deploy aws)", names.join(", ")),
         "Parameters": {
             "CodeBucket": {"Type": "String", "Description": "S3 bucket holding the package that `sluice package` wrote"},
-            "CodeKey": {"Type": "String", "Default": "sluice-lambda.zip", "Description": "Key of the package in CodeBucket"},
+            "CodeKey": {"Type": "String", "Description": "Key of the package in CodeBucket: the file `sluice package` wrote, named by its content (sluice-lambda-<hash>.zip), so that a new package is a new key and updates the functions"},
             SECRET_PARAMETER: {
-                "Type": "String",
-                "AllowedPattern": "^arn:aws[a-z-]*:secretsmanager:.+",
+                "Type": "CommaDelimitedList",
                 "Description": format!(
-                    "ARN of the Secrets Manager secret whose SecretString is a JSON object of the variables the specs read: {}{}",
+                    "ARNs of the Secrets Manager secrets (comma-separated), each a JSON object of variables or an RDS secret (which gives DATABASE_URL); together the variables the specs read: {}{}",
                     if required.is_empty() { "none required".to_string() } else { format!("{required} (required)") },
                     if optional.is_empty() { String::new() } else { format!("; {optional} (optional, else the spec's default)") }
                 )
@@ -380,23 +451,37 @@ pub fn render(plan: &Plan) -> String {
             "SubnetIds": {"Type": "CommaDelimitedList", "Default": "", "Description": "Subnets for the functions that reach the database (RDS), when it is in a VPC"},
             "SecurityGroupIds": {"Type": "CommaDelimitedList", "Default": "", "Description": "Security groups for those functions (allowed into the database's security group)"},
             "Architecture": {"Type": "String", "Default": "x86_64", "AllowedValues": ["x86_64", "arm64"], "Description": "The bootstrap's architecture (sluice package prints it)"},
-            "MemorySize": {"Type": "Number", "Default": 1024, "MinValue": 128, "MaxValue": 10240},
-            "ExtractTimeout": {"Type": "Number", "Default": 900, "MinValue": 10, "MaxValue": 900},
-            "LoadTimeout": {"Type": "Number", "Default": 900, "MinValue": 10, "MaxValue": 900},
-            "AlarmTopicArn": {"Type": "String", "Default": "", "Description": "SNS topic the error alarms notify (none when empty)"}
+            "MemorySize": {"Type": "Number", "Default": 1024, "MinValue": 128, "MaxValue": 10240, "Description": "MiB of memory of every function whose spec sets no runtime.memory"},
+            "ExtractTimeout": {"Type": "Number", "Default": 900, "MinValue": 10, "MaxValue": 900, "Description": "Seconds an extract function may run, where the spec sets no runtime.timeout"},
+            "LoadTimeout": {"Type": "Number", "Default": 900, "MinValue": 10, "MaxValue": 900, "Description": "Seconds a load function may run, where the spec sets no runtime.timeout"},
+            "AlarmTopicArn": {"Type": "String", "Default": "", "Description": "SNS topic the error alarms notify (none when empty)"},
+            "StagingExpirationDays": {"Type": "Number", "Default": 0, "MinValue": 0, "Description": "Remove staged runs (parts and manifests) this many days after they were written; 0 keeps them (sluice gc removes only incomplete runs)"},
+            "CreateVpcEndpoints": {"Type": "String", "Default": "false", "AllowedValues": ["true", "false"], "Description": "With SubnetIds: create the S3 gateway endpoint and the Secrets Manager interface endpoint that functions in private subnets need (else they need a NAT gateway)"},
+            "VpcId": {"Type": "String", "Default": "", "Description": "The VPC of SubnetIds, for CreateVpcEndpoints"},
+            "RouteTableIds": {"Type": "CommaDelimitedList", "Default": "", "Description": "The route tables of SubnetIds, which the S3 gateway endpoint is added to (CreateVpcEndpoints)"}
+        },
+        "Rules": {
+            "EndpointsNeedTheVpc": {
+                "RuleCondition": {"Fn::Equals": [r("CreateVpcEndpoints"), "true"]},
+                "Assertions": [{
+                    "Assert": {"Fn::And": [
+                        {"Fn::Not": [{"Fn::Equals": [r("VpcId"), ""]}]},
+                        {"Fn::Not": [{"Fn::Equals": [{"Fn::Join": ["", r("RouteTableIds")]}, ""]}]},
+                        {"Fn::Not": [{"Fn::Equals": [{"Fn::Join": ["", r("SubnetIds")]}, ""]}]}
+                    ]},
+                    "AssertDescription": "CreateVpcEndpoints=true needs VpcId, RouteTableIds and SubnetIds"
+                }]
+            }
         },
         "Conditions": {
             "CreateBucket": {"Fn::Equals": [r("ExistingBucket"), ""]},
             "InVpc": {"Fn::Not": [{"Fn::Equals": [{"Fn::Join": ["", r("SubnetIds")]}, ""]}]},
-            "HasAlarmTopic": {"Fn::Not": [{"Fn::Equals": [r("AlarmTopicArn"), ""]}]}
+            "HasAlarmTopic": {"Fn::Not": [{"Fn::Equals": [r("AlarmTopicArn"), ""]}]},
+            "ExpireStaged": {"Fn::Not": [{"Fn::Equals": [r("StagingExpirationDays"), 0]}]},
+            "CreateEndpoints": {"Fn::And": [{"Fn::Equals": [r("CreateVpcEndpoints"), "true"]}, {"Condition": "InVpc"}]}
         },
         "Resources": resources,
-        "Outputs": {
-            "StagingLocation": {"Value": sub_bucket("s3://${Bucket}/${StagingPrefix}")},
-            "ExtractFunctionName": {"Value": r(EXTRACT.logical_id)},
-            "LoadFunctionName": {"Value": r(LOAD.logical_id)},
-            "DeadLetterQueueUrl": {"Value": r("DeadLetterQueue")}
-        }
+        "Outputs": outputs
     });
     // Through JSON text: serde_json's exact numbers have no YAML form of their own.
     let yaml = serde_yaml::from_str::<serde_yaml::Value>(&template.to_string())

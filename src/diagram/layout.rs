@@ -258,7 +258,7 @@ pub fn pipeline_page(pipelines: &[Pipeline]) -> Page {
         // On AWS, what `sluice deploy aws` creates, named as its template names it.
         let deployed = aws.then(|| crate::aws::deployed(p).ok()).flatten();
         let function_label = |f: &crate::aws::Function| match &deployed {
-            Some(_) => vec![f.step.to_string(), format!("λ {}", f.logical_id)],
+            Some(d) => vec![f.step.to_string(), format!("λ {}", d.function_id(f))],
             None => vec![f.step.to_string(), "AWS Lambda".into()],
         };
         // Columns are placed later ([`place_columns`], by [`column_of`] the vertex id):

@@ -265,6 +265,23 @@ pub struct RawRuntime {
     /// deploy aws` makes it the EventBridge rule that starts the extraction.
     #[serde(default)]
     pub schedule: Option<String>,
+    /// On AWS, the memory of this pipeline's functions, 128MiB to 10GiB in whole MiB
+    /// (for example `2GiB`); else the template's `MemorySize`.
+    #[serde(default)]
+    pub memory: Option<ByteSize>,
+    /// On AWS, the timeout of this pipeline's functions, at most `15m`; else the
+    /// template's `ExtractTimeout` and `LoadTimeout`.
+    #[serde(default)]
+    pub timeout: Option<Duration>,
+    /// On AWS, the functions' `/tmp` (where parts are written before upload), 512MiB to
+    /// 10GiB. Default `512MiB`.
+    #[serde(default)]
+    pub ephemeral_storage: Option<ByteSize>,
+    /// On AWS, how many extractions of this pipeline may run at once (the extract
+    /// function's reserved concurrency). Default 1, so that a slow run never overlaps
+    /// the next schedule's.
+    #[serde(default)]
+    pub concurrency: Option<u32>,
 }
 
 /// Production runtime.

@@ -161,6 +161,14 @@ pub struct Runtime {
     pub target: RuntimeTarget,
     pub region: Option<String>,
     pub schedule: Option<String>,
+    /// The functions' memory in MiB, on AWS.
+    pub memory_mib: Option<u64>,
+    /// The functions' timeout in seconds, on AWS.
+    pub timeout_s: Option<u64>,
+    /// The functions' `/tmp` in MiB, on AWS.
+    pub ephemeral_mib: Option<u64>,
+    /// The extract function's reserved concurrency, on AWS.
+    pub concurrency: Option<u32>,
 }
 
 #[derive(Debug, Clone)]

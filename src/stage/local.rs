@@ -86,7 +86,7 @@ impl Staging for LocalStaging {
         Ok(())
     }
 
-    async fn probe(&self, write: bool) -> Result<(), StageError> {
+    async fn probe(&self, _pipeline: &str, write: bool) -> Result<(), StageError> {
         std::fs::read_dir(&self.root).map_err(|e| StageError::io("read staging folder", &self.root, e))?;
         if write {
             let dir = self.work_dir();

@@ -70,9 +70,12 @@ pub trait Staging: Send + Sync {
     fn put_file(&self, key: &str, path: &Path) -> impl Future<Output = Result<(), StageError>> + Send;
     /// Store bytes at `key`, atomically.
     fn put_bytes(&self, key: &str, bytes: Vec<u8>) -> impl Future<Output = Result<(), StageError>> + Send;
-    /// Check that the location exists and can be read, and with `write` that it takes
-    /// an object (a probe, put and removed again): the preflight of extract and load.
-    fn probe(&self, write: bool) -> impl Future<Output = Result<(), StageError>> + Send;
+    /// Check that `pipeline`'s part of the location exists and can be read, and with
+    /// `write` that a folder takes a file (a probe, written and removed again): the
+    /// preflight of extract and load. S3 is only listed: the run's in-progress marker,
+    /// put before the first request, is its write check (no object and no delete marker
+    /// in a versioned bucket on every run).
+    fn probe(&self, pipeline: &str, write: bool) -> impl Future<Output = Result<(), StageError>> + Send;
     /// Remove the object at `key`; a missing object is no error.
     fn delete(&self, key: &str) -> impl Future<Output = Result<(), StageError>> + Send;
     /// The whole object in memory (manifests and tests; staged data is read with `open`).
@@ -140,10 +143,10 @@ impl Staging for Store {
             Store::S3(s) => s.put_bytes(key, bytes).await,
         }
     }
-    async fn probe(&self, write: bool) -> Result<(), StageError> {
+    async fn probe(&self, pipeline: &str, write: bool) -> Result<(), StageError> {
         match self {
-            Store::Local(s) => s.probe(write).await,
-            Store::S3(s) => s.probe(write).await,
+            Store::Local(s) => s.probe(pipeline, write).await,
+            Store::S3(s) => s.probe(pipeline, write).await,
         }
     }
     async fn delete(&self, key: &str) -> Result<(), StageError> {

@@ -238,29 +238,18 @@ impl Staging for S3Staging {
         Ok(())
     }
 
-    async fn probe(&self, write: bool) -> Result<(), StageError> {
-        // A listing, not HEAD: its error has a body, so the cause can be told.
+    async fn probe(&self, pipeline: &str, _write: bool) -> Result<(), StageError> {
+        // A listing, not HEAD: its error has a body, so the cause can be told. Of the
+        // pipeline's own prefix, which is all its role may list on AWS.
+        let own = format!("{pipeline}/");
         self.client
             .list_objects_v2()
             .bucket(&self.bucket)
-            .prefix(self.full_key(""))
+            .prefix(self.full_key(&own))
             .max_keys(1)
             .send()
             .await
-            .map_err(|e| self.sdk_err("list", "", e))?;
-        if write {
-            let key = format!(".sluice-probe-{}", std::process::id());
-            self.client
-                .put_object()
-                .bucket(&self.bucket)
-                .key(self.full_key(&key))
-                .server_side_encryption(ServerSideEncryption::Aes256)
-                .body(ByteStream::from_static(b"probe"))
-                .send()
-                .await
-                .map_err(|e| self.sdk_err("put", &key, e))?;
-            self.delete(&key).await?;
-        }
+            .map_err(|e| self.sdk_err("list", &own, e))?;
         Ok(())
     }
 

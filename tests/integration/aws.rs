@@ -535,23 +535,59 @@ fn the_template_stages_safely_with_least_privilege_and_a_schedule_per_spec() {
     assert_eq!(deny["Effect"], "Deny");
     assert_eq!(deny["Condition"]["Bool"]["aws:SecureTransport"], "false");
 
-    let extract = actions(&t, "ExtractRole");
-    let load = actions(&t, "LoadRole");
-    assert!(
-        extract.contains(&"s3:PutObject".into()) && !extract.contains(&"s3:GetObject".into()),
-        "{extract:?}"
-    );
-    assert!(
-        load.contains(&"s3:GetObject".into()) && load.contains(&"s3:ListBucket".into()),
-        "{load:?}"
-    );
-    assert!(
-        !load.contains(&"s3:PutObject".into()) && !load.contains(&"s3:DeleteObject".into()),
-        "{load:?}"
-    );
-    for a in extract.iter().chain(&load) {
-        assert!(!a.contains('*'), "no wildcard action: {a}");
+    // Per pipeline, two roles, each reaching that pipeline's objects only.
+    for (id, name) in [("Rickandmorty", "rickandmorty"), ("Coincap", "coincap")] {
+        let extract = actions(&t, &format!("{id}ExtractRole"));
+        let load = actions(&t, &format!("{id}LoadRole"));
+        for a in ["s3:PutObject", "s3:GetObject", "s3:DeleteObject"] {
+            assert!(extract.contains(&a.into()), "{a}: {extract:?}");
+        }
+        assert!(
+            load.contains(&"s3:GetObject".into()) && load.contains(&"s3:ListBucket".into()),
+            "{load:?}"
+        );
+        assert!(
+            !load.contains(&"s3:PutObject".into()) && !load.contains(&"s3:DeleteObject".into()),
+            "{load:?}"
+        );
+        for a in extract.iter().chain(&load) {
+            assert!(!a.contains('*'), "no wildcard action: {a}");
+        }
+        for role in ["Extract", "Load"] {
+            let statements =
+                &r[format!("{id}{role}Role").as_str()]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"];
+            let objects = serde_yaml::to_string(&statements[1]["Resource"]).unwrap();
+            assert!(objects.contains(&format!("${{StagingPrefix}}/{name}/*")), "{objects}");
+            let listed = serde_yaml::to_string(&statements[0]["Condition"]).unwrap();
+            assert!(listed.contains(&format!("${{StagingPrefix}}/{name}/")), "{listed}");
+            assert!(
+                !listed.contains("${StagingPrefix}/*") && !listed.contains("${StagingPrefix}/\n"),
+                "{listed}"
+            );
+        }
+        // Its own functions: the extract function never overlaps itself by default.
+        let extract_fn = &r[format!("{id}ExtractFunction").as_str()]["Properties"];
+        assert_eq!(extract_fn["ReservedConcurrentExecutions"], 1);
+        assert!(r[format!("{id}LoadFunction").as_str()]["Properties"]["ReservedConcurrentExecutions"].is_null());
+        let described = serde_yaml::to_string(&extract_fn["Description"]).unwrap();
+        assert!(described.contains("(package ${CodeKey})"), "{described}");
+        for f in ["Extract", "Load"] {
+            let vars = &r[format!("{id}{f}Function").as_str()]["Properties"]["Environment"]["Variables"];
+            let names: Vec<&str> = vars.as_mapping().unwrap().keys().map(|k| k.as_str().unwrap()).collect();
+            assert_eq!(
+                names,
+                ["SLUICE_SECRETS", "SLUICE_STAGING", "SLUICE_PIPELINE", "SLUICE_FUNCTION"],
+                "{f}"
+            );
+            assert_eq!(vars["SLUICE_SECRETS"]["Fn::Join"][1]["Ref"], "SecretArns");
+            assert_eq!(vars["SLUICE_PIPELINE"], name);
+            assert_eq!(vars["SLUICE_FUNCTION"], f.to_lowercase());
+        }
     }
+    assert!(
+        r["ExtractRole"].is_null() && r["ExtractFunction"].is_null(),
+        "no shared function"
+    );
 
     // One schedule per spec, sending the extract event; one manifest rule per spec.
     for (id, name, expression) in [
@@ -568,17 +604,22 @@ fn the_template_stages_safely_with_least_privilege_and_a_schedule_per_spec() {
             format!("${{StagingPrefix}}/{name}/_manifests/")
         );
     }
-    // Secrets only as an ARN parameter the functions resolve at cold start.
-    for f in ["ExtractFunction", "LoadFunction"] {
-        let vars = &r[f]["Properties"]["Environment"]["Variables"];
-        let names: Vec<&str> = vars.as_mapping().unwrap().keys().map(|k| k.as_str().unwrap()).collect();
-        assert_eq!(names, ["SLUICE_SECRETS", "SLUICE_STAGING"], "{f}");
-        assert_eq!(vars["SLUICE_SECRETS"]["Ref"], "SecretArn");
-    }
-    let described = t["Parameters"]["SecretArn"]["Description"].as_str().unwrap();
+    // Secrets only as ARNs the functions resolve.
+    let described = t["Parameters"]["SecretArns"]["Description"].as_str().unwrap();
     assert!(described.contains("COINCAP_API_KEY (required)"), "{described}");
-    assert!(r["DeadLetterQueue"].is_mapping() && r["ExtractFunctionErrorsAlarm"].is_mapping());
-    assert_eq!(r["LoadFunction"]["Properties"]["VpcConfig"]["Fn::If"][0], "InVpc");
+    assert!(r["DeadLetterQueue"].is_mapping() && r["CoincapExtractFunctionErrorsAlarm"].is_mapping());
+    assert_eq!(
+        r["CoincapLoadFunction"]["Properties"]["VpcConfig"]["Fn::If"][0],
+        "InVpc"
+    );
+    assert_eq!(
+        r["RickandmortySchedule"]["Properties"]["Targets"][0]["Arn"]["Fn::GetAtt"][0],
+        "RickandmortyExtractFunction"
+    );
+    assert_eq!(
+        r["CoincapManifestRule"]["Properties"]["Targets"][0]["Arn"]["Fn::GetAtt"][0],
+        "CoincapLoadFunction"
+    );
 }
 
 #[test]
@@ -592,8 +633,8 @@ fn the_diagram_draws_what_deploy_creates() {
     let xml = std::fs::read_to_string(&drawio).unwrap();
     for id in [
         "StagingBucket",
-        "ExtractFunction",
-        "LoadFunction",
+        "CoincapExtractFunction",
+        "CoincapLoadFunction",
         "CoincapSchedule",
         "CoincapManifestRule",
     ] {
@@ -624,22 +665,60 @@ fn the_package_bootstrap_runs_on_amazon_linux_2023() {
         panic!("SLUICE_TEST_BOOTSTRAP must name a sluice built for glibc 2.34: pip install cargo-zigbuild ziglang, then cargo zigbuild --target x86_64-unknown-linux-gnu.2.34 --bin sluice and set it to target/x86_64-unknown-linux-gnu/debug/sluice (bash .ci/run does both)");
     };
     let dir = tempfile::tempdir().unwrap();
-    let zip_path = dir.path().join("sluice-lambda.zip");
-    let args: [&std::ffi::OsStr; 7] = [
-        "package".as_ref(),
-        "pipelines/rickandmorty.yaml".as_ref(),
-        "pipelines/coincap.yaml".as_ref(),
-        "--bootstrap".as_ref(),
-        &bootstrap,
-        "-o".as_ref(),
-        zip_path.as_os_str(),
-    ];
-    let run = Sluice::new(args).run().success();
+    // A CA bundle to carry beside the specs: the test cluster's own, when it has one.
+    let ca = pg::tls_ca();
+    let bundle = dir.path().join("ca.pem");
+    match &ca {
+        Some(ca) => std::fs::copy(ca, &bundle).map(|_| ()).unwrap(),
+        None => std::fs::write(&bundle, "not checked: TEST_DATABASE_URL names the server\n").unwrap(),
+    }
+    let spec = |n: &str| root().join(format!("pipelines/{n}.yaml")).into_os_string();
+    let (rm, cc) = (spec("rickandmorty"), spec("coincap"));
+    let package = |specs: &[&std::ffi::OsStr]| {
+        let mut args: Vec<&std::ffi::OsStr> = vec!["package".as_ref()];
+        args.extend(specs);
+        args.extend([
+            "--include".as_ref(),
+            bundle.as_os_str(),
+            "--bootstrap".as_ref(),
+            &bootstrap,
+        ]);
+        let run = Sluice::new(args).dir(dir.path()).run().success();
+        let name = run
+            .stdout
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("CodeKey=<prefix/>"))
+            .unwrap_or_else(|| panic!("no CodeKey in: {}", run.stdout))
+            .to_string();
+        (run, name)
+    };
+    // Named by its content: the same inputs make the same file, others another.
+    let (run, name) = package(&[&rm, &cc]);
     assert!(
         run.stdout.contains("bootstrap (x86_64, needs glibc 2."),
         "{}",
         run.stdout
     );
+    let hex = name
+        .strip_prefix("sluice-lambda-")
+        .and_then(|n| n.strip_suffix(".zip"))
+        .unwrap();
+    assert_eq!(hex.len(), 12, "{name}");
+    let zip_path = dir.path().join(&name);
+    let bytes = std::fs::read(&zip_path).unwrap();
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(&bytes);
+    assert!(
+        run.stdout.contains(&format!("sha256 {}", ::hex::encode(digest))),
+        "{}",
+        run.stdout
+    );
+    assert!(::hex::encode(digest).starts_with(hex));
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(package(&[&rm, &cc]).1, name, "the same inputs, a second later");
+    assert_eq!(std::fs::read(&zip_path).unwrap(), bytes);
+    let (_, other) = package(&[&cc]);
+    assert_ne!(other, name, "other inputs, another name");
 
     let mut zip = zip::ZipArchive::new(std::fs::File::open(&zip_path).unwrap()).unwrap();
     let names: Vec<String> = (0..zip.len())
@@ -647,7 +726,12 @@ fn the_package_bootstrap_runs_on_amazon_linux_2023() {
         .collect();
     assert_eq!(
         names,
-        ["bootstrap", "pipelines/rickandmorty.yaml", "pipelines/coincap.yaml"]
+        [
+            "bootstrap",
+            "pipelines/rickandmorty.yaml",
+            "pipelines/coincap.yaml",
+            "pipelines/ca.pem"
+        ]
     );
     for spec in ["rickandmorty", "coincap"] {
         let mut text = String::new();
@@ -657,12 +741,14 @@ fn the_package_bootstrap_runs_on_amazon_linux_2023() {
             std::fs::read_to_string(root().join(format!("pipelines/{spec}.yaml"))).unwrap()
         );
     }
-    let unpacked = dir.path().join("bootstrap");
-    {
-        let mut entry = zip.by_name("bootstrap").unwrap();
-        assert_eq!(entry.unix_mode().map(|m| m & 0o777), Some(0o755));
-        std::io::copy(&mut entry, &mut std::fs::File::create(&unpacked).unwrap()).unwrap();
-    }
+    // Unpacked as Lambda unpacks it: the task root.
+    let task = dir.path().join("task");
+    zip.extract(&task).unwrap();
+    let unpacked = task.join("bootstrap");
+    assert_eq!(
+        zip.by_name("bootstrap").unwrap().unix_mode().map(|m| m & 0o777),
+        Some(0o755)
+    );
     let glibc = objdump_glibc(&unpacked);
     assert!(
         glibc.as_slice() <= [2, 34].as_slice(),
@@ -674,6 +760,47 @@ fn the_package_bootstrap_runs_on_amazon_linux_2023() {
         String::from_utf8_lossy(&version.stdout).trim(),
         format!("sluice {}", env!("CARGO_PKG_VERSION"))
     );
+
+    // The packaged bootstrap serves an invocation from its task root, loading over TLS
+    // verified against the bundle it carries.
+    match &ca {
+        None => eprintln!("NOTE: TEST_DATABASE_URL is set, so the packaged CA bundle is not checked against a server"),
+        Some(_) => {
+            let (api, s3, runtime) = (ApiServer::start(), S3Server::start(), RuntimeApi::start());
+            s3.bucket("lake");
+            let db = pg::fresh_database().replace("127.0.0.1", "localhost");
+            let url = format!(
+                "{db}?sslmode=verify-full&sslrootcert={}",
+                task.join("pipelines/ca.pem").display()
+            );
+            let logs = tempfile::tempdir().unwrap();
+            let mut child = std::process::Command::new(&unpacked)
+                .envs(runtime.env())
+                .envs(s3.env())
+                .env("LAMBDA_TASK_ROOT", &task)
+                .env("SLUICE_STAGING", "s3://lake/sluice")
+                .env("DATABASE_URL", &url)
+                .env("COINCAP_BASE_URL", format!("{}/v3", api.base))
+                .env("COINCAP_API_KEY", "k")
+                .env_remove("SLUICE_SPECS")
+                .current_dir(&task)
+                .stdout(std::fs::File::create(logs.path().join("out")).unwrap())
+                .spawn()
+                .unwrap();
+            let out = runtime.outcome(
+                &runtime.invoke(json!({"pipeline": "coincap", "step": "run"}), LONG),
+                LONG,
+            );
+            let _ = child.kill();
+            let _ = child.wait();
+            assert_eq!(out.kind, "response", "{:?}", out.body);
+            assert!(
+                out.body["loaded"]["tables"][0]["rows"].as_u64().unwrap() > 0,
+                "{:?}",
+                out.body
+            );
+        }
+    }
 
     // This machine's own build links a newer glibc: packaging it is refused, with how to
     // build one that runs there.

@@ -452,7 +452,7 @@ fn wrong_s3_credentials_fail_with_a_clear_error() {
         .run()
         .failure(1);
     assert!(
-        run.stderr.contains("preflight check of the staging failed, so nothing was read from the API: S3 list of `s3://lake/raw/` failed: the AWS secret key does not match"),
+        run.stderr.contains("preflight check of the staging failed, so nothing was read from the API: S3 list of `s3://lake/raw/rickandmorty/` failed: the AWS secret key does not match"),
         "{}",
         run.stderr
     );

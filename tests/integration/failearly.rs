@@ -314,7 +314,7 @@ fn preflight_fails_before_any_api_request() {
         .run()
         .failure(1);
     assert!(
-        run.stderr.contains("preflight check of the staging failed, so nothing was read from the API: S3 list of `s3://nope/raw/` failed: bucket `nope` does not exist"),
+        run.stderr.contains("preflight check of the staging failed, so nothing was read from the API: S3 list of `s3://nope/raw/rickandmorty/` failed: bucket `nope` does not exist"),
         "{}",
         run.stderr
     );
