@@ -3,6 +3,7 @@
 //! Secrets Manager), the CloudFormation template under cfn-lint, and the package's
 //! `bootstrap` checked for Amazon Linux 2023's glibc.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -825,4 +826,232 @@ fn the_package_bootstrap_runs_on_amazon_linux_2023() {
     } else {
         run.success();
     }
+}
+
+/// A stack deployed into moto's CloudFormation by `tests/moto_stack.py`: the staging
+/// bucket's name, and per function logical id its environment and its role's credentials.
+struct Stack {
+    out: Value,
+}
+
+impl Stack {
+    fn deploy(moto: &Moto, template: &Path, package: &Path, secret: &Value) -> Stack {
+        let run = std::process::Command::new(tool("python"))
+            .arg(root().join("tests/moto_stack.py"))
+            .args([&moto.endpoint, template.to_str().unwrap(), package.to_str().unwrap()])
+            .arg(secret.to_string())
+            .output()
+            .expect("python from the test venv runs");
+        assert!(
+            run.status.success(),
+            "deploying into moto failed:\n{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        Stack {
+            out: serde_json::from_slice(&run.stdout).unwrap(),
+        }
+    }
+
+    fn bucket(&self) -> &str {
+        self.out["bucket"].as_str().unwrap()
+    }
+
+    /// Start function `id` as Lambda would: its environment, its role's credentials.
+    fn start(
+        &self,
+        id: &str,
+        moto: &Moto,
+        specs: &Path,
+        logs: &Path,
+        change: &[(&str, Option<&str>)],
+    ) -> (RuntimeApi, Background) {
+        let f = &self.out["functions"][id];
+        assert!(
+            f.is_object(),
+            "the stack has no function {id}: {}",
+            self.out["functions"]
+        );
+        let runtime = RuntimeApi::start();
+        let mut cmd = Sluice::new(["lambda"])
+            .envs(runtime.env())
+            .env("SLUICE_SPECS", specs)
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_ENDPOINT_URL_S3", &moto.endpoint)
+            .env("AWS_ENDPOINT_URL_SECRETS_MANAGER", &moto.endpoint)
+            .dir(logs);
+        for part in ["env", "credentials"] {
+            for (k, v) in f[part].as_object().unwrap() {
+                if !change.iter().any(|(c, _)| c == k) {
+                    cmd = cmd.env(k, v.as_str().unwrap());
+                }
+            }
+        }
+        for (k, v) in change {
+            if let Some(v) = v {
+                cmd = cmd.env(k, v);
+            }
+        }
+        let child = cmd.spawn(logs);
+        (runtime, child)
+    }
+}
+
+/// Invoke `event` on function `id` of `stack` and give back its outcome.
+fn invoke_on(
+    stack: &Stack,
+    id: &str,
+    moto: &Moto,
+    specs: &Path,
+    event: Value,
+    change: &[(&str, Option<&str>)],
+) -> crate::support::lambda::Outcome {
+    let logs = tempfile::tempdir().unwrap();
+    let (runtime, f) = stack.start(id, moto, specs, logs.path(), change);
+    let out = runtime.outcome(&runtime.invoke(event, LONG), LONG);
+    drop(f);
+    out
+}
+
+#[test]
+fn the_stack_deploys_into_moto_and_every_pipeline_runs_under_its_own_roles() {
+    let (api, moto) = (ApiServer::start(), Moto::start());
+    let dir = tempfile::tempdir().unwrap();
+    let specs = dir.path().join("pipelines");
+    std::fs::create_dir(&specs).unwrap();
+    let files = [
+        "pipelines/rickandmorty.yaml",
+        "pipelines/coincap.yaml",
+        "examples/specs/jsonplaceholder_comments.yaml",
+    ];
+    for f in files {
+        std::fs::copy(root().join(f), specs.join(Path::new(f).file_name().unwrap())).unwrap();
+    }
+    let template = dir.path().join("template.yaml");
+    let mut args = vec!["deploy", "aws"];
+    args.extend(files);
+    args.extend(["-o", template.to_str().unwrap()]);
+    Sluice::new(args).run().success();
+    // moto stores the code, it does not run it: any zip will do as the package.
+    let package = dir.path().join("sluice-lambda-0123456789ab.zip");
+    {
+        let mut zip = zip::ZipWriter::new(std::fs::File::create(&package).unwrap());
+        zip.start_file("bootstrap", zip::write::SimpleFileOptions::default())
+            .unwrap();
+        std::io::Write::write_all(&mut zip, b"the tests run the sluice binary itself").unwrap();
+        zip.finish().unwrap();
+    }
+    let db = pg::fresh_database();
+    let secret = json!({
+        "DATABASE_URL": db,
+        "COINCAP_API_KEY": "moto-coincap-key",
+        "RICKANDMORTY_BASE_URL": format!("{}/api", api.base),
+        "COINCAP_BASE_URL": format!("{}/v3", api.base),
+        "JSONPLACEHOLDER_API": format!("{}/jsonplaceholder", api.base),
+    });
+    let stack = Stack::deploy(&moto, &template, &package, &secret);
+    // Only what moto cannot evaluate was changed: the secrets statements' resources.
+    let adapted = stack.out["adapted"].as_array().unwrap();
+    assert_eq!(adapted.len(), 6, "{adapted:?}");
+    for a in adapted {
+        assert_eq!(a["sid"], "ReadSecrets");
+        assert!(a["resource"].to_string().contains(":secretsmanager:us-east-1:"), "{a}");
+    }
+    let functions = stack.out["functions"].as_object().unwrap();
+    let description = functions["CoincapLoadFunction"]["description"].as_str().unwrap();
+    assert!(
+        description.ends_with("(package sluice/sluice-lambda-0123456789ab.zip)"),
+        "{description}"
+    );
+
+    // Each pipeline: the schedule's event on its extract function, then the manifest's
+    // S3 event on its load function, each under its own role.
+    let bucket = stack.bucket().to_string();
+    let mut manifests = HashMap::new();
+    for (id, name) in [
+        ("Jsonplaceholder", "jsonplaceholder"),
+        ("Rickandmorty", "rickandmorty"),
+        ("Coincap", "coincap"),
+    ] {
+        let out = invoke_on(
+            &stack,
+            &format!("{id}ExtractFunction"),
+            &moto,
+            &specs,
+            json!({"pipeline": name, "step": "extract"}),
+            &[],
+        );
+        assert_eq!(out.kind, "response", "extract {name}: {:?}", out.body);
+        let key = format!("sluice/{}", out.body["extracted"]["manifest"].as_str().unwrap());
+        let event = json!({"source": "aws.s3", "detail-type": "Object Created",
+            "detail": {"bucket": {"name": bucket}, "object": {"key": key}}});
+        let out = invoke_on(&stack, &format!("{id}LoadFunction"), &moto, &specs, event.clone(), &[]);
+        assert_eq!(out.kind, "response", "load {name}: {:?}", out.body);
+        manifests.insert(name, event);
+    }
+    let comments: u64 = pg::scalar(&db, "SELECT count(*) FROM jsonplaceholder.comment")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let posts: u64 = pg::scalar(&db, "SELECT count(*) FROM jsonplaceholder.post")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(comments > posts && posts > 0, "{posts} posts, {comments} comments");
+    assert!(pg::scalar(&db, "SELECT count(*) FROM rickandmorty.character").unwrap() != "0");
+    assert!(pg::scalar(&db, "SELECT count(*) FROM coincap.exchange_snapshot").unwrap() != "0");
+
+    // `run` on the extract function: its role reads what it staged.
+    let out = invoke_on(
+        &stack,
+        "JsonplaceholderExtractFunction",
+        &moto,
+        &specs,
+        json!({"pipeline": "jsonplaceholder", "step": "run"}),
+        &[],
+    );
+    assert_eq!(out.kind, "response", "run: {:?}", out.body);
+
+    // A load function takes no extraction, and a function no other pipeline's event.
+    let out = invoke_on(
+        &stack,
+        "CoincapLoadFunction",
+        &moto,
+        &specs,
+        json!({"pipeline": "coincap", "step": "run"}),
+        &[],
+    );
+    assert_eq!(out.body["errorType"], "Sluice.BadEvent", "{:?}", out.body);
+    let out = invoke_on(
+        &stack,
+        "CoincapExtractFunction",
+        &moto,
+        &specs,
+        json!({"pipeline": "rickandmorty", "step": "extract"}),
+        &[],
+    );
+    assert_eq!(out.body["errorType"], "Sluice.BadEvent", "{:?}", out.body);
+    // And even without that check, IAM holds each role to its own pipeline's objects.
+    let unchecked = [("SLUICE_PIPELINE", None), ("SLUICE_FUNCTION", None)];
+    let out = invoke_on(
+        &stack,
+        "CoincapExtractFunction",
+        &moto,
+        &specs,
+        json!({"pipeline": "rickandmorty", "step": "extract", "resources": ["episode"]}),
+        &unchecked,
+    );
+    assert_eq!(out.kind, "error", "{:?}", out.body);
+    let message = out.body["errorMessage"].as_str().unwrap();
+    assert!(message.contains("access denied"), "{message}");
+    let out = invoke_on(
+        &stack,
+        "CoincapLoadFunction",
+        &moto,
+        &specs,
+        manifests["rickandmorty"].clone(),
+        &unchecked,
+    );
+    assert_eq!(out.kind, "error", "{:?}", out.body);
+    let message = out.body["errorMessage"].as_str().unwrap();
+    assert!(message.contains("access denied"), "{message}");
 }

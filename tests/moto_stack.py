@@ -1,0 +1,133 @@
+"""Deploy a template `sluice deploy aws` wrote into moto's CloudFormation, the way an AWS
+data engineer would, and hand back what each Lambda function would run with.
+
+    moto_stack.py ENDPOINT TEMPLATE ZIP SECRET_JSON
+
+Uploads ZIP as the package (under the key it is named by), creates the secret, creates the
+stack with the README's parameters and waits for it, then, for every function of the
+stack: its environment as Lambda would set it and temporary credentials of its own role
+(STS AssumeRole). moto keeps a stack's inline role policies as Python text; they are put
+again as JSON so that its policy engine reads them. Last, IAM enforcement is turned on:
+from then on every request is checked against the policies of the credentials it is
+signed with. Prints one JSON object:
+{"bucket": ..., "stack": {logical id: physical id}, "functions": {logical id:
+{"env": {...}, "credentials": {...}, "role": ...}}, "adapted": [the statements changed
+for moto]}.
+"""
+
+import datetime
+import json
+import os
+import sys
+import time
+import urllib.request
+
+import boto3
+
+endpoint, template_path, zip_path, secret_json = sys.argv[1:5]
+session = boto3.session.Session(
+    aws_access_key_id="test", aws_secret_access_key="test", region_name="us-east-1"
+)
+
+
+def client(name):
+    return session.client(name, endpoint_url=endpoint)
+
+
+s3, cfn, iam, sts, lam, sm = (
+    client(n) for n in ["s3", "cloudformation", "iam", "sts", "lambda", "secretsmanager"]
+)
+
+s3.create_bucket(Bucket="artifacts")
+code_key = "sluice/" + os.path.basename(zip_path)
+with open(zip_path, "rb") as f:
+    s3.put_object(Bucket="artifacts", Key=code_key, Body=f.read())
+secret_arn = sm.create_secret(Name="sluice", SecretString=secret_json)["ARN"]
+
+with open(template_path) as f:
+    body = f.read()
+params = {"CodeBucket": "artifacts", "CodeKey": code_key, "SecretArns": secret_arn}
+cfn.create_stack(
+    StackName="sluice",
+    TemplateBody=body,
+    Capabilities=["CAPABILITY_IAM"],
+    Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in params.items()],
+)
+for _ in range(300):
+    stack = cfn.describe_stacks(StackName="sluice")["Stacks"][0]
+    if not stack["StackStatus"].endswith("IN_PROGRESS"):
+        break
+    time.sleep(0.2)
+if stack["StackStatus"] != "CREATE_COMPLETE":
+    events = cfn.describe_stack_events(StackName="sluice")["StackEvents"]
+    sys.exit(f"stack {stack['StackStatus']}: {json.dumps(events, default=str)[:3000]}")
+
+# moto lists the resources it has no model of (alarms, bucket policy) without ids.
+resources = [
+    r
+    for r in cfn.describe_stack_resources(StackName="sluice")["StackResources"]
+    if r.get("LogicalResourceId")
+]
+physical = {r["LogicalResourceId"]: r.get("PhysicalResourceId") for r in resources}
+
+# Inline policies as JSON, for moto's policy engine.
+adapted = []
+for r in resources:
+    if r["ResourceType"] != "AWS::IAM::Role":
+        continue
+    role = r["PhysicalResourceId"]
+    for name in iam.list_role_policies(RoleName=role)["PolicyNames"]:
+        doc = iam.get_role_policy(RoleName=role, PolicyName=name)["PolicyDocument"]
+        if isinstance(doc, str):
+            try:
+                doc = json.loads(doc)
+            except ValueError:
+                # Python's repr of what its YAML reader made of the template, where
+                # `Version: 2012-10-17` became a date.
+                doc = eval(doc, {"__builtins__": {}, "datetime": datetime})
+        # moto checks Secrets Manager actions but not their resources (it evaluates
+        # every call against `*`), so a statement naming the secrets could never match:
+        # there only, the resource becomes `*`. Said in the output.
+        for st in doc["Statement"]:
+            actions = st["Action"] if isinstance(st["Action"], list) else [st["Action"]]
+            if all(a.startswith("secretsmanager:") for a in actions):
+                adapted.append({"role": role, "sid": st.get("Sid"), "resource": st["Resource"]})
+                st["Resource"] = "*"
+        iam.put_role_policy(
+            RoleName=role, PolicyName=name, PolicyDocument=json.dumps(doc, default=str)
+        )
+
+functions = {}
+for r in resources:
+    if r["ResourceType"] != "AWS::Lambda::Function":
+        continue
+    conf = lam.get_function_configuration(FunctionName=r["PhysicalResourceId"])
+    creds = sts.assume_role(RoleArn=conf["Role"], RoleSessionName=r["LogicalResourceId"])[
+        "Credentials"
+    ]
+    functions[r["LogicalResourceId"]] = {
+        "name": conf["FunctionName"],
+        "role": conf["Role"],
+        "description": conf.get("Description", ""),
+        "env": conf.get("Environment", {}).get("Variables", {}),
+        "credentials": {
+            "AWS_ACCESS_KEY_ID": creds["AccessKeyId"],
+            "AWS_SECRET_ACCESS_KEY": creds["SecretAccessKey"],
+            "AWS_SESSION_TOKEN": creds["SessionToken"],
+        },
+    }
+
+bucket = physical.get("StagingBucket")
+req = urllib.request.Request(
+    endpoint + "/moto-api/reset-auth",
+    data=b"0",
+    method="POST",
+    headers={"Content-Type": "text/plain"},
+)
+urllib.request.urlopen(req).read()
+print(
+    json.dumps(
+        {"bucket": bucket, "stack": physical, "functions": functions, "adapted": adapted},
+        default=str,
+    )
+)
