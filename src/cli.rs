@@ -931,7 +931,7 @@ fn init_lambda_logging(quiet: bool) {
         .with_env_filter(filter)
         .with_writer(std::io::stdout)
         .with_ansi(false)
-        .json()
+        .event_format(crate::aws::logs::LambdaJson)
         .try_init();
 }
 

@@ -88,6 +88,9 @@ for r in resources:
         # moto checks Secrets Manager actions but not their resources (it evaluates
         # every call against `*`), so a statement naming the secrets could never match:
         # there only, the resource becomes `*`. Said in the output.
+        # An `Fn::If` on `AWS::NoValue` leaves nothing in a list in CloudFormation, a
+        # null in moto.
+        doc["Statement"] = [st for st in doc["Statement"] if st]
         for st in doc["Statement"]:
             actions = st["Action"] if isinstance(st["Action"], list) else [st["Action"]]
             if all(a.startswith("secretsmanager:") for a in actions):

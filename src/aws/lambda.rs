@@ -671,6 +671,49 @@ fn load_summary(r: &crate::load::LoadReport) -> Value {
     })
 }
 
+/// The CloudWatch metrics (EMF lines) of a successful invocation's summary: per
+/// resource records, pages and bytes extracted, per table rows written, and per
+/// pipeline the seconds taken and, for a load, one more run loaded.
+fn metrics(summary: &Value, took: Duration) -> Vec<Value> {
+    use super::logs::metric_line;
+    let Some(pipeline) = summary["pipeline"].as_str() else {
+        return Vec::new();
+    };
+    let number = |v: &Value| v.as_f64().unwrap_or(0.0);
+    let mut lines = Vec::new();
+    for r in summary["extracted"]["resources"].as_array().into_iter().flatten() {
+        lines.push(metric_line(
+            pipeline,
+            r["name"].as_str(),
+            &[
+                ("Records", "Count", number(&r["records"])),
+                ("Pages", "Count", number(&r["pages"])),
+                ("Bytes", "Bytes", number(&r["bytes"])),
+            ],
+        ));
+    }
+    let tables = summary["loaded"]["tables"].as_array();
+    for t in tables.into_iter().flatten() {
+        lines.push(metric_line(
+            pipeline,
+            t["resource"].as_str(),
+            &[
+                ("Rows", "Count", number(&t["rows"])),
+                ("Rejected", "Count", number(&t["rejected"])),
+            ],
+        ));
+    }
+    let step = summary["step"].as_str().unwrap_or_default();
+    let mut figures = vec![("Seconds", "Seconds", took.as_secs_f64())];
+    if tables.is_some() {
+        figures.push((super::logs::RUNS_LOADED, "Count", 1.0));
+    }
+    let mut line = metric_line(pipeline, None, &figures);
+    line["Step"] = json!(step);
+    lines.push(line);
+    lines
+}
+
 /// The instant of a Lambda deadline given in milliseconds since the epoch.
 fn deadline_instant(deadline_ms: u64) -> Option<Instant> {
     if deadline_ms == 0 {
@@ -702,25 +745,21 @@ pub async fn serve() -> Result<(), String> {
         return Err("AWS_LAMBDA_FUNCTION_MEMORY_SIZE is not a number".into());
     }
     let handler = Arc::new(Handler::cold_start().await);
+    let cold = Arc::new(std::sync::atomic::AtomicBool::new(true));
     let service = lambda_runtime::service_fn(move |event: lambda_runtime::LambdaEvent<Value>| {
-        let handler = handler.clone();
+        let (handler, cold) = (handler.clone(), cold.clone());
         async move {
             let request_id = event.context.request_id.clone();
+            super::logs::serving(&request_id, cold.swap(false, std::sync::atomic::Ordering::Relaxed));
             let started = Instant::now();
             let deadline = deadline_instant(event.context.deadline);
             let result = handler.handle(&event.payload, deadline).await;
+            if let Ok(summary) = &result {
+                super::logs::emit(&metrics(summary, started.elapsed()));
+            }
             match &result {
-                Ok(_) => tracing::info!(
-                    request_id = %request_id,
-                    seconds = started.elapsed().as_secs_f64(),
-                    "invocation succeeded"
-                ),
-                Err(f) => tracing::error!(
-                    request_id = %request_id,
-                    error_type = f.kind,
-                    error = %f.message,
-                    "invocation failed"
-                ),
+                Ok(_) => tracing::info!(seconds = started.elapsed().as_secs_f64(), "invocation succeeded"),
+                Err(f) => tracing::error!(error_type = f.kind, error = %f.message, "invocation failed"),
             }
             result.map_err(lambda_runtime::Diagnostic::from)
         }

@@ -7,6 +7,7 @@
 
 pub mod elf;
 pub mod lambda;
+pub mod logs;
 pub mod package;
 pub mod template;
 

@@ -77,6 +77,12 @@ fn statements(d: &Deployed, f: &Function) -> Vec<Value> {
             "Action": object_actions,
             "Resource": objects
         }),
+        json!({"Fn::If": ["HasKmsKey", {
+            "Sid": "StagingKey",
+            "Effect": "Allow",
+            "Action": ["kms:GenerateDataKey", "kms:Decrypt"],
+            "Resource": r("KmsKeyArn")
+        }, r("AWS::NoValue")]}),
         json!({
             "Sid": "ReadSecrets",
             "Effect": "Allow",
@@ -127,6 +133,8 @@ fn function(resources: &mut Map<String, Value>, d: &Deployed, f: &Function, in_v
             "PolicyDocument": {"Version": "2012-10-17", "Statement": statements(d, f)}
         }]
     });
+    role_props["PermissionsBoundary"] =
+        json!({"Fn::If": ["HasPermissionsBoundary", r("PermissionsBoundary"), r("AWS::NoValue")]});
     if in_vpc {
         // The network interfaces a function in a VPC needs.
         role_props["ManagedPolicyArns"] = json!({"Fn::If": ["InVpc",
@@ -145,6 +153,11 @@ fn function(resources: &mut Map<String, Value>, d: &Deployed, f: &Function, in_v
     env.insert(d.staging_var.clone(), sub_bucket("s3://${Bucket}/${StagingPrefix}"));
     env.insert(PIPELINE_VAR.into(), json!(d.name));
     env.insert(FUNCTION_VAR.into(), json!(f.step));
+    // With a KMS key, the bucket's default encryption (SSE-KMS) applies to every part.
+    env.insert(
+        crate::stage::s3::SSE_VAR.into(),
+        json!({"Fn::If": ["HasKmsKey", "bucket", "AES256"]}),
+    );
     let (purpose, timeout) = if f.step == EXTRACT.step {
         ("extract: API to S3 staging, then the run's manifest", "ExtractTimeout")
     } else {
@@ -165,7 +178,6 @@ fn function(resources: &mut Map<String, Value>, d: &Deployed, f: &Function, in_v
         "Timeout": d.timeout_s.map(|t| json!(t)).unwrap_or_else(|| r(timeout)),
         "Role": get_att(&role, "Arn"),
         "LoggingConfig": {"LogGroup": r(&logs)},
-        "DeadLetterConfig": {"TargetArn": get_att("DeadLetterQueue", "Arn")},
         "Environment": {"Variables": env}
     });
     if let Some(mib) = d.ephemeral_mib {
@@ -192,7 +204,9 @@ fn function(resources: &mut Map<String, Value>, d: &Deployed, f: &Function, in_v
                 "FunctionName": r(&id),
                 "Qualifier": "$LATEST",
                 "MaximumRetryAttempts": 2,
-                "MaximumEventAgeInSeconds": 3600
+                "MaximumEventAgeInSeconds": 3600,
+                // A failed event, with why it failed, after its retries.
+                "DestinationConfig": {"OnFailure": {"Destination": get_att("DeadLetterQueue", "Arn")}}
             }
         }),
     );
@@ -296,6 +310,62 @@ fn pipeline(resources: &mut Map<String, Value>, d: &Deployed) {
     });
     let target = d.function_id(&LOAD);
     rule(resources, &d.manifest_rule(), (&target, LOAD.step), props, None);
+    if let Some(expression) = &d.schedule {
+        let (period, periods) = freshness_window(expression);
+        resources.insert(
+            format!("{}FreshnessAlarm", d.id),
+            json!({
+                "Type": "AWS::CloudWatch::Alarm",
+                "Properties": {
+                    "AlarmDescription": format!(
+                        "sluice: pipeline {} has loaded no run in {} hours ({FRESHNESS_SCHEDULES} times its schedule, {expression})",
+                        d.name,
+                        period * periods / 3600
+                    ),
+                    "Namespace": super::logs::NAMESPACE,
+                    "MetricName": super::logs::RUNS_LOADED,
+                    "Dimensions": [{"Name": "Pipeline", "Value": d.name}],
+                    "Statistic": "Sum",
+                    "Period": period,
+                    "EvaluationPeriods": periods,
+                    "Threshold": 1,
+                    "ComparisonOperator": "LessThanThreshold",
+                    // No figure is no load.
+                    "TreatMissingData": "breaching",
+                    "AlarmActions": alarm_actions()
+                }
+            }),
+        );
+    }
+}
+
+/// How many schedules without a loaded run raise the freshness alarm.
+const FRESHNESS_SCHEDULES: u64 = 3;
+
+/// The freshness alarm's period and number of periods for a schedule: `rate(…)` is
+/// watched over [`FRESHNESS_SCHEDULES`] of its intervals, a `cron(…)` (whose interval
+/// varies) over as many days; at most the 7 days an alarm can look back.
+fn freshness_window(expression: &str) -> (u64, u64) {
+    const DAY: u64 = 86_400;
+    let interval = expression
+        .strip_prefix("rate(")
+        .and_then(|t| t.strip_suffix(')'))
+        .and_then(|t| t.split_once(' '))
+        .and_then(|(n, unit)| {
+            let n: u64 = n.trim().parse().ok()?;
+            let unit = match unit.trim().trim_end_matches('s') {
+                "minute" => 60,
+                "hour" => 3_600,
+                "day" => DAY,
+                _ => return None,
+            };
+            n.checked_mul(unit)
+        })
+        .unwrap_or(DAY);
+    let window = interval.saturating_mul(FRESHNESS_SCHEDULES).min(7 * DAY);
+    // Periods of whole minutes, at most a day each.
+    let period = (window / FRESHNESS_SCHEDULES).clamp(60, DAY) / 60 * 60;
+    (period, window.div_ceil(period).max(1))
 }
 
 /// The template as YAML.
@@ -321,9 +391,10 @@ pub fn render(plan: &Plan) -> String {
             "UpdateReplacePolicy": "Retain",
             "Properties": {
                 "VersioningConfiguration": {"Status": "Enabled"},
-                "BucketEncryption": {"ServerSideEncryptionConfiguration": [
+                "BucketEncryption": {"ServerSideEncryptionConfiguration": [{"Fn::If": ["HasKmsKey",
+                    {"ServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": r("KmsKeyArn")}, "BucketKeyEnabled": true},
                     {"ServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}
-                ]},
+                ]}]},
                 "PublicAccessBlockConfiguration": {
                     "BlockPublicAcls": true,
                     "BlockPublicPolicy": true,
@@ -408,6 +479,9 @@ pub fn render(plan: &Plan) -> String {
         "DeadLetterQueue".into(),
         json!({
             "Type": "AWS::SQS::Queue",
+            // Failed events are kept when the stack goes.
+            "DeletionPolicy": "Retain",
+            "UpdateReplacePolicy": "Retain",
             "Properties": {"MessageRetentionPeriod": 1_209_600, "SqsManagedSseEnabled": true}
         }),
     );
@@ -455,6 +529,8 @@ pub fn render(plan: &Plan) -> String {
             "ExtractTimeout": {"Type": "Number", "Default": 900, "MinValue": 10, "MaxValue": 900, "Description": "Seconds an extract function may run, where the spec sets no runtime.timeout"},
             "LoadTimeout": {"Type": "Number", "Default": 900, "MinValue": 10, "MaxValue": 900, "Description": "Seconds a load function may run, where the spec sets no runtime.timeout"},
             "AlarmTopicArn": {"Type": "String", "Default": "", "Description": "SNS topic the error alarms notify (none when empty)"},
+            "PermissionsBoundary": {"Type": "String", "Default": "", "Description": "ARN of a managed policy set as the permissions boundary of every role the stack creates (none when empty)"},
+            "KmsKeyArn": {"Type": "String", "Default": "", "Description": "A KMS key: the bucket the stack creates encrypts with it (SSE-KMS), and the roles may use it (none when empty: SSE-S3)"},
             "StagingExpirationDays": {"Type": "Number", "Default": 0, "MinValue": 0, "Description": "Remove staged runs (parts and manifests) this many days after they were written; 0 keeps them (sluice gc removes only incomplete runs)"},
             "CreateVpcEndpoints": {"Type": "String", "Default": "false", "AllowedValues": ["true", "false"], "Description": "With SubnetIds: create the S3 gateway endpoint and the Secrets Manager interface endpoint that functions in private subnets need (else they need a NAT gateway)"},
             "VpcId": {"Type": "String", "Default": "", "Description": "The VPC of SubnetIds, for CreateVpcEndpoints"},
@@ -477,6 +553,8 @@ pub fn render(plan: &Plan) -> String {
             "CreateBucket": {"Fn::Equals": [r("ExistingBucket"), ""]},
             "InVpc": {"Fn::Not": [{"Fn::Equals": [{"Fn::Join": ["", r("SubnetIds")]}, ""]}]},
             "HasAlarmTopic": {"Fn::Not": [{"Fn::Equals": [r("AlarmTopicArn"), ""]}]},
+            "HasPermissionsBoundary": {"Fn::Not": [{"Fn::Equals": [r("PermissionsBoundary"), ""]}]},
+            "HasKmsKey": {"Fn::Not": [{"Fn::Equals": [r("KmsKeyArn"), ""]}]},
             "ExpireStaged": {"Fn::Not": [{"Fn::Equals": [r("StagingExpirationDays"), 0]}]},
             "CreateEndpoints": {"Fn::And": [{"Fn::Equals": [r("CreateVpcEndpoints"), "true"]}, {"Condition": "InVpc"}]}
         },

@@ -1,5 +1,5 @@
 //! S3 staging through aws-sdk-s3: the standard credential chain and region, an optional
-//! endpoint for S3-compatible stores, SSE (`AES256`) on every put and multipart upload
+//! endpoint for S3-compatible stores, SSE (`AES256`, or the bucket's default with `SLUICE_S3_SSE=bucket`) on every put and multipart upload
 //! for large objects. The only file that calls into the AWS SDK.
 
 use std::path::{Path, PathBuf};
@@ -22,7 +22,13 @@ pub struct S3Staging {
     prefix: String,
     /// Downloads and parts being uploaded; removed with the store.
     work: tempfile::TempDir,
+    /// The encryption asked for on every put: `AES256` (SSE-S3), or none when
+    /// `SLUICE_S3_SSE=bucket` leaves it to the bucket's default (SSE-KMS with its key).
+    sse: Option<ServerSideEncryption>,
 }
+
+/// The variable that leaves a staged object's encryption to the bucket (`bucket`).
+pub const SSE_VAR: &str = "SLUICE_S3_SSE";
 
 impl S3Staging {
     pub async fn new(
@@ -54,7 +60,17 @@ impl S3Staging {
         let tmp = std::env::temp_dir();
         crate::util::sweep_orphans(&tmp);
         let work = crate::util::temp_dir().map_err(|e| StageError::io("create a temporary folder in", &tmp, e))?;
+        let sse = match std::env::var(SSE_VAR).as_deref() {
+            Ok("bucket") => None,
+            Ok("AES256") | Err(_) => Some(ServerSideEncryption::Aes256),
+            Ok(other) => {
+                return Err(StageError::Config(format!(
+                    "{SSE_VAR}={other}: use AES256 (the default) or bucket (the bucket's default encryption, such as SSE-KMS)"
+                )))
+            }
+        };
         Ok(S3Staging {
+            sse,
             client,
             bucket: bucket.to_string(),
             prefix: prefix.trim_matches('/').to_string(),
@@ -136,7 +152,7 @@ impl S3Staging {
             .create_multipart_upload()
             .bucket(&self.bucket)
             .key(&full)
-            .server_side_encryption(ServerSideEncryption::Aes256)
+            .set_server_side_encryption(self.sse.clone())
             .content_type("application/gzip")
             .send()
             .await
@@ -216,7 +232,7 @@ impl Staging for S3Staging {
             .put_object()
             .bucket(&self.bucket)
             .key(self.full_key(key))
-            .server_side_encryption(ServerSideEncryption::Aes256)
+            .set_server_side_encryption(self.sse.clone())
             .content_type("application/gzip")
             .body(body)
             .send()
@@ -230,7 +246,7 @@ impl Staging for S3Staging {
             .put_object()
             .bucket(&self.bucket)
             .key(self.full_key(key))
-            .server_side_encryption(ServerSideEncryption::Aes256)
+            .set_server_side_encryption(self.sse.clone())
             .body(ByteStream::from(bytes))
             .send()
             .await

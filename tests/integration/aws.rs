@@ -157,9 +157,39 @@ fn a_scheduled_extract_then_its_manifest_notification_loads_the_run() {
 
     let lines = json_lines(&f);
     assert!(
-        lines.iter().any(|l| l["fields"]["message"] == "invocation succeeded"),
+        lines.iter().any(|l| l["message"] == "invocation succeeded"),
         "{lines:?}"
     );
+    // Log lines are flat, with the invocation's id; only the first was a cold start.
+    let (logs, emf): (Vec<&Value>, Vec<&Value>) = lines.iter().partition(|l| l["_aws"].is_null());
+    for l in &logs {
+        assert!(
+            l["level"].is_string() && l["message"].is_string() && l["timestamp"].is_string(),
+            "{l}"
+        );
+    }
+    let started: Vec<&&Value> = logs.iter().filter(|l| l["message"] == "invocation started").collect();
+    assert!(started.len() >= 3, "{started:?}");
+    assert!(
+        started.iter().all(|l| l["function_request_id"].is_string()),
+        "{started:?}"
+    );
+    assert_eq!(started[0]["cold_start"], true);
+    assert!(started[1..].iter().all(|l| l["cold_start"] == false), "{started:?}");
+    // The figures as CloudWatch metrics (EMF): records per resource, one run loaded (the
+    // second, already-loaded notification adds none).
+    let records: f64 = emf
+        .iter()
+        .filter(|l| l["Resource"].is_string() && l["Records"].is_number())
+        .map(|l| l["Records"].as_f64().unwrap())
+        .sum();
+    assert!(records > 0.0, "{emf:?}");
+    let loaded: f64 = emf.iter().filter_map(|l| l["RunsLoaded"].as_f64()).sum();
+    assert_eq!(loaded, 1.0, "{emf:?}");
+    for l in &emf {
+        assert_eq!(l["_aws"]["CloudWatchMetrics"][0]["Namespace"], "sluice");
+        assert_eq!(l["Pipeline"], "rickandmorty");
+    }
 }
 
 #[test]
@@ -264,7 +294,7 @@ fn failing_events_post_errors_and_a_short_deadline_leaves_no_manifest() {
     // The loop goes on after failures.
     let failed = json_lines(&f)
         .into_iter()
-        .filter(|l| l["level"] == "ERROR" && l["fields"]["message"] == "invocation failed")
+        .filter(|l| l["level"] == "ERROR" && l["message"] == "invocation failed")
         .count();
     assert_eq!(failed, 6);
 }
@@ -502,7 +532,13 @@ fn the_template_passes_cfn_lint_for_both_reference_pipelines() {
 fn actions(t: &serde_yaml::Value, role: &str) -> Vec<String> {
     let statements = &t["Resources"][role]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"];
     let mut out = Vec::new();
-    for s in statements.as_sequence().unwrap() {
+    // A statement under a condition (the KMS key's) is left out.
+    for s in statements
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .filter(|s| s["Fn::If"].is_null())
+    {
         match &s["Action"] {
             serde_yaml::Value::String(a) => out.push(a.clone()),
             serde_yaml::Value::Sequence(list) => out.extend(list.iter().map(|a| a.as_str().unwrap().to_string())),
@@ -520,8 +556,8 @@ fn the_template_stages_safely_with_least_privilege_and_a_schedule_per_spec() {
     let bucket = &r["StagingBucket"]["Properties"];
     assert_eq!(bucket["VersioningConfiguration"]["Status"], "Enabled");
     assert_eq!(
-        bucket["BucketEncryption"]["ServerSideEncryptionConfiguration"][0]["ServerSideEncryptionByDefault"]
-            ["SSEAlgorithm"],
+        bucket["BucketEncryption"]["ServerSideEncryptionConfiguration"][0]["Fn::If"][2]
+            ["ServerSideEncryptionByDefault"]["SSEAlgorithm"],
         "AES256"
     );
     for flag in [
@@ -577,7 +613,13 @@ fn the_template_stages_safely_with_least_privilege_and_a_schedule_per_spec() {
             let names: Vec<&str> = vars.as_mapping().unwrap().keys().map(|k| k.as_str().unwrap()).collect();
             assert_eq!(
                 names,
-                ["SLUICE_SECRETS", "SLUICE_STAGING", "SLUICE_PIPELINE", "SLUICE_FUNCTION"],
+                [
+                    "SLUICE_SECRETS",
+                    "SLUICE_STAGING",
+                    "SLUICE_PIPELINE",
+                    "SLUICE_FUNCTION",
+                    "SLUICE_S3_SSE"
+                ],
                 "{f}"
             );
             assert_eq!(vars["SLUICE_SECRETS"]["Fn::Join"][1]["Ref"], "SecretArns");
@@ -589,6 +631,26 @@ fn the_template_stages_safely_with_least_privilege_and_a_schedule_per_spec() {
         r["ExtractRole"].is_null() && r["ExtractFunction"].is_null(),
         "no shared function"
     );
+    // Failed events go to the queue as failure destinations; the queue outlives the stack.
+    let invoke = &r["CoincapExtractFunctionInvokeConfig"]["Properties"];
+    assert_eq!(
+        invoke["DestinationConfig"]["OnFailure"]["Destination"]["Fn::GetAtt"][0],
+        "DeadLetterQueue"
+    );
+    assert!(r["CoincapExtractFunction"]["Properties"]["DeadLetterConfig"].is_null());
+    assert_eq!(r["DeadLetterQueue"]["DeletionPolicy"], "Retain");
+    // A freshness alarm per scheduled pipeline: no run loaded in 3 schedules.
+    let window =
+        |alarm: &serde_yaml::Value| alarm["Period"].as_u64().unwrap() * alarm["EvaluationPeriods"].as_u64().unwrap();
+    let fresh = &r["CoincapFreshnessAlarm"]["Properties"];
+    assert_eq!(fresh["Namespace"], "sluice");
+    assert_eq!(fresh["MetricName"], "RunsLoaded");
+    assert_eq!(fresh["TreatMissingData"], "breaching");
+    assert_eq!(window(fresh), 900, "rate(5 minutes), 3 times");
+    assert_eq!(window(&r["RickandmortyFreshnessAlarm"]["Properties"]), 3 * 86_400);
+    // An optional permissions boundary on every role.
+    let boundary = &r["CoincapLoadRole"]["Properties"]["PermissionsBoundary"]["Fn::If"];
+    assert_eq!(boundary[0], "HasPermissionsBoundary");
 
     // One schedule per spec, sending the extract event; one manifest rule per spec.
     for (id, name, expression) in [
