@@ -13,6 +13,12 @@ pub const PIPELINE_VAR: &str = "SLUICE_PIPELINE";
 /// The environment variable telling a function which step it is (`extract`, `load`).
 pub const FUNCTION_VAR: &str = "SLUICE_FUNCTION";
 
+/// The `Metadata` telling checkov why a check does not apply to a resource, each
+/// `(check, reason)`: the template's only exceptions, said where they apply.
+fn checkov_skips(skips: &[(&str, &str)]) -> Value {
+    json!({"checkov": {"skip": skips.iter().map(|(id, comment)| json!({"id": id, "comment": comment})).collect::<Vec<_>>()}})
+}
+
 /// `{"Ref": name}`.
 fn r(name: &str) -> Value {
     json!({ "Ref": name })
@@ -116,6 +122,7 @@ fn function(resources: &mut Map<String, Value>, d: &Deployed, f: &Function, in_v
             "Type": "AWS::Logs::LogGroup",
             "DeletionPolicy": "Retain",
             "UpdateReplacePolicy": "Retain",
+            "Metadata": checkov_skips(&[("CKV_AWS_158", "CloudWatch Logs encrypts log data at rest; sluice masks every secret in what it logs")]),
             "Properties": {"RetentionInDays": 30}
         }),
     );
@@ -183,18 +190,27 @@ fn function(resources: &mut Map<String, Value>, d: &Deployed, f: &Function, in_v
     if let Some(mib) = d.ephemeral_mib {
         props["EphemeralStorage"] = json!({"Size": mib});
     }
-    if f.step == EXTRACT.step {
-        // A slow run never overlaps the next schedule's (unless `runtime.concurrency`).
-        props["ReservedConcurrentExecutions"] = json!(d.concurrency);
-    }
+    // A slow run never overlaps the next schedule's (unless `runtime.concurrency`), and
+    // a pipeline's loads take turns, in the order their manifests landed.
+    props["ReservedConcurrentExecutions"] = json!(if f.step == EXTRACT.step { d.concurrency } else { 1 });
     if in_vpc {
         props["VpcConfig"] = json!({"Fn::If": ["InVpc",
             {"SubnetIds": r("SubnetIds"), "SecurityGroupIds": r("SecurityGroupIds")},
             r("AWS::NoValue")]});
     }
+    let mut skips = vec![
+        ("CKV_AWS_116", "failed events go to the dead-letter queue as the failure destination of its EventInvokeConfig, with their error; DeadLetterConfig would send them twice"),
+        ("CKV_AWS_173", "the environment holds no secret: secret ARNs, the staging location and names; secrets are read from Secrets Manager"),
+    ];
+    if !in_vpc {
+        skips.push((
+            "CKV_AWS_117",
+            "it reads a public API and S3 and never the warehouse, so it needs no VPC (and no NAT gateway)",
+        ));
+    }
     resources.insert(
         id.clone(),
-        json!({"Type": "AWS::Lambda::Function", "Properties": props}),
+        json!({"Type": "AWS::Lambda::Function", "Metadata": checkov_skips(&skips), "Properties": props}),
     );
     resources.insert(
         format!("{id}InvokeConfig"),
@@ -389,6 +405,7 @@ pub fn render(plan: &Plan) -> String {
             "Condition": "CreateBucket",
             "DeletionPolicy": "Retain",
             "UpdateReplacePolicy": "Retain",
+            "Metadata": checkov_skips(&[("CKV_AWS_18", "staged runs are written and read by the stack's own roles only; CloudTrail data events, not a second logging bucket, are the way to audit them")]),
             "Properties": {
                 "VersioningConfiguration": {"Status": "Enabled"},
                 "BucketEncryption": {"ServerSideEncryptionConfiguration": [{"Fn::If": ["HasKmsKey",
@@ -482,6 +499,7 @@ pub fn render(plan: &Plan) -> String {
             // Failed events are kept when the stack goes.
             "DeletionPolicy": "Retain",
             "UpdateReplacePolicy": "Retain",
+            "Metadata": checkov_skips(&[("CKV_AWS_27", "encrypted with SQS-managed keys (SqsManagedSseEnabled); the check knows only a KMS key")]),
             "Properties": {"MessageRetentionPeriod": 1_209_600, "SqsManagedSseEnabled": true}
         }),
     );

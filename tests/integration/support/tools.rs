@@ -1,18 +1,21 @@
-//! Python tools the tests run: cfn-lint and moto's server (Secrets Manager), from the
-//! virtualenv `.ci/run` makes (`.venv`, or `SLUICE_TEST_VENV`), else from PATH. A missing
-//! tool fails the test with the command that installs it.
+//! Python tools the tests run: cfn-lint, checkov and moto's server (Secrets Manager,
+//! CloudFormation, IAM), from the virtualenv `scripts/test` makes (`.venv`, or
+//! `SLUICE_TEST_VENV`; checkov in `.venv/checkov`), else from PATH. A missing tool fails
+//! the test with the command that installs it.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const INSTALL: &str = "python3 -m venv .venv && .venv/bin/pip install cfn-lint 'moto[server]' (or run bash .ci/run)";
+const INSTALL: &str = "python3 -m venv .venv && .venv/bin/pip install -r tests/tools.txt, and python3 -m venv .venv/checkov && .venv/checkov/bin/pip install -r tests/checkov.txt (or run bash scripts/test)";
 
 /// The path of a tool from the virtualenv or PATH; panics with how to install it.
+/// `checkov` has a virtualenv of its own inside it.
 pub fn tool(name: &str) -> PathBuf {
     let venv = std::env::var_os("SLUICE_TEST_VENV")
         .map(PathBuf::from)
         .unwrap_or_else(|| super::root().join(".venv"));
+    let venv = if name == "checkov" { venv.join("checkov") } else { venv };
     let candidate = venv.join("bin").join(name);
     if candidate.is_file() {
         return candidate;
