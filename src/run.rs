@@ -527,6 +527,15 @@ async fn extract_as(
     let started = Utc::now();
     tracing::info!(pipeline = p.name(), run_id = %run.run_id, staging = %store.describe(), "extract started");
     let run = &run;
+    // Inside the deadline's reserve already: no resource is begun (nor anything staged).
+    if let Some(d) = opts.deadline.filter(|d| d.too_close().is_some()) {
+        return Err(RunError::ResourcesFailed {
+            failed: resources.iter().map(|r| format!("`{}`", r.name)).collect(),
+            total: resources.len(),
+            causes: resources.iter().map(|r| d.stopped(&r.name, 1).to_string()).collect(),
+            deadline: true,
+        });
+    }
     // Marks the run as running, so that `gc` leaves what it stages alone.
     let mut marker = crate::stage::Marker::put(store, p.name(), &run.run_id).await?;
     // Each resource is one shared job, so that a child can wait for its parent's.
@@ -638,7 +647,9 @@ async fn extract_as(
             Err(e) => {
                 deadline |= matches!(*e, ExtractError::Deadline { .. });
                 let cause = secrets.mask(&e.to_string());
-                tracing::error!("{cause}");
+                if crate::util::parts_of_errors_logged() {
+                    tracing::error!("{cause}");
+                }
                 failed.push(format!("`{}`", r.name));
                 causes.push(cause);
             }

@@ -422,7 +422,7 @@ impl Handler {
                 Ok(crate::resolve::set_overlay(values))
             }
             Err(message) => {
-                tracing::error!(error = %message, "cannot read the secrets; the next invocation tries again");
+                // Logged once, as the invocation's failure.
                 Err(Failure {
                     kind: "Sluice.Secrets",
                     message,
@@ -502,7 +502,11 @@ impl Handler {
         self.fresh_secrets(false).await?;
         match self.serve(&invocation, deadline).await {
             Err(f) if !matches!(f.kind, "Sluice.BadEvent" | "Sluice.Deadline" | "Sluice.ColdStart") => {
-                if self.fresh_secrets(true).await.unwrap_or(false) {
+                let again = self.fresh_secrets(true).await.unwrap_or_else(|e| {
+                    tracing::warn!(error = %e.message, "cannot read the secrets again after the failure");
+                    false
+                });
+                if again {
                     tracing::warn!(error = %f.message, "the secrets changed since they were read; trying again with the new ones");
                     return self.serve(&invocation, deadline).await;
                 }
@@ -744,6 +748,8 @@ pub async fn serve() -> Result<(), String> {
     if std::env::var("AWS_LAMBDA_FUNCTION_MEMORY_SIZE").is_ok_and(|m| m.parse::<i32>().is_err()) {
         return Err("AWS_LAMBDA_FUNCTION_MEMORY_SIZE is not a number".into());
     }
+    // Each failure is logged once, whole, as its invocation's.
+    crate::util::report_whole_errors();
     let handler = Arc::new(Handler::cold_start().await);
     let cold = Arc::new(std::sync::atomic::AtomicBool::new(true));
     let service = lambda_runtime::service_fn(move |event: lambda_runtime::LambdaEvent<Value>| {

@@ -40,6 +40,12 @@ where
     ) -> std::fmt::Result {
         let mut fields = Fields(Map::new());
         event.record(&mut fields);
+        // lambda_runtime logs each failed invocation's error again, as Debug text: the
+        // handler's own "invocation failed" line says it once, with its fields.
+        let message = fields.0.get("message").and_then(Value::as_str).unwrap_or_default();
+        if event.metadata().target().starts_with("lambda_runtime") && message.starts_with("Diagnostic {") {
+            return Ok(());
+        }
         let mut line = Map::new();
         line.insert(
             "timestamp".into(),

@@ -76,11 +76,18 @@ impl Deadline {
 }
 
 fn deadline_error(d: Deadline, resource: &str, page: u64) -> ExtractError {
-    ExtractError::Deadline {
-        resource: resource.to_string(),
-        page,
-        left_ms: d.at.saturating_duration_since(Instant::now()).as_millis() as u64,
-        reserve_ms: d.reserve.as_millis() as u64,
+    d.stopped(resource, page)
+}
+
+impl Deadline {
+    /// The error of resource `resource` stopped at page `page` by this deadline.
+    pub fn stopped(&self, resource: &str, page: u64) -> ExtractError {
+        ExtractError::Deadline {
+            resource: resource.to_string(),
+            page,
+            left_ms: self.at.saturating_duration_since(Instant::now()).as_millis() as u64,
+            reserve_ms: self.reserve.as_millis() as u64,
+        }
     }
 }
 
