@@ -253,6 +253,11 @@ enum DeployTarget {
         /// The template to write (stdout when absent).
         #[arg(short, long, value_name = "FILE")]
         output: Option<String>,
+        /// The package the functions will run (what `sluice package` wrote): it must
+        /// bundle exactly these specs; its name becomes the default `CodeKey` and its
+        /// bootstrap's architecture the default `Architecture`.
+        #[arg(long, value_name = "ZIP")]
+        package: Option<String>,
     },
 }
 
@@ -409,8 +414,8 @@ pub fn main() -> ExitCode {
             bootstrap,
         } => package(&specs, &include, output.as_deref(), bootstrap.as_deref()),
         Command::Deploy {
-            target: DeployTarget::Aws { specs, output },
-        } => deploy_aws(&specs, output.as_deref()),
+            target: DeployTarget::Aws { specs, output, package },
+        } => deploy_aws(&specs, output.as_deref(), package.as_deref()),
         Command::Lambda => lambda(),
         Command::Run { target, dry_run } => {
             let Some((p, opts)) = target.open() else {
@@ -482,17 +487,35 @@ fn package(specs: &[String], include: &[String], output: Option<&str>, bootstrap
     }
 }
 
-fn deploy_aws(specs: &[String], output: Option<&str>) -> u8 {
+fn deploy_aws(specs: &[String], output: Option<&str>, package: Option<&str>) -> u8 {
     let Some(pipelines) = load_all(specs) else {
         return exit::FAILED;
     };
-    let plan = match crate::aws::plan(&pipelines) {
+    let mut plan = match crate::aws::plan(&pipelines) {
         Ok(plan) => plan,
         Err(e) => {
             eprintln!("error: {e}");
             return exit::FAILED;
         }
     };
+    if let Some(zip) = package {
+        let contents = match crate::aws::package::contents(std::path::Path::new(zip)) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return exit::FAILED;
+            }
+        };
+        let differences = crate::aws::package::differences(&contents, specs);
+        if !differences.is_empty() {
+            eprintln!(
+                "error: {zip} does not run these specs: {}; run `sluice package` with them again",
+                differences.join("; ")
+            );
+            return exit::FAILED;
+        }
+        plan.package = Some((contents.name, contents.bootstrap.architecture));
+    }
     for p in pipelines.iter().filter(|p| {
         p.runtime()
             .is_none_or(|r| r.target != spec::pipeline::RuntimeTarget::AwsLambda)

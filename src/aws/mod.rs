@@ -107,6 +107,9 @@ impl Deployed {
 #[derive(Debug, Clone)]
 pub struct Plan {
     pub pipelines: Vec<Deployed>,
+    /// The package the functions run, when `--package` named it: its file name is the
+    /// default `CodeKey`, its bootstrap's architecture the default `Architecture`.
+    pub package: Option<(String, &'static str)>,
 }
 
 impl Plan {
@@ -196,7 +199,10 @@ pub fn plan(pipelines: &[Pipeline]) -> Result<Plan, PlanError> {
             });
         }
     }
-    Ok(Plan { pipelines: deployed })
+    Ok(Plan {
+        pipelines: deployed,
+        package: None,
+    })
 }
 
 /// `rick_and-morty` → `RickAndMorty`: letters and digits only, as logical ids want.

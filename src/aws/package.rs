@@ -118,3 +118,74 @@ pub fn package(
         sha256,
     })
 }
+
+/// What a package holds, as `sluice deploy aws --package` checks it.
+#[derive(Debug)]
+pub struct Contents {
+    /// The zip's file name: the `CodeKey` it is uploaded under (after a prefix).
+    pub name: String,
+    pub bootstrap: elf::Needs,
+    /// The specs under `pipelines/`, by file name, with their bytes.
+    pub specs: Vec<(String, Vec<u8>)>,
+}
+
+/// Read the package at `path`: its bootstrap's needs and its specs.
+pub fn contents(path: &Path) -> Result<Contents, String> {
+    use std::io::Read;
+    let bad = |e: &dyn std::fmt::Display| format!("{} is not a package `sluice package` wrote: {e}", path.display());
+    let file = std::fs::File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mut zip = zip::ZipArchive::new(file).map_err(|e| bad(&e))?;
+    let bootstrap = {
+        let mut entry = zip.by_name("bootstrap").map_err(|e| bad(&e))?;
+        let mut temp = tempfile::NamedTempFile::new().map_err(|e| bad(&e))?;
+        std::io::copy(&mut entry, temp.as_file_mut()).map_err(|e| bad(&e))?;
+        elf::inspect(temp.path())?
+    };
+    let mut specs = Vec::new();
+    for i in 0..zip.len() {
+        let mut entry = zip.by_index(i).map_err(|e| bad(&e))?;
+        let full = entry.name().map_err(|e| bad(&e))?.into_owned();
+        let Some(name) = full.strip_prefix("pipelines/").map(str::to_string) else {
+            continue;
+        };
+        if name.ends_with(".yaml") || name.ends_with(".yml") {
+            let mut bytes = Vec::new();
+            entry.read_to_end(&mut bytes).map_err(|e| bad(&e))?;
+            specs.push((name, bytes));
+        }
+    }
+    Ok(Contents {
+        name: path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        bootstrap,
+        specs,
+    })
+}
+
+/// Whether the package runs exactly these spec files: the differences, said.
+pub fn differences(contents: &Contents, spec_files: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut given = Vec::new();
+    for f in spec_files {
+        let name = Path::new(f)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        match contents.specs.iter().find(|(n, _)| *n == name) {
+            None => out.push(format!("{f} is not in it")),
+            Some((_, bytes)) if std::fs::read(f).ok().as_ref() != Some(bytes) => {
+                out.push(format!("its pipelines/{name} differs from {f}"))
+            }
+            Some(_) => {}
+        }
+        given.push(name);
+    }
+    for (n, _) in &contents.specs {
+        if !given.contains(n) {
+            out.push(format!("it also runs pipelines/{n}, which was not given"));
+        }
+    }
+    out
+}

@@ -524,12 +524,16 @@ pub fn render(plan: &Plan) -> String {
         }
     }
     outputs.insert("DeadLetterQueueUrl".into(), json!({"Value": r("DeadLetterQueue")}));
+    let mut code_key = json!({"Type": "String", "Description": "Key of the package in CodeBucket: the file `sluice package` wrote, named by its content (sluice-lambda-<hash>.zip), so that a new package is a new key and updates the functions"});
+    if let Some((name, _)) = &plan.package {
+        code_key["Default"] = json!(name);
+    }
     let template = json!({
         "AWSTemplateFormatVersion": "2010-09-09",
         "Description": format!("sluice pipelines {} on AWS Lambda: extract on a schedule, S3 staging, load when a run's manifest lands (written by sluice deploy aws)", names.join(", ")),
         "Parameters": {
             "CodeBucket": {"Type": "String", "Description": "S3 bucket holding the package that `sluice package` wrote"},
-            "CodeKey": {"Type": "String", "Description": "Key of the package in CodeBucket: the file `sluice package` wrote, named by its content (sluice-lambda-<hash>.zip), so that a new package is a new key and updates the functions"},
+            "CodeKey": code_key,
             SECRET_PARAMETER: {
                 "Type": "CommaDelimitedList",
                 "Description": format!(
@@ -542,7 +546,7 @@ pub fn render(plan: &Plan) -> String {
             "StagingPrefix": {"Type": "String", "Default": super::DEFAULT_PREFIX, "AllowedPattern": "^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$", "Description": "Key prefix of the staged runs in the bucket"},
             "SubnetIds": {"Type": "CommaDelimitedList", "Default": "", "Description": "Subnets for the functions that reach the database (RDS), when it is in a VPC"},
             "SecurityGroupIds": {"Type": "CommaDelimitedList", "Default": "", "Description": "Security groups for those functions (allowed into the database's security group)"},
-            "Architecture": {"Type": "String", "Default": "x86_64", "AllowedValues": ["x86_64", "arm64"], "Description": "The bootstrap's architecture (sluice package prints it)"},
+            "Architecture": {"Type": "String", "Default": plan.package.as_ref().map_or("x86_64", |(_, a)| a), "AllowedValues": ["x86_64", "arm64"], "Description": "The bootstrap's architecture (sluice package prints it)"},
             "MemorySize": {"Type": "Number", "Default": 1024, "MinValue": 128, "MaxValue": 10240, "Description": "MiB of memory of every function whose spec sets no runtime.memory"},
             "ExtractTimeout": {"Type": "Number", "Default": 900, "MinValue": 10, "MaxValue": 900, "Description": "Seconds an extract function may run, where the spec sets no runtime.timeout"},
             "LoadTimeout": {"Type": "Number", "Default": 900, "MinValue": 10, "MaxValue": 900, "Description": "Seconds a load function may run, where the spec sets no runtime.timeout"},

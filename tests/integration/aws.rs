@@ -844,6 +844,26 @@ fn the_package_bootstrap_runs_on_amazon_linux_2023() {
     let (_, other) = package(&[&cc]);
     assert_ne!(other, name, "other inputs, another name");
 
+    // The template for that package: it must run exactly the specs deployed; its name and
+    // architecture become the template's defaults.
+    let deploy = |specs: &[&std::ffi::OsStr]| {
+        let mut args: Vec<&std::ffi::OsStr> = vec!["deploy".as_ref(), "aws".as_ref()];
+        args.extend(specs);
+        args.extend(["--package".as_ref(), zip_path.as_os_str()]);
+        Sluice::new(args).dir(dir.path()).run()
+    };
+    let t: serde_yaml::Value = serde_yaml::from_str(&deploy(&[&rm, &cc]).success().stdout).unwrap();
+    assert_eq!(t["Parameters"]["CodeKey"]["Default"], name.as_str());
+    assert_eq!(t["Parameters"]["Architecture"]["Default"], "x86_64");
+    let refused = deploy(&[&cc]).failure(1);
+    assert!(
+        refused
+            .stderr
+            .contains("it also runs pipelines/rickandmorty.yaml, which was not given"),
+        "{}",
+        refused.stderr
+    );
+
     let mut zip = zip::ZipArchive::new(std::fs::File::open(&zip_path).unwrap()).unwrap();
     let names: Vec<String> = (0..zip.len())
         .map(|i| zip.by_index(i).unwrap().name().unwrap().into_owned())
