@@ -205,6 +205,21 @@ pub fn signal_name(signal: i32) -> &'static str {
     }
 }
 
+/// Whether the caller reports a failed run's whole error once (a Lambda function's
+/// "invocation failed" line), so that a resource's failure is not logged apart too.
+static WHOLE_ERRORS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Say that failures are reported whole by the caller (see [`parts_of_errors_logged`]).
+pub fn report_whole_errors() {
+    WHOLE_ERRORS.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Whether a step logs the parts of an error it returns (a resource's failure), as the
+/// CLI does above its final `error:` line.
+pub fn parts_of_errors_logged() -> bool {
+    !WHOLE_ERRORS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -230,19 +245,4 @@ mod tests {
         s.add("abc");
         assert_eq!(s.mask("abc"), "abc");
     }
-}
-
-/// Whether the caller reports a failed run's whole error once (a Lambda function's
-/// "invocation failed" line), so that a resource's failure is not logged apart too.
-static WHOLE_ERRORS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-/// Say that failures are reported whole by the caller (see [`parts_of_errors_logged`]).
-pub fn report_whole_errors() {
-    WHOLE_ERRORS.store(true, std::sync::atomic::Ordering::Relaxed);
-}
-
-/// Whether a step logs the parts of an error it returns (a resource's failure), as the
-/// CLI does above its final `error:` line.
-pub fn parts_of_errors_logged() -> bool {
-    !WHOLE_ERRORS.load(std::sync::atomic::Ordering::Relaxed)
 }
