@@ -1,10 +1,11 @@
 """Deploy a template `sluice deploy aws` wrote into moto's CloudFormation, the way an AWS
 data engineer would, and hand back what each Lambda function would run with.
 
-    moto_stack.py ENDPOINT TEMPLATE ZIP SECRET_JSON
+    moto_stack.py ENDPOINT TEMPLATE ZIP SECRET_JSON [NEXT_ZIP]
 
 Uploads ZIP as the package (under the key it is named by), creates the secret, creates the
-stack with the README's parameters and waits for it, then, for every function of the
+stack with the README's parameters and waits for it; given NEXT_ZIP, uploads that package
+too and updates the stack to its key, as the README's update path does; then, for every function of the
 stack: its environment as Lambda would set it and temporary credentials of its own role
 (STS AssumeRole). moto keeps a stack's inline role policies as Python text; they are put
 again as JSON so that its policy engine reads them. Last, IAM enforcement is turned on:
@@ -25,6 +26,8 @@ import urllib.request
 import boto3
 
 endpoint, template_path, zip_path, secret_json = sys.argv[1:5]
+# A second package: the stack is updated to it (a new CodeKey) before the roles are read.
+next_zip = sys.argv[5] if len(sys.argv) > 5 else None
 session = boto3.session.Session(
     aws_access_key_id="test", aws_secret_access_key="test", region_name="us-east-1"
 )
@@ -47,20 +50,52 @@ secret_arn = sm.create_secret(Name="sluice", SecretString=secret_json)["ARN"]
 with open(template_path) as f:
     body = f.read()
 params = {"CodeBucket": "artifacts", "CodeKey": code_key, "SecretArns": secret_arn}
+
+
+def wait(status):
+    for _ in range(300):
+        stack = cfn.describe_stacks(StackName="sluice")["Stacks"][0]
+        if not stack["StackStatus"].endswith("IN_PROGRESS"):
+            break
+        time.sleep(0.2)
+    if stack["StackStatus"] != status:
+        events = cfn.describe_stack_events(StackName="sluice")["StackEvents"]
+        sys.exit(f"stack {stack['StackStatus']}: {json.dumps(events, default=str)[:3000]}")
+
+
+def code_of_functions():
+    out = {}
+    for r in cfn.describe_stack_resources(StackName="sluice")["StackResources"]:
+        if r.get("ResourceType") == "AWS::Lambda::Function":
+            conf = lam.get_function_configuration(FunctionName=r["PhysicalResourceId"])
+            out[r["LogicalResourceId"]] = [conf["CodeSha256"], conf.get("Description", "")]
+    return out
+
+
 cfn.create_stack(
     StackName="sluice",
     TemplateBody=body,
     Capabilities=["CAPABILITY_IAM"],
     Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in params.items()],
 )
-for _ in range(300):
-    stack = cfn.describe_stacks(StackName="sluice")["Stacks"][0]
-    if not stack["StackStatus"].endswith("IN_PROGRESS"):
-        break
-    time.sleep(0.2)
-if stack["StackStatus"] != "CREATE_COMPLETE":
-    events = cfn.describe_stack_events(StackName="sluice")["StackEvents"]
-    sys.exit(f"stack {stack['StackStatus']}: {json.dumps(events, default=str)[:3000]}")
+wait("CREATE_COMPLETE")
+
+updated = {}
+if next_zip:
+    before = code_of_functions()
+    next_key = "sluice/" + os.path.basename(next_zip)
+    with open(next_zip, "rb") as f:
+        s3.put_object(Bucket="artifacts", Key=next_key, Body=f.read())
+    params["CodeKey"] = next_key
+    cfn.update_stack(
+        StackName="sluice",
+        TemplateBody=body,
+        Capabilities=["CAPABILITY_IAM"],
+        Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in params.items()],
+    )
+    wait("UPDATE_COMPLETE")
+    after = code_of_functions()
+    updated = {k: {"before": before[k], "after": after.get(k)} for k in before}
 
 # moto lists the resources it has no model of (alarms, bucket policy) without ids.
 resources = [
@@ -130,7 +165,13 @@ req = urllib.request.Request(
 urllib.request.urlopen(req).read()
 print(
     json.dumps(
-        {"bucket": bucket, "stack": physical, "functions": functions, "adapted": adapted},
+        {
+            "bucket": bucket,
+            "stack": physical,
+            "functions": functions,
+            "adapted": adapted,
+            "updated": updated,
+        },
         default=str,
     )
 )

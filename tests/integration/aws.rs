@@ -978,11 +978,13 @@ struct Stack {
 }
 
 impl Stack {
-    fn deploy(moto: &Moto, template: &Path, package: &Path, secret: &Value) -> Stack {
+    /// Deploy `template` running `package`, then update it to run `next`.
+    fn deploy(moto: &Moto, template: &Path, (package, next): (&Path, &Path), secret: &Value) -> Stack {
         let run = std::process::Command::new(tool("python"))
             .arg(root().join("tests/moto_stack.py"))
             .args([&moto.endpoint, template.to_str().unwrap(), package.to_str().unwrap()])
             .arg(secret.to_string())
+            .arg(next)
             .output()
             .expect("python from the test venv runs");
         assert!(
@@ -1074,15 +1076,22 @@ fn the_stack_deploys_into_moto_and_every_pipeline_runs_under_its_own_roles() {
     args.extend(files);
     args.extend(["-o", template.to_str().unwrap()]);
     Sluice::new(args).run().success();
-    // moto stores the code, it does not run it: any zip will do as the package.
-    let package = dir.path().join("sluice-lambda-0123456789ab.zip");
-    {
-        let mut zip = zip::ZipWriter::new(std::fs::File::create(&package).unwrap());
+    // moto stores the code, it does not run it: any zip will do as the package, and a
+    // second one as the next version, deployed the README's way (a new CodeKey).
+    let zipped = |name: &str, text: &[u8]| {
+        let path = dir.path().join(name);
+        let mut zip = zip::ZipWriter::new(std::fs::File::create(&path).unwrap());
         zip.start_file("bootstrap", zip::write::SimpleFileOptions::default())
             .unwrap();
-        std::io::Write::write_all(&mut zip, b"the tests run the sluice binary itself").unwrap();
+        std::io::Write::write_all(&mut zip, text).unwrap();
         zip.finish().unwrap();
-    }
+        path
+    };
+    let package = zipped(
+        "sluice-lambda-0123456789ab.zip",
+        b"the tests run the sluice binary itself",
+    );
+    let next = zipped("sluice-lambda-ba9876543210.zip", b"a newer build");
     let db = pg::fresh_database();
     let secret = json!({
         "DATABASE_URL": db,
@@ -1091,7 +1100,26 @@ fn the_stack_deploys_into_moto_and_every_pipeline_runs_under_its_own_roles() {
         "COINCAP_BASE_URL": format!("{}/v3", api.base),
         "JSONPLACEHOLDER_API": format!("{}/jsonplaceholder", api.base),
     });
-    let stack = Stack::deploy(&moto, &template, &package, &secret);
+    let stack = Stack::deploy(&moto, &template, (&package, &next), &secret);
+    // The update reached every function: its code is the new package's, and says so.
+    use sha2::Digest;
+    let code_sha = |p: &Path| {
+        base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            sha2::Sha256::digest(std::fs::read(p).unwrap()),
+        )
+    };
+    let updated = stack.out["updated"].as_object().unwrap();
+    assert_eq!(updated.len(), 6, "{updated:?}");
+    for (id, u) in updated {
+        assert_eq!(u["before"][0], code_sha(&package), "{id}");
+        assert_eq!(u["after"][0], code_sha(&next), "{id}: {u}");
+        let described = u["after"][1].as_str().unwrap();
+        assert!(
+            described.ends_with("(package sluice/sluice-lambda-ba9876543210.zip)"),
+            "{described}"
+        );
+    }
     // Only what moto cannot evaluate was changed: the secrets statements' resources.
     let adapted = stack.out["adapted"].as_array().unwrap();
     assert_eq!(adapted.len(), 6, "{adapted:?}");
@@ -1102,7 +1130,7 @@ fn the_stack_deploys_into_moto_and_every_pipeline_runs_under_its_own_roles() {
     let functions = stack.out["functions"].as_object().unwrap();
     let description = functions["CoincapLoadFunction"]["description"].as_str().unwrap();
     assert!(
-        description.ends_with("(package sluice/sluice-lambda-0123456789ab.zip)"),
+        description.ends_with("(package sluice/sluice-lambda-ba9876543210.zip)"),
         "{description}"
     );
 
