@@ -1226,3 +1226,66 @@ fn the_stack_deploys_into_moto_and_every_pipeline_runs_under_its_own_roles() {
     let message = out.body["errorMessage"].as_str().unwrap();
     assert!(message.contains("access denied"), "{message}");
 }
+
+#[test]
+fn a_specs_runtime_sizes_its_functions_and_a_key_outside_its_prefix_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(root().join("pipelines/coincap.yaml")).unwrap();
+    let sized = dir.path().join("coincap.yaml");
+    std::fs::write(
+        &sized,
+        text.replace(
+            "  schedule: rate(5 minutes)\n",
+            "  schedule: rate(5 minutes)\n  memory: 2GiB\n  timeout: 5m\n  ephemeral_storage: 1GiB\n  concurrency: 2\n",
+        ),
+    )
+    .unwrap();
+    let out = Sluice::new(["deploy", "aws", sized.to_str().unwrap()]).run().success();
+    let t: serde_yaml::Value = serde_yaml::from_str(&out.stdout).unwrap();
+    for f in ["CoincapExtractFunction", "CoincapLoadFunction"] {
+        let props = &t["Resources"][f]["Properties"];
+        assert_eq!(props["MemorySize"], 2048, "{f}");
+        assert_eq!(props["Timeout"], 300, "{f}");
+        assert_eq!(props["EphemeralStorage"]["Size"], 1024, "{f}");
+    }
+    assert_eq!(
+        t["Resources"]["CoincapExtractFunction"]["Properties"]["ReservedConcurrentExecutions"],
+        2
+    );
+
+    // What Lambda would refuse is refused when the spec is validated.
+    for (bad, says) in [
+        ("  memory: 100MiB\n", "memory must be whole MiB from 128MiB to 10240MiB"),
+        ("  timeout: 20m\n", "timeout must be whole seconds from 1s to 15m"),
+        (
+            "  ephemeral_storage: 64MiB\n",
+            "ephemeral_storage must be whole MiB from 512MiB",
+        ),
+        ("  concurrency: 0\n", "concurrency must be at least 1"),
+    ] {
+        std::fs::write(
+            &sized,
+            text.replace(
+                "  schedule: rate(5 minutes)\n",
+                &format!("  schedule: rate(5 minutes)\n{bad}"),
+            ),
+        )
+        .unwrap();
+        let v = Sluice::new(["validate", sized.to_str().unwrap()]).run().failure(1);
+        assert!(v.stdout.contains(says), "{bad}: {}", v.stdout);
+    }
+
+    // Each role is held to `<prefix>/<pipeline>/`: a key template that leaves it cannot deploy.
+    std::fs::write(
+        &sized,
+        text.replace(
+            "key: \"{pipeline}/{resource}/{run_time:%Y/%m/%d/%H/%M}/{run_id}-{part}.jsonl.gz\"",
+            "key: \"{resource}/{pipeline}-{run_id}-{part}.jsonl.gz\"",
+        ),
+    )
+    .unwrap();
+    let v = Sluice::new(["validate", sized.to_str().unwrap()]).run();
+    assert_eq!(v.code, 0, "the key is valid: {}", v.stdout);
+    let d = Sluice::new(["deploy", "aws", sized.to_str().unwrap()]).run().failure(1);
+    assert!(d.stderr.contains("must begin with `{pipeline}/`"), "{}", d.stderr);
+}
