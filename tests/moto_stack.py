@@ -54,13 +54,13 @@ params = {"CodeBucket": "artifacts", "CodeKey": code_key, "SecretArns": secret_a
 
 def wait(status):
     for _ in range(300):
-        stack = cfn.describe_stacks(StackName="sluice")["Stacks"][0]
-        if not stack["StackStatus"].endswith("IN_PROGRESS"):
+        now = cfn.describe_stacks(StackName="sluice")["Stacks"][0]["StackStatus"]
+        if not now.endswith("IN_PROGRESS"):
             break
         time.sleep(0.2)
-    if stack["StackStatus"] != status:
+    if now != status:
         events = cfn.describe_stack_events(StackName="sluice")["StackEvents"]
-        sys.exit(f"stack {stack['StackStatus']}: {json.dumps(events, default=str)[:3000]}")
+        sys.exit(f"stack {now}: {json.dumps(events, default=str)[:3000]}")
 
 
 def code_of_functions():
@@ -72,13 +72,17 @@ def code_of_functions():
     return out
 
 
-cfn.create_stack(
-    StackName="sluice",
-    TemplateBody=body,
-    Capabilities=["CAPABILITY_IAM"],
-    Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in params.items()],
-)
-wait("CREATE_COMPLETE")
+def stack(call, done):
+    call(
+        StackName="sluice",
+        TemplateBody=body,
+        Capabilities=["CAPABILITY_IAM"],
+        Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in params.items()],
+    )
+    wait(done)
+
+
+stack(cfn.create_stack, "CREATE_COMPLETE")
 
 updated = {}
 if next_zip:
@@ -87,13 +91,7 @@ if next_zip:
     with open(next_zip, "rb") as f:
         s3.put_object(Bucket="artifacts", Key=next_key, Body=f.read())
     params["CodeKey"] = next_key
-    cfn.update_stack(
-        StackName="sluice",
-        TemplateBody=body,
-        Capabilities=["CAPABILITY_IAM"],
-        Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in params.items()],
-    )
-    wait("UPDATE_COMPLETE")
+    stack(cfn.update_stack, "UPDATE_COMPLETE")
     after = code_of_functions()
     updated = {k: {"before": before[k], "after": after.get(k)} for k in before}
 

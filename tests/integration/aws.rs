@@ -1136,6 +1136,8 @@ fn the_stack_deploys_into_moto_and_every_pipeline_runs_under_its_own_roles() {
 
     // Each pipeline: the schedule's event on its extract function, then the manifest's
     // S3 event on its load function, each under its own role.
+    let invoke =
+        |id: &str, event: Value, change: &[(&str, Option<&str>)]| invoke_on(&stack, id, &moto, &specs, event, change);
     let bucket = stack.bucket().to_string();
     let mut manifests = HashMap::new();
     for (id, name) in [
@@ -1143,11 +1145,8 @@ fn the_stack_deploys_into_moto_and_every_pipeline_runs_under_its_own_roles() {
         ("Rickandmorty", "rickandmorty"),
         ("Coincap", "coincap"),
     ] {
-        let out = invoke_on(
-            &stack,
+        let out = invoke(
             &format!("{id}ExtractFunction"),
-            &moto,
-            &specs,
             json!({"pipeline": name, "step": "extract"}),
             &[],
         );
@@ -1155,7 +1154,7 @@ fn the_stack_deploys_into_moto_and_every_pipeline_runs_under_its_own_roles() {
         let key = format!("sluice/{}", out.body["extracted"]["manifest"].as_str().unwrap());
         let event = json!({"source": "aws.s3", "detail-type": "Object Created",
             "detail": {"bucket": {"name": bucket}, "object": {"key": key}}});
-        let out = invoke_on(&stack, &format!("{id}LoadFunction"), &moto, &specs, event.clone(), &[]);
+        let out = invoke(&format!("{id}LoadFunction"), event.clone(), &[]);
         assert_eq!(out.kind, "response", "load {name}: {:?}", out.body);
         manifests.insert(name, event);
     }
@@ -1172,56 +1171,37 @@ fn the_stack_deploys_into_moto_and_every_pipeline_runs_under_its_own_roles() {
     assert!(pg::scalar(&db, "SELECT count(*) FROM coincap.exchange_snapshot").unwrap() != "0");
 
     // `run` on the extract function: its role reads what it staged.
-    let out = invoke_on(
-        &stack,
+    let out = invoke(
         "JsonplaceholderExtractFunction",
-        &moto,
-        &specs,
         json!({"pipeline": "jsonplaceholder", "step": "run"}),
         &[],
     );
     assert_eq!(out.kind, "response", "run: {:?}", out.body);
 
     // A load function takes no extraction, and a function no other pipeline's event.
-    let out = invoke_on(
-        &stack,
+    let out = invoke(
         "CoincapLoadFunction",
-        &moto,
-        &specs,
         json!({"pipeline": "coincap", "step": "run"}),
         &[],
     );
     assert_eq!(out.body["errorType"], "Sluice.BadEvent", "{:?}", out.body);
-    let out = invoke_on(
-        &stack,
+    let out = invoke(
         "CoincapExtractFunction",
-        &moto,
-        &specs,
         json!({"pipeline": "rickandmorty", "step": "extract"}),
         &[],
     );
     assert_eq!(out.body["errorType"], "Sluice.BadEvent", "{:?}", out.body);
     // And even without that check, IAM holds each role to its own pipeline's objects.
     let unchecked = [("SLUICE_PIPELINE", None), ("SLUICE_FUNCTION", None)];
-    let out = invoke_on(
-        &stack,
+    let out = invoke(
         "CoincapExtractFunction",
-        &moto,
-        &specs,
         json!({"pipeline": "rickandmorty", "step": "extract", "resources": ["episode"]}),
         &unchecked,
     );
     assert_eq!(out.kind, "error", "{:?}", out.body);
     let message = out.body["errorMessage"].as_str().unwrap();
     assert!(message.contains("access denied"), "{message}");
-    let out = invoke_on(
-        &stack,
-        "CoincapLoadFunction",
-        &moto,
-        &specs,
-        manifests["rickandmorty"].clone(),
-        &unchecked,
-    );
+    let out = invoke("CoincapLoadFunction", manifests["rickandmorty"].clone(), &unchecked);
     assert_eq!(out.kind, "error", "{:?}", out.body);
     let message = out.body["errorMessage"].as_str().unwrap();
     assert!(message.contains("access denied"), "{message}");
