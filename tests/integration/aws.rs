@@ -709,6 +709,25 @@ fn the_template_stages_safely_with_least_privilege_and_a_schedule_per_spec() {
     assert_eq!(fresh["TreatMissingData"], "breaching");
     assert_eq!(window(fresh), 900, "rate(5 minutes), 3 times");
     assert_eq!(window(&r["RickandmortyFreshnessAlarm"]["Properties"]), 3 * 86_400);
+    // Private subnets: the endpoints, on request; staged runs may expire, and delete
+    // markers of removed parts go.
+    for e in ["S3Endpoint", "SecretsManagerEndpoint"] {
+        assert_eq!(r[e]["Condition"], "CreateEndpoints", "{e}");
+    }
+    assert_eq!(r["S3Endpoint"]["Properties"]["VpcEndpointType"], "Gateway");
+    assert!(t["Rules"]["EndpointsNeedTheVpc"].is_mapping());
+    let rules = &bucket["LifecycleConfiguration"]["Rules"];
+    assert_eq!(rules[0]["ExpiredObjectDeleteMarker"], true);
+    assert_eq!(rules[1]["Fn::If"][0], "ExpireStaged");
+    assert_eq!(
+        rules[1]["Fn::If"][1]["ExpirationInDays"]["Ref"],
+        "StagingExpirationDays"
+    );
+    assert_eq!(t["Parameters"]["StagingExpirationDays"]["Default"], 0);
+    // A KMS key, when given, encrypts the bucket.
+    let sse = &bucket["BucketEncryption"]["ServerSideEncryptionConfiguration"][0]["Fn::If"];
+    assert_eq!(sse[0], "HasKmsKey");
+    assert_eq!(sse[1]["ServerSideEncryptionByDefault"]["SSEAlgorithm"], "aws:kms");
     // An optional permissions boundary on every role.
     let boundary = &r["CoincapLoadRole"]["Properties"]["PermissionsBoundary"]["Fn::If"];
     assert_eq!(boundary[0], "HasPermissionsBoundary");
