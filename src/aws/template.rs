@@ -384,20 +384,9 @@ fn freshness_window(expression: &str) -> (u64, u64) {
     (period, window.div_ceil(period).max(1))
 }
 
-/// The template as YAML.
-pub fn render(plan: &Plan) -> String {
-    let variables = plan.variables();
-    let listed = |must: bool| {
-        variables
-            .iter()
-            .filter(|(_, m)| *m == must)
-            .map(|(v, _)| v.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    let (required, optional) = (listed(true), listed(false));
-    let names: Vec<&str> = plan.pipelines.iter().map(|p| p.name.as_str()).collect();
-    let mut resources = Map::new();
+/// What every pipeline shares: the staging bucket and its policy, the VPC endpoints,
+/// the dead-letter queue and its alarm.
+fn shared(resources: &mut Map<String, Value>) {
     resources.insert(
         BUCKET.into(),
         json!({
@@ -511,6 +500,23 @@ pub fn render(plan: &Plan) -> String {
             ("QueueName", get_att("DeadLetterQueue", "QueueName")),
         ),
     );
+}
+
+/// The template as YAML.
+pub fn render(plan: &Plan) -> String {
+    let variables = plan.variables();
+    let listed = |must: bool| {
+        variables
+            .iter()
+            .filter(|(_, m)| *m == must)
+            .map(|(v, _)| v.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let (required, optional) = (listed(true), listed(false));
+    let names: Vec<&str> = plan.pipelines.iter().map(|p| p.name.as_str()).collect();
+    let mut resources = Map::new();
+    shared(&mut resources);
     let mut outputs = Map::new();
     outputs.insert(
         "StagingLocation".into(),
