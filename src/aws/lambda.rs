@@ -9,8 +9,11 @@
 //!   (`detail-type: Object Created`), for a manifest `…/<pipeline>/_manifests/<run>.json`:
 //!   loads exactly that run.
 //!
-//! The answer is the run summary as JSON; a failure is a Lambda error, so Lambda's retries
-//! and dead-letter queue apply. Secrets come from Secrets Manager (`SLUICE_SECRETS`:
+//! A function deployed for one pipeline (`SLUICE_PIPELINE`) serves only its events, and a
+//! load function (`SLUICE_FUNCTION=load`) no extraction. The answer is the run summary as
+//! JSON, and its figures go out as CloudWatch metrics; a failure is a Lambda error, so
+//! Lambda's retries and failure destination apply. The deadline, less a reserve, bounds
+//! every request and upload. Secrets come from Secrets Manager (`SLUICE_SECRETS`:
 //! secret ARNs or names, each a JSON object of environment variables or an RDS secret),
 //! read at cold start, again after `SLUICE_SECRETS_TTL` (5 minutes) and after a failed
 //! invocation, and are masked in every message.

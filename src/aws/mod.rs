@@ -1,9 +1,10 @@
 //! sluice on AWS. [`Plan`] is the one description of what a deployment creates — the
-//! staging bucket, the extract and load functions, one schedule per pipeline and the
+//! staging bucket and, per pipeline, an extract and a load function, a schedule and the
 //! trigger that loads a run when its manifest lands — from which `sluice deploy aws`
 //! writes the CloudFormation template ([`template`]) and `sluice diagram` labels the
-//! architecture page. [`lambda`] is the handler both functions run; [`package`] builds
-//! the zip they run from.
+//! architecture page. [`lambda`] is the handler every function runs, [`logs`] what it
+//! writes (log lines, metrics); [`package`] builds the zip they run from, [`elf`] checks
+//! its bootstrap.
 
 pub mod elf;
 pub mod lambda;
