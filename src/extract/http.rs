@@ -169,7 +169,7 @@ impl OAuth2 {
             }
             form.finish()
         };
-        let basic = base64_lite::encode(format!("{}:{}", self.client_id, self.client_secret).as_bytes());
+        let basic = basic_credentials(&self.client_id, &self.client_secret);
         let shown = shown_url(self.token_url.as_str());
         let fail = |what: String| secrets.mask(&format!("cannot get an OAuth2 access token from {shown}: {what}"));
         let resp = http
@@ -356,8 +356,7 @@ impl Client {
                 ApiKeyLocation::Query => query_auth = Some((name.clone(), value.clone())),
             },
             ResolvedAuth::Basic { username, password } => {
-                use base64_lite::encode;
-                let basic = format!("Basic {}", encode(format!("{username}:{password}").as_bytes()));
+                let basic = format!("Basic {}", basic_credentials(username, password));
                 headers.insert(AUTHORIZATION, sensitive(&basic, "basic credentials")?);
             }
         }
@@ -816,38 +815,24 @@ impl RateLimiter {
     }
 }
 
-/// Just enough base64 for a basic-auth header.
-mod base64_lite {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-    pub fn encode(input: &[u8]) -> String {
-        let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
-        for chunk in input.chunks(3) {
-            let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
-            let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-            for i in 0..4 {
-                if i <= chunk.len() {
-                    out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
-                } else {
-                    out.push('=');
-                }
-            }
-        }
-        out
-    }
-
-    #[cfg(test)]
-    #[test]
-    fn encodes_like_rfc_4648() {
-        assert_eq!(encode(b"Aladdin:open sesame"), "QWxhZGRpbjpvcGVuIHNlc2FtZQ==");
-        assert_eq!(encode(b"ab"), "YWI=");
-        assert_eq!(encode(b""), "");
-    }
+/// A basic-auth header's `user:password`, base64 (RFC 4648, padded).
+fn basic_credentials(user: &str, password: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn basic_credentials_are_rfc_4648() {
+        assert_eq!(
+            basic_credentials("Aladdin", "open sesame"),
+            "QWxhZGRpbjpvcGVuIHNlc2FtZQ=="
+        );
+        assert_eq!(basic_credentials("a", ""), "YTo=");
+    }
 
     #[test]
     fn retry_after_in_seconds_and_dates() {
