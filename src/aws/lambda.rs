@@ -310,11 +310,7 @@ fn secret_variables(name: &str, text: &str) -> Result<Vec<(String, String)>, Str
                 "secret `{name}` is an RDS secret for engine `{engine}`; sluice loads into PostgreSQL"
             ));
         }
-        let enc = |t: &str| {
-            url::form_urlencoded::byte_serialize(t.as_bytes())
-                .collect::<String>()
-                .replace('+', "%20")
-        };
+        let enc = |t: &str| percent_encoding::utf8_percent_encode(t, percent_encoding::NON_ALPHANUMERIC).to_string();
         let (host, user, password) = (
             field("host").unwrap_or_default(),
             field("username").unwrap_or_default(),
