@@ -1190,10 +1190,23 @@ fn diagram(
         return exit::OK;
     };
     if check {
-        let existing = std::fs::read(path).unwrap_or_default();
+        let regenerate = format!("sluice diagram {} -o {path}", specs.join(" "));
+        let Ok(existing) = std::fs::read(path) else {
+            eprintln!("error: {path} does not exist; write it with: {regenerate}");
+            return exit::FAILED;
+        };
         if existing == bytes {
             println!("{path} is up to date");
             return exit::OK;
+        }
+        // A picture differs in its bytes; only text has lines to show.
+        if matches!(format, DiagramFormat::Png) {
+            eprintln!(
+                "error: {path} is out of date with the specs (a PNG of {} bytes; the specs draw one of {}); regenerate it with: {regenerate}",
+                existing.len(),
+                bytes.len()
+            );
+            return exit::FAILED;
         }
         let old = String::from_utf8_lossy(&existing);
         let new = String::from_utf8_lossy(&bytes);
@@ -1213,7 +1226,7 @@ fn diagram(
                 crate::util::clip(new_lines.get(i).unwrap_or(&"(end of file)"), 160)
             );
         }
-        eprintln!("  regenerate it with: sluice diagram {} -o {path}", specs.join(" "));
+        eprintln!("  regenerate it with: {regenerate}");
         return exit::FAILED;
     }
     match std::fs::write(path, &bytes) {

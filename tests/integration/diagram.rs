@@ -200,6 +200,40 @@ fn check_fails_after_a_column_is_added_and_passes_after_regenerating() {
 }
 
 #[test]
+fn check_of_a_missing_or_stale_png_says_so_in_words() {
+    let dir = tempfile::tempdir().unwrap();
+    let png = dir.path().join("arch.png");
+    let png_s = png.to_str().unwrap();
+    let missing = Sluice::new(["diagram", SPECS[0], "-o", png_s, "--check"])
+        .run()
+        .failure(1);
+    assert!(
+        missing.stderr.contains("does not exist; write it with: sluice diagram"),
+        "{}",
+        missing.stderr
+    );
+    std::fs::write(&png, b"not this picture").unwrap();
+    let stale = Sluice::new(["diagram", SPECS[0], "-o", png_s, "--check"])
+        .run()
+        .failure(1);
+    assert!(
+        stale.stderr.contains("a PNG of 16 bytes; the specs draw one of"),
+        "{}",
+        stale.stderr
+    );
+    for said in [&missing.stderr, &stale.stderr] {
+        assert!(
+            !said.contains("PNG\r") && !said.contains('\u{fffd}'),
+            "no picture bytes: {said}"
+        );
+    }
+    Sluice::new(["diagram", SPECS[0], "-o", png_s]).run().success();
+    Sluice::new(["diagram", SPECS[0], "-o", png_s, "--check"])
+        .run()
+        .success();
+}
+
+#[test]
 fn a_single_page_and_an_invalid_spec() {
     let tables = Sluice::new(["diagram", "--page", "tables", SPECS[1]])
         .run()
