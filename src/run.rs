@@ -529,12 +529,8 @@ async fn extract_as(
     let run = &run;
     // Inside the deadline's reserve already: no resource is begun (nor anything staged).
     if let Some(d) = opts.deadline.filter(|d| d.too_close().is_some()) {
-        return Err(RunError::ResourcesFailed {
-            failed: resources.iter().map(|r| format!("`{}`", r.name)).collect(),
-            total: resources.len(),
-            causes: resources.iter().map(|r| d.stopped(&r.name, 1).to_string()).collect(),
-            deadline: true,
-        });
+        let causes = resources.iter().map(|r| d.stopped(&r.name, 1).to_string()).collect();
+        return Err(all_stopped_by_deadline(&resources, causes));
     }
     // Marks the run as running, so that `gc` leaves what it stages alone.
     let mut marker = crate::stage::Marker::put(store, p.name(), &run.run_id).await?;
@@ -629,15 +625,11 @@ async fn extract_as(
     };
     let Ok(results) = results else {
         remove_marker(marker, secrets).await;
-        return Err(RunError::ResourcesFailed {
-            failed: resources.iter().map(|r| format!("`{}`", r.name)).collect(),
-            total: resources.len(),
-            causes: vec![format!(
-                "staging did not finish {} ms before the invocation deadline",
-                half_reserve.as_millis()
-            )],
-            deadline: true,
-        });
+        let cause = format!(
+            "staging did not finish {} ms before the invocation deadline",
+            half_reserve.as_millis()
+        );
+        return Err(all_stopped_by_deadline(&resources, vec![cause]));
     };
     let mut manifests = Vec::new();
     let (mut failed, mut causes, mut deadline) = (Vec::new(), Vec::new(), false);
@@ -700,6 +692,16 @@ async fn extract_as(
         manifest_key: key,
         manifest,
     })
+}
+
+/// Every resource of the run failed: the invocation deadline stopped them, as `causes` say.
+fn all_stopped_by_deadline(resources: &[&Resource], causes: Vec<String>) -> RunError {
+    RunError::ResourcesFailed {
+        failed: resources.iter().map(|r| format!("`{}`", r.name)).collect(),
+        total: resources.len(),
+        causes,
+        deadline: true,
+    }
 }
 
 /// Await `work`, renewing the run's marker every [`crate::stage::MARKER_REFRESH`].

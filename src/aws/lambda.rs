@@ -347,20 +347,12 @@ where
                     .unwrap_or_default()
             )
         }
-        SdkError::TimeoutError(_) => "Secrets Manager did not answer in time".into(),
-        SdkError::DispatchFailure(d) if d.is_timeout() => "Secrets Manager did not answer in time".into(),
-        SdkError::DispatchFailure(d) if d.is_io() => {
-            "cannot reach Secrets Manager; a function in private subnets needs a Secrets Manager endpoint or a NAT"
-                .into()
-        }
-        _ => {
-            let text = aws_sdk_secretsmanager::error::DisplayErrorContext(e).to_string();
-            if text.contains("credentials") {
-                "no AWS credentials were found (the function's role?)".into()
-            } else {
-                crate::util::clip(text.lines().next().unwrap_or_default(), 200)
-            }
-        }
+        _ => crate::stage::s3::unanswered(
+            e,
+            "Secrets Manager",
+            "a function in private subnets needs a Secrets Manager endpoint or a NAT",
+            "check the function's role",
+        ),
     }
 }
 

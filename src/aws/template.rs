@@ -330,27 +330,23 @@ fn pipeline(resources: &mut Map<String, Value>, d: &Deployed) {
         let (period, periods) = freshness_window(expression);
         resources.insert(
             format!("{}FreshnessAlarm", d.id),
-            json!({
-                "Type": "AWS::CloudWatch::Alarm",
-                "Properties": {
-                    "AlarmDescription": format!(
-                        "sluice: pipeline {} has loaded no run in {} hours ({FRESHNESS_SCHEDULES} times its schedule, {expression})",
-                        d.name,
-                        period * periods / 3600
-                    ),
-                    "Namespace": super::logs::NAMESPACE,
-                    "MetricName": super::logs::RUNS_LOADED,
-                    "Dimensions": [{"Name": "Pipeline", "Value": d.name}],
-                    "Statistic": "Sum",
-                    "Period": period,
-                    "EvaluationPeriods": periods,
-                    "Threshold": 1,
-                    "ComparisonOperator": "LessThanThreshold",
-                    // No figure is no load.
-                    "TreatMissingData": "breaching",
-                    "AlarmActions": alarm_actions()
-                }
-            }),
+            {
+                let description = format!(
+                    "sluice: pipeline {} has loaded no run in {} hours ({FRESHNESS_SCHEDULES} times its schedule, {expression})",
+                    d.name,
+                    period * periods / 3600
+                );
+                let metric = (super::logs::NAMESPACE, super::logs::RUNS_LOADED, "Sum");
+                let mut a = alarm(&description, metric, ("Pipeline", json!(d.name)));
+                let props = &mut a["Properties"];
+                props["Period"] = json!(period);
+                props["EvaluationPeriods"] = json!(periods);
+                props["Threshold"] = json!(1);
+                props["ComparisonOperator"] = json!("LessThanThreshold");
+                // No figure is no load.
+                props["TreatMissingData"] = json!("breaching");
+                a
+            },
         );
     }
 }

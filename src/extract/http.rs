@@ -73,13 +73,7 @@ impl Deadline {
             .saturating_duration_since(Instant::now())
             .saturating_sub(self.reserve)
     }
-}
 
-fn deadline_error(d: Deadline, resource: &str, page: u64) -> ExtractError {
-    d.stopped(resource, page)
-}
-
-impl Deadline {
     /// The error of resource `resource` stopped at page `page` by this deadline.
     pub fn stopped(&self, resource: &str, page: u64) -> ExtractError {
         ExtractError::Deadline {
@@ -397,7 +391,7 @@ impl Client {
     /// Refuse to start a request when less than the deadline's reserve is left.
     fn before_deadline(&self, resource: &str, page: u64) -> Result<(), ExtractError> {
         match self.deadline {
-            Some(d) if d.too_close().is_some() => Err(deadline_error(d, resource, page)),
+            Some(d) if d.too_close().is_some() => Err(d.stopped(resource, page)),
             _ => Ok(()),
         }
     }
@@ -415,7 +409,7 @@ impl Client {
             None => Ok(work.await),
             Some(d) => tokio::time::timeout(d.usable(), work)
                 .await
-                .map_err(|_| deadline_error(d, resource, page)),
+                .map_err(|_| d.stopped(resource, page)),
         }
     }
 
@@ -573,7 +567,7 @@ impl Client {
             );
             // A wait that would pass the deadline's reserve is not begun.
             if let Some(d) = self.deadline.filter(|d| wait >= d.usable()) {
-                return Err(deadline_error(d, resource, page));
+                return Err(d.stopped(resource, page));
             }
             tokio::time::sleep(wait).await;
         }
@@ -665,7 +659,9 @@ impl Client {
         // buffer's reallocation would take.
         // Copied into blocks of our own: a chunk may hold on to a larger buffer than its
         // bytes.
+        // A block is no larger than the body says it is, so a small page takes a small one.
         const BLOCK: usize = 1 << 20;
+        let block_size = resp.content_length().map_or(BLOCK, |n| BLOCK.min(n as usize));
         let mut chunks: Vec<Vec<u8>> = Vec::new();
         let mut received = 0usize;
         loop {
@@ -683,7 +679,7 @@ impl Client {
                     let mut rest = &chunk[..];
                     while !rest.is_empty() {
                         if chunks.last().is_none_or(|b| b.len() == b.capacity()) {
-                            chunks.push(Vec::with_capacity(BLOCK));
+                            chunks.push(Vec::with_capacity(block_size.max(rest.len().min(BLOCK))));
                         }
                         let block = chunks.last_mut().expect("a block");
                         let n = rest.len().min(block.capacity() - block.len());

@@ -27,6 +27,29 @@ pub struct S3Staging {
     sse: Option<ServerSideEncryption>,
 }
 
+/// Why an AWS call got no answer from `service` (a timeout, no route, no credentials),
+/// in one line with what to do (`unreachable`, `no_credentials`), never the SDK's debug
+/// text. Any AWS SDK's error: they share this type.
+pub fn unanswered<E, R>(e: &SdkError<E, R>, service: &str, unreachable: &str, no_credentials: &str) -> String
+where
+    E: std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    match e {
+        SdkError::DispatchFailure(d) if d.is_timeout() => format!("{service} did not answer in time"),
+        SdkError::TimeoutError(_) => format!("{service} did not answer in time"),
+        SdkError::DispatchFailure(d) if d.is_io() => format!("cannot reach {service}; {unreachable}"),
+        _ => {
+            let text = DisplayErrorContext(e).to_string();
+            if text.contains("credentials") {
+                format!("no AWS credentials were found; {no_credentials}")
+            } else {
+                crate::util::clip(text.lines().next().unwrap_or_default(), 300)
+            }
+        }
+    }
+}
+
 /// The variable that leaves a staged object's encryption to the bucket (`bucket`).
 pub const SSE_VAR: &str = "SLUICE_S3_SSE";
 
@@ -114,19 +137,12 @@ impl S3Staging {
                     (None, _) => format!("HTTP {status}"),
                 }
             }
-            SdkError::DispatchFailure(d) if d.is_timeout() => "the S3 endpoint did not answer in time".into(),
-            SdkError::DispatchFailure(d) if d.is_io() => {
-                "cannot reach the S3 endpoint; check `staging.endpoint` (or AWS_ENDPOINT_URL_S3) and the network".into()
-            }
-            SdkError::TimeoutError(_) => "the S3 endpoint did not answer in time".into(),
-            _ => {
-                let text = DisplayErrorContext(&e).to_string();
-                if text.contains("credentials") {
-                    "no AWS credentials were found; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE, or run where an IAM role applies".into()
-                } else {
-                    crate::util::clip(text.lines().next().unwrap_or_default(), 300)
-                }
-            }
+            _ => unanswered(
+                &e,
+                "the S3 endpoint",
+                "check `staging.endpoint` (or AWS_ENDPOINT_URL_S3) and the network",
+                "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE, or run where an IAM role applies",
+            ),
         };
         StageError::S3 {
             op,
