@@ -283,7 +283,7 @@ struct Target {
 impl Target {
     /// The compiled spec (its problems printed when invalid) and the extract options.
     fn open(self) -> Option<(spec::Pipeline, crate::run::ExtractOptions)> {
-        let p = load_or_report(&self.spec)?;
+        let p = compile_or_report(&self.spec)?;
         Some((
             p,
             crate::run::ExtractOptions {
@@ -355,7 +355,7 @@ pub fn main() -> ExitCode {
             }
             exit::OK
         }
-        Command::Ddl { spec, dialect } => match load_or_report(&spec) {
+        Command::Ddl { spec, dialect } => match compile_or_report(&spec) {
             Some(p) => {
                 let dialect = dialect.unwrap_or_else(|| {
                     let url = p.warehouse().url.resolve_with(crate::resolve::var);
@@ -379,7 +379,7 @@ pub fn main() -> ExitCode {
             latest: _,
             force,
         } => {
-            let Some(p) = load_or_report(&spec) else {
+            let Some(p) = compile_or_report(&spec) else {
                 return ExitCode::from(exit::FAILED);
             };
             let which = run
@@ -396,13 +396,13 @@ pub fn main() -> ExitCode {
         } => diagram(&specs, output.as_deref(), format, page, check),
         Command::Check { specs, api } => block_on(check(&specs, api)),
         Command::Gc { spec, older_than } => {
-            let Some(p) = load_or_report(&spec) else {
+            let Some(p) = compile_or_report(&spec) else {
                 return ExitCode::from(exit::FAILED);
             };
             block_on(gc(&p, older_than))
         }
         Command::State { spec, reset, resources } => {
-            let Some(p) = load_or_report(&spec) else {
+            let Some(p) = compile_or_report(&spec) else {
                 return ExitCode::from(exit::FAILED);
             };
             block_on(state(&p, reset, &resources))
@@ -428,7 +428,7 @@ pub fn main() -> ExitCode {
 
 /// Compile every spec, printing the problems of the invalid ones; all or nothing.
 fn load_all(specs: &[String]) -> Option<Vec<spec::Pipeline>> {
-    let loaded: Vec<Option<spec::Pipeline>> = specs.iter().map(|s| load_or_report(s)).collect();
+    let loaded: Vec<Option<spec::Pipeline>> = specs.iter().map(|s| compile_or_report(s)).collect();
     loaded.into_iter().collect()
 }
 
@@ -560,7 +560,7 @@ async fn check(specs: &[String], api: bool) -> u8 {
     let mut code = exit::OK;
     let mut checked: Vec<spec::Pipeline> = Vec::new();
     for file in specs {
-        let Some(p) = load_or_report(file) else {
+        let Some(p) = compile_or_report(file) else {
             code = exit::FAILED;
             continue;
         };
@@ -1045,13 +1045,13 @@ async fn extract(p: &spec::Pipeline, opts: &crate::run::ExtractOptions, dry_run:
 }
 
 /// Load a spec, printing its diagnostics to stderr when it is invalid.
-fn load_or_report(path: &str) -> Option<spec::Pipeline> {
+fn compile_or_report(path: &str) -> Option<spec::Pipeline> {
     load_or_report_with_text(path).map(|(p, _)| p)
 }
 
-/// [`load_or_report`], keeping the spec's text.
+/// [`compile_or_report`], keeping the spec's text.
 fn load_or_report_with_text(path: &str) -> Option<(spec::Pipeline, String)> {
-    match spec::load_file_with_text(path) {
+    match spec::compile_file_with_text(path) {
         Ok(loaded) => Some(loaded),
         Err(e) => {
             let mut err = std::io::stderr().lock();
@@ -1083,7 +1083,7 @@ fn validate(files: &[String], format: Format) -> u8 {
     let mut valid: Vec<(&str, spec::Pipeline, Option<String>)> = Vec::new();
     let mut checked = Vec::new();
     for file in files {
-        let (text, diagnostics): (Option<String>, Vec<Diagnostic>) = match spec::load_file(file) {
+        let (text, diagnostics): (Option<String>, Vec<Diagnostic>) = match spec::compile_file(file) {
             Ok(p) => {
                 let text = std::fs::read_to_string(file).ok();
                 let warnings = p.warnings().to_vec();
@@ -1102,7 +1102,7 @@ fn validate(files: &[String], format: Format) -> u8 {
                     .as_deref()
                     .and_then(|t| t.lines().position(|l| l.trim_start().starts_with("location:")))
                     .map_or(1, |n| n + 1);
-                let pos = spec::load::Pos { line, column: 1 };
+                let pos = spec::diagnostic::Pos { line, column: 1 };
                 let d = Diagnostic::new(fa, pos, "staging", format!("{why} (with {fb})"));
                 if let Some(entry) = checked.iter_mut().find(|c| c.0 == *fa) {
                     entry.2.push(d);
@@ -1153,7 +1153,7 @@ fn diagram(
 ) -> u8 {
     let mut pipelines = Vec::new();
     for s in specs {
-        match load_or_report(s) {
+        match compile_or_report(s) {
             Some(p) => pipelines.push(p),
             None => return exit::FAILED,
         }

@@ -1007,7 +1007,7 @@ pub async fn run_dry(
     secrets: &Secrets,
     show: &mut (dyn FnMut(String) + Send),
 ) -> Result<Vec<Value>, RunError> {
-    use crate::load::map::{map_record, parse_record, row_json, ColumnError, RecordError, RecordRows, RunMeta};
+    use crate::load::record::{map_record, parse_record, row_json, ColumnError, RecordError, RecordRows, RunMeta};
     use crate::spec::pipeline::OnError;
     let fetched = extract_dry_run(p, opts, secrets).await?;
     let run = RunInfo::new();
@@ -1068,7 +1068,7 @@ pub async fn run_dry(
         }
         show(coverage_table(r, records.len(), &mapped.coverage, &rows[first_row..]));
         let sample = records.first().and_then(|l| serde_json::from_str::<Value>(l).ok());
-        let problems = crate::load::map::unmatched(&r.tables, &mapped.coverage, sample.as_ref());
+        let problems = crate::load::record::unmatched(&r.tables, &mapped.coverage, sample.as_ref());
         if !problems.is_empty() {
             return Err(crate::load::LoadError::Unmatched {
                 resource: name,
@@ -1082,7 +1082,7 @@ pub async fn run_dry(
 
 /// For `run --dry-run`: per column read from a path, how many rows it matched in and a
 /// value it gave.
-fn coverage_table(r: &Resource, records: usize, coverage: &[crate::load::map::Coverage], rows: &[Value]) -> String {
+fn coverage_table(r: &Resource, records: usize, coverage: &[crate::load::record::Coverage], rows: &[Value]) -> String {
     use crate::spec::pipeline::ValueSource;
     let mut lines = vec![(
         "table".to_string(),

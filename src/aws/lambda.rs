@@ -238,7 +238,7 @@ pub fn load_specs(path: &Path) -> Result<Vec<Pipeline>, String> {
     let mut specs: Vec<Pipeline> = Vec::new();
     for f in files {
         let name = f.to_string_lossy().into_owned();
-        let p = crate::spec::load_file(&name).map_err(|e| {
+        let p = crate::spec::compile_file(&name).map_err(|e| {
             let problems: Vec<String> = e.diagnostics.iter().map(|d| d.render_json()).collect();
             format!("{name} is not a valid spec: {}", problems.join("; "))
         })?;

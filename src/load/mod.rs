@@ -6,14 +6,17 @@
 //! into the real tables, and the ledger row is written in the same transaction, so a
 //! failure anywhere leaves every table as it was. This module holds the run; the rest is
 //! by responsibility: `warehouse` (the boundary), `postgres` and `sqlite` (its two sides),
-//! `schema` (sync and preflight), `mapper` (objects → rows), `resource` (one resource and
-//! its write modes), `merge` (replaced nested rows), `state` (incremental state).
+//! `open` (which side a URL names), `schema` (sync and preflight), `record` (one record →
+//! rows), `objects` (staged objects → rows, on several threads), `resource` (one resource
+//! and its write modes), `merge` (the upsert SQL and nested rows both sides share), `state`
+//! (incremental state).
 
 pub mod connect;
 pub mod ddl;
-pub mod map;
-mod mapper;
+pub mod record;
 mod merge;
+mod objects;
+mod open;
 mod postgres;
 mod resource;
 mod schema;
@@ -23,7 +26,7 @@ mod warehouse;
 pub mod wire;
 
 pub use schema::preflight;
-pub use warehouse::dialect_of;
+pub use open::dialect_of;
 
 use chrono::{DateTime, Utc};
 
@@ -31,7 +34,7 @@ use crate::spec::pipeline::{Pipeline, WriteMode};
 use crate::stage::manifest::ObjectManifest;
 use crate::stage::{Manifest, StageError, Staging};
 use crate::util::Secrets;
-use map::RunMeta;
+use record::RunMeta;
 use warehouse::{LedgerRow, Warehouse};
 
 #[derive(Debug, thiserror::Error)]
@@ -47,7 +50,7 @@ pub enum LoadError {
     #[error("resource `{resource}`: {}; nothing was loaded", problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
     Unmatched {
         resource: String,
-        problems: Vec<map::Unmatched>,
+        problems: Vec<record::Unmatched>,
     },
     #[error("resource `{resource}`: staged object `{object}` {detail}; it was changed after extraction, so the run was refused and nothing was loaded")]
     Tampered {
@@ -210,8 +213,8 @@ pub async fn load_run(
     opts: LoadOptions,
     secrets: &Secrets,
 ) -> Result<LoadReport, LoadError> {
-    let db = warehouse::open(warehouse_url, secrets).await?;
-    warehouse::with_warehouse!(db, w => load_into(&mut w, p, store, feed, opts, secrets).await)
+    let db = open::open(warehouse_url, secrets).await?;
+    open::with_warehouse!(db, w => load_into(&mut w, p, store, feed, opts, secrets).await)
 }
 
 async fn load_into<W: Warehouse>(

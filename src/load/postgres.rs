@@ -10,11 +10,10 @@ use futures_util::SinkExt;
 use tokio_postgres::Client;
 
 use super::ddl::Dialect;
-use super::map::{encode_row, RunMeta, COPY_HEADER, COPY_TRAILER};
-use super::mapper::{io_error, jsonb_record, map_objects, mapping_threads, MapOutcome, Reject, RowSink, CHUNK};
-use super::resource::{staging_columns, temp_name};
-use super::state::Saved;
-use super::warehouse::{LedgerRow, LiveTable, LoadedRun, Objects, Warehouse};
+use super::record::{encode_row, RunMeta, COPY_HEADER, COPY_TRAILER};
+use super::objects::{io_error, jsonb_record, map_objects, mapping_threads, MapOutcome, Objects, Reject, RowSink, CHUNK};
+use super::merge::{merge_columns, on_conflict, staging_columns, temp_name};
+use super::warehouse::{LedgerRow, LiveTable, LoadedRun, Saved, Warehouse};
 use super::{connect, LoadError};
 use crate::spec::ident::quote_ident;
 use crate::spec::pipeline::{Resource, Table, WriteMode, RUN_ID_COLUMN};
@@ -523,26 +522,3 @@ impl Warehouse for Postgres {
     }
 }
 
-/// The columns a merge writes: the table's, and `_sluice_run_id` when it has it.
-pub(super) fn merge_columns(t: &Table) -> Vec<String> {
-    let mut cols: Vec<String> = t.columns.iter().map(|c| quote_ident(&c.name)).collect();
-    if t.run_id_column {
-        cols.push(quote_ident(RUN_ID_COLUMN));
-    }
-    cols
-}
-
-/// The upsert's `ON CONFLICT` action: every column but the key takes the new value.
-pub(super) fn on_conflict(t: &Table, cols: &[String]) -> String {
-    let pk: Vec<String> = t.primary_key.iter().map(|k| quote_ident(k)).collect();
-    let updates: Vec<String> = cols
-        .iter()
-        .filter(|c| !pk.contains(c))
-        .map(|c| format!("{c} = excluded.{c}"))
-        .collect();
-    if updates.is_empty() {
-        format!("({}) DO NOTHING", pk.join(", "))
-    } else {
-        format!("({}) DO UPDATE SET {}", pk.join(", "), updates.join(", "))
-    }
-}

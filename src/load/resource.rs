@@ -5,31 +5,16 @@
 
 use std::time::Instant;
 
-use super::map::RunMeta;
-use super::merge::remove_gone_children;
+use super::record::RunMeta;
+use super::merge::{remove_gone_children, staging_columns, temp_name};
 use super::warehouse::Warehouse;
 use super::{LoadError, ObjectFeed, TableStats};
 use crate::spec::ident::quote_ident;
-use crate::spec::pipeline::{Pipeline, Resource, Table, WriteMode, RUN_ID_COLUMN};
+use crate::spec::pipeline::{Pipeline, Resource, WriteMode, RUN_ID_COLUMN};
 use crate::stage::manifest::ObjectManifest;
 use crate::stage::{LocalObject, Staging};
 use crate::value::ColumnType;
 
-/// The staging table of a resource's table `i` under `merge`.
-pub(super) fn temp_name(i: usize) -> String {
-    format!("_sluice_tmp_{i}")
-}
-
-/// The columns a merge table's staging table has beyond the table's own: the row's
-/// ordinal (the last row of a key wins) and, for a nested table, its record's ordinal
-/// (the rows of a record superseded by a later one of the same key are dropped).
-pub(super) fn staging_columns(t: &Table) -> &'static [&'static str] {
-    match (t.write, t.parent) {
-        (WriteMode::Merge, None) => &["_sluice_ord"],
-        (WriteMode::Merge, Some(_)) => &["_sluice_ord", "_sluice_rec"],
-        _ => &[],
-    }
-}
 
 pub(super) async fn load_resource<W: Warehouse>(
     w: &mut W,

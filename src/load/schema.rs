@@ -4,7 +4,8 @@
 use std::collections::HashMap;
 
 use super::ddl::{self, Dialect};
-use super::warehouse::{with_warehouse, LiveTable, Warehouse};
+use super::open::{open, with_warehouse};
+use super::warehouse::{LiveTable, Warehouse};
 use super::LoadError;
 use crate::spec::pipeline::{Pipeline, RUN_ID_COLUMN};
 use crate::util::Secrets;
@@ -21,7 +22,7 @@ pub(super) async fn sync_schema<W: Warehouse>(w: &mut W, p: &Pipeline) -> Result
 /// fails, or a live table the spec cannot load into, stops a run before it reads the API.
 pub async fn preflight(p: &Pipeline, warehouse_url: &str, secrets: &Secrets) -> Result<(), LoadError> {
     let schema = &p.warehouse().schema;
-    with_warehouse!(super::warehouse::open(warehouse_url, secrets).await?, w => {
+    with_warehouse!(open(warehouse_url, secrets).await?, w => {
         let live = w.live_tables(schema).await?;
         plan_schema(w.dialect(), &live, p)?;
         // An append table keyed on a primary key, of a resource that reads every record

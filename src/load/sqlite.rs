@@ -11,12 +11,10 @@ use std::time::Duration;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::ddl::Dialect;
-use super::map::RunMeta;
-use super::mapper::{jsonb_record, map_objects, mapping_threads, MapOutcome, Reject, RowSink};
-use super::postgres::{merge_columns, on_conflict};
-use super::resource::{staging_columns, temp_name};
-use super::state::Saved;
-use super::warehouse::{LedgerRow, LiveTable, LoadedRun, Objects, Warehouse};
+use super::record::RunMeta;
+use super::objects::{jsonb_record, map_objects, mapping_threads, MapOutcome, Objects, Reject, RowSink};
+use super::merge::{merge_columns, on_conflict, staging_columns, temp_name};
+use super::warehouse::{LedgerRow, LiveTable, LoadedRun, Saved, Warehouse};
 use super::LoadError;
 use crate::spec::ident::quote_ident;
 use crate::spec::pipeline::{Resource, Table, WriteMode};

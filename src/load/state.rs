@@ -4,22 +4,14 @@
 
 use std::collections::BTreeMap;
 
-use super::warehouse::{open, with_warehouse, Warehouse};
+use super::open::{open, with_warehouse};
+pub use super::warehouse::Saved;
+use super::warehouse::Warehouse;
 use super::LoadError;
 use crate::incremental::Position;
 use crate::spec::pipeline::Pipeline;
 use crate::util::Secrets;
 
-/// One resource's saved state.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Saved {
-    pub resource: String,
-    /// The highest cursor loaded, in the resource's format.
-    pub value: String,
-    /// The run that loaded it, and when.
-    pub run_id: String,
-    pub updated_at: String,
-}
 
 /// The saved states of `p`.
 pub async fn states(

@@ -6,14 +6,21 @@ use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 
 use super::ddl::Dialect;
-use super::map::RunMeta;
-use super::mapper::{MapOutcome, Reject};
-use super::state::Saved;
+use super::record::RunMeta;
+use super::objects::{MapOutcome, Objects, Reject};
 use super::LoadError;
 use crate::spec::pipeline::{Resource, Table};
-use crate::stage::manifest::ObjectManifest;
-use crate::stage::LocalObject;
-use crate::util::Secrets;
+
+/// One resource's saved state.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Saved {
+    pub resource: String,
+    /// The highest cursor loaded, in the resource's format.
+    pub value: String,
+    /// The run that loaded it, and when.
+    pub run_id: String,
+    pub updated_at: String,
+}
 
 /// A live table: its columns (name, declared type, NOT NULL) in order, and its primary key.
 #[derive(Debug, Default)]
@@ -45,9 +52,6 @@ pub(super) struct LoadedRun {
     /// The tables' counts, as JSON.
     pub resources: String,
 }
-
-/// Staged objects on their way to the mapper.
-pub(super) type Objects = tokio::sync::mpsc::Receiver<(ObjectManifest, LocalObject)>;
 
 /// A database a pipeline loads into. A load's calls work inside the transaction `begin`
 /// opens, but for `create_ledger` before it and `record_run` of a failed load after its
@@ -137,37 +141,3 @@ pub(super) trait Warehouse: Send {
         resources: &[String],
     ) -> impl Future<Output = Result<u64, LoadError>> + Send;
 }
-
-/// The warehouse a URL names: `sqlite://<path>` or a PostgreSQL URL / key-value string.
-pub(super) enum Db {
-    Postgres(super::postgres::Postgres),
-    Sqlite(super::sqlite::Sqlite),
-}
-
-/// The dialect of a warehouse URL, without connecting.
-pub fn dialect_of(url: &str) -> Dialect {
-    if url.starts_with(super::sqlite::SCHEME) {
-        Dialect::Sqlite
-    } else {
-        Dialect::Postgres
-    }
-}
-
-/// Connect to (or open) the warehouse at `url`.
-pub(super) async fn open(url: &str, secrets: &Secrets) -> Result<Db, LoadError> {
-    Ok(match dialect_of(url) {
-        Dialect::Sqlite => Db::Sqlite(super::sqlite::Sqlite::open(url)?),
-        Dialect::Postgres => Db::Postgres(super::postgres::Postgres::connect(url, secrets).await?),
-    })
-}
-
-/// Run `$body` with `$w` bound to the warehouse of `$db`, whichever it is.
-macro_rules! with_warehouse {
-    ($db:expr, $w:ident => $body:expr) => {
-        match $db {
-            $crate::load::warehouse::Db::Postgres(mut $w) => $body,
-            $crate::load::warehouse::Db::Sqlite(mut $w) => $body,
-        }
-    };
-}
-pub(super) use with_warehouse;

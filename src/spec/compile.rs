@@ -10,7 +10,8 @@ use super::diagnostic::{did_you_mean, Diagnostic};
 use super::ident::check_identifier;
 use super::interp::Interp;
 use super::jsonpath::JsonPath;
-use super::load::{Loaded, Positions};
+use super::parse::Parsed;
+use super::tree::Positions;
 use super::model::*;
 /// Names PostgreSQL gives every table's system columns.
 const SYSTEM_COLUMNS: [&str; 6] = ["tableoid", "xmin", "cmin", "xmax", "cmax", "ctid"];
@@ -100,17 +101,17 @@ impl Ctx<'_> {
     }
 }
 
-/// Compile a loaded spec. `text` is the file's content (hashed into the pipeline).
-pub fn compile(file: &str, text: &str, loaded: &Loaded) -> Result<Pipeline, Vec<Diagnostic>> {
+/// Compile a parsed spec. `text` is the file's content (hashed into the pipeline).
+pub fn compile(file: &str, text: &str, parsed: &Parsed) -> Result<Pipeline, Vec<Diagnostic>> {
     let mut cx = Ctx {
         file,
-        positions: &loaded.positions,
+        positions: &parsed.positions,
         diagnostics: Vec::new(),
         tables: Vec::new(),
         child_resource: false,
         warnings: Vec::new(),
     };
-    let spec = &loaded.spec;
+    let spec = &parsed.spec;
     if spec.version != 1 {
         cx.error(
             "version",

@@ -4,7 +4,14 @@
 
 use serde::Serialize;
 
-use super::load::Pos;
+
+/// Line and column (both 1-based) of a node in the spec file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Pos {
+    pub line: usize,
+    pub column: usize,
+}
+
 
 /// One problem in a spec file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -1,4 +1,4 @@
-//! The spec language: parse ([`load`]), check ([`compile`]) and the validated
+//! The spec language: parse ([`parse`]), check ([`compile`]) and the validated
 //! [`Pipeline`] everything else reads. Offline throughout: validating a spec needs no
 //! environment variable, secret or network.
 
@@ -7,7 +7,9 @@ pub mod diagnostic;
 pub mod ident;
 pub mod interp;
 pub mod jsonpath;
-pub mod load;
+pub mod parse;
+pub mod shape;
+pub mod tree;
 pub mod model;
 pub mod pipeline;
 pub mod placeholder;
@@ -50,20 +52,20 @@ pub fn compile_text(file: &str, text: &str) -> Result<Pipeline, Vec<Diagnostic>>
         let column = text[..at].rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
         return Err(vec![Diagnostic::new(
             file,
-            load::Pos { line, column },
+            diagnostic::Pos { line, column },
             "",
             "the file contains a NUL byte, which YAML does not allow; is it a binary file, or saved as UTF-16?",
         )]);
     }
-    let shape = match load::load(file, text) {
-        Ok(loaded) => return compile::compile(file, text, &loaded),
+    let shape = match parse::parse(file, text) {
+        Ok(parsed) => return compile::compile(file, text, &parsed),
         Err(shape) => shape,
     };
     // One pass: the meaning of the parts that did parse is checked too.
-    let Some((loaded, cuts)) = load::without_shape_errors(file, text, &shape) else {
+    let Some((parsed, cuts)) = parse::without_shape_errors(file, text, &shape) else {
         return Err(shape);
     };
-    let semantic = match compile::compile(file, text, &loaded) {
+    let semantic = match compile::compile(file, text, &parsed) {
         Ok(_) => Vec::new(),
         Err(d) => d,
     };
@@ -90,15 +92,15 @@ pub fn compile_text(file: &str, text: &str) -> Result<Pipeline, Vec<Diagnostic>>
 }
 
 /// Read, parse and compile a spec file.
-pub fn load_file(path: &str) -> Result<Pipeline, SpecErrors> {
-    load_file_with_text(path).map(|(p, _)| p)
+pub fn compile_file(path: &str) -> Result<Pipeline, SpecErrors> {
+    compile_file_with_text(path).map(|(p, _)| p)
 }
 
 /// Read, parse and compile a spec file, and keep its text (for a command that edits it).
-pub fn load_file_with_text(path: &str) -> Result<(Pipeline, String), SpecErrors> {
+pub fn compile_file_with_text(path: &str) -> Result<(Pipeline, String), SpecErrors> {
     let whole = |message: String| SpecErrors {
         text: None,
-        diagnostics: vec![Diagnostic::new(path, load::Pos { line: 1, column: 1 }, "", message)],
+        diagnostics: vec![Diagnostic::new(path, diagnostic::Pos { line: 1, column: 1 }, "", message)],
     };
     let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
     if size > MAX_SPEC_BYTES {
@@ -110,7 +112,7 @@ pub fn load_file_with_text(path: &str) -> Result<(Pipeline, String), SpecErrors>
         text: None,
         diagnostics: vec![Diagnostic::new(
             path,
-            load::Pos { line: 1, column: 1 },
+            diagnostic::Pos { line: 1, column: 1 },
             "",
             format!("cannot read the spec: {e}"),
         )],

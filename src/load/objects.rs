@@ -8,8 +8,8 @@ use std::io::{BufRead, BufReader, Read};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use super::map::{map_record, RecordError, RecordRows, RunMeta};
-use super::{map, BadRecord, LoadError};
+use super::record::{map_record, RecordError, RecordRows, RunMeta};
+use super::{record, BadRecord, LoadError};
 use crate::spec::pipeline::{OnError, Resource, WriteMode};
 use crate::stage::manifest::ObjectManifest;
 use crate::stage::LocalObject;
@@ -17,6 +17,9 @@ use crate::value::Cell;
 
 /// Where mapped rows go: PostgreSQL's COPY streams, SQLite's prepared inserts. One per
 /// mapping thread.
+/// Staged objects on their way to the mapper.
+pub(super) type Objects = tokio::sync::mpsc::Receiver<(ObjectManifest, LocalObject)>;
+
 pub(super) trait RowSink: Send + 'static {
     /// What is left once every row is in (PostgreSQL: the spill files of nested rows).
     type Done: Send + 'static;
@@ -57,7 +60,7 @@ pub(super) struct Reject {
 pub(super) struct MapOutcome {
     pub records: u64,
     pub rows: Vec<u64>,
-    pub coverage: Vec<map::Coverage>,
+    pub coverage: Vec<record::Coverage>,
     pub rejected: u64,
     pub rejects: Vec<Reject>,
 }
@@ -116,7 +119,7 @@ pub(super) fn io_error(what: &str, e: std::io::Error) -> LoadError {
 /// Staged objects shared by the mapping threads: the channel, the number the next one
 /// gets, and whether a thread failed (the others then take no more).
 struct Shared {
-    objects: Mutex<(super::warehouse::Objects, u64)>,
+    objects: Mutex<(Objects, u64)>,
     failed: AtomicBool,
 }
 
@@ -136,7 +139,7 @@ impl Shared {
 /// verifying each object against its manifest. The outcome, and what each sink left.
 pub(super) async fn map_objects<S: RowSink>(
     resource: &Resource,
-    objects: super::warehouse::Objects,
+    objects: Objects,
     meta: &RunMeta,
     sinks: Vec<S>,
 ) -> Result<(MapOutcome, Vec<S::Done>), LoadError> {
@@ -265,7 +268,7 @@ fn combine(resource: &Resource, parts: Vec<Part>) -> Result<MapOutcome, LoadErro
     }
     out.rejects.sort_by_key(|r| (r.seq, r.record));
     let sample = sample.and_then(|(_, s)| serde_json::from_str(&s).ok());
-    let problems = map::unmatched(&resource.tables, &out.coverage, sample.as_ref());
+    let problems = record::unmatched(&resource.tables, &out.coverage, sample.as_ref());
     if !problems.is_empty() {
         return Err(LoadError::Unmatched {
             resource: resource.name.clone(),
@@ -298,7 +301,7 @@ impl<'a, S: RowSink> Mapper<'a, S> {
         Mapper {
             resource,
             meta,
-            fields: map::needed_fields(tables),
+            fields: record::needed_fields(tables),
             sink,
             out: MapOutcome {
                 records: 0,
@@ -356,7 +359,7 @@ impl<'a, S: RowSink> Mapper<'a, S> {
         if self.sample.is_none() && text.len() <= SAMPLE_MAX {
             self.sample = Some((self.seq, text.to_string()));
         }
-        let record = map::parse_record(text, self.fields.as_deref())
+        let record = record::parse_record(text, self.fields.as_deref())
             .map_err(|e| whole_record_error(format!("the staged record is not valid JSON ({e})"), &self.line))?;
         map_record(&self.resource.tables, &record, self.meta, &mut self.mapped)
     }
@@ -443,7 +446,7 @@ pub(super) fn jsonb_record(raw: &str) -> String {
 fn whole_record_error(reason: String, line: &[u8]) -> RecordError {
     RecordError {
         table: 0,
-        error: map::ColumnError {
+        error: record::ColumnError {
             column: "(record)".into(),
             value: crate::util::clip(&String::from_utf8_lossy(line).trim_end().escape_debug().to_string(), 80),
             reason,
