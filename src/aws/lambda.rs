@@ -28,11 +28,10 @@ use serde_json::{json, Value};
 use crate::extract::http::Deadline;
 use crate::resolve::Needs;
 use crate::run::{ExtractOptions, RunSelector};
+use crate::spec::location::StagingLocation;
 use crate::spec::Pipeline;
 use crate::util::Secrets;
 
-/// The variable naming the secrets to read at cold start (comma-separated ARNs or names).
-pub const SECRETS_VAR: &str = "SLUICE_SECRETS";
 /// The variable naming the bundled specs (a folder of `*.yaml`, or one file).
 pub const SPECS_VAR: &str = "SLUICE_SPECS";
 /// The variable setting the time kept before the deadline to finish cleanly (`10s`).
@@ -255,7 +254,7 @@ pub fn load_specs(path: &Path) -> Result<Vec<Pipeline>, String> {
 /// booleans), or an RDS secret (`host`, `port`, `username`, `password`, `dbname`), which
 /// becomes `DATABASE_URL`.
 pub async fn read_secrets() -> Result<HashMap<String, String>, String> {
-    let names: Vec<String> = std::env::var(SECRETS_VAR)
+    let names: Vec<String> = std::env::var(super::SECRETS_VAR)
         .unwrap_or_default()
         .split(',')
         .map(|s| s.trim().to_string())
@@ -390,8 +389,8 @@ impl Handler {
             reserve: duration(RESERVE_VAR),
             ttl: duration(SECRETS_TTL_VAR).unwrap_or(DEFAULT_SECRETS_TTL),
             secrets_read: tokio::sync::Mutex::new(None),
-            serves: std::env::var(super::template::PIPELINE_VAR).ok(),
-            function: std::env::var(super::template::FUNCTION_VAR).ok(),
+            serves: std::env::var(super::PIPELINE_VAR).ok(),
+            function: std::env::var(super::FUNCTION_VAR).ok(),
             specs,
         };
         if let (Ok(specs), Ok(_)) = (&handler.specs, handler.fresh_secrets(false).await) {
@@ -472,7 +471,10 @@ impl Handler {
         let resolved =
             crate::resolve::resolve(p, Needs::STAGING, secrets).map_err(|e| run_failure(&e.into(), secrets))?;
         let location = &resolved.staging().location;
-        let (want_bucket, prefix) = crate::stage::s3_location(location).unwrap_or_default();
+        let (want_bucket, prefix) = StagingLocation::parse(location)
+            .ok()
+            .and_then(StagingLocation::s3)
+            .unwrap_or_default();
         let prefix = prefix.trim_matches('/');
         let expected = match prefix {
             "" => crate::stage::manifest_key(p.name(), run_id),
@@ -601,7 +603,7 @@ fn on_lambda_targets(p: &Pipeline, step: Step, secrets: &Secrets) -> Result<(), 
         message: secrets.mask(&format!("pipeline `{}`: {message}", p.name())),
     };
     let location = &resolved.staging().location;
-    if crate::stage::s3_location(location).is_none() {
+    if !StagingLocation::is_s3(location) {
         return Err(target(format!(
             "staging resolves to `{location}`; on AWS Lambda staging must be an S3 location (s3://bucket/prefix), set by the function's environment"
         )));

@@ -14,6 +14,14 @@ pub mod template;
 
 use crate::spec::Pipeline;
 
+// The function environment: what the template sets and the bootstrap reads.
+/// The environment variable telling a function which pipeline it serves.
+pub const PIPELINE_VAR: &str = "SLUICE_PIPELINE";
+/// The environment variable telling a function which step it is (`extract`, `load`).
+pub const FUNCTION_VAR: &str = "SLUICE_FUNCTION";
+/// The variable naming the secrets to read at cold start (comma-separated ARNs or names).
+pub const SECRETS_VAR: &str = "SLUICE_SECRETS";
+
 /// The folder of a pipeline's staged runs that holds their manifests; a manifest landing
 /// there is what triggers the load.
 pub const MANIFESTS: &str = "_manifests";

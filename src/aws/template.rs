@@ -6,12 +6,9 @@
 
 use serde_json::{json, Map, Value};
 
-use super::{Deployed, Function, Plan, BUCKET, EXTRACT, LOAD, SECRET_PARAMETER};
-
-/// The environment variable telling a function which pipeline it serves.
-pub const PIPELINE_VAR: &str = "SLUICE_PIPELINE";
-/// The environment variable telling a function which step it is (`extract`, `load`).
-pub const FUNCTION_VAR: &str = "SLUICE_FUNCTION";
+use super::{
+    Deployed, Function, Plan, BUCKET, EXTRACT, FUNCTION_VAR, LOAD, PIPELINE_VAR, SECRETS_VAR, SECRET_PARAMETER,
+};
 
 /// The `Metadata` telling checkov why a check does not apply to a resource, each
 /// `(check, reason)`: the template's only exceptions, said where they apply.
@@ -153,10 +150,7 @@ fn function(resources: &mut Map<String, Value>, d: &Deployed, f: &Function, in_v
         json!({"Type": "AWS::IAM::Role", "Properties": role_props}),
     );
     let mut env = Map::new();
-    env.insert(
-        crate::aws::lambda::SECRETS_VAR.into(),
-        json!({"Fn::Join": [",", r(SECRET_PARAMETER)]}),
-    );
+    env.insert(SECRETS_VAR.into(), json!({"Fn::Join": [",", r(SECRET_PARAMETER)]}));
     env.insert(d.staging_var.clone(), sub_bucket("s3://${Bucket}/${StagingPrefix}"));
     env.insert(PIPELINE_VAR.into(), json!(d.name));
     env.insert(FUNCTION_VAR.into(), json!(f.step));

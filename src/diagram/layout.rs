@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 
 use super::{label_width, label_width_styled, AwsIcon, Edge, EdgeKind, LabelAt, Page, Role, Shape, Vertex, LINE};
+use crate::spec::location::{StagingLocation, WarehouseKind};
 use crate::spec::pipeline::{Pipeline, RuntimeTarget, Table, WriteMode, RUN_ID_COLUMN};
 
 const MARGIN: f64 = 40.0;
@@ -326,7 +327,7 @@ pub fn pipeline_page(pipelines: &[Pipeline]) -> Page {
             )
         };
         let loc_offline = p.staging().location.offline().unwrap_or_default();
-        let staging = if aws || loc_offline.starts_with("s3://") {
+        let staging = if aws || StagingLocation::is_s3(&loc_offline) {
             let label = match &deployed {
                 // The deployment points the spec's staging variable at its bucket.
                 Some(d) => vec![
@@ -1148,8 +1149,10 @@ pub fn tables_page(pipelines: &[Pipeline]) -> Page {
 /// The SQLite file the spec's warehouse URL names at its defaults, if it names one.
 fn sqlite_file(p: &Pipeline) -> Option<String> {
     let u = p.warehouse().url.offline()?;
-    let file = u.strip_prefix("sqlite://")?;
-    Some(file.split('?').next().unwrap_or(file).to_string())
+    match WarehouseKind::of(&u) {
+        WarehouseKind::Sqlite { file, .. } => Some(file.to_string()),
+        WarehouseKind::Postgres => None,
+    }
 }
 
 /// The warehouse box's label: SQLite and its file, with the variable that can point it

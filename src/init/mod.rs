@@ -8,6 +8,7 @@
 pub mod infer;
 pub mod render;
 pub mod sample;
+pub mod sampled;
 
 use std::time::{Duration, Instant};
 
@@ -175,7 +176,7 @@ pub async fn init(opts: &Options) -> Result<Written, InitError> {
             };
             crate::spec::ident::check_identifier(&name).map_err(|e| InitError::Usage(format!("--name: {e}")))?;
             let (auth, var) = auth_yaml(opts, &name);
-            let probe = render::probe_resource("probe", "/", None, "$[*]", &sample::Paging::None);
+            let probe = render::probe_resource("probe", "/", None, "$[*]", &sampled::Paging::None);
             new_spec = render::probe_pipeline(&origin(first), &auth, &render::headers(&opts.headers), &probe)?;
             (&new_spec, name, var)
         }
@@ -248,7 +249,7 @@ pub async fn init(opts: &Options) -> Result<Written, InitError> {
         let guess = opts.resource.clone().unwrap_or_else(|| resource_name(url));
         tracing::info!(
             "{guess}: {} {}",
-            sample::method_word(opts.body.as_ref()),
+            sampled::method_word(opts.body.as_ref()),
             secrets.mask(&crate::extract::http::shown_url(url.as_str()))
         );
         let sampled = sampler.sample(url, &base_url, &guess).await?;

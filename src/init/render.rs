@@ -6,7 +6,7 @@ use crate::spec::interp::Interp;
 use crate::spec::Pipeline;
 
 use super::infer::{Col, Table};
-use super::sample::{CursorFrom, Paging, Sampled, Send};
+use super::sampled::{method_word, CursorFrom, CursorTo, Paging, Sampled};
 use super::InitError;
 
 /// A scalar as YAML, quoted when a plain one would read as something else. `flow`: it
@@ -65,8 +65,8 @@ pub fn paging_flow(p: &Paging) -> String {
                 CursorFrom::Header(h) => format!("header: {}", flow(h)),
             };
             let to = match to {
-                Send::Param(p) => format!("param: {}", flow(p)),
-                Send::Body(b) => format!("body_field: {}", flow(b)),
+                CursorTo::Param(p) => format!("param: {}", flow(p)),
+                CursorTo::Body(b) => format!("body_field: {}", flow(b)),
             };
             format!("{{type: cursor, {from}, {to}{}}}", stop(s))
         }
@@ -290,7 +290,7 @@ pub fn resource(
         indent,
         &format!(
             "{} {}",
-            super::sample::method_word(s.body.as_ref()),
+            method_word(s.body.as_ref()),
             crate::extract::http::shown_url(s.url.as_str())
         ),
     );

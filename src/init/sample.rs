@@ -12,62 +12,13 @@ use url::Url;
 use crate::extract::http::{Client, Response};
 use crate::extract::paginate::{with_param, Request};
 use crate::extract::{ExtractError, RecordSink, Records};
-use crate::spec::pipeline::HttpMethod;
 use crate::util::Secrets;
 
 use super::infer::path_step;
 use super::render;
+use super::sampled::{method_of, method_word};
+pub use super::sampled::{CursorFrom, CursorTo, Paging, Sampled};
 use super::InitError;
-
-/// How pages follow each other, as the spec will say it.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Paging {
-    None,
-    NextUrl {
-        next: String,
-        stop: Option<(String, bool)>,
-    },
-    LinkHeader,
-    Cursor {
-        from: CursorFrom,
-        to: Send,
-        stop: Option<(String, bool)>,
-    },
-    PageNumber {
-        param: String,
-        start: u64,
-        total_pages: Option<String>,
-    },
-    Offset {
-        limit_param: String,
-        offset_param: String,
-        limit: u64,
-        total: Option<String>,
-    },
-}
-
-/// Where a cursor goes back: a query parameter, or a dotted field of the JSON body.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Send {
-    Param(String),
-    Body(String),
-}
-
-impl std::fmt::Display for Send {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Send::Param(p) => write!(f, "parameter `{p}`"),
-            Send::Body(b) => write!(f, "body field `{b}`"),
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum CursorFrom {
-    Body(String),
-    LastRecord(String),
-    Header(String),
-}
 
 /// Limits of the sampling, shared by every URL of one `init`.
 pub struct Budget {
@@ -88,30 +39,6 @@ impl Budget {
         }
         (self.bytes >= self.max_bytes).then(|| OUT_OF_BYTES.into())
     }
-}
-
-/// What one URL showed.
-pub struct Sampled {
-    pub url: Url,
-    pub records_path: String,
-    pub records_why: String,
-    pub paging: Paging,
-    pub paging_why: String,
-    /// The URL's query parameters that stay the resource's own (not the paginator's).
-    pub params: Vec<(String, String)>,
-    /// The JSON body of a POST resource.
-    pub body: Option<Value>,
-    pub records: Vec<Value>,
-    pub pages: u64,
-    /// Pagination ended within the sample: it holds every record.
-    pub complete: bool,
-    /// Why sampling stopped before the end, when it did.
-    pub stopped: Option<String>,
-    /// What the first page says of the whole, written beside the paginator so that a run
-    /// proves it read everything: a total's path, and a "more" flag's path with the value
-    /// that means more.
-    pub total: Option<String>,
-    pub has_more: Option<(String, bool)>,
 }
 
 /// The network side of one `init`.
@@ -207,16 +134,6 @@ pub fn find_records(body: &Value) -> Result<(String, String), String> {
             crate::util::describe(other)
         )),
     }
-}
-
-/// A request with a body is a POST, else a GET.
-fn method_of(body: Option<&Value>) -> HttpMethod {
-    body.map_or(HttpMethod::Get, |_| HttpMethod::Post)
-}
-
-/// `POST` for a request with a body, else `GET`.
-pub fn method_word(body: Option<&Value>) -> &'static str {
-    crate::extract::http::method_name(method_of(body))
 }
 
 /// Why sampling stopped early.
@@ -737,9 +654,9 @@ impl Sampler<'_> {
     /// Where each of `tries` would send a token: a query parameter of a GET; in a POST
     /// body, a field the body already has by that name first, then under `variables`
     /// (GraphQL), then at the top.
-    fn sends(&self, tries: &[String]) -> Vec<Send> {
+    fn sends(&self, tries: &[String]) -> Vec<CursorTo> {
         let Some(body) = &self.body else {
-            return tries.iter().map(|t| Send::Param(t.clone())).collect();
+            return tries.iter().map(|t| CursorTo::Param(t.clone())).collect();
         };
         let mut existing = Vec::new();
         if let Some(map) = body.as_object() {
@@ -754,11 +671,11 @@ impl Sampler<'_> {
         let mut out = Vec::new();
         for t in tries {
             let same = |f: &&String| f.rsplit('.').next().is_some_and(|l| norm(l) == norm(t));
-            out.extend(existing.iter().filter(same).map(|f| Send::Body(f.clone())));
+            out.extend(existing.iter().filter(same).map(|f| CursorTo::Body(f.clone())));
             if graphql {
-                out.push(Send::Body(format!("variables.{t}")));
+                out.push(CursorTo::Body(format!("variables.{t}")));
             }
-            out.push(Send::Body(t.clone()));
+            out.push(CursorTo::Body(t.clone()));
         }
         out
     }
@@ -772,18 +689,18 @@ impl Sampler<'_> {
         token: &Value,
         before: &HashSet<String>,
         name: &str,
-    ) -> Result<Option<Send>, InitError> {
+    ) -> Result<Option<CursorTo>, InitError> {
         let mut done = HashSet::new();
         for to in self.sends(tries) {
             if !done.insert(to.clone()) {
                 continue;
             }
             let (probe, body) = match &to {
-                Send::Param(p) => {
+                CursorTo::Param(p) => {
                     let text = token.as_str().map(String::from).unwrap_or_else(|| token.to_string());
                     (with_param(url, p, &text), self.body.clone())
                 }
-                Send::Body(field) => {
+                CursorTo::Body(field) => {
                     let mut body = self.body.clone().unwrap_or(Value::Null);
                     let path: Vec<String> = field.split('.').map(String::from).collect();
                     crate::extract::paginate::set_field(&mut body, &path, token.clone());
@@ -888,7 +805,8 @@ fn paginator_param(paging: &Paging, key: &str) -> bool {
     match paging {
         Paging::PageNumber { param, .. }
         | Paging::Cursor {
-            to: Send::Param(param), ..
+            to: CursorTo::Param(param),
+            ..
         } => key == param,
         Paging::Offset {
             limit_param,

@@ -13,11 +13,11 @@
 
 pub mod connect;
 pub mod ddl;
-pub mod record;
 mod merge;
 mod objects;
 mod open;
 mod postgres;
+pub mod record;
 mod resource;
 mod schema;
 mod sqlite;
@@ -25,8 +25,8 @@ pub mod state;
 mod warehouse;
 pub mod wire;
 
-pub use schema::preflight;
 pub use open::dialect_of;
+pub use schema::preflight;
 
 use chrono::{DateTime, Utc};
 

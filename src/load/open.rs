@@ -4,6 +4,7 @@
 
 use super::ddl::Dialect;
 use super::LoadError;
+use crate::spec::location::WarehouseKind;
 use crate::util::Secrets;
 
 /// The warehouse a URL names: `sqlite://<path>` or a PostgreSQL URL / key-value string.
@@ -14,10 +15,9 @@ pub(super) enum Db {
 
 /// The dialect of a warehouse URL, without connecting.
 pub fn dialect_of(url: &str) -> Dialect {
-    if url.starts_with(super::sqlite::SCHEME) {
-        Dialect::Sqlite
-    } else {
-        Dialect::Postgres
+    match WarehouseKind::of(url) {
+        WarehouseKind::Sqlite { .. } => Dialect::Sqlite,
+        WarehouseKind::Postgres => Dialect::Postgres,
     }
 }
 

@@ -10,9 +10,11 @@ use futures_util::SinkExt;
 use tokio_postgres::Client;
 
 use super::ddl::Dialect;
-use super::record::{encode_row, RunMeta, COPY_HEADER, COPY_TRAILER};
-use super::objects::{io_error, jsonb_record, map_objects, mapping_threads, MapOutcome, Objects, Reject, RowSink, CHUNK};
 use super::merge::{merge_columns, on_conflict, staging_columns, temp_name};
+use super::objects::{
+    io_error, jsonb_record, map_objects, mapping_threads, MapOutcome, Objects, Reject, RowSink, CHUNK,
+};
+use super::record::{encode_row, RunMeta, COPY_HEADER, COPY_TRAILER};
 use super::warehouse::{LedgerRow, LiveTable, LoadedRun, Saved, Warehouse};
 use super::{connect, LoadError};
 use crate::spec::ident::quote_ident;
@@ -521,4 +523,3 @@ impl Warehouse for Postgres {
             .map_err(db("reset the incremental state"))
     }
 }
-

@@ -5,8 +5,8 @@
 
 use std::time::Instant;
 
-use super::record::RunMeta;
 use super::merge::{remove_gone_children, staging_columns, temp_name};
+use super::record::RunMeta;
 use super::warehouse::Warehouse;
 use super::{LoadError, ObjectFeed, TableStats};
 use crate::spec::ident::quote_ident;
@@ -14,7 +14,6 @@ use crate::spec::pipeline::{Pipeline, Resource, WriteMode, RUN_ID_COLUMN};
 use crate::stage::manifest::ObjectManifest;
 use crate::stage::{LocalObject, Staging};
 use crate::value::ColumnType;
-
 
 pub(super) async fn load_resource<W: Warehouse>(
     w: &mut W,

@@ -11,17 +11,16 @@ use std::time::Duration;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::ddl::Dialect;
-use super::record::RunMeta;
-use super::objects::{jsonb_record, map_objects, mapping_threads, MapOutcome, Objects, Reject, RowSink};
 use super::merge::{merge_columns, on_conflict, staging_columns, temp_name};
+use super::objects::{jsonb_record, map_objects, mapping_threads, MapOutcome, Objects, Reject, RowSink};
+use super::record::RunMeta;
 use super::warehouse::{LedgerRow, LiveTable, LoadedRun, Saved, Warehouse};
 use super::LoadError;
 use crate::spec::ident::quote_ident;
+use crate::spec::location::WarehouseKind;
 use crate::spec::pipeline::{Resource, Table, WriteMode};
 use crate::util::clip;
 use crate::value::Cell;
-
-pub const SCHEME: &str = "sqlite://";
 
 /// How long a load waits for another writer of the same file before it gives up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -75,8 +74,13 @@ pub struct Sqlite {
 /// The file of a `sqlite://` URL (relative to the working directory, or absolute with a
 /// third slash) and its busy timeout (`?busy_timeout=30s`).
 fn parse_url(url: &str) -> Result<(PathBuf, Duration), LoadError> {
-    let rest = url.strip_prefix(SCHEME).unwrap_or(url);
-    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let WarehouseKind::Sqlite {
+        file: path,
+        options: query,
+    } = WarehouseKind::of(url)
+    else {
+        return Err(LoadError::Connect("not a SQLite URL".into()));
+    };
     if path.is_empty() {
         return Err(LoadError::Connect(
             "the SQLite URL names no file: write `sqlite://path/to/file.db` (relative to the working directory) or `sqlite:///absolute/path.db`".into(),

@@ -12,7 +12,6 @@ use crate::incremental::Position;
 use crate::spec::pipeline::Pipeline;
 use crate::util::Secrets;
 
-
 /// The saved states of `p`.
 pub async fn states(
     p: &Pipeline,

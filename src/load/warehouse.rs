@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 
 use super::ddl::Dialect;
-use super::record::RunMeta;
 use super::objects::{MapOutcome, Objects, Reject};
+use super::record::RunMeta;
 use super::LoadError;
 use crate::spec::pipeline::{Resource, Table};
 

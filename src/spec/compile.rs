@@ -10,9 +10,9 @@ use super::diagnostic::{did_you_mean, Diagnostic};
 use super::ident::check_identifier;
 use super::interp::Interp;
 use super::jsonpath::JsonPath;
+use super::model::*;
 use super::parse::Parsed;
 use super::tree::Positions;
-use super::model::*;
 /// Names PostgreSQL gives every table's system columns.
 const SYSTEM_COLUMNS: [&str; 6] = ["tableoid", "xmin", "cmin", "xmax", "cmax", "ctid"];
 
@@ -822,18 +822,8 @@ fn interp_map<V: AsRef<str>>(cx: &mut Ctx, path: &str, map: &BTreeMap<String, V>
 fn compile_staging(cx: &mut Ctx, s: &RawStaging) -> Option<p::Staging> {
     let location = cx.interp("staging.location", &s.location);
     if let Some(loc) = location.as_ref().and_then(Interp::offline) {
-        if let Some((bucket, _)) = crate::stage::s3_location(&loc) {
-            if bucket.is_empty() {
-                cx.error(
-                    "staging.location",
-                    format!("`{loc}` names no bucket; write `s3://bucket/prefix`"),
-                );
-            }
-        } else if loc.contains("://") && !loc.starts_with("file://") {
-            cx.error(
-                "staging.location",
-                format!("`{loc}` is neither `file://…`, a folder path nor `s3://bucket/prefix`"),
-            );
+        if let Err(e) = super::location::StagingLocation::parse(&loc) {
+            cx.error("staging.location", e.message(&loc));
         }
     }
     let key = match KeyTemplate::parse(s.key.as_deref().unwrap_or(DEFAULT_KEY)) {

@@ -4,14 +4,12 @@
 
 use serde::Serialize;
 
-
 /// Line and column (both 1-based) of a node in the spec file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Pos {
     pub line: usize,
     pub column: usize,
 }
-
 
 /// One problem in a spec file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -7,13 +7,14 @@ pub mod diagnostic;
 pub mod ident;
 pub mod interp;
 pub mod jsonpath;
-pub mod parse;
-pub mod shape;
-pub mod tree;
+pub mod location;
 pub mod model;
+pub mod parse;
 pub mod pipeline;
 pub mod placeholder;
 pub mod reference;
+pub mod shape;
+pub mod tree;
 pub mod units;
 
 pub use diagnostic::Diagnostic;
@@ -100,7 +101,12 @@ pub fn compile_file(path: &str) -> Result<Pipeline, SpecErrors> {
 pub fn compile_file_with_text(path: &str) -> Result<(Pipeline, String), SpecErrors> {
     let whole = |message: String| SpecErrors {
         text: None,
-        diagnostics: vec![Diagnostic::new(path, diagnostic::Pos { line: 1, column: 1 }, "", message)],
+        diagnostics: vec![Diagnostic::new(
+            path,
+            diagnostic::Pos { line: 1, column: 1 },
+            "",
+            message,
+        )],
     };
     let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
     if size > MAX_SPEC_BYTES {

@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 
 pub use manifest::Manifest;
 
+use crate::spec::location::StagingLocation;
 use crate::spec::pipeline::Staging as StagingSpec;
 
 #[derive(Debug, thiserror::Error)]
@@ -99,33 +100,24 @@ pub enum Store {
     S3(s3::S3Staging),
 }
 
-/// The bucket and key prefix of an `s3://bucket/prefix` location; `None` for a folder.
-pub fn s3_location(location: &str) -> Option<(&str, &str)> {
-    let rest = location.strip_prefix("s3://")?;
-    Some(rest.split_once('/').unwrap_or((rest, "")))
-}
-
 impl Store {
     /// Open the staging location of a spec, with its resolved values (see
     /// [`crate::resolve`]).
     pub async fn open(spec: &StagingSpec, resolved: &crate::resolve::Staging) -> Result<Store, StageError> {
         let location = resolved.location.as_str();
-        if let Some((bucket, prefix)) = s3_location(location) {
-            if bucket.is_empty() {
-                return Err(StageError::Config(format!("`{location}` names no bucket")));
+        match StagingLocation::parse(location).map_err(|e| StageError::Config(e.message(location)))? {
+            StagingLocation::S3 { bucket, prefix } => {
+                let endpoint = resolved
+                    .endpoint
+                    .clone()
+                    .or_else(|| std::env::var("AWS_ENDPOINT_URL_S3").ok())
+                    .filter(|e| !e.is_empty());
+                let path_style = spec.path_style.unwrap_or(endpoint.is_some());
+                Ok(Store::S3(
+                    s3::S3Staging::new(bucket, prefix, resolved.region.clone(), endpoint, path_style).await?,
+                ))
             }
-            let endpoint = resolved
-                .endpoint
-                .clone()
-                .or_else(|| std::env::var("AWS_ENDPOINT_URL_S3").ok())
-                .filter(|e| !e.is_empty());
-            let path_style = spec.path_style.unwrap_or(endpoint.is_some());
-            Ok(Store::S3(
-                s3::S3Staging::new(bucket, prefix, resolved.region.clone(), endpoint, path_style).await?,
-            ))
-        } else {
-            let path = location.strip_prefix("file://").unwrap_or(location);
-            Ok(Store::Local(local::LocalStaging::new(Path::new(path))?))
+            StagingLocation::Folder(path) => Ok(Store::Local(local::LocalStaging::new(Path::new(path))?)),
         }
     }
 }

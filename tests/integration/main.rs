@@ -11,6 +11,7 @@ mod foreach;
 mod geometry;
 mod incremental;
 mod init;
+mod layers;
 mod load;
 mod nested;
 mod pagination;

@@ -1,0 +1,92 @@
+//! What sampling found, as `init` writes it into a spec: the paging seen, where a cursor
+//! comes from and goes back to, and each URL's records. Shared by the sampler
+//! ([`super::sample`]) and the spec writer ([`super::render`]).
+
+use serde_json::Value;
+use url::Url;
+
+use crate::spec::pipeline::HttpMethod;
+
+/// How pages follow each other, as the spec will say it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Paging {
+    None,
+    NextUrl {
+        next: String,
+        stop: Option<(String, bool)>,
+    },
+    LinkHeader,
+    Cursor {
+        from: CursorFrom,
+        to: CursorTo,
+        stop: Option<(String, bool)>,
+    },
+    PageNumber {
+        param: String,
+        start: u64,
+        total_pages: Option<String>,
+    },
+    Offset {
+        limit_param: String,
+        offset_param: String,
+        limit: u64,
+        total: Option<String>,
+    },
+}
+
+/// Where a cursor goes back to the API: a query parameter, or a dotted field of the JSON body.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum CursorTo {
+    Param(String),
+    Body(String),
+}
+
+impl std::fmt::Display for CursorTo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CursorTo::Param(p) => write!(f, "parameter `{p}`"),
+            CursorTo::Body(b) => write!(f, "body field `{b}`"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum CursorFrom {
+    Body(String),
+    LastRecord(String),
+    Header(String),
+}
+
+/// What one URL showed.
+pub struct Sampled {
+    pub url: Url,
+    pub records_path: String,
+    pub records_why: String,
+    pub paging: Paging,
+    pub paging_why: String,
+    /// The URL's query parameters that stay the resource's own (not the paginator's).
+    pub params: Vec<(String, String)>,
+    /// The JSON body of a POST resource.
+    pub body: Option<Value>,
+    pub records: Vec<Value>,
+    pub pages: u64,
+    /// Pagination ended within the sample: it holds every record.
+    pub complete: bool,
+    /// Why sampling stopped before the end, when it did.
+    pub stopped: Option<String>,
+    /// What the first page says of the whole, written beside the paginator so that a run
+    /// proves it read everything: a total's path, and a "more" flag's path with the value
+    /// that means more.
+    pub total: Option<String>,
+    pub has_more: Option<(String, bool)>,
+}
+
+/// A request with a body is a POST, else a GET.
+pub fn method_of(body: Option<&Value>) -> HttpMethod {
+    body.map_or(HttpMethod::Get, |_| HttpMethod::Post)
+}
+
+/// `POST` for a request with a body, else `GET`.
+pub fn method_word(body: Option<&Value>) -> &'static str {
+    crate::extract::http::method_name(method_of(body))
+}
