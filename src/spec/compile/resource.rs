@@ -1,0 +1,271 @@
+//! One resource: its request (method, path or URL, params, body, `for_each`) and its
+//! `incremental` cursor.
+
+use super::paginate::compile_paginate;
+use super::table::{compile_nested_tables, compile_table};
+use super::{check_body_templates, check_placeholders, check_sources, interp_map, Allowed, Ctx};
+use crate::spec::jsonpath::JsonPath;
+use crate::spec::model::*;
+use crate::spec::pipeline::{self as p, ValueSource};
+
+pub(super) fn compile_resource(cx: &mut Ctx, path: &str, r: &RawResource) -> Option<p::Resource> {
+    let name_ok = cx.ident(&format!("{path}.name"), &r.name);
+    let child = r.for_each.is_some();
+    let allowed = Allowed {
+        parent: child,
+        start: r.incremental.is_some(),
+    };
+    let target = compile_target(cx, path, r, allowed);
+    let incremental = compile_incremental(cx, path, r);
+    if r.on_missing.is_some() && !child {
+        cx.error_at_key(
+            &format!("{path}.on_missing"),
+            "`on_missing` is about the requests of `for_each`, which this resource does not have",
+        );
+    }
+    let params = interp_map(cx, &format!("{path}.params"), &r.params);
+    for (k, v) in &r.params {
+        check_placeholders(cx, &format!("{path}.params.{k}"), &v.0, allowed);
+    }
+    let records = cx.jsonpath(&format!("{path}.records"), &r.records);
+    let method = r.method.unwrap_or(HttpMethod::Get);
+    if let Some(body) = &r.body {
+        if method != HttpMethod::Post {
+            cx.error_at_key(&format!("{path}.body"), "a request `body` needs `method: POST`");
+        }
+        check_body_templates(cx, &format!("{path}.body"), body, allowed);
+    }
+    let (paginator, stop_when, completeness) = compile_paginate(cx, &format!("{path}.paginate"), r.paginate.as_ref());
+    let max_pages = r.max_pages.unwrap_or(10_000);
+    if max_pages == 0 {
+        cx.error(&format!("{path}.max_pages"), "max_pages must be at least 1");
+    }
+    // The resource's table, then its nested tables depth first, each after its parent.
+    let mut tables = Vec::new();
+    if let Some(table) = &r.table {
+        cx.child_resource = child;
+        let tpath = format!("{path}.table");
+        let root = compile_table(cx, &tpath, table, None);
+        if let Some(t) = &root {
+            cx.tables.push((tpath.clone(), t.clone()));
+            if r.incremental.is_none() && t.append_collides() {
+                cx.warn(
+                    &format!("{tpath}.write"),
+                    format!(
+                        "table `{}` uses `write: append` with a `primary_key`: every run reads all the records again, so the second run fails on duplicate keys (after extracting everything); `write: merge` keeps one row per key",
+                        t.name
+                    ),
+                );
+            }
+        }
+        tables.push(root);
+        cx.child_resource = false;
+        compile_nested_tables(cx, &tpath, &table.nested, table, 0, &mut tables);
+    }
+    let tables: Option<Vec<p::Table>> = tables.into_iter().collect();
+    if !name_ok {
+        return None;
+    }
+    let tables = tables?;
+    let mut parent_paths: Vec<JsonPath> = Vec::new();
+    for c in tables.iter().take(1).flat_map(|t| &t.columns) {
+        if let ValueSource::ParentRecord(jp) = &c.value {
+            if !parent_paths.iter().any(|q| q.as_str() == jp.as_str()) {
+                parent_paths.push(jp.clone());
+            }
+        }
+    }
+    Some(p::Resource {
+        name: r.name.clone(),
+        target: target?,
+        for_each: r.for_each.as_ref().map(|parent| p::ForEach {
+            parent: parent.clone(),
+            on_missing: r.on_missing.unwrap_or_default(),
+        }),
+        parent_paths,
+        method,
+        body: r.body.clone(),
+        params: params?,
+        records: records?,
+        paginator: paginator?,
+        stop_when: stop_when?,
+        completeness: completeness?,
+        max_pages,
+        incremental: incremental?,
+        tables,
+    })
+}
+
+/// `path` or `url`, with the placeholders only a `for_each` or incremental resource may
+/// use.
+fn compile_target(cx: &mut Ctx, path: &str, r: &RawResource, allowed: Allowed) -> Option<p::Target> {
+    use crate::spec::placeholder::{scan, Scan};
+    let any = allowed.parent || allowed.start;
+    match (&r.path, &r.url) {
+        (None, None) => {
+            cx.error(
+                path,
+                format!(
+                    "resource `{}` needs a `path` below base_url (such as `/character`) or a `url`",
+                    r.name
+                ),
+            );
+            None
+        }
+        (Some(_), Some(_)) => {
+            cx.error_at_key(&format!("{path}.url"), "give `path` or `url`, not both");
+            None
+        }
+        (Some(rp), None) => {
+            let fpath = format!("{path}.path");
+            if rp.contains(char::is_whitespace) || rp.contains("://") {
+                cx.error(
+                    &fpath,
+                    format!("`{rp}` must be a path below base_url such as `/character`, without spaces; an absolute URL goes in `url`"),
+                );
+                return None;
+            }
+            if !any && rp.contains(['{', '}']) {
+                cx.error(
+                    &fpath,
+                    format!("`{rp}`: braces would be sent as they are; placeholders need `for_each` (`{{parent.<field>}}`) or `incremental` (`{{incremental.start}}`)"),
+                );
+                return None;
+            }
+            match scan(rp, Scan::Strict) {
+                Err(e) => {
+                    cx.error(&fpath, format!("`{rp}`: {e}"));
+                    None
+                }
+                Ok(found) => check_sources(cx, &fpath, &found, allowed).then(|| p::Target::Path(rp.clone())),
+            }
+        }
+        (None, Some(u)) => {
+            let fpath = format!("{path}.url");
+            let found = match scan(u, Scan::Strict) {
+                Ok(found) => found,
+                Err(e) => {
+                    cx.error(&fpath, format!("`{u}`: {e}"));
+                    return None;
+                }
+            };
+            if !check_sources(cx, &fpath, &found, allowed) {
+                return None;
+            }
+            // A URL that starts with a placeholder is the parent's; any other must be an
+            // absolute http(s) URL whatever the placeholders hold.
+            if found.first().is_none_or(|p| p.start > 0) {
+                let mut sample = u.clone();
+                for p in found.iter().rev() {
+                    sample.replace_range(p.start..p.end, "x");
+                }
+                let fine = url::Url::parse(&sample)
+                    .is_ok_and(|x| matches!(x.scheme(), "http" | "https") && x.host().is_some());
+                if !fine {
+                    cx.error(
+                        &fpath,
+                        format!(
+                            "`{u}` is not an absolute http:// or https:// URL; a path below base_url goes in `path`"
+                        ),
+                    );
+                    return None;
+                }
+            }
+            Some(p::Target::Url(u.clone()))
+        }
+    }
+}
+
+/// Whether `{incremental.start}` appears in the resource's path, URL, params or body.
+fn uses_start(r: &RawResource) -> bool {
+    use crate::spec::placeholder::{scan, Scan, Source};
+    fn strings<'a>(v: &'a serde_json::Value, out: &mut Vec<&'a str>) {
+        match v {
+            serde_json::Value::String(s) => out.push(s),
+            serde_json::Value::Array(a) => a.iter().for_each(|v| strings(v, out)),
+            serde_json::Value::Object(m) => m.values().for_each(|v| strings(v, out)),
+            _ => {}
+        }
+    }
+    let mut texts: Vec<&str> = r.params.values().map(|v| v.0.as_str()).collect();
+    if let Some(b) = &r.body {
+        strings(b, &mut texts);
+    }
+    let strict = r.path.iter().chain(&r.url).map(|t| scan(t, Scan::Strict));
+    let text = texts.into_iter().map(|t| scan(t, Scan::Text));
+    strict
+        .chain(text)
+        .flatten()
+        .any(|found| found.iter().any(|p| p.source == Source::Start))
+}
+
+fn compile_incremental(cx: &mut Ctx, path: &str, r: &RawResource) -> Option<Option<p::Incremental>> {
+    let Some(inc) = &r.incremental else {
+        return Some(None);
+    };
+    let ipath = format!("{path}.incremental");
+    let cursor = cx.jsonpath(&format!("{ipath}.cursor"), &inc.cursor);
+    let format = inc.format.unwrap_or_default();
+    let initial = match format.read(&serde_json::Value::String(inc.initial.0.clone())) {
+        Ok(pos) => Some(pos),
+        Err(e) => {
+            cx.error(&format!("{ipath}.initial"), e);
+            None
+        }
+    };
+    let lag = match (inc.lag, format.lag_units(std::time::Duration::ZERO)) {
+        (None, _) => Some(0),
+        (Some(_), None) => {
+            cx.error_at_key(
+                &format!("{ipath}.lag"),
+                "`lag` is a time, so it does not apply to `format: integer`",
+            );
+            None
+        }
+        (Some(d), Some(_)) => format.lag_units(d.0),
+    };
+    let send = match (&inc.param, &inc.body_field) {
+        (Some(_), Some(_)) => {
+            cx.error_at_key(
+                &format!("{ipath}.body_field"),
+                "the start is sent one way; give `param` or `body_field`, not both",
+            );
+            None
+        }
+        (Some(name), None) => Some(Some(p::CursorTo::Param(name.clone()))),
+        (None, Some(field)) => {
+            if r.method != Some(HttpMethod::Post) {
+                cx.error_at_key(&format!("{ipath}.body_field"), "`body_field` needs `method: POST`");
+            }
+            Some(Some(p::CursorTo::BodyField(
+                field.split('.').map(str::to_string).collect(),
+            )))
+        }
+        (None, None) if uses_start(r) => Some(None),
+        (None, None) => {
+            cx.error(
+                &ipath,
+                "the start must go somewhere: give `param` or `body_field`, or write `{incremental.start}` in `path`, `params` or `body`",
+            );
+            None
+        }
+    };
+    if let Some(t) = &r.table {
+        if t.write.unwrap_or_default() == WriteMode::Append {
+            cx.warn(
+                &ipath,
+                format!(
+                    "table `{}` uses `write: append`: each run reads the records at its start again, so they are loaded twice; `write: merge` keeps one row per key",
+                    t.name
+                ),
+            );
+        }
+    }
+    Some(Some(p::Incremental {
+        cursor: cursor?,
+        send: send?,
+        format,
+        initial: initial?,
+        lag: lag?,
+    }))
+}
