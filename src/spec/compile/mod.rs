@@ -18,6 +18,7 @@ use crate::spec::parse::Parsed;
 use crate::spec::pipeline::{self as p, Pipeline};
 use crate::spec::tree::Positions;
 
+mod auth;
 mod checks;
 mod paginate;
 mod resource;

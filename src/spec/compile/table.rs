@@ -204,7 +204,64 @@ pub(super) fn compile_table(cx: &mut Ctx, path: &str, t: &RawTable, parent: Opti
     })
 }
 
+/// One column: its name, where its value comes from, its type, transforms and reference.
 fn compile_column(cx: &mut Ctx, path: &str, c: &RawColumn, parent: Option<&RawTable>) -> Option<p::Column> {
+    let mut ok = check_column_name(cx, path, c);
+    let given: Vec<&str> = [
+        c.path.as_ref().map(|_| "path"),
+        c.value.as_ref().map(|_| "value"),
+        c.meta.as_ref().map(|_| "meta"),
+        c.from_parent.as_ref().map(|_| "from_parent"),
+        c.parent_path.as_ref().map(|_| "parent_path"),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if given.len() > 1 {
+        cx.error_at_key(
+            &format!("{path}.{}", given[1]),
+            format!(
+                "column `{}` has both `{}` and `{}`; give exactly one",
+                c.name, given[0], given[1]
+            ),
+        );
+        return None;
+    }
+    let mut column_type = c.column_type;
+    let value = column_value(cx, path, c, parent, &mut column_type, &mut ok);
+    let Some(column_type) = column_type else {
+        if value.is_some() {
+            cx.error(path, format!("column `{}` needs a `type` (text, integer, bigint, numeric, double, boolean, date, timestamptz, jsonb)", c.name));
+        }
+        return None;
+    };
+    let transforms = c.transform.as_ref().map(TransformList::to_vec).unwrap_or_default();
+    ok &= check_transforms(cx, path, c, &transforms, column_type);
+    if let (Some(ValueSource::Const(v)), true) = (&value, ok) {
+        if let Err(e) = crate::value::check_constant(v, column_type) {
+            cx.error(&format!("{path}.value"), e);
+            ok = false;
+        }
+    }
+    let references = column_reference(cx, path, c, &mut ok);
+    if !ok {
+        return None;
+    }
+    Some(p::Column {
+        name: c.name.clone(),
+        column_type,
+        value: value?,
+        transforms,
+        nullable: c.nullable.unwrap_or(true),
+        optional: c.optional.unwrap_or(false),
+        references,
+        description: c.description.clone(),
+    })
+}
+
+/// A column's name is an identifier, not a system column's or sluice's own, and
+/// `optional` sits on a column read from a path.
+fn check_column_name(cx: &mut Ctx, path: &str, c: &RawColumn) -> bool {
     let mut ok = cx.ident(&format!("{path}.name"), &c.name);
     if c.optional.is_some() && c.path.is_none() && c.parent_path.is_none() {
         cx.error_at_key(
@@ -234,60 +291,25 @@ fn compile_column(cx: &mut Ctx, path: &str, c: &RawColumn, parent: Option<&RawTa
         );
         ok = false;
     }
-    let given: Vec<&str> = [
-        c.path.as_ref().map(|_| "path"),
-        c.value.as_ref().map(|_| "value"),
-        c.meta.as_ref().map(|_| "meta"),
-        c.from_parent.as_ref().map(|_| "from_parent"),
-        c.parent_path.as_ref().map(|_| "parent_path"),
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
-    if given.len() > 1 {
-        cx.error_at_key(
-            &format!("{path}.{}", given[1]),
-            format!(
-                "column `{}` has both `{}` and `{}`; give exactly one",
-                c.name, given[0], given[1]
-            ),
-        );
-        return None;
-    }
-    let mut column_type = c.column_type;
-    let value = if let Some(jp) = &c.path {
+    ok
+}
+
+/// Where a column's value comes from (exactly one source was given); fills in the type a
+/// `meta` or `from_parent` column implies.
+fn column_value(
+    cx: &mut Ctx,
+    path: &str,
+    c: &RawColumn,
+    parent: Option<&RawTable>,
+    column_type: &mut Option<ColumnType>,
+    ok: &mut bool,
+) -> Option<ValueSource> {
+    if let Some(jp) = &c.path {
         cx.jsonpath(&format!("{path}.path"), jp).map(ValueSource::Path)
     } else if let Some(v) = &c.value {
         Some(ValueSource::Const(v.clone()))
     } else if let Some(m) = c.meta {
-        let fits = match m {
-            MetaValue::RunId | MetaValue::Pipeline => matches!(column_type, None | Some(ColumnType::Text)),
-            MetaValue::RunTime => matches!(column_type, None | Some(ColumnType::Timestamptz | ColumnType::Text)),
-            MetaValue::Index => matches!(column_type, None | Some(ColumnType::Integer | ColumnType::Bigint)),
-        };
-        if m == MetaValue::Index && parent.is_none() {
-            cx.error(
-                &format!("{path}.meta"),
-                "`meta: index` is an element's position in its array, so it belongs in a nested table",
-            );
-            ok = false;
-        }
-        if !fits {
-            cx.error(
-                &format!("{path}.type"),
-                format!(
-                    "`meta: {}` does not fit a {} column",
-                    meta_name(m),
-                    column_type.map(|t| t.name()).unwrap_or("")
-                ),
-            );
-            ok = false;
-        }
-        column_type = column_type.or(Some(match m {
-            MetaValue::RunTime => ColumnType::Timestamptz,
-            MetaValue::Index => ColumnType::Integer,
-            _ => ColumnType::Text,
-        }));
+        *ok &= check_meta(cx, path, m, parent.is_some(), column_type);
         Some(ValueSource::Meta(m))
     } else if let Some(jp) = &c.parent_path {
         if parent.is_some() {
@@ -307,51 +329,7 @@ fn compile_column(cx: &mut Ctx, path: &str, c: &RawColumn, parent: Option<&RawTa
                 .map(ValueSource::ParentRecord)
         }
     } else if let Some(from) = &c.from_parent {
-        match parent {
-            None => {
-                cx.error_at_key(
-                    &format!("{path}.from_parent"),
-                    "`from_parent` is only allowed in nested tables",
-                );
-                None
-            }
-            Some(parent) => match parent.columns.iter().position(|pc| &pc.name == from) {
-                None => {
-                    let hint = did_you_mean(from, parent.columns.iter().map(|c| c.name.as_str()))
-                        .map(|s| format!("; did you mean `{s}`?"))
-                        .unwrap_or_default();
-                    cx.error(
-                        &format!("{path}.from_parent"),
-                        format!("parent table `{}` has no column `{from}`{hint}", parent.name),
-                    );
-                    None
-                }
-                Some(i) => {
-                    let parent_type = parent.columns[i].column_type.or_else(|| {
-                        parent.columns[i].meta.map(|m| match m {
-                            MetaValue::RunTime => ColumnType::Timestamptz,
-                            _ => ColumnType::Text,
-                        })
-                    });
-                    match (column_type, parent_type) {
-                        (Some(mine), Some(theirs)) if mine != theirs => {
-                            cx.error(
-                                &format!("{path}.type"),
-                                format!(
-                                    "column `{}` is {} but parent column `{from}` is {}",
-                                    c.name,
-                                    mine.name(),
-                                    theirs.name()
-                                ),
-                            );
-                            ok = false;
-                        }
-                        _ => column_type = column_type.or(parent_type),
-                    }
-                    Some(ValueSource::Parent(i))
-                }
-            },
-        }
+        from_parent(cx, path, c, from, parent, column_type, ok)
     } else {
         cx.error(
             path,
@@ -361,14 +339,105 @@ fn compile_column(cx: &mut Ctx, path: &str, c: &RawColumn, parent: Option<&RawTa
             ),
         );
         None
+    }
+}
+
+/// A `meta` column: its type fits what it holds (and defaults to it); `index` only in a
+/// nested table.
+fn check_meta(cx: &mut Ctx, path: &str, m: MetaValue, nested: bool, column_type: &mut Option<ColumnType>) -> bool {
+    let mut ok = true;
+    let fits = match m {
+        MetaValue::RunId | MetaValue::Pipeline => matches!(column_type, None | Some(ColumnType::Text)),
+        MetaValue::RunTime => matches!(column_type, None | Some(ColumnType::Timestamptz | ColumnType::Text)),
+        MetaValue::Index => matches!(column_type, None | Some(ColumnType::Integer | ColumnType::Bigint)),
     };
-    let Some(column_type) = column_type else {
-        if value.is_some() {
-            cx.error(path, format!("column `{}` needs a `type` (text, integer, bigint, numeric, double, boolean, date, timestamptz, jsonb)", c.name));
-        }
+    if m == MetaValue::Index && !nested {
+        cx.error(
+            &format!("{path}.meta"),
+            "`meta: index` is an element's position in its array, so it belongs in a nested table",
+        );
+        ok = false;
+    }
+    if !fits {
+        cx.error(
+            &format!("{path}.type"),
+            format!(
+                "`meta: {}` does not fit a {} column",
+                meta_name(m),
+                column_type.map(|t| t.name()).unwrap_or("")
+            ),
+        );
+        ok = false;
+    }
+    *column_type = column_type.or(Some(match m {
+        MetaValue::RunTime => ColumnType::Timestamptz,
+        MetaValue::Index => ColumnType::Integer,
+        _ => ColumnType::Text,
+    }));
+    ok
+}
+
+/// A nested table's `from_parent` column: the parent's column exists, and the types agree
+/// (the parent's type is taken when the column gives none).
+fn from_parent(
+    cx: &mut Ctx,
+    path: &str,
+    c: &RawColumn,
+    from: &str,
+    parent: Option<&RawTable>,
+    column_type: &mut Option<ColumnType>,
+    ok: &mut bool,
+) -> Option<ValueSource> {
+    let Some(parent) = parent else {
+        cx.error_at_key(
+            &format!("{path}.from_parent"),
+            "`from_parent` is only allowed in nested tables",
+        );
         return None;
     };
-    let transforms = c.transform.as_ref().map(TransformList::to_vec).unwrap_or_default();
+    let Some(i) = parent.columns.iter().position(|pc| pc.name == from) else {
+        let hint = did_you_mean(from, parent.columns.iter().map(|c| c.name.as_str()))
+            .map(|s| format!("; did you mean `{s}`?"))
+            .unwrap_or_default();
+        cx.error(
+            &format!("{path}.from_parent"),
+            format!("parent table `{}` has no column `{from}`{hint}", parent.name),
+        );
+        return None;
+    };
+    let parent_type = parent.columns[i].column_type.or_else(|| {
+        parent.columns[i].meta.map(|m| match m {
+            MetaValue::RunTime => ColumnType::Timestamptz,
+            _ => ColumnType::Text,
+        })
+    });
+    match (*column_type, parent_type) {
+        (Some(mine), Some(theirs)) if mine != theirs => {
+            cx.error(
+                &format!("{path}.type"),
+                format!(
+                    "column `{}` is {} but parent column `{from}` is {}",
+                    c.name,
+                    mine.name(),
+                    theirs.name()
+                ),
+            );
+            *ok = false;
+        }
+        _ => *column_type = column_type.or(parent_type),
+    }
+    Some(ValueSource::Parent(i))
+}
+
+/// Each transform fits the column's type.
+fn check_transforms(
+    cx: &mut Ctx,
+    path: &str,
+    c: &RawColumn,
+    transforms: &[Transform],
+    column_type: ColumnType,
+) -> bool {
+    let mut ok = true;
     for (i, t) in transforms.iter().enumerate() {
         if !transform_fits(*t, column_type) {
             let tpath = match &c.transform {
@@ -386,42 +455,26 @@ fn compile_column(cx: &mut Ctx, path: &str, c: &RawColumn, parent: Option<&RawTa
             ok = false;
         }
     }
-    if let (Some(ValueSource::Const(v)), true) = (&value, ok) {
-        if let Err(e) = crate::value::check_constant(v, column_type) {
-            cx.error(&format!("{path}.value"), e);
-            ok = false;
+    ok
+}
+
+/// A column's `references: table.column`.
+fn column_reference(cx: &mut Ctx, path: &str, c: &RawColumn, ok: &mut bool) -> Option<Reference> {
+    let r = c.references.as_ref()?;
+    match r.split_once('.') {
+        Some((t, col)) if !t.is_empty() && !col.is_empty() && !col.contains('.') => Some(Reference {
+            table: t.to_string(),
+            column: col.to_string(),
+        }),
+        _ => {
+            cx.error(
+                &format!("{path}.references"),
+                format!("`{r}` must name a column as `table.column`"),
+            );
+            *ok = false;
+            None
         }
     }
-    let references = match &c.references {
-        None => None,
-        Some(r) => match r.split_once('.') {
-            Some((t, col)) if !t.is_empty() && !col.is_empty() && !col.contains('.') => Some(Reference {
-                table: t.to_string(),
-                column: col.to_string(),
-            }),
-            _ => {
-                cx.error(
-                    &format!("{path}.references"),
-                    format!("`{r}` must name a column as `table.column`"),
-                );
-                ok = false;
-                None
-            }
-        },
-    };
-    if !ok {
-        return None;
-    }
-    Some(p::Column {
-        name: c.name.clone(),
-        column_type,
-        value: value?,
-        transforms,
-        nullable: c.nullable.unwrap_or(true),
-        optional: c.optional.unwrap_or(false),
-        references,
-        description: c.description.clone(),
-    })
 }
 
 fn meta_name(m: MetaValue) -> &'static str {
