@@ -7,6 +7,9 @@
 pub mod drawio;
 pub mod layout;
 pub mod svg;
+pub mod text;
+
+pub use text::{label_width, label_width_styled, text_width, text_width_styled, LINE};
 
 /// What a vertex is, which decides how each writer draws it.
 #[derive(Debug, Clone, PartialEq)]
@@ -202,9 +205,6 @@ pub struct Diagram {
     pub pages: Vec<Page>,
 }
 
-/// Line height of labels, in pixels.
-pub const LINE: f64 = 15.0;
-
 /// Text for XML (element text or a quoted attribute): markup characters escaped, line
 /// breaks written as `newline`, and the control characters XML 1.0 cannot hold at all
 /// (not even as references) shown as their Unicode pictures (U+0001 → `␁`).
@@ -224,67 +224,6 @@ pub(crate) fn xml_text(s: &str, newline: &str) -> String {
         }
     }
     out
-}
-
-/// The bundled fonts: pictures render with them, and text is measured with their metrics.
-pub(crate) static FONT_REGULAR: &[u8] = include_bytes!("../../assets/DejaVuSans.ttf");
-pub(crate) static FONT_BOLD: &[u8] = include_bytes!("../../assets/DejaVuSans-Bold.ttf");
-
-/// A font's character map and advance widths at 1 px.
-struct Metrics {
-    charmap: skrifa::charmap::Charmap<'static>,
-    widths: skrifa::metrics::GlyphMetrics<'static>,
-}
-
-fn metrics(bold: bool) -> Option<&'static Metrics> {
-    use skrifa::MetadataProvider;
-    static FONTS: std::sync::OnceLock<[Option<Metrics>; 2]> = std::sync::OnceLock::new();
-    let load = |data: &'static [u8]| {
-        let font = skrifa::FontRef::new(data).ok()?;
-        Some(Metrics {
-            charmap: font.charmap(),
-            widths: font.glyph_metrics(
-                skrifa::instance::Size::new(1.0),
-                skrifa::instance::LocationRef::default(),
-            ),
-        })
-    };
-    FONTS.get_or_init(|| [load(FONT_REGULAR), load(FONT_BOLD)])[bold as usize].as_ref()
-}
-
-/// How wide `text` is drawn at `size` px in the bundled font (DejaVu Sans, which is wider
-/// than draw.io's Helvetica, so boxes sized by it hold their text there too).
-pub fn text_width_styled(text: &str, size: f64, bold: bool) -> f64 {
-    let Some(m) = metrics(bold) else {
-        return text.chars().count() as f64 * 0.65 * size;
-    };
-    text.chars()
-        .map(|c| {
-            m.charmap
-                .map(c)
-                .and_then(|g| m.widths.advance_width(g))
-                .map(f64::from)
-                .unwrap_or(0.65)
-        })
-        .sum::<f64>()
-        * size
-}
-
-/// [`text_width_styled`] in the regular weight.
-pub fn text_width(text: &str, size: f64) -> f64 {
-    text_width_styled(text, size, false)
-}
-
-pub fn label_width(lines: &[String], size: f64) -> f64 {
-    label_width_styled(lines, size, false)
-}
-
-/// The widest of `lines`, regular or bold.
-pub fn label_width_styled(lines: &[String], size: f64, bold: bool) -> f64 {
-    lines
-        .iter()
-        .map(|l| text_width_styled(l, size, bold))
-        .fold(0.0, f64::max)
 }
 
 /// Build the diagram of a set of specs.

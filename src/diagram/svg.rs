@@ -7,7 +7,7 @@ use super::{Diagram, EdgeKind, LabelAt, Page, Role, Shape, Vertex, LINE};
 
 const FONT: &str = "DejaVu Sans";
 const PAGE_GAP: f64 = 30.0;
-use super::{FONT_BOLD, FONT_REGULAR};
+use super::text::{FONT_BOLD, FONT_REGULAR};
 
 fn esc(s: &str) -> String {
     super::xml_text(s, "\n")
