@@ -4,6 +4,7 @@
 
 pub mod http;
 pub mod paginate;
+pub mod session;
 pub mod signals;
 
 use std::collections::HashSet;

@@ -1,0 +1,488 @@
+//! `extract`: the selected resources staged in parallel (a `for_each` child after its
+//! parent), each as parts of gzip JSON Lines, then verified and the manifest written; a
+//! marker keeps `gc` away while it runs, and a failed run's parts are removed.
+
+use super::preflight::prepare;
+use super::{parents_first, select, RunError, RunInfo};
+use crate::extract::session::Session;
+use crate::extract::{ExtractError, ParentRecords, RecordSink, Records};
+use crate::resolve::{Needs, Resolved};
+use crate::spec::pipeline::{Pipeline, Resource};
+use crate::stage::manifest::{Manifest, ObjectManifest, ResourceManifest};
+use crate::stage::writer::PartWriter;
+use crate::stage::{manifest_key, StageError, Staging, Store};
+use crate::util::Secrets;
+use chrono::{SecondsFormat, Utc};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::time::Instant;
+
+#[derive(Debug, Clone, Default)]
+pub struct ExtractOptions {
+    /// Only these resources (all when empty).
+    pub resources: Vec<String>,
+    /// Stop each resource after this many records.
+    pub limit: Option<u64>,
+    /// Leave what a failed run staged in place (for a post-mortem) instead of removing it.
+    pub keep_failed: bool,
+    /// Incremental resources start at `initial` instead of their saved state.
+    pub full_refresh: bool,
+    /// Start no request past this (a Lambda invocation's deadline, less a reserve).
+    pub deadline: Option<crate::extract::http::Deadline>,
+}
+
+/// What an extraction staged.
+#[derive(Debug)]
+pub struct ExtractReport {
+    pub run: RunInfo,
+    pub location: String,
+    pub manifest_key: String,
+    pub manifest: Manifest,
+}
+
+/// The records of a parent resource's staged objects, one at a time.
+pub(super) fn staged_records<'a>(store: &'a Store, objects: Vec<ObjectManifest>, parent: &'a str) -> ParentRecords<'a> {
+    use futures_util::stream::{self, StreamExt};
+    stream::iter(objects)
+        .then(move |o| async move {
+            let opened = match store.open(&o.key).await {
+                Ok(local) => crate::stage::StagedRecords::open(local).map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            (o.key, opened)
+        })
+        .flat_map(move |(key, opened)| {
+            let failed = move |detail: String| {
+                ExtractError::Config(format!(
+                    "the records of `{parent}` cannot be read from `{key}`: {detail}"
+                ))
+            };
+            match opened {
+                Ok(records) => stream::iter(records.map(move |r| r.map_err(&failed))).boxed(),
+                Err(e) => stream::once(std::future::ready(Err(failed(e)))).boxed(),
+            }
+        })
+        .boxed()
+}
+
+pub(super) struct StageSink<'a> {
+    writer: PartWriter<'a, Store>,
+    resource: String,
+    limit: Option<u64>,
+    written: u64,
+    bar: crate::progress::ExtractBar,
+    /// For an incremental resource: the highest cursor staged so far.
+    highest: Option<Highest>,
+}
+
+impl RecordSink for StageSink<'_> {
+    fn total(&mut self, records: u64) {
+        self.bar.total(records);
+    }
+
+    async fn page(&mut self, records: &Records<'_>) -> Result<bool, ExtractError> {
+        let (before, mut bytes) = (self.written, 0);
+        let mut more = true;
+        for i in 0..records.len() {
+            if self.limit.is_some_and(|l| self.written >= l) {
+                more = false;
+                break;
+            }
+            let written = match records {
+                Records::Raw(raw) => {
+                    bytes += raw[i].get().len() as u64;
+                    self.writer.write_raw(raw[i].get()).await
+                }
+                Records::Values(values) => self.writer.write(&values[i]).await,
+            };
+            written.map_err(|source| ExtractError::Stage {
+                resource: self.resource.clone(),
+                source,
+            })?;
+            if let Some(highest) = &mut self.highest {
+                let seen = match records {
+                    Records::Raw(raw) => serde_json::from_str(raw[i].get())
+                        .map_err(|e| e.to_string())
+                        .and_then(|v| highest.see(&v)),
+                    Records::Values(values) => highest.see(&values[i]),
+                };
+                seen.map_err(|e| ExtractError::Config(format!("resource `{}`: {e}", self.resource)))?;
+            }
+            self.written += 1;
+        }
+        self.bar.page(self.written - before, bytes);
+        Ok(more && self.limit.is_none_or(|l| self.written < l))
+    }
+}
+
+/// The highest cursor of the records of one resource, kept while they are staged.
+#[derive(Debug, Clone)]
+pub struct Highest {
+    format: crate::spec::pipeline::CursorFormat,
+    cursor: crate::spec::jsonpath::JsonPath,
+    pub max: Option<crate::incremental::Position>,
+}
+
+impl Highest {
+    pub fn new(inc: &crate::spec::pipeline::Incremental) -> Self {
+        Highest {
+            format: inc.format,
+            cursor: inc.cursor.clone(),
+            max: None,
+        }
+    }
+
+    /// Take one record's cursor into account; a record without a readable cursor is an
+    /// error, since the next run could not know where to start.
+    pub fn see(&mut self, record: &Value) -> Result<(), String> {
+        let v = self.cursor.first(record).ok_or_else(|| {
+            format!(
+                "a record has no incremental cursor `{}`: {}",
+                self.cursor.as_str(),
+                crate::util::clip(&record.to_string(), 120)
+            )
+        })?;
+        let pos = self
+            .format
+            .read(v)
+            .map_err(|e| format!("incremental cursor `{}`: {e}", self.cursor.as_str()))?;
+        self.max = Some(self.max.map_or(pos, |m| m.max(pos)));
+        Ok(())
+    }
+}
+
+/// Extract the selected resources of `p` into its staging location and write the
+/// manifest. A run with any failed resource gets no manifest.
+pub async fn extract(p: &Pipeline, opts: &ExtractOptions, secrets: &Secrets) -> Result<ExtractReport, RunError> {
+    let needs = Needs {
+        // The incremental state is kept in the warehouse.
+        warehouse: select(p, &opts.resources)?.iter().any(|r| r.incremental.is_some()),
+        ..Needs::EXTRACT
+    };
+    let resolved = prepare(p, needs, secrets).await?;
+    let store = Store::open(p.staging(), resolved.staging()).await?;
+    let journal = crate::stage::writer::Journal::default();
+    let run = RunInfo::new();
+    let run_id = run.run_id.clone();
+    let mut announce = HashMap::new();
+    let extraction = Extraction {
+        p,
+        resolved: &resolved,
+        store: &store,
+        opts,
+        secrets,
+        journal: &journal,
+    };
+    let result = tokio::select! {
+        r = extraction.run(run, &mut announce) => r,
+        signal = crate::util::interrupted() => Err(RunError::Interrupted { signal, removed: !opts.keep_failed }),
+    };
+    if result.is_err() {
+        remove_failed(&journal, opts, &store, secrets).await;
+        if matches!(result, Err(RunError::Interrupted { .. })) {
+            remove_markers(&store, p.name(), &run_id, secrets).await;
+        }
+    }
+    result
+}
+
+/// The in-progress markers of a run stopped before it could remove them itself.
+pub(super) async fn remove_markers(store: &Store, pipeline: &str, run_id: &str, secrets: &Secrets) {
+    let Ok(markers) = crate::stage::markers(store, pipeline).await else {
+        return;
+    };
+    for key in markers.get(run_id).map(|(keys, _)| keys.as_slice()).unwrap_or_default() {
+        if let Err(e) = store.delete(key).await {
+            tracing::warn!("cannot remove `{key}`: {}", secrets.mask(&e.to_string()));
+        }
+    }
+}
+
+/// Senders announcing each resource's staged objects as they are stored.
+pub(super) type Announce = HashMap<String, tokio::sync::mpsc::UnboundedSender<ObjectManifest>>;
+
+/// After a failed extraction, remove what it staged, unless asked to keep it.
+pub(super) async fn remove_failed(
+    journal: &crate::stage::writer::Journal,
+    opts: &ExtractOptions,
+    store: &Store,
+    secrets: &Secrets,
+) {
+    let keys = std::mem::take(&mut *journal.lock().unwrap_or_else(|e| e.into_inner()));
+    if opts.keep_failed || keys.is_empty() {
+        return;
+    }
+    let mut removed = 0;
+    for key in &keys {
+        match store.delete(key).await {
+            Ok(()) => removed += 1,
+            Err(e) => tracing::warn!(
+                "cannot remove `{key}` of the failed run: {}",
+                secrets.mask(&e.to_string())
+            ),
+        }
+    }
+    tracing::info!(removed, "removed what the failed run staged (--keep-failed keeps it)");
+}
+
+/// What one extraction works with: the spec, its resolved values, where it stages, its
+/// options, and the journal of what it staged (removed if it fails).
+pub(super) struct Extraction<'a> {
+    pub p: &'a Pipeline,
+    pub resolved: &'a Resolved,
+    pub store: &'a Store,
+    pub opts: &'a ExtractOptions,
+    pub secrets: &'a Secrets,
+    pub journal: &'a crate::stage::writer::Journal,
+}
+
+/// Each resource is one shared job, so that a child can wait for its parent's.
+type Job<'a> = futures_util::future::Shared<
+    futures_util::future::BoxFuture<'a, Result<ResourceManifest, std::sync::Arc<ExtractError>>>,
+>;
+
+impl Extraction<'_> {
+    /// Extract as run `run`: stage every selected resource, then the manifest. Staged
+    /// objects are announced through `announce` and noted in the journal.
+    pub(super) async fn run(&self, run: RunInfo, announce: &mut Announce) -> Result<ExtractReport, RunError> {
+        let (p, opts, secrets) = (self.p, self.opts, self.secrets);
+        let mut http = Session::new(p, self.resolved, secrets)?;
+        http.client = http.client.with_deadline(opts.deadline);
+        let resources = select(p, &opts.resources)?;
+        if resources.iter().any(|r| r.incremental.is_some()) {
+            let saved = match opts.full_refresh {
+                true => Default::default(),
+                false => crate::load::state::positions(p, self.resolved.warehouse_url(), secrets).await?,
+            };
+            http.starts = crate::extract::session::incremental_starts(&resources, &saved);
+        }
+        let started = Utc::now();
+        tracing::info!(pipeline = p.name(), run_id = %run.run_id, staging = %self.store.describe(), "extract started");
+        // Inside the deadline's reserve already: no resource is begun (nor anything staged).
+        if let Some(d) = opts.deadline.filter(|d| d.too_close().is_some()) {
+            let causes = resources.iter().map(|r| d.stopped(&r.name, 1).to_string()).collect();
+            return Err(all_stopped_by_deadline(&resources, causes));
+        }
+        // Marks the run as running, so that `gc` leaves what it stages alone.
+        let mut marker = crate::stage::Marker::put(self.store, p.name(), &run.run_id).await?;
+        let mut jobs: HashMap<&str, Job> = HashMap::new();
+        for r in parents_first(&resources) {
+            use futures_util::FutureExt;
+            let parent = r
+                .for_each
+                .as_ref()
+                .map(|f| (f.parent.as_str(), jobs[f.parent.as_str()].clone()));
+            let job = self.stage_resource(&run, &http, r, parent, announce.remove(&r.name));
+            jobs.insert(&r.name, job.map(|m| m.map_err(std::sync::Arc::new)).boxed().shared());
+        }
+        let jobs: Vec<Job> = resources.iter().map(|r| jobs[r.name.as_str()].clone()).collect();
+        let work = renewing(&mut marker, futures_util::future::join_all(jobs), secrets);
+        // Requests stop at the deadline's reserve (`Client::bounded`); this bounds the rest
+        // (an S3 upload, a parent's part read back) at half the reserve, so that the other
+        // half is left to remove what was staged.
+        let half_reserve = opts.deadline.map(|d| d.reserve / 2).unwrap_or_default();
+        let cutoff = opts.deadline.and_then(|d| d.at.checked_sub(half_reserve));
+        let results = match cutoff {
+            None => Ok(work.await),
+            Some(at) => tokio::time::timeout_at(at.into(), work).await,
+        };
+        let Ok(results) = results else {
+            remove_marker(marker, secrets).await;
+            let cause = format!(
+                "staging did not finish {} ms before the invocation deadline",
+                half_reserve.as_millis()
+            );
+            return Err(all_stopped_by_deadline(&resources, vec![cause]));
+        };
+        let manifests = match self.staged(&resources, results).await {
+            Ok(m) => m,
+            Err(e) => {
+                remove_marker(marker, secrets).await;
+                return Err(e);
+            }
+        };
+        let manifest = Manifest {
+            run_id: run.run_id.clone(),
+            pipeline: p.name().to_string(),
+            spec_hash: p.spec_hash().to_string(),
+            sluice_version: env!("CARGO_PKG_VERSION").to_string(),
+            run_time: Some(run.run_time.to_rfc3339_opts(SecondsFormat::Micros, true)),
+            started_at: started.to_rfc3339_opts(SecondsFormat::Millis, true),
+            finished_at: Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
+            limited: opts.limit.is_some(),
+            resources: manifests,
+        };
+        let key = manifest_key(p.name(), &run.run_id);
+        let bytes = serde_json::to_vec_pretty(&manifest).expect("manifest serializes");
+        self.store.put_bytes(&key, bytes).await?;
+        remove_marker(marker, secrets).await;
+        tracing::info!(run_id = %run.run_id, manifest = %key, "extract finished");
+        Ok(ExtractReport {
+            run: run.clone(),
+            location: self.store.describe(),
+            manifest_key: key,
+            manifest,
+        })
+    }
+
+    /// Stage resource `r` (after its parent's job, for a `for_each` child): its parts, and
+    /// the resource's manifest.
+    async fn stage_resource<'j>(
+        &'j self,
+        run: &'j RunInfo,
+        http: &'j Session,
+        r: &'j Resource,
+        parent: Option<(&'j str, Job<'j>)>,
+        to_load: Option<tokio::sync::mpsc::UnboundedSender<ObjectManifest>>,
+    ) -> Result<ResourceManifest, ExtractError> {
+        let (p, store) = (self.p, self.store);
+        let parents = match parent {
+            None => None,
+            Some((name, job)) => {
+                let staged = job.await.map_err(|_| ExtractError::ParentFailed {
+                    resource: r.name.clone(),
+                    parent: name.to_string(),
+                })?;
+                Some(staged_records(store, staged.objects, name))
+            }
+        };
+        let t0 = Instant::now();
+        let key = p.staging().key.clone();
+        let (pipeline, name, run_id, run_time) =
+            (p.name().to_string(), r.name.clone(), run.run_id.clone(), run.run_time);
+        let writer = PartWriter::new(store, p.staging().part_size, move |part| {
+            key.render(&pipeline, &name, &run_id, run_time, part)
+        })
+        .notify(to_load)
+        .journal(self.journal.clone());
+        let mut sink = StageSink {
+            writer,
+            resource: r.name.clone(),
+            limit: self.opts.limit,
+            written: 0,
+            bar: crate::progress::ExtractBar::new(&r.name),
+            highest: r.incremental.as_ref().map(Highest::new),
+        };
+        let stats = http.extract(p, r, parents, &mut sink).await?;
+        let objects = sink.writer.finish().await.map_err(|source| ExtractError::Stage {
+            resource: r.name.clone(),
+            source,
+        })?;
+        let records: u64 = objects.iter().map(|o| o.records).sum();
+        let incremental = r
+            .incremental
+            .as_ref()
+            .zip(http.starts.get(&r.name))
+            .map(|(inc, start)| crate::stage::manifest::IncrementalRun {
+                start: inc.format.text(*start),
+                highest: sink.highest.as_ref().and_then(|h| h.max).map(|m| inc.format.text(m)),
+            });
+        tracing::info!(
+            resource = %r.name,
+            pages = stats.pages,
+            records,
+            reported_total = stats.total,
+            skipped = stats.skipped,
+            start = incremental.as_ref().map(|i| i.start.as_str()),
+            highest = incremental.as_ref().and_then(|i| i.highest.as_deref()),
+            seconds = format!("{:.2}", t0.elapsed().as_secs_f64()),
+            "resource extracted"
+        );
+        Ok(ResourceManifest {
+            name: r.name.clone(),
+            pages: stats.pages,
+            records,
+            reported_total: stats.total,
+            skipped: stats.skipped,
+            incremental,
+            objects,
+        })
+    }
+
+    /// The resources' manifests when every one was staged whole and every part is still
+    /// as it was staged: a part removed or changed since (a `gc`, a person) would make a
+    /// manifest that no load can take, so the run fails now instead.
+    async fn staged(
+        &self,
+        resources: &[&Resource],
+        results: Vec<Result<ResourceManifest, std::sync::Arc<ExtractError>>>,
+    ) -> Result<Vec<ResourceManifest>, RunError> {
+        let mut manifests = Vec::new();
+        let (mut failed, mut causes, mut deadline) = (Vec::new(), Vec::new(), false);
+        for (r, result) in resources.iter().zip(results) {
+            match result {
+                Ok(m) => manifests.push(m),
+                Err(e) => {
+                    deadline |= matches!(*e, ExtractError::Deadline { .. });
+                    let cause = self.secrets.mask(&e.to_string());
+                    if crate::util::parts_of_errors_logged() {
+                        tracing::error!("{cause}");
+                    }
+                    failed.push(format!("`{}`", r.name));
+                    causes.push(cause);
+                }
+            }
+        }
+        if !failed.is_empty() {
+            return Err(RunError::ResourcesFailed {
+                failed,
+                total: resources.len(),
+                causes,
+                deadline,
+            });
+        }
+        for r in &manifests {
+            for o in &r.objects {
+                if let Err(detail) = self.store.verify(o).await {
+                    return Err(StageError::Changed {
+                        key: o.key.clone(),
+                        detail,
+                    }
+                    .into());
+                }
+            }
+        }
+        Ok(manifests)
+    }
+}
+
+/// Every resource of the run failed: the invocation deadline stopped them, as `causes` say.
+pub(super) fn all_stopped_by_deadline(resources: &[&Resource], causes: Vec<String>) -> RunError {
+    RunError::ResourcesFailed {
+        failed: resources.iter().map(|r| format!("`{}`", r.name)).collect(),
+        total: resources.len(),
+        causes,
+        deadline: true,
+    }
+}
+
+/// Await `work`, renewing the run's marker every [`crate::stage::MARKER_REFRESH`].
+pub(super) async fn renewing<T>(
+    marker: &mut crate::stage::Marker<'_, Store>,
+    work: impl std::future::Future<Output = T>,
+    secrets: &Secrets,
+) -> T {
+    tokio::pin!(work);
+    let mut tick = tokio::time::interval(crate::stage::MARKER_REFRESH);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            out = &mut work => return out,
+            _ = tick.tick() => {
+                if let Err(e) = marker.renew().await {
+                    tracing::warn!("cannot renew the run's in-progress marker: {}", secrets.mask(&e.to_string()));
+                }
+            }
+        }
+    }
+}
+
+pub(super) async fn remove_marker(marker: crate::stage::Marker<'_, Store>, secrets: &Secrets) {
+    if let Err(e) = marker.remove().await {
+        tracing::warn!(
+            "cannot remove the run's in-progress marker: {}",
+            secrets.mask(&e.to_string())
+        );
+    }
+}
