@@ -246,3 +246,29 @@ mod tests {
         assert_eq!(s.mask("abc"), "abc");
     }
 }
+
+/// A URL as it may be shown: without user name and password.
+pub fn shown_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if !u.username().is_empty() || u.password().is_some() => {
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.to_string()
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// The first bytes of a body, as text, for error messages.
+pub fn head(body: &[u8]) -> String {
+    let n = body.len().min(200);
+    let mut s = String::from_utf8_lossy(&body[..n]).replace(['\n', '\r'], " ");
+    if body.len() > n {
+        s.push('…');
+    }
+    if s.trim().is_empty() {
+        "(empty body)".into()
+    } else {
+        s
+    }
+}

@@ -1,22 +1,19 @@
-//! The HTTP side of extraction: one client per pipeline with auth, default headers and
-//! parameters, a per-request timeout, retries with backoff and `Retry-After`, and a
+//! The HTTP side of extraction: one client per pipeline with auth (see [`super::auth`]),
+//! default headers and parameters, a per-request timeout, retries with backoff and `Retry-After`, and a
 //! token-bucket rate limit. The only file that calls into reqwest.
 
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, LOCATION};
+use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, LOCATION};
 use reqwest::StatusCode;
 use tokio::sync::Mutex;
 use url::Url;
 
+use super::auth::{self, header_name, Credentials, OAuth2};
 use super::ExtractError;
-use crate::resolve::ResolvedAuth;
-use crate::spec::pipeline::{ApiKeyLocation, Auth, HttpMethod, Retry, Source};
-use crate::util::{error_chain, Secrets};
-
-/// The most an OAuth2 token endpoint's answer may hold.
-const TOKEN_ANSWER_LIMIT: usize = 1 << 20;
+use crate::spec::pipeline::{HttpMethod, Retry, Source};
+use crate::util::{error_chain, head, shown_url, Secrets};
 
 /// A fetched page: what the paginators look at.
 #[derive(Debug)]
@@ -85,136 +82,6 @@ impl Deadline {
     }
 }
 
-/// What to check when an API answers 401 or 403: the auth setting and where its secret
-/// comes from.
-fn auth_hint(auth: &Auth) -> String {
-    let from = |t: &crate::spec::interp::Interp| match t.vars().as_slice() {
-        [] => " (written in the spec)".to_string(),
-        vars => format!(
-            " from environment variable{} {}",
-            if vars.len() == 1 { "" } else { "s" },
-            vars.iter().map(|v| format!("`{v}`")).collect::<Vec<_>>().join(", ")
-        ),
-    };
-    match auth {
-        Auth::None => "the API wants credentials; set `source.auth` (bearer, api_key or basic)".into(),
-        Auth::Bearer { token } => format!("check `source.auth`: the bearer token{}", from(token)),
-        Auth::ApiKey { name, value, location } => format!(
-            "check `source.auth`: the API key `{name}` (in the {}){}",
-            match location {
-                ApiKeyLocation::Header => "header",
-                ApiKeyLocation::Query => "query",
-            },
-            from(value)
-        ),
-        Auth::Basic { username, password } => format!(
-            "check `source.auth`: basic credentials, user{} and password{}",
-            from(username),
-            from(password)
-        ),
-        Auth::OAuth2 {
-            client_id,
-            client_secret,
-            ..
-        } => format!(
-            "check `source.auth`: the OAuth2 client id{} and secret{}, and the scopes",
-            from(client_id),
-            from(client_secret)
-        ),
-    }
-}
-
-/// An OAuth 2.0 access token: fetched on first use, renewed before it expires and after
-/// a 401. The token endpoint gets the client credentials; the token goes, like every
-/// credential, only to the base URL's origin.
-struct OAuth2 {
-    grant: crate::spec::pipeline::OAuth2Grant,
-    token_url: Url,
-    client_id: String,
-    client_secret: String,
-    refresh_token: Option<String>,
-    scopes: Vec<String>,
-    /// The token and when to renew it.
-    token: Mutex<Option<(String, Instant)>>,
-}
-
-impl OAuth2 {
-    /// The current token, fetched first when there is none, it is due, or `renew`.
-    async fn token(&self, http: &reqwest::Client, secrets: &Secrets, renew: bool) -> Result<String, String> {
-        let mut held = self.token.lock().await;
-        if let (Some((token, due)), false) = (held.as_ref(), renew) {
-            if Instant::now() < *due {
-                return Ok(token.clone());
-            }
-        }
-        let form = {
-            let mut form = url::form_urlencoded::Serializer::new(String::new());
-            match (self.grant, &self.refresh_token) {
-                (crate::spec::pipeline::OAuth2Grant::RefreshToken, Some(t)) => {
-                    form.append_pair("grant_type", "refresh_token")
-                        .append_pair("refresh_token", t);
-                }
-                _ => {
-                    form.append_pair("grant_type", "client_credentials");
-                }
-            }
-            if !self.scopes.is_empty() {
-                form.append_pair("scope", &self.scopes.join(" "));
-            }
-            form.finish()
-        };
-        let basic = basic_credentials(&self.client_id, &self.client_secret);
-        let shown = shown_url(self.token_url.as_str());
-        let fail = |what: String| secrets.mask(&format!("cannot get an OAuth2 access token from {shown}: {what}"));
-        let resp = http
-            .post(self.token_url.clone())
-            .header(AUTHORIZATION, format!("Basic {basic}"))
-            .header(reqwest::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-            .header(reqwest::header::ACCEPT, "application/json")
-            .body(form)
-            .send()
-            .await
-            .map_err(|e| fail(error_chain(&e.without_url())))?;
-        let status = resp.status();
-        let mut resp = resp;
-        let mut body = Vec::new();
-        while let Some(chunk) = resp.chunk().await.map_err(|e| fail(error_chain(&e.without_url())))? {
-            if body.len() + chunk.len() > TOKEN_ANSWER_LIMIT {
-                return Err(fail(format!(
-                    "the answer is larger than {} KiB, which no token answer is; refused",
-                    TOKEN_ANSWER_LIMIT >> 10
-                )));
-            }
-            body.extend_from_slice(&chunk);
-        }
-        if !status.is_success() {
-            return Err(fail(format!(
-                "HTTP {}: {}; check `source.auth` (client id, secret{})",
-                status.as_u16(),
-                head(&body),
-                if self.refresh_token.is_some() {
-                    ", refresh token"
-                } else {
-                    ""
-                }
-            )));
-        }
-        let answer: serde_json::Value =
-            serde_json::from_slice(&body).map_err(|_| fail(format!("the answer is not JSON: {}", head(&body))))?;
-        let token = answer["access_token"]
-            .as_str()
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| fail("the answer has no `access_token`".into()))?
-            .to_string();
-        secrets.add(&token);
-        // Renewed a minute early (or at half its life when that is shorter).
-        let life = Duration::from_secs(answer["expires_in"].as_u64().unwrap_or(3600));
-        let due = Instant::now() + life.saturating_sub(Duration::from_secs(60).min(life / 2));
-        *held = Some((token.clone(), due));
-        Ok(token)
-    }
-}
-
 /// `GET` or `POST`, for messages and diagrams.
 pub fn method_name(method: HttpMethod) -> &'static str {
     match method {
@@ -261,6 +128,19 @@ fn server_wait(headers: &HeaderMap) -> Option<Duration> {
     }
 }
 
+/// One request as [`Client::attempt`] makes it: `target` is `url` with the query's
+/// credentials, which only a `trusted` URL (the base URL's origin) gets.
+#[derive(Clone, Copy)]
+struct Ask<'a> {
+    method: HttpMethod,
+    url: &'a Url,
+    target: &'a Url,
+    body: Option<&'a serde_json::Value>,
+    trusted: bool,
+    resource: &'a str,
+    page: u64,
+}
+
 /// What one request came back with.
 enum Reply {
     Page(Response),
@@ -293,67 +173,13 @@ impl Client {
                 secrets.add(&decoded);
             }
         }
-        let sensitive = |v: &str, what: &str| {
-            let mut v = HeaderValue::from_str(v)
-                .map_err(|_| ExtractError::Config(format!("{what} is not valid in a header")))?;
-            v.set_sensitive(true);
-            Ok::<_, ExtractError>(v)
-        };
-        let header_name = |name: &str| {
-            HeaderName::from_bytes(name.as_bytes())
-                .map_err(|_| ExtractError::Config(format!("`{name}` is not a valid header name")))
-        };
         let mut headers = HeaderMap::new();
         for (name, value) in &resolved.headers {
             let value = HeaderValue::from_str(value)
                 .map_err(|_| ExtractError::Config(format!("the value of header `{name}` is not valid in a header")))?;
             headers.insert(header_name(name)?, value);
         }
-        let mut query_auth = None;
-        let mut oauth = None;
-        match &resolved.auth {
-            ResolvedAuth::None => {}
-            ResolvedAuth::OAuth2 {
-                grant,
-                token_url,
-                client_id,
-                client_secret,
-                refresh_token,
-                scopes,
-            } => {
-                let token_url = Url::parse(token_url).map_err(|e| {
-                    ExtractError::Config(format!(
-                        "source.auth.token_url `{}` is not a valid URL: {e}",
-                        shown_url(token_url)
-                    ))
-                })?;
-                oauth = Some(std::sync::Arc::new(OAuth2 {
-                    grant: *grant,
-                    token_url,
-                    client_id: client_id.clone(),
-                    client_secret: client_secret.clone(),
-                    refresh_token: refresh_token.clone(),
-                    scopes: scopes.clone(),
-                    token: Mutex::new(None),
-                }));
-            }
-            ResolvedAuth::Bearer { token } => {
-                headers.insert(
-                    AUTHORIZATION,
-                    sensitive(&format!("Bearer {token}"), "the bearer token")?,
-                );
-            }
-            ResolvedAuth::ApiKey { name, value, location } => match location {
-                ApiKeyLocation::Header => {
-                    headers.insert(header_name(name)?, sensitive(value, "the API key")?);
-                }
-                ApiKeyLocation::Query => query_auth = Some((name.clone(), value.clone())),
-            },
-            ResolvedAuth::Basic { username, password } => {
-                let basic = format!("Basic {}", basic_credentials(username, password));
-                headers.insert(AUTHORIZATION, sensitive(&basic, "basic credentials")?);
-            }
-        }
+        let Credentials { query_auth, oauth } = Credentials::add(&resolved.auth, &mut headers)?;
         let default_params = resolved.params.clone();
         let inner = reqwest::Client::builder()
             .user_agent(concat!("sluice/", env!("CARGO_PKG_VERSION")))
@@ -376,7 +202,7 @@ impl Client {
             max_response_size: source.max_response_size,
             limiter: source.rate_limit.map(|r| std::sync::Arc::new(RateLimiter::new(r))),
             secrets: secrets.clone(),
-            auth_hint: auth_hint(&source.auth),
+            auth_hint: auth::hint(&source.auth),
             oauth,
             deadline: None,
         })
@@ -527,7 +353,16 @@ impl Client {
                 self.bounded(l.acquire(), resource, page).await?;
             }
             self.before_deadline(resource, page)?;
-            let once = self.attempt(method, url, &target, body, trusted, renew, resource, page);
+            let ask = Ask {
+                method,
+                url,
+                target: &target,
+                body,
+                trusted,
+                resource,
+                page,
+            };
+            let once = self.attempt(&ask, renew);
             let failure = match self.bounded(once, resource, page).await? {
                 Ok(reply) => return Ok(reply),
                 Err(Ok(failure)) => failure,
@@ -575,18 +410,16 @@ impl Client {
 
     /// One attempt: the reply, a failure that may be retried, or an error that ends the
     /// resource at once.
-    #[allow(clippy::too_many_arguments)]
-    async fn attempt(
-        &self,
-        method: HttpMethod,
-        url: &Url,
-        target: &Url,
-        body: Option<&serde_json::Value>,
-        trusted: bool,
-        renew_token: bool,
-        resource: &str,
-        page: u64,
-    ) -> Result<Reply, Result<Failure, ExtractError>> {
+    async fn attempt(&self, ask: &Ask<'_>, renew_token: bool) -> Result<Reply, Result<Failure, ExtractError>> {
+        let Ask {
+            method,
+            url,
+            target,
+            body,
+            trusted,
+            resource,
+            page,
+        } = *ask;
         let mut request = match method {
             HttpMethod::Get => self.inner.get(target.clone()),
             HttpMethod::Post => self.inner.post(target.clone()),
@@ -594,23 +427,10 @@ impl Client {
         if trusted {
             request = request.headers(self.credentials.clone());
             if let Some(oauth) = &self.oauth {
-                let token = oauth
-                    .token(&self.inner, &self.secrets, renew_token)
-                    .await
-                    .map_err(|detail| {
-                        Err(ExtractError::Auth {
-                            resource: resource.to_string(),
-                            page,
-                            detail,
-                        })
-                    })?;
-                let mut v = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
-                    Err(ExtractError::Config(
-                        "the OAuth2 access token is not valid in a header".into(),
-                    ))
-                })?;
-                v.set_sensitive(true);
-                request = request.header(AUTHORIZATION, v);
+                let v = oauth
+                    .header(&self.inner, &self.secrets, renew_token, resource, page)
+                    .await;
+                request = request.header(AUTHORIZATION, v.map_err(Err)?);
             }
         }
         if let Some(body) = body {
@@ -619,7 +439,7 @@ impl Client {
                 .body(body.to_string());
         }
         let mask = |e: reqwest::Error| self.secrets.mask(&error_chain(&e.without_url()));
-        let mut resp = match request.send().await {
+        let resp = match request.send().await {
             Ok(resp) => resp,
             Err(e) => {
                 // A request that could not be built or sent for good (a bad URL) will not
@@ -653,6 +473,39 @@ impl Client {
             }
         }
         let headers = resp.headers().clone();
+        let body = self.read_body(resp, ask).await?;
+        if status.is_success() {
+            return Ok(Reply::Page(Response {
+                status: status.as_u16(),
+                headers,
+                body,
+            }));
+        }
+        let mut detail = self.secrets.mask(&head(&body));
+        if matches!(status.as_u16(), 401 | 403) && trusted {
+            detail = format!("{detail}; {}", self.auth_hint);
+        }
+        Err(Ok(Failure {
+            status: Some(status),
+            detail,
+            transient: match method {
+                HttpMethod::Get => retryable(&self.retry, status, &headers),
+                // Not done, as the server says, and to be asked again later.
+                HttpMethod::Post => matches!(status.as_u16(), 429 | 503) && headers.contains_key("retry-after"),
+            },
+            headers: Some(headers),
+        }))
+    }
+
+    /// The body of `resp`, at most `max_response_size` bytes, in blocks of its own size.
+    async fn read_body(
+        &self,
+        mut resp: reqwest::Response,
+        ask: &Ask<'_>,
+    ) -> Result<Bytes, Result<Failure, ExtractError>> {
+        let status = resp.status();
+        let mask = |e: reqwest::Error| self.secrets.mask(&error_chain(&e.without_url()));
+        let (resource, page, target, method) = (ask.resource, ask.page, ask.target, ask.method);
         let limit = self.max_response_size;
         // The chunks as they come, joined once at the end (each freed as it is copied):
         // memory is bounded by `max_response_size`, not by the twice of it a growing
@@ -699,7 +552,7 @@ impl Client {
                 }
             }
         }
-        let body = match chunks.len() {
+        Ok(match chunks.len() {
             0 => Bytes::new(),
             1 => Bytes::from(chunks.pop().expect("one block")),
             _ => {
@@ -709,54 +562,7 @@ impl Client {
                 }
                 Bytes::from(body)
             }
-        };
-        if status.is_success() {
-            return Ok(Reply::Page(Response {
-                status: status.as_u16(),
-                headers,
-                body,
-            }));
-        }
-        let mut detail = self.secrets.mask(&head(&body));
-        if matches!(status.as_u16(), 401 | 403) && trusted {
-            detail = format!("{detail}; {}", self.auth_hint);
-        }
-        Err(Ok(Failure {
-            status: Some(status),
-            detail,
-            transient: match method {
-                HttpMethod::Get => retryable(&self.retry, status, &headers),
-                // Not done, as the server says, and to be asked again later.
-                HttpMethod::Post => matches!(status.as_u16(), 429 | 503) && headers.contains_key("retry-after"),
-            },
-            headers: Some(headers),
-        }))
-    }
-}
-
-/// A URL as it may be shown: without user name and password.
-pub fn shown_url(url: &str) -> String {
-    match Url::parse(url) {
-        Ok(mut u) if !u.username().is_empty() || u.password().is_some() => {
-            let _ = u.set_username("");
-            let _ = u.set_password(None);
-            u.to_string()
-        }
-        _ => url.to_string(),
-    }
-}
-
-/// The first bytes of a body, as text, for error messages.
-pub fn head(body: &[u8]) -> String {
-    let n = body.len().min(200);
-    let mut s = String::from_utf8_lossy(&body[..n]).replace(['\n', '\r'], " ");
-    if body.len() > n {
-        s.push('…');
-    }
-    if s.trim().is_empty() {
-        "(empty body)".into()
-    } else {
-        s
+        })
     }
 }
 
@@ -811,24 +617,9 @@ impl RateLimiter {
     }
 }
 
-/// A basic-auth header's `user:password`, base64 (RFC 4648, padded).
-fn basic_credentials(user: &str, password: &str) -> String {
-    use base64::Engine;
-    base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn basic_credentials_are_rfc_4648() {
-        assert_eq!(
-            basic_credentials("Aladdin", "open sesame"),
-            "QWxhZGRpbjpvcGVuIHNlc2FtZQ=="
-        );
-        assert_eq!(basic_credentials("a", ""), "YTo=");
-    }
 
     #[test]
     fn retry_after_in_seconds_and_dates() {

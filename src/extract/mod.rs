@@ -2,6 +2,7 @@
 //! The page loop owns the guards (max pages, repeated URLs, records path that matches
 //! nothing); the paginators only say what comes next.
 
+pub mod auth;
 pub mod http;
 pub mod paginate;
 pub mod session;
@@ -684,7 +685,7 @@ fn check_guards(
         return Err(ExtractError::RepeatedUrl {
             resource: resource.name.clone(),
             page: page_no,
-            url: http::shown_url(url.as_str()),
+            url: crate::util::shown_url(url.as_str()),
         });
     }
     Ok(())
@@ -699,9 +700,9 @@ fn read_page<'a>(
     let not_json = |detail: String| ExtractError::NotJson {
         resource: resource.name.clone(),
         page,
-        url: http::shown_url(url.as_str()),
+        url: crate::util::shown_url(url.as_str()),
         detail,
-        head: http::head(&resp.body),
+        head: crate::util::head(&resp.body),
     };
     // The fast path hands the paginator the page without its records; a paginator that
     // reads into them gets the whole page.
@@ -810,7 +811,7 @@ fn select_records<'a>(
         return Err(ExtractError::RecordsMissing {
             resource: resource.name.clone(),
             page,
-            url: http::shown_url(url.as_str()),
+            url: crate::util::shown_url(url.as_str()),
             path: resource.records.as_str().to_string(),
             page_is: match records_hint(body) {
                 Some(hint) => format!("{}; did you mean `records: {hint}`?", crate::util::describe(body)),

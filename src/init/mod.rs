@@ -250,7 +250,7 @@ pub async fn init(opts: &Options) -> Result<Written, InitError> {
         tracing::info!(
             "{guess}: {} {}",
             sampled::method_word(opts.body.as_ref()),
-            secrets.mask(&crate::extract::http::shown_url(url.as_str()))
+            secrets.mask(&crate::util::shown_url(url.as_str()))
         );
         let sampled = sampler.sample(url, &base_url, &guess).await?;
         let name = match &opts.resource {

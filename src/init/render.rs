@@ -291,7 +291,7 @@ pub fn resource(
         &format!(
             "{} {}",
             method_word(s.body.as_ref()),
-            crate::extract::http::shown_url(s.url.as_str())
+            crate::util::shown_url(s.url.as_str())
         ),
     );
     comment(&mut out, indent, &format!("records: {}", s.records_why));

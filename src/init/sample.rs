@@ -176,12 +176,12 @@ impl Sampler<'_> {
         .map_err(|_| InitError::Budget(OUT_OF_TIME.into()))?;
         let resp = fetched.map_err(|e| self.refused(e))?;
         self.budget.bytes += resp.body.len() as u64;
-        let shown = self.secrets.mask(&crate::extract::http::shown_url(url.as_str()));
+        let shown = self.secrets.mask(&crate::util::shown_url(url.as_str()));
         let body: Value = serde_json::from_slice(&resp.body).map_err(|e| {
             InitError::Sample(format!(
                 "{} {shown}: the response is not JSON ({e}); it starts with: {}",
                 method_word(body),
-                crate::extract::http::head(&resp.body)
+                crate::util::head(&resp.body)
             ))
         })?;
         Ok((resp, body))
@@ -194,10 +194,7 @@ impl Sampler<'_> {
             Ok((_, body)) => Ok(Some(body)),
             Err(InitError::Budget(why)) => Err(InitError::Budget(why)),
             Err(e) => {
-                tracing::debug!(
-                    "{name}: probe {} failed: {e}",
-                    crate::extract::http::shown_url(url.as_str())
-                );
+                tracing::debug!("{name}: probe {} failed: {e}", crate::util::shown_url(url.as_str()));
                 Ok(None)
             }
         }
@@ -227,7 +224,7 @@ impl Sampler<'_> {
         let shown = format!(
             "{} {}",
             method_word(self.body.as_ref()),
-            crate::extract::http::shown_url(url.as_str())
+            crate::util::shown_url(url.as_str())
         );
         self.unconfirmed.clear();
         let sent = self.body.clone();
