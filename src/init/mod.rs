@@ -110,61 +110,9 @@ struct Draft {
 }
 
 pub async fn init(opts: &Options) -> Result<Written, InitError> {
-    let urls: Vec<Url> = opts
-        .urls
-        .iter()
-        .map(|u| {
-            let url = Url::parse(u).map_err(|e| InitError::Usage(format!("`{u}` is not a URL: {e}")))?;
-            match url.scheme() {
-                "http" | "https" => Ok(url),
-                s => Err(InitError::Usage(format!("`{u}`: init reads http(s) APIs, not `{s}:`"))),
-            }
-        })
-        .collect::<Result<_, _>>()?;
-    let Some(first) = urls.first() else {
-        return Err(InitError::Usage("give the URL of the API's first page".into()));
-    };
-    if let Some(other) = urls.iter().find(|u| u.origin() != first.origin()) {
-        return Err(InitError::Usage(format!(
-            "all URLs of one spec share one API origin: {} is not on {}",
-            other,
-            first.origin().ascii_serialization()
-        )));
-    }
-    match (&opts.auth, &opts.token_url) {
-        (Some(AuthKind::OAuth2), None) => {
-            return Err(InitError::Usage(
-                "--auth oauth2 needs --token-url, the token endpoint".into(),
-            ))
-        }
-        (Some(AuthKind::OAuth2), Some(_)) | (_, None) => {}
-        (_, Some(_)) => return Err(InitError::Usage("--token-url goes with --auth oauth2".into())),
-    }
-    if opts.resource.is_some() && urls.len() > 1 {
-        return Err(InitError::Usage(
-            "--resource names one resource: give one URL with it".into(),
-        ));
-    }
-    let secrets = Secrets::default();
-    // A key in the URL (`?api_key=…`) is used for the sampling, masked everywhere and
-    // written as a `${…}` placeholder.
-    for url in &urls {
-        // `https://user:password@host/…`: never written, never shown.
-        for part in [url.password().unwrap_or(""), url.username()] {
-            if !part.is_empty() {
-                secrets.add(part);
-                if let Ok(decoded) = percent_encoding::percent_decode_str(part).decode_utf8() {
-                    secrets.add(&decoded);
-                }
-            }
-        }
-        for (k, v) in url.query_pairs() {
-            if secret_param(&k) && !v.is_empty() {
-                secrets.add(&v);
-                secrets.add(&url::form_urlencoded::byte_serialize(v.as_bytes()).collect::<String>());
-            }
-        }
-    }
+    let urls = checked_urls(opts)?;
+    let first = &urls[0];
+    let secrets = url_secrets(&urls);
     // The API's client: the existing spec's source, or the new one's.
     let new_spec;
     let (pipeline, pipeline_name, auth_var) = match &opts.append {
@@ -197,25 +145,10 @@ pub async fn init(opts: &Options) -> Result<Written, InitError> {
     let base_path = base.path().trim_end_matches('/').to_string();
 
     // Names taken: the existing spec's resources and tables.
-    let mut taken: Vec<String> = Vec::new();
-    let mut known: Vec<Known> = Vec::new();
-    if opts.append.is_some() {
-        for r in pipeline.resources() {
-            taken.push(r.name.clone());
-            taken.extend(r.tables.iter().map(|t| t.name.clone()));
-            if let (Target::Path(path), None, Some(t)) = (&r.target, &r.for_each, r.tables.first()) {
-                if let [key] = t.primary_key.as_slice() {
-                    let ty = t.column(key).map(|c| c.column_type).unwrap_or(ColumnType::Text);
-                    known.push(Known {
-                        path: format!("{base_path}/{}", path.trim_matches('/')),
-                        table: t.name.clone(),
-                        key: key.clone(),
-                        key_type: ty,
-                    });
-                }
-            }
-        }
-    }
+    let (mut taken, known) = match &opts.append {
+        Some(_) => names_of(pipeline, &base_path),
+        None => (Vec::new(), Vec::new()),
+    };
 
     let mut sampler = Sampler {
         client: &client,
@@ -246,89 +179,10 @@ pub async fn init(opts: &Options) -> Result<Written, InitError> {
             Some(_) => format!("/{}", url.path()[base_path.len()..].trim_start_matches('/')),
             None => url.path().to_string(),
         };
-        let guess = opts.resource.clone().unwrap_or_else(|| resource_name(url));
-        tracing::info!(
-            "{guess}: {} {}",
-            sampled::method_word(opts.body.as_ref()),
-            secrets.mask(&crate::util::shown_url(url.as_str()))
-        );
-        let sampled = sampler.sample(url, &base_url, &guess).await?;
-        let name = match &opts.resource {
-            Some(n) => {
-                crate::spec::ident::check_identifier(n).map_err(|e| InitError::Usage(format!("--resource: {e}")))?;
-                if taken.contains(n) {
-                    return Err(InitError::Usage(format!(
-                        "the spec already has a resource or table `{n}`"
-                    )));
-                }
-                n.clone()
-            }
-            None => free_name(&name_from_records(&sampled.records_path).unwrap_or(guess), &taken),
-        };
-        taken.push(name.clone());
-        let mut sampled = sampled;
-        let secret_params: Vec<(String, String)> = sampled
-            .params
-            .iter()
-            .filter(|(k, _)| secret_param(k))
-            .map(|(k, _)| {
-                (
-                    k.clone(),
-                    format!(
-                        "{}_{}",
-                        pipeline_name.to_ascii_uppercase(),
-                        infer::snake_case(k).to_ascii_uppercase()
-                    ),
-                )
-            })
-            .collect();
-        sampled.params.retain(|(k, _)| !secret_param(k));
-        for (k, var) in &secret_params {
-            tracing::warn!("{name}: the URL's `{k}` parameter is a secret: the spec reads it from `{var}`; export {var}=… before `sluice run`");
-        }
-        if !secret_params.is_empty() {
-            let kept: Vec<(String, String)> = sampled
-                .url
-                .query_pairs()
-                .filter(|(k, _)| !secret_param(k))
-                .map(|(k, v)| (k.into_owned(), v.into_owned()))
-                .collect();
-            sampled.url.query_pairs_mut().clear().extend_pairs(kept);
-            if sampled.url.query() == Some("") {
-                sampled.url.set_query(None);
-            }
-        }
-        drafts.push(Draft {
-            name,
-            path,
-            sampled,
-            secret_params,
-        });
+        drafts.push(draft(opts, &mut sampler, url, path, &base_url, &pipeline_name, &mut taken).await?);
     }
 
-    // Two passes: first each table alone (for its key), then with every resource known,
-    // so that URL fields reference the resources serving them.
-    for d in &drafts {
-        let t = infer::table(&d.sampled.records, &context(d, &[]));
-        if let [key] = t.primary_key.as_slice() {
-            let ty = t
-                .columns
-                .iter()
-                .find(|c| c.name == *key)
-                .and_then(|c| c.ty)
-                .unwrap_or(ColumnType::Text);
-            known.push(Known {
-                path: d.sampled.url.path().trim_end_matches('/').to_string(),
-                table: d.name.clone(),
-                key: key.clone(),
-                key_type: ty,
-            });
-        }
-    }
-    let tables: Vec<infer::Table> = drafts
-        .iter()
-        .map(|d| infer::table(&d.sampled.records, &context(d, &known)))
-        .collect();
+    let tables = infer_tables(&drafts, known);
 
     let compose = |with_references: bool| -> String {
         let indent = match &opts.append {
@@ -397,6 +251,190 @@ pub async fn init(opts: &Options) -> Result<Written, InitError> {
         requests: sampler.budget.requests,
         bytes: sampler.budget.bytes,
     })
+}
+
+/// The URLs of `init`, checked: http(s), one origin, and the flags that go with them.
+fn checked_urls(opts: &Options) -> Result<Vec<Url>, InitError> {
+    let urls: Vec<Url> = opts
+        .urls
+        .iter()
+        .map(|u| {
+            let url = Url::parse(u).map_err(|e| InitError::Usage(format!("`{u}` is not a URL: {e}")))?;
+            match url.scheme() {
+                "http" | "https" => Ok(url),
+                s => Err(InitError::Usage(format!("`{u}`: init reads http(s) APIs, not `{s}:`"))),
+            }
+        })
+        .collect::<Result<_, _>>()?;
+    let Some(first) = urls.first() else {
+        return Err(InitError::Usage("give the URL of the API's first page".into()));
+    };
+    if let Some(other) = urls.iter().find(|u| u.origin() != first.origin()) {
+        return Err(InitError::Usage(format!(
+            "all URLs of one spec share one API origin: {} is not on {}",
+            other,
+            first.origin().ascii_serialization()
+        )));
+    }
+    match (&opts.auth, &opts.token_url) {
+        (Some(AuthKind::OAuth2), None) => {
+            return Err(InitError::Usage(
+                "--auth oauth2 needs --token-url, the token endpoint".into(),
+            ))
+        }
+        (Some(AuthKind::OAuth2), Some(_)) | (_, None) => {}
+        (_, Some(_)) => return Err(InitError::Usage("--token-url goes with --auth oauth2".into())),
+    }
+    if opts.resource.is_some() && urls.len() > 1 {
+        return Err(InitError::Usage(
+            "--resource names one resource: give one URL with it".into(),
+        ));
+    }
+    Ok(urls)
+}
+
+/// The secrets of the URLs: a password or user name (`https://user:password@host/…`,
+/// never written, never shown) and a key in the query (`?api_key=…`, used for the
+/// sampling, masked everywhere and written as a `${…}` placeholder).
+fn url_secrets(urls: &[Url]) -> Secrets {
+    let secrets = Secrets::default();
+    for url in urls {
+        for part in [url.password().unwrap_or(""), url.username()] {
+            if !part.is_empty() {
+                secrets.add(part);
+                if let Ok(decoded) = percent_encoding::percent_decode_str(part).decode_utf8() {
+                    secrets.add(&decoded);
+                }
+            }
+        }
+        for (k, v) in url.query_pairs() {
+            if secret_param(&k) && !v.is_empty() {
+                secrets.add(&v);
+                secrets.add(&url::form_urlencoded::byte_serialize(v.as_bytes()).collect::<String>());
+            }
+        }
+    }
+    secrets
+}
+
+/// The names an appended-to spec takes (its resources and tables), and its resources that
+/// are keyed by one column, for URL fields to reference.
+fn names_of(pipeline: &crate::spec::Pipeline, base_path: &str) -> (Vec<String>, Vec<Known>) {
+    let mut taken: Vec<String> = Vec::new();
+    let mut known: Vec<Known> = Vec::new();
+    for r in pipeline.resources() {
+        taken.push(r.name.clone());
+        taken.extend(r.tables.iter().map(|t| t.name.clone()));
+        if let (Target::Path(path), None, Some(t)) = (&r.target, &r.for_each, r.tables.first()) {
+            if let [key] = t.primary_key.as_slice() {
+                let ty = t.column(key).map(|c| c.column_type).unwrap_or(ColumnType::Text);
+                known.push(Known {
+                    path: format!("{base_path}/{}", path.trim_matches('/')),
+                    table: t.name.clone(),
+                    key: key.clone(),
+                    key_type: ty,
+                });
+            }
+        }
+    }
+    (taken, known)
+}
+
+/// Sample one URL and name its resource; a secret in its query becomes a variable.
+async fn draft(
+    opts: &Options,
+    sampler: &mut Sampler<'_>,
+    url: &Url,
+    path: String,
+    base_url: &str,
+    pipeline_name: &str,
+    taken: &mut Vec<String>,
+) -> Result<Draft, InitError> {
+    let secrets = sampler.secrets;
+    let guess = opts.resource.clone().unwrap_or_else(|| resource_name(url));
+    tracing::info!(
+        "{guess}: {} {}",
+        sampled::method_word(opts.body.as_ref()),
+        secrets.mask(&crate::util::shown_url(url.as_str()))
+    );
+    let sampled = sampler.sample(url, &base_url, &guess).await?;
+    let name = match &opts.resource {
+        Some(n) => {
+            crate::spec::ident::check_identifier(n).map_err(|e| InitError::Usage(format!("--resource: {e}")))?;
+            if taken.contains(n) {
+                return Err(InitError::Usage(format!(
+                    "the spec already has a resource or table `{n}`"
+                )));
+            }
+            n.clone()
+        }
+        None => free_name(&name_from_records(&sampled.records_path).unwrap_or(guess), &taken),
+    };
+    taken.push(name.clone());
+    let mut sampled = sampled;
+    let secret_params: Vec<(String, String)> = sampled
+        .params
+        .iter()
+        .filter(|(k, _)| secret_param(k))
+        .map(|(k, _)| {
+            (
+                k.clone(),
+                format!(
+                    "{}_{}",
+                    pipeline_name.to_ascii_uppercase(),
+                    infer::snake_case(k).to_ascii_uppercase()
+                ),
+            )
+        })
+        .collect();
+    sampled.params.retain(|(k, _)| !secret_param(k));
+    for (k, var) in &secret_params {
+        tracing::warn!("{name}: the URL's `{k}` parameter is a secret: the spec reads it from `{var}`; export {var}=… before `sluice run`");
+    }
+    if !secret_params.is_empty() {
+        let kept: Vec<(String, String)> = sampled
+            .url
+            .query_pairs()
+            .filter(|(k, _)| !secret_param(k))
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+        sampled.url.query_pairs_mut().clear().extend_pairs(kept);
+        if sampled.url.query() == Some("") {
+            sampled.url.set_query(None);
+        }
+    }
+    Ok(Draft {
+        name,
+        path,
+        sampled,
+        secret_params,
+    })
+}
+
+/// The tables, in two passes: first each alone (for its key), then with every resource
+/// known, so that URL fields reference the resources serving them.
+fn infer_tables(drafts: &[Draft], mut known: Vec<Known>) -> Vec<infer::Table> {
+    for d in drafts {
+        let t = infer::table(&d.sampled.records, &context(d, &[]));
+        if let [key] = t.primary_key.as_slice() {
+            let ty = t
+                .columns
+                .iter()
+                .find(|c| c.name == *key)
+                .and_then(|c| c.ty)
+                .unwrap_or(ColumnType::Text);
+            known.push(Known {
+                path: d.sampled.url.path().trim_end_matches('/').to_string(),
+                table: d.name.clone(),
+                key: key.clone(),
+                key_type: ty,
+            });
+        }
+    }
+    drafts
+        .iter()
+        .map(|d| infer::table(&d.sampled.records, &context(d, &known)))
+        .collect()
 }
 
 fn context<'a>(d: &'a Draft, known: &'a [Known]) -> Context<'a> {

@@ -349,7 +349,9 @@ impl Sampler<'_> {
 
     /// The pagination styles the first page suggests, best first, with what was seen.
     /// Query parameters the page does not name are probed (a request each) and only
-    /// those seen to move to new records are proposed.
+    /// those seen to move to new records are proposed. One detector per kind: a `Link`
+    /// header, a next-URL field, a cursor in the body, the last record's id, a cursor
+    /// header; then, when none of those is seen, page and offset parameters.
     async fn candidates(
         &mut self,
         url: &Url,
@@ -359,65 +361,27 @@ impl Sampler<'_> {
         first: &[Value],
         name: &str,
     ) -> Result<Vec<(Paging, String)>, InitError> {
+        let page = FirstPage::new(url, resp, body, records_path, first, name);
         let mut out = Vec::new();
-        let skip = records_path.trim_end_matches("[*]");
-        let mut found = Vec::new();
-        scalars(body, "$", "", skip, 0, &mut found);
-        let bool_field = |keys: &[&str]| {
-            found
-                .iter()
-                .find(|s| s.value.is_boolean() && keys.contains(&norm(&s.key).as_str()))
-                .map(|s| (s.path.clone(), s.value.as_bool() == Some(true)))
-        };
-        let more = bool_field(MORE_KEYS);
-        let end = bool_field(END_KEYS);
-        // A stop condition: `end_of_stream: true`, `has_more: false`.
-        let stop = end
-            .as_ref()
-            .map(|(p, _)| (p.clone(), true))
-            .or_else(|| more.as_ref().map(|(p, _)| (p.clone(), false)));
-        let stop_text = |stop: &Option<(String, bool)>| match stop {
-            Some((p, v)) => format!("; it stops after a page where `{p}` is {v}"),
-            None => String::new(),
-        };
-        let has_link = resp
-            .headers
-            .get_all(reqwest::header::LINK)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .any(|v| v.contains("rel=\"next\"") || v.contains("rel=next"));
-        if has_link {
-            out.push((
-                Paging::LinkHeader,
-                "the response has a `Link: <…>; rel=\"next\"` header".to_string(),
-            ));
+        out.extend(page.link_header());
+        out.extend(page.next_url_fields());
+        out.extend(self.body_cursors(&page).await?);
+        out.extend(self.last_record_cursor(&page).await?);
+        out.extend(self.header_cursors(&page).await?);
+        // Page and offset parameters are tried on GET requests only.
+        if !out.is_empty() || self.body.is_some() {
+            return Ok(out);
         }
-        // A next-URL field; a null one (a single page now) counts too, after the others.
-        let mut next_fields: Vec<&Scalar> = found
-            .iter()
-            .filter(|s| {
-                let k = norm(&s.key);
-                (NEXT_URL_KEYS.contains(&k.as_str()) || (k == "href" && norm(&s.parent) == "next"))
-                    && (url_like(s.value) || s.value.is_null())
-            })
-            .collect();
-        next_fields.sort_by_key(|s| s.value.is_null());
-        for s in next_fields {
-            let seen = match s.value.is_null() {
-                true => format!("`{}` is null on the first page (its last, for now)", s.path),
-                false => format!("`{}` holds the next page's URL", s.path),
-            };
-            out.push((
-                Paging::NextUrl {
-                    next: s.path.clone(),
-                    stop: stop.clone(),
-                },
-                format!("{seen}{}", stop_text(&stop)),
-            ));
-        }
-        let before: HashSet<String> = first.iter().map(|r| r.to_string()).collect();
-        // A cursor in the body, sent back in a parameter to find by trying.
-        let cursor_fields: Vec<&Scalar> = found
+        // Nothing in the page names the next one: try page and offset parameters.
+        Ok(self.page_or_offset(&page).await?.into_iter().collect())
+    }
+
+    /// A cursor field of the body (`next_cursor`, an Airtable `offset` token), sent back
+    /// as the parameter that moves to new records.
+    async fn body_cursors(&mut self, page: &FirstPage<'_>) -> Result<Vec<(Paging, String)>, InitError> {
+        let mut out = Vec::new();
+        let cursor_fields: Vec<&Scalar> = page
+            .found
             .iter()
             .filter(|s| {
                 let k = norm(&s.key);
@@ -453,49 +417,62 @@ impl Sampler<'_> {
                 ]
                 .map(String::from),
             );
-            let found_to = self.probe_send(url, &tries, &token, &before, name).await?;
-            if found_to.is_none() {
-                self.unconfirmed(name, format!("`{}` looks like a cursor", s.path), &tries);
-            }
-            if let Some(to) = found_to {
-                let stop = more.as_ref().map(|(p, _)| (p.clone(), false));
-                out.push((
-                    Paging::Cursor {
-                        from: CursorFrom::Body(s.path.clone()),
-                        to: to.clone(),
-                        stop: stop.clone(),
-                    },
-                    format!(
-                        "`{}` holds a cursor, and sending it as {to} gave the next records{}",
-                        s.path,
-                        stop_text(&stop)
-                    ),
-                ));
-            }
+            let found_to = self
+                .probe_send(page.url, &tries, &token, &page.before, page.name)
+                .await?;
+            let Some(to) = found_to else {
+                self.unconfirmed(page.name, format!("`{}` looks like a cursor", s.path), &tries);
+                continue;
+            };
+            let stop = page.more.as_ref().map(|(p, _)| (p.clone(), false));
+            out.push((
+                Paging::Cursor {
+                    from: CursorFrom::Body(s.path.clone()),
+                    to: to.clone(),
+                    stop: stop.clone(),
+                },
+                format!(
+                    "`{}` holds a cursor, and sending it as {to} gave the next records{}",
+                    s.path,
+                    stop_text(&stop)
+                ),
+            ));
         }
-        // `has_more` with ids: the last record's id as the start of the next page.
-        if let (Some((more_path, true)), Some(last)) = (&more, first.last()) {
-            if let Some(id) = last.get("id").filter(|v| v.is_string() || v.is_number()) {
-                let token = id.clone();
-                let tries = ["starting_after", "after", "after_id", "since_id", "cursor", "from"].map(String::from);
-                if let Some(to) = self.probe_send(url, &tries, &token, &before, name).await? {
-                    let stop = Some((more_path.clone(), false));
-                    out.push((
-                        Paging::Cursor {
-                            from: CursorFrom::LastRecord("$.id".into()),
-                            to: to.clone(),
-                            stop: stop.clone(),
-                        },
-                        format!(
-                            "`{more_path}` is true and sending the last record's `id` as {to} gave the next records{}",
-                            stop_text(&stop)
-                        ),
-                    ));
-                }
-            }
-        }
+        Ok(out)
+    }
+
+    /// `has_more` with ids: the last record's id as the start of the next page.
+    async fn last_record_cursor(&mut self, page: &FirstPage<'_>) -> Result<Option<(Paging, String)>, InitError> {
+        let (Some((more_path, true)), Some(last)) = (&page.more, page.first.last()) else {
+            return Ok(None);
+        };
+        let Some(id) = last.get("id").filter(|v| v.is_string() || v.is_number()) else {
+            return Ok(None);
+        };
+        let tries = ["starting_after", "after", "after_id", "since_id", "cursor", "from"].map(String::from);
+        let Some(to) = self.probe_send(page.url, &tries, id, &page.before, page.name).await? else {
+            return Ok(None);
+        };
+        let stop = Some((more_path.clone(), false));
+        Ok(Some((
+            Paging::Cursor {
+                from: CursorFrom::LastRecord("$.id".into()),
+                to: to.clone(),
+                stop: stop.clone(),
+            },
+            format!(
+                "`{more_path}` is true and sending the last record's `id` as {to} gave the next records{}",
+                stop_text(&stop)
+            ),
+        )))
+    }
+
+    /// A cursor in a response header, sent back as a parameter.
+    async fn header_cursors(&mut self, page: &FirstPage<'_>) -> Result<Vec<(Paging, String)>, InitError> {
+        let mut out = Vec::new();
         for h in CURSOR_HEADERS {
-            let Some(token) = resp
+            let Some(token) = page
+                .resp
                 .headers
                 .get(*h)
                 .and_then(|v| v.to_str().ok())
@@ -505,7 +482,10 @@ impl Sampler<'_> {
             };
             let tries = ["cursor", "next_cursor", "page_token", "after", "token"].map(String::from);
             let token = Value::String(token.to_string());
-            if let Some(to) = self.probe_send(url, &tries, &token, &before, name).await? {
+            if let Some(to) = self
+                .probe_send(page.url, &tries, &token, &page.before, page.name)
+                .await?
+            {
                 out.push((
                     Paging::Cursor {
                         from: CursorFrom::Header(h.to_string()),
@@ -515,126 +495,149 @@ impl Sampler<'_> {
                     format!("the `{h}` header holds a cursor, and sending it as {to} gave the next records"),
                 ));
             } else {
-                self.unconfirmed(name, format!("the `{h}` header looks like a cursor"), &tries);
+                self.unconfirmed(page.name, format!("the `{h}` header looks like a cursor"), &tries);
             }
         }
-        // Page and offset parameters are tried on GET requests only.
-        if !out.is_empty() || self.body.is_some() {
-            return Ok(out);
-        }
-        // Nothing in the page names the next one: try page and offset parameters.
-        let count = |keys: &[&str]| {
-            found
-                .iter()
-                .find(|s| {
-                    keys.contains(&norm(&s.key).as_str())
-                        && (s.value.as_u64().is_some() || s.value.as_str().is_some_and(|t| t.parse::<u64>().is_ok()))
-                })
-                .map(|s| s.path.clone())
-        };
-        let total = count(TOTAL_KEYS);
-        let total_pages = count(PAGES_KEYS);
-        let query: Vec<(String, String)> = url
+        Ok(out)
+    }
+
+    /// Page-number or offset parameters, probed in the order the URL and the page suggest.
+    async fn page_or_offset(&mut self, page: &FirstPage<'_>) -> Result<Option<(Paging, String)>, InitError> {
+        let query: Vec<(String, String)> = page
+            .url
             .query_pairs()
             .map(|(k, v)| (k.into_owned(), v.into_owned()))
             .collect();
         let given = |names: &[&str]| query.iter().find(|(k, _)| names.contains(&k.as_str())).cloned();
-        let page_given = given(&["page", "p", "page_number", "pageNumber"]);
-        let offset_given = given(&["offset", "skip", "start"]);
-        let limit_given = given(&["limit", "per_page", "page_size", "pageSize", "size", "take"]);
+        let asked = Asked {
+            page: given(&["page", "p", "page_number", "pageNumber"]),
+            offset: given(&["offset", "skip", "start"]),
+            limit: given(&["limit", "per_page", "page_size", "pageSize", "size", "take"]),
+        };
         // The page's own offset fields (Jira's `startAt` + `maxResults`), with the page size
         // the API chose.
         let envelope: Vec<(String, String, u64)> = ENVELOPE_OFFSETS
             .iter()
             .filter_map(|(o, l)| {
-                let count = |k: &str| body.get(k).and_then(crate::extract::signals::count_of);
+                let count = |k: &str| page.body.get(k).and_then(crate::extract::signals::count_of);
                 count(o)?;
                 Some((o.to_string(), l.to_string(), count(l)?))
             })
             .collect();
         let by_offset_first =
-            !envelope.is_empty() || offset_given.is_some() || (limit_given.is_some() && page_given.is_none());
+            !envelope.is_empty() || asked.offset.is_some() || (asked.limit.is_some() && asked.page.is_none());
         let mut tries: Vec<bool> = vec![false, true];
         if by_offset_first {
             tries.reverse();
         }
         for offset in tries {
-            if !offset {
-                let (param, start) = match &page_given {
-                    Some((k, v)) => (k.clone(), v.parse().unwrap_or(1)),
-                    None => ("page".to_string(), 1),
-                };
-                let probe = with_param(url, &param, &(start + 1).to_string());
-                let Some(body2) = self.try_get(&probe, None, name).await? else {
-                    continue;
-                };
-                if new_records(&select(&body2, records_path), &before) {
-                    let with_total = match &total_pages {
-                        Some(p) => format!("; `{p}` is the page count"),
-                        None => String::new(),
-                    };
-                    return Ok(vec![(
-                        Paging::PageNumber {
-                            param: param.clone(),
-                            start,
-                            total_pages: total_pages.clone(),
-                        },
-                        format!(
-                            "the page names no next page, but `{param}={}` gave the next records{with_total}; it stops on an empty page",
-                            start + 1
-                        ),
-                    )]);
-                }
-                continue;
-            }
-            if first.len() < 3 {
-                continue;
-            }
-            let mut pairs: Vec<(String, String)> = envelope.iter().map(|(o, l, _)| (o.clone(), l.clone())).collect();
-            pairs.extend(match (&offset_given, &limit_given) {
-                (Some((o, _)), Some((l, _))) => vec![(o.clone(), l.clone())],
-                (Some((o, _)), None) => vec![(o.clone(), "limit".into())],
-                (None, Some((l, _))) => vec![("offset".into(), l.clone())],
-                (None, None) => vec![("offset".into(), "limit".into()), ("skip".into(), "limit".into())],
-            });
-            for (o, l) in pairs {
-                let probe = with_param(&with_param(url, &o, "1"), &l, "2");
-                let Some(body2) = self.try_get(&probe, None, name).await? else {
-                    continue;
-                };
-                let second: Vec<String> = select(&body2, records_path).iter().map(|r| r.to_string()).collect();
-                let expected: Vec<String> = first[1..3].iter().map(|r| r.to_string()).collect();
-                if second == expected {
-                    let in_page = envelope.iter().find(|(eo, el, _)| *eo == o && *el == l).map(|e| e.2);
-                    let limit = limit_given
-                        .as_ref()
-                        .and_then(|(_, v)| v.parse().ok())
-                        .or(in_page)
-                        .unwrap_or(first.len() as u64);
-                    let with_total = match &total {
-                        Some(p) => format!("; `{p}` is the record count"),
-                        None => String::new(),
-                    };
-                    let limit_why = match (&limit_given, in_page) {
-                        (Some((k, v)), _) => format!("`{k}={v}` as the URL gave it"),
-                        (None, Some(n)) => format!("`{l}: {n}` as the page says"),
-                        (None, None) => format!("{limit} a page, as many as the first page held without one"),
-                    };
-                    return Ok(vec![(
-                        Paging::Offset {
-                            limit_param: l.clone(),
-                            offset_param: o.clone(),
-                            limit,
-                            total: total.clone(),
-                        },
-                        format!(
-                            "the page names no next page, but `{o}=1&{l}=2` gave records 2 and 3 of the first page: offset paging, {limit_why}{with_total}; it advances by the records each page holds"
-                        ),
-                    )]);
-                }
+            let found = match offset {
+                false => self.page_number(page, &asked).await?,
+                true => self.offset(page, &asked, &envelope).await?,
+            };
+            if found.is_some() {
+                return Ok(found);
             }
         }
-        Ok(out)
+        Ok(None)
+    }
+
+    /// `page=2` (or the URL's own page parameter, one on) gives new records.
+    async fn page_number(
+        &mut self,
+        page: &FirstPage<'_>,
+        asked: &Asked,
+    ) -> Result<Option<(Paging, String)>, InitError> {
+        let (param, start) = match &asked.page {
+            Some((k, v)) => (k.clone(), v.parse().unwrap_or(1)),
+            None => ("page".to_string(), 1),
+        };
+        let probe = with_param(page.url, &param, &(start + 1).to_string());
+        let Some(body2) = self.try_get(&probe, None, page.name).await? else {
+            return Ok(None);
+        };
+        if !new_records(&select(&body2, page.records_path), &page.before) {
+            return Ok(None);
+        }
+        let total_pages = page.count(PAGES_KEYS);
+        let with_total = match &total_pages {
+            Some(p) => format!("; `{p}` is the page count"),
+            None => String::new(),
+        };
+        Ok(Some((
+            Paging::PageNumber {
+                param: param.clone(),
+                start,
+                total_pages,
+            },
+            format!(
+                "the page names no next page, but `{param}={}` gave the next records{with_total}; it stops on an empty page",
+                start + 1
+            ),
+        )))
+    }
+
+    /// `offset=1&limit=2` gives records 2 and 3 of the first page.
+    async fn offset(
+        &mut self,
+        page: &FirstPage<'_>,
+        asked: &Asked,
+        envelope: &[(String, String, u64)],
+    ) -> Result<Option<(Paging, String)>, InitError> {
+        let first = page.first;
+        if first.len() < 3 {
+            return Ok(None);
+        }
+        let mut pairs: Vec<(String, String)> = envelope.iter().map(|(o, l, _)| (o.clone(), l.clone())).collect();
+        pairs.extend(match (&asked.offset, &asked.limit) {
+            (Some((o, _)), Some((l, _))) => vec![(o.clone(), l.clone())],
+            (Some((o, _)), None) => vec![(o.clone(), "limit".into())],
+            (None, Some((l, _))) => vec![("offset".into(), l.clone())],
+            (None, None) => vec![("offset".into(), "limit".into()), ("skip".into(), "limit".into())],
+        });
+        for (o, l) in pairs {
+            let probe = with_param(&with_param(page.url, &o, "1"), &l, "2");
+            let Some(body2) = self.try_get(&probe, None, page.name).await? else {
+                continue;
+            };
+            let second: Vec<String> = select(&body2, page.records_path)
+                .iter()
+                .map(|r| r.to_string())
+                .collect();
+            let expected: Vec<String> = first[1..3].iter().map(|r| r.to_string()).collect();
+            if second != expected {
+                continue;
+            }
+            let in_page = envelope.iter().find(|(eo, el, _)| *eo == o && *el == l).map(|e| e.2);
+            let limit = asked
+                .limit
+                .as_ref()
+                .and_then(|(_, v)| v.parse().ok())
+                .or(in_page)
+                .unwrap_or(first.len() as u64);
+            let total = page.count(TOTAL_KEYS);
+            let with_total = match &total {
+                Some(p) => format!("; `{p}` is the record count"),
+                None => String::new(),
+            };
+            let limit_why = match (&asked.limit, in_page) {
+                (Some((k, v)), _) => format!("`{k}={v}` as the URL gave it"),
+                (None, Some(n)) => format!("`{l}: {n}` as the page says"),
+                (None, None) => format!("{limit} a page, as many as the first page held without one"),
+            };
+            return Ok(Some((
+                Paging::Offset {
+                    limit_param: l.clone(),
+                    offset_param: o.clone(),
+                    limit,
+                    total,
+                },
+                format!(
+                    "the page names no next page, but `{o}=1&{l}=2` gave records 2 and 3 of the first page: offset paging, {limit_why}{with_total}; it advances by the records each page holds"
+                ),
+            )));
+        }
+        Ok(None)
     }
 
     /// Pagination seen but not confirmed: a warning now, a comment in the spec.
@@ -775,6 +778,136 @@ impl Sampler<'_> {
             complete,
             stopped: sink.stopped,
         })
+    }
+}
+
+/// The first page of a URL, as the pagination detectors read it.
+struct FirstPage<'a> {
+    url: &'a Url,
+    resp: &'a Response,
+    body: &'a Value,
+    records_path: &'a str,
+    first: &'a [Value],
+    name: &'a str,
+    /// The page's scalar fields outside the records.
+    found: Vec<Scalar<'a>>,
+    /// The first page's records, as text: a probe must find others.
+    before: HashSet<String>,
+    /// A "more" flag and an "end" flag, with their values on this page.
+    more: Option<(String, bool)>,
+    /// A stop condition: `end_of_stream: true`, `has_more: false`.
+    stop: Option<(String, bool)>,
+}
+
+impl<'a> FirstPage<'a> {
+    fn new(
+        url: &'a Url,
+        resp: &'a Response,
+        body: &'a Value,
+        records_path: &'a str,
+        first: &'a [Value],
+        name: &'a str,
+    ) -> Self {
+        let skip = records_path.trim_end_matches("[*]");
+        let mut found = Vec::new();
+        scalars(body, "$", "", skip, 0, &mut found);
+        let bool_field = |keys: &[&str]| {
+            found
+                .iter()
+                .find(|s| s.value.is_boolean() && keys.contains(&norm(&s.key).as_str()))
+                .map(|s| (s.path.clone(), s.value.as_bool() == Some(true)))
+        };
+        let more = bool_field(MORE_KEYS);
+        let end = bool_field(END_KEYS);
+        let stop = end
+            .as_ref()
+            .map(|(p, _)| (p.clone(), true))
+            .or_else(|| more.as_ref().map(|(p, _)| (p.clone(), false)));
+        FirstPage {
+            url,
+            resp,
+            body,
+            records_path,
+            first,
+            name,
+            before: first.iter().map(|r| r.to_string()).collect(),
+            found,
+            more,
+            stop,
+        }
+    }
+
+    /// A `Link: <…>; rel="next"` header.
+    fn link_header(&self) -> Option<(Paging, String)> {
+        let has_link = self
+            .resp
+            .headers
+            .get_all(reqwest::header::LINK)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.contains("rel=\"next\"") || v.contains("rel=next"));
+        has_link.then(|| {
+            (
+                Paging::LinkHeader,
+                "the response has a `Link: <…>; rel=\"next\"` header".to_string(),
+            )
+        })
+    }
+
+    /// A next-URL field; a null one (a single page now) counts too, after the others.
+    fn next_url_fields(&self) -> Vec<(Paging, String)> {
+        let mut next_fields: Vec<&Scalar> = self
+            .found
+            .iter()
+            .filter(|s| {
+                let k = norm(&s.key);
+                (NEXT_URL_KEYS.contains(&k.as_str()) || (k == "href" && norm(&s.parent) == "next"))
+                    && (url_like(s.value) || s.value.is_null())
+            })
+            .collect();
+        next_fields.sort_by_key(|s| s.value.is_null());
+        next_fields
+            .into_iter()
+            .map(|s| {
+                let seen = match s.value.is_null() {
+                    true => format!("`{}` is null on the first page (its last, for now)", s.path),
+                    false => format!("`{}` holds the next page's URL", s.path),
+                };
+                (
+                    Paging::NextUrl {
+                        next: s.path.clone(),
+                        stop: self.stop.clone(),
+                    },
+                    format!("{seen}{}", stop_text(&self.stop)),
+                )
+            })
+            .collect()
+    }
+
+    /// The path of a count field among `keys` (a total, a page count).
+    fn count(&self, keys: &[&str]) -> Option<String> {
+        self.found
+            .iter()
+            .find(|s| {
+                keys.contains(&norm(&s.key).as_str())
+                    && (s.value.as_u64().is_some() || s.value.as_str().is_some_and(|t| t.parse::<u64>().is_ok()))
+            })
+            .map(|s| s.path.clone())
+    }
+}
+
+/// The page, offset and limit parameters the URL already has.
+struct Asked {
+    page: Option<(String, String)>,
+    offset: Option<(String, String)>,
+    limit: Option<(String, String)>,
+}
+
+/// How a stop condition reads after a candidate.
+fn stop_text(stop: &Option<(String, bool)>) -> String {
+    match stop {
+        Some((p, v)) => format!("; it stops after a page where `{p}` is {v}"),
+        None => String::new(),
     }
 }
 
