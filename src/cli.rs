@@ -134,6 +134,25 @@ enum Command {
         #[arg(long, value_enum)]
         dialect: Option<crate::load::ddl::Dialect>,
     },
+    /// Validate specs and check, reading no records, that each can run here: every
+    /// environment variable set, the warehouse reachable with a schema it can load into,
+    /// the staging location writable (and with --api, the API answering).
+    Check {
+        /// Spec files to check.
+        #[arg(required = true)]
+        specs: Vec<String>,
+        /// Also make one request to the first resource of each spec (URL and auth).
+        #[arg(long)]
+        api: bool,
+    },
+    /// Extract and load: the whole pipeline.
+    Run {
+        #[command(flatten)]
+        target: Target,
+        /// Fetch and map, print the rows that would be loaded (JSON Lines), write nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Extract: read the API and stage the raw records (the "ingest Lambda").
     Extract {
         #[command(flatten)]
@@ -157,6 +176,25 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Show the incremental state (the highest cursor loaded per resource), or reset it.
+    State {
+        /// The spec file.
+        spec: String,
+        /// Forget the state: the next run starts at `initial`.
+        #[arg(long)]
+        reset: bool,
+        /// With --reset: only this resource (repeatable).
+        #[arg(long = "resource", value_name = "NAME", requires = "reset")]
+        resources: Vec<String>,
+    },
+    /// Remove the staged objects of incomplete runs (failed or killed extractions).
+    Gc {
+        /// The spec file.
+        spec: String,
+        /// Only runs that started longer ago than this (`30m`, `12h`, `7d`).
+        #[arg(long, value_name = "DURATION", default_value = "1d", value_parser = parse_age)]
+        older_than: std::time::Duration,
+    },
     /// Draw specs: an architecture page and an ER page, as draw.io, SVG or PNG.
     Diagram {
         /// Spec files; each becomes one lane.
@@ -174,36 +212,6 @@ enum Command {
         /// Do not write: exit 1 when the file given with -o is out of date.
         #[arg(long, requires = "output")]
         check: bool,
-    },
-    /// Validate specs and check, reading no records, that each can run here: every
-    /// environment variable set, the warehouse reachable with a schema it can load into,
-    /// the staging location writable (and with --api, the API answering).
-    Check {
-        /// Spec files to check.
-        #[arg(required = true)]
-        specs: Vec<String>,
-        /// Also make one request to the first resource of each spec (URL and auth).
-        #[arg(long)]
-        api: bool,
-    },
-    /// Remove the staged objects of incomplete runs (failed or killed extractions).
-    Gc {
-        /// The spec file.
-        spec: String,
-        /// Only runs that started longer ago than this (`30m`, `12h`, `7d`).
-        #[arg(long, value_name = "DURATION", default_value = "1d", value_parser = parse_age)]
-        older_than: std::time::Duration,
-    },
-    /// Show the incremental state (the highest cursor loaded per resource), or reset it.
-    State {
-        /// The spec file.
-        spec: String,
-        /// Forget the state: the next run starts at `initial`.
-        #[arg(long)]
-        reset: bool,
-        /// With --reset: only this resource (repeatable).
-        #[arg(long = "resource", value_name = "NAME", requires = "reset")]
-        resources: Vec<String>,
     },
     /// Write the zip an AWS Lambda function runs from: `bootstrap` (this binary, or the
     /// one given) and the specs.
@@ -232,14 +240,6 @@ enum Command {
     },
     /// The AWS Lambda handler: the `bootstrap` of a `provided.al2023` function runs this.
     Lambda,
-    /// Extract and load: the whole pipeline.
-    Run {
-        #[command(flatten)]
-        target: Target,
-        /// Fetch and map, print the rows that would be loaded (JSON Lines), write nothing.
-        #[arg(long)]
-        dry_run: bool,
-    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -635,7 +635,7 @@ async fn init(args: Box<InitArgs>, output: Option<String>, append: Option<String
         }
     }
     let appended = match &append {
-        Some(file) => match load_or_report_with_text(file) {
+        Some(file) => match compile_or_report_with_text(file) {
             Some((pipeline, text)) => Some(crate::init::Appended { pipeline, text }),
             None => return exit::FAILED,
         },
@@ -655,6 +655,7 @@ async fn init(args: Box<InitArgs>, output: Option<String>, append: Option<String
         }
     }
     let command = command.join(" ");
+    let schema = output.as_deref().and_then(schema_beside);
     let opts = Options {
         urls: args.urls,
         name: args.name,
@@ -676,6 +677,7 @@ async fn init(args: Box<InitArgs>, output: Option<String>, append: Option<String
         max_time: args.max_time,
         append: appended,
         command,
+        schema,
     };
     let written = match crate::init::init(&opts).await {
         Ok(w) => w,
@@ -1046,11 +1048,11 @@ async fn extract(p: &spec::Pipeline, opts: &crate::run::ExtractOptions, dry_run:
 
 /// Load a spec, printing its diagnostics to stderr when it is invalid.
 fn compile_or_report(path: &str) -> Option<spec::Pipeline> {
-    load_or_report_with_text(path).map(|(p, _)| p)
+    compile_or_report_with_text(path).map(|(p, _)| p)
 }
 
 /// [`compile_or_report`], keeping the spec's text.
-fn load_or_report_with_text(path: &str) -> Option<(spec::Pipeline, String)> {
+fn compile_or_report_with_text(path: &str) -> Option<(spec::Pipeline, String)> {
     match spec::compile_file_with_text(path) {
         Ok(loaded) => Some(loaded),
         Err(e) => {
@@ -1239,4 +1241,16 @@ fn diagram(
             exit::FAILED
         }
     }
+}
+/// The spec's JSON Schema as a path relative to the spec file `out`, when a
+/// `schemas/pipeline.schema.json` sits in the file's folder or one above it (a clone of
+/// sluice, or a project that keeps the schema the way the reference pipelines do).
+fn schema_beside(out: &str) -> Option<String> {
+    let dir = std::path::absolute(out).ok()?.parent()?.to_path_buf();
+    for (up, ancestor) in dir.ancestors().enumerate() {
+        if ancestor.join("schemas/pipeline.schema.json").is_file() {
+            return Some(format!("{}schemas/pipeline.schema.json", "../".repeat(up)));
+        }
+    }
+    None
 }

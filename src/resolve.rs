@@ -92,17 +92,17 @@ impl Needs {
 /// What the steps run with: every interpolated value of the spec, resolved.
 #[derive(Debug, Clone, Default)]
 pub struct Resolved {
-    pub source: Option<Source>,
-    pub staging: Option<Staging>,
+    pub source: Option<ResolvedSource>,
+    pub staging: Option<ResolvedStaging>,
     pub warehouse_url: Option<String>,
 }
 
 impl Resolved {
     /// The resolved source; only for steps that said they need it.
-    pub fn source(&self) -> &Source {
+    pub fn source(&self) -> &ResolvedSource {
         self.source.as_ref().expect("resolved with Needs::source")
     }
-    pub fn staging(&self) -> &Staging {
+    pub fn staging(&self) -> &ResolvedStaging {
         self.staging.as_ref().expect("resolved with Needs::staging")
     }
     pub fn warehouse_url(&self) -> &str {
@@ -111,7 +111,7 @@ impl Resolved {
 }
 
 #[derive(Debug, Clone)]
-pub struct Source {
+pub struct ResolvedSource {
     pub base_url: String,
     pub headers: Vec<(String, String)>,
     pub params: Vec<(String, String)>,
@@ -122,7 +122,7 @@ pub struct Source {
     pub bodies: BTreeMap<String, serde_json::Value>,
 }
 
-impl Source {
+impl ResolvedSource {
     pub fn resource_params(&self, resource: &str) -> &[(String, String)] {
         self.resource_params.get(resource).map(Vec::as_slice).unwrap_or(&[])
     }
@@ -157,7 +157,7 @@ pub enum ResolvedAuth {
 }
 
 #[derive(Debug, Clone, Default)]
-pub struct Staging {
+pub struct ResolvedStaging {
     pub location: String,
     pub region: Option<String>,
     pub endpoint: Option<String>,
@@ -313,7 +313,7 @@ fn resolve_from(
                 scopes: scopes.clone(),
             },
         };
-        Source {
+        ResolvedSource {
             base_url: r.get("source.base_url", &s.base_url, false),
             headers: r.pairs("source.headers", &s.headers),
             params: r.pairs("source.params", &s.params),
@@ -339,7 +339,7 @@ fn resolve_from(
         }
     });
     let st = p.staging();
-    let staging = needs.staging.then(|| Staging {
+    let staging = needs.staging.then(|| ResolvedStaging {
         location: r.get("staging.location", &st.location, false),
         region: st.region.as_ref().map(|t| r.get("staging.region", t, false)),
         endpoint: st.endpoint.as_ref().map(|t| r.get("staging.endpoint", t, false)),
@@ -372,7 +372,7 @@ mod tests {
     fn every_missing_variable_is_reported_at_once_with_its_fields() {
         let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/pipelines/coincap.yaml")).unwrap();
         // Names no test environment sets.
-        let text = text.replace("${COINCAP_API_KEY}", "${SLUICE_TEST_UNSET_KEY}").replace(
+        let text = text.replace("${COINCAP_TOKEN}", "${SLUICE_TEST_UNSET_KEY}").replace(
             "${DATABASE_URL:-sqlite://.sluice/coincap.db}",
             "${SLUICE_TEST_UNSET_DB}",
         );

@@ -159,7 +159,11 @@ struct Failure {
 impl Client {
     /// Build the client from the spec's settings and the values resolved for it (see
     /// [`crate::resolve`]); a password in the base URL joins the secrets.
-    pub fn new(source: &Source, resolved: &crate::resolve::Source, secrets: &Secrets) -> Result<Self, ExtractError> {
+    pub fn new(
+        source: &Source,
+        resolved: &crate::resolve::ResolvedSource,
+        secrets: &Secrets,
+    ) -> Result<Self, ExtractError> {
         let base_url = resolved.base_url.clone();
         let base = Url::parse(&base_url).map_err(|e| {
             ExtractError::Config(format!(

@@ -32,7 +32,7 @@ pub fn incremental_starts(
 pub struct Session {
     pub client: Client,
     pub base_url: String,
-    pub source: crate::resolve::Source,
+    pub source: crate::resolve::ResolvedSource,
     /// Where each incremental resource starts this run.
     pub starts: HashMap<String, crate::incremental::Position>,
 }

@@ -64,6 +64,9 @@ pub struct Options {
     pub append: Option<Appended>,
     /// The command line, for the comment at the top.
     pub command: String,
+    /// The JSON Schema's path relative to the spec, for the editor's
+    /// `# yaml-language-server: $schema=` line.
+    pub schema: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -125,7 +128,7 @@ pub async fn init(opts: &Options) -> Result<Written, InitError> {
             crate::spec::ident::check_identifier(&name).map_err(|e| InitError::Usage(format!("--name: {e}")))?;
             let (auth, var) = auth_yaml(opts, &name);
             let probe = render::probe_resource("probe", "/", None, "$[*]", &sampled::Paging::None);
-            new_spec = render::probe_pipeline(&origin(first), &auth, &render::headers(&opts.headers), &probe)?;
+            new_spec = render::probe_pipeline(&api_base(&urls), &auth, &render::headers(&opts.headers), &probe)?;
             (&new_spec, name, var)
         }
     };
@@ -175,10 +178,7 @@ pub async fn init(opts: &Options) -> Result<Written, InitError> {
                 "{url} is not below the spec's base URL {base_url}"
             )));
         }
-        let path = match &opts.append {
-            Some(_) => format!("/{}", url.path()[base_path.len()..].trim_start_matches('/')),
-            None => url.path().to_string(),
-        };
+        let path = format!("/{}", url.path()[base_path.len()..].trim_start_matches('/'));
         drafts.push(draft(opts, &mut sampler, url, path, &base_url, &pipeline_name, &mut taken).await?);
     }
 
@@ -209,9 +209,10 @@ pub async fn init(opts: &Options) -> Result<Written, InitError> {
             None => {
                 let auth = auth_yaml(opts, &pipeline_name).0;
                 let head = render::head(&render::Head {
+                    schema: opts.schema.as_deref(),
                     command: &secrets.mask(&without_userinfo(&opts.command)),
                     name: &pipeline_name,
-                    base_url: &origin(first),
+                    base_url: &api_base(&urls),
                     auth: &auth,
                     headers: &render::headers(&opts.headers),
                 });
@@ -490,8 +491,31 @@ pub fn without_userinfo(text: &str) -> String {
     out
 }
 
-fn origin(url: &Url) -> String {
-    url.origin().ascii_serialization()
+/// The base URL of a new spec: the origin and the folders all the URLs' paths share
+/// (`https://rickandmortyapi.com/api` for `…/api/location` and `…/api/episode`), as the
+/// reference pipelines write it; each resource's `path` is the rest.
+fn api_base(urls: &[Url]) -> String {
+    let dirs = |u: &Url| -> Vec<String> {
+        let mut segments: Vec<String> = u
+            .path()
+            .split('/')
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect();
+        segments.pop();
+        segments
+    };
+    let mut common = dirs(&urls[0]);
+    for u in &urls[1..] {
+        let d = dirs(u);
+        let n = common.iter().zip(&d).take_while(|(a, b)| a == b).count();
+        common.truncate(n);
+    }
+    let origin = urls[0].origin().ascii_serialization();
+    match common.is_empty() {
+        true => origin,
+        false => format!("{origin}/{}", common.join("/")),
+    }
 }
 
 /// `source.auth` as YAML, and the variable holding the secret.

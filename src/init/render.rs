@@ -347,6 +347,8 @@ pub fn headers(headers: &[(String, String)]) -> String {
 
 /// What a new spec says above its resources.
 pub struct Head<'a> {
+    /// The JSON Schema's path, for editors.
+    pub schema: Option<&'a str>,
     pub command: &'a str,
     pub name: &'a str,
     pub base_url: &'a str,
@@ -357,8 +359,12 @@ pub struct Head<'a> {
 
 pub fn head(h: &Head) -> String {
     let var = format!("{}_BASE_URL", h.name.to_ascii_uppercase());
+    let schema = h
+        .schema
+        .map(|s| format!("# yaml-language-server: $schema={s}\n"))
+        .unwrap_or_default();
     format!(
-        "# Written by `{}`.\n\
+        "{schema}# Written by `{}`.\n\
          # Check the types, keys and names, then: sluice validate <this file> && sluice run <this file>\n\
          version: 1\n\
          name: {}\n\

@@ -32,7 +32,7 @@ use chrono::{DateTime, Utc};
 
 use crate::spec::pipeline::{Pipeline, WriteMode};
 use crate::stage::manifest::ObjectManifest;
-use crate::stage::{Manifest, StageError, Staging};
+use crate::stage::{Backend, Manifest, StageError};
 use crate::util::Secrets;
 use record::RunMeta;
 use warehouse::{LedgerRow, Warehouse};
@@ -208,7 +208,7 @@ impl RunFeed {
 pub async fn load_run(
     p: &Pipeline,
     warehouse_url: &str,
-    store: &impl Staging,
+    store: &impl Backend,
     feed: RunFeed,
     opts: LoadOptions,
     secrets: &Secrets,
@@ -220,7 +220,7 @@ pub async fn load_run(
 async fn load_into<W: Warehouse>(
     w: &mut W,
     p: &Pipeline,
-    store: &impl Staging,
+    store: &impl Backend,
     feed: RunFeed,
     opts: LoadOptions,
     secrets: &Secrets,
@@ -273,7 +273,7 @@ async fn load_into<W: Warehouse>(
 async fn load_in_transaction<W: Warehouse>(
     w: &mut W,
     p: &Pipeline,
-    store: &impl Staging,
+    store: &impl Backend,
     feed: RunFeed,
     opts: LoadOptions,
     started: &str,

@@ -12,13 +12,13 @@ use super::{LoadError, ObjectFeed, TableStats};
 use crate::spec::ident::quote_ident;
 use crate::spec::pipeline::{Pipeline, Resource, WriteMode, RUN_ID_COLUMN};
 use crate::stage::manifest::ObjectManifest;
-use crate::stage::{LocalObject, Staging};
+use crate::stage::{Backend, LocalObject};
 use crate::value::ColumnType;
 
 pub(super) async fn load_resource<W: Warehouse>(
     w: &mut W,
     p: &Pipeline,
-    store: &impl Staging,
+    store: &impl Backend,
     resource: &Resource,
     objects: ObjectFeed,
     meta: &RunMeta,

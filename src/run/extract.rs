@@ -10,7 +10,7 @@ use crate::resolve::{Needs, Resolved};
 use crate::spec::pipeline::{Pipeline, Resource};
 use crate::stage::manifest::{Manifest, ObjectManifest, ResourceManifest};
 use crate::stage::writer::PartWriter;
-use crate::stage::{manifest_key, StageError, Staging, Store};
+use crate::stage::{manifest_key, Backend, StageError, Store};
 use crate::util::Secrets;
 use chrono::{SecondsFormat, Utc};
 use serde_json::Value;

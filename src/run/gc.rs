@@ -4,7 +4,7 @@
 use super::RunError;
 use crate::resolve::Needs;
 use crate::spec::pipeline::Pipeline;
-use crate::stage::{StageError, Staging, Store};
+use crate::stage::{Backend, StageError, Store};
 use crate::util::Secrets;
 use chrono::Utc;
 

@@ -6,7 +6,7 @@ use super::RunError;
 use crate::resolve::Needs;
 use crate::spec::pipeline::Pipeline;
 use crate::stage::manifest::{Manifest, ObjectManifest};
-use crate::stage::{manifest_key, StageError, Staging, Store};
+use crate::stage::{manifest_key, Backend, StageError, Store};
 use crate::util::Secrets;
 
 /// Totals of a list of objects.

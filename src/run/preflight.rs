@@ -7,7 +7,7 @@ use crate::extract::session::Session;
 use crate::resolve::{Needs, Resolved};
 use crate::spec::pipeline::Pipeline;
 use crate::spec::placeholder::Values;
-use crate::stage::{StageError, Staging, Store};
+use crate::stage::{Backend, StageError, Store};
 use crate::util::Secrets;
 
 /// Resolve what a step needs from the environment, then check, before the first API

@@ -106,7 +106,7 @@ impl<'a> Walker<'a> {
             .flatten()
             .filter_map(Value::as_str)
             .collect();
-        self.out.push_str(&format!("#### `{title}`\n\n"));
+        self.out.push_str(&format!("## `{title}`\n\n"));
         if let Some(d) = s.get("description").and_then(Value::as_str) {
             self.out.push_str(&format!("{}\n\n", d.replace('\n', " ")));
         }

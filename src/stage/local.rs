@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{LocalObject, StageError, Staging};
+use super::{Backend, LocalObject, StageError};
 
 /// How deep a listing walks below the folder it starts in.
 const MAX_DEPTH: usize = 64;
@@ -62,7 +62,7 @@ impl LocalStaging {
     }
 }
 
-impl Staging for LocalStaging {
+impl Backend for LocalStaging {
     async fn put_file(&self, key: &str, path: &Path) -> Result<(), StageError> {
         if path.starts_with(self.work_dir()) {
             return self.place(key, path);

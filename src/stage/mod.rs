@@ -65,8 +65,8 @@ pub struct LocalObject {
     _temp: Option<tempfile::TempPath>,
 }
 
-/// The staging contract.
-pub trait Staging: Send + Sync {
+/// The staging contract: what a backend (a local folder, S3) does for extract and load.
+pub trait Backend: Send + Sync {
     /// Store the finished local file at `key`, atomically. The file may be moved.
     fn put_file(&self, key: &str, path: &Path) -> impl Future<Output = Result<(), StageError>> + Send;
     /// Store bytes at `key`, atomically.
@@ -103,7 +103,7 @@ pub enum Store {
 impl Store {
     /// Open the staging location of a spec, with its resolved values (see
     /// [`crate::resolve`]).
-    pub async fn open(spec: &StagingSpec, resolved: &crate::resolve::Staging) -> Result<Store, StageError> {
+    pub async fn open(spec: &StagingSpec, resolved: &crate::resolve::ResolvedStaging) -> Result<Store, StageError> {
         let location = resolved.location.as_str();
         match StagingLocation::parse(location).map_err(|e| StageError::Config(e.message(location)))? {
             StagingLocation::S3 { bucket, prefix } => {
@@ -122,7 +122,7 @@ impl Store {
     }
 }
 
-impl Staging for Store {
+impl Backend for Store {
     async fn put_file(&self, key: &str, path: &Path) -> Result<(), StageError> {
         match self {
             Store::Local(s) => s.put_file(key, path).await,
@@ -251,7 +251,7 @@ pub fn marker_key(pipeline: &str, run_id: &str, at: i64) -> String {
 
 /// The markers of a pipeline's runs: per run id, its marker keys and the newest renewal.
 pub async fn markers(
-    store: &impl Staging,
+    store: &impl Backend,
     pipeline: &str,
 ) -> Result<std::collections::BTreeMap<String, (Vec<String>, i64)>, StageError> {
     let prefix = format!("{pipeline}/{RUNNING_FOLDER}/");
@@ -273,14 +273,14 @@ pub async fn markers(
 /// The in-progress marker of a running extraction: put when it starts, renewed every
 /// [`MARKER_REFRESH`], removed when the run ends. `gc` leaves a run with a fresh marker
 /// alone, however long ago it started.
-pub struct Marker<'a, S: Staging> {
+pub struct Marker<'a, S: Backend> {
     store: &'a S,
     pipeline: String,
     run_id: String,
     key: Option<String>,
 }
 
-impl<'a, S: Staging> Marker<'a, S> {
+impl<'a, S: Backend> Marker<'a, S> {
     pub async fn put(store: &'a S, pipeline: &str, run_id: &str) -> Result<Self, StageError> {
         let mut m = Marker {
             store,
@@ -320,7 +320,7 @@ pub fn manifest_key(pipeline: &str, run_id: &str) -> String {
 }
 
 /// Run ids of a pipeline's complete (manifested) runs, oldest first.
-pub async fn complete_runs(store: &impl Staging, pipeline: &str) -> Result<Vec<String>, StageError> {
+pub async fn complete_runs(store: &impl Backend, pipeline: &str) -> Result<Vec<String>, StageError> {
     let prefix = format!("{pipeline}/_manifests/");
     let mut ids: Vec<String> = store
         .list(&prefix)
@@ -337,7 +337,7 @@ pub async fn complete_runs(store: &impl Staging, pipeline: &str) -> Result<Vec<S
 }
 
 /// Read a run's manifest; a run without one is incomplete.
-pub async fn read_manifest(store: &impl Staging, pipeline: &str, run_id: &str) -> Result<Manifest, StageError> {
+pub async fn read_manifest(store: &impl Backend, pipeline: &str, run_id: &str) -> Result<Manifest, StageError> {
     let key = manifest_key(pipeline, run_id);
     let bytes = store.get_bytes(&key).await?;
     serde_json::from_slice(&bytes).map_err(|e| StageError::BadManifest {

@@ -11,7 +11,7 @@ use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, ServerSideEncry
 use aws_sdk_s3::Client;
 use tokio::io::AsyncWriteExt;
 
-use super::{LocalObject, StageError, Staging};
+use super::{Backend, LocalObject, StageError};
 
 /// Objects above this size go up in parts of this size.
 const MULTIPART_PART: u64 = 16 << 20;
@@ -233,7 +233,7 @@ impl S3Staging {
     }
 }
 
-impl Staging for S3Staging {
+impl Backend for S3Staging {
     async fn put_file(&self, key: &str, path: &Path) -> Result<(), StageError> {
         let size = std::fs::metadata(path)
             .map_err(|e| StageError::io("stat", path, e))?

@@ -11,7 +11,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::manifest::ObjectManifest;
-use super::{StageError, Staging};
+use super::{Backend, StageError};
 
 /// Counts and hashes what passes through to the file.
 struct Hashing<W> {
@@ -64,7 +64,7 @@ pub fn compact_json(raw: &str, out: &mut Vec<u8>) {
     }
 }
 
-pub struct PartWriter<'a, S: Staging> {
+pub struct PartWriter<'a, S: Backend> {
     store: &'a S,
     key: Box<dyn Fn(u32) -> String + Send + Sync + 'a>,
     part_size: u64,
@@ -80,7 +80,7 @@ pub struct PartWriter<'a, S: Staging> {
 /// remove them even when its writer was dropped mid-way.
 pub type Journal = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
 
-impl<'a, S: Staging> PartWriter<'a, S> {
+impl<'a, S: Backend> PartWriter<'a, S> {
     /// `key(n)` names part `n`.
     pub fn new(store: &'a S, part_size: u64, key: impl Fn(u32) -> String + Send + Sync + 'a) -> Self {
         PartWriter {

@@ -312,7 +312,7 @@ fn a_secret_from_secrets_manager_reaches_the_run_and_no_log_line() {
     let key = "sm-secret-key-7f3a9c";
     let arn = moto.secret(
         "sluice/coincap",
-        &json!({"COINCAP_API_KEY": key, "DATABASE_URL": db}).to_string(),
+        &json!({"COINCAP_TOKEN": key, "DATABASE_URL": db}).to_string(),
     );
     let (dir, logs) = (specs(&["coincap"]), tempfile::tempdir().unwrap());
     let f = function(&runtime, &s3, &api, dir.path(), logs.path())
@@ -454,7 +454,7 @@ fn a_missing_then_rotated_rds_secret_reaches_the_warm_sandbox() {
     let rds = |dbname: &str| {
         json!({"engine": "postgres", "host": db.host_str().unwrap(), "port": db.port().unwrap_or(5432),
                "username": db.username(), "password": db.password().unwrap_or("unused"), "dbname": dbname,
-               "COINCAP_API_KEY": "k-1"})
+               "COINCAP_TOKEN": "k-1"})
         .to_string()
     };
     moto.secret("sluice/late", &rds("no_such_database"));
@@ -502,7 +502,7 @@ fn template(specs: &[&str], dir: &Path) -> (PathBuf, serde_yaml::Value) {
     args.extend(specs.iter().map(|s| format!("pipelines/{s}.yaml")));
     args.extend(["-o".into(), path.to_string_lossy().into_owned()]);
     Sluice::new(args)
-        .env("COINCAP_API_KEY", "never-in-a-template-5d1e")
+        .env("COINCAP_TOKEN", "never-in-a-template-5d1e")
         .env("DATABASE_URL", "postgres://u:never-in-a-template-pw@db/x")
         .run()
         .success();
@@ -749,7 +749,7 @@ fn the_template_stages_safely_with_least_privilege_and_a_schedule_per_spec() {
     }
     // Secrets only as ARNs the functions resolve.
     let described = t["Parameters"]["SecretArns"]["Description"].as_str().unwrap();
-    assert!(described.contains("COINCAP_API_KEY (required)"), "{described}");
+    assert!(described.contains("COINCAP_TOKEN (required)"), "{described}");
     assert!(r["DeadLetterQueue"].is_mapping() && r["CoincapExtractFunctionErrorsAlarm"].is_mapping());
     assert_eq!(
         r["CoincapLoadFunction"]["Properties"]["VpcConfig"]["Fn::If"][0],
@@ -944,7 +944,7 @@ fn the_package_bootstrap_runs_on_amazon_linux_2023() {
                 .env("SLUICE_STAGING", "s3://lake/sluice")
                 .env("DATABASE_URL", &url)
                 .env("COINCAP_BASE_URL", format!("{}/v3", api.base))
-                .env("COINCAP_API_KEY", "k")
+                .env("COINCAP_TOKEN", "k")
                 .env_remove("SLUICE_SPECS")
                 .current_dir(&task)
                 .stdout(std::fs::File::create(logs.path().join("out")).unwrap())
@@ -1114,7 +1114,7 @@ fn the_stack_deploys_into_moto_and_every_pipeline_runs_under_its_own_roles() {
     let db = pg::fresh_database();
     let secret = json!({
         "DATABASE_URL": db,
-        "COINCAP_API_KEY": "moto-coincap-key",
+        "COINCAP_TOKEN": "moto-coincap-key",
         "RICKANDMORTY_BASE_URL": format!("{}/api", api.base),
         "COINCAP_BASE_URL": format!("{}/v3", api.base),
         "JSONPLACEHOLDER_API": format!("{}/jsonplaceholder", api.base),

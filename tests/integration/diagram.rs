@@ -112,10 +112,7 @@ fn every_table_column_appears_and_aws_icons_are_used() {
         xml.contains("ERmany") && xml.contains("ERmandOne"),
         "crow's-foot relations"
     );
-    assert!(
-        !xml.contains("COINCAP_API_KEY"),
-        "no secret, not even its name, is drawn"
-    );
+    assert!(!xml.contains("COINCAP_TOKEN"), "no secret, not even its name, is drawn");
 }
 
 #[test]

@@ -368,7 +368,7 @@ fn a_missing_environment_variable_is_named() {
         .env("SLUICE_STAGING", "/tmp/unused")
         .run()
         .failure(1);
-    assert!(run.stderr.contains("COINCAP_API_KEY"), "{}", run.stderr);
+    assert!(run.stderr.contains("COINCAP_TOKEN"), "{}", run.stderr);
 }
 
 #[test]
@@ -464,7 +464,7 @@ mod staging_contract {
 
     use sluice::stage::local::LocalStaging;
     use sluice::stage::s3::S3Staging;
-    use sluice::stage::{StageError, Staging};
+    use sluice::stage::{Backend, StageError};
 
     use crate::support::s3::{S3Server, ACCESS_KEY, REGION, SECRET_KEY};
 
@@ -475,7 +475,7 @@ mod staging_contract {
             .unwrap()
     }
 
-    async fn contract(store: &impl Staging) {
+    async fn contract(store: &impl Backend) {
         // Round trip of bytes.
         store.put_bytes("p/r/a.json", b"{\"a\":1}".to_vec()).await.unwrap();
         assert_eq!(store.get_bytes("p/r/a.json").await.unwrap(), b"{\"a\":1}");

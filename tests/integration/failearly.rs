@@ -206,7 +206,7 @@ fn refused_credentials_name_the_setting_and_variable() {
     api.fault("/v3/exchanges", Fault::Status(401), 10);
     let run = Sluice::new(["extract", "pipelines/coincap.yaml"])
         .env("COINCAP_BASE_URL", format!("{}/v3", api.base))
-        .env("COINCAP_API_KEY", "expired-key-value")
+        .env("COINCAP_TOKEN", "expired-key-value")
         .env("SLUICE_STAGING", dir.path())
         .run()
         .failure(1);
@@ -214,7 +214,7 @@ fn refused_credentials_name_the_setting_and_variable() {
         run.stderr.contains("failed with HTTP 401")
             && run
                 .stderr
-                .contains("check `source.auth`: the bearer token from environment variable `COINCAP_API_KEY`"),
+                .contains("check `source.auth`: the bearer token from environment variable `COINCAP_TOKEN`"),
         "{}",
         run.stderr
     );
@@ -291,7 +291,7 @@ fn preflight_fails_before_any_api_request() {
     let run = base("pipelines/coincap.yaml").run().failure(1);
     assert!(
         run.stderr
-            .contains("an environment variable this step needs is not set: `COINCAP_API_KEY` (for source.auth.token)"),
+            .contains("an environment variable this step needs is not set: `COINCAP_TOKEN` (for source.auth.token)"),
         "{}",
         run.stderr
     );
@@ -355,7 +355,7 @@ fn preflight_fails_before_any_api_request() {
         .run()
         .failure(1);
     assert!(
-        check.stderr.contains("`COINCAP_API_KEY` (for source.auth.token)"),
+        check.stderr.contains("`COINCAP_TOKEN` (for source.auth.token)"),
         "{}",
         check.stderr
     );

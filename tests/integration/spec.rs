@@ -62,7 +62,7 @@ fn json_and_github_formats() {
 
 #[test]
 fn validation_needs_no_environment() {
-    // COINCAP_API_KEY and DATABASE_URL are unset (the runner removes them): still valid.
+    // COINCAP_TOKEN and DATABASE_URL are unset (the runner removes them): still valid.
     Sluice::new(["validate", "pipelines/coincap.yaml"]).run().success();
 }
 
@@ -258,9 +258,9 @@ fn ddl_applies_to_a_real_postgres_and_creates_the_keys() {
 }
 
 #[test]
-fn readme_spec_reference_is_current() {
+fn the_spec_reference_is_current() {
     let generated = Sluice::new(["schema", "--format", "markdown"]).run().success().stdout;
-    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let readme = std::fs::read_to_string(root().join("docs/spec-reference.md")).unwrap();
     let start = readme
         .find("<!-- reference:start -->\n")
         .expect("reference start marker")
@@ -268,30 +268,135 @@ fn readme_spec_reference_is_current() {
     let end = readme.find("<!-- reference:end -->").expect("reference end marker");
     assert!(
         readme[start..end] == generated,
-        "README's spec reference is stale: regenerate it with `sluice schema --format markdown`"
+        "docs/spec-reference.md is stale: put `sluice schema --format markdown` between its markers"
     );
 }
 
+/// The guide and the docs: README.md, CONTRIBUTING.md and docs/*.md, each with its text.
+fn guides() -> Vec<(String, String)> {
+    let mut files = vec!["README.md".to_string(), "CONTRIBUTING.md".to_string()];
+    let mut docs: Vec<String> = std::fs::read_dir(root().join("docs"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".md"))
+        .map(|n| format!("docs/{n}"))
+        .collect();
+    docs.sort();
+    files.extend(docs);
+    files
+        .into_iter()
+        .map(|f| {
+            let text = std::fs::read_to_string(root().join(&f)).unwrap_or_else(|e| panic!("{f}: {e}"));
+            (f, text)
+        })
+        .collect()
+}
+
 #[test]
-fn every_spec_in_the_readme_validates() {
-    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+fn every_spec_in_the_readme_and_docs_validates() {
     let dir = tempfile::tempdir().unwrap();
     let mut specs = 0;
-    for (i, block) in readme.split("```yaml\n").skip(1).enumerate() {
-        let block = block.split("\n```").next().unwrap();
-        // The GitHub Actions workflow is YAML too, but no spec.
-        if block.starts_with("# .github/workflows/") {
+    for (file, readme) in guides() {
+        for (i, block) in readme.split("```yaml\n").skip(1).enumerate() {
+            let block = block.split("\n```").next().unwrap();
+            // The GitHub Actions workflow is YAML too, but no spec.
+            if block.starts_with("# .github/workflows/") {
+                continue;
+            }
+            let path = dir.path().join(format!("{}-{i}.yaml", file.replace('/', "-")));
+            std::fs::write(&path, block).unwrap();
+            let run = Sluice::new(["validate", path.to_str().unwrap()]).run();
+            assert_eq!(
+                run.code, 0,
+                "{file}: yaml block {i} is not a valid spec:\n{}\n{block}",
+                run.stdout
+            );
+            specs += 1;
+        }
+    }
+    assert!(specs >= 5, "only {specs} specs found in the README and docs");
+}
+
+/// The `sluice …` command lines of a guide's `sh` and `console` blocks (continuations
+/// joined, comments and leading variable assignments dropped), as words.
+fn commands_in(text: &str) -> Vec<Vec<String>> {
+    let mut out = Vec::new();
+    for block in text.split("```").skip(1).step_by(2) {
+        let Some((lang, body)) = block.split_once('\n') else {
+            continue;
+        };
+        let console = lang == "console";
+        if lang != "sh" && !console {
             continue;
         }
-        let path = dir.path().join(format!("readme-{i}.yaml"));
-        std::fs::write(&path, block).unwrap();
-        let run = Sluice::new(["validate", path.to_str().unwrap()]).run();
-        assert_eq!(
-            run.code, 0,
-            "README yaml block {i} is not a valid spec:\n{}\n{block}",
-            run.stdout
-        );
-        specs += 1;
+        let mut joined = Vec::new();
+        let mut cur = String::new();
+        for line in body.lines() {
+            let line = match console {
+                true => match line.strip_prefix("$ ") {
+                    Some(l) => l,
+                    None if !cur.is_empty() => line,
+                    None => continue,
+                },
+                false => line,
+            };
+            match line.trim_end().strip_suffix('\\') {
+                Some(part) => cur.push_str(part),
+                None => {
+                    cur.push_str(line);
+                    joined.push(std::mem::take(&mut cur));
+                }
+            }
+        }
+        for line in joined {
+            let line = line.split(" #").next().unwrap_or("").trim();
+            let words: Vec<String> = line
+                .split_whitespace()
+                .skip_while(|w| w.contains('=') && !w.starts_with('-'))
+                .map(String::from)
+                .collect();
+            if words.first().is_some_and(|w| w == "sluice") {
+                out.push(words);
+            }
+        }
     }
-    assert!(specs >= 1, "no spec found in the README");
+    out
+}
+
+#[test]
+fn every_command_in_the_readme_and_docs_is_one_sluice_has() {
+    let mut helps: std::collections::HashMap<Vec<String>, String> = Default::default();
+    let mut seen = 0;
+    for (file, text) in guides() {
+        for words in commands_in(&text) {
+            // `sluice deploy aws …` has a sub-subcommand.
+            let sub: Vec<String> = match words.get(1).map(String::as_str) {
+                Some("deploy") => words[1..3.min(words.len())].to_vec(),
+                Some(_) => words[1..2].to_vec(),
+                None => panic!("{file}: `sluice` with no command"),
+            };
+            let help = helps.entry(sub.clone()).or_insert_with(|| {
+                let mut args = sub.clone();
+                args.push("--help".into());
+                let run = Sluice::new(args).run();
+                assert_eq!(
+                    run.code,
+                    0,
+                    "{file}: `sluice {}` is not a command: {}",
+                    sub.join(" "),
+                    run.stderr
+                );
+                run.stdout
+            });
+            for flag in words.iter().filter(|w| w.starts_with('-')) {
+                let flag = flag.split('=').next().unwrap();
+                let known = help
+                    .split(|c: char| c.is_whitespace() || c == ',' || c == '[' || c == ']')
+                    .any(|w| w == flag || w.strip_suffix("...") == Some(flag));
+                assert!(known, "{file}: `{}` has no flag `{flag}`:\n{help}", words.join(" "));
+            }
+            seen += 1;
+        }
+    }
+    assert!(seen >= 30, "only {seen} commands found in the README and docs");
 }

@@ -90,7 +90,7 @@ impl Sluice {
             "SLUICE_STAGING",
             "RICKANDMORTY_BASE_URL",
             "COINCAP_BASE_URL",
-            "COINCAP_API_KEY",
+            "COINCAP_TOKEN",
             "RUST_LOG",
         ] {
             cmd.env_remove(var);
@@ -107,7 +107,7 @@ impl Sluice {
     pub fn api(self, api: &api::ApiServer) -> Self {
         self.env("RICKANDMORTY_BASE_URL", format!("{}/api", api.base))
             .env("COINCAP_BASE_URL", format!("{}/v3", api.base))
-            .env("COINCAP_API_KEY", "test-coincap-key-123")
+            .env("COINCAP_TOKEN", "test-coincap-key-123")
             .env("API_BASE", &api.base)
     }
 
