@@ -1,6 +1,9 @@
 //! Hot paths of a load, measured with criterion: parsing and mapping a page of records,
 //! coercing values, and encoding binary COPY rows. `cargo bench`.
 
+// A test or bench binary exports nothing: its `pub` is for its own modules.
+#![allow(unreachable_pub)]
+
 use std::borrow::Cow;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};

@@ -5,6 +5,9 @@
 //!     cargo run --release --example bench_api -- generate DIR RECORDS PER_PAGE BASE_URL
 //!     cargo run --release --example bench_api -- serve DIR PORT
 
+// A test or bench binary exports nothing: its `pub` is for its own modules.
+#![allow(unreachable_pub)]
+
 use std::convert::Infallible;
 use std::io::Write;
 use std::path::PathBuf;

@@ -28,7 +28,7 @@ pub enum CursorFormat {
 
 /// A cursor value as a number that orders like the values: microseconds (`rfc3339`),
 /// days (`date`), seconds (`epoch_s`), milliseconds (`epoch_ms`) or the integer itself.
-pub type Position = i64;
+pub(crate) type Position = i64;
 
 impl CursorFormat {
     pub fn name(self) -> &'static str {

@@ -11,17 +11,17 @@
 //! The spec decides what kind of place its staging location and warehouse URL name
 //! (`spec::location`), so the runtime and the diagram never decide it again.
 
-pub mod aws;
+pub(crate) mod aws;
 pub mod cli;
 pub mod diagram;
-pub mod extract;
-pub mod incremental;
-pub mod init;
+pub(crate) mod extract;
+pub(crate) mod incremental;
+pub(crate) mod init;
 pub mod load;
-pub mod progress;
-pub mod resolve;
-pub mod run;
+pub(crate) mod progress;
+pub(crate) mod resolve;
+pub(crate) mod run;
 pub mod spec;
 pub mod stage;
-pub mod util;
+pub(crate) mod util;
 pub mod value;

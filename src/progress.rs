@@ -17,7 +17,7 @@ use tracing_subscriber::{EnvFilter, Layer};
 
 /// Install logging with progress bars: log lines go to stderr above the bars. Only the
 /// spans made here get a bar (none of the libraries' spans).
-pub fn init_with_bars(filter: EnvFilter) -> bool {
+pub(crate) fn init_with_bars(filter: EnvFilter) -> bool {
     let bars: IndicatifLayer<_> = IndicatifLayer::new();
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(bars.get_stderr_writer())
@@ -37,7 +37,7 @@ fn style(template: &str) -> ProgressStyle {
 }
 
 /// The bar of one resource being extracted.
-pub struct ExtractBar {
+pub(crate) struct ExtractBar {
     span: Span,
     started: Instant,
     pages: u64,
@@ -48,7 +48,7 @@ pub struct ExtractBar {
 }
 
 impl ExtractBar {
-    pub fn new(resource: &str) -> Self {
+    pub(crate) fn new(resource: &str) -> Self {
         let span = tracing::info_span!("extract", indicatif.pb_show = tracing::field::Empty, resource = %resource);
         span.pb_set_style(&style("{spinner} extract {span_fields}: {msg} [{elapsed}]"));
         span.pb_start();
@@ -63,7 +63,7 @@ impl ExtractBar {
     }
 
     /// The number of records the API reported: from now on a bar with an ETA.
-    pub fn total(&mut self, records: u64) {
+    pub(crate) fn total(&mut self, records: u64) {
         if self.total == Some(records) {
             return;
         }
@@ -78,7 +78,7 @@ impl ExtractBar {
     }
 
     /// One more page of `records` records and `bytes` bytes.
-    pub fn page(&mut self, records: u64, bytes: u64) {
+    pub(crate) fn page(&mut self, records: u64, bytes: u64) {
         self.pages += 1;
         self.records += records;
         self.bytes += bytes;
@@ -98,20 +98,20 @@ impl ExtractBar {
 }
 
 /// The bar of one resource being loaded: bytes sent to the warehouse.
-pub struct LoadBar {
+pub(crate) struct LoadBar {
     span: Span,
     bytes: u64,
 }
 
 impl LoadBar {
-    pub fn new(resource: &str) -> Self {
+    pub(crate) fn new(resource: &str) -> Self {
         let span = tracing::info_span!("load", indicatif.pb_show = tracing::field::Empty, resource = %resource);
         span.pb_set_style(&style("{spinner} load {span_fields}: {msg} [{elapsed}]"));
         span.pb_start();
         LoadBar { span, bytes: 0 }
     }
 
-    pub fn sent(&mut self, bytes: u64) {
+    pub(crate) fn sent(&mut self, bytes: u64) {
         self.bytes += bytes;
         self.span
             .pb_set_message(&format!("{:.1} MB of rows sent", self.bytes as f64 / 1e6));

@@ -20,7 +20,7 @@ static OVERLAY: RwLock<Option<HashMap<String, String>>> = RwLock::new(None);
 /// Put `values` in front of the process environment for every later resolve, each value
 /// a secret, in place of the ones set before (a Lambda function reads its secrets again
 /// as they rotate). True when they differ from those.
-pub fn set_overlay(values: HashMap<String, String>) -> bool {
+pub(crate) fn set_overlay(values: HashMap<String, String>) -> bool {
     let mut overlay = OVERLAY.write().unwrap_or_else(|e| e.into_inner());
     let changed = overlay.as_ref() != Some(&values);
     *overlay = Some(values);
@@ -38,13 +38,13 @@ fn lookup(name: &str) -> Option<(String, bool)> {
 }
 
 /// An environment variable as the steps see it: the overlay first, then the process.
-pub fn var(name: &str) -> Option<String> {
+pub(crate) fn var(name: &str) -> Option<String> {
     lookup(name).map(|(v, _)| v)
 }
 
 /// Which parts of a pipeline a step uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Needs {
+pub(crate) struct Needs {
     /// The API (extract).
     pub source: bool,
     /// The staging location (extract writes it, load reads it).
@@ -54,35 +54,35 @@ pub struct Needs {
 }
 
 impl Needs {
-    pub const EXTRACT: Needs = Needs {
+    pub(crate) const EXTRACT: Needs = Needs {
         source: true,
         staging: true,
         warehouse: false,
     };
-    pub const LOAD: Needs = Needs {
+    pub(crate) const LOAD: Needs = Needs {
         source: false,
         staging: true,
         warehouse: true,
     };
-    pub const RUN: Needs = Needs {
+    pub(crate) const RUN: Needs = Needs {
         source: true,
         staging: true,
         warehouse: true,
     };
     /// A dry run reads the API only.
-    pub const DRY_RUN: Needs = Needs {
+    pub(crate) const DRY_RUN: Needs = Needs {
         source: true,
         staging: false,
         warehouse: false,
     };
     /// `state` reads the warehouse only.
-    pub const WAREHOUSE: Needs = Needs {
+    pub(crate) const WAREHOUSE: Needs = Needs {
         source: false,
         staging: false,
         warehouse: true,
     };
     /// `gc` works on staging only.
-    pub const STAGING: Needs = Needs {
+    pub(crate) const STAGING: Needs = Needs {
         source: false,
         staging: true,
         warehouse: false,
@@ -91,7 +91,7 @@ impl Needs {
 
 /// What the steps run with: every interpolated value of the spec, resolved.
 #[derive(Debug, Clone, Default)]
-pub struct Resolved {
+pub(crate) struct Resolved {
     pub source: Option<ResolvedSource>,
     pub staging: Option<ResolvedStaging>,
     pub warehouse_url: Option<String>,
@@ -99,19 +99,19 @@ pub struct Resolved {
 
 impl Resolved {
     /// The resolved source; only for steps that said they need it.
-    pub fn source(&self) -> &ResolvedSource {
+    pub(crate) fn source(&self) -> &ResolvedSource {
         self.source.as_ref().expect("resolved with Needs::source")
     }
-    pub fn staging(&self) -> &ResolvedStaging {
+    pub(crate) fn staging(&self) -> &ResolvedStaging {
         self.staging.as_ref().expect("resolved with Needs::staging")
     }
-    pub fn warehouse_url(&self) -> &str {
+    pub(crate) fn warehouse_url(&self) -> &str {
         self.warehouse_url.as_deref().expect("resolved with Needs::warehouse")
     }
 }
 
 #[derive(Debug, Clone)]
-pub struct ResolvedSource {
+pub(crate) struct ResolvedSource {
     pub base_url: String,
     pub headers: Vec<(String, String)>,
     pub params: Vec<(String, String)>,
@@ -123,16 +123,16 @@ pub struct ResolvedSource {
 }
 
 impl ResolvedSource {
-    pub fn resource_params(&self, resource: &str) -> &[(String, String)] {
+    pub(crate) fn resource_params(&self, resource: &str) -> &[(String, String)] {
         self.resource_params.get(resource).map(Vec::as_slice).unwrap_or(&[])
     }
-    pub fn body(&self, resource: &str) -> Option<&serde_json::Value> {
+    pub(crate) fn body(&self, resource: &str) -> Option<&serde_json::Value> {
         self.bodies.get(resource)
     }
 }
 
 #[derive(Debug, Clone)]
-pub enum ResolvedAuth {
+pub(crate) enum ResolvedAuth {
     None,
     Bearer {
         token: String,
@@ -170,7 +170,7 @@ pub struct ResolvedStaging {
     if missing.len() == 1 { "an environment variable this step needs is" } else { "environment variables this step needs are" },
     missing.iter().map(|(var, fields)| format!("`{var}` (for {})", fields.join(", "))).collect::<Vec<_>>().join(", "),
     if missing.len() == 1 { "it" } else { "them" })]
-pub struct EnvError {
+pub(crate) struct EnvError {
     /// Variable → the fields that read it, in spec order.
     pub missing: Vec<(String, Vec<String>)>,
 }
@@ -240,13 +240,13 @@ impl Resolver<'_> {
 }
 
 /// Resolve what a step `needs` from the environment, or report every missing variable.
-pub fn resolve(p: &Pipeline, needs: Needs, secrets: &Secrets) -> Result<Resolved, EnvError> {
+pub(crate) fn resolve(p: &Pipeline, needs: Needs, secrets: &Secrets) -> Result<Resolved, EnvError> {
     resolve_from(p, needs, secrets, &lookup)
 }
 
 /// Every environment variable a spec reads, in spec order, each with whether it must be
 /// set (it has no `:-default`).
-pub fn variables(p: &Pipeline) -> Vec<(String, bool)> {
+pub(crate) fn variables(p: &Pipeline) -> Vec<(String, bool)> {
     let seen = std::cell::RefCell::new(Vec::<String>::new());
     let record = |name: &str| {
         let mut seen = seen.borrow_mut();

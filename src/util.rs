@@ -32,7 +32,7 @@ impl Secrets {
 }
 
 /// An error and its sources, one `: ` apart, each shown once.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut source = e.source();
     while let Some(inner) = source {
@@ -48,17 +48,17 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
 
 /// The name prefix of every temporary file or folder sluice makes (`sluice-<pid>-`), so
 /// that what a killed process left behind can be told from what a live one is writing.
-pub fn temp_prefix() -> String {
+pub(crate) fn temp_prefix() -> String {
     format!("sluice-{}-", std::process::id())
 }
 
 /// A temporary file in `dir`, named with [`temp_prefix`].
-pub fn temp_file_in(dir: &std::path::Path) -> std::io::Result<tempfile::NamedTempFile> {
+pub(crate) fn temp_file_in(dir: &std::path::Path) -> std::io::Result<tempfile::NamedTempFile> {
     tempfile::Builder::new().prefix(&temp_prefix()).tempfile_in(dir)
 }
 
 /// A temporary file in the folder of `path`, to [`persist`] onto it once written whole.
-pub fn temp_file_beside(path: &std::path::Path) -> std::io::Result<tempfile::NamedTempFile> {
+pub(crate) fn temp_file_beside(path: &std::path::Path) -> std::io::Result<tempfile::NamedTempFile> {
     match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => temp_file_in(d),
         _ => temp_file_in(std::path::Path::new(".")),
@@ -66,14 +66,14 @@ pub fn temp_file_beside(path: &std::path::Path) -> std::io::Result<tempfile::Nam
 }
 
 /// Sync a file made with [`temp_file_beside`] and rename it onto `path`.
-pub fn persist(tmp: tempfile::NamedTempFile, path: &std::path::Path) -> std::io::Result<()> {
+pub(crate) fn persist(tmp: tempfile::NamedTempFile, path: &std::path::Path) -> std::io::Result<()> {
     tmp.as_file().sync_all()?;
     tmp.persist(path).map_err(|e| e.error)?;
     Ok(())
 }
 
 /// Write a file whole or not at all: a temporary file beside it, then a rename.
-pub fn write_file_atomic(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_file_atomic(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     let mut tmp = temp_file_beside(path)?;
     tmp.write_all(bytes)?;
@@ -82,14 +82,14 @@ pub fn write_file_atomic(path: &std::path::Path, bytes: &[u8]) -> std::io::Resul
 
 /// A temporary folder under the system's temporary folder, named with [`temp_prefix`] and
 /// removed when dropped.
-pub fn temp_dir() -> std::io::Result<tempfile::TempDir> {
+pub(crate) fn temp_dir() -> std::io::Result<tempfile::TempDir> {
     tempfile::Builder::new().prefix(&temp_prefix()).tempdir()
 }
 
 /// Remove the entries of `dir` left by sluice processes that are no longer running (as
 /// told by their [`temp_prefix`]); returns how many were removed. Where it cannot be told
 /// whether a process runs (no `/proc`), nothing is removed.
-pub fn sweep_orphans(dir: &std::path::Path) -> usize {
+pub(crate) fn sweep_orphans(dir: &std::path::Path) -> usize {
     let proc = std::path::Path::new("/proc");
     if !proc.join("self").exists() {
         return 0;
@@ -124,7 +124,7 @@ pub fn sweep_orphans(dir: &std::path::Path) -> usize {
 }
 
 /// At most `max` characters of `s`, with `…` when cut.
-pub fn clip(s: &str, max: usize) -> String {
+pub(crate) fn clip(s: &str, max: usize) -> String {
     if s.chars().count() <= max {
         s.to_string()
     } else {
@@ -135,7 +135,7 @@ pub fn clip(s: &str, max: usize) -> String {
 
 /// What a JSON value is, in words: "an object with keys `a`, `b`", "an array of 20
 /// objects", "the number 3".
-pub fn describe(v: &serde_json::Value) -> String {
+pub(crate) fn describe(v: &serde_json::Value) -> String {
     match v {
         serde_json::Value::Object(m) if m.is_empty() => "an empty object".into(),
         serde_json::Value::Object(m) => format!(
@@ -162,7 +162,7 @@ static INTERRUPT: std::sync::OnceLock<tokio::sync::watch::Receiver<Option<i32>>>
 
 /// Watch SIGINT and SIGTERM from now on (the CLI's runtime does, at its start): a run
 /// that awaits [`interrupted`] then stops cleanly instead of being killed mid-way.
-pub fn watch_signals() {
+pub(crate) fn watch_signals() {
     use tokio::signal::unix::{signal, SignalKind};
     let (tx, rx) = tokio::sync::watch::channel(None);
     if INTERRUPT.set(rx).is_err() {
@@ -184,7 +184,7 @@ pub fn watch_signals() {
 
 /// Resolves with the signal number once SIGINT or SIGTERM arrived; never, where signals
 /// are not watched.
-pub async fn interrupted() -> i32 {
+pub(crate) async fn interrupted() -> i32 {
     let Some(rx) = INTERRUPT.get() else {
         return std::future::pending().await;
     };
@@ -197,7 +197,7 @@ pub async fn interrupted() -> i32 {
 }
 
 /// `SIGINT` or `SIGTERM`.
-pub fn signal_name(signal: i32) -> &'static str {
+pub(crate) fn signal_name(signal: i32) -> &'static str {
     if signal == 2 {
         "SIGINT"
     } else {
@@ -210,14 +210,40 @@ pub fn signal_name(signal: i32) -> &'static str {
 static WHOLE_ERRORS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// Say that failures are reported whole by the caller (see [`parts_of_errors_logged`]).
-pub fn report_whole_errors() {
+pub(crate) fn report_whole_errors() {
     WHOLE_ERRORS.store(true, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// Whether a step logs the parts of an error it returns (a resource's failure), as the
 /// CLI does above its final `error:` line.
-pub fn parts_of_errors_logged() -> bool {
+pub(crate) fn parts_of_errors_logged() -> bool {
     !WHOLE_ERRORS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// A URL as it may be shown: without user name and password.
+pub(crate) fn shown_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if !u.username().is_empty() || u.password().is_some() => {
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.to_string()
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// The first bytes of a body, as text, for error messages.
+pub(crate) fn head(body: &[u8]) -> String {
+    let n = body.len().min(200);
+    let mut s = String::from_utf8_lossy(&body[..n]).replace(['\n', '\r'], " ");
+    if body.len() > n {
+        s.push('…');
+    }
+    if s.trim().is_empty() {
+        "(empty body)".into()
+    } else {
+        s
+    }
 }
 
 #[cfg(test)]
@@ -244,31 +270,5 @@ mod tests {
         assert_eq!(s.mask("x p@ss word y p%40ss+word"), "x **** y ****");
         s.add("abc");
         assert_eq!(s.mask("abc"), "abc");
-    }
-}
-
-/// A URL as it may be shown: without user name and password.
-pub fn shown_url(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut u) if !u.username().is_empty() || u.password().is_some() => {
-            let _ = u.set_username("");
-            let _ = u.set_password(None);
-            u.to_string()
-        }
-        _ => url.to_string(),
-    }
-}
-
-/// The first bytes of a body, as text, for error messages.
-pub fn head(body: &[u8]) -> String {
-    let n = body.len().min(200);
-    let mut s = String::from_utf8_lossy(&body[..n]).replace(['\n', '\r'], " ");
-    if body.len() > n {
-        s.push('…');
-    }
-    if s.trim().is_empty() {
-        "(empty body)".into()
-    } else {
-        s
     }
 }

@@ -15,11 +15,11 @@ use object::read::elf::{Dyn, FileHeader, ProgramHeader};
 use object::{LittleEndian, ReadCache, ReadRef};
 
 /// The glibc of Amazon Linux 2023, which `provided.al2023` runs on.
-pub const AL2023_GLIBC: [u32; 2] = [2, 34];
+pub(crate) const AL2023_GLIBC: [u32; 2] = [2, 34];
 
 /// What a binary needs to run.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Needs {
+pub(crate) struct Needs {
     /// The Lambda architecture name: `x86_64` or `arm64`.
     pub architecture: &'static str,
     /// Whether it is linked dynamically (it names an interpreter or shared libraries).
@@ -30,7 +30,7 @@ pub struct Needs {
 
 impl Needs {
     /// `2.34`, or `none (static)`.
-    pub fn glibc_text(&self) -> String {
+    pub(crate) fn glibc_text(&self) -> String {
         match (&self.glibc, self.dynamic) {
             (Some(v), _) => v.iter().map(u32::to_string).collect::<Vec<_>>().join("."),
             (None, false) => "none (static)".into(),
@@ -40,7 +40,7 @@ impl Needs {
 
     /// Whether Amazon Linux 2023's glibc is new enough. A dynamic binary that names no
     /// glibc version cannot be told to run, so it does not.
-    pub fn runs_on_al2023(&self) -> bool {
+    pub(crate) fn runs_on_al2023(&self) -> bool {
         match &self.glibc {
             Some(v) => v.as_slice() <= AL2023_GLIBC.as_slice(),
             None => !self.dynamic,
@@ -50,7 +50,7 @@ impl Needs {
 
 /// Read what the binary at `path` needs; an error says why it is not a 64-bit
 /// little-endian ELF executable for a Lambda architecture.
-pub fn inspect(path: &Path) -> Result<Needs, String> {
+pub(crate) fn inspect(path: &Path) -> Result<Needs, String> {
     let file = File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
     let cache = ReadCache::new(file);
     let data = &cache;

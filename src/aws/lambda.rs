@@ -33,11 +33,11 @@ use crate::spec::Pipeline;
 use crate::util::Secrets;
 
 /// The variable naming the bundled specs (a folder of `*.yaml`, or one file).
-pub const SPECS_VAR: &str = "SLUICE_SPECS";
+pub(crate) const SPECS_VAR: &str = "SLUICE_SPECS";
 /// The variable setting the time kept before the deadline to finish cleanly (`10s`).
-pub const RESERVE_VAR: &str = "SLUICE_DEADLINE_RESERVE";
+pub(crate) const RESERVE_VAR: &str = "SLUICE_DEADLINE_RESERVE";
 /// The variable setting how long secrets are used before they are read again (`5m`).
-pub const SECRETS_TTL_VAR: &str = "SLUICE_SECRETS_TTL";
+pub(crate) const SECRETS_TTL_VAR: &str = "SLUICE_SECRETS_TTL";
 
 const DEFAULT_SECRETS_TTL: Duration = Duration::from_secs(300);
 
@@ -48,7 +48,7 @@ const MAX_RESERVE: Duration = Duration::from_secs(10);
 
 /// What one invocation asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Invocation {
+pub(crate) enum Invocation {
     /// A schedule or a direct call.
     Step {
         pipeline: String,
@@ -61,7 +61,7 @@ pub enum Invocation {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Step {
+pub(crate) enum Step {
     Extract,
     Load,
     Run,
@@ -103,7 +103,7 @@ impl From<Failure> for lambda_runtime::Diagnostic {
 }
 
 /// Read an event, as a schedule, a direct call, S3 or EventBridge sends it.
-pub fn parse_event(event: &Value) -> Result<Invocation, Failure> {
+pub(crate) fn parse_event(event: &Value) -> Result<Invocation, Failure> {
     if let Some(records) = event.get("Records").and_then(Value::as_array) {
         let [record] = records.as_slice() else {
             return Err(Failure::bad_event(format!(
@@ -205,7 +205,7 @@ pub fn parse_event(event: &Value) -> Result<Invocation, Failure> {
 
 /// The bundled specs: `SLUICE_SPECS` (a folder or one file), else
 /// `$LAMBDA_TASK_ROOT/pipelines`.
-pub fn specs_path() -> PathBuf {
+pub(crate) fn specs_path() -> PathBuf {
     match std::env::var_os(SPECS_VAR) {
         Some(p) => PathBuf::from(p),
         None => {
@@ -216,7 +216,7 @@ pub fn specs_path() -> PathBuf {
 }
 
 /// Compile every spec at `path`; all the problems of an invalid one in the message.
-pub fn load_specs(path: &Path) -> Result<Vec<Pipeline>, String> {
+pub(crate) fn load_specs(path: &Path) -> Result<Vec<Pipeline>, String> {
     let files = if path.is_dir() {
         let mut files: Vec<PathBuf> = std::fs::read_dir(path)
             .map_err(|e| format!("cannot read the specs folder {}: {e}", path.display()))?
@@ -253,7 +253,7 @@ pub fn load_specs(path: &Path) -> Result<Vec<Pipeline>, String> {
 /// `SecretString` is a JSON object of environment variables (strings, numbers or
 /// booleans), or an RDS secret (`host`, `port`, `username`, `password`, `dbname`), which
 /// becomes `DATABASE_URL`.
-pub async fn read_secrets() -> Result<HashMap<String, String>, String> {
+pub(crate) async fn read_secrets() -> Result<HashMap<String, String>, String> {
     let names: Vec<String> = std::env::var(super::SECRETS_VAR)
         .unwrap_or_default()
         .split(',')
@@ -357,7 +357,7 @@ where
 
 /// The handler: the specs (or why there are none), the deadline reserve and when the
 /// secrets were last read.
-pub struct Handler {
+pub(crate) struct Handler {
     specs: Result<Vec<Pipeline>, String>,
     reserve: Option<Duration>,
     /// How long secrets read are used before they are read again.
@@ -374,7 +374,7 @@ impl Handler {
     /// Cold start: compile the bundled specs and read the secrets. Specs that do not
     /// compile fail every invocation with their problems; secrets that cannot be read
     /// are read again by the next invocation (a secret created or fixed meanwhile).
-    pub async fn cold_start() -> Handler {
+    pub(crate) async fn cold_start() -> Handler {
         let specs = load_specs(&specs_path());
         if let Err(e) = &specs {
             tracing::error!(error = %e, "cold start failed; every invocation will fail");
@@ -490,7 +490,7 @@ impl Handler {
 
     /// Serve one invocation. One that fails is made once more when the secrets, read
     /// again, have changed (a rotated password, a fixed key).
-    pub async fn handle(&self, event: &Value, deadline: Option<Instant>) -> Result<Value, Failure> {
+    pub(crate) async fn handle(&self, event: &Value, deadline: Option<Instant>) -> Result<Value, Failure> {
         let invocation = parse_event(event)?;
         self.fresh_secrets(false).await?;
         match self.serve(&invocation, deadline).await {
@@ -722,7 +722,7 @@ fn deadline_instant(deadline_ms: u64) -> Option<Instant> {
 
 /// Run the Runtime API loop until the runtime ends it. Outside Lambda, an error naming
 /// the missing environment instead.
-pub async fn serve() -> Result<(), String> {
+pub(crate) async fn serve() -> Result<(), String> {
     let missing: Vec<&str> = [
         "AWS_LAMBDA_RUNTIME_API",
         "AWS_LAMBDA_FUNCTION_NAME",

@@ -12,20 +12,20 @@ use tracing_subscriber::fmt::{format::Writer, FmtContext, FormatEvent, FormatFie
 use tracing_subscriber::registry::LookupSpan;
 
 /// The namespace of sluice's metrics.
-pub const NAMESPACE: &str = "sluice";
+pub(crate) const NAMESPACE: &str = "sluice";
 /// The metric a successful load adds 1 to (the freshness alarm watches it).
-pub const RUNS_LOADED: &str = "RunsLoaded";
+pub(crate) const RUNS_LOADED: &str = "RunsLoaded";
 
 /// The invocation being served: a function serves one at a time.
 static INVOCATION: Mutex<Option<(String, bool)>> = Mutex::new(None);
 
 /// Mark the lines written from now on as those of invocation `request_id`.
-pub fn serving(request_id: &str, cold_start: bool) {
+pub(crate) fn serving(request_id: &str, cold_start: bool) {
     *INVOCATION.lock().unwrap_or_else(|e| e.into_inner()) = Some((request_id.to_string(), cold_start));
 }
 
 /// The log line format of a Lambda function.
-pub struct LambdaJson;
+pub(crate) struct LambdaJson;
 
 impl<S, N> FormatEvent<S, N> for LambdaJson
 where
@@ -93,7 +93,7 @@ impl Visit for Fields {
 
 /// One EMF line: `metrics` (name, unit, value) of `pipeline` (and `resource`), each
 /// under the dimensions given.
-pub fn metric_line(pipeline: &str, resource: Option<&str>, metrics: &[(&str, &str, f64)]) -> Value {
+pub(crate) fn metric_line(pipeline: &str, resource: Option<&str>, metrics: &[(&str, &str, f64)]) -> Value {
     let mut dimensions = vec!["Pipeline"];
     if resource.is_some() {
         dimensions.push("Resource");
@@ -119,7 +119,7 @@ pub fn metric_line(pipeline: &str, resource: Option<&str>, metrics: &[(&str, &st
 }
 
 /// Write EMF lines on stdout, each whole.
-pub fn emit(lines: &[Value]) {
+pub(crate) fn emit(lines: &[Value]) {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
     for l in lines {

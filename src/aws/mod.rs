@@ -6,32 +6,32 @@
 //! writes (log lines, metrics); [`package`] builds the zip they run from, [`elf`] checks
 //! its bootstrap.
 
-pub mod elf;
-pub mod lambda;
-pub mod logs;
-pub mod package;
-pub mod template;
+pub(crate) mod elf;
+pub(crate) mod lambda;
+pub(crate) mod logs;
+pub(crate) mod package;
+pub(crate) mod template;
 
 use crate::spec::Pipeline;
 
 // The function environment: what the template sets and the bootstrap reads.
 /// The environment variable telling a function which pipeline it serves.
-pub const PIPELINE_VAR: &str = "SLUICE_PIPELINE";
+pub(crate) const PIPELINE_VAR: &str = "SLUICE_PIPELINE";
 /// The environment variable telling a function which step it is (`extract`, `load`).
-pub const FUNCTION_VAR: &str = "SLUICE_FUNCTION";
+pub(crate) const FUNCTION_VAR: &str = "SLUICE_FUNCTION";
 /// The variable naming the secrets to read at cold start (comma-separated ARNs or names).
-pub const SECRETS_VAR: &str = "SLUICE_SECRETS";
+pub(crate) const SECRETS_VAR: &str = "SLUICE_SECRETS";
 
 /// The folder of a pipeline's staged runs that holds their manifests; a manifest landing
 /// there is what triggers the load.
-pub const MANIFESTS: &str = "_manifests";
+pub(crate) const MANIFESTS: &str = "_manifests";
 
 /// The staging prefix in the bucket when the template's parameter is left alone.
-pub const DEFAULT_PREFIX: &str = "sluice";
+pub(crate) const DEFAULT_PREFIX: &str = "sluice";
 
 /// One of the two functions a deployment creates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Function {
+pub(crate) struct Function {
     /// The template's logical id.
     pub logical_id: &'static str,
     /// The step it runs (`extract` or `load`).
@@ -41,29 +41,29 @@ pub struct Function {
 }
 
 /// The function the schedules start: API → staging, then the manifest.
-pub const EXTRACT: Function = Function {
+pub(crate) const EXTRACT: Function = Function {
     logical_id: "ExtractFunction",
     step: "extract",
     started_by: "schedule",
 };
 
 /// The function a landed manifest starts: staging → warehouse.
-pub const LOAD: Function = Function {
+pub(crate) const LOAD: Function = Function {
     logical_id: "LoadFunction",
     step: "load",
     started_by: "manifest in S3",
 };
 
 /// The staging bucket's logical id (when the stack creates it).
-pub const BUCKET: &str = "StagingBucket";
+pub(crate) const BUCKET: &str = "StagingBucket";
 
 /// Where a deployment's secrets come from: Secrets Manager secrets (each a JSON object of
 /// environment variables, or an RDS secret), listed by this template parameter.
-pub const SECRET_PARAMETER: &str = "SecretArns";
+pub(crate) const SECRET_PARAMETER: &str = "SecretArns";
 
 /// What a deployment creates for one pipeline.
 #[derive(Debug, Clone)]
-pub struct Deployed {
+pub(crate) struct Deployed {
     pub name: String,
     /// The pipeline's part of logical ids (`Rickandmorty`).
     pub id: String,
@@ -87,34 +87,34 @@ pub struct Deployed {
 impl Deployed {
     /// The logical id of this pipeline's function `f` (`CoincapExtractFunction`); its
     /// role, log group and alarm are named after it.
-    pub fn function_id(&self, f: &Function) -> String {
+    pub(crate) fn function_id(&self, f: &Function) -> String {
         format!("{}{}", self.id, f.logical_id)
     }
 
     /// The logical id of the schedule rule, when there is a schedule.
-    pub fn schedule_rule(&self) -> Option<String> {
+    pub(crate) fn schedule_rule(&self) -> Option<String> {
         self.schedule.as_ref().map(|_| format!("{}Schedule", self.id))
     }
 
     /// The logical id of the rule that loads a run when its manifest lands.
-    pub fn manifest_rule(&self) -> String {
+    pub(crate) fn manifest_rule(&self) -> String {
         format!("{}ManifestRule", self.id)
     }
 
     /// The key prefix (under the staging prefix) of this pipeline's manifests.
-    pub fn manifest_prefix(&self) -> String {
+    pub(crate) fn manifest_prefix(&self) -> String {
         format!("{}/{MANIFESTS}/", self.name)
     }
 
     /// The scheduled event: what the schedule sends the extract function.
-    pub fn scheduled_event(&self) -> serde_json::Value {
+    pub(crate) fn scheduled_event(&self) -> serde_json::Value {
         serde_json::json!({"pipeline": self.name, "step": EXTRACT.step})
     }
 }
 
 /// Everything one `sluice deploy aws` creates.
 #[derive(Debug, Clone)]
-pub struct Plan {
+pub(crate) struct Plan {
     pub pipelines: Vec<Deployed>,
     /// The package the functions run, when `--package` named it: its file name is the
     /// default `CodeKey`, its bootstrap's architecture the default `Architecture`.
@@ -124,7 +124,7 @@ pub struct Plan {
 impl Plan {
     /// Every variable of every spec that the secret may hold, with whether one must be
     /// set; a variable required by one spec is required.
-    pub fn variables(&self) -> Vec<(String, bool)> {
+    pub(crate) fn variables(&self) -> Vec<(String, bool)> {
         let mut all: Vec<(String, bool)> = Vec::new();
         for p in &self.pipelines {
             for (v, must) in &p.variables {
@@ -139,7 +139,7 @@ impl Plan {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum PlanError {
+pub(crate) enum PlanError {
     #[error("{file}: `staging.location: {location}` must be one variable reference (`${{SLUICE_STAGING:-file://.sluice/staging}}`, say) so that the deployment can point it at the staging bucket")]
     FixedStaging { file: String, location: String },
     #[error("{file} and {other} both define pipeline `{name}`; a deployment runs each pipeline once")]
@@ -153,7 +153,7 @@ pub enum PlanError {
 }
 
 /// The deployment of one pipeline.
-pub fn deployed(p: &Pipeline) -> Result<Deployed, PlanError> {
+pub(crate) fn deployed(p: &Pipeline) -> Result<Deployed, PlanError> {
     let location = &p.staging().location;
     let staging_var = location.sole_var().ok_or_else(|| PlanError::FixedStaging {
         file: p.file().to_string(),
@@ -185,7 +185,7 @@ pub fn deployed(p: &Pipeline) -> Result<Deployed, PlanError> {
 }
 
 /// The deployment of several pipelines.
-pub fn plan(pipelines: &[Pipeline]) -> Result<Plan, PlanError> {
+pub(crate) fn plan(pipelines: &[Pipeline]) -> Result<Plan, PlanError> {
     if pipelines.is_empty() {
         return Err(PlanError::Empty);
     }

@@ -11,7 +11,7 @@ use super::elf;
 
 /// What went into a package.
 #[derive(Debug)]
-pub struct Packaged {
+pub(crate) struct Packaged {
     pub output: PathBuf,
     pub bootstrap: elf::Needs,
     pub bootstrap_bytes: u64,
@@ -25,14 +25,14 @@ pub struct Packaged {
 }
 
 /// The zip's name when none is given: its content's.
-pub fn content_name(sha256_hex: &str) -> String {
+pub(crate) fn content_name(sha256_hex: &str) -> String {
     format!("sluice-lambda-{}.zip", &sha256_hex[..12])
 }
 
 /// Write the zip: the binary at `bootstrap`, the spec files and `include`d files under
 /// `pipelines/`, at `output` or, without one, as [`content_name`] in the working
 /// directory. The binary must run on Amazon Linux 2023 (glibc ≤ 2.34, x86_64 or arm64).
-pub fn package(
+pub(crate) fn package(
     spec_files: &[String],
     include: &[String],
     bootstrap: &Path,
@@ -121,7 +121,7 @@ pub fn package(
 
 /// What a package holds, as `sluice deploy aws --package` checks it.
 #[derive(Debug)]
-pub struct Contents {
+pub(crate) struct Contents {
     /// The zip's file name: the `CodeKey` it is uploaded under (after a prefix).
     pub name: String,
     pub bootstrap: elf::Needs,
@@ -130,7 +130,7 @@ pub struct Contents {
 }
 
 /// Read the package at `path`: its bootstrap's needs and its specs.
-pub fn contents(path: &Path) -> Result<Contents, String> {
+pub(crate) fn contents(path: &Path) -> Result<Contents, String> {
     use std::io::Read;
     let bad = |e: &dyn std::fmt::Display| format!("{} is not a package `sluice package` wrote: {e}", path.display());
     let file = std::fs::File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
@@ -165,7 +165,7 @@ pub fn contents(path: &Path) -> Result<Contents, String> {
 }
 
 /// Whether the package runs exactly these spec files: the differences, said.
-pub fn differences(contents: &Contents, spec_files: &[String]) -> Vec<String> {
+pub(crate) fn differences(contents: &Contents, spec_files: &[String]) -> Vec<String> {
     let mut out = Vec::new();
     let mut given = Vec::new();
     for f in spec_files {

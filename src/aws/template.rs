@@ -493,7 +493,7 @@ fn shared(resources: &mut Map<String, Value>) {
 }
 
 /// The template as YAML.
-pub fn render(plan: &Plan) -> String {
+pub(crate) fn render(plan: &Plan) -> String {
     let variables = plan.variables();
     let listed = |must: bool| {
         variables

@@ -168,7 +168,7 @@ fn page(p: &Page, out: &mut String) {
 }
 
 /// The whole file.
-pub fn render(d: &Diagram) -> String {
+pub(crate) fn render(d: &Diagram) -> String {
     let mut out = String::from("<mxfile host=\"sluice\" agent=\"sluice\" version=\"1\">\n");
     for p in &d.pages {
         page(p, &mut out);

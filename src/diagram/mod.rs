@@ -4,10 +4,10 @@
 //! draw.io and SVG writers both render, so every format shows the same picture and the
 //! same specs always give the same bytes.
 
-pub mod drawio;
-pub mod layout;
-pub mod svg;
-pub mod text;
+pub(crate) mod drawio;
+pub(crate) mod layout;
+pub(crate) mod svg;
+pub(crate) mod text;
 
 pub use text::{label_width, label_width_styled, text_width, text_width_styled, LINE};
 

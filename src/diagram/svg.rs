@@ -229,7 +229,7 @@ fn edge(out: &mut String, p: &Page, e: &super::Edge) {
 }
 
 /// Every page, one above the other.
-pub fn render(d: &Diagram) -> String {
+pub(crate) fn render(d: &Diagram) -> String {
     let width = d.pages.iter().map(|p| p.width).fold(0.0, f64::max);
     let height = d.pages.iter().map(|p| p.height).sum::<f64>() + PAGE_GAP * (d.pages.len().saturating_sub(1)) as f64;
     let mut out = String::new();
@@ -267,7 +267,7 @@ pub fn render(d: &Diagram) -> String {
 }
 
 /// Rasterise the SVG with the bundled fonts.
-pub fn png(svg: &str) -> Result<Vec<u8>, String> {
+pub(crate) fn png(svg: &str) -> Result<Vec<u8>, String> {
     let mut opt = resvg::usvg::Options {
         font_family: FONT.to_string(),
         ..Default::default()

@@ -71,7 +71,7 @@ const WHOLE_WORD: usize = 64;
 
 /// Split text into lines of at most `max` characters: at spaces, else at slashes. A
 /// longer word stays whole up to [`WHOLE_WORD`] characters, and is cut beyond.
-pub fn wrap(text: &str, max: usize) -> Vec<String> {
+pub(crate) fn wrap(text: &str, max: usize) -> Vec<String> {
     let mut lines = Vec::new();
     let mut cur = String::new();
     for word in text.split_inclusive([' ', ',']) {

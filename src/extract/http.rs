@@ -17,8 +17,7 @@ use crate::util::{error_chain, head, shown_url, Secrets};
 
 /// A fetched page: what the paginators look at.
 #[derive(Debug)]
-pub struct Response {
-    pub status: u16,
+pub(crate) struct Response {
     pub headers: HeaderMap,
     pub body: Bytes,
 }
@@ -30,7 +29,7 @@ pub struct Response {
 /// its host is in `source.allowed_hosts`, and then made without them. Redirects are
 /// followed here, not by reqwest, so that each hop passes the same check.
 #[derive(Clone)]
-pub struct Client {
+pub(crate) struct Client {
     inner: reqwest::Client,
     base_url: String,
     origin: url::Origin,
@@ -52,27 +51,27 @@ pub struct Client {
 /// A time by which the work must be over (a Lambda invocation's deadline), and how much
 /// of it to keep for finishing cleanly: no request starts once less than `reserve` is left.
 #[derive(Debug, Clone, Copy)]
-pub struct Deadline {
+pub(crate) struct Deadline {
     pub at: Instant,
     pub reserve: Duration,
 }
 
 impl Deadline {
     /// The time left, when it is inside the reserve (no new work should start).
-    pub fn too_close(&self) -> Option<Duration> {
+    pub(crate) fn too_close(&self) -> Option<Duration> {
         let left = self.at.saturating_duration_since(Instant::now());
         (left < self.reserve).then_some(left)
     }
 
     /// How long work may still take: the time left before the reserve.
-    pub fn usable(&self) -> Duration {
+    pub(crate) fn usable(&self) -> Duration {
         self.at
             .saturating_duration_since(Instant::now())
             .saturating_sub(self.reserve)
     }
 
     /// The error of resource `resource` stopped at page `page` by this deadline.
-    pub fn stopped(&self, resource: &str, page: u64) -> ExtractError {
+    pub(crate) fn stopped(&self, resource: &str, page: u64) -> ExtractError {
         ExtractError::Deadline {
             resource: resource.to_string(),
             page,
@@ -83,7 +82,7 @@ impl Deadline {
 }
 
 /// `GET` or `POST`, for messages and diagrams.
-pub fn method_name(method: HttpMethod) -> &'static str {
+pub(crate) fn method_name(method: HttpMethod) -> &'static str {
     match method {
         HttpMethod::Get => "GET",
         HttpMethod::Post => "POST",
@@ -159,7 +158,7 @@ struct Failure {
 impl Client {
     /// Build the client from the spec's settings and the values resolved for it (see
     /// [`crate::resolve`]); a password in the base URL joins the secrets.
-    pub fn new(
+    pub(crate) fn new(
         source: &Source,
         resolved: &crate::resolve::ResolvedSource,
         secrets: &Secrets,
@@ -213,7 +212,7 @@ impl Client {
     }
 
     /// Stop starting requests near `deadline`.
-    pub fn with_deadline(mut self, deadline: Option<Deadline>) -> Self {
+    pub(crate) fn with_deadline(mut self, deadline: Option<Deadline>) -> Self {
         self.deadline = deadline;
         self
     }
@@ -244,12 +243,12 @@ impl Client {
     }
 
     /// The resolved base URL.
-    pub fn base_url(&self) -> &str {
+    pub(crate) fn base_url(&self) -> &str {
         &self.base_url
     }
 
     /// Add the default parameters to a URL.
-    pub fn prepare(&self, url: &Url, resource_params: &[(String, String)]) -> Url {
+    pub(crate) fn prepare(&self, url: &Url, resource_params: &[(String, String)]) -> Url {
         let mut url = url.clone();
         {
             let existing: Vec<String> = url.query_pairs().map(|(k, _)| k.into_owned()).collect();
@@ -298,7 +297,7 @@ impl Client {
     }
 
     /// Fetch one page with retries, following redirects. `page` is 1-based, for messages.
-    pub async fn fetch(
+    pub(crate) async fn fetch(
         &self,
         method: HttpMethod,
         request: &super::paginate::Request,
@@ -479,11 +478,7 @@ impl Client {
         let headers = resp.headers().clone();
         let body = self.read_body(resp, ask).await?;
         if status.is_success() {
-            return Ok(Reply::Page(Response {
-                status: status.as_u16(),
-                headers,
-                body,
-            }));
+            return Ok(Reply::Page(Response { headers, body }));
         }
         let mut detail = self.secrets.mask(&head(&body));
         if matches!(status.as_u16(), 401 | 403) && trusted {
@@ -571,7 +566,7 @@ impl Client {
 }
 
 /// Exponential backoff with full jitter: a random wait in [0, min(max, initial·2^(n-1))].
-pub fn backoff(retry: &Retry, attempt: u32) -> Duration {
+pub(crate) fn backoff(retry: &Retry, attempt: u32) -> Duration {
     let cap = retry
         .initial_backoff
         .saturating_mul(1u32 << (attempt - 1).min(20))
@@ -581,7 +576,7 @@ pub fn backoff(retry: &Retry, attempt: u32) -> Duration {
 }
 
 /// `Retry-After`: delay seconds or an HTTP date.
-pub fn parse_retry_after(v: &str) -> Option<Duration> {
+pub(crate) fn parse_retry_after(v: &str) -> Option<Duration> {
     let v = v.trim();
     if let Ok(secs) = v.parse::<u64>() {
         return Some(Duration::from_secs(secs));

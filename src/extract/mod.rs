@@ -2,11 +2,11 @@
 //! The page loop owns the guards (max pages, repeated URLs, records path that matches
 //! nothing); the paginators only say what comes next.
 
-pub mod auth;
-pub mod http;
-pub mod paginate;
-pub mod session;
-pub mod signals;
+pub(crate) mod auth;
+pub(crate) mod http;
+pub(crate) mod paginate;
+pub(crate) mod session;
+pub(crate) mod signals;
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -22,7 +22,7 @@ use http::{Client, Response};
 use paginate::{Page, Request};
 
 #[derive(Debug, thiserror::Error)]
-pub enum ExtractError {
+pub(crate) enum ExtractError {
     #[error("resource `{resource}`, page {page}: {method} {url} failed{}{}: {detail}", status.map(|s| format!(" with HTTP {s}")).unwrap_or_default(), if *attempts > 1 { format!(" after {attempts} attempts") } else { String::new() })]
     Fetch {
         resource: String,
@@ -131,33 +131,33 @@ pub enum ExtractError {
 
 /// The records of one page: parsed values, or (on the fast path) the raw JSON text of
 /// each record exactly as the API sent it.
-pub enum Records<'a> {
+pub(crate) enum Records<'a> {
     Values(Vec<Value>),
     Raw(Vec<&'a RawValue>),
 }
 
 impl Records<'_> {
     /// The last record, parsed (`None` for an empty page or one that does not parse).
-    pub fn last(&self) -> Option<Value> {
+    pub(crate) fn last(&self) -> Option<Value> {
         match self {
             Records::Values(v) => v.last().cloned(),
             Records::Raw(r) => r.last().and_then(|raw| serde_json::from_str(raw.get()).ok()),
         }
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         match self {
             Records::Values(v) => v.len(),
             Records::Raw(r) => r.len(),
         }
     }
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
     }
 }
 
 /// Receives the records of each page, in page order.
-pub trait RecordSink: Send {
+pub(crate) trait RecordSink: Send {
     /// Returns false to stop extracting (a dry run has seen enough).
     fn page(&mut self, records: &Records<'_>) -> impl Future<Output = Result<bool, ExtractError>> + Send;
     /// The number of records the API reported it holds, when a page said.
@@ -166,7 +166,7 @@ pub trait RecordSink: Send {
 
 /// Counts of one extracted resource.
 #[derive(Debug, Clone, Default)]
-pub struct Extracted {
+pub(crate) struct Extracted {
     pub pages: u64,
     pub records: u64,
     /// Parent records whose request answered 404 under `on_missing: skip`.
@@ -296,7 +296,7 @@ impl Tally {
 
 /// The resource's first URL: base URL + path, or its `url`, with its placeholders filled
 /// (the parent record's values for a `for_each` resource, an incremental start).
-pub fn resource_url(base_url: &str, resource: &Resource, values: &Values) -> Result<Url, ExtractError> {
+pub(crate) fn resource_url(base_url: &str, resource: &Resource, values: &Values) -> Result<Url, ExtractError> {
     use crate::spec::placeholder::{render, Fill, Scan};
     let fill = |template: &str, fill: Fill| match values.is_empty() {
         false => render(template, Scan::Strict, fill, values).map_err(ExtractError::Config),
@@ -336,7 +336,7 @@ fn records_hint(v: &Value) -> Option<String> {
 
 /// The first request of a resource: base URL + path (or its URL) + parameters, the
 /// paginator's first page, and the body, with the placeholders filled from `values`.
-pub fn first_request(
+pub(crate) fn first_request(
     client: &Client,
     base_url: &str,
     resource: &Resource,
@@ -367,7 +367,7 @@ pub fn first_request(
 }
 
 /// Extract one resource into `sink`, starting with request `req`.
-pub async fn extract_resource<S: RecordSink>(
+pub(crate) async fn extract_resource<S: RecordSink>(
     client: &Client,
     pipeline: &Pipeline,
     resource: &Resource,
@@ -501,13 +501,13 @@ pub async fn extract_resource<S: RecordSink>(
 }
 
 /// The records a child resource makes its requests for: its parent's, in order.
-pub type ParentRecords<'a> = futures_util::stream::BoxStream<'a, Result<Value, ExtractError>>;
+pub(crate) type ParentRecords<'a> = futures_util::stream::BoxStream<'a, Result<Value, ExtractError>>;
 
 /// Extract a `for_each` resource: one request (with its own pagination) per parent
 /// record, up to `source.concurrency` at once, every record going to `sink`. The parent
 /// records stream in and the records out, so memory does not grow with either.
 #[allow(clippy::too_many_arguments)]
-pub async fn extract_children<S: RecordSink>(
+pub(crate) async fn extract_children<S: RecordSink>(
     client: &Client,
     pipeline: &Pipeline,
     resource: &Resource,

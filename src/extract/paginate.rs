@@ -9,13 +9,13 @@ use crate::spec::pipeline::{CursorFrom, CursorTo, Paginator};
 
 /// A request of the page loop: a URL, and the JSON body of a POST resource.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Request {
+pub(crate) struct Request {
     pub url: Url,
     pub body: Option<Value>,
 }
 
 /// What a paginator may look at.
-pub struct Page<'a> {
+pub(crate) struct Page<'a> {
     pub url: &'a Url,
     /// The JSON body the page was requested with.
     pub sent_body: Option<&'a Value>,
@@ -33,7 +33,7 @@ pub struct Page<'a> {
 }
 
 /// Set (or replace) one query parameter.
-pub fn with_param(url: &Url, name: &str, value: &str) -> Url {
+pub(crate) fn with_param(url: &Url, name: &str, value: &str) -> Url {
     let pairs: Vec<(String, String)> = url
         .query_pairs()
         .filter(|(k, _)| k != name)
@@ -52,7 +52,7 @@ pub fn with_param(url: &Url, name: &str, value: &str) -> Url {
 }
 
 /// The first request of a resource.
-pub fn first(p: &Paginator, base: &Url) -> Url {
+pub(crate) fn first(p: &Paginator, base: &Url) -> Url {
     match p {
         Paginator::PageNumber { param, start, .. } => with_param(base, param, &start.to_string()),
         Paginator::Offset {
@@ -66,7 +66,7 @@ pub fn first(p: &Paginator, base: &Url) -> Url {
 }
 
 /// A JSON value as a count (numbers, or numbers sent as strings).
-pub fn as_count(v: &Value) -> Option<u64> {
+pub(crate) fn as_count(v: &Value) -> Option<u64> {
     match v {
         Value::Number(n) => n
             .as_u64()
@@ -79,7 +79,7 @@ pub fn as_count(v: &Value) -> Option<u64> {
 /// The next request after `page`, `None` when the resource is complete, or why the page
 /// cannot be followed (a next link that is no URL). The body is sent again as it was,
 /// except where a cursor goes into it.
-pub fn next(p: &Paginator, page: &Page) -> Result<Option<Request>, String> {
+pub(crate) fn next(p: &Paginator, page: &Page) -> Result<Option<Request>, String> {
     if let Paginator::Cursor {
         to: CursorTo::BodyField(field),
         from,
@@ -206,7 +206,7 @@ fn next_url(p: &Paginator, page: &Page) -> Result<Option<Url>, String> {
 
 /// When the whole page count is known from the first page, the URLs of every later page,
 /// so they can be fetched concurrently.
-pub fn remaining(p: &Paginator, first_page: &Page) -> Option<Vec<Url>> {
+pub(crate) fn remaining(p: &Paginator, first_page: &Page) -> Option<Vec<Url>> {
     match p {
         Paginator::PageNumber {
             param,
@@ -243,7 +243,7 @@ pub fn remaining(p: &Paginator, first_page: &Page) -> Option<Vec<Url>> {
 
 /// The `rel="next"` target of RFC 8288 `Link` header values (joined with commas),
 /// resolved against `base`; an error when the header does not parse.
-pub fn link_next(header: &str, base: &Url) -> Result<Option<Url>, String> {
+pub(crate) fn link_next(header: &str, base: &Url) -> Result<Option<Url>, String> {
     if header.trim().is_empty() {
         return Ok(None);
     }

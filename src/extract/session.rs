@@ -14,7 +14,7 @@ use crate::spec::placeholder::Values;
 use crate::util::Secrets;
 
 /// Where each incremental resource of `resources` starts, from the saved positions.
-pub fn incremental_starts(
+pub(crate) fn incremental_starts(
     resources: &[&Resource],
     saved: &std::collections::BTreeMap<String, crate::incremental::Position>,
 ) -> HashMap<String, crate::incremental::Position> {
@@ -29,7 +29,7 @@ pub fn incremental_starts(
 
 /// One pipeline's HTTP side for one run: its client, base URL and resolved values, and
 /// where each incremental resource starts.
-pub struct Session {
+pub(crate) struct Session {
     pub client: Client,
     pub base_url: String,
     pub source: crate::resolve::ResolvedSource,
@@ -39,7 +39,7 @@ pub struct Session {
 
 impl Session {
     /// The session of `p` with its resolved values; no incremental start yet.
-    pub fn new(p: &Pipeline, resolved: &Resolved, secrets: &Secrets) -> Result<Session, ExtractError> {
+    pub(crate) fn new(p: &Pipeline, resolved: &Resolved, secrets: &Secrets) -> Result<Session, ExtractError> {
         let client = Client::new(p.source(), resolved.source(), secrets)?;
         let base_url = client.base_url().to_string();
         Ok(Session {
@@ -52,7 +52,7 @@ impl Session {
 
     /// Extract resource `r` into `sink`, with this pipeline's client and resolved values.
     /// `parents`: the parent's records, for a `for_each` resource.
-    pub async fn extract<S: RecordSink>(
+    pub(crate) async fn extract<S: RecordSink>(
         &self,
         p: &Pipeline,
         r: &Resource,

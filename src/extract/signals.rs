@@ -10,7 +10,7 @@ use serde_json::Value;
 
 /// A name without case or punctuation, for matching (`next_cursor`, `nextCursor` →
 /// `nextcursor`).
-pub fn norm(key: &str) -> String {
+pub(crate) fn norm(key: &str) -> String {
     key.chars()
         .filter(|c| c.is_ascii_alphanumeric())
         .map(|c| c.to_ascii_lowercase())
@@ -18,7 +18,7 @@ pub fn norm(key: &str) -> String {
 }
 
 /// Keys of a next page's URL (absolute or relative).
-pub const NEXT_URL_KEYS: &[&str] = &[
+pub(crate) const NEXT_URL_KEYS: &[&str] = &[
     "next",
     "nexturl",
     "nextpage",
@@ -32,7 +32,7 @@ pub const NEXT_URL_KEYS: &[&str] = &[
     "nexthref",
 ];
 /// Keys of a token for the next page.
-pub const CURSOR_KEYS: &[&str] = &[
+pub(crate) const CURSOR_KEYS: &[&str] = &[
     "nextcursor",
     "cursor",
     "nextpagetoken",
@@ -49,11 +49,11 @@ pub const CURSOR_KEYS: &[&str] = &[
 /// Keys of a token that can only be the next page's.
 const NEXT_TOKEN_KEYS: &[&str] = &["nextcursor", "nextpagetoken", "nexttoken", "nextpagecursor"];
 /// Flags that are true while there are more pages.
-pub const MORE_KEYS: &[&str] = &["hasmore", "hasnextpage", "hasnext", "more", "moreitems", "morerecords"];
+pub(crate) const MORE_KEYS: &[&str] = &["hasmore", "hasnextpage", "hasnext", "more", "moreitems", "morerecords"];
 /// Flags that are true on the last page.
-pub const END_KEYS: &[&str] = &["endofstream", "islast", "islastpage", "done", "finished"];
+pub(crate) const END_KEYS: &[&str] = &["endofstream", "islast", "islastpage", "done", "finished"];
 /// Counts of the records the API holds.
-pub const TOTAL_KEYS: &[&str] = &[
+pub(crate) const TOTAL_KEYS: &[&str] = &[
     "total",
     "count",
     "totalcount",
@@ -65,7 +65,7 @@ pub const TOTAL_KEYS: &[&str] = &[
     "totalhits",
 ];
 /// Counts of the pages the API holds.
-pub const PAGES_KEYS: &[&str] = &["pages", "totalpages", "pagecount", "numpages", "lastpage"];
+pub(crate) const PAGES_KEYS: &[&str] = &["pages", "totalpages", "pagecount", "numpages", "lastpage"];
 
 /// Objects whose keys are the page's envelope (beside the top level).
 const ENVELOPES: &[&str] = &[
@@ -84,7 +84,7 @@ const ENVELOPES: &[&str] = &[
 
 /// A scalar of the page outside the records: its JSONPath, the key of the object it is
 /// in, its key and value.
-pub struct Scalar<'v> {
+pub(crate) struct Scalar<'v> {
     pub path: String,
     pub parent: String,
     pub key: String,
@@ -92,7 +92,7 @@ pub struct Scalar<'v> {
 }
 
 /// `$.a` step for a key: `.key` when it is an identifier, else `['key']`.
-pub fn path_step(key: &str) -> String {
+pub(crate) fn path_step(key: &str) -> String {
     let plain = key.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
     if plain {
@@ -119,7 +119,7 @@ pub fn path_step(key: &str) -> String {
 }
 
 /// The scalars of `v` to `depth` objects deep, but the one at `skip` (the records).
-pub fn scalars<'v>(v: &'v Value, path: &str, parent: &str, skip: &str, depth: usize, out: &mut Vec<Scalar<'v>>) {
+pub(crate) fn scalars<'v>(v: &'v Value, path: &str, parent: &str, skip: &str, depth: usize, out: &mut Vec<Scalar<'v>>) {
     let Some(map) = v.as_object() else { return };
     for (k, x) in map {
         let p = format!("{path}{}", path_step(k));
@@ -140,12 +140,12 @@ pub fn scalars<'v>(v: &'v Value, path: &str, parent: &str, skip: &str, depth: us
 }
 
 /// A count as JSON gives it: a whole number, or one written as text.
-pub fn count_of(v: &Value) -> Option<u64> {
+pub(crate) fn count_of(v: &Value) -> Option<u64> {
     v.as_u64().or_else(|| v.as_str().and_then(|t| t.trim().parse().ok()))
 }
 
 /// Whether a text reads as a URL or a path to one.
-pub fn url_like(v: &Value) -> bool {
+pub(crate) fn url_like(v: &Value) -> bool {
     v.as_str().is_some_and(|s| {
         s.starts_with("http://") || s.starts_with("https://") || s.starts_with('/') || s.starts_with('?')
     })
@@ -153,7 +153,7 @@ pub fn url_like(v: &Value) -> bool {
 
 /// What the last page of a resource says of the whole.
 #[derive(Debug, Default, PartialEq)]
-pub struct Signs {
+pub(crate) struct Signs {
     /// A reported total of records: its path and value.
     pub total: Option<(String, u64)>,
     /// A flag that says there is more: its path and value.
@@ -164,7 +164,7 @@ pub struct Signs {
 
 /// The signs in a page's envelope (the top level and the usual envelope objects, never
 /// the records at `records`, a JSONPath like `$.results[*]`).
-pub fn read(body: &Value, records: &str) -> Signs {
+pub(crate) fn read(body: &Value, records: &str) -> Signs {
     // Only records in an array below the top level leave an envelope around them: a
     // page that is the records (`$[*]`) or the record (`$`) has none.
     let enveloped =

@@ -11,7 +11,7 @@ use crate::value::{apply, coerce, parse_date, parse_timestamp, ColumnType, Trans
 /// A resource of the spec another one may reference: the URL path that serves its
 /// records (`/api/location`), and its table's single-column key.
 #[derive(Debug, Clone)]
-pub struct Known {
+pub(crate) struct Known {
     pub path: String,
     pub table: String,
     pub key: String,
@@ -20,7 +20,7 @@ pub struct Known {
 
 /// One inferred column.
 #[derive(Debug, Clone, Default)]
-pub struct Col {
+pub(crate) struct Col {
     pub name: String,
     pub ty: Option<ColumnType>,
     pub path: Option<String>,
@@ -37,7 +37,7 @@ pub struct Col {
 
 /// One inferred table (a resource's, or a nested one with `each`).
 #[derive(Debug, Clone, Default)]
-pub struct Table {
+pub(crate) struct Table {
     pub name: String,
     pub each: Option<String>,
     pub primary_key: Vec<String>,
@@ -48,7 +48,7 @@ pub struct Table {
 }
 
 /// What the whole inference needs to know besides the records.
-pub struct Context<'a> {
+pub(crate) struct Context<'a> {
     /// The table's name (the resource's).
     pub table: &'a str,
     /// The URL path of this resource (`/api/character`): a URL field pointing below it is
@@ -97,7 +97,7 @@ fn fields<'v>(objects: &[&'v Value]) -> Vec<Field<'v>> {
 }
 
 /// Infer the table of a resource from its sampled records.
-pub fn table(records: &[Value], cx: &Context) -> Table {
+pub(crate) fn table(records: &[Value], cx: &Context) -> Table {
     let objects: Vec<&Value> = records.iter().filter(|r| r.is_object()).collect();
     let mut t = Table {
         name: cx.table.to_string(),
@@ -291,7 +291,7 @@ fn note(why: &mut String, more: String) {
     why.push_str(&more);
 }
 
-pub use crate::extract::signals::path_step;
+pub(crate) use crate::extract::signals::path_step;
 
 fn join_name(prefix: &str, name: &str) -> String {
     match prefix.is_empty() {
@@ -302,7 +302,7 @@ fn join_name(prefix: &str, name: &str) -> String {
 
 /// `percentTotalVolume` → `percent_total_volume`, `@odata.etag` → `odata_etag`,
 /// `HTTPStatus` → `http_status`; a lowercase SQL identifier.
-pub fn snake_case(text: &str) -> String {
+pub(crate) fn snake_case(text: &str) -> String {
     let chars: Vec<char> = text.chars().collect();
     let mut out = String::new();
     for (i, &c) in chars.iter().enumerate() {
@@ -336,7 +336,7 @@ fn clip_ident(name: &str) -> String {
 }
 
 /// `characters` → `character`, `categories` → `category`, `addresses` → `address`.
-pub fn singular(word: &str) -> String {
+pub(crate) fn singular(word: &str) -> String {
     if let Some(stem) = word.strip_suffix("ies") {
         return format!("{stem}y");
     }

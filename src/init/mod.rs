@@ -5,10 +5,10 @@
 //! `sample` talks to the API (through sluice's own client, paginators and extractor),
 //! `infer` turns records into a table, `render` writes the YAML.
 
-pub mod infer;
-pub mod render;
-pub mod sample;
-pub mod sampled;
+pub(crate) mod infer;
+pub(crate) mod render;
+pub(crate) mod sample;
+pub(crate) mod sampled;
 
 use std::time::{Duration, Instant};
 
@@ -24,7 +24,7 @@ use sample::{Budget, Sampled, Sampler};
 
 /// How `init` authenticates, and writes `source.auth`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AuthKind {
+pub(crate) enum AuthKind {
     Bearer,
     ApiKey,
     Basic,
@@ -33,13 +33,13 @@ pub enum AuthKind {
 
 /// The spec `--append` adds to: compiled, and its text, which is kept as it is.
 #[derive(Debug, Clone)]
-pub struct Appended {
+pub(crate) struct Appended {
     pub pipeline: crate::spec::Pipeline,
     pub text: String,
 }
 
 #[derive(Debug, Clone)]
-pub struct Options {
+pub(crate) struct Options {
     pub urls: Vec<String>,
     /// The pipeline's name (a new spec).
     pub name: Option<String>,
@@ -70,7 +70,7 @@ pub struct Options {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum InitError {
+pub(crate) enum InitError {
     #[error("{0}")]
     Usage(String),
     #[error("{0}")]
@@ -86,14 +86,14 @@ pub enum InitError {
 }
 
 /// The spec written, and what was sampled.
-pub struct Written {
+pub(crate) struct Written {
     pub text: String,
     pub resources: Vec<Summary>,
     pub requests: u64,
     pub bytes: u64,
 }
 
-pub struct Summary {
+pub(crate) struct Summary {
     pub name: String,
     pub records: usize,
     pub pages: u64,
@@ -112,7 +112,7 @@ struct Draft {
     secret_params: Vec<(String, String)>,
 }
 
-pub async fn init(opts: &Options) -> Result<Written, InitError> {
+pub(crate) async fn init(opts: &Options) -> Result<Written, InitError> {
     let urls = checked_urls(opts)?;
     let first = &urls[0];
     let secrets = url_secrets(&urls);
@@ -358,7 +358,7 @@ async fn draft(
         sampled::method_word(opts.body.as_ref()),
         secrets.mask(&crate::util::shown_url(url.as_str()))
     );
-    let sampled = sampler.sample(url, &base_url, &guess).await?;
+    let sampled = sampler.sample(url, base_url, &guess).await?;
     let name = match &opts.resource {
         Some(n) => {
             crate::spec::ident::check_identifier(n).map_err(|e| InitError::Usage(format!("--resource: {e}")))?;
@@ -369,7 +369,7 @@ async fn draft(
             }
             n.clone()
         }
-        None => free_name(&name_from_records(&sampled.records_path).unwrap_or(guess), &taken),
+        None => free_name(&name_from_records(&sampled.records_path).unwrap_or(guess), taken),
     };
     taken.push(name.clone());
     let mut sampled = sampled;
@@ -475,7 +475,7 @@ fn secret_param(name: &str) -> bool {
 /// `scheme://host[:port]`.
 /// `text` with every URL's `user:password@` written `****@` (however short the password,
 /// which masking by value would miss).
-pub fn without_userinfo(text: &str) -> String {
+pub(crate) fn without_userinfo(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(i) = rest.find("://") {

@@ -11,7 +11,7 @@ use super::InitError;
 
 /// A scalar as YAML, quoted when a plain one would read as something else. `flow`: it
 /// stands inside `{…}` or `[…]`, where `,[]{}` end a plain scalar.
-pub fn scalar(text: &str, flow: bool) -> String {
+pub(crate) fn scalar(text: &str, flow: bool) -> String {
     let keyword = matches!(
         text.to_ascii_lowercase().as_str(),
         "" | "~" | "null" | "true" | "false" | "yes" | "no" | "on" | "off" | "y" | "n"
@@ -49,7 +49,7 @@ fn flow(text: &str) -> String {
 }
 
 /// `paginate:` in flow style.
-pub fn paging_flow(p: &Paging) -> String {
+pub(crate) fn paging_flow(p: &Paging) -> String {
     let stop = |s: &Option<(String, bool)>| match s {
         Some((path, v)) => format!(", stop_when: {{path: {}, equals: {v}}}", flow(path)),
         None => String::new(),
@@ -102,7 +102,7 @@ pub fn paging_flow(p: &Paging) -> String {
 
 /// `paginate:` as written: the style, and what the first page said of the whole (its
 /// total, its "more" flag) so that a run that reads less fails.
-pub fn paginate(s: &Sampled) -> String {
+pub(crate) fn paginate(s: &Sampled) -> String {
     let flow = paging_flow(&s.paging);
     let mut guards = String::new();
     if s.paging == Paging::None {
@@ -121,7 +121,7 @@ pub fn paginate(s: &Sampled) -> String {
 
 /// A resource entry to compile for following pages: the real request and pagination,
 /// a placeholder table.
-pub fn probe_resource(
+pub(crate) fn probe_resource(
     name: &str,
     path: &str,
     body: Option<&serde_json::Value>,
@@ -159,7 +159,7 @@ fn post(indent: &str, body: Option<&serde_json::Value>) -> String {
 /// A spec around one probe resource, for sampling: the client is built from its source
 /// (`auth` as YAML; three attempts a request) and the extractor follows its resource one
 /// request at a time.
-pub fn probe_pipeline(base_url: &str, auth: &str, headers: &str, resource: &str) -> Result<Pipeline, InitError> {
+pub(crate) fn probe_pipeline(base_url: &str, auth: &str, headers: &str, resource: &str) -> Result<Pipeline, InitError> {
     let text = format!(
         "version: 1\nname: init_probe\nsource:\n  base_url: {}\n  auth: {auth}\n{headers}  concurrency: 1\n  retry: {{max_attempts: 3}}\nstaging:\n  location: file:///nonexistent\nwarehouse:\n  url: sqlite://probe.db\n  schema: probe\nresources:\n{resource}",
         scalar(&Interp::escape(base_url), false)
@@ -167,7 +167,7 @@ pub fn probe_pipeline(base_url: &str, auth: &str, headers: &str, resource: &str)
     crate::spec::compile_text("init", &text).map_err(|d| InitError::Internal(diagnostics(&text, &d)))
 }
 
-pub fn diagnostics(text: &str, d: &[crate::spec::Diagnostic]) -> String {
+pub(crate) fn diagnostics(text: &str, d: &[crate::spec::Diagnostic]) -> String {
     d.iter()
         .map(|d| d.render_human(Some(text)))
         .collect::<Vec<_>>()
@@ -274,7 +274,7 @@ fn table(out: &mut String, t: &Table, indent: &str, entry: bool, write: bool, wi
 }
 
 /// One resource entry, at `indent` (the column of its `- `), with its comments.
-pub fn resource(
+pub(crate) fn resource(
     s: &Sampled,
     secret_params: &[(String, String)],
     name: &str,
@@ -334,7 +334,7 @@ pub fn resource(
 
 /// `source.headers` as a line of YAML (values as given: `${VAR}` is read at run time),
 /// or nothing.
-pub fn headers(headers: &[(String, String)]) -> String {
+pub(crate) fn headers(headers: &[(String, String)]) -> String {
     if headers.is_empty() {
         return String::new();
     }
@@ -346,7 +346,7 @@ pub fn headers(headers: &[(String, String)]) -> String {
 }
 
 /// What a new spec says above its resources.
-pub struct Head<'a> {
+pub(crate) struct Head<'a> {
     /// The JSON Schema's path, for editors.
     pub schema: Option<&'a str>,
     pub command: &'a str,
@@ -357,7 +357,7 @@ pub struct Head<'a> {
     pub headers: &'a str,
 }
 
-pub fn head(h: &Head) -> String {
+pub(crate) fn head(h: &Head) -> String {
     let var = format!("{}_BASE_URL", h.name.to_ascii_uppercase());
     let schema = h
         .schema

@@ -17,11 +17,11 @@ use crate::util::Secrets;
 use super::infer::path_step;
 use super::render;
 use super::sampled::{method_of, method_word};
-pub use super::sampled::{CursorFrom, CursorTo, Paging, Sampled};
+pub(crate) use super::sampled::{CursorFrom, CursorTo, Paging, Sampled};
 use super::InitError;
 
 /// Limits of the sampling, shared by every URL of one `init`.
-pub struct Budget {
+pub(crate) struct Budget {
     pub pages: u64,
     pub max_bytes: u64,
     pub bytes: u64,
@@ -42,7 +42,7 @@ impl Budget {
 }
 
 /// The network side of one `init`.
-pub struct Sampler<'a> {
+pub(crate) struct Sampler<'a> {
     pub client: &'a Client,
     pub secrets: &'a Secrets,
     pub budget: Budget,
@@ -54,7 +54,7 @@ pub struct Sampler<'a> {
     pub unconfirmed: Vec<String>,
 }
 
-pub use crate::extract::signals::norm;
+pub(crate) use crate::extract::signals::norm;
 use crate::extract::signals::{
     scalars, url_like, Scalar, CURSOR_KEYS, END_KEYS, MORE_KEYS, NEXT_URL_KEYS, PAGES_KEYS, TOTAL_KEYS,
 };
@@ -79,7 +79,7 @@ const CURSOR_HEADERS: &[&str] = &[
 ];
 
 /// The records of a page: the largest array of objects in it (or the page itself), and why.
-pub fn find_records(body: &Value) -> Result<(String, String), String> {
+pub(crate) fn find_records(body: &Value) -> Result<(String, String), String> {
     fn arrays(v: &Value, path: &str, depth: usize, out: &mut Vec<(String, usize, usize)>) {
         if let Value::Object(map) = v {
             for (k, x) in map {
@@ -220,7 +220,7 @@ impl Sampler<'_> {
     }
 
     /// Sample one URL: records, pagination, and records from up to `budget.pages` pages.
-    pub async fn sample(&mut self, url: &Url, base_url: &str, name: &str) -> Result<Sampled, InitError> {
+    pub(crate) async fn sample(&mut self, url: &Url, base_url: &str, name: &str) -> Result<Sampled, InitError> {
         let shown = format!(
             "{} {}",
             method_word(self.body.as_ref()),
@@ -947,7 +947,7 @@ fn paginator_param(paging: &Paging, key: &str) -> bool {
     }
 }
 
-pub fn human_bytes(n: u64) -> String {
+pub(crate) fn human_bytes(n: u64) -> String {
     match n {
         n if n >= 1 << 20 => format!("{:.1} MiB", n as f64 / (1u64 << 20) as f64),
         n if n >= 1 << 10 => format!("{:.1} KiB", n as f64 / 1024.0),

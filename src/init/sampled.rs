@@ -9,7 +9,7 @@ use crate::spec::pipeline::HttpMethod;
 
 /// How pages follow each other, as the spec will say it.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Paging {
+pub(crate) enum Paging {
     None,
     NextUrl {
         next: String,
@@ -36,7 +36,7 @@ pub enum Paging {
 
 /// Where a cursor goes back to the API: a query parameter, or a dotted field of the JSON body.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum CursorTo {
+pub(crate) enum CursorTo {
     Param(String),
     Body(String),
 }
@@ -51,14 +51,14 @@ impl std::fmt::Display for CursorTo {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub enum CursorFrom {
+pub(crate) enum CursorFrom {
     Body(String),
     LastRecord(String),
     Header(String),
 }
 
 /// What one URL showed.
-pub struct Sampled {
+pub(crate) struct Sampled {
     pub url: Url,
     pub records_path: String,
     pub records_why: String,
@@ -82,11 +82,11 @@ pub struct Sampled {
 }
 
 /// A request with a body is a POST, else a GET.
-pub fn method_of(body: Option<&Value>) -> HttpMethod {
+pub(crate) fn method_of(body: Option<&Value>) -> HttpMethod {
     body.map_or(HttpMethod::Get, |_| HttpMethod::Post)
 }
 
 /// `POST` for a request with a body, else `GET`.
-pub fn method_word(body: Option<&Value>) -> &'static str {
+pub(crate) fn method_word(body: Option<&Value>) -> &'static str {
     crate::extract::http::method_name(method_of(body))
 }

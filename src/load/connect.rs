@@ -126,7 +126,7 @@ fn conninfo_pairs(conn: &str) -> Result<Vec<(String, String)>, LoadError> {
 }
 
 /// `host:port/database as user`, for messages.
-pub fn describe(config: &Config) -> String {
+pub(crate) fn describe(config: &Config) -> String {
     let host = match config.get_hosts().first() {
         Some(Host::Tcp(h)) => h.clone(),
         #[cfg(unix)]
@@ -140,7 +140,7 @@ pub fn describe(config: &Config) -> String {
 
 /// Connect; the connection task runs on the current runtime. The password joins the
 /// secrets, whichever form the connection string has.
-pub async fn connect(conn: &str, secrets: &crate::util::Secrets) -> Result<(Client, String), LoadError> {
+pub(crate) async fn connect(conn: &str, secrets: &crate::util::Secrets) -> Result<(Client, String), LoadError> {
     let (rest, tls, root) = split_tls(conn)?;
     let mut config: Config = rest.parse().map_err(|e: tokio_postgres::Error| {
         LoadError::Connect(format!(

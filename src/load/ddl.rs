@@ -59,7 +59,7 @@ impl Dialect {
 }
 
 /// Tables in an order where every table comes after the tables it references.
-pub fn ordered_tables(p: &Pipeline) -> Vec<&Table> {
+pub(crate) fn ordered_tables(p: &Pipeline) -> Vec<&Table> {
     let tables: Vec<&Table> = p.tables().collect();
     let mut placed: HashSet<&str> = HashSet::new();
     let mut out = Vec::new();
@@ -91,7 +91,7 @@ pub fn ordered_tables(p: &Pipeline) -> Vec<&Table> {
 /// A constraint name within PostgreSQL's 63 bytes. A longer one is cut, on a character
 /// boundary, and given a short hash of the whole name, so that two names that agree in
 /// their first 63 bytes stay two names (PostgreSQL would cut them into one).
-pub fn constraint_name(parts: &[&str], suffix: &str) -> String {
+pub(crate) fn constraint_name(parts: &[&str], suffix: &str) -> String {
     use sha2::Digest;
     let whole = parts.join("_");
     let name = format!("{whole}_{suffix}");
@@ -107,7 +107,7 @@ pub fn constraint_name(parts: &[&str], suffix: &str) -> String {
 }
 
 /// `CREATE TABLE IF NOT EXISTS` for one table.
-pub fn create_table(d: Dialect, schema: &str, t: &Table) -> String {
+pub(crate) fn create_table(d: Dialect, schema: &str, t: &Table) -> String {
     // SQLite has no COMMENT ON but keeps the CREATE statement's text, comments included:
     // there the descriptions go inline, where `.schema` shows them.
     let note = |text: Option<&str>| match (d, text) {
@@ -170,7 +170,7 @@ fn references(d: Dialect, schema: &str, c: &Column) -> Option<String> {
 }
 
 /// The statements that add a nullable column to a live table (schema evolution).
-pub fn add_column(d: Dialect, schema: &str, t: &Table, c: &Column) -> Vec<String> {
+pub(crate) fn add_column(d: Dialect, schema: &str, t: &Table, c: &Column) -> Vec<String> {
     let table = d.table(schema, &t.name);
     let column = quote_ident(&c.name);
     let ty = d.column_type(c.column_type);
@@ -186,7 +186,7 @@ pub fn add_column(d: Dialect, schema: &str, t: &Table, c: &Column) -> Vec<String
 }
 
 /// The statement that adds the `_sluice_run_id` column to a live table.
-pub fn add_run_id_column(d: Dialect, schema: &str, t: &Table) -> String {
+pub(crate) fn add_run_id_column(d: Dialect, schema: &str, t: &Table) -> String {
     format!(
         "ALTER TABLE {} ADD COLUMN {} {};",
         d.table(schema, &t.name),
@@ -196,7 +196,7 @@ pub fn add_run_id_column(d: Dialect, schema: &str, t: &Table) -> String {
 }
 
 /// `COMMENT ON` statements for a table and its columns (PostgreSQL; SQLite has none).
-pub fn comments(d: Dialect, schema: &str, t: &Table) -> String {
+pub(crate) fn comments(d: Dialect, schema: &str, t: &Table) -> String {
     let mut out = String::new();
     if d == Dialect::Sqlite {
         return out;
@@ -231,7 +231,7 @@ pub fn comments(d: Dialect, schema: &str, t: &Table) -> String {
 }
 
 /// The whole DDL script of a pipeline.
-pub fn ddl(p: &Pipeline, d: Dialect) -> String {
+pub(crate) fn ddl(p: &Pipeline, d: Dialect) -> String {
     let schema = &p.warehouse().schema;
     let mut out = format!("-- {} DDL for sluice pipeline `{}`\n", d.name(), p.name());
     match d {

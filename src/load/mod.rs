@@ -11,8 +11,8 @@
 //! and its write modes), `merge` (the upsert SQL and nested rows both sides share), `state`
 //! (incremental state).
 
-pub mod connect;
-pub mod ddl;
+pub(crate) mod connect;
+pub(crate) mod ddl;
 mod merge;
 mod objects;
 mod open;
@@ -21,9 +21,9 @@ pub mod record;
 mod resource;
 mod schema;
 mod sqlite;
-pub mod state;
+pub(crate) mod state;
 mod warehouse;
-pub mod wire;
+pub(crate) mod wire;
 
 pub use open::dialect_of;
 pub use schema::preflight;

@@ -83,13 +83,13 @@ CREATE TABLE IF NOT EXISTS "_sluice"."state" (
 );
 "#;
 
-pub struct Postgres {
+pub(super) struct Postgres {
     client: Client,
     target: String,
 }
 
 impl Postgres {
-    pub async fn connect(url: &str, secrets: &Secrets) -> Result<Self, LoadError> {
+    pub(super) async fn connect(url: &str, secrets: &Secrets) -> Result<Self, LoadError> {
         let (client, target) = connect::connect(url, secrets).await?;
         Ok(Postgres { client, target })
     }

@@ -63,7 +63,7 @@ CREATE TABLE IF NOT EXISTS "_sluice_state" (
 );
 "#;
 
-pub struct Sqlite {
+pub(super) struct Sqlite {
     /// Taken by the mapping thread while rows are written.
     conn: Option<Connection>,
     path: PathBuf,
@@ -142,7 +142,7 @@ fn now() -> String {
 
 impl Sqlite {
     /// Open (creating when missing, with its folder) the database file of a `sqlite://` URL.
-    pub fn open(url: &str) -> Result<Self, LoadError> {
+    pub(super) fn open(url: &str) -> Result<Self, LoadError> {
         let (path, busy) = parse_url(url)?;
         let target = format!("SQLite database {}", path.display());
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -184,27 +184,27 @@ impl Sqlite {
 mod packed {
     use crate::value::Cell;
 
-    pub const NULL: u8 = 0;
-    pub const INT: u8 = 1;
-    pub const REAL: u8 = 2;
-    pub const TEXT: u8 = 3;
+    pub(super) const NULL: u8 = 0;
+    pub(super) const INT: u8 = 1;
+    pub(super) const REAL: u8 = 2;
+    pub(super) const TEXT: u8 = 3;
     /// Days from 0001-01-01 (CE day 1).
-    pub const DATE: u8 = 4;
+    pub(super) const DATE: u8 = 4;
     /// Microseconds from the Unix epoch, UTC.
-    pub const TIME: u8 = 5;
+    pub(super) const TIME: u8 = 5;
 
-    pub fn text(out: &mut Vec<u8>, s: &str) {
+    pub(super) fn text(out: &mut Vec<u8>, s: &str) {
         out.push(TEXT);
         out.extend_from_slice(&(s.len() as u32).to_le_bytes());
         out.extend_from_slice(s.as_bytes());
     }
 
-    pub fn int(out: &mut Vec<u8>, n: i64) {
+    pub(super) fn int(out: &mut Vec<u8>, n: i64) {
         out.push(INT);
         out.extend_from_slice(&n.to_le_bytes());
     }
 
-    pub fn cell(out: &mut Vec<u8>, c: &Cell) {
+    pub(super) fn cell(out: &mut Vec<u8>, c: &Cell) {
         use chrono::Datelike;
         match c {
             Cell::Null => out.push(NULL),
@@ -228,34 +228,34 @@ mod packed {
     }
 
     /// Reads a chunk back.
-    pub struct Reader<'a> {
+    pub(super) struct Reader<'a> {
         pub buf: &'a [u8],
     }
 
     impl<'a> Reader<'a> {
-        pub fn take(&mut self, n: usize) -> &'a [u8] {
+        pub(super) fn take(&mut self, n: usize) -> &'a [u8] {
             let (head, rest) = self.buf.split_at(n);
             self.buf = rest;
             head
         }
 
-        pub fn u8(&mut self) -> u8 {
+        pub(super) fn u8(&mut self) -> u8 {
             self.take(1)[0]
         }
 
-        pub fn u16(&mut self) -> u16 {
+        pub(super) fn u16(&mut self) -> u16 {
             u16::from_le_bytes(self.take(2).try_into().expect("2 bytes"))
         }
 
-        pub fn i64(&mut self) -> i64 {
+        pub(super) fn i64(&mut self) -> i64 {
             i64::from_le_bytes(self.take(8).try_into().expect("8 bytes"))
         }
 
-        pub fn i32(&mut self) -> i32 {
+        pub(super) fn i32(&mut self) -> i32 {
             i32::from_le_bytes(self.take(4).try_into().expect("4 bytes"))
         }
 
-        pub fn str(&mut self) -> &'a str {
+        pub(super) fn str(&mut self) -> &'a str {
             let n = u32::from_le_bytes(self.take(4).try_into().expect("4 bytes")) as usize;
             std::str::from_utf8(self.take(n)).expect("packed from a str")
         }

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use super::open::{open, with_warehouse};
-pub use super::warehouse::Saved;
+pub(crate) use super::warehouse::Saved;
 use super::warehouse::Warehouse;
 use super::LoadError;
 use crate::incremental::Position;
@@ -13,7 +13,7 @@ use crate::spec::pipeline::Pipeline;
 use crate::util::Secrets;
 
 /// The saved states of `p`.
-pub async fn states(
+pub(crate) async fn states(
     p: &Pipeline,
     warehouse_url: &str,
     secrets: &Secrets,
@@ -23,7 +23,7 @@ pub async fn states(
 
 /// The saved position of each incremental resource of `p` that has one: where extract
 /// starts from.
-pub async fn positions(
+pub(crate) async fn positions(
     p: &Pipeline,
     warehouse_url: &str,
     secrets: &Secrets,
@@ -33,7 +33,10 @@ pub async fn positions(
 
 /// [`positions`] of states already read. A saved value the resource's format cannot read
 /// is an error, not a silent full reload.
-pub fn positions_of(p: &Pipeline, saved: &BTreeMap<String, Saved>) -> Result<BTreeMap<String, Position>, LoadError> {
+pub(crate) fn positions_of(
+    p: &Pipeline,
+    saved: &BTreeMap<String, Saved>,
+) -> Result<BTreeMap<String, Position>, LoadError> {
     let mut out = BTreeMap::new();
     for (name, saved) in saved {
         let Some(inc) = p.resource(name).and_then(|r| r.incremental.as_ref()) else {
@@ -75,7 +78,7 @@ pub(super) async fn advance<W: Warehouse>(
 
 /// Forget the state of `resources` (all when empty): their next run starts at `initial`.
 /// Returns how many states were removed.
-pub async fn reset(
+pub(crate) async fn reset(
     p: &Pipeline,
     warehouse_url: &str,
     resources: &[String],

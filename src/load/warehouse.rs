@@ -13,7 +13,7 @@ use crate::spec::pipeline::{Resource, Table};
 
 /// One resource's saved state.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Saved {
+pub(crate) struct Saved {
     pub resource: String,
     /// The highest cursor loaded, in the resource's format.
     pub value: String,

@@ -12,7 +12,7 @@ use serde_json::Value;
 
 /// Collects records for a dry run, as their JSON text on one line each (parsed later,
 /// where a record that cannot be is a record error, not a crash).
-pub struct CollectSink {
+pub(crate) struct CollectSink {
     pub records: Vec<String>,
     pub limit: u64,
     /// The records the API reported, when a page said.
@@ -43,7 +43,7 @@ impl RecordSink for CollectSink {
 }
 
 /// Fetch without staging: up to `limit` records of each selected resource.
-pub async fn extract_dry_run(
+pub(crate) async fn extract_dry_run(
     p: &Pipeline,
     opts: &ExtractOptions,
     secrets: &Secrets,
@@ -118,7 +118,7 @@ impl RecordSink for OnePage {
 /// Records are mapped by the same function a load uses, under the same `on_error` policy.
 /// Each resource's coverage table (see [`coverage_table`]) goes to `show` as soon as it is
 /// known, also when the run then fails on a path that matched nothing.
-pub async fn run_dry(
+pub(crate) async fn run_dry(
     p: &Pipeline,
     opts: &ExtractOptions,
     secrets: &Secrets,

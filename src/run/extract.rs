@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 #[derive(Debug, Clone, Default)]
-pub struct ExtractOptions {
+pub(crate) struct ExtractOptions {
     /// Only these resources (all when empty).
     pub resources: Vec<String>,
     /// Stop each resource after this many records.
@@ -33,7 +33,7 @@ pub struct ExtractOptions {
 
 /// What an extraction staged.
 #[derive(Debug)]
-pub struct ExtractReport {
+pub(crate) struct ExtractReport {
     pub run: RunInfo,
     pub location: String,
     pub manifest_key: String,
@@ -117,14 +117,14 @@ impl RecordSink for StageSink<'_> {
 
 /// The highest cursor of the records of one resource, kept while they are staged.
 #[derive(Debug, Clone)]
-pub struct Highest {
+pub(crate) struct Highest {
     format: crate::spec::pipeline::CursorFormat,
     cursor: crate::spec::jsonpath::JsonPath,
     pub max: Option<crate::incremental::Position>,
 }
 
 impl Highest {
-    pub fn new(inc: &crate::spec::pipeline::Incremental) -> Self {
+    pub(crate) fn new(inc: &crate::spec::pipeline::Incremental) -> Self {
         Highest {
             format: inc.format,
             cursor: inc.cursor.clone(),
@@ -134,7 +134,7 @@ impl Highest {
 
     /// Take one record's cursor into account; a record without a readable cursor is an
     /// error, since the next run could not know where to start.
-    pub fn see(&mut self, record: &Value) -> Result<(), String> {
+    pub(crate) fn see(&mut self, record: &Value) -> Result<(), String> {
         let v = self.cursor.first(record).ok_or_else(|| {
             format!(
                 "a record has no incremental cursor `{}`: {}",
@@ -153,7 +153,7 @@ impl Highest {
 
 /// Extract the selected resources of `p` into its staging location and write the
 /// manifest. A run with any failed resource gets no manifest.
-pub async fn extract(p: &Pipeline, opts: &ExtractOptions, secrets: &Secrets) -> Result<ExtractReport, RunError> {
+pub(crate) async fn extract(p: &Pipeline, opts: &ExtractOptions, secrets: &Secrets) -> Result<ExtractReport, RunError> {
     let needs = Needs {
         // The incremental state is kept in the warehouse.
         warehouse: select(p, &opts.resources)?.iter().any(|r| r.incremental.is_some()),

@@ -10,7 +10,7 @@ use chrono::Utc;
 
 /// What `gc` removed.
 #[derive(Debug, Default)]
-pub struct GcReport {
+pub(crate) struct GcReport {
     pub location: String,
     /// Run ids of the incomplete runs removed, oldest first.
     pub runs: Vec<String>,
@@ -24,7 +24,7 @@ pub struct GcReport {
 /// spec's template parses back strictly (its name, one of its resources, its run time
 /// format, a run id). A complete run is never touched, nor a run whose extraction still
 /// renews its in-progress marker.
-pub async fn gc(p: &Pipeline, older_than: std::time::Duration, secrets: &Secrets) -> Result<GcReport, RunError> {
+pub(crate) async fn gc(p: &Pipeline, older_than: std::time::Duration, secrets: &Secrets) -> Result<GcReport, RunError> {
     let resolved = crate::resolve::resolve(p, Needs::STAGING, secrets)?;
     let store = Store::open(p.staging(), resolved.staging()).await?;
     let complete: std::collections::HashSet<String> = crate::stage::complete_runs(&store, p.name())

@@ -10,7 +10,7 @@ use crate::stage::{manifest_key, Backend, StageError, Store};
 use crate::util::Secrets;
 
 /// Totals of a list of objects.
-pub fn object_totals(objects: &[ObjectManifest]) -> (u64, u64) {
+pub(crate) fn object_totals(objects: &[ObjectManifest]) -> (u64, u64) {
     (
         objects.iter().map(|o| o.records).sum(),
         objects.iter().map(|o| o.bytes).sum(),
@@ -19,13 +19,13 @@ pub fn object_totals(objects: &[ObjectManifest]) -> (u64, u64) {
 
 /// Which staged run `load` takes.
 #[derive(Debug, Clone)]
-pub enum RunSelector {
+pub(crate) enum RunSelector {
     Latest,
     Id(String),
 }
 
 /// Load a staged run into the warehouse.
-pub async fn load(
+pub(crate) async fn load(
     p: &Pipeline,
     which: &RunSelector,
     opts: crate::load::LoadOptions,
@@ -99,7 +99,7 @@ pub async fn load(
 /// A manifest is loaded only by its own pipeline: it names this spec's pipeline and this
 /// run, and every object it lists is a key of this pipeline's template for that run
 /// (another pipeline's manifest, copied or misplaced, is refused, not loaded).
-pub fn check_own(p: &Pipeline, manifest: &Manifest, key: &str) -> Result<(), crate::load::LoadError> {
+pub(crate) fn check_own(p: &Pipeline, manifest: &Manifest, key: &str) -> Result<(), crate::load::LoadError> {
     let foreign = |detail: String| crate::load::LoadError::Foreign {
         key: key.to_string(),
         pipeline: p.name().to_string(),

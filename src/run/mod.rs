@@ -19,22 +19,22 @@ mod load;
 mod preflight;
 mod state;
 
-pub use dry::{extract_dry_run, run_dry, CollectSink};
-pub use extract::{extract, ExtractOptions, ExtractReport, Highest};
-pub use gc::{gc, GcReport};
-pub use load::{check_own, load, object_totals, RunSelector};
-pub use preflight::{check, preflight, prepare};
-pub use state::{reset_state, state, StateRow};
+pub(crate) use dry::{extract_dry_run, run_dry};
+pub(crate) use extract::{extract, ExtractOptions, ExtractReport};
+pub(crate) use gc::gc;
+pub(crate) use load::{load, object_totals, RunSelector};
+pub(crate) use preflight::{check, prepare};
+pub(crate) use state::{reset_state, state};
 
 /// Identity of one run: a sortable id and the time it started.
 #[derive(Debug, Clone)]
-pub struct RunInfo {
+pub(crate) struct RunInfo {
     pub run_id: String,
     pub run_time: DateTime<Utc>,
 }
 
 impl RunInfo {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let run_time = Utc::now();
         let run_id = format!(
             "{}-{:06x}",
@@ -52,7 +52,7 @@ impl Default for RunInfo {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum RunError {
+pub(crate) enum RunError {
     #[error(transparent)]
     Extract(#[from] ExtractError),
     #[error(transparent)]
@@ -84,7 +84,7 @@ pub enum RunError {
 
 /// The resources an option list selects, in spec order, with the `for_each` parents they
 /// need (a child's requests are made for its parent's records of the same run).
-pub fn select<'a>(p: &'a Pipeline, names: &[String]) -> Result<Vec<&'a Resource>, RunError> {
+pub(crate) fn select<'a>(p: &'a Pipeline, names: &[String]) -> Result<Vec<&'a Resource>, RunError> {
     for n in names {
         if p.resource(n).is_none() {
             let known = p
@@ -132,7 +132,7 @@ pub(super) fn parents_first<'a>(resources: &[&'a Resource]) -> Vec<&'a Resource>
 }
 
 /// Extract, then load the run just staged.
-pub async fn run(
+pub(crate) async fn run(
     p: &Pipeline,
     opts: &ExtractOptions,
     secrets: &Secrets,

@@ -12,7 +12,7 @@ use crate::util::Secrets;
 
 /// Resolve what a step needs from the environment, then check, before the first API
 /// request, that the warehouse and the staging location it needs can be used.
-pub async fn prepare(p: &Pipeline, needs: Needs, secrets: &Secrets) -> Result<Resolved, RunError> {
+pub(crate) async fn prepare(p: &Pipeline, needs: Needs, secrets: &Secrets) -> Result<Resolved, RunError> {
     let resolved = crate::resolve::resolve(p, needs, secrets)?;
     preflight(p, needs, &resolved, secrets).await?;
     Ok(resolved)
@@ -22,7 +22,7 @@ pub async fn prepare(p: &Pipeline, needs: Needs, secrets: &Secrets) -> Result<Re
 /// the environment is complete, the warehouse and staging can be used, and with `api`,
 /// one request to the first resource's first page succeeds with the configured auth.
 /// Returns the checks that passed.
-pub async fn check(p: &Pipeline, api: bool, secrets: &Secrets) -> Result<Vec<&'static str>, RunError> {
+pub(crate) async fn check(p: &Pipeline, api: bool, secrets: &Secrets) -> Result<Vec<&'static str>, RunError> {
     let resolved = prepare(p, Needs::RUN, secrets).await?;
     let mut passed = vec!["environment", "warehouse", "staging"];
     if api {
@@ -47,7 +47,12 @@ pub async fn check(p: &Pipeline, api: bool, secrets: &Secrets) -> Result<Vec<&'s
 /// The checks before extraction: the warehouse is reached and its schema plan computed (a
 /// destructive change is refused now, not after reading the API), and the staging location
 /// exists and, for a step that writes it, takes a probe object.
-pub async fn preflight(p: &Pipeline, needs: Needs, resolved: &Resolved, secrets: &Secrets) -> Result<(), RunError> {
+pub(crate) async fn preflight(
+    p: &Pipeline,
+    needs: Needs,
+    resolved: &Resolved,
+    secrets: &Secrets,
+) -> Result<(), RunError> {
     if needs.warehouse {
         crate::load::preflight(p, resolved.warehouse_url(), secrets)
             .await

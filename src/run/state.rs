@@ -7,7 +7,7 @@ use crate::util::Secrets;
 
 /// One incremental resource's state, for `sluice state`.
 #[derive(Debug, Clone)]
-pub struct StateRow {
+pub(crate) struct StateRow {
     pub resource: String,
     /// The highest cursor loaded, if any run was.
     pub saved: Option<String>,
@@ -18,7 +18,7 @@ pub struct StateRow {
 }
 
 /// The state of every incremental resource of `p`.
-pub async fn state(p: &Pipeline, secrets: &Secrets) -> Result<Vec<StateRow>, RunError> {
+pub(crate) async fn state(p: &Pipeline, secrets: &Secrets) -> Result<Vec<StateRow>, RunError> {
     let resolved = crate::resolve::resolve(p, Needs::WAREHOUSE, secrets)?;
     let saved = crate::load::state::states(p, resolved.warehouse_url(), secrets).await?;
     let positions = crate::load::state::positions_of(p, &saved)?;
@@ -40,7 +40,7 @@ pub async fn state(p: &Pipeline, secrets: &Secrets) -> Result<Vec<StateRow>, Run
 }
 
 /// Forget the incremental state of `resources` (all when empty).
-pub async fn reset_state(p: &Pipeline, resources: &[String], secrets: &Secrets) -> Result<u64, RunError> {
+pub(crate) async fn reset_state(p: &Pipeline, resources: &[String], secrets: &Secrets) -> Result<u64, RunError> {
     select(p, resources)?;
     let resolved = crate::resolve::resolve(p, Needs::WAREHOUSE, secrets)?;
     Ok(crate::load::state::reset(p, resolved.warehouse_url(), resources, secrets).await?)

@@ -122,7 +122,7 @@ fn escape_property(s: &str) -> String {
 /// The closest candidate to a misspelt word, if one is close enough to be a likely typo,
 /// or else the one candidate the word abbreviates (`int` → `integer`, `link` →
 /// `link_header`).
-pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+pub(crate) fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
     let candidates: Vec<&str> = candidates.into_iter().collect();
     let close = candidates
         .iter()

@@ -2,11 +2,11 @@
 //! names into SQL. No SQL is ever built from an unquoted spec name.
 
 /// PostgreSQL truncates identifiers longer than this many bytes (NAMEDATALEN - 1).
-pub const MAX_IDENT_BYTES: usize = 63;
+pub(crate) const MAX_IDENT_BYTES: usize = 63;
 
 /// Check a table, column or schema name. Names are lowercase so that analysts can write
 /// them unquoted in their own SQL.
-pub fn check_identifier(name: &str) -> Result<(), String> {
+pub(crate) fn check_identifier(name: &str) -> Result<(), String> {
     if name.is_empty() {
         return Err("a name cannot be empty".into());
     }
@@ -32,14 +32,14 @@ pub fn check_identifier(name: &str) -> Result<(), String> {
 }
 
 /// Quote an identifier for SQL: `"name"`, with embedded quotes doubled.
-pub fn quote_ident(name: &str) -> String {
+pub(crate) fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 /// Quote a string literal for SQL, safe under any `standard_conforming_strings`: quotes
 /// are doubled, and text with a backslash becomes an escape string (`E'…'`, backslashes
 /// doubled), which every server reads the same way. As PostgreSQL's own `quote_literal`.
-pub fn quote_literal(text: &str) -> String {
+pub(crate) fn quote_literal(text: &str) -> String {
     let quoted = text.replace('\'', "''");
     if quoted.contains('\\') {
         format!("E'{}'", quoted.replace('\\', "\\\\"))

@@ -3,11 +3,11 @@
 //! diagram.
 
 /// The URL scheme of a SQLite warehouse: `sqlite://path/to/file.db`.
-pub const SQLITE_SCHEME: &str = "sqlite://";
+pub(crate) const SQLITE_SCHEME: &str = "sqlite://";
 
 /// A staging location: an S3 bucket and key prefix, or a local folder.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StagingLocation<'a> {
+pub(crate) enum StagingLocation<'a> {
     /// `s3://bucket/prefix`.
     S3 { bucket: &'a str, prefix: &'a str },
     /// `file:///abs/path`, or a plain folder path (the `file://` taken off).
@@ -16,7 +16,7 @@ pub enum StagingLocation<'a> {
 
 /// Why a location is not one.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LocationError {
+pub(crate) enum LocationError {
     /// `s3://` with nothing after it.
     NoBucket,
     /// Another scheme (`http://…`).
@@ -24,7 +24,7 @@ pub enum LocationError {
 }
 
 impl<'a> StagingLocation<'a> {
-    pub fn parse(location: &'a str) -> Result<Self, LocationError> {
+    pub(crate) fn parse(location: &'a str) -> Result<Self, LocationError> {
         if let Some(rest) = location.strip_prefix("s3://") {
             let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
             if bucket.is_empty() {
@@ -42,7 +42,7 @@ impl<'a> StagingLocation<'a> {
     }
 
     /// The bucket and prefix of an S3 location.
-    pub fn s3(self) -> Option<(&'a str, &'a str)> {
+    pub(crate) fn s3(self) -> Option<(&'a str, &'a str)> {
         match self {
             StagingLocation::S3 { bucket, prefix } => Some((bucket, prefix)),
             StagingLocation::Folder(_) => None,
@@ -50,14 +50,14 @@ impl<'a> StagingLocation<'a> {
     }
 
     /// Whether `location` is an S3 one (even one that names no bucket yet).
-    pub fn is_s3(location: &str) -> bool {
+    pub(crate) fn is_s3(location: &str) -> bool {
         location.starts_with("s3://")
     }
 }
 
 impl LocationError {
     /// The message for `location`, saying what is written instead.
-    pub fn message(&self, location: &str) -> String {
+    pub(crate) fn message(&self, location: &str) -> String {
         match self {
             LocationError::NoBucket => format!("`{location}` names no bucket; write `s3://bucket/prefix`"),
             LocationError::Unknown => {
@@ -69,7 +69,7 @@ impl LocationError {
 
 /// The kind of warehouse a URL names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WarehouseKind<'a> {
+pub(crate) enum WarehouseKind<'a> {
     Postgres,
     /// The file and the URL's options (after `?`).
     Sqlite {
@@ -80,7 +80,7 @@ pub enum WarehouseKind<'a> {
 
 impl<'a> WarehouseKind<'a> {
     /// `sqlite://<file>[?options]` or else a PostgreSQL URL / key-value string.
-    pub fn of(url: &'a str) -> Self {
+    pub(crate) fn of(url: &'a str) -> Self {
         match url.strip_prefix(SQLITE_SCHEME) {
             Some(rest) => {
                 let (file, options) = rest.split_once('?').unwrap_or((rest, ""));

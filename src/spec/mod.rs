@@ -2,20 +2,20 @@
 //! [`Pipeline`] everything else reads. Offline throughout: validating a spec needs no
 //! environment variable, secret or network.
 
-pub mod compile;
-pub mod diagnostic;
-pub mod ident;
-pub mod interp;
-pub mod jsonpath;
-pub mod location;
-pub mod model;
-pub mod parse;
+pub(crate) mod compile;
+pub(crate) mod diagnostic;
+pub(crate) mod ident;
+pub(crate) mod interp;
+pub(crate) mod jsonpath;
+pub(crate) mod location;
+pub(crate) mod model;
+pub(crate) mod parse;
 pub mod pipeline;
-pub mod placeholder;
-pub mod reference;
-pub mod shape;
-pub mod tree;
-pub mod units;
+pub(crate) mod placeholder;
+pub(crate) mod reference;
+pub(crate) mod shape;
+pub(crate) mod tree;
+pub(crate) mod units;
 
 pub use diagnostic::Diagnostic;
 pub use pipeline::Pipeline;

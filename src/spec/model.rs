@@ -19,7 +19,7 @@ pub use crate::value::{ColumnType, Transform};
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(title = "sluice pipeline spec")]
-pub struct RawSpec {
+pub(crate) struct RawSpec {
     /// Version of the spec language. Always `1`.
     pub version: u32,
     /// Pipeline name: a lowercase identifier used in staging keys, the ledger and diagrams.
@@ -43,7 +43,7 @@ pub struct RawSpec {
 /// The HTTP API shared by all resources.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct RawSource {
+pub(crate) struct RawSource {
     /// Base URL that every resource `path` is appended to (*interpolated*),
     /// for example `${RICKANDMORTY_BASE_URL:-https://rickandmortyapi.com/api}`.
     pub base_url: String,
@@ -84,7 +84,7 @@ pub struct RawSource {
 /// Authentication for the source API. Secrets come from the environment only.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(untagged)]
-pub enum RawAuth {
+pub(crate) enum RawAuth {
     /// `none`: no authentication.
     Keyword(AuthKeyword),
     /// A mapping with `type: bearer | api_key | basic`.
@@ -100,7 +100,7 @@ impl Default for RawAuth {
 /// The keyword form of `auth`.
 #[derive(Debug, Clone, Copy, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
-pub enum AuthKeyword {
+pub(crate) enum AuthKeyword {
     /// No authentication.
     None,
 }
@@ -108,7 +108,7 @@ pub enum AuthKeyword {
 /// Authentication with credentials.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
-pub enum RawAuthConfig {
+pub(crate) enum RawAuthConfig {
     /// `Authorization: Bearer <token>`.
     Bearer {
         /// The token (*interpolated*), normally `${SOME_API_KEY}`.
@@ -175,7 +175,7 @@ pub enum ApiKeyLocation {
 /// Retry policy with exponential backoff and full jitter; `Retry-After` is honoured.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct RawRetry {
+pub(crate) struct RawRetry {
     /// Attempts per request, the first included. Default 5.
     #[serde(default)]
     pub max_attempts: Option<u32>,
@@ -194,7 +194,7 @@ pub struct RawRetry {
 /// Client-side rate limit (token bucket).
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct RawRateLimit {
+pub(crate) struct RawRateLimit {
     /// Requests per second across all resources.
     pub requests_per_second: f64,
 }
@@ -202,7 +202,7 @@ pub struct RawRateLimit {
 /// Where raw records are staged.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct RawStaging {
+pub(crate) struct RawStaging {
     /// `file://path`, a plain folder path, or `s3://bucket/prefix` (*interpolated*).
     pub location: String,
     /// Object key template below the location. Placeholders: `{pipeline}`, `{resource}`,
@@ -211,6 +211,8 @@ pub struct RawStaging {
     #[serde(default)]
     pub key: Option<String>,
     /// Format of staged objects. Only `jsonl_gzip` (gzip JSON Lines of the raw records).
+    // Read by the shape check only: there is one format, so nothing else needs it.
+    #[allow(dead_code)]
     #[serde(default)]
     pub format: Option<StagingFormat>,
     /// Largest uncompressed size of one staged part before a new part starts, for example
@@ -232,7 +234,7 @@ pub struct RawStaging {
 /// Format of staged objects.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
-pub enum StagingFormat {
+pub(crate) enum StagingFormat {
     /// Gzip-compressed JSON Lines, one raw record a line.
     #[default]
     JsonlGzip,
@@ -241,7 +243,7 @@ pub enum StagingFormat {
 /// The warehouse: PostgreSQL, or an embedded SQLite file.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct RawWarehouse {
+pub(crate) struct RawWarehouse {
     /// *Interpolated.* A PostgreSQL libpq URL or key/value connection string, or
     /// `sqlite://<file>` (relative to the working directory; `sqlite:///abs/path.db`;
     /// option `?busy_timeout=60s`). For example `${DATABASE_URL:-sqlite://.sluice/x.db}`.
@@ -255,7 +257,7 @@ pub struct RawWarehouse {
 /// `sluice deploy aws` schedules it.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct RawRuntime {
+pub(crate) struct RawRuntime {
     /// `aws_lambda` (drawn with AWS icons, as `sluice deploy aws` deploys it) or `local`.
     pub target: RuntimeTarget,
     /// AWS region, for example `eu-west-1` (deploy the stack there).
@@ -297,7 +299,7 @@ pub enum RuntimeTarget {
 /// One API endpoint and the table it loads.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct RawResource {
+pub(crate) struct RawResource {
     /// Resource name, unique in the spec; used in staging keys and the ledger.
     pub name: String,
     /// Path appended to `source.base_url`, for example `/character`. With `for_each` it
@@ -353,7 +355,7 @@ pub struct RawResource {
 /// Incremental loading: where each record's cursor is, and how the start is sent.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct RawIncremental {
+pub(crate) struct RawIncremental {
     /// JSONPath to the cursor in each record, for example `$.updated_at`; the highest
     /// value loaded is where the next run starts.
     pub cursor: String,
@@ -403,7 +405,7 @@ pub enum HttpMethod {
 /// `has_more` says there is more and the style names a next page).
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
-pub enum RawPaginate {
+pub(crate) enum RawPaginate {
     /// A single page.
     None {
         /// `off` accepts a page that says there is more (a total above the records, a
@@ -561,7 +563,7 @@ pub enum TotalCheck {
 /// The page's "there is more" flag.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(untagged)]
-pub enum RawHasMore {
+pub(crate) enum RawHasMore {
     /// A JSONPath to a value that is `true` while there are more pages.
     Path(String),
     /// `{path, equals}`: there are more pages while the value at `path` equals `equals`
@@ -572,7 +574,7 @@ pub enum RawHasMore {
 /// A condition on a response body that ends the pagination after the page it holds on.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct RawStopWhen {
+pub(crate) struct RawStopWhen {
     /// JSONPath on the response body, for example `$.end_of_stream`.
     pub path: String,
     /// The value that stops: text, a number, a boolean or null.
@@ -582,7 +584,7 @@ pub struct RawStopWhen {
 /// A PostgreSQL table.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct RawTable {
+pub(crate) struct RawTable {
     /// Table name (a PostgreSQL identifier, at most 63 bytes).
     pub name: String,
     /// What a load does to existing rows: `append`, `replace` or `merge`. Default `append`.
@@ -610,7 +612,7 @@ pub struct RawTable {
 /// A child table fed by an array inside each parent record.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct RawNested {
+pub(crate) struct RawNested {
     /// Table name.
     pub name: String,
     /// The elements, one row each: a JSONPath relative to the parent record (or parent
@@ -636,7 +638,7 @@ pub struct RawNested {
 /// The elements of a nested table.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(untagged)]
-pub enum RawEach {
+pub(crate) enum RawEach {
     /// A JSONPath, for example `$.episode[*]`.
     Path(String),
     /// Parallel arrays, zipped into one element per position.
@@ -646,7 +648,7 @@ pub enum RawEach {
 /// `{zip: {name: <JSONPath>, …}}`.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct RawZip {
+pub(crate) struct RawZip {
     /// Field name → JSONPath selecting one array's items, for example
     /// `{time: $.hourly.time[*], temperature: $.hourly.temperature_2m[*]}`. Arrays of
     /// unequal length are a record error.
@@ -682,7 +684,7 @@ pub enum OnError {
 /// One column of a table.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct RawColumn {
+pub(crate) struct RawColumn {
     /// Column name (a PostgreSQL identifier).
     pub name: String,
     /// Column type. Required unless the column takes it from elsewhere: `from_parent`
@@ -729,7 +731,7 @@ pub struct RawColumn {
 /// One transform or a list of transforms.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(untagged)]
-pub enum TransformList {
+pub(crate) enum TransformList {
     /// A single transform.
     One(Transform),
     /// Transforms applied in order.
@@ -737,7 +739,7 @@ pub enum TransformList {
 }
 
 impl TransformList {
-    pub fn to_vec(&self) -> Vec<Transform> {
+    pub(crate) fn to_vec(&self) -> Vec<Transform> {
         match self {
             TransformList::One(t) => vec![*t],
             TransformList::Many(v) => v.clone(),
@@ -763,7 +765,7 @@ pub enum MetaValue {
 /// A query parameter value as written: text (*interpolated*), or a YAML number or boolean
 /// sent as written (`limit: 100`, `active: true`).
 #[derive(Debug, Clone, PartialEq)]
-pub struct ParamValue(pub String);
+pub(crate) struct ParamValue(pub String);
 
 impl<'de> Deserialize<'de> for ParamValue {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {

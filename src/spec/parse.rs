@@ -15,13 +15,13 @@ use super::tree::{parse_tree, record_positions, Kind, Node, Positions};
 
 /// A spec read from a file: the raw types and where each field was written.
 #[derive(Debug, Clone)]
-pub struct Parsed {
+pub(crate) struct Parsed {
     pub spec: RawSpec,
     pub positions: Positions,
 }
 
 /// Parse and shape-check one spec file. `Err` carries every shape problem found.
-pub fn parse(file: &str, text: &str) -> Result<Parsed, Vec<Diagnostic>> {
+pub(crate) fn parse(file: &str, text: &str) -> Result<Parsed, Vec<Diagnostic>> {
     let root = parse_tree(text)
         .map_err(|(pos, message)| vec![Diagnostic::new(file, pos, "", format!("invalid YAML: {message}"))])?;
     let Some(root) = root else {
@@ -60,7 +60,7 @@ pub fn parse(file: &str, text: &str) -> Result<Parsed, Vec<Diagnostic>> {
 /// names is left out; when that leaves its mapping without a required field, the mapping
 /// is left out in turn. Returns the spec and the paths left out; `None` when a problem
 /// sits where nothing can be left out (a list item, the top level).
-pub fn without_shape_errors(file: &str, text: &str, shape: &[Diagnostic]) -> Option<(Parsed, Vec<String>)> {
+pub(crate) fn without_shape_errors(file: &str, text: &str, shape: &[Diagnostic]) -> Option<(Parsed, Vec<String>)> {
     let mut tree = parse_tree(text).ok()??;
     let mut positions = Positions::default();
     record_positions(&tree, "", &mut positions);

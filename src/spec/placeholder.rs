@@ -7,7 +7,7 @@ use serde_json::Value;
 
 /// What a placeholder stands for.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Source {
+pub(crate) enum Source {
     /// A field of the parent record; a step of digits indexes an array.
     Parent(Vec<String>),
     /// The start of an incremental run.
@@ -16,7 +16,7 @@ pub enum Source {
 
 /// One placeholder: its byte range in the template and what it stands for.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Placeholder {
+pub(crate) struct Placeholder {
     pub start: usize,
     pub end: usize,
     pub source: Source,
@@ -24,7 +24,7 @@ pub struct Placeholder {
 
 /// How strictly a template is read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Scan {
+pub(crate) enum Scan {
     /// A `path` or `url`: every brace opens a placeholder.
     Strict,
     /// A parameter or body string (GraphQL queries are full of braces): only `{parent`
@@ -34,19 +34,19 @@ pub enum Scan {
 
 /// What the placeholders of one request are filled with.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Values<'a> {
+pub(crate) struct Values<'a> {
     pub parent: Option<&'a Value>,
     pub start: Option<&'a Value>,
 }
 
 impl Values<'_> {
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.parent.is_none() && self.start.is_none()
     }
 }
 
 /// The placeholders of `template`, or what is wrong with one.
-pub fn scan(template: &str, mode: Scan) -> Result<Vec<Placeholder>, String> {
+pub(crate) fn scan(template: &str, mode: Scan) -> Result<Vec<Placeholder>, String> {
     let mut out = Vec::new();
     let mut from = 0;
     while let Some(i) = template[from..].find('{').map(|i| i + from) {
@@ -104,7 +104,7 @@ fn is_field(s: &str) -> bool {
 }
 
 /// The value of `field` in `parent`.
-pub fn lookup<'a>(parent: &'a Value, field: &[String]) -> Option<&'a Value> {
+pub(crate) fn lookup<'a>(parent: &'a Value, field: &[String]) -> Option<&'a Value> {
     field.iter().try_fold(parent, |v, step| match v {
         Value::Object(m) => m.get(step.as_str()),
         Value::Array(a) => step.parse::<usize>().ok().and_then(|i| a.get(i)),
@@ -154,7 +154,7 @@ impl Source {
 
 /// How a value is written into a template.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fill {
+pub(crate) enum Fill {
     /// As it is (a `url`, a parameter or body string).
     Raw,
     /// Percent-encoded as one path segment, so that a value cannot add segments.
@@ -162,7 +162,7 @@ pub enum Fill {
 }
 
 /// `template` with every placeholder replaced by its value.
-pub fn render(template: &str, mode: Scan, fill: Fill, values: &Values) -> Result<String, String> {
+pub(crate) fn render(template: &str, mode: Scan, fill: Fill, values: &Values) -> Result<String, String> {
     let mut out = String::with_capacity(template.len());
     let mut last = 0;
     for p in scan(template, mode)? {
@@ -199,7 +199,7 @@ fn encode_segment(value: &str, out: &mut String) {
 
 /// A request body with its strings rendered; a string that is one placeholder and
 /// nothing else takes the value with its JSON type (a number stays a number).
-pub fn render_json(body: &Value, values: &Values) -> Result<Value, String> {
+pub(crate) fn render_json(body: &Value, values: &Values) -> Result<Value, String> {
     Ok(match body {
         Value::String(s) => {
             let found = scan(s, Scan::Text)?;

@@ -161,7 +161,7 @@ impl<'a> Walker<'a> {
 }
 
 /// The reference, one table per mapping of the spec.
-pub fn markdown() -> String {
+pub(crate) fn markdown() -> String {
     let schema = serde_json::to_value(super::json_schema()).expect("schema serializes");
     let empty = serde_json::Map::new();
     let defs = schema.get("$defs").and_then(Value::as_object).unwrap_or(&empty);

@@ -11,14 +11,14 @@ use super::diagnostic::Pos;
 
 /// The position of every field of a spec, by field path (`resources[0].table.name`).
 #[derive(Debug, Default, Clone)]
-pub struct Positions {
+pub(crate) struct Positions {
     values: HashMap<String, Pos>,
     keys: HashMap<String, Pos>,
 }
 
 impl Positions {
     /// Where the value at `path` starts; falls back to the closest enclosing field.
-    pub fn value(&self, path: &str) -> Pos {
+    pub(crate) fn value(&self, path: &str) -> Pos {
         let mut p = path;
         loop {
             if let Some(pos) = self.values.get(p) {
@@ -32,7 +32,7 @@ impl Positions {
     }
 
     /// Where the key of the field at `path` is written (its value when it has no key).
-    pub fn key(&self, path: &str) -> Pos {
+    pub(crate) fn key(&self, path: &str) -> Pos {
         self.keys.get(path).copied().unwrap_or_else(|| self.value(path))
     }
 }

@@ -8,13 +8,13 @@ use serde::{Deserialize, Deserializer};
 
 /// A duration written as a number and a unit: `ms`, `s`, `m` or `h`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Duration(pub std::time::Duration);
+pub(crate) struct Duration(pub std::time::Duration);
 
-pub const DURATION_PATTERN: &str = r"^[0-9]+(ms|s|m|h)$";
-pub const BYTE_SIZE_PATTERN: &str = r"^[0-9]+(B|KiB|MiB|GiB|KB|MB|GB)$";
+pub(crate) const DURATION_PATTERN: &str = r"^[0-9]+(ms|s|m|h)$";
+pub(crate) const BYTE_SIZE_PATTERN: &str = r"^[0-9]+(B|KiB|MiB|GiB|KB|MB|GB)$";
 
 impl Duration {
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub(crate) fn parse(text: &str) -> Result<Self, String> {
         let split = text
             .find(|c: char| !c.is_ascii_digit())
             .ok_or_else(|| format!("`{text}` has no unit; write for example `30s` or `500ms`"))?;
@@ -34,10 +34,10 @@ impl Duration {
 
     /// The longest duration sluice takes: a year (a timer past it would overflow the
     /// clocks it is added to, and means a typo).
-    pub const MAX: std::time::Duration = std::time::Duration::from_secs(366 * 86_400);
+    pub(crate) const MAX: std::time::Duration = std::time::Duration::from_secs(366 * 86_400);
 
     /// `millis` if it is at most [`Duration::MAX`]; `None` (an overflow) is too long too.
-    pub fn of_millis(millis: Option<u64>, text: &str) -> Result<Self, String> {
+    pub(crate) fn of_millis(millis: Option<u64>, text: &str) -> Result<Self, String> {
         match millis.map(std::time::Duration::from_millis) {
             Some(d) if d <= Self::MAX => Ok(Duration(d)),
             _ => Err(format!("`{text}` is too long: at most 366 days (8784h)")),
@@ -78,10 +78,10 @@ impl JsonSchema for Duration {
 
 /// A byte size written as a number and a unit, for example `64MiB`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ByteSize(pub u64);
+pub(crate) struct ByteSize(pub u64);
 
 impl ByteSize {
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub(crate) fn parse(text: &str) -> Result<Self, String> {
         let split = text
             .find(|c: char| !c.is_ascii_digit())
             .ok_or_else(|| format!("`{text}` has no unit; write for example `64MiB`"))?;

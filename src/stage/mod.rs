@@ -10,9 +10,9 @@
 //! run without a manifest is incomplete and is never loaded.
 
 pub mod local;
-pub mod manifest;
+pub(crate) mod manifest;
 pub mod s3;
-pub mod writer;
+pub(crate) mod writer;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};

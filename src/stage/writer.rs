@@ -42,7 +42,7 @@ struct OpenPart {
 /// Append JSON text to `out` on one line: white space outside strings is dropped (an API
 /// may pretty-print its pages), everything else is kept byte for byte. Never fails, so a
 /// record the JSON grammar delimited is staged whatever its strings hold.
-pub fn compact_json(raw: &str, out: &mut Vec<u8>) {
+pub(crate) fn compact_json(raw: &str, out: &mut Vec<u8>) {
     if !raw.contains(['\n', '\r']) {
         out.extend_from_slice(raw.as_bytes());
         return;
@@ -64,7 +64,7 @@ pub fn compact_json(raw: &str, out: &mut Vec<u8>) {
     }
 }
 
-pub struct PartWriter<'a, S: Backend> {
+pub(crate) struct PartWriter<'a, S: Backend> {
     store: &'a S,
     key: Box<dyn Fn(u32) -> String + Send + Sync + 'a>,
     part_size: u64,
@@ -78,11 +78,11 @@ pub struct PartWriter<'a, S: Backend> {
 
 /// The keys a run has stored so far, kept outside the writers so that a failed run can
 /// remove them even when its writer was dropped mid-way.
-pub type Journal = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
+pub(crate) type Journal = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
 
 impl<'a, S: Backend> PartWriter<'a, S> {
     /// `key(n)` names part `n`.
-    pub fn new(store: &'a S, part_size: u64, key: impl Fn(u32) -> String + Send + Sync + 'a) -> Self {
+    pub(crate) fn new(store: &'a S, part_size: u64, key: impl Fn(u32) -> String + Send + Sync + 'a) -> Self {
         PartWriter {
             store,
             key: Box::new(key),
@@ -97,13 +97,13 @@ impl<'a, S: Backend> PartWriter<'a, S> {
     }
 
     /// Also announce each object as soon as it is stored (a load can start on it).
-    pub fn notify(mut self, to: Option<tokio::sync::mpsc::UnboundedSender<ObjectManifest>>) -> Self {
+    pub(crate) fn notify(mut self, to: Option<tokio::sync::mpsc::UnboundedSender<ObjectManifest>>) -> Self {
         self.notify = to;
         self
     }
 
     /// Also note each stored key in `journal`.
-    pub fn journal(mut self, journal: Journal) -> Self {
+    pub(crate) fn journal(mut self, journal: Journal) -> Self {
         self.journal = Some(journal);
         self
     }
@@ -127,7 +127,7 @@ impl<'a, S: Backend> PartWriter<'a, S> {
     }
 
     /// Append one raw record as a JSON line.
-    pub async fn write(&mut self, record: &Value) -> Result<(), StageError> {
+    pub(crate) async fn write(&mut self, record: &Value) -> Result<(), StageError> {
         self.line.clear();
         serde_json::to_writer(&mut self.line, record).expect("a JSON value serializes");
         self.line.push(b'\n');
@@ -135,7 +135,7 @@ impl<'a, S: Backend> PartWriter<'a, S> {
     }
 
     /// Append one record given as its raw JSON text, unchanged unless it spans lines.
-    pub async fn write_raw(&mut self, record: &str) -> Result<(), StageError> {
+    pub(crate) async fn write_raw(&mut self, record: &str) -> Result<(), StageError> {
         self.line.clear();
         compact_json(record, &mut self.line);
         self.line.push(b'\n');
@@ -191,7 +191,7 @@ impl<'a, S: Backend> PartWriter<'a, S> {
     }
 
     /// Close the last part; the objects written, in order.
-    pub async fn finish(mut self) -> Result<Vec<ObjectManifest>, StageError> {
+    pub(crate) async fn finish(mut self) -> Result<Vec<ObjectManifest>, StageError> {
         self.close_part().await?;
         Ok(self.objects)
     }

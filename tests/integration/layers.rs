@@ -44,12 +44,11 @@ fn code_only(src: &str) -> String {
                 j += if rest.as_bytes()[j] == b'\\' { 2 } else { 1 };
             }
             (j + 1).min(rest.len())
-        } else if rest.starts_with('\'') {
+        } else if let Some(after) = rest.strip_prefix('\'') {
             // A char literal ('x', '\n', '\''), not a lifetime ('a).
-            let mut chars = rest[1..].char_indices();
-            match chars.next() {
-                Some((_, '\\')) => rest[2..].find('\'').map_or(0, |e| e + 3),
-                Some((_, c)) if rest[1 + c.len_utf8()..].starts_with('\'') => 2 + c.len_utf8(),
+            match after.chars().next() {
+                Some('\\') => after[1..].find('\'').map_or(0, |e| e + 3),
+                Some(c) if after[c.len_utf8()..].starts_with('\'') => 2 + c.len_utf8(),
                 _ => 0,
             }
         } else {

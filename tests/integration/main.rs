@@ -1,5 +1,8 @@
 //! The integration tests: one binary, so the heavy dependencies link once.
 
+// A test or bench binary exports nothing: its `pub` is for its own modules.
+#![allow(unreachable_pub)]
+
 mod support;
 
 mod aws;

@@ -104,7 +104,7 @@ fn place_columns(lanes: &mut [(Vertex, Vec<Vertex>)], gaps: &[f64; 5]) -> f64 {
 }
 
 /// The architecture page: one lane per pipeline.
-pub fn pipeline_page(pipelines: &[Pipeline]) -> Page {
+pub(crate) fn pipeline_page(pipelines: &[Pipeline]) -> Page {
     let mut vertices = Vec::new();
     let mut edges = Vec::new();
     let names: Vec<&str> = pipelines.iter().map(|p| p.name()).collect();

@@ -308,7 +308,7 @@ fn row_label(t: &Table, name: &str) -> (String, bool) {
 }
 
 /// The ER page: each pipeline's tables, referenced tables left of those referencing them.
-pub fn tables_page(pipelines: &[Pipeline]) -> Page {
+pub(crate) fn tables_page(pipelines: &[Pipeline]) -> Page {
     let mut vertices = Vec::new();
     let mut edges = Vec::new();
     let mut y = 12.0;

@@ -6,8 +6,8 @@
 mod architecture;
 mod er;
 
-pub use architecture::pipeline_page;
-pub use er::tables_page;
+pub(crate) use architecture::pipeline_page;
+pub(crate) use er::tables_page;
 
 use super::text::{label_width, label_width_styled};
 use super::{AwsIcon, LabelAt, Shape, Vertex, LINE};

@@ -121,7 +121,7 @@ impl Ctx<'_> {
 }
 
 /// Compile a parsed spec. `text` is the file's content (hashed into the pipeline).
-pub fn compile(file: &str, text: &str, parsed: &Parsed) -> Result<Pipeline, Vec<Diagnostic>> {
+pub(crate) fn compile(file: &str, text: &str, parsed: &Parsed) -> Result<Pipeline, Vec<Diagnostic>> {
     let mut cx = Ctx {
         file,
         positions: &parsed.positions,
