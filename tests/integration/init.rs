@@ -182,6 +182,63 @@ fn rick_and_morty_character_by_its_next_url() {
     assert_eq!(count(&db(&dir, "rickandmorty"), "character"), characters.len() as i64);
 }
 
+/// A new spec follows the reference pipelines' conventions: the base URL is the API's
+/// root (origin and the folders its URLs share, as `pipelines/rickandmorty.yaml` has it),
+/// so that `RICKANDMORTY_BASE_URL` means the same for both; a bearer token is read from
+/// `<NAME>_TOKEN`; and a spec written beside a `schemas/` folder names its JSON Schema
+/// for editors, as the reference pipelines do.
+#[test]
+fn a_new_spec_follows_the_reference_pipelines_conventions() {
+    let api = ApiServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("schemas")).unwrap();
+    std::fs::create_dir_all(dir.path().join("pipelines")).unwrap();
+    std::fs::write(dir.path().join("schemas/pipeline.schema.json"), "{}").unwrap();
+    let out = dir.path().join("pipelines/rickandmorty.yaml");
+    Sluice::new([
+        "init",
+        &format!("{}/api/location", api.base),
+        &format!("{}/api/episode", api.base),
+        "--name",
+        "rickandmorty",
+        "--auth",
+        "bearer",
+        "-o",
+        out.to_str().unwrap(),
+    ])
+    .env("RICKANDMORTY_TOKEN", "tok")
+    .dir(dir.path())
+    .run()
+    .success();
+    let text = std::fs::read_to_string(&out).unwrap();
+    let reference = std::fs::read_to_string(crate::support::root().join("pipelines/rickandmorty.yaml")).unwrap();
+    let first = |t: &str| t.lines().next().unwrap_or("").to_string();
+    assert_eq!(first(&text), first(&reference), "{text}");
+    assert!(
+        text.contains(&format!("base_url: ${{RICKANDMORTY_BASE_URL:-{}/api}}", api.base)),
+        "{text}"
+    );
+    assert!(reference.contains("base_url: ${RICKANDMORTY_BASE_URL:-https://rickandmortyapi.com/api}"));
+    for path in ["path: /location\n", "path: /episode\n"] {
+        assert!(text.contains(path) && reference.contains(path), "{path}: {text}");
+    }
+    assert!(text.contains("token: \"${RICKANDMORTY_TOKEN}\""), "{text}");
+    // Without a schemas/ folder above it, no line that would name a missing file.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let out = elsewhere.path().join("spec.yaml");
+    Sluice::new([
+        "init",
+        &format!("{}/api/location", api.base),
+        "-o",
+        out.to_str().unwrap(),
+    ])
+    .dir(elsewhere.path())
+    .run()
+    .success();
+    let text = std::fs::read_to_string(&out).unwrap();
+    assert!(!text.contains("yaml-language-server"), "{text}");
+}
+
 /// Rows of a nested table: the elements of `field` in every recorded record.
 fn elements(endpoint: &str, field: &str) -> i64 {
     recorded(endpoint)
