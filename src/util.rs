@@ -246,6 +246,20 @@ pub(crate) fn head(body: &[u8]) -> String {
     }
 }
 
+/// `std::io::Write` into a SHA-256, for `io::copy` (sha2 has no such impl of its own).
+pub(crate) struct Sha256Writer<'a>(pub(crate) &'a mut sha2::Sha256);
+
+impl std::io::Write for Sha256Writer<'_> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        sha2::Digest::update(self.0, bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

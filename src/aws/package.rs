@@ -98,7 +98,7 @@ pub(crate) fn package(
         use sha2::Digest;
         let mut file = std::fs::File::open(temp.path()).map_err(|e| io("read it back", &e))?;
         let mut hasher = sha2::Sha256::new();
-        std::io::copy(&mut file, &mut hasher).map_err(|e| io("read it back", &e))?;
+        std::io::copy(&mut file, &mut crate::util::Sha256Writer(&mut hasher)).map_err(|e| io("read it back", &e))?;
         hasher.finalize()
     };
     let sha256 = hex::encode(digest);

@@ -138,7 +138,8 @@ impl Backend for LocalStaging {
         let path = self.path(&object.key).map_err(|e| e.to_string())?;
         let mut file = std::fs::File::open(&path).map_err(|e| format!("cannot be opened ({e})"))?;
         let mut hash = sha2::Sha256::new();
-        let bytes = std::io::copy(&mut file, &mut hash).map_err(|e| format!("cannot be read ({e})"))?;
+        let bytes = std::io::copy(&mut file, &mut crate::util::Sha256Writer(&mut hash))
+            .map_err(|e| format!("cannot be read ({e})"))?;
         if bytes != object.bytes {
             return Err(format!("holds {bytes} bytes, not the {} staged", object.bytes));
         }

@@ -446,7 +446,7 @@ fn nested(depth: usize) -> String {
 // 5. Hostile records are record errors under `on_error`, never a panic or a failed load.
 #[test]
 fn hostile_records_never_crash_and_every_record_is_accounted_for() {
-    use rand::{Rng, SeedableRng};
+    use rand::{RngExt, SeedableRng};
     let env = Env::new();
     let mut rng = rand::rngs::StdRng::seed_from_u64(9);
     let mut records = Vec::new();
