@@ -503,21 +503,34 @@ pub(crate) async fn extract_resource<S: RecordSink>(
 /// The records a child resource makes its requests for: its parent's, in order.
 pub(crate) type ParentRecords<'a> = futures_util::stream::BoxStream<'a, Result<Value, ExtractError>>;
 
+/// What every request of one resource starts from: the client and base URL, the
+/// resource's own parameters and body, and its incremental start.
+#[derive(Clone, Copy)]
+pub(crate) struct Requests<'a> {
+    pub client: &'a Client,
+    pub base_url: &'a str,
+    pub params: &'a [(String, String)],
+    pub body: Option<&'a Value>,
+    pub start: Option<&'a Value>,
+}
+
 /// Extract a `for_each` resource: one request (with its own pagination) per parent
 /// record, up to `source.concurrency` at once, every record going to `sink`. The parent
 /// records stream in and the records out, so memory does not grow with either.
-#[allow(clippy::too_many_arguments)]
 pub(crate) async fn extract_children<S: RecordSink>(
-    client: &Client,
+    base: &Requests<'_>,
     pipeline: &Pipeline,
     resource: &Resource,
-    base_url: &str,
-    resource_params: &[(String, String)],
-    body: Option<&Value>,
-    start: Option<&Value>,
     parents: ParentRecords<'_>,
     sink: &mut S,
 ) -> Result<Extracted, ExtractError> {
+    let Requests {
+        client,
+        base_url,
+        params: resource_params,
+        body,
+        start,
+    } = *base;
     let for_each = resource.for_each.as_ref().expect("a for_each resource");
     let concurrency = pipeline.source().concurrency;
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Box<RawValue>>>(concurrency * 2);

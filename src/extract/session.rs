@@ -7,7 +7,9 @@ use std::collections::HashMap;
 use serde_json::Value;
 
 use super::http::Client;
-use super::{extract_children, extract_resource, first_request, ExtractError, Extracted, ParentRecords, RecordSink};
+use super::{
+    extract_children, extract_resource, first_request, ExtractError, Extracted, ParentRecords, RecordSink, Requests,
+};
 use crate::resolve::Resolved;
 use crate::spec::pipeline::{CursorTo, Pipeline, Resource};
 use crate::spec::placeholder::Values;
@@ -86,7 +88,14 @@ impl Session {
                 extract_resource(&self.client, p, r, first, sink).await
             }
             Some(parents) => {
-                extract_children(&self.client, p, r, &self.base_url, params, body, start, parents, sink).await
+                let base = Requests {
+                    client: &self.client,
+                    base_url: &self.base_url,
+                    params,
+                    body,
+                    start,
+                };
+                extract_children(&base, p, r, parents, sink).await
             }
         }
     }

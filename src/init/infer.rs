@@ -107,17 +107,14 @@ pub(crate) fn table(records: &[Value], cx: &Context) -> Table {
     let key = primary_key(&fields, &objects, cx.table);
     let mut taken = HashSet::new();
     let mut arrays = Vec::new();
-    scalar_columns(
-        &fields,
-        objects.len(),
-        "$",
-        "",
+    Flatten {
+        objects: objects.len(),
         cx,
-        0,
-        &mut t.columns,
-        &mut arrays,
-        &mut taken,
-    );
+        out: &mut t.columns,
+        arrays: &mut arrays,
+        taken: &mut taken,
+    }
+    .columns(&fields, "$", "", 0);
     // The key's column, as named among the others.
     let key = key.map(|(field, col)| match column_of(&mut t.columns, &field) {
         Some(c) => {
@@ -218,69 +215,76 @@ fn unique(taken: &mut HashSet<String>, name: &str) -> String {
 /// An array field, kept for the nested-table pass: its path, column name and values.
 type ArrayField<'v> = (String, String, Vec<&'v Value>);
 
-/// The scalar columns of `fields` (objects flattened into `a_b` columns), arrays set
-/// aside in `arrays`.
-#[allow(clippy::too_many_arguments)]
-fn scalar_columns<'v>(
-    fields: &[Field<'v>],
+/// Where the scalar columns of sampled objects go: `out`, with the names `taken`; array
+/// fields are set aside in `arrays`. `objects` is how many objects were sampled.
+struct Flatten<'a, 'v> {
     objects: usize,
-    path: &str,
-    prefix: &str,
-    cx: &Context,
-    depth: usize,
-    out: &mut Vec<Col>,
-    arrays: &mut Vec<ArrayField<'v>>,
-    taken: &mut HashSet<String>,
-) {
-    for f in fields {
-        let fpath = format!("{path}{}", path_step(&f.key));
-        let name = clip_ident(&join_name(prefix, &snake_case(&f.key)));
-        let all_objects = !f.values.is_empty() && f.values.iter().all(|v| v.is_object());
-        let all_arrays = !f.values.is_empty() && f.values.iter().all(|v| v.is_array());
-        if all_objects {
-            let inner = self::fields(&f.values);
-            let flat = depth < 2 && !inner.is_empty() && inner.len() <= 16;
-            if flat {
-                scalar_columns(&inner, objects, &fpath, &name, cx, depth + 1, out, arrays, taken);
-            } else {
-                let why = match inner.is_empty() {
-                    true => "an empty object in every sampled record: kept as JSON".to_string(),
-                    false => format!("an object with {} different keys: kept as JSON", inner.len()),
-                };
-                push_jsonb(out, taken, &name, &fpath, &why);
+    cx: &'a Context<'a>,
+    out: &'a mut Vec<Col>,
+    arrays: &'a mut Vec<ArrayField<'v>>,
+    taken: &'a mut HashSet<String>,
+}
+
+impl<'v> Flatten<'_, 'v> {
+    /// The scalar columns of `fields` at `path` (objects flattened into `a_b` columns).
+    fn columns(&mut self, fields: &[Field<'v>], path: &str, prefix: &str, depth: usize) {
+        let (objects, cx) = (self.objects, self.cx);
+        for f in fields {
+            let fpath = format!("{path}{}", path_step(&f.key));
+            let name = clip_ident(&join_name(prefix, &snake_case(&f.key)));
+            let all_objects = !f.values.is_empty() && f.values.iter().all(|v| v.is_object());
+            let all_arrays = !f.values.is_empty() && f.values.iter().all(|v| v.is_array());
+            if all_objects {
+                let inner = self::fields(&f.values);
+                let flat = depth < 2 && !inner.is_empty() && inner.len() <= 16;
+                if flat {
+                    self.columns(&inner, &fpath, &name, depth + 1);
+                } else {
+                    let why = match inner.is_empty() {
+                        true => "an empty object in every sampled record: kept as JSON".to_string(),
+                        false => format!("an object with {} different keys: kept as JSON", inner.len()),
+                    };
+                    push_jsonb(self.out, self.taken, &name, &fpath, &why);
+                }
+                continue;
             }
-            continue;
+            if all_arrays && depth == 0 {
+                self.arrays.push((fpath, name, f.values.clone()));
+                continue;
+            }
+            if all_arrays {
+                push_jsonb(
+                    self.out,
+                    self.taken,
+                    &name,
+                    &fpath,
+                    "an array inside an object: kept as JSON",
+                );
+                continue;
+            }
+            let mut col = scalar(&name, &f.key, &f.values, cx);
+            col.name = unique(self.taken, &col.name);
+            col.path = Some(fpath);
+            let missing = objects - f.present;
+            let nulls = f.present - f.values.len();
+            if missing > 0 {
+                col.optional = true;
+                note(
+                    &mut col.why,
+                    format!("absent from {missing} of {objects} sampled records"),
+                );
+            } else if nulls == 0
+                && cx.complete
+                && !col.transforms.contains(&Transform::EmptyAsNull)
+                && !col.transforms.contains(&Transform::UrlLastSegment)
+            {
+                col.not_null = true;
+            }
+            if nulls > 0 && col.ty.is_some() && !f.values.is_empty() {
+                note(&mut col.why, format!("null in {nulls} of {objects}"));
+            }
+            self.out.push(col);
         }
-        if all_arrays && depth == 0 {
-            arrays.push((fpath, name, f.values.clone()));
-            continue;
-        }
-        if all_arrays {
-            push_jsonb(out, taken, &name, &fpath, "an array inside an object: kept as JSON");
-            continue;
-        }
-        let mut col = scalar(&name, &f.key, &f.values, cx);
-        col.name = unique(taken, &col.name);
-        col.path = Some(fpath);
-        let missing = objects - f.present;
-        let nulls = f.present - f.values.len();
-        if missing > 0 {
-            col.optional = true;
-            note(
-                &mut col.why,
-                format!("absent from {missing} of {objects} sampled records"),
-            );
-        } else if nulls == 0
-            && cx.complete
-            && !col.transforms.contains(&Transform::EmptyAsNull)
-            && !col.transforms.contains(&Transform::UrlLastSegment)
-        {
-            col.not_null = true;
-        }
-        if nulls > 0 && col.ty.is_some() && !f.values.is_empty() {
-            note(&mut col.why, format!("null in {nulls} of {objects}"));
-        }
-        out.push(col);
     }
 }
 
@@ -725,17 +729,14 @@ fn nested(
         let mut arrays_inside = Vec::new();
         let mut cols = Vec::new();
         let inner_cx = Context { complete: false, ..*cx };
-        scalar_columns(
-            &fields,
-            elements.len(),
-            "$",
-            "",
-            &inner_cx,
-            1,
-            &mut cols,
-            &mut arrays_inside,
-            &mut taken,
-        );
+        Flatten {
+            objects: elements.len(),
+            cx: &inner_cx,
+            out: &mut cols,
+            arrays: &mut arrays_inside,
+            taken: &mut taken,
+        }
+        .columns(&fields, "$", "", 1);
         t.columns.extend(cols);
         for (p, n, _) in arrays_inside {
             push_jsonb(
