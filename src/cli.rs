@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::spec::{self, Diagnostic};
 
-/// Exit codes, as documented in the README.
+/// Exit codes, as documented in the README and docs/commands.md.
 pub mod exit {
     /// Success.
     pub const OK: u8 = 0;
@@ -121,7 +121,7 @@ enum Command {
     },
     /// Print the JSON Schema of the spec language (or its Markdown reference).
     Schema {
-        /// `json` (the schema editors use) or `markdown` (the README's spec reference).
+        /// `json` (the schema editors use) or `markdown` (docs/spec-reference.md).
         #[arg(long, value_enum, default_value_t = SchemaFormat::Json)]
         format: SchemaFormat,
     },

@@ -4,8 +4,8 @@ data engineer would, and hand back what each Lambda function would run with.
     moto_stack.py ENDPOINT TEMPLATE ZIP SECRET_JSON [NEXT_ZIP]
 
 Uploads ZIP as the package (under the key it is named by), creates the secret, creates the
-stack with the README's parameters and waits for it; given NEXT_ZIP, uploads that package
-too and updates the stack to its key, as the README's update path does; then, for every function of the
+stack with the parameters of docs/aws.md and waits for it; given NEXT_ZIP, uploads that package
+too and updates the stack to its key, as docs/aws.md's update path does; then, for every function of the
 stack: its environment as Lambda would set it and temporary credentials of its own role
 (STS AssumeRole). moto keeps a stack's inline role policies as Python text; they are put
 again as JSON so that its policy engine reads them. Last, IAM enforcement is turned on:

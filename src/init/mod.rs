@@ -184,56 +184,15 @@ pub(crate) async fn init(opts: &Options) -> Result<Written, InitError> {
 
     let tables = infer_tables(&drafts, known);
 
-    let compose = |with_references: bool| -> String {
-        let indent = match &opts.append {
-            Some(a) => list_indent(&a.text),
-            None => "  ".to_string(),
-        };
-        let blocks: Vec<String> = drafts
-            .iter()
-            .zip(&tables)
-            .map(|(d, t)| {
-                render::resource(
-                    &d.sampled,
-                    &d.secret_params,
-                    &d.name,
-                    &d.path,
-                    t,
-                    &indent,
-                    with_references,
-                )
-            })
-            .collect();
-        match &opts.append {
-            Some(a) => append_resources(&a.text, &blocks),
-            None => {
-                let auth = auth_yaml(opts, &pipeline_name).0;
-                let head = render::head(&render::Head {
-                    schema: opts.schema.as_deref(),
-                    command: &secrets.mask(&without_userinfo(&opts.command)),
-                    name: &pipeline_name,
-                    base_url: &api_base(&urls),
-                    auth: &auth,
-                    headers: &render::headers(&opts.headers),
-                });
-                format!("{head}{}", blocks.join("\n"))
-            }
-        }
-    };
-    let file = opts.append.as_ref().map_or("init", |a| a.pipeline.file());
-    let mut text = compose(true);
-    if let Err(d) = crate::spec::compile_text(file, &text) {
-        let without = compose(false);
-        if crate::spec::compile_text(file, &without).is_ok() {
-            tracing::warn!(
-                "the references init found would not compile together ({}); they are left out",
-                render::diagnostics(&text, &d).lines().next().unwrap_or("")
-            );
-            text = without;
-        } else {
-            return Err(InitError::Internal(render::diagnostics(&text, &d)));
-        }
+    let text = Compose {
+        opts,
+        drafts: &drafts,
+        tables: &tables,
+        pipeline_name: &pipeline_name,
+        base_url: &api_base(&urls),
+        secrets: &secrets,
     }
+    .spec()?;
     let resources = drafts
         .iter()
         .zip(&tables)
@@ -252,6 +211,78 @@ pub(crate) async fn init(opts: &Options) -> Result<Written, InitError> {
         requests: sampler.budget.requests,
         bytes: sampler.budget.bytes,
     })
+}
+
+/// The spec's text from the drafts and their tables: a new spec with its head, or the
+/// appended spec with the new resources.
+struct Compose<'a> {
+    opts: &'a Options,
+    drafts: &'a [Draft],
+    tables: &'a [infer::Table],
+    pipeline_name: &'a str,
+    base_url: &'a str,
+    secrets: &'a Secrets,
+}
+
+impl Compose<'_> {
+    /// The text, checked by the compiler; written without the references init found
+    /// when only they keep it from compiling.
+    fn spec(&self) -> Result<String, InitError> {
+        let opts = self.opts;
+        let file = opts.append.as_ref().map_or("init", |a| a.pipeline.file());
+        let text = self.text(true);
+        let Err(d) = crate::spec::compile_text(file, &text) else {
+            return Ok(text);
+        };
+        let without = self.text(false);
+        if crate::spec::compile_text(file, &without).is_err() {
+            return Err(InitError::Internal(render::diagnostics(&text, &d)));
+        }
+        tracing::warn!(
+            "the references init found would not compile together ({}); they are left out",
+            render::diagnostics(&text, &d).lines().next().unwrap_or("")
+        );
+        Ok(without)
+    }
+
+    fn text(&self, with_references: bool) -> String {
+        let opts = self.opts;
+        let indent = match &opts.append {
+            Some(a) => list_indent(&a.text),
+            None => "  ".to_string(),
+        };
+        let blocks: Vec<String> = self
+            .drafts
+            .iter()
+            .zip(self.tables)
+            .map(|(d, t)| {
+                render::resource(
+                    &d.sampled,
+                    &d.secret_params,
+                    &d.name,
+                    &d.path,
+                    t,
+                    &indent,
+                    with_references,
+                )
+            })
+            .collect();
+        match &opts.append {
+            Some(a) => append_resources(&a.text, &blocks),
+            None => {
+                let auth = auth_yaml(opts, self.pipeline_name).0;
+                let head = render::head(&render::Head {
+                    schema: opts.schema.as_deref(),
+                    command: &self.secrets.mask(&without_userinfo(&opts.command)),
+                    name: self.pipeline_name,
+                    base_url: self.base_url,
+                    auth: &auth,
+                    headers: &render::headers(&opts.headers),
+                });
+                format!("{head}{}", blocks.join("\n"))
+            }
+        }
+    }
 }
 
 /// The URLs of `init`, checked: http(s), one origin, and the flags that go with them.

@@ -1,6 +1,6 @@
 //! The raw spec types: exactly what a pipeline YAML file may say, nothing checked yet
 //! beyond shape. Every doc comment here becomes the JSON Schema description and the
-//! README's spec reference, so it is written for the person authoring a spec.
+//! spec reference (`docs/spec-reference.md`), so it is written for the person authoring a spec.
 //!
 //! Fields marked *interpolated* may contain `${VAR}` or `${VAR:-default}`; they are
 //! resolved from the environment only when a pipeline runs, never when it is validated.

@@ -1,5 +1,5 @@
 //! The spec reference in Markdown, generated from the JSON Schema (and so from the doc
-//! comments of the raw types), for `sluice schema --format markdown` and the README.
+//! comments of the raw types), for `sluice schema --format markdown` and `docs/spec-reference.md`.
 
 use serde_json::Value;
 
