@@ -150,71 +150,90 @@ pub(super) fn compile_paginate(cx: &mut Ctx, ppath: &str, raw: Option<&RawPagina
             body_field,
             ..
         } => {
-            let to = match (param, body_field) {
-                (Some(p), None) if !p.is_empty() => Some(p::CursorTo::Param(p.clone())),
-                (None, Some(f)) if !f.is_empty() && f.split('.').all(|s| !s.is_empty()) => {
-                    Some(p::CursorTo::BodyField(f.split('.').map(String::from).collect()))
-                }
-                (Some(_), Some(_)) => {
-                    cx.error_at_key(
-                        &format!("{ppath}.body_field"),
-                        "a cursor is sent one way; give `param` or `body_field`, not both",
-                    );
-                    None
-                }
-                (None, None) => {
-                    cx.error(ppath, "a cursor paginator needs `param` (a query parameter) or `body_field` (a field of the JSON body)");
-                    None
-                }
-                _ => {
-                    cx.error(
-                        &format!("{ppath}.{}", if param.is_some() { "param" } else { "body_field" }),
-                        "the name where the cursor goes cannot be empty",
-                    );
-                    None
-                }
-            };
-            let given: Vec<&str> = [
-                cursor.as_ref().map(|_| "cursor"),
-                last_record.as_ref().map(|_| "last_record"),
-                header.as_ref().map(|_| "header"),
-            ]
-            .into_iter()
-            .flatten()
-            .collect();
-            let from = match (cursor, last_record, header) {
-                _ if given.len() > 1 => {
-                    cx.error_at_key(
-                        &format!("{ppath}.{}", given[1]),
-                        format!(
-                            "a cursor comes from one place; give one of `cursor`, `last_record` and `header`, not both `{}` and `{}`",
-                            given[0], given[1]
-                        ),
-                    );
-                    None
-                }
-                (Some(c), None, None) => cx.jsonpath(&format!("{ppath}.cursor"), c).map(p::CursorFrom::Body),
-                (None, Some(l), None) => cx
-                    .jsonpath(&format!("{ppath}.last_record"), l)
-                    .map(p::CursorFrom::LastRecord),
-                (None, None, Some(h)) => match is_header_name(h) {
-                    true => Some(p::CursorFrom::Header(h.to_ascii_lowercase())),
-                    false => {
-                        cx.error(&format!("{ppath}.header"), format!("`{h}` is not a valid header name"));
-                        None
-                    }
-                },
-                _ => {
-                    cx.error(
-                        ppath,
-                        "a cursor paginator needs where the token comes from: `cursor` (a JSONPath on the body), `last_record` (a JSONPath on the last record) or `header`",
-                    );
-                    None
-                }
-            };
+            let to = cursor_to(cx, ppath, param, body_field);
+            let from = cursor_from(cx, ppath, cursor, last_record, header);
             from.zip(to).map(|(from, to)| p::Paginator::Cursor { from, to })
         }
         RawPaginate::LinkHeader { .. } => Some(p::Paginator::LinkHeader),
     };
     (paginator, stop_when, completeness)
+}
+
+/// Where a cursor goes back: a query parameter or a field of the JSON body.
+fn cursor_to(cx: &mut Ctx, ppath: &str, param: &Option<String>, body_field: &Option<String>) -> Option<p::CursorTo> {
+    match (param, body_field) {
+        (Some(p), None) if !p.is_empty() => Some(p::CursorTo::Param(p.clone())),
+        (None, Some(f)) if !f.is_empty() && f.split('.').all(|s| !s.is_empty()) => {
+            Some(p::CursorTo::BodyField(f.split('.').map(String::from).collect()))
+        }
+        (Some(_), Some(_)) => {
+            cx.error_at_key(
+                &format!("{ppath}.body_field"),
+                "a cursor is sent one way; give `param` or `body_field`, not both",
+            );
+            None
+        }
+        (None, None) => {
+            cx.error(
+                ppath,
+                "a cursor paginator needs `param` (a query parameter) or `body_field` (a field of the JSON body)",
+            );
+            None
+        }
+        _ => {
+            cx.error(
+                &format!("{ppath}.{}", if param.is_some() { "param" } else { "body_field" }),
+                "the name where the cursor goes cannot be empty",
+            );
+            None
+        }
+    }
+}
+
+/// Where a cursor comes from: a JSONPath on the body or on the last record, or a header.
+fn cursor_from(
+    cx: &mut Ctx,
+    ppath: &str,
+    cursor: &Option<String>,
+    last_record: &Option<String>,
+    header: &Option<String>,
+) -> Option<p::CursorFrom> {
+    let given: Vec<&str> = [
+        cursor.as_ref().map(|_| "cursor"),
+        last_record.as_ref().map(|_| "last_record"),
+        header.as_ref().map(|_| "header"),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    match (cursor, last_record, header) {
+        _ if given.len() > 1 => {
+            cx.error_at_key(
+                &format!("{ppath}.{}", given[1]),
+                format!(
+                    "a cursor comes from one place; give one of `cursor`, `last_record` and `header`, not both `{}` and `{}`",
+                    given[0], given[1]
+                ),
+            );
+            None
+        }
+        (Some(c), None, None) => cx.jsonpath(&format!("{ppath}.cursor"), c).map(p::CursorFrom::Body),
+        (None, Some(l), None) => cx
+            .jsonpath(&format!("{ppath}.last_record"), l)
+            .map(p::CursorFrom::LastRecord),
+        (None, None, Some(h)) => match is_header_name(h) {
+            true => Some(p::CursorFrom::Header(h.to_ascii_lowercase())),
+            false => {
+                cx.error(&format!("{ppath}.header"), format!("`{h}` is not a valid header name"));
+                None
+            }
+        },
+        _ => {
+            cx.error(
+                ppath,
+                "a cursor paginator needs where the token comes from: `cursor` (a JSONPath on the body), `last_record` (a JSONPath on the last record) or `header`",
+            );
+            None
+        }
+    }
 }
