@@ -9,7 +9,7 @@ use std::borrow::Cow;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use serde_json::Value;
 use sluice::load::record::{encode_row, map_row, RunMeta};
-use sluice::spec::pipeline::ColumnType;
+use sluice::value::ColumnType;
 use sluice::value::{coerce, Cell, Val};
 
 fn page_of_characters() -> String {

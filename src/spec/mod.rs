@@ -10,7 +10,7 @@ pub(crate) mod jsonpath;
 pub(crate) mod location;
 pub(crate) mod model;
 pub(crate) mod parse;
-pub mod pipeline;
+pub(crate) mod pipeline;
 pub(crate) mod placeholder;
 pub(crate) mod reference;
 pub(crate) mod shape;

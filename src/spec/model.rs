@@ -11,8 +11,8 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 
 use super::units::{ByteSize, Duration};
-pub use crate::incremental::CursorFormat;
-pub use crate::value::{ColumnType, Transform};
+pub(crate) use crate::incremental::CursorFormat;
+pub(crate) use crate::value::{ColumnType, Transform};
 
 /// A sluice pipeline: one REST API source, one staging location, one PostgreSQL
 /// warehouse and the resources that flow between them.

@@ -4,7 +4,7 @@
 
 use chrono::{DateTime, Utc};
 
-pub use super::model::{
+pub(crate) use super::model::{
     ApiKeyLocation, ColumnType, CursorFormat, HttpMethod, MetaValue, OAuth2Grant, OnError, OnMissing, RuntimeTarget,
     TotalCheck, Transform, WriteMode,
 };
@@ -249,7 +249,7 @@ pub struct ForEach {
 
 /// The field each staged record of a child resource carries the values of its
 /// `parent_path` columns in, keyed by the path as written: `{"$.id": 7}`.
-pub const PARENT_FIELD: &str = "_sluice_parent";
+pub(crate) const PARENT_FIELD: &str = "_sluice_parent";
 
 #[derive(Debug, Clone)]
 pub enum Paginator {
@@ -469,7 +469,7 @@ impl Each {
 }
 
 /// Name of the column that traces each row to its run.
-pub const RUN_ID_COLUMN: &str = "_sluice_run_id";
+pub(crate) const RUN_ID_COLUMN: &str = "_sluice_run_id";
 
 impl Table {
     /// An `append` table whose primary key the same record fills alike on every run (no
@@ -567,8 +567,8 @@ enum KeyPart {
     RunTime(String),
 }
 
-pub const KEY_PLACEHOLDERS: [&str; 5] = ["pipeline", "resource", "run_id", "part", "run_time"];
-pub const DEFAULT_KEY: &str = "{pipeline}/{resource}/{run_time:%Y/%m/%d/%H/%M}/{run_id}-{part}.jsonl.gz";
+pub(crate) const KEY_PLACEHOLDERS: [&str; 5] = ["pipeline", "resource", "run_id", "part", "run_time"];
+pub(crate) const DEFAULT_KEY: &str = "{pipeline}/{resource}/{run_time:%Y/%m/%d/%H/%M}/{run_id}-{part}.jsonl.gz";
 
 impl KeyTemplate {
     /// Parse a template; the error names the offending placeholder.
@@ -802,7 +802,7 @@ impl KeyTemplate {
 }
 
 /// Whether `s` has the shape of a run id: `YYYYMMDDTHHMMSSZ-xxxxxx`.
-pub fn is_run_id(s: &str) -> bool {
+pub(crate) fn is_run_id(s: &str) -> bool {
     let b = s.as_bytes();
     b.len() == 23
         && b[..8].iter().all(u8::is_ascii_digit)
