@@ -115,6 +115,7 @@ struct Draft {
 pub(crate) async fn init(opts: &Options) -> Result<Written, InitError> {
     let urls = checked_urls(opts)?;
     let first = &urls[0];
+    let written_base = api_base(&urls);
     let secrets = url_secrets(&urls);
     // The API's client: the existing spec's source, or the new one's.
     let new_spec;
@@ -128,7 +129,7 @@ pub(crate) async fn init(opts: &Options) -> Result<Written, InitError> {
             crate::spec::ident::check_identifier(&name).map_err(|e| InitError::Usage(format!("--name: {e}")))?;
             let (auth, var) = auth_yaml(opts, &name);
             let probe = render::probe_resource("probe", "/", None, "$[*]", &sampled::Paging::None);
-            new_spec = render::probe_pipeline(&api_base(&urls), &auth, &render::headers(&opts.headers), &probe)?;
+            new_spec = render::probe_pipeline(&written_base, &auth, &render::headers(&opts.headers), &probe)?;
             (&new_spec, name, var)
         }
     };
@@ -189,7 +190,7 @@ pub(crate) async fn init(opts: &Options) -> Result<Written, InitError> {
         drafts: &drafts,
         tables: &tables,
         pipeline_name: &pipeline_name,
-        base_url: &api_base(&urls),
+        base_url: &written_base,
         secrets: &secrets,
     }
     .spec()?;

@@ -262,7 +262,8 @@ impl Sampler<'_> {
             more_seen.push(format!("`{p}` names a next page"));
         }
         // Out of budget while looking: what was found so far, else one page.
-        let (candidates, cut) = match self.candidates(url, &resp, &body, &records_path, &first, name).await {
+        let page = FirstPage::new(url, &resp, &body, &records_path, &first, name);
+        let (candidates, cut) = match self.candidates(&page).await {
             Ok(c) => (c, None),
             Err(InitError::Budget(why)) => (Vec::new(), Some(why)),
             Err(e) => return Err(e),
@@ -352,28 +353,19 @@ impl Sampler<'_> {
     /// those seen to move to new records are proposed. One detector per kind: a `Link`
     /// header, a next-URL field, a cursor in the body, the last record's id, a cursor
     /// header; then, when none of those is seen, page and offset parameters.
-    async fn candidates(
-        &mut self,
-        url: &Url,
-        resp: &Response,
-        body: &Value,
-        records_path: &str,
-        first: &[Value],
-        name: &str,
-    ) -> Result<Vec<(Paging, String)>, InitError> {
-        let page = FirstPage::new(url, resp, body, records_path, first, name);
+    async fn candidates(&mut self, page: &FirstPage<'_>) -> Result<Vec<(Paging, String)>, InitError> {
         let mut out = Vec::new();
         out.extend(page.link_header());
         out.extend(page.next_url_fields());
-        out.extend(self.body_cursors(&page).await?);
-        out.extend(self.last_record_cursor(&page).await?);
-        out.extend(self.header_cursors(&page).await?);
+        out.extend(self.body_cursors(page).await?);
+        out.extend(self.last_record_cursor(page).await?);
+        out.extend(self.header_cursors(page).await?);
         // Page and offset parameters are tried on GET requests only.
         if !out.is_empty() || self.body.is_some() {
             return Ok(out);
         }
         // Nothing in the page names the next one: try page and offset parameters.
-        Ok(self.page_or_offset(&page).await?.into_iter().collect())
+        Ok(self.page_or_offset(page).await?.into_iter().collect())
     }
 
     /// A cursor field of the body (`next_cursor`, an Airtable `offset` token), sent back
