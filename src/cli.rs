@@ -291,7 +291,7 @@ impl Target {
                 limit: self.limit,
                 keep_failed: self.keep_failed,
                 full_refresh: self.full_refresh,
-                deadline: None,
+                ..Default::default()
             },
         ))
     }

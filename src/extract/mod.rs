@@ -174,6 +174,34 @@ pub(crate) struct Extracted {
     /// The number of records the API reported (its last page's `total`), summed over
     /// the parents of a `for_each` resource.
     pub total: Option<u64>,
+    /// The sink said it had enough (a `--limit` or a dry run).
+    pub stopped: bool,
+    /// For a resource read as date windows: how far it got.
+    pub windows: Option<Windows>,
+}
+
+/// The date windows of one resource's run.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Windows {
+    /// Read whole, in order.
+    pub done: u32,
+    /// Not read this run (`run` reads them in its next rounds).
+    pub left: u32,
+    /// Where the state moves: the end of the last window read (never past the start of
+    /// the unit still under way); none when there was no window.
+    pub state: Option<crate::incremental::Position>,
+}
+
+impl Extracted {
+    /// Add the counts of one more request sequence (a window, a parent's requests).
+    pub(crate) fn add(&mut self, other: &Extracted) {
+        self.pages += other.pages;
+        self.records += other.records;
+        self.skipped += other.skipped;
+        if let Some(t) = other.total {
+            self.total = Some(self.total.unwrap_or(0) + t);
+        }
+    }
 }
 
 /// What the pages of one resource said of the whole, page by page.
@@ -449,6 +477,7 @@ pub(crate) async fn extract_resource<S: RecordSink>(
             if let Some(h) = prefetched {
                 h.abort();
             }
+            stats.stopped = true;
             return Ok(stats);
         }
         tracing::debug!(resource = %resource.name, page = page_no, records = records.len(), "page");
@@ -479,6 +508,7 @@ pub(crate) async fn extract_resource<S: RecordSink>(
                 stats.records += records.len() as u64;
                 tally.page(resource, &body, records.len());
                 if !sink.page(&records).await? {
+                    stats.stopped = true;
                     return Ok(stats);
                 }
                 (last, last_records) = (body, records.len());
@@ -512,6 +542,8 @@ pub(crate) struct Requests<'a> {
     pub params: &'a [(String, String)],
     pub body: Option<&'a Value>,
     pub start: Option<&'a Value>,
+    pub end: Option<&'a Value>,
+    pub now: chrono::DateTime<chrono::Utc>,
 }
 
 /// Extract a `for_each` resource: one request (with its own pagination) per parent
@@ -530,6 +562,8 @@ pub(crate) async fn extract_children<S: RecordSink>(
         params: resource_params,
         body,
         start,
+        end,
+        now,
     } = *base;
     let for_each = resource.for_each.as_ref().expect("a for_each resource");
     let concurrency = pipeline.source().concurrency;
@@ -555,6 +589,8 @@ pub(crate) async fn extract_children<S: RecordSink>(
                     let values = Values {
                         parent: Some(&parent),
                         start,
+                        end,
+                        now: Some(now),
                     };
                     let req = first_request(client, base_url, resource, resource_params, body, &values)
                         .map_err(in_resource)?;
@@ -584,13 +620,7 @@ pub(crate) async fn extract_children<S: RecordSink>(
             .buffer_unordered(concurrency);
         while let Some(outcome) = calls.next().await {
             match outcome? {
-                Some(stats) => {
-                    total.pages += stats.pages;
-                    total.records += stats.records;
-                    if let Some(t) = stats.total {
-                        total.total = Some(total.total.unwrap_or(0) + t);
-                    }
-                }
+                Some(stats) => total.add(&stats),
                 None => total.skipped += 1,
             }
         }

@@ -4,29 +4,35 @@
 
 use std::collections::HashMap;
 
+use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use super::http::Client;
 use super::{
     extract_children, extract_resource, first_request, ExtractError, Extracted, ParentRecords, RecordSink, Requests,
+    Windows,
 };
+use crate::incremental::Position;
 use crate::resolve::Resolved;
 use crate::spec::pipeline::{CursorTo, Pipeline, Resource};
 use crate::spec::placeholder::Values;
 use crate::util::Secrets;
 
-/// Where each incremental resource of `resources` starts, from the saved positions.
+/// Where each incremental resource of `resources` starts, from the saved positions (its
+/// `initial` read from the environment when it is a `${VAR}`).
 pub(crate) fn incremental_starts(
     resources: &[&Resource],
-    saved: &std::collections::BTreeMap<String, crate::incremental::Position>,
-) -> HashMap<String, crate::incremental::Position> {
-    resources
-        .iter()
-        .filter_map(|r| {
-            let inc = r.incremental.as_ref()?;
-            Some((r.name.clone(), inc.start(saved.get(&r.name).copied())))
-        })
-        .collect()
+    saved: &std::collections::BTreeMap<String, Position>,
+) -> Result<HashMap<String, Position>, ExtractError> {
+    let mut out = HashMap::new();
+    for r in resources {
+        let Some(inc) = r.incremental.as_ref() else { continue };
+        let initial = inc
+            .position(&inc.initial, crate::resolve::var)
+            .map_err(|e| ExtractError::Config(format!("resource `{}`: `incremental.initial`: {e}", r.name)))?;
+        out.insert(r.name.clone(), inc.start(saved.get(&r.name).copied(), initial));
+    }
+    Ok(out)
 }
 
 /// One pipeline's HTTP side for one run: its client, base URL and resolved values, and
@@ -36,7 +42,12 @@ pub(crate) struct Session {
     pub base_url: String,
     pub source: crate::resolve::ResolvedSource,
     /// Where each incremental resource starts this run.
-    pub starts: HashMap<String, crate::incremental::Position>,
+    pub starts: HashMap<String, Position>,
+    /// The run's time: `{now}`, and the end of a range without `end`.
+    pub now: DateTime<Utc>,
+    /// Read only the first date window of each stepped resource (`run` commits each
+    /// window before it reads the next).
+    pub one_window: bool,
 }
 
 impl Session {
@@ -49,41 +60,107 @@ impl Session {
             base_url,
             source: resolved.source().clone(),
             starts: HashMap::new(),
+            now: Utc::now(),
+            one_window: false,
         })
     }
 
-    /// Extract resource `r` into `sink`, with this pipeline's client and resolved values.
+    /// Extract resource `r` into `sink`, with this pipeline's client and resolved values:
+    /// an incremental resource read as date windows window by window, in order.
     /// `parents`: the parent's records, for a `for_each` resource.
     pub(crate) async fn extract<S: RecordSink>(
         &self,
         p: &Pipeline,
         r: &Resource,
+        mut parents: Option<ParentRecords<'_>>,
+        sink: &mut S,
+    ) -> Result<Extracted, ExtractError> {
+        let windowed = r.incremental.as_ref().filter(|i| i.windowed);
+        let (Some(inc), Some(&start)) = (windowed, self.starts.get(&r.name)) else {
+            let start = self.starts.get(&r.name).copied();
+            return self.extract_window(p, r, parents, start.map(|s| (s, None)), sink).await;
+        };
+        let config = |e: String| ExtractError::Config(format!("resource `{}`: `incremental.end`: {e}", r.name));
+        let end = inc.end_position(crate::resolve::var).map_err(config)?;
+        let all = inc.windows(start, end, self.now);
+        let settled = crate::incremental::settled(&inc.format, self.now);
+        let take = if self.one_window { 1 } else { all.len() };
+        let mut total = Extracted {
+            windows: Some(Windows::default()),
+            ..Default::default()
+        };
+        if all.is_empty() {
+            tracing::info!(resource = %r.name, start = %inc.format.text(start), "no date window to read: the start is past the end");
+        }
+        for (i, &(a, b)) in all.iter().take(take).enumerate() {
+            let last = b - inc.granularity;
+            let stats = self
+                .extract_window(p, r, parents.take(), Some((a, Some(last))), sink)
+                .await?;
+            tracing::info!(
+                resource = %r.name,
+                window = format!("{} of {}", i + 1, all.len()),
+                start = %inc.format.text(a),
+                end = %inc.format.text(last),
+                pages = stats.pages,
+                records = stats.records,
+                "date window read"
+            );
+            let stopped = stats.stopped;
+            total.add(&stats);
+            total.windows = Some(Windows {
+                done: i as u32 + 1,
+                left: (all.len() - i - 1) as u32,
+                state: Some(b.min(settled).max(a)),
+            });
+            if stopped {
+                break;
+            }
+        }
+        Ok(total)
+    }
+
+    /// One request sequence of `r` (with its pagination; per parent for `for_each`), from
+    /// `window`'s start (and to its end).
+    async fn extract_window<S: RecordSink>(
+        &self,
+        p: &Pipeline,
+        r: &Resource,
         parents: Option<ParentRecords<'_>>,
+        window: Option<(Position, Option<Position>)>,
         sink: &mut S,
     ) -> Result<Extracted, ExtractError> {
         let (mut params, mut body) = (
             self.source.resource_params(&r.name).to_vec(),
             self.source.body(&r.name).cloned(),
         );
-        // Where an incremental resource starts, sent as its parameter or body field.
-        let start = match (&r.incremental, self.starts.get(&r.name)) {
-            (Some(inc), Some(pos)) => {
-                let value = inc.format.write(*pos);
+        // Where an incremental resource starts (and ends), sent as its parameters or body field.
+        let (start, end) = match (&r.incremental, window) {
+            (Some(inc), Some((a, b))) => {
                 match &inc.send {
-                    Some(CursorTo::Param(name)) => params.push((name.clone(), inc.format.text(*pos))),
+                    Some(CursorTo::Param(name)) => params.push((name.clone(), inc.format.text(a))),
                     Some(CursorTo::BodyField(field)) => {
-                        crate::extract::paginate::set_field(body.get_or_insert(Value::Null), field, value.clone())
+                        crate::extract::paginate::set_field(body.get_or_insert(Value::Null), field, inc.format.write(a))
                     }
                     None => {}
                 }
-                Some(value)
+                if let (Some(name), Some(b)) = (&inc.send_end, b) {
+                    params.push((name.clone(), inc.format.text(b)));
+                }
+                (Some(inc.format.write(a)), b.map(|b| inc.format.write(b)))
             }
-            _ => None,
+            _ => (None, None),
         };
-        let (params, body, start) = (params.as_slice(), body.as_ref(), start.as_ref());
+        let (params, body) = (params.as_slice(), body.as_ref());
+        let (start, end) = (start.as_ref(), end.as_ref());
         match parents {
             None => {
-                let values = Values { parent: None, start };
+                let values = Values {
+                    parent: None,
+                    start,
+                    end,
+                    now: Some(self.now),
+                };
                 let first = first_request(&self.client, &self.base_url, r, params, body, &values)?;
                 extract_resource(&self.client, p, r, first, sink).await
             }
@@ -94,6 +171,8 @@ impl Session {
                     params,
                     body,
                     start,
+                    end,
+                    now: self.now,
                 };
                 extract_children(&base, p, r, parents, sink).await
             }

@@ -52,7 +52,7 @@ pub(crate) async fn extract_dry_run(
     let resolved = crate::resolve::resolve(p, Needs::DRY_RUN, secrets)?;
     let mut http = Session::new(p, &resolved, secrets)?;
     // A dry run reads no warehouse, so no saved state: it starts where a first run would.
-    http.starts = crate::extract::session::incremental_starts(&resources, &Default::default());
+    http.starts = crate::extract::session::incremental_starts(&resources, &Default::default())?;
     if !http.starts.is_empty() {
         tracing::info!("dry run: incremental resources start at their `initial`");
     }

@@ -29,6 +29,13 @@ pub(crate) struct ExtractOptions {
     pub full_refresh: bool,
     /// Start no request past this (a Lambda invocation's deadline, less a reserve).
     pub deadline: Option<crate::extract::http::Deadline>,
+    /// The run's time for `{now}` and open-ended date windows (default: when it starts).
+    pub now: Option<chrono::DateTime<Utc>>,
+    /// Where these incremental resources start, instead of their saved state (the next
+    /// window of a `run` that commits window by window).
+    pub starts: HashMap<String, crate::incremental::Position>,
+    /// Read only the first date window of each stepped resource.
+    pub one_window: bool,
 }
 
 /// What an extraction staged.
@@ -118,18 +125,22 @@ impl RecordSink for StageSink<'_> {
 /// The highest cursor of the records of one resource, kept while they are staged.
 #[derive(Debug, Clone)]
 pub(crate) struct Highest {
+    /// How the cursor reads, and the format of the state.
+    read: crate::spec::pipeline::CursorFormat,
     format: crate::spec::pipeline::CursorFormat,
     cursor: crate::spec::jsonpath::JsonPath,
     pub max: Option<crate::incremental::Position>,
 }
 
 impl Highest {
-    pub(crate) fn new(inc: &crate::spec::pipeline::Incremental) -> Self {
-        Highest {
-            format: inc.format,
-            cursor: inc.cursor.clone(),
+    /// For an incremental resource with a cursor that is not read as date windows.
+    pub(crate) fn new(inc: &crate::spec::pipeline::Incremental) -> Option<Self> {
+        Some(Highest {
+            read: inc.cursor_format.clone(),
+            format: inc.format.clone(),
+            cursor: inc.cursor.clone().filter(|_| !inc.windowed)?,
             max: None,
-        }
+        })
     }
 
     /// Take one record's cursor into account; a record without a readable cursor is an
@@ -143,9 +154,10 @@ impl Highest {
             )
         })?;
         let pos = self
-            .format
+            .read
             .read(v)
             .map_err(|e| format!("incremental cursor `{}`: {e}", self.cursor.as_str()))?;
+        let pos = self.format.convert(pos, &self.read).unwrap_or(pos);
         self.max = Some(self.max.map_or(pos, |m| m.max(pos)));
         Ok(())
     }
@@ -254,8 +266,11 @@ impl Extraction<'_> {
                 true => Default::default(),
                 false => crate::load::state::positions(p, self.resolved.warehouse_url(), secrets).await?,
             };
-            http.starts = crate::extract::session::incremental_starts(&resources, &saved);
+            http.starts = crate::extract::session::incremental_starts(&resources, &saved)?;
+            http.starts.extend(opts.starts.iter().map(|(k, v)| (k.clone(), *v)));
         }
+        http.now = opts.now.unwrap_or(run.run_time);
+        http.one_window = opts.one_window;
         let started = Utc::now();
         tracing::info!(pipeline = p.name(), run_id = %run.run_id, staging = %self.store.describe(), "extract started");
         // Inside the deadline's reserve already: no resource is begun (nor anything staged).
@@ -361,7 +376,7 @@ impl Extraction<'_> {
             limit: self.opts.limit,
             written: 0,
             bar: crate::progress::ExtractBar::new(&r.name),
-            highest: r.incremental.as_ref().map(Highest::new),
+            highest: r.incremental.as_ref().and_then(Highest::new),
         };
         let stats = http.extract(p, r, parents, &mut sink).await?;
         let objects = sink.writer.finish().await.map_err(|source| ExtractError::Stage {
@@ -373,9 +388,20 @@ impl Extraction<'_> {
             .incremental
             .as_ref()
             .zip(http.starts.get(&r.name))
-            .map(|(inc, start)| crate::stage::manifest::IncrementalRun {
-                start: inc.format.text(*start),
-                highest: sink.highest.as_ref().and_then(|h| h.max).map(|m| inc.format.text(m)),
+            .map(|(inc, start)| match stats.windows {
+                // Read as date windows: the state is where the last one read ends.
+                Some(w) => crate::stage::manifest::IncrementalRun {
+                    start: inc.format.text(*start),
+                    highest: w.state.map(|m| inc.format.text(m)),
+                    windows: Some(w.done),
+                    windows_left: w.left,
+                },
+                None => crate::stage::manifest::IncrementalRun {
+                    start: inc.format.text(*start),
+                    highest: sink.highest.as_ref().and_then(|h| h.max).map(|m| inc.format.text(m)),
+                    windows: None,
+                    windows_left: 0,
+                },
             });
         tracing::info!(
             resource = %r.name,

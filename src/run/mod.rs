@@ -66,6 +66,13 @@ pub(crate) enum RunError {
         /// Whether the invocation deadline stopped one.
         deadline: bool,
     },
+    #[error("{source}. The {loaded} date window round(s) before it were loaded and committed (runs {runs}); the next run resumes {resumes}")]
+    WindowFailed {
+        loaded: usize,
+        runs: String,
+        resumes: String,
+        source: Box<RunError>,
+    },
     #[error("unknown resource `{name}`; this spec has: {known}")]
     UnknownResource { name: String, known: String },
     #[error(transparent)]
@@ -131,8 +138,138 @@ pub(super) fn parents_first<'a>(resources: &[&'a Resource]) -> Vec<&'a Resource>
     out
 }
 
-/// Extract, then load the run just staged.
+/// Extract, then load the run just staged. A pipeline with stepped date windows runs in
+/// rounds: each round reads the next window of every stepped resource (the other
+/// resources in the first round only) and loads and commits it, so that a failure leaves
+/// the windows before it loaded and the state where the next run resumes.
 pub(crate) async fn run(
+    p: &Pipeline,
+    opts: &ExtractOptions,
+    secrets: &Secrets,
+) -> Result<(ExtractReport, crate::load::LoadReport), RunError> {
+    let stepped = |r: &Resource| r.incremental.as_ref().is_some_and(|i| i.step.is_some());
+    if !select(p, &opts.resources)?.into_iter().any(stepped) {
+        return run_once(p, opts, secrets).await;
+    }
+    let mut opts = ExtractOptions {
+        now: Some(opts.now.unwrap_or_else(Utc::now)),
+        one_window: true,
+        ..opts.clone()
+    };
+    let mut rounds: Vec<(ExtractReport, crate::load::LoadReport)> = Vec::new();
+    loop {
+        let (extracted, loaded) = match run_once(p, &opts, secrets).await {
+            Ok(done) => done,
+            Err(e) if rounds.is_empty() => return Err(e),
+            Err(e) => return Err(window_failed(&rounds, e)),
+        };
+        let left: Vec<(String, String)> = extracted
+            .manifest
+            .resources
+            .iter()
+            .filter_map(|m| {
+                let inc = m.incremental.as_ref().filter(|i| i.windows_left > 0)?;
+                Some((m.name.clone(), inc.highest.clone()?))
+            })
+            .collect();
+        tracing::info!(
+            round = rounds.len() + 1,
+            run_id = %extracted.run.run_id,
+            resources_with_windows_left = left.len(),
+            "date windows loaded and committed"
+        );
+        rounds.push((extracted, loaded));
+        if left.is_empty() {
+            break;
+        }
+        opts.starts.clear();
+        for (name, state) in &left {
+            let inc = p
+                .resource(name)
+                .and_then(|r| r.incremental.as_ref())
+                .expect("a stepped resource");
+            if let Ok(pos) = inc.format.read(&serde_json::Value::String(state.clone())) {
+                opts.starts.insert(name.clone(), pos);
+            }
+        }
+        // The stepped resources with windows left, and the children of their records.
+        let names: Vec<&str> = left.iter().map(|(n, _)| n.as_str()).collect();
+        opts.resources = descendants(p, &names);
+    }
+    Ok(merge_rounds(rounds))
+}
+
+/// `names` and every resource whose `for_each` chain leads to one of them, in spec order.
+fn descendants(p: &Pipeline, names: &[&str]) -> Vec<String> {
+    let mut out: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    loop {
+        let before = out.len();
+        for r in p.resources() {
+            let child = r.for_each.as_ref().is_some_and(|f| out.contains(&f.parent));
+            if child && !out.contains(&r.name) {
+                out.push(r.name.clone());
+            }
+        }
+        if out.len() == before {
+            break;
+        }
+    }
+    out.sort_by_key(|n| p.resources().iter().position(|r| &r.name == n));
+    out
+}
+
+/// A round after the first failed: what the rounds before it loaded stays, and says so.
+fn window_failed(rounds: &[(ExtractReport, crate::load::LoadReport)], e: RunError) -> RunError {
+    let mut resumes = Vec::new();
+    if let Some((last, _)) = rounds.last() {
+        for m in &last.manifest.resources {
+            if let Some(h) = m.incremental.as_ref().and_then(|i| i.highest.as_ref()) {
+                resumes.push(format!("`{}` at {h}", m.name));
+            }
+        }
+    }
+    RunError::WindowFailed {
+        loaded: rounds.len(),
+        runs: rounds
+            .iter()
+            .map(|(x, _)| x.run.run_id.clone())
+            .collect::<Vec<_>>()
+            .join(", "),
+        resumes: resumes.join(", "),
+        source: Box::new(e),
+    }
+}
+
+/// The reports of a run's rounds as one: the last round's identity, every round's counts.
+fn merge_rounds(mut rounds: Vec<(ExtractReport, crate::load::LoadReport)>) -> (ExtractReport, crate::load::LoadReport) {
+    let (extracted, mut loaded) = rounds.remove(0);
+    let n = rounds.len() + 1;
+    for (_, more) in rounds {
+        for t in more.tables {
+            match loaded.tables.iter_mut().find(|x| x.table == t.table) {
+                Some(x) => {
+                    x.records += t.records;
+                    x.rows += t.rows;
+                    x.inserted += t.inserted;
+                    x.updated += t.updated;
+                    x.deleted += t.deleted;
+                    x.rejected += t.rejected;
+                    x.seconds += t.seconds;
+                }
+                None => loaded.tables.push(t),
+            }
+        }
+        loaded.skipped.extend(more.skipped);
+        loaded.run_id = format!("{} … {}", extracted.run.run_id, more.run_id);
+    }
+    if n > 1 {
+        loaded.run_id = format!("{} ({n} runs, one per date window)", loaded.run_id);
+    }
+    (extracted, loaded)
+}
+
+/// Extract, then load the run just staged: one round.
+async fn run_once(
     p: &Pipeline,
     opts: &ExtractOptions,
     secrets: &Secrets,

@@ -27,11 +27,14 @@ pub(crate) async fn state(p: &Pipeline, secrets: &Secrets) -> Result<Vec<StateRo
         .filter_map(|r| {
             let inc = r.incremental.as_ref()?;
             let s = saved.get(&r.name);
-            let start = inc.start(positions.get(&r.name).copied());
+            let next_start = match inc.position(&inc.initial, crate::resolve::var) {
+                Ok(initial) => inc.format.text(inc.start(positions.get(&r.name).copied(), initial)),
+                Err(e) => format!("unknown (`initial`: {e})"),
+            };
             Some(StateRow {
                 resource: r.name.clone(),
                 saved: s.map(|s| s.value.clone()),
-                next_start: inc.format.text(start),
+                next_start,
                 run_id: s.map(|s| s.run_id.clone()),
                 updated_at: s.map(|s| s.updated_at.clone()),
             })

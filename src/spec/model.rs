@@ -352,31 +352,82 @@ pub(crate) struct RawResource {
     pub table: Option<RawTable>,
 }
 
-/// Incremental loading: where each record's cursor is, and how the start is sent.
+/// Incremental loading: where each record's cursor is, how the start (and the end) of
+/// the range is sent, and the date windows it is split into.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawIncremental {
     /// JSONPath to the cursor in each record, for example `$.updated_at`; the highest
-    /// value loaded is where the next run starts.
-    pub cursor: String,
+    /// value loaded is where the next run starts. Not needed with date windows (`step`,
+    /// `end` or `{incremental.end}`), whose state is the end of the last window read.
+    #[serde(default)]
+    pub cursor: Option<String>,
     /// Query parameter that sends the start, for example `since`.
     #[serde(default)]
     pub param: Option<String>,
+    /// Query parameter that sends the end of the window (its last instant), for example
+    /// `until`; the same as writing `{incremental.end}` in `params`.
+    #[serde(default)]
+    pub end_param: Option<String>,
     /// Dotted path of a field of the JSON body that takes the start instead, for example
     /// `filter.since`.
     #[serde(default)]
     pub body_field: Option<String>,
     /// The start of the first run (and of `--full-refresh`), in `format`, for example
-    /// `"2020-01-01T00:00:00Z"`.
+    /// `"2020-01-01T00:00:00Z"` (*interpolated*: `${START_DATE:-2024-01-01}`).
     pub initial: ParamValue,
-    /// How the cursor reads and how the start is written: `rfc3339` (default), `date`,
-    /// `epoch_s`, `epoch_ms` or `integer`.
+    /// The end of the range, inclusive: `now` (default: the run's start time) or a value in
+    /// `format` (*interpolated*). Each run reads from its start up to here.
+    #[serde(default)]
+    pub end: Option<ParamValue>,
+    /// Split the range into windows this long, each requested with its own pagination, in
+    /// order: `1d`, `7d`, `12h`, `2w`, `1mo`, `1y`. `sluice run` loads and commits each
+    /// window before the next, so a failed backfill resumes at the first unfinished one.
+    #[serde(default)]
+    pub step: Option<WindowStep>,
+    /// The smallest step of what is sent: a window's `{incremental.end}` is the next
+    /// window's start less this. Default one unit of `format` (a second for `rfc3339`, a
+    /// day for `date` and `%Y-%m-%d`).
+    #[serde(default)]
+    pub granularity: Option<Duration>,
+    /// How the start and end are written: `rfc3339` (default), `date`, `epoch_s`,
+    /// `epoch_ms`, `integer`, or a strftime pattern such as `%Y-%m-%d`.
     #[serde(default)]
     pub format: Option<CursorFormat>,
+    /// How the records' cursor reads, when not as `format` (an API that takes dates and
+    /// answers timestamps): the same choices.
+    #[serde(default)]
+    pub cursor_format: Option<CursorFormat>,
     /// Start this much before the saved value (for records written late), for example
-    /// `5m`. Not for `integer`.
+    /// `5m` or `1d`. Not for `integer`.
     #[serde(default)]
     pub lag: Option<Duration>,
+}
+
+/// The length of a date window: a number and a unit (`s`, `m`, `h`, `d`, `w`, `mo`, `y`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct WindowStep(pub crate::incremental::Step);
+
+impl<'de> Deserialize<'de> for WindowStep {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        crate::incremental::Step::parse(&text)
+            .map(WindowStep)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+impl JsonSchema for WindowStep {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "WindowStep".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "pattern": crate::incremental::STEP_PATTERN,
+            "description": "A window length: a whole number and a unit (s, m, h, d, w, mo, y), e.g. `7d` or `1mo`."
+        })
+    }
 }
 
 /// What a child request answered with 404 does.

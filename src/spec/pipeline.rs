@@ -201,24 +201,94 @@ pub struct Resource {
 /// Incremental loading of a resource (see [`crate::incremental`]).
 #[derive(Debug, Clone)]
 pub struct Incremental {
-    pub cursor: JsonPath,
+    /// The records' cursor; none with date windows, whose state is the last window's end.
+    pub cursor: Option<JsonPath>,
     /// Where the start goes; `None` when only `{incremental.start}` places it.
     pub send: Option<CursorTo>,
+    /// The query parameter the end goes in (`end_param`).
+    pub send_end: Option<String>,
+    /// How the start and end are written; positions are in its units.
     pub format: CursorFormat,
-    /// The first start, as a position (see [`crate::incremental::Position`]).
-    pub initial: crate::incremental::Position,
-    /// In the format's units.
+    /// How the records' cursor reads.
+    pub cursor_format: CursorFormat,
+    /// The first start, in `format`.
+    pub initial: Bound,
+    /// The inclusive end of the range; `None` is the run's time.
+    pub end: Option<Bound>,
+    pub step: Option<crate::incremental::Step>,
+    /// In `format`'s units: a window's end is the next one's start less this.
+    pub granularity: i64,
+    /// In `format`'s units.
     pub lag: i64,
+    /// Whether the range is read as date windows (`step`, `end`, `end_param` or
+    /// `{incremental.end}`): the state is then the end of the last window read.
+    pub windowed: bool,
+}
+
+/// A start or end: a position, or a template resolved when the pipeline runs.
+#[derive(Debug, Clone)]
+pub enum Bound {
+    At(crate::incremental::Position),
+    Env(Interp),
 }
 
 impl Incremental {
+    /// A bound's position, its variables looked up with `lookup`.
+    pub fn position(
+        &self,
+        b: &Bound,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<crate::incremental::Position, String> {
+        match b {
+            Bound::At(p) => Ok(*p),
+            Bound::Env(t) => {
+                let text = t.resolve_with(lookup).map_err(|e| e.to_string())?;
+                self.format.read(&serde_json::Value::String(text))
+            }
+        }
+    }
+
+    /// The end's position; `None` for the run's time (no `end`, or `now`).
+    pub fn end_position(
+        &self,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<Option<crate::incremental::Position>, String> {
+        match &self.end {
+            None => Ok(None),
+            Some(Bound::At(p)) => Ok(Some(*p)),
+            Some(Bound::Env(t)) => {
+                let text = t.resolve_with(lookup).map_err(|e| e.to_string())?;
+                match text.trim() {
+                    "now" => Ok(None),
+                    text => self.format.read(&serde_json::Value::String(text.to_string())).map(Some),
+                }
+            }
+        }
+    }
+
     /// Where a run starts: `initial`, or the saved position less the lag (never before
     /// `initial`).
-    pub fn start(&self, saved: Option<crate::incremental::Position>) -> crate::incremental::Position {
+    pub fn start(
+        &self,
+        saved: Option<crate::incremental::Position>,
+        initial: crate::incremental::Position,
+    ) -> crate::incremental::Position {
         match saved {
-            Some(pos) => pos.saturating_sub(self.lag).max(self.initial),
-            None => self.initial,
+            Some(pos) => pos.saturating_sub(self.lag).max(initial),
+            None => initial,
         }
+    }
+
+    /// The windows of a run that starts at `start`, at run time `now`, with the end
+    /// `end` (its resolved position, `None` for now): each `[start, end)`.
+    pub fn windows(
+        &self,
+        start: crate::incremental::Position,
+        end: Option<crate::incremental::Position>,
+        now: DateTime<Utc>,
+    ) -> Vec<(crate::incremental::Position, crate::incremental::Position)> {
+        let last = end.unwrap_or_else(|| self.format.of_instant(now).unwrap_or_default());
+        crate::incremental::windows(&self.format, self.step, start, last.saturating_add(self.granularity))
     }
 }
 

@@ -1,7 +1,11 @@
 //! Request placeholders: `{parent.<dotted field>}`, how a child resource (`for_each`) puts
-//! values of its parent record into its `path`, `url`, `params` and `body`, and
-//! `{incremental.start}`, where an incremental resource's run starts. Checked when a spec
-//! is compiled, filled in for each request when the pipeline runs.
+//! values of its parent record into its `path`, `url`, `params` and `body` (`{parent}`
+//! for a parent whose records are scalars, `{item}` for a list partition),
+//! `{incremental.start}` and `{incremental.end}`, the window an incremental resource
+//! reads, and `{now}` / `{now - 7d:%Y-%m-%d}`, the run's time. Checked when a spec is
+//! compiled, filled in for each request when the pipeline runs.
+
+use std::borrow::Cow;
 
 use serde_json::Value;
 
@@ -10,8 +14,12 @@ use serde_json::Value;
 pub(crate) enum Source {
     /// A field of the parent record; a step of digits indexes an array.
     Parent(Vec<String>),
-    /// The start of an incremental run.
+    /// The start of an incremental run (of its window).
     Start,
+    /// The last instant of an incremental run's window.
+    End,
+    /// The run's time, shifted and formatted.
+    Now(crate::incremental::NowExpr),
 }
 
 /// One placeholder: its byte range in the template and what it stands for.
@@ -27,8 +35,8 @@ pub(crate) struct Placeholder {
 pub(crate) enum Scan {
     /// A `path` or `url`: every brace opens a placeholder.
     Strict,
-    /// A parameter or body string (GraphQL queries are full of braces): only `{parent`
-    /// and `{incremental` open one.
+    /// A parameter or body string (GraphQL queries are full of braces): only `{parent`,
+    /// `{incremental` and `{now` open one.
     Text,
 }
 
@@ -37,11 +45,14 @@ pub(crate) enum Scan {
 pub(crate) struct Values<'a> {
     pub parent: Option<&'a Value>,
     pub start: Option<&'a Value>,
+    pub end: Option<&'a Value>,
+    /// The run's time, for `{now}`.
+    pub now: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl Values<'_> {
     pub(crate) fn is_empty(&self) -> bool {
-        self.parent.is_none() && self.start.is_none()
+        self.parent.is_none() && self.start.is_none() && self.end.is_none() && self.now.is_none()
     }
 }
 
@@ -51,7 +62,7 @@ pub(crate) fn scan(template: &str, mode: Scan) -> Result<Vec<Placeholder>, Strin
     let mut from = 0;
     while let Some(i) = template[from..].find('{').map(|i| i + from) {
         let rest = &template[i..];
-        if mode == Scan::Text && !rest.starts_with("{parent") && !rest.starts_with("{incremental") {
+        if mode == Scan::Text && !["{parent", "{incremental", "{now"].iter().any(|p| rest.starts_with(p)) {
             from = i + 1;
             continue;
         }
@@ -62,8 +73,18 @@ pub(crate) fn scan(template: &str, mode: Scan) -> Result<Vec<Placeholder>, Strin
             ));
         };
         let inner = &rest[1..len];
+        if let Some(now) = crate::incremental::now_expression(inner) {
+            out.push(Placeholder {
+                start: i,
+                end: i + len + 1,
+                source: Source::Now(now.map_err(|e| format!("`{{{inner}}}`: {e}"))?),
+            });
+            from = i + len + 1;
+            continue;
+        }
         let source = match inner.strip_prefix("parent.") {
             _ if inner == "incremental.start" => Some(Source::Start),
+            _ if inner == "incremental.end" => Some(Source::End),
             Some(f) => Some(f.split('.').map(str::to_string).collect::<Vec<_>>())
                 .filter(|f| f.iter().all(|s| is_field(s)))
                 .map(Source::Parent),
@@ -77,7 +98,7 @@ pub(crate) fn scan(template: &str, mode: Scan) -> Result<Vec<Placeholder>, Strin
             }),
             None => {
                 return Err(format!(
-                    "unknown placeholder `{{{inner}}}`: write `{{parent.<field>}}` (with `for_each`), for example `{{parent.id}}`, or `{{incremental.start}}` (with `incremental`)"
+                    "unknown placeholder `{{{inner}}}`: write `{{parent.<field>}}` (with `for_each`), for example `{{parent.id}}`, `{{incremental.start}}` or `{{incremental.end}}` (with `incremental`), or `{{now}}` (`{{now - 7d:%Y-%m-%d}}`)"
                 ))
             }
         }
@@ -117,15 +138,17 @@ impl Source {
         match self {
             Source::Parent(field) => format!("parent.{}", field.join(".")),
             Source::Start => "incremental.start".into(),
+            Source::End => "incremental.end".into(),
+            Source::Now(_) => "now".into(),
         }
     }
 
     /// The value in `values`, or why there is none.
-    fn value<'a>(&self, values: &Values<'a>) -> Result<&'a Value, String> {
+    fn value<'a>(&self, values: &Values<'a>) -> Result<Cow<'a, Value>, String> {
         match self {
             Source::Parent(field) => {
                 let parent = values.parent.ok_or("no parent record here")?;
-                lookup(parent, field).ok_or_else(|| {
+                lookup(parent, field).map(Cow::Borrowed).ok_or_else(|| {
                     format!(
                         "the parent record has no `{}`; it is {}",
                         field.join("."),
@@ -133,13 +156,21 @@ impl Source {
                     )
                 })
             }
-            Source::Start => values.start.ok_or_else(|| "no incremental start here".into()),
+            Source::Start => values
+                .start
+                .map(Cow::Borrowed)
+                .ok_or_else(|| "no incremental start here".into()),
+            Source::End => values
+                .end
+                .map(Cow::Borrowed)
+                .ok_or_else(|| "no incremental end here".into()),
+            Source::Now(e) => Ok(Cow::Owned(e.value(values.now.ok_or("no run time here")?))),
         }
     }
 
     /// The value as text: strings as they are, numbers and booleans as JSON writes them.
     fn text(&self, values: &Values) -> Result<String, String> {
-        match self.value(values)? {
+        match &*self.value(values)? {
             Value::String(s) => Ok(s.clone()),
             v @ (Value::Number(_) | Value::Bool(_)) => Ok(v.to_string()),
             Value::Null => Err(format!("`{}` is null", self.name())),
@@ -206,7 +237,7 @@ pub(crate) fn render_json(body: &Value, values: &Values) -> Result<Value, String
             match found.as_slice() {
                 [] => body.clone(),
                 [p] if p.start == 0 && p.end == s.len() => match p.source.value(values) {
-                    Ok(v) if !v.is_null() => v.clone(),
+                    Ok(v) if !v.is_null() => v.into_owned(),
                     _ => Value::String(render(s, Scan::Text, Fill::Raw, values)?),
                 },
                 _ => Value::String(render(s, Scan::Text, Fill::Raw, values)?),
@@ -235,7 +266,12 @@ mod tests {
             scan("/since/{incremental.start}", Scan::Strict).unwrap()[0].source,
             Source::Start
         );
-        assert!(scan("/since/{incremental.end}", Scan::Strict).is_err());
+        assert_eq!(
+            scan("/until/{incremental.end}", Scan::Strict).unwrap()[0].source,
+            Source::End
+        );
+        assert!(scan("/since/{incremental.stop}", Scan::Strict).is_err());
+        assert!(scan("/r/{now - 1x}", Scan::Strict).unwrap_err().contains("now - 1x"));
         assert!(scan("/posts/{post_id}/comments", Scan::Strict)
             .unwrap_err()
             .contains("unknown placeholder `{post_id}`"));
@@ -254,6 +290,7 @@ mod tests {
         let parent = Values {
             parent: Some(&record),
             start: Some(&start),
+            ..Default::default()
         };
         assert_eq!(
             render("/u/{parent.name}/{parent.id}", Scan::Strict, Fill::Segment, &parent).unwrap(),
@@ -273,7 +310,7 @@ mod tests {
         let dots = json!({"id": ".."});
         let dots = Values {
             parent: Some(&dots),
-            start: None,
+            ..Default::default()
         };
         assert!(render("/a/{parent.id}", Scan::Strict, Fill::Segment, &dots).is_err());
         let body = json!({"query": "q { x }", "variables": {"id": "{parent.id}", "s": "n-{parent.id}", "since": "{incremental.start}"}});

@@ -133,6 +133,16 @@ impl<'a> Checker<'a> {
                         self.error(node.pos, path, e);
                     }
                 }
+                Some(crate::incremental::STEP_PATTERN) => {
+                    if let Err(e) = crate::incremental::Step::parse(text) {
+                        self.error(node.pos, path, e);
+                    }
+                }
+                _ if schema.get("format").and_then(Json::as_str) == Some(crate::incremental::FORMAT_KEYWORD) => {
+                    if let Err(e) = crate::incremental::CursorFormat::parse(text) {
+                        self.error(node.pos, path, e);
+                    }
+                }
                 _ => {}
             },
             _ => {}

@@ -6,11 +6,11 @@ use std::fmt;
 use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
 use serde::{Deserialize, Deserializer};
 
-/// A duration written as a number and a unit: `ms`, `s`, `m` or `h`.
+/// A duration written as a number and a unit: `ms`, `s`, `m`, `h` or `d`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Duration(pub std::time::Duration);
 
-pub(crate) const DURATION_PATTERN: &str = r"^[0-9]+(ms|s|m|h)$";
+pub(crate) const DURATION_PATTERN: &str = r"^[0-9]+(ms|s|m|h|d)$";
 pub(crate) const BYTE_SIZE_PATTERN: &str = r"^[0-9]+(B|KiB|MiB|GiB|KB|MB|GB)$";
 
 impl Duration {
@@ -27,7 +27,8 @@ impl Duration {
             "s" => 1000,
             "m" => 60_000,
             "h" => 3_600_000,
-            _ => return Err(format!("`{text}` has unknown unit `{unit}`; use ms, s, m or h")),
+            "d" => 86_400_000,
+            _ => return Err(format!("`{text}` has unknown unit `{unit}`; use ms, s, m, h or d")),
         };
         Duration::of_millis(n.checked_mul(factor), text)
     }
@@ -48,7 +49,9 @@ impl Duration {
 impl fmt::Display for Duration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let ms = self.0.as_millis();
-        if ms.is_multiple_of(1000) {
+        if ms > 0 && ms.is_multiple_of(86_400_000) {
+            write!(f, "{}d", ms / 86_400_000)
+        } else if ms.is_multiple_of(1000) {
             write!(f, "{}s", ms / 1000)
         } else {
             write!(f, "{ms}ms")
@@ -71,7 +74,7 @@ impl JsonSchema for Duration {
         json_schema!({
             "type": "string",
             "pattern": DURATION_PATTERN,
-            "description": "A duration: a whole number and a unit (ms, s, m, h), e.g. `30s`."
+            "description": "A duration: a whole number and a unit (ms, s, m, h, d), e.g. `30s`."
         })
     }
 }
@@ -135,7 +138,8 @@ mod tests {
         assert_eq!(Duration::parse("30s").unwrap().0.as_secs(), 30);
         assert_eq!(Duration::parse("5m").unwrap().0.as_secs(), 300);
         assert!(Duration::parse("30").is_err());
-        assert!(Duration::parse("3d").is_err());
+        assert_eq!(Duration::parse("3d").unwrap().0.as_secs(), 3 * 86_400);
+        assert!(Duration::parse("3w").is_err());
         assert!(Duration::parse("5124095576030432h").unwrap_err().contains("too long"));
         assert!(Duration::parse("9000h").unwrap_err().contains("too long"));
         assert!(ByteSize::parse("99999999999999GiB").unwrap_err().contains("too large"));

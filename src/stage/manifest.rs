@@ -44,8 +44,19 @@ pub struct ResourceManifest {
 pub struct IncrementalRun {
     /// The start sent to the API.
     pub start: String,
-    /// The highest cursor of the records staged; none when there was no record.
+    /// The highest cursor of the records staged; none when there was no record. For a
+    /// resource read as date windows, the end of the last window read.
     pub highest: Option<String>,
+    /// Read as date windows: how many were read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub windows: Option<u32>,
+    /// Date windows left for the next rounds of a `run` that commits each window.
+    #[serde(default, skip_serializing_if = "is_zero32")]
+    pub windows_left: u32,
+}
+
+fn is_zero32(n: &u32) -> bool {
+    *n == 0
 }
 
 impl Manifest {

@@ -18,6 +18,7 @@ mod layers;
 mod load;
 mod nested;
 mod pagination;
+mod reach;
 mod spec;
 mod staysright;
 mod trust;

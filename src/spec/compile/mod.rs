@@ -263,7 +263,7 @@ fn interp_map<V: AsRef<str>>(cx: &mut Ctx, path: &str, map: &BTreeMap<String, V>
 struct Allowed {
     /// `{parent.…}`: with `for_each`.
     parent: bool,
-    /// `{incremental.start}`: with `incremental`.
+    /// `{incremental.start}` and `{incremental.end}`: with `incremental`.
     start: bool,
 }
 
@@ -276,6 +276,7 @@ fn check_sources(cx: &mut Ctx, path: &str, found: &[super::placeholder::Placehol
                 "`{parent.<field>}` placeholders need `for_each: <parent resource>` on the resource"
             }
             Source::Start if !allowed.start => "`{incremental.start}` needs `incremental` on the resource",
+            Source::End if !allowed.start => "`{incremental.end}` needs `incremental` on the resource",
             _ => continue,
         };
         cx.error(path, problem);

@@ -99,7 +99,7 @@ pub(super) fn compile_resource(cx: &mut Ctx, path: &str, r: &RawResource) -> Opt
 /// `path` or `url`, with the placeholders only a `for_each` or incremental resource may
 /// use.
 fn compile_target(cx: &mut Ctx, path: &str, r: &RawResource, allowed: Allowed) -> Option<p::Target> {
-    use crate::spec::placeholder::{scan, Scan};
+    use crate::spec::placeholder::{scan, Scan, Source};
     let any = allowed.parent || allowed.start;
     match (&r.path, &r.url) {
         (None, None) => {
@@ -125,7 +125,9 @@ fn compile_target(cx: &mut Ctx, path: &str, r: &RawResource, allowed: Allowed) -
                 );
                 return None;
             }
-            if !any && rp.contains(['{', '}']) {
+            let only_now = scan(rp, Scan::Strict)
+                .is_ok_and(|f| !f.is_empty() && f.iter().all(|p| matches!(p.source, Source::Now(_))));
+            if !any && !only_now && rp.contains(['{', '}']) {
                 cx.error(
                     &fpath,
                     format!("`{rp}`: braces would be sent as they are; placeholders need `for_each` (`{{parent.<field>}}`) or `incremental` (`{{incremental.start}}`)"),
@@ -176,9 +178,9 @@ fn compile_target(cx: &mut Ctx, path: &str, r: &RawResource, allowed: Allowed) -
     }
 }
 
-/// Whether `{incremental.start}` appears in the resource's path, URL, params or body.
-fn uses_start(r: &RawResource) -> bool {
-    use crate::spec::placeholder::{scan, Scan, Source};
+/// Whether a placeholder `is` picks appears in the resource's path, URL, params or body.
+fn uses(r: &RawResource, is: impl Fn(&crate::spec::placeholder::Source) -> bool) -> bool {
+    use crate::spec::placeholder::{scan, Scan};
     fn strings<'a>(v: &'a serde_json::Value, out: &mut Vec<&'a str>) {
         match v {
             serde_json::Value::String(s) => out.push(s),
@@ -196,33 +198,95 @@ fn uses_start(r: &RawResource) -> bool {
     strict
         .chain(text)
         .flatten()
-        .any(|found| found.iter().any(|p| p.source == Source::Start))
+        .any(|found| found.iter().any(|p| is(&p.source)))
 }
 
 fn compile_incremental(cx: &mut Ctx, path: &str, r: &RawResource) -> Option<Option<p::Incremental>> {
+    use crate::spec::placeholder::Source;
     let Some(inc) = &r.incremental else {
         return Some(None);
     };
     let ipath = format!("{path}.incremental");
-    let cursor = cx.jsonpath(&format!("{ipath}.cursor"), &inc.cursor);
-    let format = inc.format.unwrap_or_default();
-    let initial = match format.read(&serde_json::Value::String(inc.initial.0.clone())) {
-        Ok(pos) => Some(pos),
-        Err(e) => {
-            cx.error(&format!("{ipath}.initial"), e);
+    let format = inc.format.clone().unwrap_or_default();
+    let cursor_format = inc.cursor_format.clone().unwrap_or_else(|| format.clone());
+    let uses_end = uses(r, |s| *s == Source::End);
+    let windowed = inc.step.is_some() || inc.end.is_some() || inc.end_param.is_some() || uses_end;
+    let mut ok = true;
+    if format.is_time() != cursor_format.is_time() {
+        cx.error(
+            &format!("{ipath}.cursor_format"),
+            "one of `format` and `cursor_format` is `integer` and the other a time; they cannot be compared",
+        );
+        ok = false;
+    }
+    if windowed && !format.is_time() {
+        cx.error_at_key(
+            &ipath,
+            "date windows (`step`, `end`, `end_param`, `{incremental.end}`) need a time `format`, not `integer`",
+        );
+        ok = false;
+    }
+    if inc.step.is_some() && r.for_each.is_some() {
+        cx.error_at_key(
+            &format!("{ipath}.step"),
+            "`step` cannot be combined with `for_each` yet: put the windows on the parent resource",
+        );
+        ok = false;
+    }
+    let cursor = match (&inc.cursor, windowed) {
+        (Some(c), _) => {
+            if windowed {
+                cx.warn(
+                    &format!("{ipath}.cursor"),
+                    "with date windows the state is the end of the last window read, so `cursor` is not used",
+                );
+            }
+            cx.jsonpath(&format!("{ipath}.cursor"), c).map(Some)
+        }
+        (None, true) => Some(None),
+        (None, false) => {
+            cx.error(
+                &ipath,
+                "`cursor` is required (the JSONPath to each record's cursor, such as `$.updated_at`), unless the range is read as date windows (`step`, `end`)",
+            );
             None
         }
     };
-    let lag = match (inc.lag, format.lag_units(std::time::Duration::ZERO)) {
+    let bound = |cx: &mut Ctx, field: &str, value: &str| -> Option<p::Bound> {
+        let t = cx.interp(&format!("{ipath}.{field}"), value)?;
+        // A default is checked now; a value from the environment when the pipeline runs.
+        let read = t
+            .offline()
+            .filter(|text| !(field == "end" && text == "now"))
+            .map(|text| format.read(&serde_json::Value::String(text)));
+        match read {
+            Some(Err(e)) => {
+                cx.error(&format!("{ipath}.{field}"), e);
+                None
+            }
+            Some(Ok(pos)) if !t.has_vars() => Some(p::Bound::At(pos)),
+            _ => Some(p::Bound::Env(t)),
+        }
+    };
+    let initial = bound(cx, "initial", &inc.initial.0);
+    let end = match inc.end.as_ref().map(|e| e.0.as_str()) {
+        None | Some("now") => Some(None),
+        Some(e) => bound(cx, "end", e).map(Some),
+    };
+    let lag = match (inc.lag, format.is_time()) {
         (None, _) => Some(0),
-        (Some(_), None) => {
+        (Some(_), false) => {
             cx.error_at_key(
                 &format!("{ipath}.lag"),
                 "`lag` is a time, so it does not apply to `format: integer`",
             );
             None
         }
-        (Some(d), Some(_)) => format.lag_units(d.0),
+        (Some(d), true) => format.lag_units(d.0),
+    };
+    let granularity = match inc.granularity {
+        None => format.granularity(),
+        Some(g) => format.lag_units(g.0).unwrap_or(1).max(1),
     };
     let send = match (&inc.param, &inc.body_field) {
         (Some(_), Some(_)) => {
@@ -241,7 +305,7 @@ fn compile_incremental(cx: &mut Ctx, path: &str, r: &RawResource) -> Option<Opti
                 field.split('.').map(str::to_string).collect(),
             )))
         }
-        (None, None) if uses_start(r) => Some(None),
+        (None, None) if uses(r, |s| *s == Source::Start) => Some(None),
         (None, None) => {
             cx.error(
                 &ipath,
@@ -250,6 +314,15 @@ fn compile_incremental(cx: &mut Ctx, path: &str, r: &RawResource) -> Option<Opti
             None
         }
     };
+    for (name, what) in [(&inc.param, "param"), (&inc.end_param, "end_param")] {
+        if let Some(name) = name.as_ref().filter(|n| r.params.contains_key(*n)) {
+            cx.error(
+                &format!("{ipath}.{what}"),
+                format!("`params.{name}` is set too; `incremental.{what}` sends `{name}`, so leave it out of `params`"),
+            );
+            ok = false;
+        }
+    }
     if let Some(t) = &r.table {
         if t.write.unwrap_or_default() == WriteMode::Append {
             cx.warn(
@@ -261,11 +334,19 @@ fn compile_incremental(cx: &mut Ctx, path: &str, r: &RawResource) -> Option<Opti
             );
         }
     }
-    Some(Some(p::Incremental {
-        cursor: cursor?,
-        send: send?,
+    let step = inc.step.map(|s| s.0);
+    let (cursor, send, initial, end, lag) = (cursor?, send?, initial?, end?, lag?);
+    ok.then_some(Some(p::Incremental {
+        cursor,
+        send,
+        send_end: inc.end_param.clone(),
         format,
-        initial: initial?,
-        lag: lag?,
+        cursor_format,
+        initial,
+        end,
+        step,
+        granularity,
+        lag,
+        windowed,
     }))
 }

@@ -709,6 +709,7 @@ fn graphql(state: &State, body: &[u8]) -> Response<Full<Bytes>> {
 
 fn route(state: &State, path: &str, query: &str, next_self: bool) -> Response<Full<Bytes>> {
     if let Some(resp) = jsonplaceholder(state, path, query)
+        .or_else(|| super::reach::route(path, query))
         .or_else(|| pokeapi(state, path, query))
         .or_else(|| documented(state, path, query))
     {

@@ -5,6 +5,7 @@
 pub mod api;
 pub mod lambda;
 pub mod pg;
+pub mod reach;
 pub mod s3;
 pub mod tools;
 
