@@ -911,6 +911,22 @@ fn print_summary(report: &crate::load::LoadReport) {
             t.resource, t.table, t.records, t.rows, t.inserted, t.updated, t.rejected, t.seconds, rate
         );
     }
+    for t in &report.tables {
+        if t.filtered > 0 {
+            let _ = writeln!(
+                out,
+                "resource {}: {} of {} records left out by `filter`",
+                t.resource, t.filtered, t.records
+            );
+        }
+        if t.ignored > 0 {
+            let _ = writeln!(
+                out,
+                "resource {}: {} responses ignored by `on_response` (see the log for each)",
+                t.resource, t.ignored
+            );
+        }
+    }
     // Columns that stayed null in some rows because their path was not there.
     for t in &report.tables {
         for (column, matched) in t.matched.iter().filter(|(_, m)| **m < t.rows) {
@@ -1021,6 +1037,13 @@ async fn extract(p: &spec::Pipeline, opts: &crate::run::ExtractOptions, dry_run:
                     records,
                     r.objects.len(),
                     bytes
+                );
+            }
+            for r in report.manifest.resources.iter().filter(|r| r.ignored > 0) {
+                let _ = writeln!(
+                    out,
+                    "resource {}: {} responses ignored by `on_response` (see the log for each)",
+                    r.name, r.ignored
                 );
             }
             for r in report.manifest.resources.iter().filter(|r| r.skipped > 0) {

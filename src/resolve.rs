@@ -120,6 +120,10 @@ pub(crate) struct ResolvedSource {
     pub resource_params: BTreeMap<String, Vec<(String, String)>>,
     /// Per resource with a request body, the body with its strings resolved.
     pub bodies: BTreeMap<String, serde_json::Value>,
+    /// Per resource whose `path` or `url` has a `${VAR}`, the resolved one.
+    pub targets: BTreeMap<String, crate::spec::pipeline::Target>,
+    /// Per resource with `for_each: {values}`, the values.
+    pub partitions: BTreeMap<String, Vec<String>>,
 }
 
 impl ResolvedSource {
@@ -128,6 +132,10 @@ impl ResolvedSource {
     }
     pub(crate) fn body(&self, resource: &str) -> Option<&serde_json::Value> {
         self.bodies.get(resource)
+    }
+    /// Where `r`'s requests go, its `${VAR}`s resolved.
+    pub(crate) fn target<'a>(&'a self, r: &'a crate::spec::pipeline::Resource) -> &'a crate::spec::pipeline::Target {
+        self.targets.get(&r.name).unwrap_or(&r.target)
     }
 }
 
@@ -153,7 +161,27 @@ pub(crate) enum ResolvedAuth {
         client_secret: String,
         refresh_token: Option<String>,
         scopes: Vec<String>,
+        username: Option<String>,
+        password: Option<String>,
+        extra: Vec<(String, String)>,
+        body_format: crate::spec::pipeline::BodyFormat,
     },
+    Session(Box<ResolvedLogin>),
+}
+
+/// A session login, resolved.
+#[derive(Debug, Clone)]
+pub(crate) struct ResolvedLogin {
+    pub method: crate::spec::pipeline::HttpMethod,
+    pub url: String,
+    pub body: Option<serde_json::Value>,
+    pub body_format: crate::spec::pipeline::BodyFormat,
+    pub params: Vec<(String, String)>,
+    pub headers: Vec<(String, String)>,
+    pub token: crate::spec::jsonpath::JsonPath,
+    pub header_name: String,
+    pub header_value: String,
+    pub expires: crate::spec::pipeline::Expiry,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -302,6 +330,10 @@ fn resolve_from(
                 client_secret,
                 refresh_token,
                 scopes,
+                username,
+                password,
+                extra,
+                body_format,
             } => ResolvedAuth::OAuth2 {
                 grant: *grant,
                 token_url: r.get("source.auth.token_url", token_url, false),
@@ -311,7 +343,23 @@ fn resolve_from(
                     .as_ref()
                     .map(|t| r.get("source.auth.refresh_token", t, true)),
                 scopes: scopes.clone(),
+                username: username.as_ref().map(|t| r.get("source.auth.username", t, false)),
+                password: password.as_ref().map(|t| r.get("source.auth.password", t, true)),
+                extra: r.pairs("source.auth.extra", extra),
+                body_format: *body_format,
             },
+            Auth::Session(login) => ResolvedAuth::Session(Box::new(ResolvedLogin {
+                method: login.method,
+                url: r.get("source.auth.login.url", &login.url, false),
+                body: login.body.as_ref().map(|b| r.body("source.auth.login.body", b)),
+                body_format: login.body_format,
+                params: r.pairs("source.auth.login.params", &login.params),
+                headers: r.pairs("source.auth.login.headers", &login.headers),
+                token: login.token.clone(),
+                header_name: login.header_name.clone(),
+                header_value: login.header_value.clone(),
+                expires: login.expires.clone(),
+            })),
         };
         ResolvedSource {
             base_url: r.get("source.base_url", &s.base_url, false),
@@ -334,6 +382,41 @@ fn resolve_from(
                 .filter_map(|res| {
                     let body = res.body.as_ref()?;
                     Some((res.name.clone(), r.body(&format!("resources.{}.body", res.name), body)))
+                })
+                .collect(),
+            targets: p
+                .resources()
+                .iter()
+                .filter_map(|res| {
+                    use crate::spec::pipeline::Target;
+                    let field = format!("resources.{}.{}", res.name, res.target.field());
+                    let t = Interp::parse(res.target.as_str()).ok().filter(Interp::has_vars)?;
+                    let text = r.get(&field, &t, false);
+                    Some((
+                        res.name.clone(),
+                        match res.target {
+                            Target::Path(_) => Target::Path(text),
+                            Target::Url(_) => Target::Url(text),
+                        },
+                    ))
+                })
+                .collect(),
+            partitions: p
+                .resources()
+                .iter()
+                .filter_map(|res| {
+                    let values = res.partitions.as_ref()?;
+                    let field = format!("resources.{}.for_each.values", res.name);
+                    let mut out: Vec<String> = values.iter().map(|v| r.get(&field, v, false)).collect();
+                    if res.partitions_split {
+                        out = out
+                            .iter()
+                            .flat_map(|t| t.split(','))
+                            .map(|v| v.trim().to_string())
+                            .filter(|v| !v.is_empty())
+                            .collect();
+                    }
+                    Some((res.name.clone(), out))
                 })
                 .collect(),
         }

@@ -12,7 +12,7 @@ use url::Url;
 
 use super::ExtractError;
 use crate::resolve::ResolvedAuth;
-use crate::spec::pipeline::{ApiKeyLocation, Auth};
+use crate::spec::pipeline::{ApiKeyLocation, Auth, BodyFormat, Expiry, HttpMethod, OAuth2Grant};
 use crate::util::{error_chain, head, shown_url, Secrets};
 
 /// The most an OAuth2 token endpoint's answer may hold.
@@ -22,7 +22,7 @@ const TOKEN_ANSWER_LIMIT: usize = 1 << 20;
 /// OAuth2 token fetched when needed.
 pub(super) struct Credentials {
     pub query_auth: Option<(String, String)>,
-    pub oauth: Option<Arc<OAuth2>>,
+    pub oauth: Option<Arc<TokenAuth>>,
 }
 
 /// A header name of the spec, checked.
@@ -33,7 +33,7 @@ pub(super) fn header_name(name: &str) -> Result<HeaderName, ExtractError> {
 
 impl Credentials {
     /// Add the auth's headers (marked sensitive) to `headers`; what goes elsewhere.
-    pub(super) fn add(auth: &ResolvedAuth, headers: &mut HeaderMap) -> Result<Credentials, ExtractError> {
+    pub(super) fn add(auth: &ResolvedAuth, base: &Url, headers: &mut HeaderMap) -> Result<Credentials, ExtractError> {
         let sensitive = |v: &str, what: &str| {
             let mut v = HeaderValue::from_str(v)
                 .map_err(|_| ExtractError::Config(format!("{what} is not valid in a header")))?;
@@ -51,6 +51,10 @@ impl Credentials {
                 client_secret,
                 refresh_token,
                 scopes,
+                username,
+                password,
+                extra,
+                body_format,
             } => {
                 let token_url = Url::parse(token_url).map_err(|e| {
                     ExtractError::Config(format!(
@@ -58,13 +62,61 @@ impl Credentials {
                         shown_url(token_url)
                     ))
                 })?;
-                oauth = Some(Arc::new(OAuth2 {
-                    grant: *grant,
-                    token_url,
-                    client_id: client_id.clone(),
-                    client_secret: client_secret.clone(),
-                    refresh_token: refresh_token.clone(),
-                    scopes: scopes.clone(),
+                let mut fields = vec![(
+                    "grant_type".to_string(),
+                    match grant {
+                        OAuth2Grant::ClientCredentials => "client_credentials",
+                        OAuth2Grant::RefreshToken => "refresh_token",
+                        OAuth2Grant::Password => "password",
+                    }
+                    .to_string(),
+                )];
+                let mut add = |k: &str, v: &Option<String>| {
+                    if let Some(v) = v {
+                        fields.push((k.to_string(), v.clone()));
+                    }
+                };
+                add("refresh_token", refresh_token);
+                add("username", username);
+                add("password", password);
+                add("scope", &Some(scopes.join(" ")).filter(|s| !s.is_empty()));
+                fields.extend(extra.iter().cloned());
+                oauth = Some(Arc::new(TokenAuth {
+                    how: How::OAuth2 {
+                        token_url,
+                        basic: basic_credentials(client_id, client_secret),
+                        fields,
+                        body_format: *body_format,
+                        refresh: refresh_token.is_some(),
+                    },
+                    header_name: AUTHORIZATION,
+                    header_value: "Bearer {token}".into(),
+                    token: Mutex::new(None),
+                }));
+            }
+            ResolvedAuth::Session(login) => {
+                // A login path is below the base URL; an absolute URL may be anywhere.
+                let url = match Url::parse(&login.url) {
+                    Err(url::ParseError::RelativeUrlWithoutBase) => Url::parse(&format!(
+                        "{}/{}",
+                        base.as_str().trim_end_matches('/'),
+                        login.url.trim_start_matches('/')
+                    )),
+                    other => other,
+                }
+                .map_err(|e| {
+                    ExtractError::Config(format!(
+                        "source.auth.login.url `{}` is not a valid URL: {e}",
+                        shown_url(&login.url)
+                    ))
+                })?;
+                oauth = Some(Arc::new(TokenAuth {
+                    header_name: header_name(&login.header_name)?,
+                    header_value: login.header_value.clone(),
+                    how: How::Login {
+                        url,
+                        login: login.clone(),
+                    },
                     token: Mutex::new(None),
                 }));
             }
@@ -101,7 +153,7 @@ pub(super) fn hint(auth: &Auth) -> String {
         ),
     };
     match auth {
-        Auth::None => "the API wants credentials; set `source.auth` (bearer, api_key or basic)".into(),
+        Auth::None => "the API wants credentials; set `source.auth` (bearer, api_key, basic, oauth2 or session)".into(),
         Auth::Bearer { token } => format!("check `source.auth`: the bearer token{}", from(token)),
         Auth::ApiKey { name, value, location } => format!(
             "check `source.auth`: the API key `{name}` (in the {}){}",
@@ -116,6 +168,11 @@ pub(super) fn hint(auth: &Auth) -> String {
             from(username),
             from(password)
         ),
+        Auth::Session(login) => format!(
+            "check `source.auth`: the session login at {}{} and the credentials in its body",
+            shown_url(login.url.raw()),
+            from(&login.url)
+        ),
         Auth::OAuth2 {
             client_id,
             client_secret,
@@ -128,31 +185,68 @@ pub(super) fn hint(auth: &Auth) -> String {
     }
 }
 
-/// An OAuth 2.0 access token: fetched on first use, renewed before it expires and after
-/// a 401. The token endpoint gets the client credentials; the token goes, like every
-/// credential, only to the base URL's origin.
-pub(super) struct OAuth2 {
-    grant: crate::spec::pipeline::OAuth2Grant,
-    token_url: Url,
-    client_id: String,
-    client_secret: String,
-    refresh_token: Option<String>,
-    scopes: Vec<String>,
-    /// The token and when to renew it.
-    token: Mutex<Option<(String, Instant)>>,
+/// A token fetched before the API's requests: an OAuth 2.0 access token, or a session
+/// login's. Fetched on first use, renewed before it expires and after a 401. The token
+/// endpoint gets the client credentials (or the login its body); the token goes, like
+/// every credential, only to the base URL's origin.
+pub(super) struct TokenAuth {
+    how: How,
+    header_name: HeaderName,
+    /// The header's value, with `{token}`.
+    header_value: String,
+    /// The token, when to renew it (`None`: when the API answers 401), and its generation
+    /// (how many were fetched before it).
+    token: Mutex<Option<(String, Option<Instant>, u64)>>,
 }
 
-impl OAuth2 {
-    /// The `Authorization` header with the current token (see [`OAuth2::token`]).
+/// How the token is fetched.
+enum How {
+    OAuth2 {
+        token_url: Url,
+        /// `client_id:client_secret`, base64.
+        basic: String,
+        /// The token request's fields, `grant_type` first.
+        fields: Vec<(String, String)>,
+        body_format: BodyFormat,
+        refresh: bool,
+    },
+    Login {
+        url: Url,
+        login: Box<crate::resolve::ResolvedLogin>,
+    },
+}
+
+/// `fields` as a form or a JSON object, with its content type.
+fn encode(fields: &[(String, String)], format: BodyFormat) -> (String, &'static str) {
+    match format {
+        BodyFormat::Form => {
+            let mut form = url::form_urlencoded::Serializer::new(String::new());
+            for (k, v) in fields {
+                form.append_pair(k, v);
+            }
+            (form.finish(), "application/x-www-form-urlencoded")
+        }
+        BodyFormat::Json => {
+            let m: serde_json::Map<String, serde_json::Value> = fields
+                .iter()
+                .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+                .collect();
+            (serde_json::Value::Object(m).to_string(), "application/json")
+        }
+    }
+}
+
+impl TokenAuth {
+    /// The header with the current token (see [`TokenAuth::token`]).
     pub(super) async fn header(
         &self,
         http: &reqwest::Client,
         secrets: &Secrets,
-        renew: bool,
+        renew: Option<u64>,
         resource: &str,
         page: u64,
-    ) -> Result<HeaderValue, ExtractError> {
-        let token = self
+    ) -> Result<(HeaderName, HeaderValue, u64), ExtractError> {
+        let (token, generation) = self
             .token(http, secrets, renew)
             .await
             .map_err(|detail| ExtractError::Auth {
@@ -160,45 +254,78 @@ impl OAuth2 {
                 page,
                 detail,
             })?;
-        let mut v = HeaderValue::from_str(&format!("Bearer {token}"))
-            .map_err(|_| ExtractError::Config("the OAuth2 access token is not valid in a header".into()))?;
+        let mut v = HeaderValue::from_str(&self.header_value.replace("{token}", &token))
+            .map_err(|_| ExtractError::Config("the access token is not valid in a header".into()))?;
         v.set_sensitive(true);
-        Ok(v)
+        Ok((self.header_name.clone(), v, generation))
     }
 
-    /// The current token, fetched first when there is none, it is due, or `renew`.
-    async fn token(&self, http: &reqwest::Client, secrets: &Secrets, renew: bool) -> Result<String, String> {
+    /// The current token and its generation, fetched first when there is none, it is
+    /// due, or it is the one `renew` names (requests refused at once renew it once).
+    async fn token(
+        &self,
+        http: &reqwest::Client,
+        secrets: &Secrets,
+        renew: Option<u64>,
+    ) -> Result<(String, u64), String> {
         let mut held = self.token.lock().await;
-        if let (Some((token, due)), false) = (held.as_ref(), renew) {
-            if Instant::now() < *due {
-                return Ok(token.clone());
+        let generation = held.as_ref().map_or(0, |(_, _, g)| g + 1);
+        if let Some((token, due, g)) = held.as_ref() {
+            if renew != Some(*g) && due.is_none_or(|due| Instant::now() < due) {
+                return Ok((token.clone(), *g));
             }
         }
-        let form = {
-            let mut form = url::form_urlencoded::Serializer::new(String::new());
-            match (self.grant, &self.refresh_token) {
-                (crate::spec::pipeline::OAuth2Grant::RefreshToken, Some(t)) => {
-                    form.append_pair("grant_type", "refresh_token")
-                        .append_pair("refresh_token", t);
-                }
-                _ => {
-                    form.append_pair("grant_type", "client_credentials");
-                }
+        let (request, shown, what) = match &self.how {
+            How::OAuth2 {
+                token_url,
+                basic,
+                fields,
+                body_format,
+                ..
+            } => {
+                let (body, content_type) = encode(fields, *body_format);
+                let request = http
+                    .post(token_url.clone())
+                    .header(AUTHORIZATION, format!("Basic {basic}"))
+                    .header(reqwest::header::CONTENT_TYPE, content_type)
+                    .body(body);
+                (
+                    request,
+                    shown_url(token_url.as_str()),
+                    "get an OAuth2 access token from",
+                )
             }
-            if !self.scopes.is_empty() {
-                form.append_pair("scope", &self.scopes.join(" "));
+            How::Login { url, login } => {
+                let mut target = url.clone();
+                for (k, v) in &login.params {
+                    target.query_pairs_mut().append_pair(k, v);
+                }
+                let mut request = match login.method {
+                    HttpMethod::Get => http.get(target),
+                    HttpMethod::Post => http.post(target),
+                };
+                for (k, v) in &login.headers {
+                    request = request.header(header_name(k).map_err(|e| e.to_string())?, v);
+                }
+                if let Some(body) = &login.body {
+                    let (text, content_type) = match (login.body_format, body) {
+                        (BodyFormat::Form, serde_json::Value::Object(m)) => {
+                            let fields: Vec<(String, String)> = m
+                                .iter()
+                                .map(|(k, v)| (k.clone(), v.as_str().map_or_else(|| v.to_string(), str::to_string)))
+                                .collect();
+                            encode(&fields, BodyFormat::Form)
+                        }
+                        _ => (body.to_string(), "application/json"),
+                    };
+                    request = request.header(reqwest::header::CONTENT_TYPE, content_type).body(text);
+                }
+                (request, shown_url(url.as_str()), "log in at")
             }
-            form.finish()
         };
-        let basic = basic_credentials(&self.client_id, &self.client_secret);
-        let shown = shown_url(self.token_url.as_str());
-        let fail = |what: String| secrets.mask(&format!("cannot get an OAuth2 access token from {shown}: {what}"));
-        let resp = http
-            .post(self.token_url.clone())
-            .header(AUTHORIZATION, format!("Basic {basic}"))
-            .header(reqwest::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        let fail = |detail: String| secrets.mask(&format!("cannot {what} {shown}: {detail}"));
+        let resp = request
             .header(reqwest::header::ACCEPT, "application/json")
-            .body(form)
             .send()
             .await
             .map_err(|e| fail(error_chain(&e.without_url())))?;
@@ -215,30 +342,52 @@ impl OAuth2 {
             body.extend_from_slice(&chunk);
         }
         if !status.is_success() {
-            return Err(fail(format!(
-                "HTTP {}: {}; check `source.auth` (client id, secret{})",
-                status.as_u16(),
-                head(&body),
-                if self.refresh_token.is_some() {
-                    ", refresh token"
-                } else {
-                    ""
-                }
-            )));
+            let check = match &self.how {
+                How::OAuth2 { refresh: true, .. } => "check `source.auth` (client id, secret, refresh token)",
+                How::OAuth2 { .. } => "check `source.auth` (client id, secret)",
+                How::Login { .. } => "check `source.auth.login` (its URL, body and the credentials in it)",
+            };
+            return Err(fail(format!("HTTP {}: {}; {check}", status.as_u16(), head(&body))));
         }
         let answer: serde_json::Value =
             serde_json::from_slice(&body).map_err(|_| fail(format!("the answer is not JSON: {}", head(&body))))?;
-        let token = answer["access_token"]
-            .as_str()
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| fail("the answer has no `access_token`".into()))?
-            .to_string();
+        let (found, life) = match &self.how {
+            How::OAuth2 { .. } => (
+                answer.get("access_token").cloned(),
+                Some(Duration::from_secs(answer["expires_in"].as_u64().unwrap_or(3600))),
+            ),
+            How::Login { login, .. } => (
+                login.token.first(&answer).cloned(),
+                match &login.expires {
+                    Expiry::Unknown => None,
+                    Expiry::After(d) => Some(*d),
+                    Expiry::Path(p) => p
+                        .first(&answer)
+                        .and_then(crate::extract::paginate::as_count)
+                        .map(Duration::from_secs),
+                },
+            ),
+        };
+        let token = match found {
+            Some(serde_json::Value::String(t)) if !t.is_empty() => t,
+            _ => {
+                let path = match &self.how {
+                    How::OAuth2 { .. } => "`access_token`".to_string(),
+                    How::Login { login, .. } => format!("`{}`", login.token.as_str()),
+                };
+                // The answer's keys only: its values may be secrets.
+                let keys = answer
+                    .as_object()
+                    .map(|m| m.keys().cloned().collect::<Vec<_>>().join(", "))
+                    .unwrap_or_default();
+                return Err(fail(format!("the answer has no token at {path} (its keys: {keys})")));
+            }
+        };
         secrets.add(&token);
         // Renewed a minute early (or at half its life when that is shorter).
-        let life = Duration::from_secs(answer["expires_in"].as_u64().unwrap_or(3600));
-        let due = Instant::now() + life.saturating_sub(Duration::from_secs(60).min(life / 2));
-        *held = Some((token.clone(), due));
-        Ok(token)
+        let due = life.map(|life| Instant::now() + life.saturating_sub(Duration::from_secs(60).min(life / 2)));
+        *held = Some((token.clone(), due, generation));
+        Ok((token, generation))
     }
 }
 

@@ -5,12 +5,12 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, LOCATION};
+use reqwest::header::{HeaderMap, HeaderValue, LOCATION};
 use reqwest::StatusCode;
 use tokio::sync::Mutex;
 use url::Url;
 
-use super::auth::{self, header_name, Credentials, OAuth2};
+use super::auth::{self, header_name, Credentials, TokenAuth};
 use super::ExtractError;
 use crate::spec::pipeline::{HttpMethod, Retry, Source};
 use crate::util::{error_chain, head, shown_url, Secrets};
@@ -43,9 +43,11 @@ pub(crate) struct Client {
     secrets: Secrets,
     /// What to check when the API refuses the credentials (401/403).
     auth_hint: String,
-    oauth: Option<std::sync::Arc<OAuth2>>,
+    oauth: Option<std::sync::Arc<TokenAuth>>,
     /// No request starts once less than the reserve is left before this instant.
     deadline: Option<Deadline>,
+    /// Per resource, its response rules (see [`Client::with_rules`]).
+    rules: std::sync::Arc<std::collections::HashMap<String, Vec<crate::spec::pipeline::ResponseRule>>>,
 }
 
 /// A time by which the work must be over (a Lambda invocation's deadline), and how much
@@ -95,20 +97,32 @@ const MAX_REDIRECTS: u32 = 10;
 /// Whether a status is worth another attempt: one of `retry.on_status`, or a rate limit
 /// that says it is used up (GitHub answers 403 with `X-RateLimit-Remaining: 0`).
 fn retryable(retry: &Retry, status: StatusCode, headers: &HeaderMap) -> bool {
-    let exhausted = headers
+    retry.on_status.contains(&status.as_u16()) || (matches!(status.as_u16(), 403 | 429) && rate_limited(headers))
+}
+
+/// A wait the server asks for.
+enum Wait {
+    /// `Retry-After`: capped by `retry.max_backoff`.
+    RetryAfter(Duration),
+    /// A rate limit's reset time: waited for up to `retry.max_wait`.
+    Reset(Duration),
+}
+
+/// Whether the response says its rate limit is used up (`X-RateLimit-Remaining: 0`).
+fn rate_limited(headers: &HeaderMap) -> bool {
+    headers
         .get("x-ratelimit-remaining")
         .or_else(|| headers.get("ratelimit-remaining"))
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim() == "0");
-    retry.on_status.contains(&status.as_u16()) || (matches!(status.as_u16(), 403 | 429) && exhausted)
+        .is_some_and(|v| v.trim() == "0")
 }
 
 /// How long the server asks to wait: `Retry-After`, else a rate limit's reset time
 /// (`X-RateLimit-Reset` / `RateLimit-Reset`, as epoch seconds or seconds from now).
-fn server_wait(headers: &HeaderMap) -> Option<Duration> {
+fn server_wait(headers: &HeaderMap) -> Option<Wait> {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     if let Some(d) = header("retry-after").and_then(parse_retry_after) {
-        return Some(d);
+        return Some(Wait::RetryAfter(d));
     }
     let reset: u64 = header("x-ratelimit-reset")
         .or_else(|| header("ratelimit-reset"))?
@@ -121,9 +135,9 @@ fn server_wait(headers: &HeaderMap) -> Option<Duration> {
             .duration_since(std::time::UNIX_EPOCH)
             .ok()?
             .as_secs();
-        Some(Duration::from_secs(reset.saturating_sub(now)))
+        Some(Wait::Reset(Duration::from_secs(reset.saturating_sub(now))))
     } else {
-        Some(Duration::from_secs(reset))
+        Some(Wait::Reset(Duration::from_secs(reset)))
     }
 }
 
@@ -143,7 +157,15 @@ struct Ask<'a> {
 /// What one request came back with.
 enum Reply {
     Page(Response),
-    Redirect { to: Url, status: StatusCode },
+    /// A response an `ignore` rule holds for.
+    Ignored {
+        status: u16,
+        message: String,
+    },
+    Redirect {
+        to: Url,
+        status: StatusCode,
+    },
 }
 
 /// A failed attempt: the status when there was one, the headers (for `Retry-After`), what
@@ -177,12 +199,16 @@ impl Client {
             }
         }
         let mut headers = HeaderMap::new();
-        for (name, value) in &resolved.headers {
+        for ((_, template), (name, value)) in source.headers.iter().zip(&resolved.headers) {
+            // `${VAR:-}` with the variable unset: the header is left out, not sent empty.
+            if value.is_empty() && template.has_vars() {
+                continue;
+            }
             let value = HeaderValue::from_str(value)
                 .map_err(|_| ExtractError::Config(format!("the value of header `{name}` is not valid in a header")))?;
             headers.insert(header_name(name)?, value);
         }
-        let Credentials { query_auth, oauth } = Credentials::add(&resolved.auth, &mut headers)?;
+        let Credentials { query_auth, oauth } = Credentials::add(&resolved.auth, &base, &mut headers)?;
         let default_params = resolved.params.clone();
         let inner = reqwest::Client::builder()
             .user_agent(concat!("sluice/", env!("CARGO_PKG_VERSION")))
@@ -208,7 +234,20 @@ impl Client {
             auth_hint: auth::hint(&source.auth),
             oauth,
             deadline: None,
+            rules: Default::default(),
         })
+    }
+
+    /// Follow the response rules of `p`'s resources.
+    pub(crate) fn with_rules(mut self, p: &crate::spec::pipeline::Pipeline) -> Self {
+        let rules = p
+            .resources()
+            .iter()
+            .filter(|r| !r.on_response.is_empty())
+            .map(|r| (r.name.clone(), r.on_response.clone()))
+            .collect();
+        self.rules = std::sync::Arc::new(rules);
+        self
     }
 
     /// Stop starting requests near `deadline`.
@@ -310,6 +349,15 @@ impl Client {
             let trusted = self.trusted(&url, resource, page)?;
             match self.attempts(method, &url, body, trusted, resource, page).await? {
                 Reply::Page(r) => return Ok(r),
+                Reply::Ignored { status, message } => {
+                    return Err(ExtractError::Ignored {
+                        resource: resource.to_string(),
+                        page,
+                        url: self.secrets.mask(&shown_url(url.as_str())),
+                        status,
+                        message,
+                    })
+                }
                 Reply::Redirect { to, status } => {
                     // As browsers do: 303, and 301/302 after a POST, continue with a GET.
                     if status == StatusCode::SEE_OTHER
@@ -349,7 +397,8 @@ impl Client {
         }
         let shown = self.secrets.mask(&shown_url(target.as_str()));
         let mut attempt = 0;
-        let mut renew = false;
+        // The token a 401 refused (its generation), to be renewed once.
+        let (mut renew, mut renewed, mut used) = (None, false, None);
         loop {
             attempt += 1;
             if let Some(l) = &self.limiter {
@@ -365,15 +414,15 @@ impl Client {
                 resource,
                 page,
             };
-            let once = self.attempt(&ask, renew);
+            let once = self.attempt(&ask, renew, &mut used);
             let failure = match self.bounded(once, resource, page).await? {
                 Ok(reply) => return Ok(reply),
                 Err(Ok(failure)) => failure,
                 Err(Err(fatal)) => return Err(fatal),
             };
             // An OAuth2 token the API no longer takes: renew it, once, and ask again.
-            if failure.status == Some(StatusCode::UNAUTHORIZED) && trusted && self.oauth.is_some() && !renew {
-                renew = true;
+            if failure.status == Some(StatusCode::UNAUTHORIZED) && trusted && self.oauth.is_some() && !renewed {
+                (renew, renewed) = (used, true);
                 attempt -= 1;
                 continue;
             }
@@ -388,12 +437,37 @@ impl Client {
                     detail: failure.detail,
                 });
             }
-            let wait = failure
-                .headers
-                .as_ref()
-                .and_then(server_wait)
-                .map(|d| d.min(self.retry.max_backoff))
-                .unwrap_or_else(|| backoff(&self.retry, attempt));
+            let wait = match failure.headers.as_ref().and_then(server_wait) {
+                Some(Wait::RetryAfter(d)) => d.min(self.retry.max_backoff),
+                // A rate limit's reset is waited for, up to its own cap.
+                Some(Wait::Reset(d)) if d > self.retry.max_wait => {
+                    return Err(ExtractError::Fetch {
+                        resource: resource.to_string(),
+                        method: method_name(method),
+                        page,
+                        url: shown,
+                        status: failure.status.map(|s| s.as_u16()),
+                        attempts: attempt,
+                        detail: format!(
+                            "{}; the rate limit resets in {} s, longer than retry.max_wait = {} s",
+                            failure.detail,
+                            d.as_secs(),
+                            self.retry.max_wait.as_secs()
+                        ),
+                    })
+                }
+                Some(Wait::Reset(d)) => {
+                    tracing::warn!(
+                        resource,
+                        page,
+                        wait_s = d.as_secs(),
+                        max_wait_s = self.retry.max_wait.as_secs(),
+                        "rate limited: waiting for the limit's reset"
+                    );
+                    d
+                }
+                None => backoff(&self.retry, attempt),
+            };
             tracing::warn!(
                 resource,
                 page,
@@ -413,7 +487,13 @@ impl Client {
 
     /// One attempt: the reply, a failure that may be retried, or an error that ends the
     /// resource at once.
-    async fn attempt(&self, ask: &Ask<'_>, renew_token: bool) -> Result<Reply, Result<Failure, ExtractError>> {
+    /// `renew`: the generation of a token the API refused; `used` gets the one sent.
+    async fn attempt(
+        &self,
+        ask: &Ask<'_>,
+        renew: Option<u64>,
+        used: &mut Option<u64>,
+    ) -> Result<Reply, Result<Failure, ExtractError>> {
         let Ask {
             method,
             url,
@@ -430,10 +510,12 @@ impl Client {
         if trusted {
             request = request.headers(self.credentials.clone());
             if let Some(oauth) = &self.oauth {
-                let v = oauth
-                    .header(&self.inner, &self.secrets, renew_token, resource, page)
-                    .await;
-                request = request.header(AUTHORIZATION, v.map_err(Err)?);
+                let (name, value, generation) = oauth
+                    .header(&self.inner, &self.secrets, renew, resource, page)
+                    .await
+                    .map_err(Err)?;
+                *used = Some(generation);
+                request = request.header(name, value);
             }
         }
         if let Some(body) = body {
@@ -477,11 +559,34 @@ impl Client {
         }
         let headers = resp.headers().clone();
         let body = self.read_body(resp, ask).await?;
+        if let Some(rule) = self.rule(resource, status.as_u16(), &body) {
+            use crate::spec::pipeline::ResponseAction;
+            let parsed = serde_json::from_slice::<serde_json::Value>(&body).ok();
+            let said = self.secrets.mask(&rule.say(status.as_u16(), parsed.as_ref()));
+            let transient = match rule.action {
+                ResponseAction::Ignore => {
+                    return Ok(Reply::Ignored {
+                        status: status.as_u16(),
+                        message: said,
+                    })
+                }
+                ResponseAction::Retry => true,
+                ResponseAction::Fail => false,
+            };
+            return Err(Ok(Failure {
+                status: Some(status),
+                detail: said,
+                transient,
+                headers: Some(headers),
+            }));
+        }
         if status.is_success() {
             return Ok(Reply::Page(Response { headers, body }));
         }
         let mut detail = self.secrets.mask(&head(&body));
-        if matches!(status.as_u16(), 401 | 403) && trusted {
+        if matches!(status.as_u16(), 403 | 429) && rate_limited(&headers) {
+            detail = format!("rate limited (the API's limit is used up): {detail}");
+        } else if matches!(status.as_u16(), 401 | 403) && trusted {
             detail = format!("{detail}; {}", self.auth_hint);
         }
         Err(Ok(Failure {
@@ -494,6 +599,14 @@ impl Client {
             },
             headers: Some(headers),
         }))
+    }
+
+    /// The first of `resource`'s response rules that holds for a response.
+    fn rule(&self, resource: &str, status: u16, body: &[u8]) -> Option<&crate::spec::pipeline::ResponseRule> {
+        let rules = self.rules.get(resource)?;
+        rules
+            .iter()
+            .find(|r| r.holds(status, || serde_json::from_slice(body).ok()))
     }
 
     /// The body of `resp`, at most `max_response_size` bytes, in blocks of its own size.
@@ -637,6 +750,7 @@ mod tests {
             initial_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_millis(500),
             on_status: vec![429],
+            max_wait: Duration::from_secs(900),
         };
         for attempt in 1..10 {
             let cap = Duration::from_millis((100u64 << (attempt - 1)).min(500));

@@ -16,7 +16,7 @@ use serde_json::value::RawValue;
 use serde_json::Value;
 use url::Url;
 
-use crate::spec::pipeline::{CursorFrom, OnMissing, Paginator, Pipeline, Resource, Target, PARENT_FIELD};
+use crate::spec::pipeline::{CursorFrom, Paginator, Pipeline, Resource, Target, PARENT_FIELD};
 use crate::spec::placeholder::Values;
 use http::{Client, Response};
 use paginate::{Page, Request};
@@ -94,6 +94,16 @@ pub(crate) enum ExtractError {
         page: u64,
         url: String,
         limit: u64,
+    },
+    #[error(
+        "resource `{resource}`, page {page}: {url} answered HTTP {status}, which a response rule ignores: {message}"
+    )]
+    Ignored {
+        resource: String,
+        page: u64,
+        url: String,
+        status: u16,
+        message: String,
     },
     #[error("{0}")]
     Config(String),
@@ -176,6 +186,8 @@ pub(crate) struct Extracted {
     pub total: Option<u64>,
     /// The sink said it had enough (a `--limit` or a dry run).
     pub stopped: bool,
+    /// Responses an `ignore` rule held for: a page left out (the pages after it not read).
+    pub ignored: u64,
     /// For a resource read as date windows: how far it got.
     pub windows: Option<Windows>,
 }
@@ -198,6 +210,7 @@ impl Extracted {
         self.pages += other.pages;
         self.records += other.records;
         self.skipped += other.skipped;
+        self.ignored += other.ignored;
         if let Some(t) = other.total {
             self.total = Some(self.total.unwrap_or(0) + t);
         }
@@ -324,19 +337,28 @@ impl Tally {
 
 /// The resource's first URL: base URL + path, or its `url`, with its placeholders filled
 /// (the parent record's values for a `for_each` resource, an incremental start).
-pub(crate) fn resource_url(base_url: &str, resource: &Resource, values: &Values) -> Result<Url, ExtractError> {
+pub(crate) fn resource_url(
+    base_url: &str,
+    resource: &Resource,
+    target: &Target,
+    values: &Values,
+) -> Result<Url, ExtractError> {
     use crate::spec::placeholder::{render, Fill, Scan};
     let fill = |template: &str, fill: Fill| match values.is_empty() {
         false => render(template, Scan::Strict, fill, values).map_err(ExtractError::Config),
         true => Ok(template.to_string()),
     };
-    let joined = match &resource.target {
-        Target::Path(path) => format!(
-            "{}/{}",
-            base_url.trim_end_matches('/'),
-            fill(path, Fill::Segment)?.trim_start_matches('/')
-        ),
-        Target::Url(url) => fill(url, Fill::Raw)?,
+    let below = |path: &str| format!("{}/{}", base_url.trim_end_matches('/'), path.trim_start_matches('/'));
+    let joined = match target {
+        Target::Path(path) => below(&fill(path, Fill::Segment)?),
+        Target::Url(url) => {
+            let url = fill(url, Fill::Raw)?;
+            // A relative URL (a parent record's `/exports/42/file`) is below the base URL.
+            match Url::parse(&url) {
+                Err(url::ParseError::RelativeUrlWithoutBase) => below(&url),
+                _ => url,
+            }
+        }
     };
     Url::parse(&joined).map_err(|e| {
         ExtractError::Config(format!(
@@ -368,12 +390,13 @@ pub(crate) fn first_request(
     client: &Client,
     base_url: &str,
     resource: &Resource,
+    target: &Target,
     resource_params: &[(String, String)],
     body: Option<&Value>,
     values: &Values,
 ) -> Result<Request, ExtractError> {
     use crate::spec::placeholder::{render, render_json, Fill, Scan};
-    let url = resource_url(base_url, resource, values)?;
+    let url = resource_url(base_url, resource, target, values)?;
     let (params, body) = match values.is_empty() {
         true => (resource_params.to_vec(), body.cloned()),
         false => (
@@ -411,14 +434,22 @@ pub(crate) async fn extract_resource<S: RecordSink>(
     let mut prefetched: Option<tokio::task::JoinHandle<Result<Response, ExtractError>>> = None;
     loop {
         let page_no = stats.pages + 1;
-        let resp = match prefetched.take() {
+        let fetched = match prefetched.take() {
             Some(handle) => handle
                 .await
-                .map_err(|e| ExtractError::Config(format!("a fetch task failed: {e}")))??,
+                .map_err(|e| ExtractError::Config(format!("a fetch task failed: {e}")))?,
             None => {
                 check_guards(resource, page_no, &req, &mut seen)?;
-                client.fetch(resource.method, &req, &resource.name, page_no).await?
+                client.fetch(resource.method, &req, &resource.name, page_no).await
             }
+        };
+        let resp = match fetched {
+            Err(e @ ExtractError::Ignored { .. }) => {
+                ignored(&e, page_no > 1);
+                stats.ignored += 1;
+                return Ok(stats);
+            }
+            other => other?,
         };
         let url = &req.url;
         let (body, records) = read_page(resource, page_no, url, &resp)?;
@@ -502,7 +533,14 @@ pub(crate) async fn extract_resource<S: RecordSink>(
                 .buffered(concurrency);
             let (mut last, mut last_records) = (body, records.len());
             while let Some((page_no, u, resp)) = fetched.next().await {
-                let resp = resp?;
+                let resp = match resp {
+                    Err(e @ ExtractError::Ignored { .. }) => {
+                        ignored(&e, false);
+                        stats.ignored += 1;
+                        continue;
+                    }
+                    other => other?,
+                };
                 let (body, records) = read_page(resource, page_no, &u, &resp)?;
                 stats.pages += 1;
                 stats.records += records.len() as u64;
@@ -530,6 +568,27 @@ pub(crate) async fn extract_resource<S: RecordSink>(
     }
 }
 
+/// Log a response a rule ignored; `ends` when pages after it go unread.
+fn ignored(e: &ExtractError, ends: bool) {
+    if let ExtractError::Ignored {
+        resource,
+        page,
+        url,
+        status,
+        message,
+    } = e
+    {
+        tracing::warn!(
+            resource = %resource,
+            page,
+            status,
+            url = %url,
+            "{message}; ignored (on_response){}",
+            if ends { "; the pages after it were not read" } else { "" }
+        );
+    }
+}
+
 /// The records a child resource makes its requests for: its parent's, in order.
 pub(crate) type ParentRecords<'a> = futures_util::stream::BoxStream<'a, Result<Value, ExtractError>>;
 
@@ -541,6 +600,8 @@ pub(crate) struct Requests<'a> {
     pub base_url: &'a str,
     pub params: &'a [(String, String)],
     pub body: Option<&'a Value>,
+    /// Where the requests go (`${VAR}`s resolved).
+    pub target: &'a Target,
     pub start: Option<&'a Value>,
     pub end: Option<&'a Value>,
     pub now: chrono::DateTime<chrono::Utc>,
@@ -561,11 +622,15 @@ pub(crate) async fn extract_children<S: RecordSink>(
         base_url,
         params: resource_params,
         body,
+        target,
         start,
         end,
         now,
     } = *base;
-    let for_each = resource.for_each.as_ref().expect("a for_each resource");
+    let parent_name = resource
+        .for_each
+        .as_ref()
+        .map_or("for_each.values", |f| f.parent.as_str());
     let concurrency = pipeline.source().concurrency;
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Box<RawValue>>>(concurrency * 2);
     let fetching = async move {
@@ -579,7 +644,7 @@ pub(crate) async fn extract_children<S: RecordSink>(
                 async move {
                     let record = i as u64 + 1;
                     let wrap = |e: ExtractError| ExtractError::ForParent {
-                        parent: for_each.parent.clone(),
+                        parent: parent_name.to_string(),
                         record,
                         source: Box::new(e),
                     };
@@ -592,7 +657,7 @@ pub(crate) async fn extract_children<S: RecordSink>(
                         end,
                         now: Some(now),
                     };
-                    let req = first_request(client, base_url, resource, resource_params, body, &values)
+                    let req = first_request(client, base_url, resource, target, resource_params, body, &values)
                         .map_err(in_resource)?;
                     let mut sink = ChannelSink {
                         tx,
@@ -600,19 +665,10 @@ pub(crate) async fn extract_children<S: RecordSink>(
                         resource: &resource.name,
                     };
                     match extract_resource(client, pipeline, resource, req, &mut sink).await {
+                        // Its first request ignored by a rule (`on_missing: skip` is the
+                        // 404 one): this parent is skipped.
+                        Ok(stats) if stats.ignored > 0 && stats.pages == 0 => Ok(None),
                         Ok(stats) => Ok(Some(stats)),
-                        Err(ExtractError::Fetch {
-                            status: Some(404), url, ..
-                        }) if for_each.on_missing == OnMissing::Skip => {
-                            tracing::warn!(
-                                resource = %resource.name,
-                                parent = %for_each.parent,
-                                record,
-                                url = %url,
-                                "HTTP 404 for this parent record; skipped (on_missing: skip)"
-                            );
-                            Ok(None)
-                        }
                         Err(e) => Err(wrap(e)),
                     }
                 }

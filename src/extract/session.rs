@@ -53,7 +53,7 @@ pub(crate) struct Session {
 impl Session {
     /// The session of `p` with its resolved values; no incremental start yet.
     pub(crate) fn new(p: &Pipeline, resolved: &Resolved, secrets: &Secrets) -> Result<Session, ExtractError> {
-        let client = Client::new(p.source(), resolved.source(), secrets)?;
+        let client = Client::new(p.source(), resolved.source(), secrets)?.with_rules(p);
         let base_url = client.base_url().to_string();
         Ok(Session {
             client,
@@ -72,9 +72,21 @@ impl Session {
         &self,
         p: &Pipeline,
         r: &Resource,
-        mut parents: Option<ParentRecords<'_>>,
+        parents: Option<ParentRecords<'_>>,
         sink: &mut S,
     ) -> Result<Extracted, ExtractError> {
+        if self.source.partitions.get(&r.name).is_some_and(Vec::is_empty) {
+            return Err(ExtractError::Config(format!(
+                "resource `{}`: `for_each.values` is empty, so the resource would make no request",
+                r.name
+            )));
+        }
+        // A list partition: its values stand for the parent records.
+        let mut parents = parents.or_else(|| {
+            let values = self.source.partitions.get(&r.name)?.clone();
+            let values = values.into_iter().map(|v| Ok(Value::String(v)));
+            Some(Box::pin(futures_util::stream::iter(values)) as ParentRecords<'_>)
+        });
         let windowed = r.incremental.as_ref().filter(|i| i.windowed);
         let (Some(inc), Some(&start)) = (windowed, self.starts.get(&r.name)) else {
             let start = self.starts.get(&r.name).copied();
@@ -161,7 +173,8 @@ impl Session {
                     end,
                     now: Some(self.now),
                 };
-                let first = first_request(&self.client, &self.base_url, r, params, body, &values)?;
+                let target = self.source.target(r);
+                let first = first_request(&self.client, &self.base_url, r, target, params, body, &values)?;
                 extract_resource(&self.client, p, r, first, sink).await
             }
             Some(parents) => {
@@ -170,6 +183,7 @@ impl Session {
                     base_url: &self.base_url,
                     params,
                     body,
+                    target: self.source.target(r),
                     start,
                     end,
                     now: self.now,

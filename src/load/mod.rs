@@ -132,6 +132,12 @@ pub struct TableStats {
     /// Merged nested tables: rows of a loaded parent that its record no longer holds.
     pub deleted: u64,
     pub rejected: u64,
+    /// Responses of the resource an `ignore` rule held for (on its first table).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub ignored: u64,
+    /// Records a `filter` left out (on its first table).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub filtered: u64,
     pub seconds: f64,
     /// Per column read from a path: the rows in which the path matched.
     pub matched: std::collections::BTreeMap<String, u64>,
@@ -173,6 +179,8 @@ pub struct RunFeed {
     pub resources: Vec<(String, ObjectFeed)>,
     /// Per incremental resource, the highest cursor of the run (from its manifest).
     pub highest: Vec<(String, String)>,
+    /// Per resource, the responses an `ignore` rule held for (from its manifest).
+    pub ignored: Vec<(String, u64)>,
     /// For a run still being extracted: the extraction's outcome (its highest cursors),
     /// awaited before the load commits, so that a failed extraction loads nothing.
     pub extraction: Option<tokio::sync::oneshot::Receiver<ExtractionOutcome>>,
@@ -181,8 +189,16 @@ pub struct RunFeed {
 }
 
 /// How the extraction a live load waits for ended: the highest incremental cursor of each
-/// resource, or the error.
-pub type ExtractionOutcome = Result<Vec<(String, String)>, String>;
+/// resource and the responses it ignored, or the error.
+pub type ExtractionOutcome = Result<Extracted, String>;
+
+/// What a finished extraction tells its load.
+#[derive(Debug, Clone, Default)]
+pub struct Extracted {
+    pub highest: Vec<(String, String)>,
+    /// Per resource, the responses an `ignore` rule held for.
+    pub ignored: Vec<(String, u64)>,
+}
 
 impl RunFeed {
     /// A complete, manifested run.
@@ -198,6 +214,7 @@ impl RunFeed {
                 .map(|r| (r.name.clone(), ObjectFeed::Listed(r.objects.clone())))
                 .collect(),
             highest: m.highest(),
+            ignored: m.ignored(),
             extraction: None,
             limited: m.limited,
         }
@@ -337,11 +354,11 @@ async fn load_in_transaction<W: Warehouse>(
         }
         stats.extend(resource::load_resource(w, p, store, resource, objects, &meta, spill_dir).await?);
     }
-    let mut highest = feed.highest;
+    let (mut highest, mut ignored) = (feed.highest, feed.ignored);
     if let Some(extraction) = feed.extraction {
         // Loaded while it was extracted: commit only a run that was extracted whole.
         match extraction.await {
-            Ok(Ok(h)) => highest = h,
+            Ok(Ok(x)) => (highest, ignored) = (x.highest, x.ignored),
             Ok(Err(e)) => return Err(LoadError::ExtractFailed(e)),
             Err(_) => return Err(LoadError::ExtractFailed("the extraction stopped".into())),
         }
@@ -354,6 +371,11 @@ async fn load_in_transaction<W: Warehouse>(
         }
     } else {
         state::advance(w, p, &feed.run_id, &highest).await?;
+    }
+    for (name, n) in ignored {
+        if let Some(s) = stats.iter_mut().find(|s| s.resource == name) {
+            s.ignored = n;
+        }
     }
     let resources = serde_json::to_string(&stats).expect("stats serialize");
     w.record_run(&LedgerRow {
@@ -420,4 +442,8 @@ async fn refuse_older<W: Warehouse>(w: &mut W, p: &Pipeline, feed: &RunFeed) -> 
         }
     }
     Ok(())
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }

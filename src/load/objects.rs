@@ -63,6 +63,8 @@ pub(super) struct MapOutcome {
     pub coverage: Vec<record::Coverage>,
     pub rejected: u64,
     pub rejects: Vec<Reject>,
+    /// Records a `filter` left out.
+    pub filtered: u64,
 }
 
 pub(super) const CHUNK: usize = 256 << 10;
@@ -240,12 +242,14 @@ fn combine(resource: &Resource, parts: Vec<Part>) -> Result<MapOutcome, LoadErro
         coverage: Vec::new(),
         rejected: 0,
         rejects: Vec::new(),
+        filtered: 0,
     };
     let mut sample: Option<(u64, String)> = None;
     for part in parts {
         let p = part.out;
         out.records += p.records;
         out.rejected += p.rejected;
+        out.filtered += p.filtered;
         out.rejects.extend(p.rejects);
         for (total, n) in out.rows.iter_mut().zip(&p.rows) {
             *total += n;
@@ -301,7 +305,7 @@ impl<'a, S: RowSink> Mapper<'a, S> {
         Mapper {
             resource,
             meta,
-            fields: record::needed_fields(tables),
+            fields: record::needed_fields(tables, &resource.filter),
             sink,
             out: MapOutcome {
                 records: 0,
@@ -309,6 +313,7 @@ impl<'a, S: RowSink> Mapper<'a, S> {
                 coverage: Vec::new(),
                 rejected: 0,
                 rejects: Vec::new(),
+                filtered: 0,
             },
             mapped: RecordRows::default(),
             line: Vec::new(),
@@ -340,18 +345,20 @@ impl<'a, S: RowSink> Mapper<'a, S> {
             record_no += 1;
             self.out.records += 1;
             match self.map_line() {
-                Ok(()) => {
+                Ok(true) => {
                     if !self.write_rows()? {
                         return Ok(None);
                     }
                 }
+                Ok(false) => self.out.filtered += 1,
                 Err(refused) => self.refuse(key, record_no, refused)?,
             }
         }
     }
 
-    /// Parse and map the current line into `mapped`.
-    fn map_line(&mut self) -> Result<(), RecordError> {
+    /// Parse and map the current line into `mapped`; `false` when a `filter` leaves the
+    /// record out.
+    fn map_line(&mut self) -> Result<bool, RecordError> {
         let text = std::str::from_utf8(&self.line)
             .map_err(|e| whole_record_error(format!("the staged record is not UTF-8 ({e})"), &self.line))?;
         // A record for the messages about paths that matched nothing; not a huge one,
@@ -361,7 +368,10 @@ impl<'a, S: RowSink> Mapper<'a, S> {
         }
         let record = record::parse_record(text, self.fields.as_deref())
             .map_err(|e| whole_record_error(format!("the staged record is not valid JSON ({e})"), &self.line))?;
-        map_record(&self.resource.tables, &record, self.meta, &mut self.mapped)
+        if !self.resource.filter.iter().all(|f| f.holds(&record)) {
+            return Ok(false);
+        }
+        map_record(&self.resource.tables, &record, self.meta, &mut self.mapped).map(|()| true)
     }
 
     /// Hand the rows of an accepted record to the sink; `false` when it stopped.

@@ -11,7 +11,7 @@ use crate::value::{apply, coerce, Cell, Val};
 
 /// The top-level fields of a record that mapping a resource reads, or `None` when a path
 /// needs the whole record (`$`, a wildcard or a filter at the top).
-pub fn needed_fields(tables: &[Table]) -> Option<Vec<String>> {
+pub fn needed_fields(tables: &[Table], filter: &[crate::spec::pipeline::RecordFilter]) -> Option<Vec<String>> {
     let mut keys: Vec<String> = Vec::new();
     let mut add = |f: &str| {
         if !keys.iter().any(|k| k == f) {
@@ -24,6 +24,9 @@ pub fn needed_fields(tables: &[Table]) -> Option<Vec<String>> {
             ValueSource::ParentRecord(_) => add(PARENT_FIELD),
             _ => {}
         }
+    }
+    for f in filter {
+        add(f.path.first_field()?);
     }
     // Tables nested deeper read inside these tables' elements.
     for t in tables.iter().filter(|t| t.parent == Some(0)) {
@@ -511,7 +514,7 @@ mod tests {
     fn records_parse_only_the_fields_the_mapping_reads() {
         let p = pipeline();
         let r = p.resource("character").unwrap();
-        let fields = needed_fields(&r.tables).unwrap();
+        let fields = needed_fields(&r.tables, &r.filter).unwrap();
         assert!(fields.contains(&"origin".to_string()) && fields.contains(&"episode".to_string()));
         assert!(!fields.contains(&"unused".to_string()));
         let line = r#"{"id":1,"unused":{"big":[1,2,3]},"origin":{"url":"u/3"},"episode":["e/1"],"name":"R\u00e9"}"#;

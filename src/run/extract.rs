@@ -409,6 +409,7 @@ impl Extraction<'_> {
             records,
             reported_total = stats.total,
             skipped = stats.skipped,
+            ignored = stats.ignored,
             start = incremental.as_ref().map(|i| i.start.as_str()),
             highest = incremental.as_ref().and_then(|i| i.highest.as_deref()),
             seconds = format!("{:.2}", t0.elapsed().as_secs_f64()),
@@ -420,6 +421,7 @@ impl Extraction<'_> {
             records,
             reported_total: stats.total,
             skipped: stats.skipped,
+            ignored: stats.ignored,
             incremental,
             objects,
         })

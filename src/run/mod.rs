@@ -254,6 +254,8 @@ fn merge_rounds(mut rounds: Vec<(ExtractReport, crate::load::LoadReport)>) -> (E
                     x.updated += t.updated;
                     x.deleted += t.deleted;
                     x.rejected += t.rejected;
+                    x.ignored += t.ignored;
+                    x.filtered += t.filtered;
                     x.seconds += t.seconds;
                 }
                 None => loaded.tables.push(t),
@@ -295,6 +297,7 @@ async fn run_once(
         spec_hash: p.spec_hash().to_string(),
         resources: feeds,
         highest: Vec::new(),
+        ignored: Vec::new(),
         extraction: Some(done_rx),
         limited: opts.limit.is_some(),
     };
@@ -313,7 +316,10 @@ async fn run_once(
         let result = extraction.run(run, &mut announce).await;
         drop(announce);
         let outcome = match &result {
-            Ok(report) => Ok(report.manifest.highest()),
+            Ok(report) => Ok(crate::load::Extracted {
+                highest: report.manifest.highest(),
+                ignored: report.manifest.ignored(),
+            }),
             Err(e) => Err(secrets.mask(&e.to_string())),
         };
         let _ = done_tx.send(outcome);

@@ -28,14 +28,23 @@ pub(crate) async fn check(p: &Pipeline, api: bool, secrets: &Secrets) -> Result<
     if api {
         let http = Session::new(p, &resolved, secrets)?;
         // A child's requests need its parent's records: the first resource without one.
-        if let Some(r) = p.resources().iter().find(|r| r.for_each.is_none()) {
+        if let Some(r) = p
+            .resources()
+            .iter()
+            .find(|r| r.for_each.is_none() && r.partitions.is_none())
+        {
+            let values = Values {
+                now: Some(chrono::Utc::now()),
+                ..Default::default()
+            };
             let first = first_request(
                 &http.client,
                 &http.base_url,
                 r,
+                http.source.target(r),
                 http.source.resource_params(&r.name),
                 http.source.body(&r.name),
-                &Values::default(),
+                &values,
             )?;
             http.client.fetch(r.method, &first, &r.name, 1).await?;
         }

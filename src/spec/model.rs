@@ -79,15 +79,54 @@ pub(crate) struct RawSource {
     /// example `64MiB`. Default `256MiB`; a larger one stops the resource with an error.
     #[serde(default)]
     pub max_response_size: Option<ByteSize>,
+    /// Response rules every resource follows after its own `on_response` (see there).
+    #[serde(default)]
+    pub on_response: Vec<RawResponseRule>,
+}
+
+/// What to do with a response, chosen by its HTTP status, by what its JSON body says, or
+/// both (all that are given must hold). The first rule that holds decides.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawResponseRule {
+    /// The HTTP statuses the rule is for, for example `[403, 400]`.
+    #[serde(default)]
+    pub status: Vec<u16>,
+    /// A condition on the JSON body, for example `{path: $.ok, equals: false}` (Slack
+    /// answers errors with HTTP 200).
+    #[serde(default)]
+    pub when: Option<RawStopWhen>,
+    /// `ignore`: leave the page out and end the resource's pages there (for a `for_each`
+    /// child: that parent's), counted in the run summary and the ledger; `retry`: ask again
+    /// under the retry policy (the last attempt fails); `fail`: stop the resource.
+    pub action: ResponseAction,
+    /// What the log and the error say, with `{$.path}` placeholders read from the body,
+    /// for example `"Slack says {$.error}"`.
+    #[serde(default)]
+    pub message: Option<String>,
+}
+
+/// What a response rule does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ResponseAction {
+    /// Leave the page out, count it, and end the pages there.
+    Ignore,
+    /// Ask again, as the retry policy says.
+    Retry,
+    /// Stop the resource with the rule's message.
+    Fail,
 }
 
 /// Authentication for the source API. Secrets come from the environment only.
+// One per spec: its size does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(untagged)]
 pub(crate) enum RawAuth {
     /// `none`: no authentication.
     Keyword(AuthKeyword),
-    /// A mapping with `type: bearer | api_key | basic`.
+    /// A mapping with `type: bearer | api_key | basic | oauth2 | session`.
     Config(RawAuthConfig),
 }
 
@@ -148,7 +187,71 @@ pub(crate) enum RawAuthConfig {
         /// Scopes to ask for.
         #[serde(default)]
         scopes: Vec<String>,
+        /// The resource owner's user name (*interpolated*); for `grant: password`.
+        #[serde(default)]
+        username: Option<String>,
+        /// The resource owner's password (*interpolated*, from the environment); for
+        /// `grant: password`.
+        #[serde(default)]
+        password: Option<String>,
+        /// More fields of the token request (*interpolated*), for example `{audience: …}`.
+        #[serde(default)]
+        extra: BTreeMap<String, String>,
+        /// How the token request's body is written: `form` (default, as RFC 6749 says) or
+        /// `json`.
+        #[serde(default)]
+        body_format: Option<BodyFormat>,
     },
+    /// A login request first, whose answer holds a token that the API's requests then
+    /// carry (a session token, a JWT). The login is made again once on a 401 and when
+    /// `expires_in` says; like every credential, the token goes only to the origin of
+    /// `base_url`, and it never appears in a log.
+    Session {
+        /// The login request.
+        login: RawLogin,
+        /// JSONPath to the token in the login's answer, for example `$.token`.
+        token: String,
+        /// The header that carries it, with `{token}`. Default `Authorization: Bearer {token}`.
+        #[serde(default)]
+        header: Option<String>,
+        /// How long a token lasts: a duration such as `1h`, or a JSONPath to the seconds in
+        /// the login's answer such as `$.expires_in`. Default: until the API answers 401.
+        #[serde(default)]
+        expires_in: Option<String>,
+    },
+}
+
+/// The login request of `auth: {type: session}`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawLogin {
+    /// HTTP method. Default `POST`.
+    #[serde(default)]
+    pub method: Option<HttpMethod>,
+    /// The login URL (*interpolated*), absolute, or a path below `base_url` such as `/login`.
+    pub url: String,
+    /// The request body; its strings are *interpolated* and secret.
+    #[serde(default)]
+    pub body: Option<serde_json::Value>,
+    /// How the body is written: `json` (default) or `form`.
+    #[serde(default)]
+    pub body_format: Option<BodyFormat>,
+    /// Query parameters (*interpolated*).
+    #[serde(default)]
+    pub params: BTreeMap<String, ParamValue>,
+    /// Headers (*interpolated*).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+}
+
+/// How a request body is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum BodyFormat {
+    /// `application/x-www-form-urlencoded`.
+    Form,
+    /// `application/json`.
+    Json,
 }
 
 /// How an OAuth 2.0 access token is obtained.
@@ -159,6 +262,8 @@ pub enum OAuth2Grant {
     ClientCredentials,
     /// With a refresh token issued to a user.
     RefreshToken,
+    /// With a user's name and password (`username`, `password`).
+    Password,
 }
 
 /// Where an API key is sent.
@@ -182,13 +287,18 @@ pub(crate) struct RawRetry {
     /// Backoff before the first retry. Default `500ms`.
     #[serde(default)]
     pub initial_backoff: Option<Duration>,
-    /// Longest wait between two attempts, `Retry-After` included. Default `30s`.
+    /// Longest wait between two attempts, `Retry-After` included (but not a rate limit's
+    /// reset: see `max_wait`). Default `30s`.
     #[serde(default)]
     pub max_backoff: Option<Duration>,
     /// HTTP statuses worth another attempt. Default `[429, 500, 502, 503, 504]`. Whatever
     /// this says, a 403 or 429 with `X-RateLimit-Remaining: 0` waits for the limit's reset.
     #[serde(default)]
     pub on_status: Option<Vec<u16>>,
+    /// The longest wait for a rate limit's reset (`X-RateLimit-Reset`); a later reset
+    /// fails the resource at once, saying when it resets. Default `15m`.
+    #[serde(default)]
+    pub max_wait: Option<Duration>,
 }
 
 /// Client-side rate limit (token bucket).
@@ -315,14 +425,23 @@ pub(crate) struct RawResource {
     pub url: Option<String>,
     /// Make one request (with its own pagination) per record of the named resource, the
     /// parent: `path`, `url`, `params` and `body` take `{parent.<dotted field>}`
-    /// placeholders and columns may take `parent_path`. The parent is extracted first;
-    /// child requests share `source.concurrency` and the rate limit.
+    /// placeholders (`{parent}` when the parent's records are scalars, such as ids) and
+    /// columns may take `parent_path` (`$` for the scalar). The parent is extracted first;
+    /// child requests share `source.concurrency` and the rate limit. Or
+    /// `{values: [a, b, c]}` (or `{values: "${ACCOUNTS}"}`, split at commas): one request
+    /// sequence per value, which `{item}` stands for and `parent_path: $` loads.
     #[serde(default)]
-    pub for_each: Option<String>,
+    pub for_each: Option<RawForEach>,
     /// With `for_each`: what a 404 for one parent's request does: `fail` (default) stops
-    /// the resource, `skip` counts and logs it and goes on with the next parent.
+    /// the resource, `skip` counts and logs it and goes on with the next parent (the same
+    /// as the rule `on_response: [{status: [404], action: ignore}]`).
     #[serde(default)]
     pub on_missing: Option<OnMissing>,
+    /// Response rules, tried in order before those of `source.on_response`: for example
+    /// `[{status: [403], action: ignore}, {when: {path: $.ok, equals: false}, action: retry,
+    /// message: "{$.error}"}]`.
+    #[serde(default)]
+    pub on_response: Vec<RawResponseRule>,
     /// HTTP method. Default `GET`.
     #[serde(default)]
     pub method: Option<HttpMethod>,
@@ -346,6 +465,11 @@ pub(crate) struct RawResource {
     /// kept in the warehouse (`_sluice.state`) and sent as the start of the next run.
     #[serde(default)]
     pub incremental: Option<RawIncremental>,
+    /// Load only the records that meet every one of these conditions, for example
+    /// `[{path: $.type, equals: message}, {path: $.subtype, exists: false}]`. Staging keeps
+    /// every record; the run summary and the ledger count those left out.
+    #[serde(default)]
+    pub filter: Vec<RawFilter>,
     /// The table the records are loaded into. A resource that only feeds a `for_each`
     /// may have none: its records are staged for the child requests but not loaded.
     #[serde(default)]
@@ -428,6 +552,68 @@ impl JsonSchema for WindowStep {
             "description": "A window length: a whole number and a unit (s, m, h, d, w, mo, y), e.g. `7d` or `1mo`."
         })
     }
+}
+
+/// What a resource is requested for: a parent resource's records, or a list of values.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub(crate) enum RawForEach {
+    /// The name of the parent resource.
+    Parent(String),
+    /// `{values: [...]}`: a static list partition.
+    Values(RawPartitions),
+}
+
+impl RawForEach {
+    /// The parent resource, when it is one.
+    pub(crate) fn parent(&self) -> Option<&str> {
+        match self {
+            RawForEach::Parent(p) => Some(p),
+            RawForEach::Values(_) => None,
+        }
+    }
+}
+
+/// `{values: [a, b, c]}` or `{values: "${ACCOUNTS}"}`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPartitions {
+    /// The values: a list (each *interpolated*), or one text split at commas (*interpolated*).
+    pub values: RawValueList,
+}
+
+/// A list of values, or one text of comma-separated values.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub(crate) enum RawValueList {
+    /// `[us, eu, ap]`.
+    List(Vec<ParamValue>),
+    /// `"${REGIONS}"` (`us,eu,ap`).
+    Text(String),
+}
+
+/// A condition on a record: the value at `path` and exactly one test.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawFilter {
+    /// JSONPath in the record, for example `$.status`.
+    pub path: String,
+    /// The value equals this (text, a number, a boolean or null).
+    #[serde(default)]
+    pub equals: Option<serde_json::Value>,
+    /// The value is absent or differs from this.
+    #[serde(default)]
+    pub not_equals: Option<serde_json::Value>,
+    /// The value is one of these.
+    #[serde(default, rename = "in")]
+    pub one_of: Option<Vec<serde_json::Value>>,
+    /// `true`: the path holds a value that is not null; `false`: it does not.
+    #[serde(default)]
+    pub exists: Option<bool>,
+    /// The value (text, or a number as written) matches this regular expression, for
+    /// example `^ch_`.
+    #[serde(default)]
+    pub matches: Option<String>,
 }
 
 /// What a child request answered with 404 does.

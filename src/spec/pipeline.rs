@@ -5,8 +5,8 @@
 use chrono::{DateTime, Utc};
 
 pub(crate) use super::model::{
-    ApiKeyLocation, ColumnType, CursorFormat, HttpMethod, MetaValue, OAuth2Grant, OnError, OnMissing, RuntimeTarget,
-    TotalCheck, Transform, WriteMode,
+    ApiKeyLocation, BodyFormat, ColumnType, CursorFormat, HttpMethod, MetaValue, OAuth2Grant, OnError, OnMissing,
+    ResponseAction, RuntimeTarget, TotalCheck, Transform, WriteMode,
 };
 use super::{interp::Interp, jsonpath::JsonPath};
 
@@ -87,6 +87,8 @@ pub struct Source {
     pub max_response_size: u64,
 }
 
+// One per pipeline: its size does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum Auth {
     None,
@@ -109,7 +111,39 @@ pub enum Auth {
         client_secret: Interp,
         refresh_token: Option<Interp>,
         scopes: Vec<String>,
+        username: Option<Interp>,
+        password: Option<Interp>,
+        extra: Vec<(String, Interp)>,
+        body_format: BodyFormat,
     },
+    Session(Box<SessionLogin>),
+}
+
+/// `auth: {type: session}`: the login request and where its token goes.
+#[derive(Debug, Clone)]
+pub struct SessionLogin {
+    pub method: HttpMethod,
+    pub url: Interp,
+    /// Every string in it a template (resolved as secrets).
+    pub body: Option<serde_json::Value>,
+    pub body_format: BodyFormat,
+    pub params: Vec<(String, Interp)>,
+    pub headers: Vec<(String, Interp)>,
+    pub token: JsonPath,
+    pub header_name: String,
+    /// The header's value with `{token}`.
+    pub header_value: String,
+    pub expires: Expiry,
+}
+
+/// How long a login's token lasts.
+#[derive(Debug, Clone)]
+pub enum Expiry {
+    /// Until the API answers 401.
+    Unknown,
+    After(std::time::Duration),
+    /// The seconds at this path of the login's answer.
+    Path(JsonPath),
 }
 
 impl Auth {
@@ -128,6 +162,7 @@ impl Auth {
             } => "API key (query)",
             Auth::Basic { .. } => "basic",
             Auth::OAuth2 { .. } => "OAuth2",
+            Auth::Session(_) => "session login",
         }
     }
 }
@@ -137,6 +172,8 @@ pub struct Retry {
     pub max_attempts: u32,
     pub initial_backoff: std::time::Duration,
     pub max_backoff: std::time::Duration,
+    /// The longest wait for a rate limit's reset.
+    pub max_wait: std::time::Duration,
     pub on_status: Vec<u16>,
 }
 
@@ -178,6 +215,10 @@ pub struct Resource {
     pub target: Target,
     /// The parent resource whose every record makes one request.
     pub for_each: Option<ForEach>,
+    /// `for_each: {values}`: the values, each making one request sequence.
+    pub partitions: Option<Vec<Interp>>,
+    /// `for_each: {values: "${VAR}"}`: one text split at commas.
+    pub partitions_split: bool,
     /// The `parent_path` paths of the columns, without repeats: their values are staged
     /// with each record (see [`PARENT_FIELD`]).
     pub parent_paths: Vec<JsonPath>,
@@ -193,6 +234,11 @@ pub struct Resource {
     pub max_pages: u64,
     /// Incremental loading, when the resource reads only what changed.
     pub incremental: Option<Incremental>,
+    /// Response rules: the resource's own, `on_missing: skip` as a 404 rule, then the
+    /// source's.
+    pub on_response: Vec<ResponseRule>,
+    /// The conditions a record must meet to be loaded (all of them).
+    pub filter: Vec<RecordFilter>,
     /// The resource's own table first, then its nested tables; none for a resource that
     /// only feeds a `for_each`.
     pub tables: Vec<Table>,
@@ -308,6 +354,14 @@ impl Target {
             Target::Path(s) | Target::Url(s) => s,
         }
     }
+
+    /// The spec field: `path` or `url`.
+    pub fn field(&self) -> &'static str {
+        match self {
+            Target::Path(_) => "path",
+            Target::Url(_) => "url",
+        }
+    }
 }
 
 /// A child resource's parent.
@@ -406,6 +460,94 @@ impl HasMore {
             Some(e) => format!("`{}` is {e}", self.path.as_str()),
             None => format!("`{}` is true", self.path.as_str()),
         }
+    }
+}
+
+/// A condition on a record (see [`super::model::RawFilter`]).
+#[derive(Debug, Clone)]
+pub struct RecordFilter {
+    pub path: JsonPath,
+    pub test: FilterTest,
+}
+
+#[derive(Debug, Clone)]
+pub enum FilterTest {
+    Equals(serde_json::Value),
+    NotEquals(serde_json::Value),
+    In(Vec<serde_json::Value>),
+    Exists(bool),
+    Matches(regex::Regex),
+}
+
+impl RecordFilter {
+    /// Whether `record` meets the condition.
+    pub fn holds(&self, record: &serde_json::Value) -> bool {
+        let v = self.path.first(record).filter(|v| !v.is_null());
+        match &self.test {
+            FilterTest::Equals(e) => match v {
+                Some(v) => scalar_eq(v, e),
+                None => e.is_null(),
+            },
+            FilterTest::NotEquals(e) => !v.map_or(e.is_null(), |v| scalar_eq(v, e)),
+            FilterTest::In(list) => v.is_some_and(|v| list.iter().any(|e| scalar_eq(v, e))),
+            FilterTest::Exists(want) => v.is_some() == *want,
+            FilterTest::Matches(re) => match v {
+                Some(serde_json::Value::String(s)) => re.is_match(s),
+                Some(n @ serde_json::Value::Number(_)) => re.is_match(&n.to_string()),
+                _ => false,
+            },
+        }
+    }
+}
+
+/// One response rule (see [`super::model::RawResponseRule`]).
+#[derive(Debug, Clone)]
+pub struct ResponseRule {
+    /// Empty: any status.
+    pub status: Vec<u16>,
+    pub when: Option<StopWhen>,
+    pub action: ResponseAction,
+    pub message: Option<String>,
+}
+
+impl ResponseRule {
+    /// Whether the rule holds for a response; `body` is parsed only when a rule reads it.
+    pub fn holds(&self, status: u16, body: impl FnOnce() -> Option<serde_json::Value>) -> bool {
+        if !self.status.is_empty() && !self.status.contains(&status) {
+            return false;
+        }
+        match &self.when {
+            None => true,
+            Some(w) => body().is_some_and(|b| w.holds(&b)),
+        }
+    }
+
+    /// What the rule says of a response: its message with `{$.path}` read from `body`.
+    pub fn say(&self, status: u16, body: Option<&serde_json::Value>) -> String {
+        let Some(m) = &self.message else {
+            return match &self.when {
+                Some(w) => format!("HTTP {status} with `{}` = {}", w.path.as_str(), w.equals),
+                None => format!("HTTP {status}"),
+            };
+        };
+        let mut out = String::new();
+        let mut rest = m.as_str();
+        while let Some(i) = rest.find("{$") {
+            out.push_str(&rest[..i]);
+            let Some(len) = rest[i..].find('}') else { break };
+            let path = &rest[i + 1..i + len];
+            let value = JsonPath::parse(path)
+                .ok()
+                .and_then(|p| body.and_then(|b| p.first(b).cloned()));
+            match value {
+                Some(serde_json::Value::String(s)) => out.push_str(&s),
+                Some(v) => out.push_str(&v.to_string()),
+                None => out.push_str("(none)"),
+            }
+            rest = &rest[i + len + 1..];
+        }
+        out.push_str(rest);
+        out
     }
 }
 

@@ -12,8 +12,11 @@ use serde_json::Value;
 /// What a placeholder stands for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Source {
-    /// A field of the parent record; a step of digits indexes an array.
+    /// A field of the parent record (the record itself when empty, `{parent}`); a step of
+    /// digits indexes an array.
     Parent(Vec<String>),
+    /// The value of a list partition (`{item}`).
+    Item,
     /// The start of an incremental run (of its window).
     Start,
     /// The last instant of an incremental run's window.
@@ -62,7 +65,11 @@ pub(crate) fn scan(template: &str, mode: Scan) -> Result<Vec<Placeholder>, Strin
     let mut from = 0;
     while let Some(i) = template[from..].find('{').map(|i| i + from) {
         let rest = &template[i..];
-        if mode == Scan::Text && !["{parent", "{incremental", "{now"].iter().any(|p| rest.starts_with(p)) {
+        if mode == Scan::Text
+            && !["{parent", "{incremental", "{now", "{item}"]
+                .iter()
+                .any(|p| rest.starts_with(p))
+        {
             from = i + 1;
             continue;
         }
@@ -85,6 +92,8 @@ pub(crate) fn scan(template: &str, mode: Scan) -> Result<Vec<Placeholder>, Strin
         let source = match inner.strip_prefix("parent.") {
             _ if inner == "incremental.start" => Some(Source::Start),
             _ if inner == "incremental.end" => Some(Source::End),
+            _ if inner == "parent" => Some(Source::Parent(Vec::new())),
+            _ if inner == "item" => Some(Source::Item),
             Some(f) => Some(f.split('.').map(str::to_string).collect::<Vec<_>>())
                 .filter(|f| f.iter().all(|s| is_field(s)))
                 .map(Source::Parent),
@@ -136,7 +145,9 @@ pub(crate) fn lookup<'a>(parent: &'a Value, field: &[String]) -> Option<&'a Valu
 impl Source {
     fn name(&self) -> String {
         match self {
+            Source::Parent(field) if field.is_empty() => "parent".into(),
             Source::Parent(field) => format!("parent.{}", field.join(".")),
+            Source::Item => "item".into(),
             Source::Start => "incremental.start".into(),
             Source::End => "incremental.end".into(),
             Source::Now(_) => "now".into(),
@@ -156,6 +167,10 @@ impl Source {
                     )
                 })
             }
+            Source::Item => values
+                .parent
+                .map(Cow::Borrowed)
+                .ok_or_else(|| "no list value here".into()),
             Source::Start => values
                 .start
                 .map(Cow::Borrowed)
@@ -280,7 +295,12 @@ mod tests {
         assert!(scan("/posts/parent.id}", Scan::Strict).is_err());
         // Text leaves other braces alone (GraphQL), but not a broken `{parent`.
         assert!(scan("query { characters { id } }", Scan::Text).unwrap().is_empty());
-        assert!(scan("{parent}", Scan::Text).is_err());
+        assert_eq!(
+            scan("{parent}", Scan::Text).unwrap()[0].source,
+            Source::Parent(Vec::new())
+        );
+        assert_eq!(scan("/a/{item}", Scan::Strict).unwrap()[0].source, Source::Item);
+        assert!(scan("{parent.}", Scan::Text).is_err());
     }
 
     #[test]

@@ -33,6 +33,9 @@ pub struct ResourceManifest {
     /// skipped (`on_missing: skip`).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub skipped: u64,
+    /// Responses an `ignore` rule held for (`on_response`), each a page left out.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub ignored: u64,
     /// For an incremental resource: where the run started and the highest cursor read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub incremental: Option<IncrementalRun>,
@@ -60,6 +63,15 @@ fn is_zero32(n: &u32) -> bool {
 }
 
 impl Manifest {
+    /// Per resource with ignored responses, how many.
+    pub fn ignored(&self) -> Vec<(String, u64)> {
+        self.resources
+            .iter()
+            .filter(|r| r.ignored > 0)
+            .map(|r| (r.name.clone(), r.ignored))
+            .collect()
+    }
+
     /// Per incremental resource that staged records, its highest cursor.
     pub fn highest(&self) -> Vec<(String, String)> {
         self.resources

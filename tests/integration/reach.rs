@@ -5,7 +5,10 @@
 use chrono::NaiveDate;
 
 use crate::support::api::{ApiServer, Fault};
-use crate::support::reach::{REPORT_FROM, REPORT_TO};
+use crate::support::reach::{
+    HN_STORIES, REGIONS, REPORT_FROM, REPORT_TO, SESSION_ORDERS, SESSION_PASSWORD, SESSION_USER, SLACK_JOINS,
+    SLACK_MESSAGES, SLACK_TOKEN,
+};
 use crate::support::{pg, Sluice};
 
 const REPORT: &str = "examples/specs/report_windows.yaml";
@@ -129,5 +132,236 @@ fn a_failed_window_keeps_the_windows_before_it_and_the_next_run_resumes_there() 
         )
         .as_deref(),
         Some("1096/1096")
+    );
+}
+
+const SLACK: &str = "examples/specs/slack_messages.yaml";
+
+fn slack(api: &ApiServer, db: &str, staging: &std::path::Path, channel: &str) -> Sluice {
+    Sluice::new(["run", SLACK])
+        .env("SLACK_API", format!("{}/slack/api", api.base))
+        .env("SLACK_TOKEN", SLACK_TOKEN)
+        .env("SLACK_CHANNEL", channel)
+        .env("SLUICE_STAGING", staging)
+        .env("DATABASE_URL", db)
+}
+
+#[test]
+fn slack_rate_limits_said_with_http_200_are_retried_and_channel_joins_are_filtered_out() {
+    let api = ApiServer::start();
+    let db = pg::fresh_database();
+    let staging = tempfile::tempdir().unwrap();
+    let run = slack(&api, &db, staging.path(), "C0123456").run().success();
+    let kept = SLACK_MESSAGES - SLACK_JOINS;
+    assert_eq!(
+        pg::scalar(
+            &db,
+            "SELECT count(*) || '/' || count(*) FILTER (WHERE text LIKE '%has joined%') FROM slack.message"
+        )
+        .as_deref(),
+        Some(format!("{kept}/0").as_str()),
+        "{}",
+        run.stderr
+    );
+    // Three pages; the second answered `ratelimited` once and was asked again.
+    assert_eq!(
+        api.requests().len(),
+        4,
+        "{:?}",
+        api.requests().iter().map(|r| &r.target).collect::<Vec<_>>()
+    );
+    assert!(run.stderr.contains("Slack says ratelimited"), "{}", run.stderr);
+    // Staging keeps every record; the summary and the ledger count those left out.
+    let staged = crate::extract::staged_records(staging.path(), "slack")
+        .remove("messages")
+        .unwrap();
+    assert_eq!(staged.len(), SLACK_MESSAGES);
+    assert!(
+        run.stdout.contains(&format!(
+            "resource messages: {SLACK_JOINS} of {SLACK_MESSAGES} records left out by `filter`"
+        )),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(
+        pg::scalar(
+            &db,
+            "SELECT resources->0->>'filtered' FROM _sluice.runs WHERE pipeline = 'slack'"
+        )
+        .as_deref(),
+        Some(SLACK_JOINS.to_string().as_str())
+    );
+}
+
+#[test]
+fn a_slack_error_said_with_http_200_fails_the_run_with_slacks_own_words() {
+    let api = ApiServer::start();
+    let db = pg::fresh_database();
+    let staging = tempfile::tempdir().unwrap();
+    let failed = slack(&api, &db, staging.path(), "C-nope").run().failure(1);
+    assert!(
+        failed.stderr.contains("Slack says channel_not_found"),
+        "{}",
+        failed.stderr
+    );
+    // Not retried: `fail` stops at once; nothing was loaded.
+    assert_eq!(api.requests().len(), 1);
+    assert_eq!(
+        pg::scalar(
+            &db,
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'slack'"
+        )
+        .as_deref(),
+        Some("0")
+    );
+}
+
+#[test]
+fn hacker_news_ids_are_scalar_parents_of_their_items() {
+    let api = ApiServer::start();
+    let db = pg::fresh_database();
+    let staging = tempfile::tempdir().unwrap();
+    let run = Sluice::new(["run", "examples/specs/hackernews_top.yaml"])
+        .env("HN_API", format!("{}/hn/v0", api.base))
+        .env("SLUICE_STAGING", staging.path())
+        .env("DATABASE_URL", &db)
+        .run()
+        .success();
+    assert_eq!(
+        pg::scalar(
+            &db,
+            "SELECT count(*) || '/' || count(*) FILTER (WHERE listed_id = id) || '/' || min(id) FROM hackernews.story"
+        )
+        .as_deref(),
+        Some(format!("{HN_STORIES}/{HN_STORIES}/9000013").as_str()),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(api.requests().len() as u64, 1 + HN_STORIES);
+    assert!(api.requests().iter().any(|r| r.target == "/hn/v0/item/9000780.json"));
+}
+
+const SESSION: &str = "examples/specs/session_orders.yaml";
+
+fn session(api: &ApiServer, db: &str, staging: &std::path::Path, password: &str) -> Sluice {
+    Sluice::new(["run", SESSION])
+        .env("SHOP_API", format!("{}/session/api", api.base))
+        .env("SHOP_USER", SESSION_USER)
+        .env("SHOP_PASSWORD", password)
+        .env("SLUICE_STAGING", staging)
+        .env("DATABASE_URL", db)
+}
+
+#[test]
+fn a_session_login_token_is_sent_and_renewed_once_when_the_session_expires() {
+    let api = ApiServer::start();
+    let db = pg::fresh_database();
+    let staging = tempfile::tempdir().unwrap();
+    let run = session(&api, &db, staging.path(), SESSION_PASSWORD).run().success();
+    let refunded = SESSION_ORDERS / 4;
+    assert_eq!(
+        pg::scalar(
+            &db,
+            "SELECT count(*) || '/' || count(*) FILTER (WHERE status = 'refunded') FROM shop.\"order\""
+        )
+        .as_deref(),
+        Some(format!("{}/0", SESSION_ORDERS - refunded).as_str()),
+        "{}",
+        run.stderr
+    );
+    // Six pages; the token stopped working after four, so the fifth was refused once,
+    // sluice logged in again and asked for it again.
+    assert_eq!(api.logins(), 2);
+    let targets: Vec<String> = api.requests().iter().map(|r| r.target.clone()).collect();
+    assert_eq!(
+        targets.iter().filter(|t| t.starts_with("/session/api/orders")).count(),
+        7,
+        "{targets:?}"
+    );
+    assert_eq!(targets.iter().filter(|t| *t == "/session/api/login").count(), 2);
+    // The login's answer goes where the spec says, and only there.
+    let orders: Vec<_> = api
+        .requests()
+        .into_iter()
+        .filter(|r| r.target.starts_with("/session/api/orders"))
+        .collect();
+    assert!(orders.iter().all(|r| r.authorization.is_none()));
+    assert_eq!(
+        orders
+            .last()
+            .unwrap()
+            .headers
+            .iter()
+            .find(|(k, _)| k == "x-session-token")
+            .map(|(_, v)| v.as_str()),
+        Some("sess-2")
+    );
+    // Neither the password nor a token is in what sluice said.
+    let said = format!("{}{}", run.stdout, run.stderr);
+    assert!(!said.contains(SESSION_PASSWORD) && !said.contains("sess-1") && !said.contains("sess-2"));
+}
+
+#[test]
+fn a_refused_login_fails_before_any_request_and_keeps_the_password_out_of_the_message() {
+    let api = ApiServer::start();
+    let db = pg::fresh_database();
+    let staging = tempfile::tempdir().unwrap();
+    let failed = session(&api, &db, staging.path(), "wrong-password-123")
+        .run()
+        .failure(1);
+    assert!(
+        failed.stderr.contains("cannot log in at") && failed.stderr.contains("HTTP 401"),
+        "{}",
+        failed.stderr
+    );
+    assert!(failed.stderr.contains("check `source.auth.login`"));
+    assert!(!failed.stderr.contains("wrong-password-123"));
+    assert!(api
+        .requests()
+        .iter()
+        .all(|r| !r.target.starts_with("/session/api/orders")));
+}
+
+const REGIONS_SPEC: &str = "examples/specs/region_instances.yaml";
+
+fn regions(api: &ApiServer, db: &str, staging: &std::path::Path) -> Sluice {
+    Sluice::new(["run", REGIONS_SPEC])
+        .env("CLOUD_API", &api.base)
+        .env("CLOUD_TOKEN", "cloud-token")
+        .env("CLOUD_ACCOUNT", "acct-42")
+        .env("SLUICE_STAGING", staging)
+        .env("DATABASE_URL", db)
+}
+
+#[test]
+fn a_list_partition_requests_each_region_with_the_account_from_the_environment() {
+    let api = ApiServer::start();
+    let db = pg::fresh_database();
+    let staging = tempfile::tempdir().unwrap();
+    let run = regions(&api, &db, staging.path()).run().success();
+    let total: usize = REGIONS.iter().map(|(_, n)| n).sum();
+    assert_eq!(
+        pg::query(&db, "SELECT region, count(*)::text FROM cloud.instance WHERE account = 'acct-42' AND id LIKE region || '-%' GROUP BY region ORDER BY region"),
+        vec![vec![Some("eu".to_string()), Some("7".to_string())], vec![Some("us".to_string()), Some("23".to_string())]],
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        pg::scalar(&db, "SELECT count(*) FROM cloud.instance").as_deref(),
+        Some(total.to_string().as_str())
+    );
+    // us: five pages (the fifth says there is no next), eu: two, ap: one empty.
+    let targets: Vec<String> = api.requests().iter().map(|r| r.target.clone()).collect();
+    assert_eq!(targets.len(), 8, "{targets:?}");
+    assert!(targets.iter().all(|t| t.contains("/accounts/acct-42/instances")));
+    // A partition list that is empty says so instead of loading nothing.
+    let failed = regions(&api, &db, staging.path())
+        .env("CLOUD_REGIONS", " , ")
+        .run()
+        .failure(1);
+    assert!(
+        failed.stderr.contains("`for_each.values` is empty"),
+        "{}",
+        failed.stderr
     );
 }

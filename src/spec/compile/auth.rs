@@ -35,18 +35,165 @@ pub(super) fn compile_auth(cx: &mut Ctx, auth: &RawAuth) -> Option<p::Auth> {
             client_secret,
             refresh_token,
             scopes,
-        }) => compile_oauth2(
-            cx,
-            *grant,
-            token_url,
-            client_id,
-            client_secret,
-            refresh_token.as_ref(),
-            scopes,
-        ),
+            username,
+            password,
+            extra,
+            body_format,
+        }) => {
+            let oauth = compile_oauth2(
+                cx,
+                *grant,
+                token_url,
+                client_id,
+                client_secret,
+                refresh_token.as_ref(),
+                scopes,
+            );
+            let user = match (grant, username, password) {
+                (OAuth2Grant::Password, Some(u), Some(pw)) => cx
+                    .interp("source.auth.username", u)
+                    .zip(cx.secret("source.auth.password", pw))
+                    .map(|(u, pw)| (Some(u), Some(pw))),
+                (OAuth2Grant::Password, _, _) => {
+                    cx.error("source.auth", "`grant: password` needs `username` and `password`");
+                    None
+                }
+                (_, None, None) => Some((None, None)),
+                _ => {
+                    cx.error_at_key(
+                        "source.auth.username",
+                        "`username` and `password` go with `grant: password`",
+                    );
+                    None
+                }
+            };
+            let mut fields = Vec::new();
+            for (k, v) in extra {
+                if [
+                    "grant_type",
+                    "client_id",
+                    "client_secret",
+                    "refresh_token",
+                    "username",
+                    "password",
+                    "scope",
+                ]
+                .contains(&k.as_str())
+                {
+                    cx.error_at_key(
+                        &format!("source.auth.extra.{k}"),
+                        format!("`{k}` is a field sluice sends itself; give it with its own key"),
+                    );
+                    continue;
+                }
+                // Extra fields may hold secrets (an assertion): from the environment, masked.
+                if let Some(t) = cx.interp(&format!("source.auth.extra.{k}"), v) {
+                    fields.push((k.clone(), t));
+                }
+            }
+            let (oauth, (username, password)) = (oauth?, user?);
+            let p::Auth::OAuth2 {
+                grant,
+                token_url,
+                client_id,
+                client_secret,
+                refresh_token,
+                scopes,
+                ..
+            } = oauth
+            else {
+                unreachable!("compile_oauth2 gives OAuth2")
+            };
+            Some(p::Auth::OAuth2 {
+                grant,
+                token_url,
+                client_id,
+                client_secret,
+                refresh_token,
+                scopes,
+                username,
+                password,
+                extra: fields,
+                body_format: body_format.unwrap_or(BodyFormat::Form),
+            })
+        }
+        RawAuth::Config(RawAuthConfig::Session {
+            login,
+            token,
+            header,
+            expires_in,
+        }) => compile_session(cx, login, token, header.as_deref(), expires_in.as_deref()),
     }
 }
 
+/// `auth: {type: session}`: the login request, the token's path and header, its life.
+fn compile_session(
+    cx: &mut Ctx,
+    login: &RawLogin,
+    token: &str,
+    header: Option<&str>,
+    expires_in: Option<&str>,
+) -> Option<p::Auth> {
+    let url = cx.interp("source.auth.login.url", &login.url);
+    let method = login.method.unwrap_or(HttpMethod::Post);
+    if login.body.is_some() && method != HttpMethod::Post {
+        cx.error_at_key("source.auth.login.body", "a login `body` needs `method: POST`");
+    }
+    let mut params = Vec::new();
+    for (k, v) in &login.params {
+        params.extend(
+            cx.interp(&format!("source.auth.login.params.{k}"), &v.0)
+                .map(|t| (k.clone(), t)),
+        );
+    }
+    let mut headers = Vec::new();
+    for (k, v) in &login.headers {
+        headers.extend(
+            cx.interp(&format!("source.auth.login.headers.{k}"), v)
+                .map(|t| (k.clone(), t)),
+        );
+    }
+    let token = cx.jsonpath("source.auth.token", token);
+    let header = header.unwrap_or("Authorization: Bearer {token}");
+    let (header_name, header_value) = match header.split_once(':') {
+        Some((n, v)) if v.contains("{token}") && !n.trim().is_empty() && !n.contains(char::is_whitespace) => {
+            (n.trim().to_string(), v.trim().to_string())
+        }
+        _ => {
+            cx.error(
+                "source.auth.header",
+                format!("`{header}`: write `<Header-Name>: <value with {{token}}>`, for example `Authorization: Bearer {{token}}`"),
+            );
+            return None;
+        }
+    };
+    let expires = match expires_in {
+        None => Some(p::Expiry::Unknown),
+        Some(path) if path.starts_with('$') => cx.jsonpath("source.auth.expires_in", path).map(p::Expiry::Path),
+        Some(d) => match crate::spec::units::Duration::parse(d) {
+            Ok(d) => Some(p::Expiry::After(d.0)),
+            Err(e) => {
+                cx.error(
+                    "source.auth.expires_in",
+                    format!("{e}; or a JSONPath such as `$.expires_in` to the seconds in the answer"),
+                );
+                None
+            }
+        },
+    };
+    Some(p::Auth::Session(Box::new(p::SessionLogin {
+        method,
+        url: url?,
+        body: login.body.clone(),
+        body_format: login.body_format.unwrap_or(BodyFormat::Json),
+        params,
+        headers,
+        token: token?,
+        header_name,
+        header_value,
+        expires: expires?,
+    })))
+}
 /// `auth: {type: oauth2}`: the token endpoint, the client and, for `grant: refresh_token`,
 /// the refresh token.
 fn compile_oauth2(
@@ -69,7 +216,7 @@ fn compile_oauth2(
             cx.error("source.auth", "`grant: refresh_token` needs `refresh_token`");
             None
         }
-        (OAuth2Grant::ClientCredentials, Some(_)) => {
+        (OAuth2Grant::ClientCredentials | OAuth2Grant::Password, Some(_)) => {
             cx.error_at_key(
                 "source.auth.refresh_token",
                 "`refresh_token` goes with `grant: refresh_token`",
@@ -87,6 +234,10 @@ fn compile_oauth2(
             client_secret,
             refresh_token,
             scopes: scopes.to_vec(),
+            username: None,
+            password: None,
+            extra: Vec::new(),
+            body_format: BodyFormat::Form,
         }),
         _ => None,
     }

@@ -40,11 +40,13 @@ pub(super) fn check_for_each(cx: &mut Ctx, spec: &RawSpec) {
     let names: Vec<&str> = spec.resources.iter().map(|r| r.name.as_str()).collect();
     let mut edges: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     for (i, r) in spec.resources.iter().enumerate() {
-        let Some(parent) = &r.for_each else { continue };
+        let Some(parent) = r.for_each.as_ref().and_then(|f| f.parent()) else {
+            continue;
+        };
         let path = format!("resources[{i}].for_each");
-        if parent == &r.name {
+        if parent == r.name {
             cx.error(&path, format!("resource `{parent}` cannot be its own parent"));
-        } else if !names.contains(&parent.as_str()) {
+        } else if !names.contains(&parent) {
             let hint = did_you_mean(parent, names.iter().copied())
                 .map(|s| format!("; did you mean `{s}`?"))
                 .unwrap_or_default();
@@ -53,7 +55,7 @@ pub(super) fn check_for_each(cx: &mut Ctx, spec: &RawSpec) {
                 format!("`for_each: {parent}` names no resource of this spec{hint}"),
             );
         } else {
-            edges.entry(r.name.as_str()).or_default().push(parent.as_str());
+            edges.entry(r.name.as_str()).or_default().push(parent);
         }
     }
     if let Some(cycle) = find_cycle(&edges) {
@@ -70,7 +72,7 @@ pub(super) fn check_for_each(cx: &mut Ctx, spec: &RawSpec) {
         let parent_of_some = spec
             .resources
             .iter()
-            .any(|c| c.for_each.as_deref() == Some(r.name.as_str()));
+            .any(|c| c.for_each.as_ref().and_then(|f| f.parent()) == Some(r.name.as_str()));
         if r.table.is_none() && !parent_of_some {
             cx.error(
                 &format!("resources[{i}]"),

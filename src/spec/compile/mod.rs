@@ -177,7 +177,11 @@ pub(crate) fn compile(file: &str, text: &str, parsed: &Parsed) -> Result<Pipelin
     check_names_unique(&mut cx, spec);
     check_for_each(&mut cx, spec);
     check_references(&mut cx, spec);
-    let all: Vec<p::Resource> = resources.into_iter().flatten().collect();
+    let source_rules = resource::compile_rules(&mut cx, "source.on_response", &spec.source.on_response);
+    let mut all: Vec<p::Resource> = resources.into_iter().flatten().collect();
+    for r in &mut all {
+        r.on_response.extend(source_rules.iter().cloned());
+    }
     if !cx.diagnostics.is_empty() {
         let mut d = cx.diagnostics;
         d.sort_by_key(|d| (d.line, d.column));
@@ -261,8 +265,10 @@ fn interp_map<V: AsRef<str>>(cx: &mut Ctx, path: &str, map: &BTreeMap<String, V>
 /// Which placeholders a resource may use.
 #[derive(Debug, Clone, Copy)]
 struct Allowed {
-    /// `{parent.…}`: with `for_each`.
+    /// `{parent.…}`: with `for_each: <parent>`.
     parent: bool,
+    /// `{item}`: with `for_each: {values}`.
+    item: bool,
     /// `{incremental.start}` and `{incremental.end}`: with `incremental`.
     start: bool,
 }
@@ -275,6 +281,7 @@ fn check_sources(cx: &mut Ctx, path: &str, found: &[super::placeholder::Placehol
             Source::Parent(_) if !allowed.parent => {
                 "`{parent.<field>}` placeholders need `for_each: <parent resource>` on the resource"
             }
+            Source::Item if !allowed.item => "`{item}` needs `for_each: {values: [...]}` on the resource",
             Source::Start if !allowed.start => "`{incremental.start}` needs `incremental` on the resource",
             Source::End if !allowed.start => "`{incremental.end}` needs `incremental` on the resource",
             _ => continue,

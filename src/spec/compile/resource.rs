@@ -4,6 +4,7 @@
 use super::paginate::compile_paginate;
 use super::table::{compile_nested_tables, compile_table};
 use super::{check_body_templates, check_placeholders, check_sources, interp_map, Allowed, Ctx};
+use crate::spec::interp::Interp;
 use crate::spec::jsonpath::JsonPath;
 use crate::spec::model::*;
 use crate::spec::pipeline::{self as p, ValueSource};
@@ -11,8 +12,10 @@ use crate::spec::pipeline::{self as p, ValueSource};
 pub(super) fn compile_resource(cx: &mut Ctx, path: &str, r: &RawResource) -> Option<p::Resource> {
     let name_ok = cx.ident(&format!("{path}.name"), &r.name);
     let child = r.for_each.is_some();
+    let partitions = compile_partitions(cx, path, r);
     let allowed = Allowed {
-        parent: child,
+        parent: r.for_each.as_ref().is_some_and(|f| f.parent().is_some()),
+        item: matches!(r.for_each, Some(RawForEach::Values(_))),
         start: r.incremental.is_some(),
     };
     let target = compile_target(cx, path, r, allowed);
@@ -23,6 +26,16 @@ pub(super) fn compile_resource(cx: &mut Ctx, path: &str, r: &RawResource) -> Opt
             "`on_missing` is about the requests of `for_each`, which this resource does not have",
         );
     }
+    let mut on_response = compile_rules(cx, &format!("{path}.on_response"), &r.on_response);
+    if r.on_missing == Some(OnMissing::Skip) {
+        on_response.push(p::ResponseRule {
+            status: vec![404],
+            when: None,
+            action: ResponseAction::Ignore,
+            message: Some("HTTP 404 for this parent record; skipped (on_missing: skip)".into()),
+        });
+    }
+    let filter = compile_filter(cx, &format!("{path}.filter"), r);
     let params = interp_map(cx, &format!("{path}.params"), &r.params);
     for (k, v) in &r.params {
         check_placeholders(cx, &format!("{path}.params.{k}"), &v.0, allowed);
@@ -78,10 +91,17 @@ pub(super) fn compile_resource(cx: &mut Ctx, path: &str, r: &RawResource) -> Opt
     Some(p::Resource {
         name: r.name.clone(),
         target: target?,
-        for_each: r.for_each.as_ref().map(|parent| p::ForEach {
-            parent: parent.clone(),
+        for_each: r.for_each.as_ref().and_then(|f| f.parent()).map(|parent| p::ForEach {
+            parent: parent.to_string(),
             on_missing: r.on_missing.unwrap_or_default(),
         }),
+        partitions_split: matches!(
+            r.for_each,
+            Some(RawForEach::Values(RawPartitions {
+                values: RawValueList::Text(_)
+            }))
+        ),
+        partitions: partitions?,
         parent_paths,
         method,
         body: r.body.clone(),
@@ -92,15 +112,157 @@ pub(super) fn compile_resource(cx: &mut Ctx, path: &str, r: &RawResource) -> Opt
         completeness: completeness?,
         max_pages,
         incremental: incremental?,
+        on_response,
+        filter: filter?,
         tables,
     })
+}
+
+/// `for_each: {values}`: the values, interpolated.
+fn compile_partitions(cx: &mut Ctx, path: &str, r: &RawResource) -> Option<Option<Vec<Interp>>> {
+    let Some(RawForEach::Values(parts)) = &r.for_each else {
+        return Some(None);
+    };
+    let vpath = format!("{path}.for_each.values");
+    let texts: Vec<&str> = match &parts.values {
+        RawValueList::List(list) => list.iter().map(|v| v.0.as_str()).collect(),
+        RawValueList::Text(t) => vec![t.as_str()],
+    };
+    if texts.is_empty() {
+        cx.error(&vpath, "`values` is empty, so the resource would make no request");
+        return None;
+    }
+    let mut out = Vec::new();
+    for (i, t) in texts.iter().enumerate() {
+        out.push(cx.interp(&format!("{vpath}[{i}]"), t)?);
+    }
+    Some(Some(out))
+}
+
+/// `filter`: each entry a path and exactly one test.
+fn compile_filter(cx: &mut Ctx, path: &str, r: &RawResource) -> Option<Vec<p::RecordFilter>> {
+    if !r.filter.is_empty() && r.table.is_none() {
+        cx.error_at_key(
+            path,
+            "`filter` chooses the records that are loaded, and this resource has no `table`",
+        );
+        return None;
+    }
+    let mut out = Vec::new();
+    let mut ok = true;
+    for (i, f) in r.filter.iter().enumerate() {
+        let fpath = format!("{path}[{i}]");
+        let jp = cx.jsonpath(&format!("{fpath}.path"), &f.path);
+        let mut tests = Vec::new();
+        if let Some(v) = &f.equals {
+            tests.push(p::FilterTest::Equals(v.clone()));
+        }
+        if let Some(v) = &f.not_equals {
+            tests.push(p::FilterTest::NotEquals(v.clone()));
+        }
+        if let Some(v) = &f.one_of {
+            tests.push(p::FilterTest::In(v.clone()));
+        }
+        if let Some(v) = f.exists {
+            tests.push(p::FilterTest::Exists(v));
+        }
+        if let Some(m) = &f.matches {
+            match regex::Regex::new(m) {
+                Ok(re) => tests.push(p::FilterTest::Matches(re)),
+                Err(e) => {
+                    cx.error(
+                        &format!("{fpath}.matches"),
+                        format!("`{m}` is not a regular expression: {e}"),
+                    );
+                    ok = false;
+                    continue;
+                }
+            }
+        }
+        if tests.len() != 1 {
+            cx.error(
+                &fpath,
+                "a filter gives exactly one of `equals`, `not_equals`, `in`, `exists` and `matches`",
+            );
+            ok = false;
+            continue;
+        }
+        match jp {
+            Some(jp) => out.push(p::RecordFilter {
+                path: jp,
+                test: tests.remove(0),
+            }),
+            None => ok = false,
+        }
+    }
+    ok.then_some(out)
+}
+
+/// `on_response` rules, each with a status or a `when` (or both).
+pub(super) fn compile_rules(cx: &mut Ctx, path: &str, rules: &[RawResponseRule]) -> Vec<p::ResponseRule> {
+    let mut out = Vec::new();
+    for (i, rule) in rules.iter().enumerate() {
+        let rpath = format!("{path}[{i}]");
+        if rule.status.is_empty() && rule.when.is_none() {
+            cx.error(
+                &rpath,
+                "a response rule needs `status` (for example `[403]`), `when` (for example `{path: $.ok, equals: false}`), or both",
+            );
+            continue;
+        }
+        if let Some(bad) = rule.status.iter().find(|s| !(100..=599).contains(*s)) {
+            cx.error(&format!("{rpath}.status"), format!("{bad} is not an HTTP status"));
+            continue;
+        }
+        if rule.action == ResponseAction::Ignore
+            && rule.status.iter().any(|s| (200..300).contains(s))
+            && rule.when.is_none()
+        {
+            cx.error(
+                &format!("{rpath}.status"),
+                "ignoring every successful response would load nothing; give `when` to say which ones",
+            );
+            continue;
+        }
+        let when = match &rule.when {
+            None => None,
+            Some(w) => match cx.jsonpath(&format!("{rpath}.when.path"), &w.path) {
+                Some(jp) => Some(p::StopWhen {
+                    path: jp,
+                    equals: w.equals.clone(),
+                }),
+                None => continue,
+            },
+        };
+        if let Some(m) = &rule.message {
+            let mut rest = m.as_str();
+            while let Some(at) = rest.find("{$") {
+                let Some(len) = rest[at..].find('}') else {
+                    cx.error(
+                        &format!("{rpath}.message"),
+                        "`{$` opens a placeholder that does not close",
+                    );
+                    break;
+                };
+                cx.jsonpath(&format!("{rpath}.message"), &rest[at + 1..at + len]);
+                rest = &rest[at + len + 1..];
+            }
+        }
+        out.push(p::ResponseRule {
+            status: rule.status.clone(),
+            when,
+            action: rule.action,
+            message: rule.message.clone(),
+        });
+    }
+    out
 }
 
 /// `path` or `url`, with the placeholders only a `for_each` or incremental resource may
 /// use.
 fn compile_target(cx: &mut Ctx, path: &str, r: &RawResource, allowed: Allowed) -> Option<p::Target> {
     use crate::spec::placeholder::{scan, Scan, Source};
-    let any = allowed.parent || allowed.start;
+    let any = allowed.parent || allowed.item || allowed.start;
     match (&r.path, &r.url) {
         (None, None) => {
             cx.error(
@@ -116,8 +278,11 @@ fn compile_target(cx: &mut Ctx, path: &str, r: &RawResource, allowed: Allowed) -
             cx.error_at_key(&format!("{path}.url"), "give `path` or `url`, not both");
             None
         }
-        (Some(rp), None) => {
+        (Some(raw), None) => {
             let fpath = format!("{path}.path");
+            // `${VAR}`s are resolved when the pipeline runs; the checks see them as `x`.
+            let checked = cx.interp(&fpath, raw)?.resolve_with(|_| Some("x".into())).ok()?;
+            let rp = &checked;
             if rp.contains(char::is_whitespace) || rp.contains("://") {
                 cx.error(
                     &fpath,
@@ -139,11 +304,13 @@ fn compile_target(cx: &mut Ctx, path: &str, r: &RawResource, allowed: Allowed) -
                     cx.error(&fpath, format!("`{rp}`: {e}"));
                     None
                 }
-                Ok(found) => check_sources(cx, &fpath, &found, allowed).then(|| p::Target::Path(rp.clone())),
+                Ok(found) => check_sources(cx, &fpath, &found, allowed).then(|| p::Target::Path(raw.clone())),
             }
         }
-        (None, Some(u)) => {
+        (None, Some(raw)) => {
             let fpath = format!("{path}.url");
+            let checked = cx.interp(&fpath, raw)?.resolve_with(|_| Some("x".into())).ok()?;
+            let u = &checked;
             let found = match scan(u, Scan::Strict) {
                 Ok(found) => found,
                 Err(e) => {
@@ -173,7 +340,7 @@ fn compile_target(cx: &mut Ctx, path: &str, r: &RawResource, allowed: Allowed) -
                     return None;
                 }
             }
-            Some(p::Target::Url(u.clone()))
+            Some(p::Target::Url(raw.clone()))
         }
     }
 }

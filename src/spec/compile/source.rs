@@ -90,6 +90,10 @@ fn compile_retry(cx: &mut Ctx, retry: Option<&RawRetry>) -> p::Retry {
         initial_backoff,
         max_backoff,
         on_status,
+        max_wait: retry
+            .and_then(|r| r.max_wait)
+            .map(|d| d.0)
+            .unwrap_or(std::time::Duration::from_secs(15 * 60)),
     }
 }
 

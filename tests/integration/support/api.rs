@@ -109,6 +109,8 @@ struct State {
     /// The GitHub route's issues (made from the characters on first use), for tests that
     /// change them between runs.
     issues: Mutex<Option<Vec<Value>>>,
+    /// The spec-reach routes' own state (see [`super::reach`]).
+    reach: Mutex<super::reach::ReachState>,
 }
 
 pub struct ApiServer {
@@ -154,6 +156,7 @@ impl ApiServer {
             in_flight: Mutex::new((0, 0)),
             issues: Mutex::new(None),
             bodies: Mutex::new(Vec::new()),
+            reach: Mutex::new(Default::default()),
         });
         let served = state.clone();
         super::serve(
@@ -224,6 +227,11 @@ impl ApiServer {
             .map(|r| r.target)
             .filter(|t| t.starts_with(prefix))
             .collect()
+    }
+
+    /// Session logins made so far (`/session/api/login`).
+    pub fn logins(&self) -> u32 {
+        self.state.reach.lock().unwrap().logins()
     }
 
     pub fn requests(&self) -> Vec<Logged> {
@@ -374,6 +382,15 @@ async fn handle(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> 
         }
         Some(Fault::NextSelf) => next_self = true,
         None => {}
+    }
+    let headers = req.headers().clone();
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(String::from);
+    let body = http_body_util::BodyExt::collect(req.into_body())
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    if let Some(resp) = super::reach::route(&state.reach, &path, &query, &header, &body) {
+        return resp;
     }
     route(state, &path, &query, next_self)
 }
@@ -709,7 +726,6 @@ fn graphql(state: &State, body: &[u8]) -> Response<Full<Bytes>> {
 
 fn route(state: &State, path: &str, query: &str, next_self: bool) -> Response<Full<Bytes>> {
     if let Some(resp) = jsonplaceholder(state, path, query)
-        .or_else(|| super::reach::route(path, query))
         .or_else(|| pokeapi(state, path, query))
         .or_else(|| documented(state, path, query))
     {
