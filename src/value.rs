@@ -417,6 +417,10 @@ pub(crate) fn parse_timestamp(t: &str) -> Option<DateTime<Utc>> {
             return Some(ts.and_utc());
         }
     }
+    // RFC 2822, as e-mail and many older APIs write it: `Sat, 04 Nov 2017 18:48:46 +0000`.
+    if let Ok(ts) = DateTime::parse_from_rfc2822(t) {
+        return Some(ts.with_timezone(&Utc));
+    }
     NaiveDate::parse_from_str(t, "%Y-%m-%d")
         .ok()
         .map(|d| d.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc())
@@ -500,6 +504,15 @@ mod tests {
         assert_eq!(
             coerce(&text("2017-11-04 18:48:46"), ColumnType::Timestamptz).unwrap(),
             Cell::Time(Utc.timestamp_opt(1509821326, 0).unwrap())
+        );
+        // RFC 2822 (Twilio's `date_created`), in any zone.
+        assert_eq!(
+            coerce(&text("Sat, 04 Nov 2017 19:48:46 +0100"), ColumnType::Timestamptz).unwrap(),
+            Cell::Time(Utc.timestamp_opt(1509821326, 0).unwrap())
+        );
+        assert_eq!(
+            coerce(&text("Sat, 04 Nov 2017 18:48:46 +0000"), ColumnType::Date).unwrap(),
+            Cell::Date(NaiveDate::from_ymd_opt(2017, 11, 4).unwrap())
         );
         let n = json!(5);
         assert!(coerce(&Val::Json(&n), ColumnType::Timestamptz)

@@ -145,19 +145,29 @@ fn map_row_matching(
             ValueSource::Path(p) if p.is_singular() => {
                 let found = p.first(value);
                 matched[i] = found.is_some();
-                Val::from_json(found)
+                match (found, &col.default) {
+                    (None, Some(d)) => Val::Text(Cow::Borrowed(d.as_str())),
+                    _ => Val::from_json(found),
+                }
             }
             ValueSource::Path(p) => {
                 // A path that selects several nodes gives them as a JSON array.
                 let nodes = p.query(value);
                 matched[i] = !nodes.is_empty();
-                gathered = Value::Array(nodes.into_iter().cloned().collect());
-                Val::Json(&gathered)
+                if let (true, Some(d)) = (nodes.is_empty(), &col.default) {
+                    Val::Text(Cow::Borrowed(d.as_str()))
+                } else {
+                    gathered = Value::Array(nodes.into_iter().cloned().collect());
+                    Val::Json(&gathered)
+                }
             }
             ValueSource::ParentRecord(p) => {
                 let found = value.get(PARENT_FIELD).and_then(|staged| staged.get(p.as_str()));
                 matched[i] = found.is_some();
-                Val::from_json(found)
+                match (found, &col.default) {
+                    (None, Some(d)) => Val::Text(Cow::Borrowed(d.as_str())),
+                    _ => Val::from_json(found),
+                }
             }
             ValueSource::Const(s) => Val::Text(Cow::Borrowed(s.as_str())),
             ValueSource::Meta(MetaValue::RunId) => Val::Text(Cow::Borrowed(meta.run_id.as_str())),

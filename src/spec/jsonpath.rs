@@ -28,6 +28,33 @@ impl PartialEq for JsonPath {
     }
 }
 
+/// `text` with every `.name` step whose name is not a plain identifier written as
+/// `['name']` (`$.activity-mrr` → `$['activity-mrr']`); `None` when there is none.
+fn bracketed(text: &str) -> Option<String> {
+    let mut out = String::from("$");
+    let mut changed = false;
+    let mut rest = text.strip_prefix('$')?;
+    while !rest.is_empty() {
+        if let Some(after) = rest.strip_prefix('.').filter(|a| !a.starts_with('.')) {
+            let end = after.find(['.', '[']).unwrap_or(after.len());
+            let name = &after[..end];
+            if !name.is_empty() && name != "*" && !name.chars().all(|c| c.is_alphanumeric() || c == '_') {
+                out.push_str(&format!("['{}']", name.replace('\\', "\\\\").replace('\'', "\\'")));
+                changed = true;
+            } else {
+                out.push('.');
+                out.push_str(name);
+            }
+            rest = &after[end..];
+        } else {
+            let c = rest.chars().next()?;
+            out.push(c);
+            rest = &rest[c.len_utf8()..];
+        }
+    }
+    changed.then_some(out)
+}
+
 impl JsonPath {
     pub fn parse(text: &str) -> Result<Self, String> {
         if !text.starts_with('$') {
@@ -45,7 +72,11 @@ impl JsonPath {
                 .and_then(|lc| lc.split(':').nth(1))
                 .map(|c| format!(" (near character {c})"))
                 .unwrap_or_default();
-            format!("`{text}` is not a valid JSONPath (RFC 9535){at}")
+            let hint = bracketed(text)
+                .filter(|b| parse_json_path(b).is_ok())
+                .map(|b| format!("; a key with `-` or other such characters goes in brackets: `{b}`"))
+                .unwrap_or_default();
+            format!("`{text}` is not a valid JSONPath (RFC 9535){at}{hint}")
         })?;
         Ok(JsonPath {
             text: text.to_string(),
@@ -311,5 +342,9 @@ mod tests {
         let e = JsonPath::parse("$.results[*").unwrap_err();
         assert!(e.contains("`$.results[*`"), "{e}");
         assert!(JsonPath::parse("results").is_err());
+        let e = JsonPath::parse("$.activity-mrr[*]").unwrap_err();
+        assert!(e.ends_with("goes in brackets: `$['activity-mrr'][*]`"), "{e}");
+        assert_eq!(bracketed("$.a.b-c.d").as_deref(), Some("$.a['b-c'].d"));
+        assert_eq!(bracketed("$.a.b"), None);
     }
 }

@@ -949,6 +949,11 @@ pub(crate) struct RawColumn {
     /// Transform(s) applied to the value before it is coerced to the type, in order.
     #[serde(default)]
     pub transform: Option<TransformList>,
+    /// The value of a record whose `path` matches nothing (a field the API leaves out), as
+    /// text coerced to the column's type, for example `0` or `unknown`. A column with a
+    /// default may match nothing in every record.
+    #[serde(default)]
+    pub default: Option<ParamValue>,
     /// Whether the column may be null. Default true (primary key columns never are).
     #[serde(default)]
     pub nullable: Option<bool>,

@@ -713,6 +713,8 @@ pub struct Column {
     pub nullable: bool,
     /// The path may match nothing in every record.
     pub optional: bool,
+    /// The value when the path matches nothing.
+    pub default: Option<String>,
     pub references: Option<Reference>,
     pub description: Option<String>,
 }

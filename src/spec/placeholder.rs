@@ -107,7 +107,7 @@ pub(crate) fn scan(template: &str, mode: Scan) -> Result<Vec<Placeholder>, Strin
             }),
             None => {
                 return Err(format!(
-                    "unknown placeholder `{{{inner}}}`: write `{{parent.<field>}}` (with `for_each`), for example `{{parent.id}}`, `{{incremental.start}}` or `{{incremental.end}}` (with `incremental`), or `{{now}}` (`{{now - 7d:%Y-%m-%d}}`)"
+                    "unknown placeholder `{{{inner}}}`: write `{{parent.<field>}}` (with `for_each`), for example `{{parent.id}}`, `{{item}}` (with `for_each: {{values: [...]}}`), `{{incremental.start}}` or `{{incremental.end}}` (with `incremental`), or `{{now}}` (`{{now - 7d:%Y-%m-%d}}`)"
                 ))
             }
         }

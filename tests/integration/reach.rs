@@ -365,3 +365,173 @@ fn a_list_partition_requests_each_region_with_the_account_from_the_environment()
         failed.stderr
     );
 }
+
+/// A spec of the small ones: `{now}` in a parameter, a relative `url:` from the parent
+/// record, a `${VAR:-}` header, a column `default:`.
+const SMALL: &str = "version: 1\nname: small\nsource:\n  base_url: \"${API_BASE}\"\n  headers: {X-Tenant: \"${TENANT:-}\"}\nstaging: {location: \"${SLUICE_STAGING}\"}\nwarehouse: {url: \"${DATABASE_URL}\", schema: small}\nresources:\n  - name: files\n    path: /dyn/files\n    params: {since: \"{now - 1d:%Y-%m-%d}\"}\n    records: $.results[*]\n  - name: contents\n    for_each: files\n    url: \"{parent.file}\"\n    records: $\n    table:\n      name: content\n      columns:\n        - {name: id, type: integer, path: $.id}\n        - {name: name, type: text, path: $.name, default: unnamed}\n        - {name: size, type: integer, path: $.size, default: 0}\n";
+
+#[test]
+fn now_relative_urls_unset_headers_and_defaults_do_what_the_spec_says() {
+    let api = ApiServer::start();
+    let db = pg::fresh_database();
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("small.yaml");
+    std::fs::write(&spec, SMALL).unwrap();
+    api.put(
+        "files",
+        r#"{"results": [{"file": "/dyn/one"}, {"file": "/dyn/two"}]}"#,
+        &[],
+    );
+    api.put("one", r#"{"id": 1, "name": "first", "size": 7}"#, &[]);
+    api.put("two", r#"{"id": 2}"#, &[]);
+    let staging = dir.path().join("staging");
+    let run = Sluice::new(["run", spec.to_str().unwrap()])
+        .env("API_BASE", &api.base)
+        .env("SLUICE_STAGING", &staging)
+        .env("DATABASE_URL", &db)
+        .run()
+        .success();
+    assert_eq!(
+        pg::query(&db, "SELECT id::text, name, size::text FROM small.content ORDER BY id"),
+        vec![
+            vec![Some("1".into()), Some("first".into()), Some("7".into())],
+            vec![Some("2".into()), Some("unnamed".into()), Some("0".into())]
+        ],
+        "{}",
+        run.stderr
+    );
+    let requests = api.requests();
+    let yesterday = (chrono::Utc::now() - chrono::Duration::days(1))
+        .format("%Y-%m-%d")
+        .to_string();
+    assert_eq!(requests[0].target, format!("/dyn/files?since={yesterday}"));
+    // The relative URLs of the parent records went to the base URL's host.
+    assert_eq!(
+        requests
+            .iter()
+            .filter(|r| r.target == "/dyn/one" || r.target == "/dyn/two")
+            .count(),
+        2
+    );
+    // `${TENANT:-}` unset: no header at all, not an empty one; set: sent.
+    assert!(requests.iter().all(|r| r.headers.iter().all(|(k, _)| k != "x-tenant")));
+    let before = requests.len();
+    Sluice::new(["extract", spec.to_str().unwrap()])
+        .env("API_BASE", &api.base)
+        .env("SLUICE_STAGING", &staging)
+        .env("TENANT", "acme")
+        .run()
+        .success();
+    let tenant: Vec<_> = api.requests()[before..]
+        .iter()
+        .map(|r| r.headers.iter().find(|(k, _)| k == "x-tenant").map(|(_, v)| v.clone()))
+        .collect();
+    assert_eq!(tenant, vec![Some("acme".to_string()); 3]);
+}
+
+#[test]
+fn a_rate_limit_reset_beyond_max_wait_fails_at_once_and_is_called_a_rate_limit() {
+    let api = ApiServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("s.yaml");
+    std::fs::write(
+        &spec,
+        "version: 1\nname: limited\nsource:\n  base_url: \"${API_BASE}\"\n  retry: {max_wait: 2s}\nstaging: {location: \"${SLUICE_STAGING}\"}\nwarehouse: {url: \"${DATABASE_URL}\", schema: limited}\nresources:\n  - name: items\n    path: /hcursor/episode\n    records: $.results[*]\n    paginate: {type: cursor, header: X-Next-Cursor, param: c}\n    table:\n      name: item\n      columns:\n        - {name: id, type: integer, path: $.id}\n",
+    )
+    .unwrap();
+    api.fault("/hcursor/episode", Fault::RateLimited { reset_in: 600 }, 1);
+    let started = std::time::Instant::now();
+    let run = Sluice::new(["extract", spec.to_str().unwrap()])
+        .env("API_BASE", &api.base)
+        .env("SLUICE_STAGING", dir.path())
+        .run()
+        .failure(1);
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+    assert!(
+        run.stderr.contains("rate limited (the API's limit is used up)"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("longer than retry.max_wait = 2 s"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("wants credentials"), "{}", run.stderr);
+    assert_eq!(api.requests().len(), 1);
+}
+
+#[test]
+fn sluice_extract_stages_every_window_in_one_run_and_its_load_moves_the_state_past_the_last() {
+    let api = ApiServer::start();
+    let db = pg::fresh_database();
+    let staging = tempfile::tempdir().unwrap();
+    let with = |s: Sluice| {
+        s.env("REPORT_API", &api.base)
+            .env("REPORT_TOKEN", "report-token")
+            .env("SLUICE_STAGING", staging.path())
+            .env("DATABASE_URL", &db)
+            .env("REPORT_END", "2022-03-31")
+    };
+    with(Sluice::new(["extract", REPORT])).run().success();
+    assert_eq!(windows_asked(&api).len(), 3);
+    let dir = staging.path().join("adreport").join("_manifests");
+    let manifests: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().collect();
+    assert_eq!(manifests.len(), 1);
+    let m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(manifests[0].path()).unwrap()).unwrap();
+    assert_eq!(m["resources"][0]["records"], 31 + 28 + 31);
+    assert_eq!(m["resources"][0]["incremental"]["windows"], 3);
+    assert_eq!(m["resources"][0]["incremental"]["highest"], "2022-04-01");
+    with(Sluice::new(["load", REPORT])).run().success();
+    assert_eq!(
+        pg::scalar(
+            &db,
+            "SELECT (SELECT count(*) FROM adreport.daily_report) || ' ' || value FROM _sluice.state"
+        )
+        .as_deref(),
+        Some("90 2022-04-01")
+    );
+}
+
+#[test]
+fn a_cursor_read_as_timestamps_is_sent_as_a_strftime_date_with_a_lag_in_days() {
+    let api = ApiServer::start();
+    let db = pg::fresh_database();
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("s.yaml");
+    std::fs::write(
+        &spec,
+        "version: 1\nname: dated\nsource: {base_url: \"${API_BASE}\"}\nstaging: {location: \"${SLUICE_STAGING}\"}\nwarehouse: {url: \"${DATABASE_URL}\", schema: dated}\nresources:\n  - name: events\n    path: /dyn/since-{incremental.start}\n    records: $.results[*]\n    incremental: {cursor: $.updated, cursor_format: rfc3339, format: \"%d.%m.%Y\", initial: \"${EVENTS_FROM:-01.01.2024}\", lag: 1d}\n    table:\n      name: event\n      write: merge\n      primary_key: [id]\n      columns:\n        - {name: id, type: integer, path: $.id}\n        - {name: updated, type: timestamptz, path: $.updated}\n",
+    )
+    .unwrap();
+    api.put("since-01.05.2024", r#"{"results": [{"id": 1, "updated": "2024-05-02T08:00:00Z"}, {"id": 2, "updated": "Fri, 03 May 2024 10:00:00 +0000"}]}"#, &[]);
+    api.put(
+        "since-02.05.2024",
+        r#"{"results": [{"id": 2, "updated": "2024-05-03T10:00:00Z"}]}"#,
+        &[],
+    );
+    let run = |from: Option<&str>| {
+        let mut s = Sluice::new(["run", spec.to_str().unwrap()])
+            .env("API_BASE", &api.base)
+            .env("SLUICE_STAGING", dir.path().join("staging"))
+            .env("DATABASE_URL", &db);
+        if let Some(f) = from {
+            s = s.env("EVENTS_FROM", f);
+        }
+        s.run().success()
+    };
+    run(Some("01.05.2024"));
+    // The highest cursor (an RFC 2822 time, read as `rfc3339` reads it) saved as the date
+    // `format` writes; the next run starts a day before it.
+    assert_eq!(
+        pg::scalar(&db, "SELECT value FROM _sluice.state").as_deref(),
+        Some("03.05.2024")
+    );
+    run(None);
+    let targets: Vec<String> = api.requests().iter().map(|r| r.target.clone()).collect();
+    assert_eq!(targets, ["/dyn/since-01.05.2024", "/dyn/since-02.05.2024"]);
+    assert_eq!(
+        pg::scalar(&db, "SELECT count(*) FROM dated.event").as_deref(),
+        Some("2")
+    );
+}

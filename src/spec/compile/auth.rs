@@ -155,16 +155,16 @@ fn compile_session(
     }
     let token = cx.jsonpath("source.auth.token", token);
     let header = header.unwrap_or("Authorization: Bearer {token}");
-    let (header_name, header_value) = match header.split_once(':') {
+    let named = match header.split_once(':') {
         Some((n, v)) if v.contains("{token}") && !n.trim().is_empty() && !n.contains(char::is_whitespace) => {
-            (n.trim().to_string(), v.trim().to_string())
+            Some((n.trim().to_string(), v.trim().to_string()))
         }
         _ => {
             cx.error(
                 "source.auth.header",
                 format!("`{header}`: write `<Header-Name>: <value with {{token}}>`, for example `Authorization: Bearer {{token}}`"),
             );
-            return None;
+            None
         }
     };
     let expires = match expires_in {
@@ -181,6 +181,7 @@ fn compile_session(
             }
         },
     };
+    let (header_name, header_value) = named?;
     Some(p::Auth::Session(Box::new(p::SessionLogin {
         method,
         url: url?,

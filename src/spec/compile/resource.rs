@@ -49,6 +49,27 @@ pub(super) fn compile_resource(cx: &mut Ctx, path: &str, r: &RawResource) -> Opt
         check_body_templates(cx, &format!("{path}.body"), body, allowed);
     }
     let (paginator, stop_when, completeness) = compile_paginate(cx, &format!("{path}.paginate"), r.paginate.as_ref());
+    if let Some(pg) = &paginator {
+        let sets: Vec<&str> = match pg {
+            p::Paginator::PageNumber { param, .. } => vec![param],
+            p::Paginator::Offset {
+                limit_param,
+                offset_param,
+                ..
+            } => vec![limit_param, offset_param],
+            p::Paginator::Cursor {
+                to: p::CursorTo::Param(param),
+                ..
+            } => vec![param],
+            _ => Vec::new(),
+        };
+        for name in sets.into_iter().filter(|n| r.params.contains_key(*n)) {
+            cx.error_at_key(
+                &format!("{path}.params.{name}"),
+                format!("`{name}` is set by `paginate` on every page, so this value would be overridden; leave it out of `params` (the page size is `paginate.limit`)"),
+            );
+        }
+    }
     let max_pages = r.max_pages.unwrap_or(10_000);
     if max_pages == 0 {
         cx.error(&format!("{path}.max_pages"), "max_pages must be at least 1");
@@ -172,7 +193,14 @@ fn compile_filter(cx: &mut Ctx, path: &str, r: &RawResource) -> Option<Vec<p::Re
                 Err(e) => {
                     cx.error(
                         &format!("{fpath}.matches"),
-                        format!("`{m}` is not a regular expression: {e}"),
+                        format!(
+                            "`{m}` is not a regular expression: {}",
+                            e.to_string()
+                                .lines()
+                                .last()
+                                .unwrap_or_default()
+                                .trim_start_matches("error: ")
+                        ),
                     );
                     ok = false;
                     continue;

@@ -243,6 +243,18 @@ fn compile_column(cx: &mut Ctx, path: &str, c: &RawColumn, parent: Option<&RawTa
             ok = false;
         }
     }
+    if let (Some(d), true) = (&c.default, ok) {
+        if c.path.is_none() && c.parent_path.is_none() {
+            cx.error_at_key(
+                &format!("{path}.default"),
+                format!("column `{}`: `default` is for a `path` that matches nothing", c.name),
+            );
+            ok = false;
+        } else if let Err(e) = crate::value::check_constant(&d.0, column_type) {
+            cx.error(&format!("{path}.default"), e.replacen("constant", "default", 1));
+            ok = false;
+        }
+    }
     let references = column_reference(cx, path, c, &mut ok);
     if !ok {
         return None;
@@ -253,7 +265,8 @@ fn compile_column(cx: &mut Ctx, path: &str, c: &RawColumn, parent: Option<&RawTa
         value: value?,
         transforms,
         nullable: c.nullable.unwrap_or(true),
-        optional: c.optional.unwrap_or(false),
+        optional: c.optional.unwrap_or(false) || c.default.is_some(),
+        default: c.default.as_ref().map(|d| d.0.clone()),
         references,
         description: c.description.clone(),
     })
