@@ -118,6 +118,8 @@ pub(crate) struct ResolvedSource {
     pub auth: ResolvedAuth,
     /// Per resource, its own query parameters.
     pub resource_params: BTreeMap<String, Vec<(String, String)>>,
+    /// Per resource with headers of its own, those (a `${VAR:-}` left unset left out).
+    pub resource_headers: BTreeMap<String, Vec<(String, String)>>,
     /// Per resource with a request body, the body with its strings resolved.
     pub bodies: BTreeMap<String, serde_json::Value>,
     /// Per resource whose `path` or `url` has a `${VAR}`, the resolved one.
@@ -129,6 +131,9 @@ pub(crate) struct ResolvedSource {
 impl ResolvedSource {
     pub(crate) fn resource_params(&self, resource: &str) -> &[(String, String)] {
         self.resource_params.get(resource).map(Vec::as_slice).unwrap_or(&[])
+    }
+    pub(crate) fn resource_headers(&self, resource: &str) -> &[(String, String)] {
+        self.resource_headers.get(resource).map(Vec::as_slice).unwrap_or(&[])
     }
     pub(crate) fn body(&self, resource: &str) -> Option<&serde_json::Value> {
         self.bodies.get(resource)
@@ -374,6 +379,22 @@ fn resolve_from(
                         res.name.clone(),
                         r.pairs(&format!("resources.{}.params", res.name), &res.params),
                     )
+                })
+                .collect(),
+            resource_headers: p
+                .resources()
+                .iter()
+                .filter(|res| !res.headers.is_empty())
+                .map(|res| {
+                    let resolved = r.pairs(&format!("resources.{}.headers", res.name), &res.headers);
+                    let kept = res
+                        .headers
+                        .iter()
+                        .zip(resolved)
+                        .filter(|((_, t), (_, v))| !(v.is_empty() && t.has_vars()))
+                        .map(|(_, kv)| kv)
+                        .collect();
+                    (res.name.clone(), kept)
                 })
                 .collect(),
             bodies: p

@@ -149,6 +149,8 @@ struct Ask<'a> {
     url: &'a Url,
     target: &'a Url,
     body: Option<&'a serde_json::Value>,
+    /// The resource's own headers.
+    headers: &'a [(String, String)],
     trusted: bool,
     resource: &'a str,
     page: u64,
@@ -347,7 +349,10 @@ impl Client {
         let mut body = request.body.as_ref();
         for _ in 0..=MAX_REDIRECTS {
             let trusted = self.trusted(&url, resource, page)?;
-            match self.attempts(method, &url, body, trusted, resource, page).await? {
+            match self
+                .attempts(method, &url, body, &request.headers, trusted, resource, page)
+                .await?
+            {
                 Reply::Page(r) => return Ok(r),
                 Reply::Ignored { status, message } => {
                     return Err(ExtractError::Ignored {
@@ -382,11 +387,13 @@ impl Client {
     }
 
     /// One request, retried as the retry policy says.
+    #[allow(clippy::too_many_arguments)]
     async fn attempts(
         &self,
         method: HttpMethod,
         url: &Url,
         body: Option<&serde_json::Value>,
+        headers: &[(String, String)],
         trusted: bool,
         resource: &str,
         page: u64,
@@ -410,6 +417,7 @@ impl Client {
                 url,
                 target: &target,
                 body,
+                headers,
                 trusted,
                 resource,
                 page,
@@ -499,6 +507,7 @@ impl Client {
             url,
             target,
             body,
+            headers,
             trusted,
             resource,
             page,
@@ -509,6 +518,9 @@ impl Client {
         };
         if trusted {
             request = request.headers(self.credentials.clone());
+            for (k, v) in headers {
+                request = request.header(k.as_str(), v.as_str());
+            }
             if let Some(oauth) = &self.oauth {
                 let (name, value, generation) = oauth
                     .header(&self.inner, &self.secrets, renew, resource, page)

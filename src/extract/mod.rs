@@ -386,25 +386,29 @@ fn records_hint(v: &Value) -> Option<String> {
 
 /// The first request of a resource: base URL + path (or its URL) + parameters, the
 /// paginator's first page, and the body, with the placeholders filled from `values`.
-pub(crate) fn first_request(
-    client: &Client,
-    base_url: &str,
-    resource: &Resource,
-    target: &Target,
-    resource_params: &[(String, String)],
-    body: Option<&Value>,
-    values: &Values,
-) -> Result<Request, ExtractError> {
+pub(crate) fn first_request(base: &Requests, resource: &Resource, values: &Values) -> Result<Request, ExtractError> {
     use crate::spec::placeholder::{render, render_json, Fill, Scan};
+    let Requests {
+        client,
+        base_url,
+        target,
+        params: resource_params,
+        headers,
+        body,
+        ..
+    } = *base;
     let url = resource_url(base_url, resource, target, values)?;
-    let (params, body) = match values.is_empty() {
-        true => (resource_params.to_vec(), body.cloned()),
+    let pairs = |list: &[(String, String)]| {
+        list.iter()
+            .map(|(k, v)| Ok((k.clone(), render(v, Scan::Text, Fill::Raw, values)?)))
+            .collect::<Result<Vec<_>, String>>()
+            .map_err(ExtractError::Config)
+    };
+    let (params, headers, body) = match values.is_empty() {
+        true => (resource_params.to_vec(), headers.to_vec(), body.cloned()),
         false => (
-            resource_params
-                .iter()
-                .map(|(k, v)| Ok((k.clone(), render(v, Scan::Text, Fill::Raw, values)?)))
-                .collect::<Result<Vec<_>, String>>()
-                .map_err(ExtractError::Config)?,
+            pairs(resource_params)?,
+            pairs(headers)?,
             body.map(|b| render_json(b, values))
                 .transpose()
                 .map_err(ExtractError::Config)?,
@@ -414,6 +418,7 @@ pub(crate) fn first_request(
     Ok(Request {
         url: paginate::first(&resource.paginator, &start),
         body,
+        headers,
     })
 }
 
@@ -470,6 +475,7 @@ pub(crate) async fn extract_resource<S: RecordSink>(
         let page = Page {
             url,
             sent_body: req.body.as_ref(),
+            sent_headers: &req.headers,
             headers: &resp.headers,
             body: &body,
             records: records.len(),
@@ -519,13 +525,14 @@ pub(crate) async fn extract_resource<S: RecordSink>(
                     max: resource.max_pages,
                 });
             }
-            let sent = &req.body;
+            let (sent, sent_headers) = (&req.body, &req.headers);
             let mut fetched = stream::iter(rest.into_iter().enumerate())
                 .map(|(i, u)| async move {
                     let page_no = i as u64 + 2;
                     let page = Request {
                         url: u.clone(),
                         body: sent.clone(),
+                        headers: sent_headers.clone(),
                     };
                     let resp = client.fetch(resource.method, &page, &resource.name, page_no).await;
                     (page_no, u, resp)
@@ -599,6 +606,7 @@ pub(crate) struct Requests<'a> {
     pub client: &'a Client,
     pub base_url: &'a str,
     pub params: &'a [(String, String)],
+    pub headers: &'a [(String, String)],
     pub body: Option<&'a Value>,
     /// Where the requests go (`${VAR}`s resolved).
     pub target: &'a Target,
@@ -619,13 +627,10 @@ pub(crate) async fn extract_children<S: RecordSink>(
 ) -> Result<Extracted, ExtractError> {
     let Requests {
         client,
-        base_url,
-        params: resource_params,
-        body,
-        target,
         start,
         end,
         now,
+        ..
     } = *base;
     let parent_name = resource
         .for_each
@@ -657,8 +662,7 @@ pub(crate) async fn extract_children<S: RecordSink>(
                         end,
                         now: Some(now),
                     };
-                    let req = first_request(client, base_url, resource, target, resource_params, body, &values)
-                        .map_err(in_resource)?;
+                    let req = first_request(base, resource, &values).map_err(in_resource)?;
                     let mut sink = ChannelSink {
                         tx,
                         attach: attachment(resource, &parent),

@@ -12,6 +12,8 @@ use crate::spec::pipeline::{CursorFrom, CursorTo, Paginator};
 pub(crate) struct Request {
     pub url: Url,
     pub body: Option<Value>,
+    /// The resource's own headers, placeholders filled (sent to the origin only).
+    pub headers: Vec<(String, String)>,
 }
 
 /// What a paginator may look at.
@@ -19,6 +21,8 @@ pub(crate) struct Page<'a> {
     pub url: &'a Url,
     /// The JSON body the page was requested with.
     pub sent_body: Option<&'a Value>,
+    /// The headers it was requested with.
+    pub sent_headers: &'a [(String, String)],
     pub headers: &'a HeaderMap,
     pub body: &'a Value,
     pub records: usize,
@@ -93,11 +97,13 @@ pub(crate) fn next(p: &Paginator, page: &Page) -> Result<Option<Request>, String
         return Ok(Some(Request {
             url: page.url.clone(),
             body: Some(body),
+            headers: page.sent_headers.to_vec(),
         }));
     }
     Ok(next_url(p, page)?.map(|url| Request {
         url,
         body: page.sent_body.cloned(),
+        headers: page.sent_headers.to_vec(),
     }))
 }
 
@@ -269,6 +275,7 @@ mod tests {
         Page {
             url,
             sent_body: None,
+            sent_headers: &[],
             headers,
             body,
             records,

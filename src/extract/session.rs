@@ -165,6 +165,17 @@ impl Session {
         };
         let (params, body) = (params.as_slice(), body.as_ref());
         let (start, end) = (start.as_ref(), end.as_ref());
+        let base = Requests {
+            client: &self.client,
+            base_url: &self.base_url,
+            params,
+            headers: self.source.resource_headers(&r.name),
+            body,
+            target: self.source.target(r),
+            start,
+            end,
+            now: self.now,
+        };
         match parents {
             None => {
                 let values = Values {
@@ -173,23 +184,10 @@ impl Session {
                     end,
                     now: Some(self.now),
                 };
-                let target = self.source.target(r);
-                let first = first_request(&self.client, &self.base_url, r, target, params, body, &values)?;
+                let first = first_request(&base, r, &values)?;
                 extract_resource(&self.client, p, r, first, sink).await
             }
-            Some(parents) => {
-                let base = Requests {
-                    client: &self.client,
-                    base_url: &self.base_url,
-                    params,
-                    body,
-                    target: self.source.target(r),
-                    start,
-                    end,
-                    now: self.now,
-                };
-                extract_children(&base, p, r, parents, sink).await
-            }
+            Some(parents) => extract_children(&base, p, r, parents, sink).await,
         }
     }
 }

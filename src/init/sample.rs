@@ -166,6 +166,7 @@ impl Sampler<'_> {
         let req = Request {
             url: url.clone(),
             body: body.cloned(),
+            headers: Vec::new(),
         };
         self.budget.requests += 1;
         let fetched = tokio::time::timeout(
@@ -733,6 +734,7 @@ impl Sampler<'_> {
         let first = Request {
             url: crate::extract::paginate::first(&r.paginator, &start),
             body: self.body.clone(),
+            headers: Vec::new(),
         };
         let mut sink = Collect {
             name: name.to_string(),

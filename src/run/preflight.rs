@@ -33,19 +33,23 @@ pub(crate) async fn check(p: &Pipeline, api: bool, secrets: &Secrets) -> Result<
             .iter()
             .find(|r| r.for_each.is_none() && r.partitions.is_none())
         {
+            let now = chrono::Utc::now();
             let values = Values {
-                now: Some(chrono::Utc::now()),
+                now: Some(now),
                 ..Default::default()
             };
-            let first = first_request(
-                &http.client,
-                &http.base_url,
-                r,
-                http.source.target(r),
-                http.source.resource_params(&r.name),
-                http.source.body(&r.name),
-                &values,
-            )?;
+            let base = crate::extract::Requests {
+                client: &http.client,
+                base_url: &http.base_url,
+                params: http.source.resource_params(&r.name),
+                headers: http.source.resource_headers(&r.name),
+                body: http.source.body(&r.name),
+                target: http.source.target(r),
+                start: None,
+                end: None,
+                now,
+            };
+            let first = first_request(&base, r, &values)?;
             http.client.fetch(r.method, &first, &r.name, 1).await?;
         }
         passed.push("API");

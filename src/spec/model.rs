@@ -452,6 +452,11 @@ pub(crate) struct RawResource {
     /// Query parameters of this resource: text (*interpolated*), numbers or booleans.
     #[serde(default)]
     pub params: BTreeMap<String, ParamValue>,
+    /// Headers of this resource's requests (*interpolated*; `${VAR:-}` unset leaves one
+    /// out), after `source.headers`; they take the placeholders `params` take, such as
+    /// `{incremental.start}`. Sent, like those, only to the origin of `base_url`.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
     /// JSONPath (RFC 9535) selecting the records in each page, for example `$.results[*]`.
     pub records: String,
     /// How to get from one page to the next. Default `{type: none}`.

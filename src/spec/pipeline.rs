@@ -224,6 +224,7 @@ pub struct Resource {
     pub parent_paths: Vec<JsonPath>,
     pub method: HttpMethod,
     pub params: Vec<(String, Interp)>,
+    pub headers: Vec<(String, Interp)>,
     /// The JSON body; every string in it is a template (see [`crate::resolve`]).
     pub body: Option<serde_json::Value>,
     pub records: JsonPath,

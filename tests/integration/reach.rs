@@ -368,7 +368,7 @@ fn a_list_partition_requests_each_region_with_the_account_from_the_environment()
 
 /// A spec of the small ones: `{now}` in a parameter, a relative `url:` from the parent
 /// record, a `${VAR:-}` header, a column `default:`.
-const SMALL: &str = "version: 1\nname: small\nsource:\n  base_url: \"${API_BASE}\"\n  headers: {X-Tenant: \"${TENANT:-}\"}\nstaging: {location: \"${SLUICE_STAGING}\"}\nwarehouse: {url: \"${DATABASE_URL}\", schema: small}\nresources:\n  - name: files\n    path: /dyn/files\n    params: {since: \"{now - 1d:%Y-%m-%d}\"}\n    records: $.results[*]\n  - name: contents\n    for_each: files\n    url: \"{parent.file}\"\n    records: $\n    table:\n      name: content\n      columns:\n        - {name: id, type: integer, path: $.id}\n        - {name: name, type: text, path: $.name, default: unnamed}\n        - {name: size, type: integer, path: $.size, default: 0}\n";
+const SMALL: &str = "version: 1\nname: small\nsource:\n  base_url: \"${API_BASE}\"\n  headers: {X-Tenant: \"${TENANT:-}\"}\nstaging: {location: \"${SLUICE_STAGING}\"}\nwarehouse: {url: \"${DATABASE_URL}\", schema: small}\nresources:\n  - name: files\n    path: /dyn/files\n    params: {since: \"{now - 1d:%Y-%m-%d}\"}\n    headers: {X-Since: \"{now - 1d:%Y-%m-%d}\", X-Optional: \"${NOPE:-}\"}\n    records: $.results[*]\n  - name: contents\n    for_each: files\n    url: \"{parent.file}\"\n    records: $\n    table:\n      name: content\n      columns:\n        - {name: id, type: integer, path: $.id}\n        - {name: name, type: text, path: $.name, default: unnamed}\n        - {name: size, type: integer, path: $.size, default: 0}\n";
 
 #[test]
 fn now_relative_urls_unset_headers_and_defaults_do_what_the_spec_says() {
@@ -405,6 +405,10 @@ fn now_relative_urls_unset_headers_and_defaults_do_what_the_spec_says() {
         .format("%Y-%m-%d")
         .to_string();
     assert_eq!(requests[0].target, format!("/dyn/files?since={yesterday}"));
+    let header =
+        |r: &crate::support::api::Logged, name: &str| r.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+    assert_eq!(header(&requests[0], "x-since"), Some(yesterday.clone()));
+    assert_eq!(header(&requests[0], "x-optional"), None);
     // The relative URLs of the parent records went to the base URL's host.
     assert_eq!(
         requests

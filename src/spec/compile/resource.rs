@@ -37,6 +37,16 @@ pub(super) fn compile_resource(cx: &mut Ctx, path: &str, r: &RawResource) -> Opt
     }
     let filter = compile_filter(cx, &format!("{path}.filter"), r);
     let params = interp_map(cx, &format!("{path}.params"), &r.params);
+    let headers = interp_map(cx, &format!("{path}.headers"), &r.headers);
+    for (k, v) in &r.headers {
+        if !super::is_header_name(k) {
+            cx.error_at_key(
+                &format!("{path}.headers.{k}"),
+                format!("`{k}` is not a valid header name"),
+            );
+        }
+        check_placeholders(cx, &format!("{path}.headers.{k}"), v, allowed);
+    }
     for (k, v) in &r.params {
         check_placeholders(cx, &format!("{path}.params.{k}"), &v.0, allowed);
     }
@@ -127,6 +137,7 @@ pub(super) fn compile_resource(cx: &mut Ctx, path: &str, r: &RawResource) -> Opt
         method,
         body: r.body.clone(),
         params: params?,
+        headers: headers?,
         records: records?,
         paginator: paginator?,
         stop_when: stop_when?,
