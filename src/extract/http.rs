@@ -434,35 +434,28 @@ impl Client {
                 attempt -= 1;
                 continue;
             }
+            let failed = |detail: String| ExtractError::Fetch {
+                resource: resource.to_string(),
+                method: method_name(method),
+                page,
+                url: shown.clone(),
+                status: failure.status.map(|s| s.as_u16()),
+                attempts: attempt,
+                detail,
+            };
             if !failure.transient || attempt >= self.retry.max_attempts {
-                return Err(ExtractError::Fetch {
-                    resource: resource.to_string(),
-                    method: method_name(method),
-                    page,
-                    url: shown,
-                    status: failure.status.map(|s| s.as_u16()),
-                    attempts: attempt,
-                    detail: failure.detail,
-                });
+                return Err(failed(failure.detail.clone()));
             }
             let wait = match failure.headers.as_ref().and_then(server_wait) {
                 Some(Wait::RetryAfter(d)) => d.min(self.retry.max_backoff),
                 // A rate limit's reset is waited for, up to its own cap.
                 Some(Wait::Reset(d)) if d > self.retry.max_wait => {
-                    return Err(ExtractError::Fetch {
-                        resource: resource.to_string(),
-                        method: method_name(method),
-                        page,
-                        url: shown,
-                        status: failure.status.map(|s| s.as_u16()),
-                        attempts: attempt,
-                        detail: format!(
-                            "{}; the rate limit resets in {} s, longer than retry.max_wait = {} s",
-                            failure.detail,
-                            d.as_secs(),
-                            self.retry.max_wait.as_secs()
-                        ),
-                    })
+                    return Err(failed(format!(
+                        "{}; the rate limit resets in {} s, longer than retry.max_wait = {} s",
+                        failure.detail,
+                        d.as_secs(),
+                        self.retry.max_wait.as_secs()
+                    )))
                 }
                 Some(Wait::Reset(d)) => {
                     tracing::warn!(

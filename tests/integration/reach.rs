@@ -539,3 +539,38 @@ fn a_cursor_read_as_timestamps_is_sent_as_a_strftime_date_with_a_lag_in_days() {
         Some("2")
     );
 }
+
+#[test]
+fn an_oauth2_password_grant_sends_the_user_and_extra_fields_as_json_when_asked() {
+    let api = ApiServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("s.yaml");
+    let write = |format: &str| {
+        std::fs::write(
+            &spec,
+            format!("version: 1\nname: owner\nsource:\n  base_url: \"${{API_BASE}}\"\n  auth: {{type: oauth2, grant: password, token_url: \"${{API_BASE}}/oauth/token\", client_id: client-id, client_secret: \"${{CLIENT_SECRET}}\", username: owner, password: \"${{OWNER_PASSWORD}}\", extra: {{audience: \"https://api.example.com\"}}{format}}}\nstaging: {{location: \"${{SLUICE_STAGING}}\"}}\nwarehouse: {{url: \"${{DATABASE_URL}}\", schema: owner}}\nresources:\n  - name: items\n    path: /protected/character\n    records: $.results[*]\n    paginate: {{type: page_number, param: page}}\n    table:\n      name: item\n      columns:\n        - {{name: id, type: integer, path: $.id}}\n"),
+        )
+        .unwrap();
+    };
+    let run = |password: &str| {
+        Sluice::new(["extract", spec.to_str().unwrap()])
+            .env("API_BASE", &api.base)
+            .env("SLUICE_STAGING", dir.path().join("staging"))
+            .env("CLIENT_SECRET", "client-secret")
+            .env("OWNER_PASSWORD", password)
+            .run()
+    };
+    for format in ["", ", body_format: json"] {
+        write(format);
+        let ok = run("owner-pass").success();
+        assert!(
+            ok.stdout.contains("items                         43        826"),
+            "{}",
+            ok.stdout
+        );
+    }
+    assert_eq!(api.tokens_issued(), 2);
+    let bad = run("not-the-pass").failure(1);
+    assert!(bad.stderr.contains("HTTP 401"), "{}", bad.stderr);
+    assert!(!bad.stderr.contains("not-the-pass"));
+}

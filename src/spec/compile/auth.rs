@@ -91,31 +91,19 @@ pub(super) fn compile_auth(cx: &mut Ctx, auth: &RawAuth) -> Option<p::Auth> {
                     fields.push((k.clone(), t));
                 }
             }
-            let (oauth, (username, password)) = (oauth?, user?);
-            let p::Auth::OAuth2 {
-                grant,
-                token_url,
-                client_id,
-                client_secret,
-                refresh_token,
-                scopes,
-                ..
-            } = oauth
-            else {
-                unreachable!("compile_oauth2 gives OAuth2")
-            };
-            Some(p::Auth::OAuth2 {
-                grant,
-                token_url,
-                client_id,
-                client_secret,
-                refresh_token,
-                scopes,
+            let (mut oauth, (user, pass)) = (oauth?, user?);
+            if let p::Auth::OAuth2 {
                 username,
                 password,
-                extra: fields,
-                body_format: body_format.unwrap_or(BodyFormat::Form),
-            })
+                extra,
+                body_format: format,
+                ..
+            } = &mut oauth
+            {
+                (*username, *password, *extra) = (user, pass, fields);
+                *format = body_format.unwrap_or(BodyFormat::Form);
+            }
+            Some(oauth)
         }
         RawAuth::Config(RawAuthConfig::Session {
             login,

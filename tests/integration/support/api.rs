@@ -23,7 +23,9 @@
 //!   after}}` → `{"data": {"characters": {"nodes": [...], "pageInfo": {"hasNextPage",
 //!   "endCursor"}}}}`; a query without `characters` gets `{"errors": [{"message": …}]}`;
 //! - `POST /oauth/token`: an OAuth2 token endpoint for client `client-id` / `client-secret`
-//!   (`client_credentials`, or `refresh_token` with `rt-good`), issuing `tok-1`, `tok-2`, …;
+//!   (`client_credentials`, `refresh_token` with `rt-good`, or `password` for `owner` /
+//!   `owner-pass` with `audience=https://api.example.com`; a form or a JSON body), issuing
+//!   `tok-1`, `tok-2`, …;
 //! - `/protected/{ep}?page=N`: `{"results": [...]}` for the latest token only, else 401;
 //! - `/jsonplaceholder/posts`, `/jsonplaceholder/posts/{id}/comments` and
 //!   `/jsonplaceholder/comments?postId={id}`: JSONPlaceholder's
@@ -288,10 +290,29 @@ async fn handle(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> 
             .await
             .unwrap()
             .to_bytes();
-        let form = String::from_utf8_lossy(&body).into_owned();
-        let grant_ok = param(&form, "grant_type").as_deref() == Some("client_credentials")
-            || (param(&form, "grant_type").as_deref() == Some("refresh_token")
-                && param(&form, "refresh_token").as_deref() == Some("rt-good"));
+        // A form (RFC 6749), or the same fields as a JSON object.
+        let form = match serde_json::from_slice::<serde_json::Map<String, Value>>(&body) {
+            Ok(m) => {
+                let mut f = url::form_urlencoded::Serializer::new(String::new());
+                for (k, v) in &m {
+                    f.append_pair(k, v.as_str().unwrap_or_default());
+                }
+                f.finish()
+            }
+            Err(_) => String::from_utf8_lossy(&body).into_owned(),
+        };
+        let field = |name: &str| param(&form, name);
+        let grant_ok = match field("grant_type").as_deref() {
+            Some("client_credentials") => true,
+            Some("refresh_token") => field("refresh_token").as_deref() == Some("rt-good"),
+            // The password grant also wants the audience this server is for.
+            Some("password") => {
+                field("username").as_deref() == Some("owner")
+                    && field("password").as_deref() == Some("owner-pass")
+                    && field("audience").as_deref() == Some("https://api.example.com")
+            }
+            _ => false,
+        };
         if basic.as_deref() != Some("Basic Y2xpZW50LWlkOmNsaWVudC1zZWNyZXQ=") || !grant_ok {
             return respond(401, "application/json", "{\"error\":\"invalid_client\"}");
         }
