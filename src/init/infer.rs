@@ -580,10 +580,12 @@ fn mixed_scalars(values: &[&Value]) -> Option<ColumnType> {
 
 /// `YYYY-MM-DD` followed by `T` or a space and more: a date with a time.
 fn has_time(s: &str) -> bool {
-    s.len() > 10
+    let iso = s.len() > 10
         && s.is_char_boundary(10)
         && chrono::NaiveDate::parse_from_str(&s[..10], "%Y-%m-%d").is_ok()
-        && matches!(s.as_bytes()[10], b'T' | b' ')
+        && matches!(s.as_bytes()[10], b'T' | b' ');
+    // RFC 2822, as Twilio writes `date_created`: `Sat, 04 Nov 2017 18:48:46 +0000`.
+    iso || chrono::DateTime::parse_from_rfc2822(s).is_ok()
 }
 
 /// A date without a time: `2013-12-02` or `December 2, 2013`.
@@ -792,10 +794,12 @@ mod tests {
         let records = vec![
             json!({"exchangeId": "binance", "rank": "1", "volumeUsd": "123.45", "socket": true,
                    "updated": 1700000000000u64, "created": "2017-11-04T18:48:46.922Z",
+                   "sent": "Sat, 04 Nov 2017 18:48:46 +0000",
                    "air_date": "August 13, 2017", "type": "", "score": 1.5,
                    "origin": {"name": "Earth", "url": "http://x/api/location/1"}}),
             json!({"exchangeId": "kraken", "rank": "2", "volumeUsd": "7", "socket": false,
                    "updated": 1700000001000u64, "created": "2017-11-04T18:50:21.651Z",
+                   "sent": "Mon, 06 Nov 2017 08:00:00 -0500",
                    "air_date": "January 20, 2014", "type": "Human", "score": 2,
                    "origin": {"name": "unknown", "url": ""}}),
         ];
@@ -824,6 +828,7 @@ mod tests {
         assert_eq!(col("socket").ty, Some(ColumnType::Boolean));
         assert_eq!(col("updated").transforms, vec![Transform::EpochMs]);
         assert_eq!(col("created").ty, Some(ColumnType::Timestamptz));
+        assert_eq!(col("sent").ty, Some(ColumnType::Timestamptz));
         assert_eq!(col("air_date").ty, Some(ColumnType::Date));
         assert_eq!(col("type").transforms, vec![Transform::EmptyAsNull]);
         assert_eq!(col("score").ty, Some(ColumnType::Double));

@@ -327,6 +327,16 @@ pub(crate) fn resource(
     out.push_str(&post(&inner, s.body.as_ref()));
     out.push_str(&format!("{inner}records: {}\n", scalar(&s.records_path, false)));
     out.push_str(&format!("{inner}paginate: {}\n", paginate(s)));
+    if s.ok_envelope {
+        comment(
+            &mut out,
+            &inner,
+            "the page says `ok: true`: such an API says its errors with HTTP 200 and `ok: false`",
+        );
+        out.push_str(&format!(
+            "{inner}on_response:\n{inner}  - {{when: {{path: $.ok, equals: false}}, action: fail, message: \"the API says {{$.error}}\"}}\n"
+        ));
+    }
     out.push_str(&format!("{inner}table:\n"));
     table(&mut out, t, &format!("{inner}  "), false, true, with_references);
     out

@@ -97,6 +97,11 @@ pub(crate) fn find_records(body: &Value) -> Result<(String, String), String> {
             "$[*]".into(),
             format!("the response is an array of {} objects", items.len()),
         )),
+        Value::Array(items) if items.iter().all(|i| !i.is_object() && !i.is_array()) && !items.is_empty() => Err(format!(
+            "the response is an array of {} scalars (such as {}), not records: a list like this feeds a child resource that requests each one (`for_each: <this resource>` with `path: …/{{parent}}`, see \"scalar parents\" in docs/spec.md)",
+            items.len(),
+            crate::util::clip(&items[0].to_string(), 40)
+        )),
         Value::Array(items) => Err(format!(
             "the response is an array of {} values that are not all objects",
             items.len()
@@ -107,6 +112,12 @@ pub(crate) fn find_records(body: &Value) -> Result<(String, String), String> {
             // The largest; among equals, the shallowest.
             found.sort_by(|a, b| b.1.cmp(&a.1).then(a.2.cmp(&b.2)));
             let Some((path, len, _)) = found.first().cloned() else {
+                if map.get("ok") == Some(&Value::Bool(false)) {
+                    return Err(format!(
+                        "the API answered `ok: false` (it says errors with HTTP 200), error {}",
+                        map.get("error").map_or("(none)".to_string(), |e| e.to_string())
+                    ));
+                }
                 let keys: Vec<&str> = map.keys().map(String::as_str).take(12).collect();
                 return Err(format!(
                     "the response is an object with no array of objects in it (keys: {})",
@@ -233,6 +244,7 @@ impl Sampler<'_> {
         let (records_path, records_why) = find_records(&body)
             .map_err(|why| InitError::Sample(format!("{shown}: cannot tell where the records are: {why}")))?;
         let first: Vec<Value> = select(&body, &records_path).into_iter().cloned().collect();
+        let ok_envelope = body.get("ok") == Some(&Value::Bool(true));
         tracing::info!(
             "{name}: page 1: {} records in {} (records {records_path})",
             first.len(),
@@ -303,6 +315,7 @@ impl Sampler<'_> {
                         pages,
                         complete,
                         stopped,
+                        ok_envelope,
                     });
                 }
                 Ok(Followed::Repeats) => {
@@ -346,6 +359,7 @@ impl Sampler<'_> {
             stopped: cut,
             total,
             has_more,
+            ok_envelope,
         })
     }
 

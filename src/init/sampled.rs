@@ -79,6 +79,8 @@ pub(crate) struct Sampled {
     /// that means more.
     pub total: Option<String>,
     pub has_more: Option<(String, bool)>,
+    /// The page says `"ok": true` (Slack's envelope): its errors come with HTTP 200.
+    pub ok_envelope: bool,
 }
 
 /// A request with a body is a POST, else a GET.

@@ -574,3 +574,51 @@ fn an_oauth2_password_grant_sends_the_user_and_extra_fields_as_json_when_asked()
     assert!(bad.stderr.contains("HTTP 401"), "{}", bad.stderr);
     assert!(!bad.stderr.contains("not-the-pass"));
 }
+
+#[test]
+fn init_writes_a_rule_for_an_ok_envelope_and_explains_scalar_lists_and_ok_false() {
+    let api = ApiServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let slack = format!("{}/slack/api/conversations.history?channel=C0123456", api.base);
+    let out = dir.path().join("slack.yaml");
+    let run = Sluice::new([
+        "init",
+        &slack,
+        "--name",
+        "slack",
+        "--auth",
+        "bearer",
+        "-o",
+        out.to_str().unwrap(),
+    ])
+    .env("SLACK_TOKEN", SLACK_TOKEN)
+    .run()
+    .success();
+    let spec = std::fs::read_to_string(&out).unwrap();
+    assert!(
+        spec.contains("    on_response:\n      - {when: {path: $.ok, equals: false}, action: fail, message: \"the API says {$.error}\"}\n"),
+        "{spec}\n{}",
+        run.stderr
+    );
+    Sluice::new(["validate", out.to_str().unwrap()]).run().success();
+    // Without the token Slack says so with HTTP 200; init says what it said.
+    let refused = Sluice::new(["init", &slack]).run().failure(1);
+    assert!(
+        refused
+            .stderr
+            .contains("the API answered `ok: false` (it says errors with HTTP 200), error \"invalid_auth\""),
+        "{}",
+        refused.stderr
+    );
+    // A bare list of ids is no table, but it is a parent: init says how to use it.
+    let ids = Sluice::new(["init", &format!("{}/hn/v0/topstories.json", api.base)])
+        .run()
+        .failure(1);
+    assert!(
+        ids.stderr
+            .contains("an array of 60 scalars (such as 9000013), not records")
+            && ids.stderr.contains("`for_each: <this resource>`"),
+        "{}",
+        ids.stderr
+    );
+}
