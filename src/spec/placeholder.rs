@@ -65,11 +65,18 @@ pub(crate) fn scan(template: &str, mode: Scan) -> Result<Vec<Placeholder>, Strin
     let mut from = 0;
     while let Some(i) = template[from..].find('{').map(|i| i + from) {
         let rest = &template[i..];
-        if mode == Scan::Text
-            && !["{parent", "{incremental", "{now", "{item}"]
-                .iter()
-                .any(|p| rest.starts_with(p))
-        {
+        let opens = [
+            "{parent.",
+            "{parent}",
+            "{incremental",
+            "{item}",
+            "{now}",
+            "{now ",
+            "{now-",
+            "{now+",
+            "{now:",
+        ];
+        if mode == Scan::Text && !opens.iter().any(|p| rest.starts_with(p)) {
             from = i + 1;
             continue;
         }
@@ -295,6 +302,10 @@ mod tests {
         assert!(scan("/posts/parent.id}", Scan::Strict).is_err());
         // Text leaves other braces alone (GraphQL), but not a broken `{parent`.
         assert!(scan("query { characters { id } }", Scan::Text).unwrap().is_empty());
+        // GraphQL fields that merely start like a placeholder are text.
+        assert!(scan("query { nowPlaying { id } parentId itemCount }", Scan::Text)
+            .unwrap()
+            .is_empty());
         assert_eq!(
             scan("{parent}", Scan::Text).unwrap()[0].source,
             Source::Parent(Vec::new())
