@@ -265,6 +265,62 @@ impl Resolver<'_> {
         }
     }
 
+    /// The source's auth with its secrets resolved.
+    fn auth(&mut self, auth: &Auth) -> ResolvedAuth {
+        match auth {
+            Auth::None => ResolvedAuth::None,
+            Auth::Bearer { token } => ResolvedAuth::Bearer {
+                token: self.get("source.auth.token", token, true),
+            },
+            Auth::ApiKey { name, value, location } => ResolvedAuth::ApiKey {
+                name: name.clone(),
+                value: self.get("source.auth.value", value, true),
+                location: *location,
+            },
+            Auth::Basic { username, password } => ResolvedAuth::Basic {
+                username: self.get("source.auth.username", username, false),
+                password: self.get("source.auth.password", password, true),
+            },
+            Auth::OAuth2 {
+                grant,
+                token_url,
+                client_id,
+                client_secret,
+                refresh_token,
+                scopes,
+                username,
+                password,
+                extra,
+                body_format,
+            } => ResolvedAuth::OAuth2 {
+                grant: *grant,
+                token_url: self.get("source.auth.token_url", token_url, false),
+                client_id: self.get("source.auth.client_id", client_id, false),
+                client_secret: self.get("source.auth.client_secret", client_secret, true),
+                refresh_token: refresh_token
+                    .as_ref()
+                    .map(|t| self.get("source.auth.refresh_token", t, true)),
+                scopes: scopes.clone(),
+                username: username.as_ref().map(|t| self.get("source.auth.username", t, false)),
+                password: password.as_ref().map(|t| self.get("source.auth.password", t, true)),
+                extra: self.pairs("source.auth.extra", extra),
+                body_format: *body_format,
+            },
+            Auth::Session(login) => ResolvedAuth::Session(Box::new(ResolvedLogin {
+                method: login.method,
+                url: self.get("source.auth.login.url", &login.url, false),
+                body: login.body.as_ref().map(|b| self.body("source.auth.login.body", b)),
+                body_format: login.body_format,
+                params: self.pairs("source.auth.login.params", &login.params),
+                headers: self.pairs("source.auth.login.headers", &login.headers),
+                token: login.token.clone(),
+                header_name: login.header_name.clone(),
+                header_value: login.header_value.clone(),
+                expires: login.expires.clone(),
+            })),
+        }
+    }
+
     fn pairs(&mut self, path: &str, list: &[(String, Interp)]) -> Vec<(String, String)> {
         list.iter()
             .map(|(k, v)| (k.clone(), self.get(&format!("{path}.{k}"), v, true)))
@@ -314,58 +370,7 @@ fn resolve_from(
     };
     let source = needs.source.then(|| {
         let s = p.source();
-        let auth = match &s.auth {
-            Auth::None => ResolvedAuth::None,
-            Auth::Bearer { token } => ResolvedAuth::Bearer {
-                token: r.get("source.auth.token", token, true),
-            },
-            Auth::ApiKey { name, value, location } => ResolvedAuth::ApiKey {
-                name: name.clone(),
-                value: r.get("source.auth.value", value, true),
-                location: *location,
-            },
-            Auth::Basic { username, password } => ResolvedAuth::Basic {
-                username: r.get("source.auth.username", username, false),
-                password: r.get("source.auth.password", password, true),
-            },
-            Auth::OAuth2 {
-                grant,
-                token_url,
-                client_id,
-                client_secret,
-                refresh_token,
-                scopes,
-                username,
-                password,
-                extra,
-                body_format,
-            } => ResolvedAuth::OAuth2 {
-                grant: *grant,
-                token_url: r.get("source.auth.token_url", token_url, false),
-                client_id: r.get("source.auth.client_id", client_id, false),
-                client_secret: r.get("source.auth.client_secret", client_secret, true),
-                refresh_token: refresh_token
-                    .as_ref()
-                    .map(|t| r.get("source.auth.refresh_token", t, true)),
-                scopes: scopes.clone(),
-                username: username.as_ref().map(|t| r.get("source.auth.username", t, false)),
-                password: password.as_ref().map(|t| r.get("source.auth.password", t, true)),
-                extra: r.pairs("source.auth.extra", extra),
-                body_format: *body_format,
-            },
-            Auth::Session(login) => ResolvedAuth::Session(Box::new(ResolvedLogin {
-                method: login.method,
-                url: r.get("source.auth.login.url", &login.url, false),
-                body: login.body.as_ref().map(|b| r.body("source.auth.login.body", b)),
-                body_format: login.body_format,
-                params: r.pairs("source.auth.login.params", &login.params),
-                headers: r.pairs("source.auth.login.headers", &login.headers),
-                token: login.token.clone(),
-                header_name: login.header_name.clone(),
-                header_value: login.header_value.clone(),
-                expires: login.expires.clone(),
-            })),
-        };
+        let auth = r.auth(&s.auth);
         ResolvedSource {
             base_url: r.get("source.base_url", &s.base_url, false),
             headers: r.pairs("source.headers", &s.headers),

@@ -448,13 +448,8 @@ pub(crate) async fn extract_resource<S: RecordSink>(
                 client.fetch(resource.method, &req, &resource.name, page_no).await
             }
         };
-        let resp = match fetched {
-            Err(e @ ExtractError::Ignored { .. }) => {
-                ignored(&e, page_no > 1);
-                stats.ignored += 1;
-                return Ok(stats);
-            }
-            other => other?,
+        let Some(resp) = unless_ignored(fetched, page_no > 1, &mut stats)? else {
+            return Ok(stats);
         };
         let url = &req.url;
         let (body, records) = read_page(resource, page_no, url, &resp)?;
@@ -540,13 +535,8 @@ pub(crate) async fn extract_resource<S: RecordSink>(
                 .buffered(concurrency);
             let (mut last, mut last_records) = (body, records.len());
             while let Some((page_no, u, resp)) = fetched.next().await {
-                let resp = match resp {
-                    Err(e @ ExtractError::Ignored { .. }) => {
-                        ignored(&e, false);
-                        stats.ignored += 1;
-                        continue;
-                    }
-                    other => other?,
+                let Some(resp) = unless_ignored(resp, false, &mut stats)? else {
+                    continue;
                 };
                 let (body, records) = read_page(resource, page_no, &u, &resp)?;
                 stats.pages += 1;
@@ -575,24 +565,33 @@ pub(crate) async fn extract_resource<S: RecordSink>(
     }
 }
 
-/// Log a response a rule ignored; `ends` when pages after it go unread.
-fn ignored(e: &ExtractError, ends: bool) {
-    if let ExtractError::Ignored {
-        resource,
-        page,
-        url,
-        status,
-        message,
-    } = e
-    {
-        tracing::warn!(
-            resource = %resource,
+/// A response, or `None` for one an `ignore` rule held for: logged (`ends` when the pages
+/// after it go unread) and counted.
+fn unless_ignored(
+    fetched: Result<Response, ExtractError>,
+    ends: bool,
+    stats: &mut Extracted,
+) -> Result<Option<Response>, ExtractError> {
+    match fetched {
+        Err(ExtractError::Ignored {
+            resource,
             page,
+            url,
             status,
-            url = %url,
-            "{message}; ignored (on_response){}",
-            if ends { "; the pages after it were not read" } else { "" }
-        );
+            message,
+        }) => {
+            tracing::warn!(
+                resource = %resource,
+                page,
+                status,
+                url = %url,
+                "{message}; ignored (on_response){}",
+                if ends { "; the pages after it were not read" } else { "" }
+            );
+            stats.ignored += 1;
+            Ok(None)
+        }
+        other => other.map(Some),
     }
 }
 
