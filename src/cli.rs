@@ -1049,7 +1049,7 @@ async fn extract(p: &spec::Pipeline, opts: &crate::run::ExtractOptions, dry_run:
             for r in report.manifest.resources.iter().filter(|r| r.skipped > 0) {
                 let _ = writeln!(
                     out,
-                    "resource {}: {} parent records skipped (HTTP 404, on_missing: skip)",
+                    "resource {}: {} parent records skipped: a response rule ignored their request (`on_missing: skip` is the 404 one)",
                     r.name, r.skipped
                 );
             }

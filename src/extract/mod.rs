@@ -179,7 +179,7 @@ pub(crate) trait RecordSink: Send {
 pub(crate) struct Extracted {
     pub pages: u64,
     pub records: u64,
-    /// Parent records whose request answered 404 under `on_missing: skip`.
+    /// Parent records (or list values) whose first request a response rule ignored.
     pub skipped: u64,
     /// The number of records the API reported (its last page's `total`), summed over
     /// the parents of a `for_each` resource.

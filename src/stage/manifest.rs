@@ -29,8 +29,8 @@ pub struct ResourceManifest {
     /// did; summed over the parents of a `for_each` resource.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reported_total: Option<u64>,
-    /// Parent records of a `for_each` resource whose request answered 404 and were
-    /// skipped (`on_missing: skip`).
+    /// Parent records (or list values) of a `for_each` resource whose first request a
+    /// response rule ignored (`on_missing: skip` is the 404 one), and were skipped.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub skipped: u64,
     /// Responses an `ignore` rule held for (`on_response`), each a page left out.

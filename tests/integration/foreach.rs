@@ -116,7 +116,7 @@ fn a_missing_child_fails_the_resource_or_is_skipped_and_counted() {
     let ok = extract(skipping.to_str().unwrap()).success();
     assert!(
         ok.stdout
-            .contains("resource comments: 1 parent records skipped (HTTP 404, on_missing: skip)"),
+            .contains("resource comments: 1 parent records skipped: a response rule ignored their request"),
         "{}",
         ok.stdout
     );
