@@ -321,6 +321,17 @@ impl Resolver<'_> {
         }
     }
 
+    /// Headers, resolved: one whose `${VAR:-}` resolved to nothing is left out, not sent
+    /// empty.
+    fn headers(&mut self, path: &str, list: &[(String, Interp)]) -> Vec<(String, String)> {
+        let resolved = self.pairs(path, list);
+        list.iter()
+            .zip(resolved)
+            .filter(|((_, t), (_, v))| !(v.is_empty() && t.has_vars()))
+            .map(|(_, kv)| kv)
+            .collect()
+    }
+
     fn pairs(&mut self, path: &str, list: &[(String, Interp)]) -> Vec<(String, String)> {
         list.iter()
             .map(|(k, v)| (k.clone(), self.get(&format!("{path}.{k}"), v, true)))
@@ -373,7 +384,7 @@ fn resolve_from(
         let auth = r.auth(&s.auth);
         ResolvedSource {
             base_url: r.get("source.base_url", &s.base_url, false),
-            headers: r.pairs("source.headers", &s.headers),
+            headers: r.headers("source.headers", &s.headers),
             params: r.pairs("source.params", &s.params),
             auth,
             resource_params: p
@@ -391,15 +402,8 @@ fn resolve_from(
                 .iter()
                 .filter(|res| !res.headers.is_empty())
                 .map(|res| {
-                    let resolved = r.pairs(&format!("resources.{}.headers", res.name), &res.headers);
-                    let kept = res
-                        .headers
-                        .iter()
-                        .zip(resolved)
-                        .filter(|((_, t), (_, v))| !(v.is_empty() && t.has_vars()))
-                        .map(|(_, kv)| kv)
-                        .collect();
-                    (res.name.clone(), kept)
+                    let headers = r.headers(&format!("resources.{}.headers", res.name), &res.headers);
+                    (res.name.clone(), headers)
                 })
                 .collect(),
             bodies: p

@@ -220,6 +220,11 @@ pub(crate) fn parts_of_errors_logged() -> bool {
     !WHOLE_ERRORS.load(std::sync::atomic::Ordering::Relaxed)
 }
 
+/// `path` below `base` (a base URL): one `/` between them, whatever each has.
+pub(crate) fn below(base: &str, path: &str) -> String {
+    format!("{}/{}", base.trim_end_matches('/'), path.trim_start_matches('/'))
+}
+
 /// A URL as it may be shown: without user name and password.
 pub(crate) fn shown_url(url: &str) -> String {
     match url::Url::parse(url) {

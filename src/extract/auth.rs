@@ -97,11 +97,9 @@ impl Credentials {
             ResolvedAuth::Session(login) => {
                 // A login path is below the base URL; an absolute URL may be anywhere.
                 let url = match Url::parse(&login.url) {
-                    Err(url::ParseError::RelativeUrlWithoutBase) => Url::parse(&format!(
-                        "{}/{}",
-                        base.as_str().trim_end_matches('/'),
-                        login.url.trim_start_matches('/')
-                    )),
+                    Err(url::ParseError::RelativeUrlWithoutBase) => {
+                        Url::parse(&crate::util::below(base.as_str(), &login.url))
+                    }
                     other => other,
                 }
                 .map_err(|e| {

@@ -201,11 +201,7 @@ impl Client {
             }
         }
         let mut headers = HeaderMap::new();
-        for ((_, template), (name, value)) in source.headers.iter().zip(&resolved.headers) {
-            // `${VAR:-}` with the variable unset: the header is left out, not sent empty.
-            if value.is_empty() && template.has_vars() {
-                continue;
-            }
+        for (name, value) in &resolved.headers {
             let value = HeaderValue::from_str(value)
                 .map_err(|_| ExtractError::Config(format!("the value of header `{name}` is not valid in a header")))?;
             headers.insert(header_name(name)?, value);
@@ -564,10 +560,20 @@ impl Client {
         }
         let headers = resp.headers().clone();
         let body = self.read_body(resp, ask).await?;
-        if let Some(rule) = self.rule(resource, status.as_u16(), &body) {
+        // The body as JSON, parsed once, only when a rule reads it.
+        let parsed = std::cell::OnceCell::new();
+        let json = || {
+            parsed
+                .get_or_init(|| serde_json::from_slice::<serde_json::Value>(&body).ok())
+                .as_ref()
+        };
+        let rule = self
+            .rules
+            .get(resource)
+            .and_then(|rules| rules.iter().find(|r| r.holds(status.as_u16(), json)));
+        if let Some(rule) = rule {
             use crate::spec::pipeline::ResponseAction;
-            let parsed = serde_json::from_slice::<serde_json::Value>(&body).ok();
-            let said = self.secrets.mask(&rule.say(status.as_u16(), parsed.as_ref()));
+            let said = self.secrets.mask(&rule.say(status.as_u16(), json()));
             let transient = match rule.action {
                 ResponseAction::Ignore => {
                     return Ok(Reply::Ignored {
@@ -604,14 +610,6 @@ impl Client {
             },
             headers: Some(headers),
         }))
-    }
-
-    /// The first of `resource`'s response rules that holds for a response.
-    fn rule(&self, resource: &str, status: u16, body: &[u8]) -> Option<&crate::spec::pipeline::ResponseRule> {
-        let rules = self.rules.get(resource)?;
-        rules
-            .iter()
-            .find(|r| r.holds(status, || serde_json::from_slice(body).ok()))
     }
 
     /// The body of `resp`, at most `max_response_size` bytes, in blocks of its own size.

@@ -348,7 +348,7 @@ pub(crate) fn resource_url(
         false => render(template, Scan::Strict, fill, values).map_err(ExtractError::Config),
         true => Ok(template.to_string()),
     };
-    let below = |path: &str| format!("{}/{}", base_url.trim_end_matches('/'), path.trim_start_matches('/'));
+    let below = |path: &str| crate::util::below(base_url, path);
     let joined = match target {
         Target::Path(path) => below(&fill(path, Fill::Segment)?),
         Target::Url(url) => {

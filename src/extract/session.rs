@@ -75,18 +75,20 @@ impl Session {
         parents: Option<ParentRecords<'_>>,
         sink: &mut S,
     ) -> Result<Extracted, ExtractError> {
-        if self.source.partitions.get(&r.name).is_some_and(Vec::is_empty) {
-            return Err(ExtractError::Config(format!(
-                "resource `{}`: `for_each.values` is empty, so the resource would make no request",
-                r.name
-            )));
-        }
         // A list partition: its values stand for the parent records.
-        let mut parents = parents.or_else(|| {
-            let values = self.source.partitions.get(&r.name)?.clone();
-            let values = values.into_iter().map(|v| Ok(Value::String(v)));
-            Some(Box::pin(futures_util::stream::iter(values)) as ParentRecords<'_>)
-        });
+        let mut parents = match (parents, self.source.partitions.get(&r.name)) {
+            (None, Some(values)) if values.is_empty() => {
+                return Err(ExtractError::Config(format!(
+                    "resource `{}`: `for_each.values` is empty, so the resource would make no request",
+                    r.name
+                )))
+            }
+            (None, Some(values)) => {
+                let values = values.clone().into_iter().map(|v| Ok(Value::String(v)));
+                Some(Box::pin(futures_util::stream::iter(values)) as ParentRecords<'_>)
+            }
+            (parents, _) => parents,
+        };
         let windowed = r.incremental.as_ref().filter(|i| i.windowed);
         let (Some(inc), Some(&start)) = (windowed, self.starts.get(&r.name)) else {
             let start = self.starts.get(&r.name).copied();

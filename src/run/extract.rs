@@ -388,20 +388,18 @@ impl Extraction<'_> {
             .incremental
             .as_ref()
             .zip(http.starts.get(&r.name))
-            .map(|(inc, start)| match stats.windows {
-                // Read as date windows: the state is where the last one read ends.
-                Some(w) => crate::stage::manifest::IncrementalRun {
+            .map(|(inc, start)| {
+                // Read as date windows, the state is where the last one read ends.
+                let highest = match stats.windows {
+                    Some(w) => w.state,
+                    None => sink.highest.as_ref().and_then(|h| h.max),
+                };
+                crate::stage::manifest::IncrementalRun {
                     start: inc.format.text(*start),
-                    highest: w.state.map(|m| inc.format.text(m)),
-                    windows: Some(w.done),
-                    windows_left: w.left,
-                },
-                None => crate::stage::manifest::IncrementalRun {
-                    start: inc.format.text(*start),
-                    highest: sink.highest.as_ref().and_then(|h| h.max).map(|m| inc.format.text(m)),
-                    windows: None,
-                    windows_left: 0,
-                },
+                    highest: highest.map(|m| inc.format.text(m)),
+                    windows: stats.windows.map(|w| w.done),
+                    windows_left: stats.windows.map_or(0, |w| w.left),
+                }
             });
         tracing::info!(
             resource = %r.name,

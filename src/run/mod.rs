@@ -156,52 +156,78 @@ pub(crate) async fn run(
         one_window: true,
         ..opts.clone()
     };
-    let mut rounds: Vec<(ExtractReport, crate::load::LoadReport)> = Vec::new();
+    // The rounds so far: their run ids, where each stepped resource got, and the reports
+    // added up into the first round's.
+    let (mut runs, mut resumes) = (Vec::<String>::new(), String::new());
+    let mut merged: Option<(ExtractReport, crate::load::LoadReport)> = None;
     loop {
         let (extracted, loaded) = match run_once(p, &opts, secrets).await {
             Ok(done) => done,
-            Err(e) if rounds.is_empty() => return Err(e),
-            Err(e) => return Err(window_failed(&rounds, e)),
+            Err(e) if runs.is_empty() => return Err(e),
+            Err(e) => {
+                return Err(RunError::WindowFailed {
+                    loaded: runs.len(),
+                    runs: runs.join(", "),
+                    resumes,
+                    source: Box::new(e),
+                })
+            }
         };
-        let left: Vec<(String, String)> = extracted
+        let states: Vec<(&str, &str, bool)> = extracted
             .manifest
             .resources
             .iter()
             .filter_map(|m| {
-                let inc = m.incremental.as_ref().filter(|i| i.windows_left > 0)?;
-                Some((m.name.clone(), inc.highest.clone()?))
+                let inc = m.incremental.as_ref()?;
+                Some((m.name.as_str(), inc.highest.as_deref()?, inc.windows_left > 0))
             })
             .collect();
-        tracing::info!(
-            round = rounds.len() + 1,
-            run_id = %extracted.run.run_id,
-            resources_with_windows_left = left.len(),
-            "date windows loaded and committed"
-        );
-        rounds.push((extracted, loaded));
-        if left.is_empty() {
-            break;
-        }
+        resumes = states
+            .iter()
+            .map(|(name, at, _)| format!("`{name}` at {at}"))
+            .collect::<Vec<_>>()
+            .join(", ");
         opts.starts.clear();
-        for (name, state) in &left {
+        for (name, state, _) in states.iter().filter(|(_, _, left)| *left) {
             let inc = p
                 .resource(name)
                 .and_then(|r| r.incremental.as_ref())
                 .expect("a stepped resource");
-            if let Ok(pos) = inc.format.read(&serde_json::Value::String(state.clone())) {
-                opts.starts.insert(name.clone(), pos);
+            if let Ok(pos) = inc.format.read(&serde_json::Value::String(state.to_string())) {
+                opts.starts.insert(name.to_string(), pos);
             }
         }
+        runs.push(extracted.run.run_id.clone());
+        tracing::info!(
+            round = runs.len(),
+            run_id = %extracted.run.run_id,
+            resources_with_windows_left = opts.starts.len(),
+            "date windows loaded and committed"
+        );
         // The stepped resources with windows left, and the children of their records.
-        let names: Vec<&str> = left.iter().map(|(n, _)| n.as_str()).collect();
+        let names: Vec<String> = opts.starts.keys().cloned().collect();
+        merged = Some(match merged {
+            None => (extracted, loaded),
+            Some((first, mut total)) => {
+                add_up(&mut total, loaded);
+                (first, total)
+            }
+        });
+        if names.is_empty() {
+            break;
+        }
         opts.resources = descendants(p, &names);
     }
-    Ok(merge_rounds(rounds))
+    let (extracted, mut loaded) = merged.expect("a round ran");
+    if let [first, .., last] = runs.as_slice() {
+        loaded.run_id = format!("{first} … {last} ({} runs, one per date window)", runs.len());
+    }
+    Ok((extracted, loaded))
 }
 
 /// `names` and every resource whose `for_each` chain leads to one of them, in spec order.
-fn descendants(p: &Pipeline, names: &[&str]) -> Vec<String> {
-    let mut out: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+fn descendants(p: &Pipeline, names: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = names.to_vec();
     loop {
         let before = out.len();
         for r in p.resources() {
@@ -218,56 +244,25 @@ fn descendants(p: &Pipeline, names: &[&str]) -> Vec<String> {
     out
 }
 
-/// A round after the first failed: what the rounds before it loaded stays, and says so.
-fn window_failed(rounds: &[(ExtractReport, crate::load::LoadReport)], e: RunError) -> RunError {
-    let mut resumes = Vec::new();
-    if let Some((last, _)) = rounds.last() {
-        for m in &last.manifest.resources {
-            if let Some(h) = m.incremental.as_ref().and_then(|i| i.highest.as_ref()) {
-                resumes.push(format!("`{}` at {h}", m.name));
+/// Add one more round's load to `total`, table by table.
+fn add_up(total: &mut crate::load::LoadReport, more: crate::load::LoadReport) {
+    for t in more.tables {
+        match total.tables.iter_mut().find(|x| x.table == t.table) {
+            Some(x) => {
+                x.records += t.records;
+                x.rows += t.rows;
+                x.inserted += t.inserted;
+                x.updated += t.updated;
+                x.deleted += t.deleted;
+                x.rejected += t.rejected;
+                x.ignored += t.ignored;
+                x.filtered += t.filtered;
+                x.seconds += t.seconds;
             }
+            None => total.tables.push(t),
         }
     }
-    RunError::WindowFailed {
-        loaded: rounds.len(),
-        runs: rounds
-            .iter()
-            .map(|(x, _)| x.run.run_id.clone())
-            .collect::<Vec<_>>()
-            .join(", "),
-        resumes: resumes.join(", "),
-        source: Box::new(e),
-    }
-}
-
-/// The reports of a run's rounds as one: the last round's identity, every round's counts.
-fn merge_rounds(mut rounds: Vec<(ExtractReport, crate::load::LoadReport)>) -> (ExtractReport, crate::load::LoadReport) {
-    let (extracted, mut loaded) = rounds.remove(0);
-    let n = rounds.len() + 1;
-    for (_, more) in rounds {
-        for t in more.tables {
-            match loaded.tables.iter_mut().find(|x| x.table == t.table) {
-                Some(x) => {
-                    x.records += t.records;
-                    x.rows += t.rows;
-                    x.inserted += t.inserted;
-                    x.updated += t.updated;
-                    x.deleted += t.deleted;
-                    x.rejected += t.rejected;
-                    x.ignored += t.ignored;
-                    x.filtered += t.filtered;
-                    x.seconds += t.seconds;
-                }
-                None => loaded.tables.push(t),
-            }
-        }
-        loaded.skipped.extend(more.skipped);
-        loaded.run_id = format!("{} … {}", extracted.run.run_id, more.run_id);
-    }
-    if n > 1 {
-        loaded.run_id = format!("{} ({n} runs, one per date window)", loaded.run_id);
-    }
-    (extracted, loaded)
+    total.skipped.extend(more.skipped);
 }
 
 /// Extract, then load the run just staged: one round.

@@ -513,13 +513,13 @@ pub struct ResponseRule {
 
 impl ResponseRule {
     /// Whether the rule holds for a response; `body` is parsed only when a rule reads it.
-    pub fn holds(&self, status: u16, body: impl FnOnce() -> Option<serde_json::Value>) -> bool {
+    pub fn holds<'b>(&self, status: u16, body: impl FnOnce() -> Option<&'b serde_json::Value>) -> bool {
         if !self.status.is_empty() && !self.status.contains(&status) {
             return false;
         }
         match &self.when {
             None => true,
-            Some(w) => body().is_some_and(|b| w.holds(&b)),
+            Some(w) => body().is_some_and(|b| w.holds(b)),
         }
     }
 
