@@ -126,6 +126,26 @@ pub(crate) struct ResolvedSource {
     pub targets: BTreeMap<String, crate::spec::pipeline::Target>,
     /// Per resource with `for_each: {values}`, the values.
     pub partitions: BTreeMap<String, Vec<String>>,
+    /// Per resource with a `job`, its requests resolved.
+    pub jobs: BTreeMap<String, ResolvedJob>,
+}
+
+/// A job's requests with their `${VAR}`s resolved (placeholders are filled per request).
+#[derive(Debug, Clone)]
+pub(crate) struct ResolvedJob {
+    pub create: ResolvedCall,
+    pub poll: ResolvedCall,
+    /// `download.path`, resolved.
+    pub download: Option<crate::spec::pipeline::Target>,
+}
+
+/// One request of a job, resolved.
+#[derive(Debug, Clone)]
+pub(crate) struct ResolvedCall {
+    pub method: crate::spec::pipeline::HttpMethod,
+    pub target: crate::spec::pipeline::Target,
+    pub params: Vec<(String, String)>,
+    pub body: Option<serde_json::Value>,
 }
 
 impl ResolvedSource {
@@ -332,6 +352,28 @@ impl Resolver<'_> {
             .collect()
     }
 
+    /// A target with its `${VAR}`s resolved.
+    fn target(&mut self, field: &str, t: &crate::spec::pipeline::Target) -> crate::spec::pipeline::Target {
+        use crate::spec::pipeline::Target;
+        let Some(i) = Interp::parse(t.as_str()).ok().filter(Interp::has_vars) else {
+            return t.clone();
+        };
+        let text = self.get(field, &i, false);
+        match t {
+            Target::Path(_) => Target::Path(text),
+            Target::Url(_) => Target::Url(text),
+        }
+    }
+
+    fn call(&mut self, path: &str, c: &crate::spec::pipeline::JobCall) -> ResolvedCall {
+        ResolvedCall {
+            method: c.method,
+            target: self.target(&format!("{path}.{}", c.target.field()), &c.target),
+            params: self.pairs(&format!("{path}.params"), &c.params),
+            body: c.body.as_ref().map(|b| self.body(&format!("{path}.body"), b)),
+        }
+    }
+
     fn pairs(&mut self, path: &str, list: &[(String, Interp)]) -> Vec<(String, String)> {
         list.iter()
             .map(|(k, v)| (k.clone(), self.get(&format!("{path}.{k}"), v, true)))
@@ -417,18 +459,29 @@ fn resolve_from(
             targets: p
                 .resources()
                 .iter()
-                .filter_map(|res| {
-                    use crate::spec::pipeline::Target;
+                .filter(|res| res.job.is_none() && Interp::parse(res.target.as_str()).is_ok_and(|t| t.has_vars()))
+                .map(|res| {
                     let field = format!("resources.{}.{}", res.name, res.target.field());
-                    let t = Interp::parse(res.target.as_str()).ok().filter(Interp::has_vars)?;
-                    let text = r.get(&field, &t, false);
-                    Some((
-                        res.name.clone(),
-                        match res.target {
-                            Target::Path(_) => Target::Path(text),
-                            Target::Url(_) => Target::Url(text),
+                    (res.name.clone(), r.target(&field, &res.target))
+                })
+                .collect(),
+            jobs: p
+                .resources()
+                .iter()
+                .filter_map(|res| {
+                    let job = res.job.as_ref()?;
+                    let path = format!("resources.{}.job", res.name);
+                    let resolved = ResolvedJob {
+                        create: r.call(&format!("{path}.create"), &job.create),
+                        poll: r.call(&format!("{path}.poll"), &job.poll),
+                        download: match &job.download {
+                            crate::spec::pipeline::Download::Target(t) => {
+                                Some(r.target(&format!("{path}.download.path"), t))
+                            }
+                            crate::spec::pipeline::Download::Url(_) => None,
                         },
-                    ))
+                    };
+                    Some((res.name.clone(), resolved))
                 })
                 .collect(),
             partitions: p

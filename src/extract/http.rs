@@ -22,6 +22,25 @@ pub(crate) struct Response {
     pub body: Bytes,
 }
 
+/// A response whose body is read as it comes (a `jsonl`, `csv` or `xml` file).
+pub(crate) struct Streamed {
+    pub headers: HeaderMap,
+    body: reqwest::Response,
+    secrets: Secrets,
+}
+
+impl Streamed {
+    /// The next chunk of the body; `None` at its end.
+    pub(crate) async fn chunk(&mut self) -> Result<Option<Bytes>, String> {
+        self.body.chunk().await.map_err(|e| {
+            format!(
+                "the body broke off: {}",
+                self.secrets.mask(&error_chain(&e.without_url()))
+            )
+        })
+    }
+}
+
 /// Cheap to clone: clones share the connection pool and the rate limit.
 ///
 /// Credentials (auth and `source.headers`) go only to the origin of the base URL; a
@@ -154,11 +173,14 @@ struct Ask<'a> {
     trusted: bool,
     resource: &'a str,
     page: u64,
+    /// A successful body is handed over unread.
+    stream: bool,
 }
 
 /// What one request came back with.
 enum Reply {
     Page(Response),
+    Stream(Streamed),
     /// A response an `ignore` rule holds for.
     Ignored {
         status: u16,
@@ -279,6 +301,16 @@ impl Client {
         }
     }
 
+    /// `text` with every secret masked.
+    pub(crate) fn mask(&self, text: &str) -> String {
+        self.secrets.mask(text)
+    }
+
+    /// The deadline requests must keep to.
+    pub(crate) fn deadline(&self) -> Option<Deadline> {
+        self.deadline
+    }
+
     /// The resolved base URL.
     pub(crate) fn base_url(&self) -> &str {
         &self.base_url
@@ -333,6 +365,25 @@ impl Client {
         })
     }
 
+    /// The most bytes a body may have (decompressed, for a compressed file).
+    pub(crate) fn max_response_size(&self) -> u64 {
+        self.max_response_size
+    }
+
+    /// This client, also allowed to fetch `url`'s host (without credentials): for the
+    /// file an export job names, which may be a pre-signed link elsewhere.
+    pub(crate) fn allowing(&self, url: &Url) -> Client {
+        let mut c = self.clone();
+        if url.origin() != self.origin {
+            let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
+            c.allowed_hosts.push(match url.port() {
+                Some(p) => format!("{host}:{p}"),
+                None => host,
+            });
+        }
+        c
+    }
+
     /// Fetch one page with retries, following redirects. `page` is 1-based, for messages.
     pub(crate) async fn fetch(
         &self,
@@ -341,15 +392,55 @@ impl Client {
         resource: &str,
         page: u64,
     ) -> Result<Response, ExtractError> {
+        match self.fetch_reply(method, request, resource, page, false).await? {
+            Reply::Page(r) => Ok(r),
+            _ => Err(ExtractError::Config(format!(
+                "resource `{resource}`: a page came back streamed"
+            ))),
+        }
+    }
+
+    /// Fetch one response whose successful body is read as it comes.
+    pub(crate) async fn fetch_stream(
+        &self,
+        method: HttpMethod,
+        request: &super::paginate::Request,
+        resource: &str,
+        page: u64,
+    ) -> Result<Streamed, ExtractError> {
+        match self.fetch_reply(method, request, resource, page, true).await? {
+            Reply::Stream(r) => Ok(r),
+            _ => Err(ExtractError::Config(format!(
+                "resource `{resource}`: a file came back read"
+            ))),
+        }
+    }
+
+    async fn fetch_reply(
+        &self,
+        method: HttpMethod,
+        request: &super::paginate::Request,
+        resource: &str,
+        page: u64,
+        stream: bool,
+    ) -> Result<Reply, ExtractError> {
         let (mut method, mut url) = (method, request.url.clone());
         let mut body = request.body.as_ref();
         for _ in 0..=MAX_REDIRECTS {
             let trusted = self.trusted(&url, resource, page)?;
-            match self
-                .attempts(method, &url, body, &request.headers, trusted, resource, page)
-                .await?
-            {
-                Reply::Page(r) => return Ok(r),
+            let ask = Ask {
+                method,
+                url: &url,
+                target: &url,
+                body,
+                headers: &request.headers,
+                trusted,
+                resource,
+                page,
+                stream,
+            };
+            match self.attempts(ask).await? {
+                r @ (Reply::Page(_) | Reply::Stream(_)) => return Ok(r),
                 Reply::Ignored { status, message } => {
                     return Err(ExtractError::Ignored {
                         resource: resource.to_string(),
@@ -382,18 +473,16 @@ impl Client {
         })
     }
 
-    /// One request, retried as the retry policy says.
-    #[allow(clippy::too_many_arguments)]
-    async fn attempts(
-        &self,
-        method: HttpMethod,
-        url: &Url,
-        body: Option<&serde_json::Value>,
-        headers: &[(String, String)],
-        trusted: bool,
-        resource: &str,
-        page: u64,
-    ) -> Result<Reply, ExtractError> {
+    /// One request, retried as the retry policy says (`ask.target` is made here).
+    async fn attempts(&self, ask: Ask<'_>) -> Result<Reply, ExtractError> {
+        let Ask {
+            method,
+            url,
+            trusted,
+            resource,
+            page,
+            ..
+        } = ask;
         let mut target = url.clone();
         if let (Some((k, v)), true) = (&self.query_auth, trusted) {
             target.query_pairs_mut().append_pair(k, v);
@@ -408,16 +497,7 @@ impl Client {
                 self.bounded(l.acquire(), resource, page).await?;
             }
             self.before_deadline(resource, page)?;
-            let ask = Ask {
-                method,
-                url,
-                target: &target,
-                body,
-                headers,
-                trusted,
-                resource,
-                page,
-            };
+            let ask = Ask { target: &target, ..ask };
             let once = self.attempt(&ask, renew, &mut used);
             let failure = match self.bounded(once, resource, page).await? {
                 Ok(reply) => return Ok(reply),
@@ -500,6 +580,7 @@ impl Client {
             trusted,
             resource,
             page,
+            stream,
         } = *ask;
         let mut request = match method {
             HttpMethod::Get => self.inner.get(target.clone()),
@@ -559,6 +640,21 @@ impl Client {
             }
         }
         let headers = resp.headers().clone();
+        if stream && status.is_success() {
+            // A file's body is not read here: only rules on the status apply to it.
+            let rule = self.rules.get(resource).and_then(|rules| {
+                rules
+                    .iter()
+                    .find(|r| r.when.is_none() && r.holds(status.as_u16(), || None))
+            });
+            if rule.is_none() {
+                return Ok(Reply::Stream(Streamed {
+                    headers,
+                    body: resp,
+                    secrets: self.secrets.clone(),
+                }));
+            }
+        }
         let body = self.read_body(resp, ask).await?;
         // The body as JSON, parsed once, only when a rule reads it.
         let parsed = std::cell::OnceCell::new();

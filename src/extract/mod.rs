@@ -3,10 +3,13 @@
 //! nothing); the paginators only say what comes next.
 
 pub(crate) mod auth;
+mod decode;
 pub(crate) mod http;
+mod job;
 pub(crate) mod paginate;
 pub(crate) mod session;
 pub(crate) mod signals;
+mod streamed;
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -107,6 +110,34 @@ pub(crate) enum ExtractError {
     },
     #[error("{0}")]
     Config(String),
+    #[error("resource `{resource}`, page {page}: the {format} body from {url} does not read: {detail}")]
+    Body {
+        resource: String,
+        page: u64,
+        url: String,
+        format: &'static str,
+        detail: String,
+    },
+    #[error("resource `{resource}`: the export job failed (poll {polls} says {state}): {message}")]
+    JobFailed {
+        resource: String,
+        polls: u64,
+        state: String,
+        message: String,
+    },
+    #[error("resource `{resource}`: the export job was not done after {timeout_s} s ({polls} polls; the last said {state}); raise `job.poll.timeout` if it really takes that long")]
+    JobTimeout {
+        resource: String,
+        polls: u64,
+        timeout_s: u64,
+        state: String,
+    },
+    #[error("{source} (the export job's {what})")]
+    InJob {
+        what: String,
+        #[source]
+        source: Box<ExtractError>,
+    },
     #[error("resource `{resource}`, page {page}: stopped before the invocation deadline ({left_ms} ms left, {reserve_ms} ms kept to finish cleanly); nothing of this run will be loaded")]
     Deadline {
         resource: String,
@@ -422,6 +453,32 @@ pub(crate) fn first_request(base: &Requests, resource: &Resource, values: &Value
     })
 }
 
+/// One request sequence of `resource` for `values` into `sink`: its pages from its first
+/// request, or, for an export job, the job run to its end and its downloads read in order.
+pub(crate) async fn extract_sequence<S: RecordSink>(
+    base: &Requests<'_>,
+    pipeline: &Pipeline,
+    resource: &Resource,
+    values: &Values<'_>,
+    sink: &mut S,
+) -> Result<Extracted, ExtractError> {
+    let (Some(job), Some(resolved)) = (&resource.job, base.job) else {
+        let first = first_request(base, resource, values)?;
+        return extract_resource(base.client, pipeline, resource, first, sink).await;
+    };
+    let (client, downloads) = job::run_job(base, resource, job, resolved, values).await?;
+    let mut total = Extracted::default();
+    for req in downloads {
+        let got = extract_resource(&client, pipeline, resource, req, sink).await?;
+        total.add(&got);
+        if got.stopped {
+            total.stopped = true;
+            break;
+        }
+    }
+    Ok(total)
+}
+
 /// Extract one resource into `sink`, starting with request `req`.
 pub(crate) async fn extract_resource<S: RecordSink>(
     client: &Client,
@@ -430,6 +487,9 @@ pub(crate) async fn extract_resource<S: RecordSink>(
     mut req: Request,
     sink: &mut S,
 ) -> Result<Extracted, ExtractError> {
+    if resource.format.streamed() {
+        return streamed::extract_streamed(client, resource, req, sink).await;
+    }
     let concurrency = pipeline.source().concurrency;
     let mut seen: HashSet<String> = HashSet::new();
     let mut stats = Extracted::default();
@@ -451,6 +511,7 @@ pub(crate) async fn extract_resource<S: RecordSink>(
         let Some(resp) = unless_ignored(fetched, page_no > 1, &mut stats)? else {
             return Ok(stats);
         };
+        let resp = decompressed(resp, resource, page_no, &req.url, client.max_response_size())?;
         let url = &req.url;
         let (body, records) = read_page(resource, page_no, url, &resp)?;
         stats.pages += 1;
@@ -538,6 +599,7 @@ pub(crate) async fn extract_resource<S: RecordSink>(
                 let Some(resp) = unless_ignored(resp, false, &mut stats)? else {
                     continue;
                 };
+                let resp = decompressed(resp, resource, page_no, &u, client.max_response_size())?;
                 let (body, records) = read_page(resource, page_no, &u, &resp)?;
                 stats.pages += 1;
                 stats.records += records.len() as u64;
@@ -567,11 +629,11 @@ pub(crate) async fn extract_resource<S: RecordSink>(
 
 /// A response, or `None` for one an `ignore` rule held for: logged (`ends` when the pages
 /// after it go unread) and counted.
-fn unless_ignored(
-    fetched: Result<Response, ExtractError>,
+fn unless_ignored<T>(
+    fetched: Result<T, ExtractError>,
     ends: bool,
     stats: &mut Extracted,
-) -> Result<Option<Response>, ExtractError> {
+) -> Result<Option<T>, ExtractError> {
     match fetched {
         Err(ExtractError::Ignored {
             resource,
@@ -609,6 +671,8 @@ pub(crate) struct Requests<'a> {
     pub body: Option<&'a Value>,
     /// Where the requests go (`${VAR}`s resolved).
     pub target: &'a Target,
+    /// The resource's export job, resolved.
+    pub job: Option<&'a crate::resolve::ResolvedJob>,
     pub start: Option<&'a Value>,
     pub end: Option<&'a Value>,
     pub now: chrono::DateTime<chrono::Utc>,
@@ -624,13 +688,7 @@ pub(crate) async fn extract_children<S: RecordSink>(
     parents: ParentRecords<'_>,
     sink: &mut S,
 ) -> Result<Extracted, ExtractError> {
-    let Requests {
-        client,
-        start,
-        end,
-        now,
-        ..
-    } = *base;
+    let Requests { start, end, now, .. } = *base;
     let parent_name = resource
         .for_each
         .as_ref()
@@ -660,14 +718,19 @@ pub(crate) async fn extract_children<S: RecordSink>(
                         start,
                         end,
                         now: Some(now),
+                        job: None,
                     };
-                    let req = first_request(base, resource, &values).map_err(in_resource)?;
                     let mut sink = ChannelSink {
                         tx,
                         attach: attachment(resource, &parent),
                         resource: &resource.name,
                     };
-                    match extract_resource(client, pipeline, resource, req, &mut sink).await {
+                    let got = extract_sequence(base, pipeline, resource, &values, &mut sink).await;
+                    let got = match got {
+                        Err(ExtractError::Config(e)) => Err(in_resource(ExtractError::Config(e))),
+                        other => other,
+                    };
+                    match got {
                         // Its first request ignored by a rule (`on_missing: skip` is the
                         // 404 one): this parent is skipped.
                         Ok(stats) if stats.ignored > 0 && stats.pages == 0 => Ok(None),
@@ -763,6 +826,33 @@ impl RecordSink for ChannelSink<'_> {
         // A closed channel: the writer has had enough.
         Ok(self.tx.send(batch).await.is_ok())
     }
+}
+
+/// A page whose body is a gzipped file, decompressed (within `limit`).
+fn decompressed(
+    resp: Response,
+    resource: &Resource,
+    page: u64,
+    url: &Url,
+    limit: u64,
+) -> Result<Response, ExtractError> {
+    let Response { headers, body } = resp;
+    let body = decode::whole(body, resource.compression, limit).map_err(|e| match e {
+        decode::DecodeError::TooLarge => ExtractError::TooLarge {
+            resource: resource.name.clone(),
+            page,
+            url: crate::util::shown_url(url.as_str()),
+            limit,
+        },
+        e => ExtractError::Body {
+            resource: resource.name.clone(),
+            page,
+            url: crate::util::shown_url(url.as_str()),
+            format: "gzip",
+            detail: e.to_string(),
+        },
+    })?;
+    Ok(Response { headers, body })
 }
 
 /// The loop's guards: no more than `max_pages`, and no request (URL and body) twice.

@@ -136,7 +136,8 @@ fn cursor_token(from: &CursorFrom, page: &Page) -> Option<Value> {
         CursorFrom::LastRecord(path) => token(path.first(page.last_record?)?),
         CursorFrom::Header(name) => {
             let v = page.headers.get(name.as_str())?.to_str().ok()?.trim();
-            (!v.is_empty()).then(|| Value::String(v.to_string()))
+            // Salesforce's `Sforce-Locator: null` on the last page.
+            (!v.is_empty() && v != "null").then(|| Value::String(v.to_string()))
         }
     }
 }

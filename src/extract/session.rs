@@ -9,8 +9,7 @@ use serde_json::Value;
 
 use super::http::Client;
 use super::{
-    extract_children, extract_resource, first_request, ExtractError, Extracted, ParentRecords, RecordSink, Requests,
-    Windows,
+    extract_children, extract_sequence, ExtractError, Extracted, ParentRecords, RecordSink, Requests, Windows,
 };
 use crate::incremental::Position;
 use crate::resolve::Resolved;
@@ -174,6 +173,7 @@ impl Session {
             headers: self.source.resource_headers(&r.name),
             body,
             target: self.source.target(r),
+            job: self.source.jobs.get(&r.name),
             start,
             end,
             now: self.now,
@@ -185,9 +185,9 @@ impl Session {
                     start,
                     end,
                     now: Some(self.now),
+                    job: None,
                 };
-                let first = first_request(&base, r, &values)?;
-                extract_resource(&self.client, p, r, first, sink).await
+                extract_sequence(&base, p, r, &values, sink).await
             }
             Some(parents) => extract_children(&base, p, r, parents, sink).await,
         }

@@ -31,7 +31,8 @@ pub(crate) async fn check(p: &Pipeline, api: bool, secrets: &Secrets) -> Result<
         if let Some(r) = p
             .resources()
             .iter()
-            .find(|r| r.for_each.is_none() && r.partitions.is_none())
+            // An export job is not started by a check.
+            .find(|r| r.for_each.is_none() && r.partitions.is_none() && r.job.is_none())
         {
             let now = chrono::Utc::now();
             let values = Values {
@@ -45,6 +46,7 @@ pub(crate) async fn check(p: &Pipeline, api: bool, secrets: &Secrets) -> Result<
                 headers: http.source.resource_headers(&r.name),
                 body: http.source.body(&r.name),
                 target: http.source.target(r),
+                job: None,
                 start: None,
                 end: None,
                 now,

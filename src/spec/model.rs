@@ -458,7 +458,31 @@ pub(crate) struct RawResource {
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
     /// JSONPath (RFC 9535) selecting the records in each page, for example `$.results[*]`.
-    pub records: String,
+    /// With `format: jsonl`, `csv` or `xml` it is applied to each line, row or element and
+    /// defaults to `$` (the line, row or element itself).
+    #[serde(default)]
+    pub records: Option<String>,
+    /// How the bodies of the pages (or of a `job`'s downloads) read: `json` (default),
+    /// `jsonl` (JSON Lines: one record per line), `csv` or `xml`. Records of every format
+    /// are staged as JSON Lines; a `jsonl`, `csv` or `xml` body is read as it streams in,
+    /// never whole in memory.
+    #[serde(default)]
+    pub format: Option<BodyKind>,
+    /// With `format: csv`: how the file reads.
+    #[serde(default)]
+    pub csv: Option<RawCsv>,
+    /// With `format: xml`: which elements are the records.
+    #[serde(default)]
+    pub xml: Option<RawXml>,
+    /// Whether a body is a compressed file (not `Content-Encoding`, which is always
+    /// decoded): `auto` (default: gzip when it starts as gzip does), `gzip` or `none`.
+    /// `source.max_response_size` applies to the decompressed bytes.
+    #[serde(default)]
+    pub compression: Option<Compression>,
+    /// An asynchronous export: create a job, poll it until it is done, then download its
+    /// file(s), which `format` reads and `paginate` pages through.
+    #[serde(default)]
+    pub job: Option<RawJob>,
     /// How to get from one page to the next. Default `{type: none}`.
     #[serde(default)]
     pub paginate: Option<RawPaginate>,
@@ -479,6 +503,181 @@ pub(crate) struct RawResource {
     /// may have none: its records are staged for the child requests but not loaded.
     #[serde(default)]
     pub table: Option<RawTable>,
+}
+
+/// How a response body reads.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum BodyKind {
+    /// One JSON document (default).
+    #[default]
+    Json,
+    /// JSON Lines: one JSON value per line (empty lines are skipped).
+    Jsonl,
+    /// Comma-separated values: a record per row, its fields text.
+    Csv,
+    /// XML: the elements at `xml.records` are the records.
+    Xml,
+}
+
+/// Whether a body is a compressed file.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Compression {
+    /// gzip when the body starts with gzip's magic bytes, else as it is (default).
+    #[default]
+    Auto,
+    /// Always gzip (one or more members).
+    Gzip,
+    /// Never decompressed.
+    None,
+}
+
+/// How a CSV body reads.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCsv {
+    /// The field separator, one character. Default `,` (`"\t"` for tab-separated).
+    #[serde(default)]
+    pub delimiter: Option<String>,
+    /// `true` (default): the first row names the fields; a list of names: the file has no
+    /// header row and these are the fields, in order.
+    #[serde(default)]
+    pub header: Option<CsvHeader>,
+    /// The quote character. Default `"`.
+    #[serde(default)]
+    pub quote: Option<String>,
+    /// The text encoding: `utf-8` (default; a byte-order mark is skipped) or `latin-1`.
+    #[serde(default)]
+    pub encoding: Option<String>,
+    /// Field values read as null. Default `[""]` (an empty field is null).
+    #[serde(default)]
+    pub null: Option<Vec<String>>,
+}
+
+/// A CSV file's field names: from its first row, or given.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub(crate) enum CsvHeader {
+    /// Whether the first row names the fields (only `true` is accepted: without a header
+    /// row, give the names).
+    FirstRow(bool),
+    /// The field names of a file without a header row.
+    Names(Vec<String>),
+}
+
+/// Which elements of an XML body are the records.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawXml {
+    /// The records' element path from the root, `/`-separated, for example
+    /// `rss/channel/item` (`*` matches any one element). Each becomes a JSON object: its
+    /// attributes and child elements as fields (a repeated child as a list), an element
+    /// with only text as that text, and text beside attributes or children as `_text`.
+    pub records: String,
+}
+
+/// An asynchronous export job: `create` starts it, `poll` asks after it until `until`
+/// holds, `download` names the file(s) it made.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawJob {
+    /// The request that creates the job; its JSON answer is `{job.<field>}` in the
+    /// requests after it.
+    pub create: RawJobRequest,
+    /// The request that asks after the job, repeated until `until` holds.
+    pub poll: RawPoll,
+    /// Where the job's result is.
+    pub download: RawDownload,
+}
+
+/// One request of a job.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawJobRequest {
+    /// HTTP method. Default `POST`.
+    #[serde(default)]
+    pub method: Option<HttpMethod>,
+    /// A path below `base_url`, for example `/jobs`.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// An absolute URL instead of `path`.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// The JSON body (*interpolated*; takes `{incremental.start}`, `{parent.…}`, …).
+    #[serde(default)]
+    pub body: Option<serde_json::Value>,
+    /// Query parameters (*interpolated*).
+    #[serde(default)]
+    pub params: BTreeMap<String, ParamValue>,
+}
+
+/// How a job is polled.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPoll {
+    /// HTTP method. Default `GET`.
+    #[serde(default)]
+    pub method: Option<HttpMethod>,
+    /// A path below `base_url` with `{job.<field>}` from the create answer, for example
+    /// `/jobs/{job.id}`.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// An absolute URL instead of `path`, for example `"{job.status_url}"`.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// The JSON body of a `POST` poll (a GraphQL query), *interpolated*.
+    #[serde(default)]
+    pub body: Option<serde_json::Value>,
+    /// Query parameters (*interpolated*).
+    #[serde(default)]
+    pub params: BTreeMap<String, ParamValue>,
+    /// How long to wait between polls (a `Retry-After` answer waits that long instead).
+    /// Default `5s`.
+    #[serde(default)]
+    pub every: Option<Duration>,
+    /// When the job is done, for example `{path: $.state, equals: JobComplete}`.
+    pub until: RawJobCondition,
+    /// When the job has failed, for example `{path: $.state, in: [Failed, Aborted]}`.
+    #[serde(default)]
+    pub fail_when: Option<RawJobCondition>,
+    /// What a failed job's error says, with `{$.path}` read from the poll answer, for
+    /// example `"{$.errorMessage}"`. Default: the answer itself.
+    #[serde(default)]
+    pub message: Option<String>,
+    /// How long the job may take before the resource fails. Default `30m`.
+    #[serde(default)]
+    pub timeout: Option<Duration>,
+}
+
+/// A condition on a poll answer: the value at `path` equals `equals`, or is one of `in`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawJobCondition {
+    /// JSONPath on the poll answer, for example `$.status`.
+    pub path: String,
+    /// The value.
+    #[serde(default)]
+    pub equals: Option<serde_json::Value>,
+    /// The values, any of which holds.
+    #[serde(default, rename = "in")]
+    pub one_of: Option<Vec<serde_json::Value>>,
+}
+
+/// Where a finished job's result is: exactly one of `url` and `path`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawDownload {
+    /// JSONPath to the URL in the last poll answer, or to a list of URLs (each downloaded,
+    /// in order), for example `$.data.currentBulkOperation.url`. A relative URL is below
+    /// `base_url`; a URL on another host (a pre-signed link) is fetched without
+    /// credentials.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// A path below `base_url` with `{job.<field>}`, for example
+    /// `/jobs/{job.id}/results`.
+    #[serde(default)]
+    pub path: Option<String>,
 }
 
 /// Incremental loading: where each record's cursor is, how the start (and the end) of

@@ -5,8 +5,8 @@
 use chrono::{DateTime, Utc};
 
 pub(crate) use super::model::{
-    ApiKeyLocation, BodyFormat, ColumnType, CursorFormat, HttpMethod, MetaValue, OAuth2Grant, OnError, OnMissing,
-    ResponseAction, RuntimeTarget, TotalCheck, Transform, WriteMode,
+    ApiKeyLocation, BodyFormat, ColumnType, Compression, CursorFormat, HttpMethod, MetaValue, OAuth2Grant, OnError,
+    OnMissing, ResponseAction, RuntimeTarget, TotalCheck, Transform, WriteMode,
 };
 use super::{interp::Interp, jsonpath::JsonPath};
 
@@ -228,6 +228,11 @@ pub struct Resource {
     /// The JSON body; every string in it is a template (see [`crate::resolve`]).
     pub body: Option<serde_json::Value>,
     pub records: JsonPath,
+    /// How the bodies read (the pages, or a job's downloads).
+    pub format: Format,
+    pub compression: Compression,
+    /// An asynchronous export job the records come from.
+    pub job: Option<Box<Job>>,
     pub paginator: Paginator,
     pub stop_when: Option<StopWhen>,
     /// What proves the resource was read whole: the API's totals and "more" flag.
@@ -363,6 +368,98 @@ impl Target {
             Target::Url(_) => "url",
         }
     }
+}
+
+/// How a body reads (see [`super::model::BodyKind`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Format {
+    Json,
+    Jsonl,
+    Csv(CsvFormat),
+    Xml(XmlFormat),
+}
+
+impl Format {
+    /// As the spec writes it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Format::Json => "json",
+            Format::Jsonl => "jsonl",
+            Format::Csv(_) => "csv",
+            Format::Xml(_) => "xml",
+        }
+    }
+
+    /// Whether the body is read as it streams in, record by record.
+    pub fn streamed(&self) -> bool {
+        !matches!(self, Format::Json)
+    }
+}
+
+/// How a CSV body reads.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CsvFormat {
+    pub delimiter: u8,
+    pub quote: u8,
+    /// The field names of a file without a header row; `None`: the first row names them.
+    pub names: Option<Vec<String>>,
+    /// ISO-8859-1 rather than UTF-8.
+    pub latin1: bool,
+    /// Field values read as null.
+    pub null: Vec<String>,
+}
+
+/// Which elements of an XML body are the records: names from the root (`*` any).
+#[derive(Debug, Clone, PartialEq)]
+pub struct XmlFormat {
+    pub records: Vec<String>,
+}
+
+/// An asynchronous export job (see [`super::model::RawJob`]).
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub create: JobCall,
+    pub poll: JobCall,
+    pub every: std::time::Duration,
+    pub until: JobCondition,
+    pub fail_when: Option<JobCondition>,
+    /// What a failed job says, with `{$.path}` from the poll answer.
+    pub message: Option<String>,
+    pub timeout: std::time::Duration,
+    pub download: Download,
+}
+
+/// One request of a job; its strings are templates (`${VAR}`, then placeholders).
+#[derive(Debug, Clone)]
+pub struct JobCall {
+    pub method: HttpMethod,
+    pub target: Target,
+    pub params: Vec<(String, Interp)>,
+    pub body: Option<serde_json::Value>,
+}
+
+/// The value at `path` is one of `values`.
+#[derive(Debug, Clone)]
+pub struct JobCondition {
+    pub path: JsonPath,
+    pub values: Vec<serde_json::Value>,
+}
+
+impl JobCondition {
+    pub fn holds(&self, answer: &serde_json::Value) -> bool {
+        self.path
+            .first(answer)
+            .is_some_and(|v| self.values.iter().any(|e| scalar_eq(v, e)))
+    }
+}
+
+/// Where a finished job's result is.
+#[derive(Debug, Clone)]
+pub enum Download {
+    /// A JSONPath to the URL (or URLs) in the last poll answer.
+    Url(JsonPath),
+    /// A path (or URL) template with `{job.…}`.
+    Target(Target),
 }
 
 /// A child resource's parent.
@@ -531,25 +628,30 @@ impl ResponseRule {
                 None => format!("HTTP {status}"),
             };
         };
-        let mut out = String::new();
-        let mut rest = m.as_str();
-        while let Some(i) = rest.find("{$") {
-            out.push_str(&rest[..i]);
-            let Some(len) = rest[i..].find('}') else { break };
-            let path = &rest[i + 1..i + len];
-            let value = JsonPath::parse(path)
-                .ok()
-                .and_then(|p| body.and_then(|b| p.first(b).cloned()));
-            match value {
-                Some(serde_json::Value::String(s)) => out.push_str(&s),
-                Some(v) => out.push_str(&v.to_string()),
-                None => out.push_str("(none)"),
-            }
-            rest = &rest[i + len + 1..];
-        }
-        out.push_str(rest);
-        out
+        say(m, body)
     }
+}
+
+/// `template` with each `{$.path}` read from `body` (`(none)` where it has nothing).
+pub(crate) fn say(template: &str, body: Option<&serde_json::Value>) -> String {
+    let mut out = String::new();
+    let mut rest = template;
+    while let Some(i) = rest.find("{$") {
+        out.push_str(&rest[..i]);
+        let Some(len) = rest[i..].find('}') else { break };
+        let path = &rest[i + 1..i + len];
+        let value = JsonPath::parse(path)
+            .ok()
+            .and_then(|p| body.and_then(|b| p.first(b).cloned()));
+        match value {
+            Some(serde_json::Value::String(s)) => out.push_str(&s),
+            Some(v) => out.push_str(&v.to_string()),
+            None => out.push_str("(none)"),
+        }
+        rest = &rest[i + len + 1..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Ends the pagination after a page whose body has `equals` at `path`.

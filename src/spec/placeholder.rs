@@ -23,6 +23,8 @@ pub(crate) enum Source {
     End,
     /// The run's time, shifted and formatted.
     Now(crate::incremental::NowExpr),
+    /// A field of an export job's create answer (`{job.id}`).
+    Job(Vec<String>),
 }
 
 /// One placeholder: its byte range in the template and what it stands for.
@@ -51,11 +53,13 @@ pub(crate) struct Values<'a> {
     pub end: Option<&'a Value>,
     /// The run's time, for `{now}`.
     pub now: Option<chrono::DateTime<chrono::Utc>>,
+    /// An export job's create answer, for `{job.…}`.
+    pub job: Option<&'a Value>,
 }
 
 impl Values<'_> {
     pub(crate) fn is_empty(&self) -> bool {
-        self.parent.is_none() && self.start.is_none() && self.end.is_none() && self.now.is_none()
+        self.parent.is_none() && self.start.is_none() && self.end.is_none() && self.now.is_none() && self.job.is_none()
     }
 }
 
@@ -75,6 +79,7 @@ pub(crate) fn scan(template: &str, mode: Scan) -> Result<Vec<Placeholder>, Strin
             "{now-",
             "{now+",
             "{now:",
+            "{job.",
         ];
         if mode == Scan::Text && !opens.iter().any(|p| rest.starts_with(p)) {
             from = i + 1;
@@ -101,6 +106,9 @@ pub(crate) fn scan(template: &str, mode: Scan) -> Result<Vec<Placeholder>, Strin
             _ if inner == "incremental.end" => Some(Source::End),
             _ if inner == "parent" => Some(Source::Parent(Vec::new())),
             _ if inner == "item" => Some(Source::Item),
+            _ if inner.starts_with("job.") => Some(inner[4..].split('.').map(str::to_string).collect::<Vec<_>>())
+                .filter(|f| f.iter().all(|s| is_field(s)))
+                .map(Source::Job),
             Some(f) => Some(f.split('.').map(str::to_string).collect::<Vec<_>>())
                 .filter(|f| f.iter().all(|s| is_field(s)))
                 .map(Source::Parent),
@@ -114,7 +122,7 @@ pub(crate) fn scan(template: &str, mode: Scan) -> Result<Vec<Placeholder>, Strin
             }),
             None => {
                 return Err(format!(
-                    "unknown placeholder `{{{inner}}}`: write `{{parent.<field>}}` (with `for_each`), for example `{{parent.id}}`, `{{item}}` (with `for_each: {{values: [...]}}`), `{{incremental.start}}` or `{{incremental.end}}` (with `incremental`), or `{{now}}` (`{{now - 7d:%Y-%m-%d}}`)"
+                    "unknown placeholder `{{{inner}}}`: write `{{parent.<field>}}` (with `for_each`), for example `{{parent.id}}`, `{{item}}` (with `for_each: {{values: [...]}}`), `{{incremental.start}}` or `{{incremental.end}}` (with `incremental`), `{{now}}` (`{{now - 7d:%Y-%m-%d}}`), or `{{job.<field>}}` (in a `job`'s poll and download)"
                 ))
             }
         }
@@ -158,6 +166,7 @@ impl Source {
             Source::Start => "incremental.start".into(),
             Source::End => "incremental.end".into(),
             Source::Now(_) => "now".into(),
+            Source::Job(field) => format!("job.{}", field.join(".")),
         }
     }
 
@@ -187,6 +196,16 @@ impl Source {
                 .map(Cow::Borrowed)
                 .ok_or_else(|| "no incremental end here".into()),
             Source::Now(e) => Ok(Cow::Owned(e.value(values.now.ok_or("no run time here")?))),
+            Source::Job(field) => {
+                let job = values.job.ok_or("no export job here")?;
+                lookup(job, field).map(Cow::Borrowed).ok_or_else(|| {
+                    format!(
+                        "the job's create answer has no `{}`; it is {}",
+                        field.join("."),
+                        crate::util::describe(job)
+                    )
+                })
+            }
         }
     }
 

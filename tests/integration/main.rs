@@ -10,6 +10,7 @@ mod completeness;
 mod diagram;
 mod extract;
 mod failearly;
+mod files;
 mod foreach;
 mod geometry;
 mod incremental;

@@ -20,6 +20,7 @@ use crate::spec::tree::Positions;
 
 mod auth;
 mod checks;
+mod job;
 mod paginate;
 mod resource;
 mod runtime;
@@ -271,6 +272,8 @@ struct Allowed {
     item: bool,
     /// `{incremental.start}` and `{incremental.end}`: with `incremental`.
     start: bool,
+    /// `{job.…}`: in a job's poll and download.
+    job: bool,
 }
 
 /// Report placeholders the resource cannot fill; whether there was none.
@@ -284,6 +287,9 @@ fn check_sources(cx: &mut Ctx, path: &str, found: &[super::placeholder::Placehol
             Source::Item if !allowed.item => "`{item}` needs `for_each: {values: [...]}` on the resource",
             Source::Start if !allowed.start => "`{incremental.start}` needs `incremental` on the resource",
             Source::End if !allowed.start => "`{incremental.end}` needs `incremental` on the resource",
+            Source::Job(_) if !allowed.job => {
+                "`{job.<field>}` is the answer of `job.create`, so it goes only in `job.poll` and `job.download`"
+            }
             _ => continue,
         };
         cx.error(path, problem);

@@ -17,8 +17,21 @@ pub(super) fn compile_resource(cx: &mut Ctx, path: &str, r: &RawResource) -> Opt
         parent: r.for_each.as_ref().is_some_and(|f| f.parent().is_some()),
         item: matches!(r.for_each, Some(RawForEach::Values(_))),
         start: r.incremental.is_some(),
+        job: false,
     };
-    let target = compile_target(cx, path, r, allowed);
+    let job = super::job::compile_job(cx, path, r, allowed);
+    let target = match &r.job {
+        Some(j) => compile_target(
+            cx,
+            &format!("{path}.job.create"),
+            &r.name,
+            j.create.path.as_ref(),
+            j.create.url.as_ref(),
+            allowed,
+        ),
+        None => compile_target(cx, path, &r.name, r.path.as_ref(), r.url.as_ref(), allowed),
+    };
+    let format = super::job::compile_format(cx, path, r);
     let incremental = compile_incremental(cx, path, r);
     if r.on_missing.is_some() && !child {
         cx.error_at_key(
@@ -50,7 +63,20 @@ pub(super) fn compile_resource(cx: &mut Ctx, path: &str, r: &RawResource) -> Opt
     for (k, v) in &r.params {
         check_placeholders(cx, &format!("{path}.params.{k}"), &v.0, allowed);
     }
-    let records = cx.jsonpath(&format!("{path}.records"), &r.records);
+    let records = match (&r.records, r.format.unwrap_or_default()) {
+        (Some(records), _) => cx.jsonpath(&format!("{path}.records"), records),
+        (None, BodyKind::Json) => {
+            cx.error(
+                path,
+                format!(
+                    "resource `{}` needs `records`: a JSONPath to the records in each page, for example `$.results[*]`",
+                    r.name
+                ),
+            );
+            None
+        }
+        (None, _) => cx.jsonpath(&format!("{path}.records"), "$"),
+    };
     let method = r.method.unwrap_or(HttpMethod::Get);
     if let Some(body) = &r.body {
         if method != HttpMethod::Post {
@@ -78,6 +104,11 @@ pub(super) fn compile_resource(cx: &mut Ctx, path: &str, r: &RawResource) -> Opt
                 &format!("{path}.params.{name}"),
                 format!("`{name}` is set by `paginate` on every page, so this value would be overridden; leave it out of `params` (the page size is `paginate.limit`)"),
             );
+        }
+    }
+    if let (Some((f, _)), Some(pg)) = (&format, &paginator) {
+        if f.streamed() {
+            check_streamed_paging(cx, path, f.name(), pg, stop_when.as_ref(), completeness.as_ref());
         }
     }
     let max_pages = r.max_pages.unwrap_or(10_000);
@@ -139,6 +170,9 @@ pub(super) fn compile_resource(cx: &mut Ctx, path: &str, r: &RawResource) -> Opt
         params: params?,
         headers: headers?,
         records: records?,
+        format: format.as_ref()?.0.clone(),
+        compression: format?.1,
+        job: job?.map(Box::new),
         paginator: paginator?,
         stop_when: stop_when?,
         completeness: completeness?,
@@ -148,6 +182,43 @@ pub(super) fn compile_resource(cx: &mut Ctx, path: &str, r: &RawResource) -> Opt
         filter: filter?,
         tables,
     })
+}
+
+/// A streamed body (`format: jsonl | csv | xml`) has no JSON page for a paginator to read:
+/// only headers, the URL and the record counts are there.
+fn check_streamed_paging(
+    cx: &mut Ctx,
+    path: &str,
+    format: &str,
+    pg: &p::Paginator,
+    stop_when: Option<&Option<p::StopWhen>>,
+    completeness: Option<&p::Completeness>,
+) {
+    let reads = match pg {
+        p::Paginator::NextUrl { .. } => Some("next"),
+        p::Paginator::PageNumber {
+            total_pages: Some(_), ..
+        } => Some("total_pages"),
+        p::Paginator::Offset { total: Some(_), .. } => Some("total"),
+        p::Paginator::Cursor {
+            from: p::CursorFrom::Body(_),
+            ..
+        } => Some("cursor"),
+        _ => None,
+    };
+    let reads = reads
+        .or(stop_when.is_some_and(|s| s.is_some()).then_some("stop_when"))
+        .or(completeness.and_then(|c| {
+            (c.total.is_some() || c.total_pages.is_some())
+                .then_some("total")
+                .or(c.has_more.is_some().then_some("has_more"))
+        }));
+    if let Some(field) = reads {
+        cx.error(
+            &format!("{path}.paginate.{field}"),
+            format!("`{field}` reads a JSON page, and a `format: {format}` body is records only: page with `cursor` from a `header`, `link_header`, `page_number` or `offset` (or `last_record`)"),
+        );
+    }
 }
 
 /// `for_each: {values}`: the values, interpolated.
@@ -297,19 +368,23 @@ pub(super) fn compile_rules(cx: &mut Ctx, path: &str, rules: &[RawResponseRule])
     out
 }
 
-/// `path` or `url`, with the placeholders only a `for_each` or incremental resource may
-/// use.
-fn compile_target(cx: &mut Ctx, path: &str, r: &RawResource, allowed: Allowed) -> Option<p::Target> {
+/// `path` or `url` (of resource `name`, or of one of its job's requests), with the
+/// placeholders only a `for_each`, incremental or job resource may use.
+pub(super) fn compile_target(
+    cx: &mut Ctx,
+    path: &str,
+    name: &str,
+    rpath: Option<&String>,
+    rurl: Option<&String>,
+    allowed: Allowed,
+) -> Option<p::Target> {
     use crate::spec::placeholder::{scan, Scan, Source};
-    let any = allowed.parent || allowed.item || allowed.start;
-    match (&r.path, &r.url) {
+    let any = allowed.parent || allowed.item || allowed.start || allowed.job;
+    match (rpath, rurl) {
         (None, None) => {
             cx.error(
                 path,
-                format!(
-                    "resource `{}` needs a `path` below base_url (such as `/character`) or a `url`",
-                    r.name
-                ),
+                format!("resource `{name}` needs a `path` below base_url (such as `/character`) or a `url`"),
             );
             None
         }
@@ -399,7 +474,19 @@ fn uses(r: &RawResource, is: impl Fn(&crate::spec::placeholder::Source) -> bool)
     if let Some(b) = &r.body {
         strings(b, &mut texts);
     }
-    let strict = r.path.iter().chain(&r.url).map(|t| scan(t, Scan::Strict));
+    let create = r.job.as_ref().map(|j| &j.create);
+    if let Some(c) = create {
+        texts.extend(c.params.values().map(|v| v.0.as_str()));
+        if let Some(b) = &c.body {
+            strings(b, &mut texts);
+        }
+    }
+    let strict = r
+        .path
+        .iter()
+        .chain(&r.url)
+        .chain(create.iter().flat_map(|c| c.path.iter().chain(&c.url)))
+        .map(|t| scan(t, Scan::Strict));
     let text = texts.into_iter().map(|t| scan(t, Scan::Text));
     strict
         .chain(text)

@@ -113,6 +113,8 @@ struct State {
     issues: Mutex<Option<Vec<Value>>>,
     /// The spec-reach routes' own state (see [`super::reach`]).
     reach: Mutex<super::reach::ReachState>,
+    /// The bulk and file routes' own state (see [`super::files`]).
+    files: Mutex<super::files::FilesState>,
 }
 
 pub struct ApiServer {
@@ -159,6 +161,7 @@ impl ApiServer {
             issues: Mutex::new(None),
             bodies: Mutex::new(Vec::new()),
             reach: Mutex::new(Default::default()),
+            files: Mutex::new(Default::default()),
         });
         let served = state.clone();
         super::serve(
@@ -229,6 +232,21 @@ impl ApiServer {
             .map(|r| r.target)
             .filter(|t| t.starts_with(prefix))
             .collect()
+    }
+
+    /// Point the pre-signed file links of the bulk routes at `base` (another server).
+    pub fn files_on(&self, base: &str) {
+        self.state.files.lock().unwrap().files_host = Some(base.to_string());
+    }
+
+    /// The polls each Salesforce bulk job got, in the order they were created.
+    pub fn job_polls(&self) -> Vec<u32> {
+        super::files::job_polls(&self.state.files.lock().unwrap())
+    }
+
+    /// The query of each Salesforce bulk job, in the order they were created.
+    pub fn job_queries(&self) -> Vec<String> {
+        super::files::job_queries(&self.state.files.lock().unwrap())
     }
 
     /// Session logins made so far (`/session/api/login`).
@@ -413,14 +431,24 @@ async fn handle(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> 
     if let Some(resp) = super::reach::route(&state.reach, &path, &query, &header, &body) {
         return resp;
     }
+    let records = |ep: &str| records_of(state, ep);
+    if let Some(resp) = super::files::route(&state.files, &records, &path, &query, &header, &body) {
+        return resp;
+    }
     route(state, &path, &query, next_self)
 }
 
 /// All 826 characters of the fixture, in order.
 fn characters(state: &State) -> Vec<Value> {
-    (1..=state.pages["character"].len())
-        .flat_map(|n| {
-            serde_json::from_str::<Value>(&state.pages["character"][n - 1]).unwrap()["results"]
+    records_of(state, "character")
+}
+
+/// Every record of endpoint `ep` (`character`, `location`, `episode`), in order.
+fn records_of(state: &State, ep: &str) -> Vec<Value> {
+    state.pages[ep]
+        .iter()
+        .flat_map(|page| {
+            serde_json::from_str::<Value>(page).unwrap()["results"]
                 .as_array()
                 .unwrap()
                 .clone()

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod api;
+pub mod files;
 pub mod lambda;
 pub mod pg;
 pub mod reach;
