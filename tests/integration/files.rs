@@ -344,7 +344,7 @@ fn a_streamed_format_refuses_a_paginator_that_reads_a_json_page() {
     let run = Sluice::new(["validate", spec.to_str().unwrap()]).run().failure(1);
     let said = format!("{}{}", run.stdout, run.stderr);
     assert!(
-        said.contains("files.yaml:14:38: error: resources[0].paginate.next: `next` reads a JSON page, and a `format: csv` body is records only"),
+        said.contains("files.yaml:15:38: error: resources[0].paginate.next: `next` reads a JSON page, and a `format: csv` body is records only"),
         "{said}"
     );
 }
