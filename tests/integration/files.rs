@@ -348,3 +348,45 @@ fn a_streamed_format_refuses_a_paginator_that_reads_a_json_page() {
         "{said}"
     );
 }
+
+#[test]
+fn for_each_starts_one_export_job_per_value_each_read_to_its_end() {
+    let api = ApiServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let spec = std::fs::read_to_string(SALESFORCE)
+        .unwrap()
+        .replace("  - name: contacts\n", "  - name: contacts\n    for_each: {values: [Contact, Lead]}\n")
+        .replace("FROM Contact", "FROM {item}")
+        .replace("every: 500ms", "every: 100ms");
+    let path = dir.path().join("each.yaml");
+    std::fs::write(&path, spec).unwrap();
+    let db = pg::fresh_database();
+    let run = Sluice::new(["run", path.to_str().unwrap()])
+        .env("SALESFORCE_URL", format!("{}/sfbulk", api.base))
+        .env("SALESFORCE_TOKEN", SF_TOKEN)
+        .env("SLUICE_STAGING", dir.path().join("staging"))
+        .env("DATABASE_URL", &db)
+        .run()
+        .success();
+    let mut queries = api.job_queries();
+    queries.sort();
+    assert_eq!(queries.len(), 2, "{}", run.stderr);
+    assert!(queries[0].contains("FROM Contact WHERE") && queries[1].contains("FROM Lead WHERE"), "{queries:?}");
+    assert_eq!(api.job_polls(), vec![SF_POLLS_IN_PROGRESS + 1; 2]);
+    // Each job's three result pages; the same contacts twice, merged on the key.
+    assert_eq!(
+        api.requests().iter().filter(|r| r.target.contains("/results?")).count(),
+        6
+    );
+    assert!(
+        run.stdout
+            .lines()
+            .any(|l| l.starts_with("contacts") && l.split_whitespace().nth(2) == Some("1652")),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(
+        pg::scalar(&db, "SELECT count(*) FROM salesforce.contact").as_deref(),
+        Some("826")
+    );
+}
