@@ -3,7 +3,7 @@
 //! nothing); the paginators only say what comes next.
 
 pub(crate) mod auth;
-mod decode;
+pub(crate) mod decode;
 pub(crate) mod http;
 mod job;
 pub(crate) mod paginate;

@@ -5,6 +5,7 @@
 //! `sample` talks to the API (through sluice's own client, paginators and extractor),
 //! `infer` turns records into a table, `render` writes the YAML.
 
+pub(crate) mod files;
 pub(crate) mod infer;
 pub(crate) mod render;
 pub(crate) mod sample;

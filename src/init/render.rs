@@ -325,7 +325,10 @@ pub(crate) fn resource(
         }
     }
     out.push_str(&post(&inner, s.body.as_ref()));
-    out.push_str(&format!("{inner}records: {}\n", scalar(&s.records_path, false)));
+    match &s.file {
+        Some(lines) => lines.iter().for_each(|l| out.push_str(&format!("{inner}{l}\n"))),
+        None => out.push_str(&format!("{inner}records: {}\n", scalar(&s.records_path, false))),
+    }
     out.push_str(&format!("{inner}paginate: {}\n", paginate(s)));
     if s.ok_envelope {
         comment(

@@ -163,7 +163,7 @@ fn new_records(page: &[&Value], first: &HashSet<String>) -> bool {
 }
 
 impl Sampler<'_> {
-    /// Fetch one URL as it is, within the budget; `None` when the budget is spent.
+    /// Fetch one URL as it is, within the budget, and read it as JSON.
     async fn get(
         &mut self,
         url: &Url,
@@ -171,6 +171,19 @@ impl Sampler<'_> {
         resource: &str,
         page: u64,
     ) -> Result<(Response, Value), InitError> {
+        let resp = self.get_raw(url, body, resource, page).await?;
+        let parsed = self.parsed(url, body, &resp)?;
+        Ok((resp, parsed))
+    }
+
+    /// Fetch one URL as it is, within the budget.
+    async fn get_raw(
+        &mut self,
+        url: &Url,
+        body: Option<&Value>,
+        resource: &str,
+        page: u64,
+    ) -> Result<Response, InitError> {
         if let Some(why) = self.budget.out() {
             return Err(InitError::Budget(why));
         }
@@ -188,6 +201,11 @@ impl Sampler<'_> {
         .map_err(|_| InitError::Budget(OUT_OF_TIME.into()))?;
         let resp = fetched.map_err(|e| self.refused(e))?;
         self.budget.bytes += resp.body.len() as u64;
+        Ok(resp)
+    }
+
+    /// A response's body as JSON, or what it is instead.
+    fn parsed(&self, url: &Url, body: Option<&Value>, resp: &Response) -> Result<Value, InitError> {
         let shown = self.secrets.mask(&crate::util::shown_url(url.as_str()));
         let body: Value = serde_json::from_slice(&resp.body).map_err(|e| {
             InitError::Sample(format!(
@@ -196,7 +214,7 @@ impl Sampler<'_> {
                 crate::util::head(&resp.body)
             ))
         })?;
-        Ok((resp, body))
+        Ok(body)
     }
 
     /// A probe: the page, or `None` when the API refuses it (a parameter it does not
@@ -240,7 +258,15 @@ impl Sampler<'_> {
         );
         self.unconfirmed.clear();
         let sent = self.body.clone();
-        let (resp, body) = self.get(url, sent.as_ref(), name, 1).await?;
+        let resp = self.get_raw(url, sent.as_ref(), name, 1).await?;
+        let body = match self.parsed(url, sent.as_ref(), &resp) {
+            Ok(body) => body,
+            Err(not_json) => {
+                let content_type = resp.headers.get("content-type").and_then(|v| v.to_str().ok());
+                let file = super::files::detect(&resp.body, content_type).ok_or(not_json)?;
+                return Ok(Sampled::of_file(url, file, self.body.clone()));
+            }
+        };
         let (records_path, records_why) = find_records(&body)
             .map_err(|why| InitError::Sample(format!("{shown}: cannot tell where the records are: {why}")))?;
         let first: Vec<Value> = select(&body, &records_path).into_iter().cloned().collect();
@@ -316,6 +342,7 @@ impl Sampler<'_> {
                         complete,
                         stopped,
                         ok_envelope,
+                        file: None,
                     });
                 }
                 Ok(Followed::Repeats) => {
@@ -360,6 +387,7 @@ impl Sampler<'_> {
             total,
             has_more,
             ok_envelope,
+            file: None,
         })
     }
 

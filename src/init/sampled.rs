@@ -81,6 +81,35 @@ pub(crate) struct Sampled {
     pub has_more: Option<(String, bool)>,
     /// The page says `"ok": true` (Slack's envelope): its errors come with HTTP 200.
     pub ok_envelope: bool,
+    /// A body that is a file (JSON Lines, CSV, XML): the spec lines that say so.
+    pub file: Option<Vec<String>>,
+}
+
+impl Sampled {
+    /// What a file body showed: its records, one page, read whole.
+    pub(crate) fn of_file(url: &Url, file: super::files::FileBody, body: Option<Value>) -> Sampled {
+        tracing::info!("{}: {} records", file.why, file.records.len());
+        Sampled {
+            url: url.clone(),
+            records_path: "$".into(),
+            records_why: file.why,
+            paging: Paging::None,
+            paging_why: "one file".into(),
+            params: url
+                .query_pairs()
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect(),
+            body,
+            pages: 1,
+            complete: true,
+            stopped: None,
+            total: None,
+            has_more: None,
+            ok_envelope: false,
+            file: Some(file.yaml),
+            records: file.records,
+        }
+    }
 }
 
 /// A request with a body is a POST, else a GET.

@@ -120,10 +120,16 @@ fn a_failed_bulk_job_fails_the_run_with_salesforces_message_and_loads_nothing() 
         run.stderr
     );
     assert_eq!(
-        pg::scalar(&db, "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'salesforce'").as_deref(),
+        pg::scalar(
+            &db,
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'salesforce'"
+        )
+        .as_deref(),
         Some("0")
     );
-    assert!(api.targets_under("/sfbulk/services/data/v59.0/jobs/query/750R00000000001/results").is_empty());
+    assert!(api
+        .targets_under("/sfbulk/services/data/v59.0/jobs/query/750R00000000001/results")
+        .is_empty());
 }
 
 #[test]
@@ -191,7 +197,9 @@ fn a_shopify_bulk_operation_downloads_its_json_lines_from_another_host_without_c
     assert_eq!(api.requests().len(), 3);
     let downloads = files.requests();
     assert_eq!(downloads.len(), 1);
-    assert!(downloads[0].target.starts_with("/shopify-files/bulk-1.jsonl?X-Goog-Algorithm="));
+    assert!(downloads[0]
+        .target
+        .starts_with("/shopify-files/bulk-1.jsonl?X-Goog-Algorithm="));
     assert!(
         downloads[0]
             .headers
@@ -218,7 +226,12 @@ fn a_gzipped_latin_1_csv_file_loads_typed_with_empty_fields_null() {
             &db,
             "SELECT count(*), sum(id), count(note), count(*) FILTER (WHERE note = 'Café') FROM character"
         ),
-        vec![vec!["826".to_string(), (826 * 827 / 2).to_string(), "82".into(), "82".into()]],
+        vec![vec![
+            "826".to_string(),
+            (826 * 827 / 2).to_string(),
+            "82".into(),
+            "82".into()
+        ]],
         "{}",
         run.stderr
     );
@@ -281,20 +294,26 @@ fn a_csv_row_that_does_not_read_fails_the_run_naming_the_row_and_loads_nothing()
     api.put("rows", "id,name\n1,a\n2,b\n3\n4,d\n", &[("content-type", "text/csv")]);
     let run = Sluice::new(["run", spec.to_str().unwrap()]).run().failure(1);
     assert!(
-        run.stderr.contains(
-            "resource `rows`, page 1: the csv body from "
-        ) && run.stderr.contains("does not read: row 4: 1 fields where the header has 2 (id, name)"),
+        run.stderr.contains("resource `rows`, page 1: the csv body from ")
+            && run
+                .stderr
+                .contains("does not read: row 4: 1 fields where the header has 2 (id, name)"),
         "{}",
         run.stderr
     );
-    assert!(
-        sqlite_rows(&dir.path().join("files.db"), "SELECT name FROM sqlite_master WHERE name = 'row'").is_empty()
-    );
+    assert!(sqlite_rows(
+        &dir.path().join("files.db"),
+        "SELECT name FROM sqlite_master WHERE name = 'row'"
+    )
+    .is_empty());
     // The same file whole loads every row.
     api.put("rows", "id,name\n1,a\n2,b\n3,c\n4,d\n", &[("content-type", "text/csv")]);
     Sluice::new(["run", spec.to_str().unwrap()]).run().success();
     assert_eq!(
-        sqlite_rows(&dir.path().join("files.db"), "SELECT count(*), group_concat(name, '') FROM row"),
+        sqlite_rows(
+            &dir.path().join("files.db"),
+            "SELECT count(*), group_concat(name, '') FROM row"
+        ),
         vec![vec!["4".to_string(), "abcd".into()]]
     );
 }
@@ -326,9 +345,11 @@ fn json_lines_that_break_off_or_grow_past_max_response_size_fail_the_run() {
         "{}",
         run.stderr
     );
-    assert!(
-        sqlite_rows(&dir.path().join("files.db"), "SELECT name FROM sqlite_master WHERE name = 'row'").is_empty()
-    );
+    assert!(sqlite_rows(
+        &dir.path().join("files.db"),
+        "SELECT name FROM sqlite_master WHERE name = 'row'"
+    )
+    .is_empty());
 }
 
 #[test]
@@ -355,7 +376,10 @@ fn for_each_starts_one_export_job_per_value_each_read_to_its_end() {
     let dir = tempfile::tempdir().unwrap();
     let spec = std::fs::read_to_string(SALESFORCE)
         .unwrap()
-        .replace("  - name: contacts\n", "  - name: contacts\n    for_each: {values: [Contact, Lead]}\n")
+        .replace(
+            "  - name: contacts\n",
+            "  - name: contacts\n    for_each: {values: [Contact, Lead]}\n",
+        )
         .replace("FROM Contact", "FROM {item}")
         .replace("every: 500ms", "every: 100ms");
     let path = dir.path().join("each.yaml");
@@ -371,7 +395,10 @@ fn for_each_starts_one_export_job_per_value_each_read_to_its_end() {
     let mut queries = api.job_queries();
     queries.sort();
     assert_eq!(queries.len(), 2, "{}", run.stderr);
-    assert!(queries[0].contains("FROM Contact WHERE") && queries[1].contains("FROM Lead WHERE"), "{queries:?}");
+    assert!(
+        queries[0].contains("FROM Contact WHERE") && queries[1].contains("FROM Lead WHERE"),
+        "{queries:?}"
+    );
     assert_eq!(api.job_polls(), vec![SF_POLLS_IN_PROGRESS + 1; 2]);
     // Each job's three result pages; the same contacts twice, merged on the key.
     assert_eq!(

@@ -598,3 +598,33 @@ fn a_page_without_records_or_json_is_explained() {
         html.stderr
     );
 }
+
+#[test]
+fn a_gzipped_semicolon_separated_latin_1_csv_file_is_told_and_loads_whole() {
+    let (dir, log) = shape("csv_file", "/files/characters.csv.gz", "characters", 826);
+    let spec = std::fs::read_to_string(dir.path().join("spec.yaml")).unwrap();
+    assert!(
+        spec.contains("format: csv\n") && spec.contains("csv: {delimiter: \";\", encoding: latin-1}"),
+        "{spec}\n{log}"
+    );
+    // The id column is typed from the text, and the key.
+    assert!(spec.contains("primary_key: [id]"), "{spec}");
+}
+
+#[test]
+fn json_lines_and_an_rss_feed_are_told_and_load_whole() {
+    let (dir, log) = shape(
+        "jsonl_file",
+        "/shopify-files/bulk-1.jsonl?X-Goog-Signature=x",
+        "bulk_1",
+        826 + 275,
+    );
+    let spec = std::fs::read_to_string(dir.path().join("spec.yaml")).unwrap();
+    assert!(spec.contains("format: jsonl\n"), "{spec}\n{log}");
+    let (dir, log) = shape("rss_feed", "/feeds/episodes.rss", "episodes", 51);
+    let spec = std::fs::read_to_string(dir.path().join("spec.yaml")).unwrap();
+    assert!(
+        spec.contains("format: xml\n") && spec.contains("xml: {records: rss/channel/item}"),
+        "{spec}\n{log}"
+    );
+}

@@ -114,10 +114,17 @@ pub fn route(
                     "<Error><Code>InvalidArgument</Code><Message>Invalid argument: a signed URL takes no Authorization header.</Message></Error>",
                 ));
             }
-            if file.strip_prefix("bulk-").and_then(|f| f.strip_suffix(".jsonl")).is_none()
+            if file
+                .strip_prefix("bulk-")
+                .and_then(|f| f.strip_suffix(".jsonl"))
+                .is_none()
                 || param(query, "X-Goog-Signature").is_none()
             {
-                return Some(respond(403, "application/xml", "<Error><Code>AccessDenied</Code></Error>"));
+                return Some(respond(
+                    403,
+                    "application/xml",
+                    "<Error><Code>AccessDenied</Code></Error>",
+                ));
             }
             let mut lines = String::new();
             for c in records("character") {
@@ -134,7 +141,11 @@ pub fn route(
         ["files", "characters.csv.gz"] => {
             let mut csv = String::from("id;name;species;origin;note\n");
             for c in records("character") {
-                let note = if c["id"].as_u64().unwrap() % 10 == 0 { "Café" } else { "" };
+                let note = if c["id"].as_u64().unwrap() % 10 == 0 {
+                    "Café"
+                } else {
+                    ""
+                };
                 let row = [
                     c["id"].to_string(),
                     c["name"].as_str().unwrap().to_string(),
@@ -147,7 +158,10 @@ pub fn route(
                 csv.push('\n');
             }
             // Latin-1: every character above U+00FF becomes `?`.
-            let latin1: Vec<u8> = csv.chars().map(|c| if (c as u32) < 256 { c as u8 } else { b'?' }).collect();
+            let latin1: Vec<u8> = csv
+                .chars()
+                .map(|c| if (c as u32) < 256 { c as u8 } else { b'?' })
+                .collect();
             let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
             gz.write_all(&latin1).unwrap();
             respond(200, "application/gzip", gz.finish().unwrap())
@@ -230,7 +244,9 @@ fn salesforce(
                     &json!([{"errorCode": "INVALIDJOB", "message": "The job is not complete"}]),
                 );
             }
-            let max: usize = param(query, "maxRecords").and_then(|m| m.parse().ok()).unwrap_or(50_000);
+            let max: usize = param(query, "maxRecords")
+                .and_then(|m| m.parse().ok())
+                .unwrap_or(50_000);
             let from: usize = param(query, "locator")
                 .and_then(|l| l.strip_prefix("MTAw").and_then(|n| n.parse().ok()))
                 .unwrap_or(0);
@@ -249,12 +265,19 @@ fn salesforce(
                 csv.push('\n');
             }
             let next = from + max;
-            let locator = if next < all.len() { format!("MTAw{next}") } else { "null".into() };
+            let locator = if next < all.len() {
+                format!("MTAw{next}")
+            } else {
+                "null".into()
+            };
             Response::builder()
                 .status(200)
                 .header("content-type", "text/csv")
                 .header("Sforce-Locator", locator)
-                .header("Sforce-NumberOfRecords", all.len().saturating_sub(from).min(max).to_string())
+                .header(
+                    "Sforce-NumberOfRecords",
+                    all.len().saturating_sub(from).min(max).to_string(),
+                )
                 .body(Full::new(Bytes::from(csv)))
                 .unwrap()
         }
