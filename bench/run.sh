@@ -12,6 +12,8 @@
 # Usage: bench/run.sh [N ...]            (default: 10000 100000 1000000)
 #        BENCH_NESTED=0 bench/run.sh     (skip the nested-table spec)
 #        BENCH_SQLITE=0 bench/run.sh     (skip SQLite)
+#        bench/run.sh file:100 file:1000 (one CSV download of 100 MB, then 1 GB, into
+#                                         PostgreSQL: peak RSS stays flat)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 sizes=("$@")
@@ -50,7 +52,27 @@ seconds() { python3 -c "import sys,time; t=time.perf_counter(); import subproces
 
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -sr); date: $(date -u +%Y-%m-%d)"
 printf '%-8s %-12s %9s %9s %12s %9s | %8s %8s %8s %9s\n' records spec wall_s rec/s peak_rss_MB rows fetch_s write_s copy_s limits_x2
+file_bench() {
+  # One CSV file of $1 MB, made as it is sent, read as it streams in (bench/csv_file.yaml):
+  # peak RSS stays flat as the file grows.
+  local mb=$1 fport=$((port + 1)) db="bench_file_$1"
+  "$api" csv $((mb * 1000000)) "$fport" >/dev/null &
+  local fserver=$!
+  sleep 0.3
+  psql_at postgres -c "CREATE DATABASE $db"
+  rm -rf "$work/staging"
+  DATABASE_URL="postgres://postgres@127.0.0.1:$pg_port/$db" SLUICE_STAGING="$work/staging" BENCH_API="http://127.0.0.1:$fport" \
+    /usr/bin/time -v "$sluice" -q run bench/csv_file.yaml >"$work/run.out" 2>"$work/time.log" || { cat "$work/time.log" >&2; kill $fserver; exit 1; }
+  kill $fserver 2>/dev/null || true
+  local wall rss rows
+  wall=$(awk -F': ' '/Elapsed \(wall clock\)/ {split($2, t, ":"); if (length(t) == 3) print t[1]*3600 + t[2]*60 + t[3]; else print t[1]*60 + t[2]}' "$work/time.log")
+  rss=$(awk -F': ' '/Maximum resident set size/ {printf "%.1f", $2 / 1024}' "$work/time.log")
+  rows=$(psql_at "$db" -tAc "SELECT count(*) FROM bench_file.orders")
+  printf '%-8s %-12s %9s %9s %12s %9s | %s MB of CSV in one download\n' "$rows" "csv_file" "$wall" "$(python3 -c "print(int($rows/$wall))")" "$rss" "$rows" "$mb"
+}
+
 for n in "${sizes[@]}"; do
+  case $n in file:*) file_bench "${n#file:}"; continue ;; esac
   pages=$(( (n + 999) / 1000 ))
   data="$work/api-$n"
   "$api" generate "$data" "$n" 1000 "http://127.0.0.1:$port" >/dev/null

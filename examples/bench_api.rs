@@ -4,6 +4,7 @@
 //!
 //!     cargo run --release --example bench_api -- generate DIR RECORDS PER_PAGE BASE_URL
 //!     cargo run --release --example bench_api -- serve DIR PORT
+//!     cargo run --release --example bench_api -- csv BYTES PORT   (GET /file.csv, made as sent)
 
 // A test or bench binary exports nothing: its `pub` is for its own modules.
 #![allow(unreachable_pub)]
@@ -118,6 +119,74 @@ fn serve(dir: PathBuf, port: u16) {
     });
 }
 
+/// One CSV row of the file benchmark.
+fn csv_row(id: u64, out: &mut Vec<u8>) {
+    let statuses = ["paid", "refunded", "open"];
+    writeln!(
+        out,
+        "{id},Customer {id} Sanchez,{}.{:02},2024-{:02}-{:02}T10:{:02}:00Z,{}",
+        id % 10_000,
+        id % 100,
+        1 + id % 12,
+        1 + id % 28,
+        id % 60,
+        statuses[(id % 3) as usize]
+    )
+    .unwrap();
+}
+
+/// Serve `/file.csv`: a CSV file of `bytes` bytes (a header and whole rows), made as it is
+/// sent, so that the server holds one chunk whatever the size.
+fn serve_csv(bytes: u64, port: u16) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+        println!("serving a {bytes}-byte CSV file on http://127.0.0.1:{port}/file.csv");
+        loop {
+            let Ok((socket, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let service =
+                    hyper::service::service_fn(move |_req: hyper::Request<hyper::body::Incoming>| async move {
+                        let header = b"id,name,amount,created_at,status\n".to_vec();
+                        let chunks = futures_util::stream::unfold(
+                            (1u64, header.len() as u64, Some(header)),
+                            move |(id, sent, first)| async move {
+                                if first.is_none() && sent >= bytes {
+                                    return None;
+                                }
+                                let mut out = first.unwrap_or_default();
+                                let mut id = id;
+                                while out.len() < 256 << 10 && sent + (out.len() as u64) < bytes {
+                                    csv_row(id, &mut out);
+                                    id += 1;
+                                }
+                                let n = out.len() as u64;
+                                Some((
+                                    Ok::<_, Infallible>(hyper::body::Frame::data(Bytes::from(out))),
+                                    (id, sent + n, None),
+                                ))
+                            },
+                        );
+                        let resp = hyper::Response::builder()
+                            .header("content-type", "text/csv")
+                            .body(http_body_util::StreamBody::new(chunks))
+                            .unwrap();
+                        Ok::<_, Infallible>(resp)
+                    });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(socket), service)
+                    .await;
+            });
+        }
+    });
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
@@ -128,8 +197,9 @@ fn main() {
             &args[4],
         ),
         Some("serve") if args.len() == 3 => serve(PathBuf::from(&args[1]), args[2].parse().unwrap()),
+        Some("csv") if args.len() == 3 => serve_csv(args[1].parse().unwrap(), args[2].parse().unwrap()),
         _ => {
-            eprintln!("usage: bench_api generate DIR RECORDS PER_PAGE BASE_URL | bench_api serve DIR PORT");
+            eprintln!("usage: bench_api generate DIR RECORDS PER_PAGE BASE_URL | bench_api serve DIR PORT | bench_api csv BYTES PORT");
             std::process::exit(2);
         }
     }

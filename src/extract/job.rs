@@ -64,7 +64,8 @@ pub(crate) async fn run_job(
             });
         }
         if let Some(d) = client.deadline().filter(|d| wait >= d.usable()) {
-            return Err(d.stopped(name, polls));
+            // The download's first page is what did not start.
+            return Err(d.stopped(name, 1));
         }
         tracing::info!(resource = %name, polls, state = %state, wait_ms = wait.as_millis() as u64, "export job not done yet");
         tokio::time::sleep(wait).await;
@@ -127,10 +128,7 @@ async fn answer(
     what: &str,
     page: u64,
 ) -> Result<Value, ExtractError> {
-    let in_job = |e: ExtractError| ExtractError::InJob {
-        what: what.to_string(),
-        source: Box::new(e),
-    };
+    let in_job = |e| in_job(what, e);
     let resp = client
         .fetch(c.method, req, &resource.name, page)
         .await
@@ -146,17 +144,26 @@ async fn poll_once(
     req: &Request,
     n: u64,
 ) -> Result<(Value, Option<Duration>), ExtractError> {
-    let in_job = |e: ExtractError| ExtractError::InJob {
-        what: format!("poll {n}"),
-        source: Box::new(e),
-    };
-    let resp = client.fetch(c.method, req, &resource.name, n).await.map_err(in_job)?;
+    let in_job = |e| in_job(&format!("poll {n}"), e);
+    let resp = client.fetch(c.method, req, &resource.name, 1).await.map_err(in_job)?;
     let wait = resp
         .headers
         .get("retry-after")
         .and_then(|v| v.to_str().ok())
         .and_then(super::http::parse_retry_after);
-    Ok((json(resource, req, &resp.body, n).map_err(in_job)?, wait))
+    Ok((json(resource, req, &resp.body, 1).map_err(in_job)?, wait))
+}
+
+/// `e`, said to be of the job's `what` (a deadline stays a deadline, which the Lambda
+/// handler answers as such).
+fn in_job(what: &str, e: ExtractError) -> ExtractError {
+    match e {
+        e @ ExtractError::Deadline { .. } => e,
+        e => ExtractError::InJob {
+            what: what.to_string(),
+            source: Box::new(e),
+        },
+    }
 }
 
 fn json(resource: &Resource, req: &Request, body: &[u8], page: u64) -> Result<Value, ExtractError> {

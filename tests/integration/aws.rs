@@ -1288,3 +1288,42 @@ fn a_specs_runtime_sizes_its_functions_and_a_key_outside_its_prefix_is_refused()
     let d = Sluice::new(["deploy", "aws", sized.to_str().unwrap()]).run().failure(1);
     assert!(d.stderr.contains("must begin with `{pipeline}/`"), "{}", d.stderr);
 }
+
+#[test]
+fn an_export_job_polled_on_lambda_stops_before_the_invocation_deadline() {
+    let (api, s3, runtime) = (ApiServer::start(), S3Server::start(), RuntimeApi::start());
+    let (dir, logs) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    // A job that never finishes, polled every half second with half an hour to go.
+    let spec = std::fs::read_to_string(root().join("examples/specs/salesforce_bulk.yaml"))
+        .unwrap()
+        .replace("FROM Contact", "FROM Slow");
+    std::fs::write(dir.path().join("salesforce_bulk.yaml"), spec).unwrap();
+    let _f = function(&runtime, &s3, &api, dir.path(), logs.path())
+        .env("SALESFORCE_URL", format!("{}/sfbulk", api.base))
+        .env("SALESFORCE_TOKEN", crate::support::files::SF_TOKEN)
+        .env("DATABASE_URL", pg::fresh_database())
+        .env("SLUICE_DEADLINE_RESERVE", "1s")
+        .spawn(logs.path());
+    let started = std::time::Instant::now();
+    let id = runtime.invoke(
+        json!({"pipeline": "salesforce_bulk", "step": "extract"}),
+        Duration::from_secs(4),
+    );
+    let out = runtime.outcome(&id, LONG);
+    let took = started.elapsed();
+    assert_eq!(out.kind, "error", "{:?}", out.body);
+    assert_eq!(out.body["errorType"], "Sluice.Deadline", "{:?}", out.body);
+    let message = out.body["errorMessage"].as_str().unwrap();
+    assert!(
+        message.contains("resource `contacts`, page 1: stopped before the invocation deadline"),
+        "{message}"
+    );
+    assert!(
+        took < Duration::from_secs(4),
+        "the answer came after the deadline: {took:?}"
+    );
+    // The job was polled until the reserve, and no further.
+    let polls = api.job_polls();
+    assert_eq!(polls.len(), 1);
+    assert!((2..=6).contains(&polls[0]), "{polls:?}");
+}
