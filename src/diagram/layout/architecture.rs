@@ -428,8 +428,32 @@ impl<'a> Lane<'a> {
     /// The labels of the five flows, saying what moves between the six columns.
     fn flow_labels(&self) -> [Vec<String>; 5] {
         let p = self.p;
-        let paths: Vec<String> = p.resources().iter().map(|r| r.target.as_str().to_string()).collect();
-        let mut get = wrap(&format!("GET {}", paths.join(" ")), 26);
+        let verb = |r: &crate::spec::pipeline::Resource| match &r.job {
+            Some(_) => "job",
+            None => crate::extract::http::method_name(r.method),
+        };
+        let verbs: Vec<&str> = p.resources().iter().map(verb).collect();
+        let one_verb = verbs.windows(2).all(|w| w[0] == w[1]);
+        let paths: Vec<String> = p
+            .resources()
+            .iter()
+            .map(|r| {
+                let format = match r.format.streamed() {
+                    true => format!(" ({})", r.format.name()),
+                    false => String::new(),
+                };
+                match one_verb {
+                    true => format!("{}{format}", r.target.as_str()),
+                    false => format!("{} {}{format}", verb(r), r.target.as_str()),
+                }
+            })
+            .collect();
+        let lead = if one_verb {
+            format!("{} ", verbs[0])
+        } else {
+            String::new()
+        };
+        let mut get = wrap(&format!("{lead}{}", paths.join(" ")), 26);
         shorten(&mut get, 3);
         let paginators: Vec<String> = p.resources().iter().map(|r| r.paginator.describe()).collect();
         let same = paginators.windows(2).all(|w| w[0] == w[1]);

@@ -115,11 +115,22 @@ pub(super) fn request_of(r: &crate::spec::pipeline::Resource) -> String {
         .as_ref()
         .map(|f| format!(" for each `{}` record", f.parent))
         .unwrap_or_default();
+    let request = match &r.job {
+        Some(job) => format!(
+            "export job: {} {}, polled at {}",
+            crate::extract::http::method_name(job.create.method),
+            job.create.target.as_str(),
+            job.poll.target.as_str()
+        ),
+        None => format!("{} {}", crate::extract::http::method_name(r.method), r.target.as_str()),
+    };
+    let format = match r.format.streamed() {
+        true => format!("{} bodies; ", r.format.name()),
+        false => String::new(),
+    };
     format!(
-        "resource {}: {} {}{parent}; records {}; {}",
+        "resource {}: {request}{parent}; {format}records {}; {}",
         r.name,
-        crate::extract::http::method_name(r.method),
-        r.target.as_str(),
         r.records.as_str(),
         r.paginator.describe()
     )
