@@ -1,7 +1,7 @@
 //! A resource's body format (`format`, `csv`, `xml`, `compression`) and its export job
 //! (`job`: create, poll, download).
 
-use super::resource::compile_target;
+use super::target::compile_target;
 use super::{check_body_templates, check_placeholders, interp_map, Allowed, Ctx};
 use crate::spec::model::*;
 use crate::spec::pipeline as p;

@@ -27,6 +27,7 @@ mod runtime;
 mod source;
 mod stores;
 mod table;
+mod target;
 
 use checks::{check_for_each, check_names_unique, check_references};
 use resource::compile_resource;

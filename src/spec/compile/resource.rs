@@ -3,7 +3,8 @@
 
 use super::paginate::compile_paginate;
 use super::table::{compile_nested_tables, compile_table};
-use super::{check_body_templates, check_placeholders, check_sources, interp_map, Allowed, Ctx};
+use super::target::compile_target;
+use super::{check_body_templates, check_placeholders, interp_map, Allowed, Ctx};
 use crate::spec::interp::Interp;
 use crate::spec::jsonpath::JsonPath;
 use crate::spec::model::*;
@@ -20,16 +21,11 @@ pub(super) fn compile_resource(cx: &mut Ctx, path: &str, r: &RawResource) -> Opt
         job: false,
     };
     let job = super::job::compile_job(cx, path, r, allowed);
-    let target = match &r.job {
-        Some(j) => compile_target(
-            cx,
-            &format!("{path}.job.create"),
-            &r.name,
-            j.create.path.as_ref(),
-            j.create.url.as_ref(),
-            allowed,
-        ),
-        None => compile_target(cx, path, &r.name, r.path.as_ref(), r.url.as_ref(), allowed),
+    // A job's resource goes where the job is created.
+    let target = match &job {
+        Some(Some(j)) => Some(j.create.target.clone()),
+        Some(None) => compile_target(cx, path, &r.name, r.path.as_ref(), r.url.as_ref(), allowed),
+        None => None,
     };
     let format = super::job::compile_format(cx, path, r);
     let incremental = compile_incremental(cx, path, r);
@@ -63,20 +59,7 @@ pub(super) fn compile_resource(cx: &mut Ctx, path: &str, r: &RawResource) -> Opt
     for (k, v) in &r.params {
         check_placeholders(cx, &format!("{path}.params.{k}"), &v.0, allowed);
     }
-    let records = match (&r.records, r.format.unwrap_or_default()) {
-        (Some(records), _) => cx.jsonpath(&format!("{path}.records"), records),
-        (None, BodyKind::Json) => {
-            cx.error(
-                path,
-                format!(
-                    "resource `{}` needs `records`: a JSONPath to the records in each page, for example `$.results[*]`",
-                    r.name
-                ),
-            );
-            None
-        }
-        (None, _) => cx.jsonpath(&format!("{path}.records"), "$"),
-    };
+    let records = compile_records(cx, path, r);
     let method = r.method.unwrap_or(HttpMethod::Get);
     if let Some(body) = &r.body {
         if method != HttpMethod::Post {
@@ -86,25 +69,7 @@ pub(super) fn compile_resource(cx: &mut Ctx, path: &str, r: &RawResource) -> Opt
     }
     let (paginator, stop_when, completeness) = compile_paginate(cx, &format!("{path}.paginate"), r.paginate.as_ref());
     if let Some(pg) = &paginator {
-        let sets: Vec<&str> = match pg {
-            p::Paginator::PageNumber { param, .. } => vec![param],
-            p::Paginator::Offset {
-                limit_param,
-                offset_param,
-                ..
-            } => vec![limit_param, offset_param],
-            p::Paginator::Cursor {
-                to: p::CursorTo::Param(param),
-                ..
-            } => vec![param],
-            _ => Vec::new(),
-        };
-        for name in sets.into_iter().filter(|n| r.params.contains_key(*n)) {
-            cx.error_at_key(
-                &format!("{path}.params.{name}"),
-                format!("`{name}` is set by `paginate` on every page, so this value would be overridden; leave it out of `params` (the page size is `paginate.limit`)"),
-            );
-        }
+        check_paginator_params(cx, path, r, pg);
     }
     if let (Some((f, _)), Some(pg)) = (&format, &paginator) {
         if f.streamed() {
@@ -182,6 +147,47 @@ pub(super) fn compile_resource(cx: &mut Ctx, path: &str, r: &RawResource) -> Opt
         filter: filter?,
         tables,
     })
+}
+
+/// `records`, which only a JSON body needs (`$`, each line, row or element, otherwise).
+fn compile_records(cx: &mut Ctx, path: &str, r: &RawResource) -> Option<crate::spec::jsonpath::JsonPath> {
+    match (&r.records, r.format.unwrap_or_default()) {
+        (Some(records), _) => cx.jsonpath(&format!("{path}.records"), records),
+        (None, BodyKind::Json) => {
+            cx.error(
+                path,
+                format!(
+                    "resource `{}` needs `records`: a JSONPath to the records in each page, for example `$.results[*]`",
+                    r.name
+                ),
+            );
+            None
+        }
+        (None, _) => cx.jsonpath(&format!("{path}.records"), "$"),
+    }
+}
+
+/// A parameter the paginator sets on every page is not the resource's own.
+fn check_paginator_params(cx: &mut Ctx, path: &str, r: &RawResource, pg: &p::Paginator) {
+    let sets: Vec<&str> = match pg {
+        p::Paginator::PageNumber { param, .. } => vec![param],
+        p::Paginator::Offset {
+            limit_param,
+            offset_param,
+            ..
+        } => vec![limit_param, offset_param],
+        p::Paginator::Cursor {
+            to: p::CursorTo::Param(param),
+            ..
+        } => vec![param],
+        _ => Vec::new(),
+    };
+    for name in sets.into_iter().filter(|n| r.params.contains_key(*n)) {
+        cx.error_at_key(
+            &format!("{path}.params.{name}"),
+            format!("`{name}` is set by `paginate` on every page, so this value would be overridden; leave it out of `params` (the page size is `paginate.limit`)"),
+        );
+    }
 }
 
 /// A streamed body (`format: jsonl | csv | xml`) has no JSON page for a paginator to read:
@@ -366,97 +372,6 @@ pub(super) fn compile_rules(cx: &mut Ctx, path: &str, rules: &[RawResponseRule])
         });
     }
     out
-}
-
-/// `path` or `url` (of resource `name`, or of one of its job's requests), with the
-/// placeholders only a `for_each`, incremental or job resource may use.
-pub(super) fn compile_target(
-    cx: &mut Ctx,
-    path: &str,
-    name: &str,
-    rpath: Option<&String>,
-    rurl: Option<&String>,
-    allowed: Allowed,
-) -> Option<p::Target> {
-    use crate::spec::placeholder::{scan, Scan, Source};
-    let any = allowed.parent || allowed.item || allowed.start || allowed.job;
-    match (rpath, rurl) {
-        (None, None) => {
-            cx.error(
-                path,
-                format!("resource `{name}` needs a `path` below base_url (such as `/character`) or a `url`"),
-            );
-            None
-        }
-        (Some(_), Some(_)) => {
-            cx.error_at_key(&format!("{path}.url"), "give `path` or `url`, not both");
-            None
-        }
-        (Some(raw), None) => {
-            let fpath = format!("{path}.path");
-            // `${VAR}`s are resolved when the pipeline runs; the checks see them as `x`.
-            let checked = cx.interp(&fpath, raw)?.resolve_with(|_| Some("x".into())).ok()?;
-            let rp = &checked;
-            if rp.contains(char::is_whitespace) || rp.contains("://") {
-                cx.error(
-                    &fpath,
-                    format!("`{rp}` must be a path below base_url such as `/character`, without spaces; an absolute URL goes in `url`"),
-                );
-                return None;
-            }
-            let only_now = scan(rp, Scan::Strict)
-                .is_ok_and(|f| !f.is_empty() && f.iter().all(|p| matches!(p.source, Source::Now(_))));
-            if !any && !only_now && rp.contains(['{', '}']) {
-                cx.error(
-                    &fpath,
-                    format!("`{rp}`: braces would be sent as they are; placeholders need `for_each` (`{{parent.<field>}}`) or `incremental` (`{{incremental.start}}`)"),
-                );
-                return None;
-            }
-            match scan(rp, Scan::Strict) {
-                Err(e) => {
-                    cx.error(&fpath, format!("`{rp}`: {e}"));
-                    None
-                }
-                Ok(found) => check_sources(cx, &fpath, &found, allowed).then(|| p::Target::Path(raw.clone())),
-            }
-        }
-        (None, Some(raw)) => {
-            let fpath = format!("{path}.url");
-            let checked = cx.interp(&fpath, raw)?.resolve_with(|_| Some("x".into())).ok()?;
-            let u = &checked;
-            let found = match scan(u, Scan::Strict) {
-                Ok(found) => found,
-                Err(e) => {
-                    cx.error(&fpath, format!("`{u}`: {e}"));
-                    return None;
-                }
-            };
-            if !check_sources(cx, &fpath, &found, allowed) {
-                return None;
-            }
-            // A URL that starts with a placeholder is the parent's; any other must be an
-            // absolute http(s) URL whatever the placeholders hold.
-            if found.first().is_none_or(|p| p.start > 0) {
-                let mut sample = u.clone();
-                for p in found.iter().rev() {
-                    sample.replace_range(p.start..p.end, "x");
-                }
-                let fine = url::Url::parse(&sample)
-                    .is_ok_and(|x| matches!(x.scheme(), "http" | "https") && x.host().is_some());
-                if !fine {
-                    cx.error(
-                        &fpath,
-                        format!(
-                            "`{u}` is not an absolute http:// or https:// URL; a path below base_url goes in `path`"
-                        ),
-                    );
-                    return None;
-                }
-            }
-            Some(p::Target::Url(raw.clone()))
-        }
-    }
 }
 
 /// Whether a placeholder `is` picks appears in the resource's path, URL, params or body.
