@@ -41,7 +41,7 @@ pub(super) fn compile_target(
                 return None;
             }
             let only_now = scan(rp, Scan::Strict)
-                .is_ok_and(|f| !f.is_empty() && f.iter().all(|p| matches!(p.source, Source::Now(_))));
+                .is_ok_and(|f| !f.is_empty() && f.iter().all(|p| matches!(p.source, Source::Now(_) | Source::Job(_))));
             if !any && !only_now && rp.contains(['{', '}']) {
                 cx.error(
                     &fpath,
