@@ -114,15 +114,21 @@ fn io_error(e: std::io::Error) -> DecodeError {
     DecodeError::Read(e.to_string())
 }
 
+/// Whether a body starting with `head` is read as gzip: always, never, or (`auto`) when
+/// it starts with gzip's magic bytes.
+pub(crate) fn gzipped(compression: Compression, head: &[u8]) -> bool {
+    match compression {
+        Compression::Gzip => true,
+        Compression::None => false,
+        Compression::Auto => head.starts_with(&[0x1f, 0x8b]),
+    }
+}
+
 /// `input` decompressed as `compression` says (`auto`: gzip when it starts with gzip's
 /// magic bytes), limited, with a UTF-8 byte-order mark skipped.
 fn opened<'a>(input: impl Read + 'a, compression: Compression, limit: u64) -> std::io::Result<Box<dyn BufRead + 'a>> {
     let mut raw = BufReader::with_capacity(64 << 10, input);
-    let gzip = match compression {
-        Compression::Gzip => true,
-        Compression::None => false,
-        Compression::Auto => raw.fill_buf()?.starts_with(&[0x1f, 0x8b]),
-    };
+    let gzip = gzipped(compression, raw.fill_buf()?);
     let inner: Box<dyn Read + 'a> = match gzip {
         true => Box::new(flate2::bufread::MultiGzDecoder::new(raw)),
         false => Box::new(raw),
@@ -136,11 +142,7 @@ fn opened<'a>(input: impl Read + 'a, compression: Compression, limit: u64) -> st
 
 /// A whole body (a JSON page) decompressed when it is a gzipped file.
 pub(crate) fn whole(body: Bytes, compression: Compression, limit: u64) -> Result<Bytes, DecodeError> {
-    let gzip = match compression {
-        Compression::Gzip => true,
-        Compression::None => false,
-        Compression::Auto => body.starts_with(&[0x1f, 0x8b]),
-    };
+    let gzip = gzipped(compression, &body);
     if !gzip {
         return Ok(body);
     }

@@ -8,10 +8,10 @@ use url::Url;
 
 use super::http::Client;
 use super::paginate::{self, Request};
-use super::{resource_url, ExtractError, Requests};
+use super::{render_pairs, resource_url, ExtractError, Requests};
 use crate::resolve::{ResolvedCall, ResolvedJob};
 use crate::spec::pipeline::{Download, Job, Resource, Target};
-use crate::spec::placeholder::{render, render_json, Fill, Scan, Values};
+use crate::spec::placeholder::{render_json, Values};
 
 /// Run `resource`'s job for `values` to its end: the client the downloads go through
 /// (allowed their hosts) and the first request of each download, in order.
@@ -97,16 +97,8 @@ pub(crate) async fn run_job(
 fn call(base: &Requests, resource: &Resource, c: &ResolvedCall, values: &Values) -> Result<Request, ExtractError> {
     let config = |e: String| ExtractError::Config(format!("resource `{}`: {e}", resource.name));
     let url = resource_url(base.base_url, resource, &c.target, values)?;
-    let mut params = Vec::new();
-    for (k, v) in c.params.iter().chain(base.params) {
-        params.push((k.clone(), render(v, Scan::Text, Fill::Raw, values).map_err(config)?));
-    }
-    let headers = base
-        .headers
-        .iter()
-        .map(|(k, v)| Ok((k.clone(), render(v, Scan::Text, Fill::Raw, values)?)))
-        .collect::<Result<Vec<_>, String>>()
-        .map_err(config)?;
+    let params = render_pairs(c.params.iter().chain(base.params), values).map_err(config)?;
+    let headers = render_pairs(base.headers, values).map_err(config)?;
     Ok(Request {
         url: base.client.prepare(&url, &params),
         body: c

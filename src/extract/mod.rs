@@ -415,10 +415,21 @@ fn records_hint(v: &Value) -> Option<String> {
     }
 }
 
+/// Parameters or headers with their placeholders filled from `values`.
+pub(crate) fn render_pairs<'a>(
+    list: impl IntoIterator<Item = &'a (String, String)>,
+    values: &Values,
+) -> Result<Vec<(String, String)>, String> {
+    use crate::spec::placeholder::{render, Fill, Scan};
+    list.into_iter()
+        .map(|(k, v)| Ok((k.clone(), render(v, Scan::Text, Fill::Raw, values)?)))
+        .collect()
+}
+
 /// The first request of a resource: base URL + path (or its URL) + parameters, the
 /// paginator's first page, and the body, with the placeholders filled from `values`.
 pub(crate) fn first_request(base: &Requests, resource: &Resource, values: &Values) -> Result<Request, ExtractError> {
-    use crate::spec::placeholder::{render, render_json, Fill, Scan};
+    use crate::spec::placeholder::render_json;
     let Requests {
         client,
         base_url,
@@ -429,12 +440,7 @@ pub(crate) fn first_request(base: &Requests, resource: &Resource, values: &Value
         ..
     } = *base;
     let url = resource_url(base_url, resource, target, values)?;
-    let pairs = |list: &[(String, String)]| {
-        list.iter()
-            .map(|(k, v)| Ok((k.clone(), render(v, Scan::Text, Fill::Raw, values)?)))
-            .collect::<Result<Vec<_>, String>>()
-            .map_err(ExtractError::Config)
-    };
+    let pairs = |list: &[(String, String)]| render_pairs(list, values).map_err(ExtractError::Config);
     let (params, headers, body) = match values.is_empty() {
         true => (resource_params.to_vec(), headers.to_vec(), body.cloned()),
         false => (

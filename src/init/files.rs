@@ -23,9 +23,9 @@ pub(crate) struct FileBody {
 
 /// What `body` is when it is JSON Lines, CSV or XML (gzipped or not), with its first
 /// records; `None` when it is none of them.
-pub(crate) fn detect(body: &[u8], content_type: Option<&str>) -> Option<FileBody> {
-    let gzip = body.starts_with(&[0x1f, 0x8b]);
-    let plain = crate::extract::decode::whole(body.to_vec().into(), Compression::Auto, 1 << 30).ok()?;
+pub(crate) fn detect(body: &bytes::Bytes, content_type: Option<&str>) -> Option<FileBody> {
+    let gzip = crate::extract::decode::gzipped(Compression::Auto, body);
+    let plain = crate::extract::decode::whole(body.clone(), Compression::Auto, 1 << 30).ok()?;
     let text = plain.strip_prefix(b"\xef\xbb\xbf").unwrap_or(&plain);
     let gz = if gzip { "a gzipped " } else { "" };
     let content_type = content_type.unwrap_or_default().to_ascii_lowercase();
@@ -189,21 +189,25 @@ fn xml_records(text: &[u8]) -> Option<Vec<String>> {
 mod tests {
     use super::*;
 
+    fn body(b: &'static [u8]) -> bytes::Bytes {
+        bytes::Bytes::from_static(b)
+    }
+
     #[test]
     fn csv_json_lines_and_xml_are_told_apart() {
-        let csv = detect(b"id;name\n1;a\n2;b\n", None).unwrap();
+        let csv = detect(&body(b"id;name\n1;a\n2;b\n"), None).unwrap();
         assert_eq!(csv.yaml, vec!["format: csv", "csv: {delimiter: \";\"}"]);
         assert_eq!(csv.records.len(), 2);
         assert_eq!(csv.records[1]["name"], "b");
-        let lines = detect(b"{\"a\":1}\n{\"a\":2}\n", None).unwrap();
+        let lines = detect(&body(b"{\"a\":1}\n{\"a\":2}\n"), None).unwrap();
         assert_eq!(lines.yaml, vec!["format: jsonl"]);
         let xml = detect(
-            b"<feed><title>t</title><entry><id>1</id></entry><entry><id>2</id></entry></feed>",
+            &body(b"<feed><title>t</title><entry><id>1</id></entry><entry><id>2</id></entry></feed>"),
             None,
         )
         .unwrap();
         assert_eq!(xml.yaml, vec!["format: xml", "xml: {records: feed/entry}"]);
         assert_eq!(xml.records[1]["id"], "2");
-        assert!(detect(b"just some text", Some("text/plain")).is_none());
+        assert!(detect(&body(b"just some text"), Some("text/plain")).is_none());
     }
 }

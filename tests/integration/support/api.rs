@@ -259,7 +259,7 @@ impl ApiServer {
     }
 }
 
-fn respond(status: u16, content_type: &str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+pub(super) fn respond(status: u16, content_type: &str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
     Response::builder()
         .status(status)
         .header("content-type", content_type)
@@ -271,7 +271,7 @@ fn json_response(v: &Value) -> Response<Full<Bytes>> {
     respond(200, "application/json; charset=utf-8", v.to_string())
 }
 
-fn param(query: &str, name: &str) -> Option<String> {
+pub(super) fn param(query: &str, name: &str) -> Option<String> {
     url::form_urlencoded::parse(query.as_bytes())
         .find(|(k, _)| k == name)
         .map(|(_, v)| v.into_owned())

@@ -27,6 +27,8 @@ use http_body_util::Full;
 use hyper::Response;
 use serde_json::{json, Value};
 
+use super::api::{param, respond};
+
 pub const SF_TOKEN: &str = "00Dsf-access-token";
 pub const SF_POLLS_IN_PROGRESS: u32 = 2;
 pub const SHOPIFY_TOKEN: &str = "shpat_test_token";
@@ -45,22 +47,8 @@ pub struct FilesState {
     pub files_host: Option<String>,
 }
 
-fn respond(status: u16, content_type: &str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
-    Response::builder()
-        .status(status)
-        .header("content-type", content_type)
-        .body(Full::new(body.into()))
-        .unwrap()
-}
-
 fn json_answer(status: u16, v: &Value) -> Response<Full<Bytes>> {
     respond(status, "application/json", v.to_string())
-}
-
-fn param(query: &str, name: &str) -> Option<String> {
-    url::form_urlencoded::parse(query.as_bytes())
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.into_owned())
 }
 
 /// A CSV field, quoted when it must be.
