@@ -8,6 +8,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::spec::{self, Diagnostic};
 
+mod test_report;
+
 /// Exit codes, as documented in the README and docs/commands.md.
 pub mod exit {
     /// Success.
@@ -109,6 +111,10 @@ enum Command {
         /// Overwrite the file given with -o.
         #[arg(long)]
         force: bool,
+        /// Also record the new spec's first pages (as `sluice record --pages 2`) into
+        /// tests/recordings/<pipeline>, so that it comes with its first `sluice test`.
+        #[arg(long, requires = "output")]
+        record: bool,
     },
     /// Check spec files offline (no environment, secrets or network needed).
     Validate {
@@ -161,6 +167,39 @@ enum Command {
         /// resource unless --limit is given.
         #[arg(long)]
         dry_run: bool,
+    },
+    /// Read a few pages of each resource from the real API and write every exchange (no
+    /// secret) into a recording folder, for `sluice test`.
+    Record {
+        /// The spec file.
+        spec: String,
+        /// Only this resource (repeatable; a `for_each` child brings its parent).
+        #[arg(long = "resource", value_name = "NAME")]
+        resources: Vec<String>,
+        /// Pages per resource (and per parent of a `for_each` resource).
+        #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
+        pages: u64,
+        /// Parents (or `for_each` values) whose requests a `for_each` resource makes.
+        #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
+        parents: u64,
+        /// The recording folder (default: tests/recordings/<pipeline>); replaced.
+        #[arg(short, long, value_name = "DIR")]
+        output: Option<String>,
+    },
+    /// Run specs end to end offline against their recordings (a loopback server answers
+    /// as the API did; staging and a SQLite warehouse in a scratch folder), with their
+    /// expectations; exit 1 on any difference.
+    Test {
+        /// Spec files to test.
+        #[arg(required = true)]
+        specs: Vec<String>,
+        /// The folder of the recordings, one folder per pipeline (or one recording's
+        /// folder, for one spec).
+        #[arg(long, value_name = "DIR", default_value = "tests/recordings")]
+        recordings: String,
+        /// Output format of the report.
+        #[arg(long, value_enum, default_value_t = TestFormat::Human)]
+        format: TestFormat,
     },
     /// Load a staged run into PostgreSQL (the "load Lambda"); the latest run by default.
     Load {
@@ -298,6 +337,18 @@ impl Target {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum TestFormat {
+    /// A line per spec, then what failed.
+    Human,
+    /// One JSON object per spec, one per line.
+    Json,
+    /// GitHub Actions `::error` annotations (and the human lines).
+    Github,
+    /// A JUnit XML report (one test suite per spec, a test case per resource).
+    Junit,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Format {
     /// `file:line:col: error: …` with the source line and a caret.
     Human,
@@ -346,7 +397,25 @@ pub fn main() -> ExitCode {
             output,
             append,
             force,
-        } => block_on(init(args, output, append, force)),
+            record: also_record,
+        } => {
+            let written = block_on(init(args, output.clone(), append, force));
+            match (written, also_record, output) {
+                (exit::OK, true, Some(out)) => {
+                    let Some(p) = compile_or_report(&out) else {
+                        return ExitCode::from(exit::FAILED);
+                    };
+                    let opts = crate::run::RecordOptions {
+                        resources: Vec::new(),
+                        pages: 2,
+                        parents: 2,
+                        dir: crate::run::default_dir(&p),
+                    };
+                    block_on(record(&p, &opts))
+                }
+                (code, _, _) => code,
+            }
+        }
         Command::Validate { files, format } => validate(&files, format),
         Command::Schema { format } => {
             match format {
@@ -417,6 +486,30 @@ pub fn main() -> ExitCode {
             target: DeployTarget::Aws { specs, output, package },
         } => deploy_aws(&specs, output.as_deref(), package.as_deref()),
         Command::Lambda => lambda(),
+        Command::Record {
+            spec,
+            resources,
+            pages,
+            parents,
+            output,
+        } => {
+            let Some(p) = compile_or_report(&spec) else {
+                return ExitCode::from(exit::FAILED);
+            };
+            let dir = output.map_or_else(|| crate::run::default_dir(&p), std::path::PathBuf::from);
+            let opts = crate::run::RecordOptions {
+                resources,
+                pages,
+                parents,
+                dir,
+            };
+            block_on(record(&p, &opts))
+        }
+        Command::Test {
+            specs,
+            recordings,
+            format,
+        } => block_on(test_report::test(&specs, &recordings, format)),
         Command::Run { target, dry_run } => {
             let Some((p, opts)) = target.open() else {
                 return ExitCode::from(exit::FAILED);
@@ -883,6 +976,30 @@ async fn run(p: &spec::Pipeline, opts: &crate::run::ExtractOptions, dry_run: boo
     }
 }
 
+async fn record(p: &spec::Pipeline, opts: &crate::run::RecordOptions) -> u8 {
+    let secrets = crate::util::Secrets::default();
+    match crate::run::record(p, opts, &secrets).await {
+        Ok(r) => {
+            let each: Vec<String> = r.per_resource.iter().map(|(name, n)| format!("{name} {n}")).collect();
+            println!(
+                "recorded {} exchanges ({}) into {}: {}",
+                r.per_resource.iter().map(|(_, n)| n).sum::<usize>(),
+                crate::init::sample::human_bytes(r.bytes),
+                r.dir.display(),
+                each.join(", ")
+            );
+            println!(
+                "at most {} pages per resource and {} parents per for_each resource; next: sluice test {}",
+                opts.pages,
+                opts.parents,
+                p.file()
+            );
+            exit::OK
+        }
+        Err(e) => fail(p.name(), &e, &secrets),
+    }
+}
+
 fn print_summary(report: &crate::load::LoadReport) {
     let mut out = std::io::stdout().lock();
     let limited = if report.limited {
@@ -925,6 +1042,11 @@ fn print_summary(report: &crate::load::LoadReport) {
                 "resource {}: {} responses ignored by `on_response` (see the log for each)",
                 t.resource, t.ignored
             );
+        }
+    }
+    for t in &report.tables {
+        for f in &t.expectations {
+            let _ = writeln!(out, "warning: expectation failed: {f}");
         }
     }
     // Columns that stayed null in some rows because their path was not there.

@@ -19,6 +19,7 @@ pub(crate) mod incremental;
 pub(crate) mod init;
 pub mod load;
 pub(crate) mod progress;
+pub(crate) mod replay;
 pub(crate) mod resolve;
 pub(crate) mod run;
 pub mod spec;

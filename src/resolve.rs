@@ -410,6 +410,48 @@ pub(crate) fn variables(p: &Pipeline) -> Vec<(String, bool)> {
         .collect()
 }
 
+/// The environment variables the source (the API side) reads, in spec order, each with
+/// whether it is a secret: a field reads it as one, or only `source.auth` reads it (the
+/// user name of a basic auth may be the API key).
+pub(crate) fn source_variables(p: &Pipeline) -> Vec<(String, bool)> {
+    let mut without_auth = p.clone();
+    without_auth.source.auth = crate::spec::pipeline::Auth::None;
+    let outside: Vec<String> = variables_read(&without_auth).into_iter().map(|(v, _)| v).collect();
+    variables_read(p)
+        .into_iter()
+        .map(|(v, secret)| {
+            let only_auth = !outside.contains(&v);
+            (v, secret || only_auth)
+        })
+        .collect()
+}
+
+fn variables_read(p: &Pipeline) -> Vec<(String, bool)> {
+    let marker = |name: &str| format!("sluice-variable-{name}-marker");
+    let seen = std::cell::RefCell::new(Vec::<String>::new());
+    let record = |name: &str| {
+        let mut seen = seen.borrow_mut();
+        if !seen.iter().any(|s| s == name) {
+            seen.push(name.to_string());
+        }
+        Some((marker(name), false))
+    };
+    let secrets = Secrets::default();
+    let source = Needs {
+        source: true,
+        staging: false,
+        warehouse: false,
+    };
+    let _ = resolve_from(p, source, &secrets, &record);
+    seen.into_inner()
+        .into_iter()
+        .map(|v| {
+            let secret = secrets.any_holds(&marker(&v));
+            (v, secret)
+        })
+        .collect()
+}
+
 fn resolve_from(
     p: &Pipeline,
     needs: Needs,

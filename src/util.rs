@@ -21,6 +21,12 @@ impl Secrets {
         }
     }
 
+    /// Whether a secret holds `text`.
+    pub(crate) fn any_holds(&self, text: &str) -> bool {
+        let list = self.0.read().unwrap_or_else(|e| e.into_inner());
+        list.iter().any(|s| s.contains(text))
+    }
+
     pub fn mask(&self, text: &str) -> String {
         let list = self.0.read().unwrap_or_else(|e| e.into_inner());
         let mut out = text.to_string();

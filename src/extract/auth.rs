@@ -240,12 +240,13 @@ impl TokenAuth {
         &self,
         http: &reqwest::Client,
         secrets: &Secrets,
+        tap: Option<&crate::replay::Tap>,
         renew: Option<u64>,
         resource: &str,
         page: u64,
     ) -> Result<(HeaderName, HeaderValue, u64), ExtractError> {
         let (token, generation) = self
-            .token(http, secrets, renew)
+            .token(http, secrets, tap, renew)
             .await
             .map_err(|detail| ExtractError::Auth {
                 resource: resource.to_string(),
@@ -264,6 +265,7 @@ impl TokenAuth {
         &self,
         http: &reqwest::Client,
         secrets: &Secrets,
+        tap: Option<&crate::replay::Tap>,
         renew: Option<u64>,
     ) -> Result<(String, u64), String> {
         let mut held = self.token.lock().await;
@@ -273,7 +275,16 @@ impl TokenAuth {
                 return Ok((token.clone(), *g));
             }
         }
-        let (request, shown, what) = match &self.how {
+        // Replayed: sent to the replay server, saying where it was for.
+        let route = |u: &url::Url| tap.and_then(|t| t.route(u, "(auth)", 0));
+        let via = |mut request: reqwest::RequestBuilder, u: &url::Url| {
+            for (k, v) in route(u).into_iter().flat_map(|(_, h)| h) {
+                request = request.header(k, v);
+            }
+            request
+        };
+        let send_to = |u: &url::Url| route(u).map_or_else(|| u.clone(), |(to, _)| to);
+        let (request, shown, what, sent) = match &self.how {
             How::OAuth2 {
                 token_url,
                 basic,
@@ -282,15 +293,15 @@ impl TokenAuth {
                 ..
             } => {
                 let (body, content_type) = encode(fields, *body_format);
-                let request = http
-                    .post(token_url.clone())
+                let request = via(http.post(send_to(token_url)), token_url)
                     .header(AUTHORIZATION, format!("Basic {basic}"))
                     .header(reqwest::header::CONTENT_TYPE, content_type)
-                    .body(body);
+                    .body(body.clone());
                 (
                     request,
                     shown_url(token_url.as_str()),
                     "get an OAuth2 access token from",
+                    ("POST", token_url.clone(), Some(body)),
                 )
             }
             How::Login { url, login } => {
@@ -299,9 +310,11 @@ impl TokenAuth {
                     target.query_pairs_mut().append_pair(k, v);
                 }
                 let mut request = match login.method {
-                    HttpMethod::Get => http.get(target),
-                    HttpMethod::Post => http.post(target),
+                    HttpMethod::Get => http.get(send_to(&target)),
+                    HttpMethod::Post => http.post(send_to(&target)),
                 };
+                request = via(request, &target);
+                let mut sent = None;
                 for (k, v) in &login.headers {
                     request = request.header(header_name(k).map_err(|e| e.to_string())?, v);
                 }
@@ -316,9 +329,13 @@ impl TokenAuth {
                         }
                         _ => (body.to_string(), "application/json"),
                     };
-                    request = request.header(reqwest::header::CONTENT_TYPE, content_type).body(text);
+                    request = request
+                        .header(reqwest::header::CONTENT_TYPE, content_type)
+                        .body(text.clone());
+                    sent = Some(text);
                 }
-                (request, shown_url(url.as_str()), "log in at")
+                let method = crate::extract::http::method_name(login.method);
+                (request, shown_url(url.as_str()), "log in at", (method, target, sent))
             }
         };
         let fail = |detail: String| secrets.mask(&format!("cannot {what} {shown}: {detail}"));
@@ -328,6 +345,7 @@ impl TokenAuth {
             .await
             .map_err(|e| fail(error_chain(&e.without_url())))?;
         let status = resp.status();
+        let headers = resp.headers().clone();
         let mut resp = resp;
         let mut body = Vec::new();
         while let Some(chunk) = resp.chunk().await.map_err(|e| fail(error_chain(&e.without_url())))? {
@@ -338,6 +356,19 @@ impl TokenAuth {
                 )));
             }
             body.extend_from_slice(&chunk);
+        }
+        if let Some(tap) = tap {
+            let (method, url, sent) = &sent;
+            tap.keep(
+                "(auth)",
+                0,
+                method,
+                url,
+                sent.as_deref(),
+                status.as_u16(),
+                &headers,
+                &body,
+            );
         }
         if !status.is_success() {
             let check = match &self.how {

@@ -25,19 +25,28 @@ pub(crate) struct Response {
 /// A response whose body is read as it comes (a `jsonl`, `csv` or `xml` file).
 pub(crate) struct Streamed {
     pub headers: HeaderMap,
-    body: reqwest::Response,
+    body: StreamedBody,
     secrets: Secrets,
+}
+
+/// A file's body as it comes, or read already (to be recorded).
+enum StreamedBody {
+    Live(reqwest::Response),
+    Read(Option<Bytes>),
 }
 
 impl Streamed {
     /// The next chunk of the body; `None` at its end.
     pub(crate) async fn chunk(&mut self) -> Result<Option<Bytes>, String> {
-        self.body.chunk().await.map_err(|e| {
-            format!(
-                "the body broke off: {}",
-                self.secrets.mask(&error_chain(&e.without_url()))
-            )
-        })
+        match &mut self.body {
+            StreamedBody::Live(body) => body.chunk().await.map_err(|e| {
+                format!(
+                    "the body broke off: {}",
+                    self.secrets.mask(&error_chain(&e.without_url()))
+                )
+            }),
+            StreamedBody::Read(rest) => Ok(rest.take()),
+        }
     }
 }
 
@@ -67,6 +76,8 @@ pub(crate) struct Client {
     deadline: Option<Deadline>,
     /// Per resource, its response rules (see [`Client::with_rules`]).
     rules: std::sync::Arc<std::collections::HashMap<String, Vec<crate::spec::pipeline::ResponseRule>>>,
+    /// Recording the exchanges, or answering them from a recording.
+    tap: Option<std::sync::Arc<crate::replay::Tap>>,
 }
 
 /// A time by which the work must be over (a Lambda invocation's deadline), and how much
@@ -255,6 +266,7 @@ impl Client {
             oauth,
             deadline: None,
             rules: Default::default(),
+            tap: None,
         })
     }
 
@@ -268,6 +280,29 @@ impl Client {
             .collect();
         self.rules = std::sync::Arc::new(rules);
         self
+    }
+
+    /// Record the exchanges, or answer them from a recording.
+    pub(crate) fn with_tap(mut self, tap: Option<std::sync::Arc<crate::replay::Tap>>) -> Self {
+        self.tap = tap;
+        self
+    }
+
+    /// The tap, when recording or replaying.
+    pub(crate) fn tap(&self) -> Option<&crate::replay::Tap> {
+        self.tap.as_deref()
+    }
+
+    /// Whether page `page` is the last one a recording reads of a request sequence.
+    pub(crate) fn last_page_recorded(&self, page: u64) -> bool {
+        self.tap.as_ref().and_then(|t| t.pages).is_some_and(|n| page >= n)
+    }
+
+    /// Wait `d`, unless the answers are replayed (then there is nothing to wait for).
+    pub(crate) async fn pause(&self, d: Duration) {
+        if self.tap.as_ref().is_none_or(|t| t.waits()) {
+            tokio::time::sleep(d).await;
+        }
     }
 
     /// Stop starting requests near `deadline`.
@@ -493,7 +528,7 @@ impl Client {
         let (mut renew, mut renewed, mut used) = (None, false, None);
         loop {
             attempt += 1;
-            if let Some(l) = &self.limiter {
+            if let (Some(l), true) = (&self.limiter, self.tap.as_ref().is_none_or(|t| t.waits())) {
                 self.bounded(l.acquire(), resource, page).await?;
             }
             self.before_deadline(resource, page)?;
@@ -558,7 +593,7 @@ impl Client {
             if let Some(d) = self.deadline.filter(|d| wait >= d.usable()) {
                 return Err(d.stopped(resource, page));
             }
-            tokio::time::sleep(wait).await;
+            self.pause(wait).await;
         }
     }
 
@@ -582,10 +617,15 @@ impl Client {
             page,
             stream,
         } = *ask;
+        let routed = self.tap.as_ref().and_then(|t| t.route(target, resource, page));
+        let send_to = routed.as_ref().map_or(target, |(to, _)| to);
         let mut request = match method {
-            HttpMethod::Get => self.inner.get(target.clone()),
-            HttpMethod::Post => self.inner.post(target.clone()),
+            HttpMethod::Get => self.inner.get(send_to.clone()),
+            HttpMethod::Post => self.inner.post(send_to.clone()),
         };
+        for (k, v) in routed.iter().flat_map(|(_, headers)| headers) {
+            request = request.header(*k, v.as_str());
+        }
         if trusted {
             request = request.headers(self.credentials.clone());
             for (k, v) in headers {
@@ -593,7 +633,7 @@ impl Client {
             }
             if let Some(oauth) = &self.oauth {
                 let (name, value, generation) = oauth
-                    .header(&self.inner, &self.secrets, renew, resource, page)
+                    .header(&self.inner, &self.secrets, self.tap.as_deref(), renew, resource, page)
                     .await
                     .map_err(Err)?;
                 *used = Some(generation);
@@ -625,8 +665,24 @@ impl Client {
             }
         };
         let status = resp.status();
+        let keep = |headers: &HeaderMap, response: &[u8]| {
+            if let Some(tap) = &self.tap {
+                let sent = body.map(|b| b.to_string());
+                tap.keep(
+                    resource,
+                    page,
+                    method_name(method),
+                    target,
+                    sent.as_deref(),
+                    status.as_u16(),
+                    headers,
+                    response,
+                );
+            }
+        };
         if status.is_redirection() {
             if let Some(location) = resp.headers().get(LOCATION) {
+                keep(resp.headers(), b"");
                 let to = location.to_str().ok().and_then(|l| url.join(l).ok());
                 return match to {
                     Some(to) => Ok(Reply::Redirect { to, status }),
@@ -648,14 +704,24 @@ impl Client {
                     .find(|r| r.when.is_none() && r.holds(status.as_u16(), || None))
             });
             if rule.is_none() {
+                let body = match self.tap.as_ref().filter(|t| t.records()) {
+                    // Recorded: read whole (a recording reads a few pages), then handed on.
+                    Some(_) => {
+                        let read = self.read_body(resp, ask).await?;
+                        keep(&headers, &read);
+                        StreamedBody::Read(Some(read))
+                    }
+                    None => StreamedBody::Live(resp),
+                };
                 return Ok(Reply::Stream(Streamed {
                     headers,
-                    body: resp,
+                    body,
                     secrets: self.secrets.clone(),
                 }));
             }
         }
         let body = self.read_body(resp, ask).await?;
+        keep(&headers, &body);
         // The body as JSON, parsed once, only when a rule reads it.
         let parsed = std::cell::OnceCell::new();
         let json = || {

@@ -68,7 +68,7 @@ pub(crate) async fn run_job(
             return Err(d.stopped(name, 1));
         }
         tracing::info!(resource = %name, polls, state = %state, wait_ms = wait.as_millis() as u64, "export job not done yet");
-        tokio::time::sleep(wait).await;
+        client.pause(wait).await;
     };
     let urls = match &job.download {
         Download::Url(path) => download_urls(base.base_url, resource, path, &done)?,

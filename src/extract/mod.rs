@@ -556,7 +556,9 @@ pub(crate) async fn extract_resource<S: RecordSink>(
         // holds, is the last.
         let stopped = resource.stop_when.as_ref().is_some_and(|s| s.holds(&body));
         let last = (records.is_empty() && !tally.more) || stopped;
-        let next = if all_known.is_some() || last {
+        // A recording reads so many pages of each request sequence, and its test as many.
+        let capped = !last && client.last_page_recorded(page_no);
+        let next = if all_known.is_some() || last || capped {
             None
         } else {
             paginate::next(&resource.paginator, &page).map_err(|detail| ExtractError::Incomplete {
@@ -624,6 +626,10 @@ pub(crate) async fn extract_resource<S: RecordSink>(
         }
         match next {
             Some(next) => req = next,
+            None if capped => {
+                stats.stopped = true;
+                return Ok(stats);
+            }
             None => {
                 tally.check(resource, page_no, &stats, &body, records.len(), stopped)?;
                 stats.total = tally.total;
@@ -701,9 +707,12 @@ pub(crate) async fn extract_children<S: RecordSink>(
         .map_or("for_each.values", |f| f.parent.as_str());
     let concurrency = pipeline.source().concurrency;
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Box<RawValue>>>(concurrency * 2);
+    // A recording (and its test) makes the requests of so many parents.
+    let budget = base.client.tap().and_then(|t| t.parents).unwrap_or(u64::MAX);
     let fetching = async move {
         let mut total = Extracted::default();
         let mut calls = parents
+            .take(usize::try_from(budget).unwrap_or(usize::MAX))
             .enumerate()
             // Once the sink has had enough (or failed), no further request starts.
             .take_while(|_| std::future::ready(!tx.is_closed()))

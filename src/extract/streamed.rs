@@ -45,7 +45,7 @@ pub(crate) async fn extract_streamed<S: RecordSink>(
         let fullest = tally.fullest;
         tally.page(resource, &Value::Null, got.records as usize);
         tracing::debug!(resource = %resource.name, page = page_no, records = got.records, "page");
-        if got.stopped {
+        if got.stopped || client.last_page_recorded(page_no) {
             stats.stopped = true;
             return Ok(stats);
         }

@@ -13,6 +13,7 @@
 
 pub(crate) mod connect;
 pub(crate) mod ddl;
+pub mod expect;
 mod merge;
 mod objects;
 mod open;
@@ -47,6 +48,8 @@ pub enum LoadError {
     SchemaDrift { problems: Vec<String> },
     #[error("{0}; the load was rolled back")]
     Record(Box<BadRecord>),
+    #[error("{} expectation(s) failed, so the load was rolled back:\n  {}", failed.iter().filter(|f| f.severity == crate::spec::pipeline::Severity::Error).count(), failed.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n  "))]
+    Expectations { failed: Vec<expect::Failed> },
     #[error("resource `{resource}`: {}; nothing was loaded", problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
     Unmatched {
         resource: String,
@@ -141,6 +144,9 @@ pub struct TableStats {
     pub seconds: f64,
     /// Per column read from a path: the rows in which the path matched.
     pub matched: std::collections::BTreeMap<String, u64>,
+    /// The expectations of the table that did not hold (`warn` ones, as it committed).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub expectations: Vec<expect::Failed>,
 }
 
 #[derive(Debug)]
@@ -363,6 +369,7 @@ async fn load_in_transaction<W: Warehouse>(
             Err(_) => return Err(LoadError::ExtractFailed("the extraction stopped".into())),
         }
     }
+    expectations(w, p, &mut stats).await?;
     // The incremental state moves with the data, in the same transaction; a limited run
     // read only part of the window, so the next run must read it again.
     if feed.limited {
@@ -403,6 +410,31 @@ async fn load_in_transaction<W: Warehouse>(
         );
     }
     Ok((stats, skipped))
+}
+
+/// Check the expectations of the tables loaded: an `error` one failed fails the load, the
+/// `warn` ones go with their table's counts (to the ledger and the summary).
+async fn expectations<W: Warehouse>(w: &mut W, p: &Pipeline, stats: &mut [TableStats]) -> Result<(), LoadError> {
+    let tables: Vec<&crate::spec::pipeline::Table> = p
+        .resources()
+        .iter()
+        .flat_map(|r| &r.tables)
+        .filter(|t| stats.iter().any(|s| s.table == t.name))
+        .collect();
+    let failed = expect::check(w, p, &tables).await?;
+    if failed
+        .iter()
+        .any(|f| f.severity == crate::spec::pipeline::Severity::Error)
+    {
+        return Err(LoadError::Expectations { failed });
+    }
+    for f in failed {
+        tracing::warn!(table = %f.table, check = f.check, "expectation failed (severity warn): {f}");
+        if let Some(s) = stats.iter_mut().find(|s| s.table == f.table) {
+            s.expectations.push(f);
+        }
+    }
+    Ok(())
 }
 
 /// A run extracted before one already loaded into the same merge or replace tables would

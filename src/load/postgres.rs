@@ -357,6 +357,19 @@ impl Warehouse for Postgres {
         self.client.execute(sql, &[]).await.map_err(db(action))
     }
 
+    async fn query(&mut self, sql: &str, action: &str) -> Result<Vec<Vec<Option<String>>>, LoadError> {
+        let messages = self.client.simple_query(sql).await.map_err(db(action))?;
+        Ok(messages
+            .into_iter()
+            .filter_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => {
+                    Some((0..r.len()).map(|i| r.get(i).map(str::to_string)).collect())
+                }
+                _ => None,
+            })
+            .collect())
+    }
+
     async fn has_rows(&mut self, schema: &str, table: &str) -> Result<bool, LoadError> {
         let sql = format!("SELECT 1 FROM {} LIMIT 1", Dialect::Postgres.table(schema, table));
         let row = self

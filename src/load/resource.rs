@@ -126,6 +126,7 @@ pub(super) async fn load_resource<W: Warehouse>(
             deleted: deleted[i],
             rejected: if i == 0 { outcome.rejected } else { 0 },
             ignored: 0,
+            expectations: Vec::new(),
             filtered: if i == 0 { outcome.filtered } else { 0 },
             seconds: t0.elapsed().as_secs_f64(),
             matched: outcome

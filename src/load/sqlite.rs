@@ -157,6 +157,20 @@ impl Sqlite {
             // with WAL (a power cut may lose the last commit, never consistency).
             let _: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
             conn.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")?;
+            // `regexp(pattern, text)`, for the `matches` expectation.
+            conn.create_scalar_function(
+                "regexp",
+                2,
+                rusqlite::functions::FunctionFlags::SQLITE_UTF8
+                    | rusqlite::functions::FunctionFlags::SQLITE_DETERMINISTIC,
+                |ctx| {
+                    let re = ctx.get_or_create_aux(0, |v| {
+                        regex::Regex::new(v.as_str()?).map_err(|e| rusqlite::Error::UserFunctionError(Box::new(e)))
+                    })?;
+                    let text: Option<String> = ctx.get(1)?;
+                    Ok(text.is_some_and(|t| re.is_match(&t)))
+                },
+            )?;
             Ok::<_, rusqlite::Error>(conn)
         })
         .map_err(fail)?;
@@ -527,6 +541,27 @@ impl Warehouse for Sqlite {
 
     async fn execute(&mut self, sql: &str, action: &str) -> Result<u64, LoadError> {
         self.with(action, |c| c.execute(sql, []).map(|n| n as u64))
+    }
+
+    async fn query(&mut self, sql: &str, action: &str) -> Result<Vec<Vec<Option<String>>>, LoadError> {
+        self.with(action, |c| {
+            let mut stmt = c.prepare(sql)?;
+            let n = stmt.column_count();
+            let rows = stmt.query_map([], |r| {
+                (0..n)
+                    .map(|i| {
+                        use rusqlite::types::ValueRef;
+                        Ok(match r.get_ref(i)? {
+                            ValueRef::Null => None,
+                            ValueRef::Integer(v) => Some(v.to_string()),
+                            ValueRef::Real(v) => Some(v.to_string()),
+                            ValueRef::Text(t) | ValueRef::Blob(t) => Some(String::from_utf8_lossy(t).into_owned()),
+                        })
+                    })
+                    .collect::<rusqlite::Result<Vec<_>>>()
+            })?;
+            rows.collect()
+        })
     }
 
     async fn has_rows(&mut self, schema: &str, table: &str) -> Result<bool, LoadError> {

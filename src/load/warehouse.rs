@@ -102,6 +102,12 @@ pub(super) trait Warehouse: Send {
     fn has_rows(&mut self, schema: &str, table: &str) -> impl Future<Output = Result<bool, LoadError>> + Send;
     /// Run schema sync's DDL, holding the schema's lock until the load commits.
     fn apply_ddl(&mut self, schema: &str, statements: &[String]) -> impl Future<Output = Result<(), LoadError>> + Send;
+    /// Run one query of the load; its rows, each value as text (`None` for null).
+    fn query(
+        &mut self,
+        sql: &str,
+        action: &str,
+    ) -> impl Future<Output = Result<Vec<Vec<Option<String>>>, LoadError>> + Send;
     /// Run one statement of the load; the rows it changed.
     fn execute(&mut self, sql: &str, action: &str) -> impl Future<Output = Result<u64, LoadError>> + Send;
     /// Map the records of `objects` and write their rows: merge tables into their staging

@@ -36,6 +36,8 @@ pub(crate) struct ExtractOptions {
     pub starts: HashMap<String, crate::incremental::Position>,
     /// Read only the first date window of each stepped resource.
     pub one_window: bool,
+    /// Record the exchanges (`sluice record`), or answer them from a recording (`sluice test`).
+    pub tap: Option<std::sync::Arc<crate::replay::Tap>>,
 }
 
 /// What an extraction staged.
@@ -259,7 +261,7 @@ impl Extraction<'_> {
     pub(super) async fn run(&self, run: RunInfo, announce: &mut Announce) -> Result<ExtractReport, RunError> {
         let (p, opts, secrets) = (self.p, self.opts, self.secrets);
         let mut http = Session::new(p, self.resolved, secrets)?;
-        http.client = http.client.with_deadline(opts.deadline);
+        http.client = http.client.with_deadline(opts.deadline).with_tap(opts.tap.clone());
         let resources = select(p, &opts.resources)?;
         if resources.iter().any(|r| r.incremental.is_some()) {
             let saved = match opts.full_refresh {

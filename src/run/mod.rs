@@ -17,6 +17,7 @@ mod dry;
 mod gc;
 mod load;
 mod preflight;
+mod replay;
 mod state;
 
 pub(crate) use dry::{extract_dry_run, run_dry};
@@ -24,6 +25,7 @@ pub(crate) use extract::{extract, ExtractOptions, ExtractReport};
 pub(crate) use gc::gc;
 pub(crate) use load::{load, object_totals, RunSelector};
 pub(crate) use preflight::{check, prepare};
+pub(crate) use replay::{default_dir, record, test, Failure as TestFailure, RecordOptions, Tested};
 pub(crate) use state::{reset_state, state};
 
 /// Identity of one run: a sortable id and the time it started.

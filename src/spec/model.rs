@@ -1048,6 +1048,85 @@ pub(crate) struct RawTable {
     /// Child tables with one row per element of an array in each record.
     #[serde(default)]
     pub nested: Vec<RawNested>,
+    /// What the table must hold after each load: checked before the load commits (and by
+    /// `sluice test`).
+    #[serde(default)]
+    pub expect: Option<RawTableExpect>,
+}
+
+/// A table's expectations, checked on the whole table before each load commits.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTableExpect {
+    /// How many rows the table holds: `{min: 1}`, `{min: 800, max: 900}`.
+    #[serde(default)]
+    pub rows: Option<RawRowCount>,
+    /// `error` (default): a failed expectation rolls the load back; `warn`: it is reported
+    /// and the load commits.
+    #[serde(default)]
+    pub severity: Option<Severity>,
+}
+
+/// Bounds of a table's row count.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRowCount {
+    /// At least this many rows.
+    #[serde(default)]
+    pub min: Option<u64>,
+    /// At most this many rows.
+    #[serde(default)]
+    pub max: Option<u64>,
+}
+
+/// A column's expectations, checked on the whole table before each load commits.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawColumnExpect {
+    /// No two rows hold the same value (nulls aside).
+    #[serde(default)]
+    pub unique: Option<bool>,
+    /// Every value (nulls aside) is one of these, compared as text.
+    #[serde(default)]
+    pub accepted_values: Option<Vec<ParamValue>>,
+    /// Every value (nulls aside) lies within these bounds (inclusive): numbers, or text
+    /// such as dates (`2015-01-01`).
+    #[serde(default)]
+    pub range: Option<RawRange>,
+    /// Every value (nulls aside), as text, matches this regular expression (anchor it
+    /// with `^…$` to match the whole value).
+    #[serde(default)]
+    pub matches: Option<String>,
+    /// At most this fraction of the rows (0 to 1) is null.
+    #[serde(default)]
+    pub max_null_fraction: Option<f64>,
+    /// `error` (default): a failed expectation rolls the load back; `warn`: it is reported
+    /// and the load commits.
+    #[serde(default)]
+    pub severity: Option<Severity>,
+}
+
+/// Inclusive bounds of a column's values.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRange {
+    /// The lowest value allowed.
+    #[serde(default)]
+    pub min: Option<ParamValue>,
+    /// The highest value allowed.
+    #[serde(default)]
+    pub max: Option<ParamValue>,
+}
+
+/// What a failed expectation does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, JsonSchema, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    /// The load is rolled back and the run fails.
+    #[default]
+    Error,
+    /// Reported (log, run summary, ledger); the load commits.
+    Warn,
 }
 
 /// A child table fed by an array inside each parent record.
@@ -1074,6 +1153,9 @@ pub(crate) struct RawNested {
     /// Tables nested in this one: one row per element of an array inside each element.
     #[serde(default)]
     pub nested: Vec<RawNested>,
+    /// What the table must hold after each load (see the top-level table's `expect`).
+    #[serde(default)]
+    pub expect: Option<RawTableExpect>,
 }
 
 /// The elements of a nested table.
@@ -1166,12 +1248,17 @@ pub(crate) struct RawColumn {
     /// fails the run, since it is most likely misspelt.
     #[serde(default)]
     pub optional: Option<bool>,
-    /// Foreign key, as `table.column` of a table in this spec.
+    /// Foreign key, as `table.column` of a table in this spec; checked before each load
+    /// commits (a value with no row to refer to fails the load, with examples).
     #[serde(default)]
     pub references: Option<String>,
     /// Column comment.
     #[serde(default)]
     pub description: Option<String>,
+    /// What the column's values must be after each load: `unique`, `accepted_values`,
+    /// `range`, `matches`, `max_null_fraction`.
+    #[serde(default)]
+    pub expect: Option<RawColumnExpect>,
 }
 
 /// One transform or a list of transforms.

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 
 pub(crate) use super::model::{
     ApiKeyLocation, BodyFormat, ColumnType, Compression, CursorFormat, HttpMethod, MetaValue, OAuth2Grant, OnError,
-    OnMissing, ResponseAction, RuntimeTarget, TotalCheck, Transform, WriteMode,
+    OnMissing, ResponseAction, RuntimeTarget, Severity, TotalCheck, Transform, WriteMode,
 };
 use super::{interp::Interp, jsonpath::JsonPath};
 
@@ -716,6 +716,7 @@ pub struct Table {
     pub each: Option<Each>,
     /// Nested tables: the index of the parent table in its resource's `tables`.
     pub parent: Option<usize>,
+    pub expect: Option<TableExpect>,
 }
 
 /// How a nested table's elements are selected.
@@ -820,6 +821,34 @@ pub struct Column {
     pub default: Option<String>,
     pub references: Option<Reference>,
     pub description: Option<String>,
+    pub expect: Option<ColumnExpect>,
+}
+
+/// A table's expectations (see [`crate::load::expect`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TableExpect {
+    pub rows_min: Option<u64>,
+    pub rows_max: Option<u64>,
+    pub severity: Severity,
+}
+
+/// A column's expectations.
+#[derive(Debug, Clone)]
+pub struct ColumnExpect {
+    pub unique: bool,
+    pub accepted_values: Vec<String>,
+    pub range_min: Option<Limit>,
+    pub range_max: Option<Limit>,
+    pub matches: Option<regex::Regex>,
+    pub max_null_fraction: Option<f64>,
+    pub severity: Severity,
+}
+
+/// A bound of a `range`: a number compared as one, or text.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Limit {
+    Number(String),
+    Text(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

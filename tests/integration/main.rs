@@ -20,6 +20,7 @@ mod load;
 mod nested;
 mod pagination;
 mod reach;
+mod recording;
 mod spec;
 mod staysright;
 mod trust;

@@ -28,6 +28,7 @@ pub(super) fn compile_nested_tables(
             description: n.description.clone(),
             columns: n.columns.clone(),
             nested: Vec::new(),
+            expect: n.expect.clone(),
         };
         let each = compile_each(cx, &format!("{path}.each"), &n.each);
         check_replaceable(cx, &path, &as_table, parent);
@@ -183,6 +184,10 @@ pub(super) fn compile_table(cx: &mut Ctx, path: &str, t: &RawTable, parent: Opti
         );
         ok = false;
     }
+    let expect = t
+        .expect
+        .as_ref()
+        .and_then(|e| table_expect(cx, &format!("{path}.expect"), e));
     if !ok {
         return None;
     }
@@ -201,6 +206,115 @@ pub(super) fn compile_table(cx: &mut Ctx, path: &str, t: &RawTable, parent: Opti
         columns,
         each: None,
         parent: None,
+        expect,
+    })
+}
+
+/// A table's `expect`: bounds that make sense.
+fn table_expect(cx: &mut Ctx, path: &str, e: &RawTableExpect) -> Option<p::TableExpect> {
+    let (min, max) = e.rows.as_ref().map_or((None, None), |r| (r.min, r.max));
+    if let (Some(a), Some(b)) = (min, max) {
+        if a > b {
+            cx.error(&format!("{path}.rows"), format!("`min` ({a}) is more than `max` ({b})"));
+            return None;
+        }
+    }
+    if min.is_none() && max.is_none() {
+        cx.error_at_key(path, "`expect` on a table needs `rows: {min, max}`");
+        return None;
+    }
+    Some(p::TableExpect {
+        rows_min: min,
+        rows_max: max,
+        severity: e.severity.unwrap_or_default(),
+    })
+}
+
+/// A column's `expect`: a regular expression that compiles, bounds in order, a fraction
+/// between 0 and 1, and checks that fit the column's type.
+fn column_expect(cx: &mut Ctx, path: &str, ty: ColumnType, e: &RawColumnExpect) -> Option<p::ColumnExpect> {
+    let mut ok = true;
+    let matches = e.matches.as_ref().and_then(|m| match regex::Regex::new(m) {
+        Ok(r) => Some(r),
+        Err(err) => {
+            cx.error(&format!("{path}.matches"), format!("not a regular expression: {err}"));
+            ok = false;
+            None
+        }
+    });
+    let bound = |cx: &mut Ctx, field: &str, v: &Option<ParamValue>, ok: &mut bool| {
+        let v = v.as_ref()?;
+        let numeric = matches!(
+            ty,
+            ColumnType::Integer | ColumnType::Bigint | ColumnType::Numeric | ColumnType::Double
+        );
+        match (numeric, v.0.parse::<f64>().is_ok()) {
+            (true, true) => Some(p::Limit::Number(v.0.clone())),
+            (true, false) => {
+                cx.error(
+                    &format!("{path}.range.{field}"),
+                    format!("`{}` is not a number, and the column is {}", v.0, ty.sql()),
+                );
+                *ok = false;
+                None
+            }
+            (false, _) => Some(p::Limit::Text(v.0.clone())),
+        }
+    };
+    let range = e.range.as_ref();
+    let range_min = range.and_then(|r| bound(cx, "min", &r.min, &mut ok));
+    let range_max = range.and_then(|r| bound(cx, "max", &r.max, &mut ok));
+    if let (Some(p::Limit::Number(a)), Some(p::Limit::Number(b))) = (&range_min, &range_max) {
+        if a.parse::<f64>().unwrap_or(0.0) > b.parse::<f64>().unwrap_or(0.0) {
+            cx.error(
+                &format!("{path}.range"),
+                format!("`min` ({a}) is more than `max` ({b})"),
+            );
+            ok = false;
+        }
+    }
+    if range.is_some_and(|r| r.min.is_none() && r.max.is_none()) {
+        cx.error_at_key(&format!("{path}.range"), "`range` needs `min`, `max` or both");
+        ok = false;
+    }
+    if let Some(f) = e.max_null_fraction.filter(|f| !(0.0..=1.0).contains(f)) {
+        cx.error(
+            &format!("{path}.max_null_fraction"),
+            format!("{f} is not a fraction between 0 and 1"),
+        );
+        ok = false;
+    }
+    if e.accepted_values.as_ref().is_some_and(Vec::is_empty) {
+        cx.error(
+            &format!("{path}.accepted_values"),
+            "`accepted_values` needs at least one value",
+        );
+        ok = false;
+    }
+    if ty == ColumnType::Jsonb && (e.unique.is_some() || e.range.is_some()) {
+        cx.error_at_key(path, "`unique` and `range` do not apply to a jsonb column");
+        ok = false;
+    }
+    let checks = e.unique == Some(true)
+        || e.accepted_values.is_some()
+        || e.range.is_some()
+        || e.matches.is_some()
+        || e.max_null_fraction.is_some();
+    if !checks && ok {
+        cx.error_at_key(
+            path,
+            "`expect` names no check: `unique`, `accepted_values`, `range`, `matches` or `max_null_fraction`",
+        );
+        ok = false;
+    }
+    ok.then(|| p::ColumnExpect {
+        unique: e.unique == Some(true),
+        accepted_values: e.accepted_values.iter().flatten().map(|v| v.0.clone()).collect(),
+        range_min,
+        range_max,
+        matches,
+        max_null_fraction: e.max_null_fraction,
+        severity: e.severity.unwrap_or_default(),
     })
 }
 
@@ -256,6 +370,14 @@ fn compile_column(cx: &mut Ctx, path: &str, c: &RawColumn, parent: Option<&RawTa
         }
     }
     let references = column_reference(cx, path, c, &mut ok);
+    let expect = match &c.expect {
+        Some(e) => {
+            let e = column_expect(cx, &format!("{path}.expect"), column_type, e);
+            ok &= e.is_some();
+            e
+        }
+        None => None,
+    };
     if !ok {
         return None;
     }
@@ -269,6 +391,7 @@ fn compile_column(cx: &mut Ctx, path: &str, c: &RawColumn, parent: Option<&RawTa
         default: c.default.as_ref().map(|d| d.0.clone()),
         references,
         description: c.description.clone(),
+        expect,
     })
 }
 
