@@ -398,24 +398,7 @@ pub fn main() -> ExitCode {
             append,
             force,
             record: also_record,
-        } => {
-            let written = block_on(init(args, output.clone(), append, force));
-            match (written, also_record, output) {
-                (exit::OK, true, Some(out)) => {
-                    let Some(p) = compile_or_report(&out) else {
-                        return ExitCode::from(exit::FAILED);
-                    };
-                    let opts = crate::run::RecordOptions {
-                        resources: Vec::new(),
-                        pages: 2,
-                        parents: 2,
-                        dir: crate::run::default_dir(&p),
-                    };
-                    block_on(record(&p, &opts))
-                }
-                (code, _, _) => code,
-            }
-        }
+        } => init_then_record(args, output, append, force, also_record),
         Command::Validate { files, format } => validate(&files, format),
         Command::Schema { format } => {
             match format {
@@ -492,19 +475,21 @@ pub fn main() -> ExitCode {
             pages,
             parents,
             output,
-        } => {
-            let Some(p) = compile_or_report(&spec) else {
-                return ExitCode::from(exit::FAILED);
-            };
-            let dir = output.map_or_else(|| crate::run::default_dir(&p), std::path::PathBuf::from);
-            let opts = crate::run::RecordOptions {
-                resources,
-                pages,
-                parents,
-                dir,
-            };
-            block_on(record(&p, &opts))
-        }
+        } => match compile_or_report(&spec) {
+            Some(p) => {
+                let dir = output.map_or_else(|| crate::run::default_dir(&p), std::path::PathBuf::from);
+                block_on(record(
+                    &p,
+                    &crate::run::RecordOptions {
+                        resources,
+                        pages,
+                        parents,
+                        dir,
+                    },
+                ))
+            }
+            None => exit::FAILED,
+        },
         Command::Test {
             specs,
             recordings,
@@ -973,6 +958,32 @@ async fn run(p: &spec::Pipeline, opts: &crate::run::ExtractOptions, dry_run: boo
             exit::OK
         }
         Err(e) => fail(p.name(), &e, &secrets),
+    }
+}
+
+/// `init`, and with `--record` the recording of the spec it wrote (2 pages a resource).
+fn init_then_record(
+    args: Box<InitArgs>,
+    output: Option<String>,
+    append: Option<String>,
+    force: bool,
+    also: bool,
+) -> u8 {
+    let written = block_on(init(args, output.clone(), append, force));
+    match (written, also, output) {
+        (exit::OK, true, Some(out)) => {
+            let Some(p) = compile_or_report(&out) else {
+                return exit::FAILED;
+            };
+            let opts = crate::run::RecordOptions {
+                resources: Vec::new(),
+                pages: 2,
+                parents: 2,
+                dir: crate::run::default_dir(&p),
+            };
+            block_on(record(&p, &opts))
+        }
+        (code, _, _) => code,
     }
 }
 

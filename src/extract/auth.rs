@@ -234,6 +234,29 @@ fn encode(fields: &[(String, String)], format: BodyFormat) -> (String, &'static 
     }
 }
 
+/// A token or login request, replayed: with the headers that tell the replay server what
+/// it was for.
+fn via(
+    tap: Option<&crate::replay::Tap>,
+    mut request: reqwest::RequestBuilder,
+    u: &url::Url,
+) -> reqwest::RequestBuilder {
+    for (k, v) in tap
+        .and_then(|t| t.route(u, "(auth)", 0))
+        .into_iter()
+        .flat_map(|(_, h)| h)
+    {
+        request = request.header(k, v);
+    }
+    request
+}
+
+/// Where a token or login request goes: the replay server, when replayed.
+fn send_to(tap: Option<&crate::replay::Tap>, u: &url::Url) -> url::Url {
+    tap.and_then(|t| t.route(u, "(auth)", 0))
+        .map_or_else(|| u.clone(), |(to, _)| to)
+}
+
 impl TokenAuth {
     /// The header with the current token (see [`TokenAuth::token`]).
     pub(super) async fn header(
@@ -275,15 +298,7 @@ impl TokenAuth {
                 return Ok((token.clone(), *g));
             }
         }
-        // Replayed: sent to the replay server, saying where it was for.
-        let route = |u: &url::Url| tap.and_then(|t| t.route(u, "(auth)", 0));
-        let via = |mut request: reqwest::RequestBuilder, u: &url::Url| {
-            for (k, v) in route(u).into_iter().flat_map(|(_, h)| h) {
-                request = request.header(k, v);
-            }
-            request
-        };
-        let send_to = |u: &url::Url| route(u).map_or_else(|| u.clone(), |(to, _)| to);
+        let (via, send_to) = (|r, u: &url::Url| via(tap, r, u), |u: &url::Url| send_to(tap, u));
         let (request, shown, what, sent) = match &self.how {
             How::OAuth2 {
                 token_url,
@@ -334,7 +349,10 @@ impl TokenAuth {
                         .body(text.clone());
                     sent = Some(text);
                 }
-                let method = crate::extract::http::method_name(login.method);
+                let method = match login.method {
+                    HttpMethod::Get => "GET",
+                    HttpMethod::Post => "POST",
+                };
                 (request, shown_url(url.as_str()), "log in at", (method, target, sent))
             }
         };
@@ -357,8 +375,7 @@ impl TokenAuth {
             }
             body.extend_from_slice(&chunk);
         }
-        if let Some(tap) = tap {
-            let (method, url, sent) = &sent;
+        if let (Some(tap), (method, url, sent)) = (tap, &sent) {
             tap.keep(
                 "(auth)",
                 0,

@@ -665,21 +665,7 @@ impl Client {
             }
         };
         let status = resp.status();
-        let keep = |headers: &HeaderMap, response: &[u8]| {
-            if let Some(tap) = &self.tap {
-                let sent = body.map(|b| b.to_string());
-                tap.keep(
-                    resource,
-                    page,
-                    method_name(method),
-                    target,
-                    sent.as_deref(),
-                    status.as_u16(),
-                    headers,
-                    response,
-                );
-            }
-        };
+        let keep = |headers: &HeaderMap, response: &[u8]| self.keep(ask, status, headers, response);
         if status.is_redirection() {
             if let Some(location) = resp.headers().get(LOCATION) {
                 keep(resp.headers(), b"");
@@ -704,20 +690,7 @@ impl Client {
                     .find(|r| r.when.is_none() && r.holds(status.as_u16(), || None))
             });
             if rule.is_none() {
-                let body = match self.tap.as_ref().filter(|t| t.records()) {
-                    // Recorded: read whole (a recording reads a few pages), then handed on.
-                    Some(_) => {
-                        let read = self.read_body(resp, ask).await?;
-                        keep(&headers, &read);
-                        StreamedBody::Read(Some(read))
-                    }
-                    None => StreamedBody::Live(resp),
-                };
-                return Ok(Reply::Stream(Streamed {
-                    headers,
-                    body,
-                    secrets: self.secrets.clone(),
-                }));
+                return self.streamed(resp, ask, headers).await;
             }
         }
         let body = self.read_body(resp, ask).await?;
@@ -771,6 +744,48 @@ impl Client {
                 HttpMethod::Post => matches!(status.as_u16(), 429 | 503) && headers.contains_key("retry-after"),
             },
             headers: Some(headers),
+        }))
+    }
+
+    /// Keep an exchange, when recording.
+    fn keep(&self, ask: &Ask<'_>, status: StatusCode, headers: &HeaderMap, response: &[u8]) {
+        if let Some(tap) = &self.tap {
+            let sent = ask.body.map(|b| b.to_string());
+            let (method, target) = (method_name(ask.method), ask.target);
+            tap.keep(
+                ask.resource,
+                ask.page,
+                method,
+                target,
+                sent.as_deref(),
+                status.as_u16(),
+                headers,
+                response,
+            );
+        }
+    }
+
+    /// A file's reply: its body as it comes or, when recording, read whole (a recording
+    /// reads a few pages) and kept first.
+    async fn streamed(
+        &self,
+        resp: reqwest::Response,
+        ask: &Ask<'_>,
+        headers: HeaderMap,
+    ) -> Result<Reply, Result<Failure, ExtractError>> {
+        let status = resp.status();
+        let body = match self.tap.as_ref().filter(|t| t.records()) {
+            Some(_) => {
+                let read = self.read_body(resp, ask).await?;
+                self.keep(ask, status, &headers, &read);
+                StreamedBody::Read(Some(read))
+            }
+            None => StreamedBody::Live(resp),
+        };
+        Ok(Reply::Stream(Streamed {
+            headers,
+            body,
+            secrets: self.secrets.clone(),
         }))
     }
 

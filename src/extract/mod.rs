@@ -626,10 +626,7 @@ pub(crate) async fn extract_resource<S: RecordSink>(
         }
         match next {
             Some(next) => req = next,
-            None if capped => {
-                stats.stopped = true;
-                return Ok(stats);
-            }
+            None if capped => return Ok(Extracted { stopped: true, ..stats }),
             None => {
                 tally.check(resource, page_no, &stats, &body, records.len(), stopped)?;
                 stats.total = tally.total;

@@ -36,6 +36,9 @@ fn recorded_text(dir: &Path) -> String {
     all
 }
 
+/// A spec, its environment and record's options.
+type Example<'a> = (&'a str, Vec<(&'a str, String)>, &'a [&'a str]);
+
 #[test]
 fn record_then_test_round_trips_the_example_specs_offline_and_byte_for_byte() {
     let api = ApiServer::start();
@@ -43,7 +46,7 @@ fn record_then_test_round_trips_the_example_specs_offline_and_byte_for_byte() {
     api.files_on(&files.base);
     let b = &api.base;
     // (spec, its environment, the secrets in it, record's options)
-    let examples: Vec<(&str, Vec<(&str, String)>, &[&str])> = vec![
+    let examples: Vec<Example> = vec![
         (
             "pipelines/rickandmorty.yaml",
             vec![("RICKANDMORTY_BASE_URL", format!("{b}/api"))],
@@ -168,4 +171,221 @@ fn record_then_test_round_trips_the_example_specs_offline_and_byte_for_byte() {
         assert!(run.stdout.contains(": ok: "), "{spec}: {}", run.stdout);
         assert_eq!(api.requests().len(), before, "{spec}: sluice test asked the API");
     }
+}
+
+/// A small spec of the characters, 20 a page, with expectations; `change` edits its text.
+fn characters_spec(dir: &Path, change: &[(&str, &str)]) -> String {
+    let mut text = r#"version: 1
+name: characters
+source:
+  base_url: ${API_BASE}/api
+  auth: none
+staging:
+  location: file://.sluice/staging
+warehouse:
+  url: sqlite://.sluice/characters.db
+  schema: characters
+resources:
+  - name: character
+    path: /character
+    records: $.results[*]
+    paginate: {type: next_url, next: $.info.next}
+    table:
+      name: character
+      write: merge
+      primary_key: [id]
+      expect: {rows: {min: 60, max: 60}}
+      columns:
+        - {name: id, type: bigint, path: $.id, expect: {unique: true, range: {min: 1, max: 826}}}
+        - {name: name, type: text, path: $.name, expect: {max_null_fraction: 0}}
+        - {name: status, type: text, path: $.status, expect: {accepted_values: [Alive, Dead, unknown]}}
+        - {name: species, type: text, path: $.species}
+        - {name: created, type: timestamptz, path: $.created, expect: {range: {min: "2017-11-04", max: "2018-01-01"}}}
+"#
+    .to_string();
+    for (from, to) in change {
+        assert!(text.contains(from), "{from}");
+        text = text.replacen(from, to, 1);
+    }
+    let path = dir.join("characters.yaml");
+    std::fs::write(&path, text).unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+#[test]
+fn a_spec_that_is_wrong_in_each_way_fails_sluice_test_naming_the_resource_page_and_column() {
+    let api = ApiServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let rec = dir.path().join("recording");
+    let spec = characters_spec(dir.path(), &[]);
+    let said = record(&spec, &[("API_BASE", api.base.clone())], &rec, &[]);
+    assert!(said.contains("recorded 3 exchanges"), "{said}");
+    let index: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(rec.join("recording.json")).unwrap()).unwrap();
+    let urls: Vec<&str> = index["exchanges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["url"].as_str().unwrap())
+        .collect();
+    assert!(urls[2].ends_with("/api/character?page=3"), "{urls:?}");
+    // The spec as recorded passes, with its expectations, offline.
+    let ok = test(&spec, &rec, "human");
+    assert_eq!(ok.code, 0, "{}{}", ok.stdout, ok.stderr);
+    assert!(
+        ok.stdout
+            .contains("3 of 3 recorded exchanges served, rows loaded: character 60"),
+        "{}",
+        ok.stdout
+    );
+    let cases: [(&str, &str, Vec<&str>); 6] = [
+        (
+            "records path",
+            "records: $.results[*]",
+            vec!["resource `character`, page 1: `records: $.result[*]` matches nothing", "did you mean `records: $.results[*]`?"],
+        ),
+        (
+            "early stop",
+            "paginate: {type: next_url, next: $.info.next}",
+            vec!["resource `character` page 2: the recorded GET ", "/api/character?page=2 (HTTP 200) was never requested"],
+        ),
+        ("misspelt column", "path: $.species", vec!["column `species` of table `character`: `path: $.speceis` matched nothing in 60 rows; did you mean `$.species`?"]),
+        ("bad type", "{name: name, type: text", vec!["record 1: column `name` of table `character`: \"Rick Sanchez\" is not a 64-bit integer"]),
+        (
+            "failed expectation",
+            "accepted_values: [Alive, Dead, unknown]",
+            vec!["table `character` column `status`: 12 rows hold a value outside `accepted_values` [Alive, Dead]", "`unknown`"],
+        ),
+        (
+            "unexpected request",
+            "path: /character",
+            vec![
+                "resource `character` page 1: GET ",
+                "/api/character?status=alive is not in the recording; the nearest recorded is GET ",
+                "/api/character",
+            ],
+        ),
+    ];
+    let replacement = |what: &str| match what {
+        "records path" => "records: $.result[*]",
+        "early stop" => "paginate: {type: none}",
+        "misspelt column" => "path: $.speceis",
+        "bad type" => "{name: name, type: bigint",
+        "failed expectation" => "accepted_values: [Alive, Dead]",
+        _ => "path: /character\n    params: {status: alive}",
+    };
+    for (what, from, says) in cases {
+        let spec = characters_spec(dir.path(), &[(from, replacement(what))]);
+        let run = test(&spec, &rec, "human");
+        assert_eq!(run.code, 1, "{what}: {}{}", run.stdout, run.stderr);
+        for s in says {
+            assert!(run.stdout.contains(s), "{what}: `{s}` not in\n{}", run.stdout);
+        }
+        assert!(run.stdout.contains("0 of 1 specs passed"), "{what}: {}", run.stdout);
+    }
+    // For CI: JUnit XML with the failure in the resource's test case, and GitHub annotations.
+    let spec = characters_spec(
+        dir.path(),
+        &[(
+            "paginate: {type: next_url, next: $.info.next}",
+            "paginate: {type: none}",
+        )],
+    );
+    let junit = test(&spec, &rec, "junit");
+    assert_eq!(junit.code, 1);
+    let doc = roxmltree::Document::parse(&junit.stdout).unwrap();
+    let failed: Vec<&str> = doc
+        .descendants()
+        .filter(|n| n.has_tag_name("testcase") && n.children().any(|c| c.has_tag_name("failure")))
+        .map(|n| n.attribute("name").unwrap())
+        .collect();
+    // The run's own error (the page names a next page) and the unread pages of the resource.
+    assert_eq!(failed, ["pipeline", "character"], "{}", junit.stdout);
+    assert_eq!(doc.root_element().attribute("failures"), Some("2"));
+    let github = test(&spec, &rec, "github");
+    assert!(
+        github.stdout.contains(&format!(
+            "::error file={spec},title=sluice test (unused)::resource `character` page 2: "
+        )),
+        "{}",
+        github.stdout
+    );
+    // A recording of another pipeline is refused.
+    let other = dir.path().join("other.yaml");
+    std::fs::write(
+        &other,
+        std::fs::read_to_string(&spec)
+            .unwrap()
+            .replace("name: characters", "name: others"),
+    )
+    .unwrap();
+    let run = test(other.to_str().unwrap(), &rec, "human");
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stdout
+            .contains("is a recording of pipeline `characters`, not of `others`"),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn a_recording_of_an_api_that_echoes_the_token_back_does_not_hold_it() {
+    let api = ApiServer::start();
+    let token = "echo-token-5f2a9c";
+    api.put(
+        "echo",
+        format!(
+            r#"{{"results": [{{"id": 1, "note": "you sent Bearer {token}"}}], "echoed": "/dyn/echo?key={token}"}}"#
+        ),
+        &[("x-echo", &format!("Bearer {token}"))],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("echo.yaml");
+    std::fs::write(
+        &spec,
+        r#"version: 1
+name: echo
+source:
+  base_url: ${API_BASE}
+  auth: {type: bearer, token: "${ECHO_TOKEN}"}
+  params: {key: "${ECHO_TOKEN}"}
+staging:
+  location: file://.sluice/staging
+warehouse:
+  url: sqlite://.sluice/echo.db
+  schema: echo
+resources:
+  - name: note
+    path: /dyn/echo
+    records: $.results[*]
+    table:
+      name: note
+      columns:
+        - {name: id, type: bigint, path: $.id}
+        - {name: note, type: text, path: $.note}
+"#,
+    )
+    .unwrap();
+    let rec = dir.path().join("recording");
+    let spec = spec.to_str().unwrap();
+    record(
+        spec,
+        &[("API_BASE", api.base.clone()), ("ECHO_TOKEN", token.into())],
+        &rec,
+        &[],
+    );
+    let text = recorded_text(&rec);
+    assert!(!text.contains(token), "{text}");
+    assert!(
+        text.contains("you sent Bearer ****") && text.contains("key=****"),
+        "{text}"
+    );
+    assert!(text.contains("\"ECHO_TOKEN\""), "the secret is named: {text}");
+    // Tested without the token: a stand-in is sent, and the answers match.
+    let run = test(spec, &rec, "json");
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let result: serde_json::Value = serde_json::from_str(run.stdout.lines().next().unwrap()).unwrap();
+    assert_eq!(result["ok"], true);
+    assert_eq!(result["result"]["tables"], serde_json::json!([["note", 1]]));
 }
