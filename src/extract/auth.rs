@@ -251,6 +251,28 @@ fn via(
     request
 }
 
+/// Keep a token or login exchange, when recording.
+fn keep(
+    tap: Option<&crate::replay::Tap>,
+    (method, url, sent): &(&str, url::Url, Option<String>),
+    status: reqwest::StatusCode,
+    headers: &reqwest::header::HeaderMap,
+    body: &[u8],
+) {
+    if let Some(tap) = tap {
+        tap.keep(
+            "(auth)",
+            0,
+            method,
+            url,
+            sent.as_deref(),
+            status.as_u16(),
+            headers,
+            body,
+        );
+    }
+}
+
 /// Where a token or login request goes: the replay server, when replayed.
 fn send_to(tap: Option<&crate::replay::Tap>, u: &url::Url) -> url::Url {
     tap.and_then(|t| t.route(u, "(auth)", 0))
@@ -375,18 +397,7 @@ impl TokenAuth {
             }
             body.extend_from_slice(&chunk);
         }
-        if let (Some(tap), (method, url, sent)) = (tap, &sent) {
-            tap.keep(
-                "(auth)",
-                0,
-                method,
-                url,
-                sent.as_deref(),
-                status.as_u16(),
-                &headers,
-                &body,
-            );
-        }
+        keep(tap, &sent, status, &headers, &body);
         if !status.is_success() {
             let check = match &self.how {
                 How::OAuth2 { refresh: true, .. } => "check `source.auth` (client id, secret, refresh token)",
