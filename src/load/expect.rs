@@ -151,9 +151,8 @@ async fn column_checks<W: Warehouse>(
             "FROM {name} WHERE {col} IS NOT NULL AND {text} NOT IN ({})",
             list.join(", ")
         );
-        let failing = count(w, &format!("SELECT count(*) {from}")).await?;
+        let (failing, ex) = failing(w, &from, &text).await?;
         if failing > 0 {
-            let ex = examples(w, &format!("SELECT DISTINCT {text} {from}")).await?;
             fail(
                 "accepted_values",
                 failing,
@@ -183,9 +182,8 @@ async fn column_checks<W: Warehouse>(
             outside.push(format!("{col} > {}", sql(m)));
         }
         let from = format!("FROM {name} WHERE {col} IS NOT NULL AND ({})", outside.join(" OR "));
-        let failing = count(w, &format!("SELECT count(*) {from}")).await?;
+        let (failing, ex) = failing(w, &from, &text).await?;
         if failing > 0 {
-            let ex = examples(w, &format!("SELECT DISTINCT {text} {from}")).await?;
             let range = format!("{} to {}", shown(&e.range_min), shown(&e.range_max));
             fail(
                 "range",
@@ -202,9 +200,8 @@ async fn column_checks<W: Warehouse>(
             Dialect::Sqlite => format!("NOT regexp({pattern}, {text})"),
         };
         let from = format!("FROM {name} WHERE {col} IS NOT NULL AND {test}");
-        let failing = count(w, &format!("SELECT count(*) {from}")).await?;
+        let (failing, ex) = failing(w, &from, &text).await?;
         if failing > 0 {
-            let ex = examples(w, &format!("SELECT DISTINCT {text} {from}")).await?;
             fail(
                 "matches",
                 failing,
@@ -246,6 +243,16 @@ async fn column_checks<W: Warehouse>(
 /// A text literal in SQL.
 fn literal(v: &str) -> String {
     format!("'{}'", v.replace('\'', "''"))
+}
+
+/// The rows `from` selects (`FROM … WHERE …`), and a few of their values as text.
+async fn failing<W: Warehouse>(w: &mut W, from: &str, text: &str) -> Result<(u64, Vec<String>), LoadError> {
+    let n = count(w, &format!("SELECT count(*) {from}")).await?;
+    let ex = match n {
+        0 => Vec::new(),
+        _ => examples(w, &format!("SELECT DISTINCT {text} {from}")).await?,
+    };
+    Ok((n, ex))
 }
 
 async fn count<W: Warehouse>(w: &mut W, sql: &str) -> Result<u64, LoadError> {
