@@ -1,10 +1,11 @@
 //! sluice: a declarative REST API → staging → PostgreSQL pipeline runner.
 //!
 //! `spec` parses and validates pipeline specs; `extract` reads APIs; `stage` keeps raw
-//! records in a folder or S3; `load` writes PostgreSQL; `diagram` draws a spec; `run`
-//! knows the order of the steps; `cli` is the command line.
+//! records in a folder or S3; `replay` records API exchanges and serves them back; `load`
+//! writes PostgreSQL or SQLite; `diagram` draws a spec; `run` knows the order of the steps;
+//! `cli` is the command line.
 //!
-//! Layers, lowest first: util < progress < value < incremental < spec < resolve < stage < extract < load < run < init < aws < diagram < cli
+//! Layers, lowest first: util < progress < value < incremental < spec < resolve < stage < replay < extract < load < run < init < aws < diagram < cli
 //!
 //! A module imports only from the modules before it, and the files of one folder import
 //! each other without a circle; `tests/integration/layers.rs` holds the crate to that.
