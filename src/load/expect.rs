@@ -9,6 +9,7 @@ use super::LoadError;
 use crate::load::ddl::Dialect;
 use crate::spec::ident::quote_ident;
 use crate::spec::pipeline::{Column, ColumnExpect, Limit, Pipeline, Severity, Table};
+use crate::value::ColumnType;
 
 /// How many failing values a result shows.
 const EXAMPLES: usize = 3;
@@ -174,12 +175,18 @@ async fn column_checks<W: Warehouse>(
                 Limit::Number(n) | Limit::Text(n) => n.clone(),
             })
         };
+        // SQLite keeps exact decimals as text (its NUMERIC affinity would round them), so
+        // they are compared as numbers there; a text comparison would put 43.1 above 100.
+        let value = match (d, c.column_type) {
+            (Dialect::Sqlite, ColumnType::Numeric) => format!("CAST({col} AS REAL)"),
+            _ => col.clone(),
+        };
         let mut outside = Vec::new();
         if let Some(m) = &e.range_min {
-            outside.push(format!("{col} < {}", sql(m)));
+            outside.push(format!("{value} < {}", sql(m)));
         }
         if let Some(m) = &e.range_max {
-            outside.push(format!("{col} > {}", sql(m)));
+            outside.push(format!("{value} > {}", sql(m)));
         }
         let from = format!("FROM {name} WHERE {col} IS NOT NULL AND ({})", outside.join(" OR "));
         let (failing, ex) = failing(w, &from, &text).await?;

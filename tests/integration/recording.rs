@@ -389,3 +389,96 @@ resources:
     assert_eq!(result["ok"], true);
     assert_eq!(result["result"]["tables"], serde_json::json!([["note", 1]]));
 }
+
+/// The reference pipelines ship recordings of their APIs' real pages (the fixtures the other
+/// tests serve, with the real hosts in every URL), so `sluice test pipelines/*.yaml` passes
+/// from the project folder with nothing set. The shipped files are what `sluice record`
+/// writes today from those pages; `SLUICE_BLESS=1` rewrites them.
+#[test]
+fn the_reference_pipelines_pass_sluice_test_against_their_shipped_recordings() {
+    let api = ApiServer::start();
+    let b = &api.base;
+    let pipelines = [
+        (
+            "rickandmorty",
+            "RICKANDMORTY_BASE_URL",
+            format!("{b}/api"),
+            "https://rickandmortyapi.com/api",
+            &["--pages", "50"][..],
+        ),
+        (
+            "coincap",
+            "COINCAP_BASE_URL",
+            format!("{b}/v3"),
+            "https://rest.coincap.io/v3",
+            &[][..],
+        ),
+    ];
+    for (name, var, local, real, extra) in pipelines {
+        let spec = format!("pipelines/{name}.yaml");
+        let dir = tempfile::tempdir().unwrap();
+        let env = [
+            (var, local.clone()),
+            ("COINCAP_TOKEN", "test-coincap-key-123".to_string()),
+        ];
+        record(&spec, &env, dir.path(), extra);
+        // As recorded against the real host at a fixed time, with the host's default URL.
+        for e in std::fs::read_dir(dir.path()).unwrap() {
+            let path = e.unwrap().path();
+            let text = std::fs::read_to_string(&path).unwrap().replace(&local, real);
+            std::fs::write(&path, text).unwrap();
+        }
+        let index = dir.path().join("recording.json");
+        let mut recording: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&index).unwrap()).unwrap();
+        recording["now"] = "2026-12-01T06:00:00.000000Z".into();
+        recording["variables"].as_object_mut().unwrap().remove(var);
+        std::fs::write(&index, serde_json::to_string_pretty(&recording).unwrap() + "\n").unwrap();
+        assert!(
+            !recorded_text(dir.path()).contains("127.0.0.1"),
+            "{name}: a local URL is left"
+        );
+        let shipped = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/recordings")
+            .join(name);
+        let files = |d: &Path| {
+            let mut names: Vec<_> = std::fs::read_dir(d)
+                .map(|r| r.map(|e| e.unwrap().file_name()).collect())
+                .unwrap_or_default();
+            names.sort();
+            names
+        };
+        if std::env::var_os("SLUICE_BLESS").is_some() {
+            let _ = std::fs::remove_dir_all(&shipped);
+            std::fs::create_dir_all(&shipped).unwrap();
+            for f in files(dir.path()) {
+                std::fs::copy(dir.path().join(&f), shipped.join(&f)).unwrap();
+            }
+        }
+        assert_eq!(
+            files(&shipped),
+            files(dir.path()),
+            "{name}: the shipped recording's files differ (SLUICE_BLESS=1 rewrites them)"
+        );
+        for f in files(dir.path()) {
+            let read = |d: &Path| std::fs::read_to_string(d.join(&f)).unwrap();
+            assert!(
+                read(&shipped) == read(dir.path()),
+                "{name}: shipped {f:?} differs from a new recording (SLUICE_BLESS=1 rewrites it)"
+            );
+        }
+    }
+    // Offline, from the project folder, with the default recordings folder and nothing set.
+    let before = api.requests().len();
+    let run = Sluice::new(["test", "pipelines/rickandmorty.yaml", "pipelines/coincap.yaml"]).run();
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout.contains("pipelines/rickandmorty.yaml: ok: "),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("pipelines/coincap.yaml: ok: "), "{}", run.stdout);
+    assert_eq!(api.requests().len(), before, "sluice test asked the API");
+    // The recordings hold what the pipelines load: 826 characters, 73 exchanges.
+    assert!(run.stdout.contains("826"), "{}", run.stdout);
+    assert!(run.stdout.contains("73"), "{}", run.stdout);
+}
