@@ -548,6 +548,78 @@ fn many_parts_load_in_staging_order(wh: Wh) {
     assert!(rejects.iter().all(|r| r[0].as_deref() == Some("\"bad\"")));
 }
 
+/// The pipelines' expectations hold on their data and run in every load; one that fails
+/// with `severity: error` rolls the load back, counted with examples, and one that fails
+/// with `warn` commits and is kept in the ledger and the summary.
+fn expectations_are_checked_before_the_commit(wh: Wh) {
+    let env = Env::new(wh);
+    env.run(RM).success();
+    // Exact decimals compare as numbers: 43.14 is inside `range: {min: 0, max: 100}`.
+    env.run("pipelines/coincap.yaml").success();
+    let wh = &env.wh;
+    let before = wh.digest("rickandmorty", &RM_TABLES);
+    let strict = env.variant(
+        RM,
+        "strict.yaml",
+        &[
+            (
+                "accepted_values: [Alive, Dead, unknown]",
+                "accepted_values: [Alive, Dead]",
+            ),
+            ("expect: {rows: {min: 800}}", "expect: {rows: {min: 800, max: 825}}"),
+        ],
+    );
+    let run = env.sluice(["run", &strict]).run().failure(1);
+    for said in [
+        "2 expectation(s) failed, so the load was rolled back",
+        "table `character` column `status`: 100 rows hold a value outside `accepted_values` [Alive, Dead] (for example `unknown`)",
+        "table `character`: holds 826 rows, expected between 800 and 825 (`expect.rows`)",
+    ] {
+        assert!(run.stderr.contains(said), "`{said}` not in\n{}", run.stderr);
+    }
+    assert_eq!(wh.digest("rickandmorty", &RM_TABLES), before);
+    let error = wh.query(&format!("SELECT error FROM {} WHERE status = 'failed'", wh.own("runs")));
+    assert_eq!(error.len(), 1);
+    assert!(
+        error[0][0]
+            .as_deref()
+            .unwrap()
+            .contains("100 rows hold a value outside"),
+        "{error:?}"
+    );
+    // Warn: the load commits, the summary and the ledger say what failed.
+    let lenient = env.variant(
+        RM,
+        "lenient.yaml",
+        &[(
+            "expect: {unique: true, matches: \"^S[0-9]{2}E[0-9]{2}$\"}",
+            "expect: {matches: \"^S01\", severity: warn}",
+        )],
+    );
+    let run = env.sluice(["run", &lenient]).run().success();
+    let said =
+        "warning: expectation failed: table `episode` column `episode_code`: 40 rows hold a value that does not match";
+    assert!(run.stdout.contains(said), "`{said}` not in\n{}", run.stdout);
+    let ledger = wh.query(&format!(
+        "SELECT resources FROM {} WHERE status = 'loaded' ORDER BY finished_at DESC",
+        wh.own("runs")
+    ));
+    let tables: serde_json::Value = serde_json::from_str(ledger[0][0].as_deref().unwrap()).unwrap();
+    let episode = tables
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["table"] == "episode")
+        .unwrap();
+    let kept = &episode["expectations"][0];
+    assert_eq!(
+        (&kept["column"], &kept["check"], &kept["severity"], &kept["failing"]),
+        (&"episode_code".into(), &"matches".into(), &"warn".into(), &40.into()),
+        "{tables}"
+    );
+    assert_eq!(kept["examples"].as_array().unwrap().len(), 3, "{kept}");
+}
+
 fn walk(dir: &Path) -> Vec<String> {
     let mut out = Vec::new();
     for e in std::fs::read_dir(dir).unwrap() {
@@ -606,6 +678,7 @@ contract!(
     merge_replaces_the_nested_rows_of_a_parent,
     bad_records_are_quarantined,
     a_failed_load_leaves_the_database_as_it_was,
+    expectations_are_checked_before_the_commit,
     the_schema_grows_by_nullable_columns_only,
     concurrent_runs_take_turns,
     the_incremental_state_moves_with_the_data,
