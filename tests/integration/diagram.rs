@@ -178,9 +178,12 @@ fn check_fails_after_a_column_is_added_and_passes_after_regenerating() {
     let (spec_s, out_s) = (spec.to_str().unwrap(), out.to_str().unwrap());
     Sluice::new(["diagram", spec_s, "-o", out_s]).run().success();
     Sluice::new(["diagram", spec_s, "-o", out_s, "--check"]).run().success();
-    let text = std::fs::read_to_string(&spec).unwrap().replace(
-        "- {name: gender, type: text, path: $.gender}",
-        "- {name: gender, type: text, path: $.gender}\n        - {name: nickname, type: text, path: $.nickname}",
+    let species = "- {name: species, type: text, path: $.species}";
+    let text = std::fs::read_to_string(&spec).unwrap();
+    assert!(text.contains(species), "{species} is not in {}", SPECS[1]);
+    let text = text.replace(
+        species,
+        &format!("{species}\n        - {{name: nickname, type: text, path: $.nickname}}"),
     );
     std::fs::write(&spec, text).unwrap();
     let stale = Sluice::new(["diagram", spec_s, "-o", out_s, "--check"])

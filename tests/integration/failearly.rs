@@ -25,7 +25,7 @@ fn a_misspelt_path_fails_the_run_with_a_suggestion_unless_optional() {
             .env("SLUICE_STAGING", staging.path())
             .env("DATABASE_URL", &db)
     };
-    let typo = spec_with(dir.path(), "path: $.status}", "path: $.stauts}");
+    let typo = spec_with(dir.path(), "path: $.status,", "path: $.stauts,");
 
     let dry = sluice(&["run", &typo, "--dry-run", "--resource", "character"])
         .run()
@@ -63,7 +63,7 @@ fn a_misspelt_path_fails_the_run_with_a_suggestion_unless_optional() {
         "nothing was committed"
     );
 
-    let optional = spec_with(dir.path(), "path: $.status}", "path: $.stauts, optional: true}");
+    let optional = spec_with(dir.path(), "path: $.status,", "path: $.stauts, optional: true,");
     let run = sluice(&["run", &optional]).run().success();
     assert!(
         run.stdout

@@ -467,18 +467,52 @@ fn the_reference_pipelines_pass_sluice_test_against_their_shipped_recordings() {
             );
         }
     }
-    // Offline, from the project folder, with the default recordings folder and nothing set.
-    let before = api.requests().len();
-    let run = Sluice::new(["test", "pipelines/rickandmorty.yaml", "pipelines/coincap.yaml"]).run();
-    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
-    assert!(
-        run.stdout.contains("pipelines/rickandmorty.yaml: ok: "),
-        "{}",
-        run.stdout
+    // Offline, from the project folder, with the default recordings folder and nothing set;
+    // the recordings hold every record of the real pages.
+    let said = passes_offline(
+        &api,
+        Sluice::new(["test", "pipelines/rickandmorty.yaml", "pipelines/coincap.yaml"]),
     );
-    assert!(run.stdout.contains("pipelines/coincap.yaml: ok: "), "{}", run.stdout);
+    for line in [
+        "pipelines/rickandmorty.yaml: ok: 52 of 52 recorded exchanges served, rows loaded: location 126, episode 51, character 826, appearance 1267",
+        "pipelines/coincap.yaml: ok: 2 of 2 recorded exchanges served, rows loaded: exchange_snapshot 73",
+    ] {
+        assert!(said.contains(line), "`{line}` not in\n{said}");
+    }
+}
+
+/// Run `sluice test` and check it passed without asking the API; what it printed.
+fn passes_offline(api: &ApiServer, test: Sluice) -> String {
+    let before = api.requests().len();
+    let run = test.run();
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
     assert_eq!(api.requests().len(), before, "sluice test asked the API");
-    // The recordings hold what the pipelines load: 826 characters, 73 exchanges.
-    assert!(run.stdout.contains("826"), "{}", run.stdout);
-    assert!(run.stdout.contains("73"), "{}", run.stdout);
+    run.stdout
+}
+
+/// `init --record` writes the spec and its first recording (2 pages a resource), so the new
+/// spec passes `sluice test` offline at once, read to the same 2 pages.
+#[test]
+fn init_record_gives_a_new_spec_its_first_test() {
+    let api = ApiServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("{}/api/character", api.base);
+    let made = Sluice::new(["init", &url, "-o", "spec.yaml", "--record"])
+        .dir(dir.path())
+        .run()
+        .success();
+    assert!(made.stdout.contains("recorded 2 exchanges"), "{}", made.stdout);
+    assert!(made.stdout.contains("next: sluice test spec.yaml"), "{}", made.stdout);
+    let recording = dir.path().join("tests/recordings");
+    let index = std::fs::read_dir(&recording)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path()
+        .join("recording.json");
+    assert!(index.is_file(), "no recording in {}", recording.display());
+    let said = passes_offline(&api, Sluice::new(["test", "spec.yaml"]).dir(dir.path()));
+    let line = "spec.yaml: ok: 2 of 2 recorded exchanges served, rows loaded: character 40";
+    assert!(said.contains(line), "`{line}` not in\n{said}");
 }
