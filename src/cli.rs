@@ -185,6 +185,10 @@ enum Command {
         /// The recording folder (default: tests/recordings/<pipeline>); replaced.
         #[arg(short, long, value_name = "DIR")]
         output: Option<String>,
+        /// Record the run after the one recorded in DIR: that one is replayed first, and
+        /// this run reads from the incremental state it left (needs --output).
+        #[arg(long, value_name = "DIR", requires = "output")]
+        after: Option<String>,
     },
     /// Run specs end to end offline against their recordings (a loopback server answers
     /// as the API did; staging and a SQLite warehouse in a scratch folder), with their
@@ -475,6 +479,7 @@ pub fn main() -> ExitCode {
             pages,
             parents,
             output,
+            after,
         } => match compile_or_report(&spec) {
             Some(p) => {
                 let dir = output.map_or_else(|| crate::run::default_dir(&p), std::path::PathBuf::from);
@@ -485,6 +490,7 @@ pub fn main() -> ExitCode {
                         pages,
                         parents,
                         dir,
+                        after: after.map(std::path::PathBuf::from),
                     },
                 ))
             }
@@ -980,6 +986,7 @@ fn init_then_record(
                 pages: 2,
                 parents: 2,
                 dir: crate::run::default_dir(&p),
+                after: None,
             };
             block_on(record(&p, &opts))
         }

@@ -206,6 +206,11 @@ pub(crate) struct Recording {
     /// The resources recorded (all when empty).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub resources: Vec<String>,
+    /// The recording (its folder, relative to this one's) of the run this one follows:
+    /// `sluice test` replays that one first, then this one from the incremental state it
+    /// left (none: this run starts from each resource's `initial`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<String>,
     /// The environment variables the source reads that are not secrets, as they were.
     #[serde(default)]
     pub variables: std::collections::BTreeMap<String, String>,

@@ -25,6 +25,9 @@ pub(crate) struct RecordOptions {
     /// Parents (or `for_each` values) whose requests a `for_each` resource makes.
     pub parents: u64,
     pub dir: PathBuf,
+    /// The recording of the run this one follows: replayed first, so that this run reads
+    /// from the incremental state it left.
+    pub after: Option<PathBuf>,
 }
 
 /// What a recording holds.
@@ -62,11 +65,15 @@ fn scratch() -> Result<tempfile::TempDir, RunError> {
 pub(crate) async fn record(p: &Pipeline, o: &RecordOptions, secrets: &Secrets) -> Result<Recorded, RunError> {
     let scratch = scratch()?;
     let sandbox = sandboxed(p, scratch.path())?;
+    let after = match &o.after {
+        Some(first) => Some(follow(p, &sandbox, first, &o.dir, secrets).await?),
+        None => None,
+    };
     let tap = Arc::new(Tap::record(Some(o.pages), Some(o.parents)));
     let now = Utc::now();
     let opts = ExtractOptions {
         resources: o.resources.clone(),
-        full_refresh: true,
+        full_refresh: after.is_none(),
         now: Some(now),
         tap: Some(tap.clone()),
         ..Default::default()
@@ -98,6 +105,7 @@ pub(crate) async fn record(p: &Pipeline, o: &RecordOptions, secrets: &Secrets) -
         pages: Some(o.pages),
         parents: Some(o.parents),
         resources: o.resources.clone(),
+        after,
         variables: variables
             .iter()
             .filter(|(_, secret)| !secret)
@@ -125,6 +133,45 @@ pub(crate) async fn record(p: &Pipeline, o: &RecordOptions, secrets: &Secrets) -
         per_resource,
         bytes: recording.exchanges.iter().map(|x| x.response.len() as u64).sum(),
     })
+}
+
+/// Replay the recording `first` (and those it follows) into `sandbox`, so that the run
+/// recorded next reads from the state it left; `first` as `dir`'s recording names it.
+async fn follow(
+    p: &Pipeline,
+    sandbox: &Pipeline,
+    first: &Path,
+    dir: &Path,
+    secrets: &Secrets,
+) -> Result<String, RunError> {
+    let config = |e: String| RunError::Extract(ExtractError::Config(e));
+    let tested = replay_chain(p, sandbox, first, secrets).await?;
+    if let Some(f) = tested.failures.first() {
+        return Err(config(format!(
+            "{} does not pass `sluice test` ({}), so the run after it cannot be recorded",
+            first.display(),
+            f.message
+        )));
+    }
+    relative(first, dir).map_err(|e| config(format!("cannot name {} from {}: {e}", first.display(), dir.display())))
+}
+
+/// `to` as a path from the folder `from` (which may not exist yet), with `/` between parts.
+fn relative(to: &Path, from: &Path) -> std::io::Result<String> {
+    let to = to.canonicalize()?;
+    let parent = match from.parent().filter(|d| !d.as_os_str().is_empty()) {
+        Some(d) => {
+            std::fs::create_dir_all(d)?;
+            d.canonicalize()?
+        }
+        None => std::env::current_dir()?,
+    };
+    let from = parent.join(from.file_name().unwrap_or_default());
+    let (a, b): (Vec<_>, Vec<_>) = (from.components().collect(), to.components().collect());
+    let common = a.iter().zip(&b).take_while(|(x, y)| x == y).count();
+    let mut parts: Vec<String> = vec!["..".to_string(); a.len() - common];
+    parts.extend(b[common..].iter().map(|c| c.as_os_str().to_string_lossy().into_owned()));
+    Ok(parts.join("/"))
 }
 
 /// Mask every secret the run knows in what an exchange keeps.
@@ -210,19 +257,78 @@ pub(crate) struct Tested {
     pub seconds: f64,
 }
 
-/// Test `p` against the recording in `dir`: the whole pipeline, offline.
+/// Test `p` against the recording in `dir`: the whole pipeline, offline (after the runs
+/// it follows, each against its own recording).
 pub(crate) async fn test(p: &Pipeline, dir: &Path, secrets: &Secrets) -> Result<Tested, RunError> {
     let started = std::time::Instant::now();
+    let scratch = scratch()?;
+    let sandbox = sandboxed(p, scratch.path())?;
+    let mut tested = replay_chain(p, &sandbox, dir, secrets).await?;
+    tested.seconds = started.elapsed().as_secs_f64();
+    Ok(tested)
+}
+
+/// The most recordings one can follow, one after the other.
+const CHAIN: usize = 20;
+
+/// Replay the recordings `dir`'s follows, first run first, then `dir`'s, into `sandbox`:
+/// what the last one found, or what the first that failed found.
+async fn replay_chain(p: &Pipeline, sandbox: &Pipeline, dir: &Path, secrets: &Secrets) -> Result<Tested, RunError> {
     let config = |e: String| RunError::Extract(ExtractError::Config(e));
-    let recording = Recording::read(dir).map_err(config)?;
-    if recording.pipeline != p.name() {
-        return Err(config(format!(
-            "{} is a recording of pipeline `{}`, not of `{}`",
-            dir.display(),
-            recording.pipeline,
-            p.name()
-        )));
+    let mut chain = Vec::new();
+    let mut at = dir.to_path_buf();
+    loop {
+        let recording = Recording::read(&at).map_err(config)?;
+        if recording.pipeline != p.name() {
+            return Err(config(format!(
+                "{} is a recording of pipeline `{}`, not of `{}`",
+                at.display(),
+                recording.pipeline,
+                p.name()
+            )));
+        }
+        let next = recording.after.as_ref().map(|a| at.join(a));
+        chain.push((at, recording));
+        match next {
+            Some(_) if chain.len() == CHAIN => {
+                return Err(config(format!(
+                    "{}: more than {CHAIN} recordings follow one another (does an `after` lead back?)",
+                    dir.display()
+                )))
+            }
+            Some(n) => at = n,
+            None => break,
+        }
     }
+    chain.reverse();
+    let last = chain.len() - 1;
+    for (i, (at, recording)) in chain.into_iter().enumerate() {
+        let mut tested = replay(p, sandbox, &at, recording, i == 0, secrets).await?;
+        if i < last && !tested.failures.is_empty() {
+            for f in &mut tested.failures {
+                f.message = format!("in the run before, recorded in {}: {}", at.display(), f.message);
+            }
+        }
+        if i == last || !tested.failures.is_empty() {
+            tested.recording = dir.display().to_string();
+            return Ok(tested);
+        }
+    }
+    unreachable!("a chain holds at least the recording asked for")
+}
+
+/// Replay one recording into `sandbox`: from each resource's `initial` when `first`, else
+/// from the state the run before left.
+async fn replay(
+    p: &Pipeline,
+    sandbox: &Pipeline,
+    dir: &Path,
+    recording: Recording,
+    first: bool,
+    secrets: &Secrets,
+) -> Result<Tested, RunError> {
+    let started = std::time::Instant::now();
+    let config = |e: String| RunError::Extract(ExtractError::Config(e));
     // The source sees the environment it was recorded with; a secret not set here gets a
     // stand-in (its recorded form is masked).
     for (name, secret) in crate::resolve::source_variables(p) {
@@ -241,8 +347,6 @@ pub(crate) async fn test(p: &Pipeline, dir: &Path, secrets: &Secrets) -> Result<
     let now = chrono::DateTime::parse_from_rfc3339(&recording.now)
         .map_err(|e| config(format!("{}: `now` is not a time: {e}", dir.display())))?
         .with_timezone(&Utc);
-    let scratch = scratch()?;
-    let sandbox = sandboxed(p, scratch.path())?;
     let recorded: Vec<Exchange> = recording.exchanges.clone();
     let server = Server::start(recording.exchanges, secrets.clone())
         .await
@@ -250,12 +354,12 @@ pub(crate) async fn test(p: &Pipeline, dir: &Path, secrets: &Secrets) -> Result<
     let tap = Arc::new(Tap::replay(server.addr, recording.pages, recording.parents));
     let opts = ExtractOptions {
         resources: recording.resources.clone(),
-        full_refresh: true,
+        full_refresh: first,
         now: Some(now),
         tap: Some(tap),
         ..Default::default()
     };
-    let outcome = run(&sandbox, &opts, secrets).await;
+    let outcome = run(sandbox, &opts, secrets).await;
     let mut failures: Vec<Failure> = server
         .unexpected()
         .into_iter()

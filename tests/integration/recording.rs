@@ -516,3 +516,48 @@ fn init_record_gives_a_new_spec_its_first_test() {
     let line = "spec.yaml: ok: 2 of 2 recorded exchanges served, rows loaded: character 40";
     assert!(said.contains(line), "`{line}` not in\n{said}");
 }
+
+/// An incremental spec's second run: recorded `--after` the first (which is replayed to
+/// give the state the real request starts from), then tested after it. Alone, from
+/// `initial`, the second run asks what was not recorded; an `after` that names no
+/// recording is an error naming it.
+#[test]
+fn a_run_recorded_after_another_tests_an_incremental_second_run() {
+    let api = ApiServer::start();
+    api.put("since-5", r#"{"results": [{"n": 7}, {"n": 9}]}"#, &[]);
+    api.put("since-9", r#"{"results": [{"n": 9}, {"n": 12}]}"#, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("dyn.yaml");
+    std::fs::write(&spec, crate::incremental::SINCE_IN_PATH).unwrap();
+    let spec = spec.to_str().unwrap();
+    let (first, second) = (dir.path().join("rec/dynamic"), dir.path().join("rec/dynamic-second"));
+    let env = [("API_BASE", api.base.clone())];
+    record(spec, &env, &first, &[]);
+    record(spec, &env, &second, &["--after", first.to_str().unwrap()]);
+    assert_eq!(api.targets_under("/dyn/"), ["/dyn/since-5", "/dyn/since-9"]);
+    let index = second.join("recording.json");
+    let text = std::fs::read_to_string(&index).unwrap();
+    assert!(text.contains("\"after\": \"../dynamic\""), "{text}");
+    let tested = |rec: &Path| Sluice::new(["test", spec, "--recordings", rec.to_str().unwrap()]);
+    let said = passes_offline(&api, tested(&second));
+    let line = "ok: 1 of 1 recorded exchanges served, rows loaded: event 2";
+    assert!(said.contains(line), "`{line}` not in\n{said}");
+    passes_offline(&api, tested(&first));
+    // From `initial`, the second run would ask for what the first run read.
+    std::fs::write(&index, text.replace("  \"after\": \"../dynamic\",\n", "")).unwrap();
+    let alone = tested(&second).run().failure(1);
+    let said = format!(
+        "resource `events` page 1: GET {}/dyn/since-5 is not in the recording; the nearest recorded is GET {}/dyn/since-9",
+        api.base, api.base
+    );
+    assert!(alone.stdout.contains(&said), "`{said}` not in\n{}", alone.stdout);
+    std::fs::write(&index, text.replace("../dynamic", "../gone")).unwrap();
+    let gone = tested(&second).run().failure(1);
+    assert!(
+        gone.stderr.contains("rec/dynamic-second/../gone/recording.json")
+            || gone.stdout.contains("rec/dynamic-second/../gone/recording.json"),
+        "{}\n{}",
+        gone.stdout,
+        gone.stderr
+    );
+}
