@@ -412,18 +412,31 @@ pub(crate) fn variables(p: &Pipeline) -> Vec<(String, bool)> {
 
 /// The environment variables the source (the API side) reads, in spec order, each with
 /// whether it is a secret: a field reads it as one, or only `source.auth` reads it (the
-/// user name of a basic auth may be the API key).
+/// user name of a basic auth may be the API key). Then those of the incremental bounds
+/// (`initial`, `end`), which are not.
 pub(crate) fn source_variables(p: &Pipeline) -> Vec<(String, bool)> {
     let mut without_auth = p.clone();
     without_auth.source.auth = crate::spec::pipeline::Auth::None;
     let outside: Vec<String> = variables_read(&without_auth).into_iter().map(|(v, _)| v).collect();
-    variables_read(p)
+    let mut read: Vec<(String, bool)> = variables_read(p)
         .into_iter()
         .map(|(v, secret)| {
             let only_auth = !outside.contains(&v);
             (v, secret || only_auth)
         })
-        .collect()
+        .collect();
+    for inc in p.resources().iter().filter_map(|r| r.incremental.as_ref()) {
+        for bound in std::iter::once(&inc.initial).chain(&inc.end) {
+            if let crate::spec::pipeline::Bound::Env(t) = bound {
+                for v in t.vars() {
+                    if !read.iter().any(|(r, _)| r == v) {
+                        read.push((v.to_string(), false));
+                    }
+                }
+            }
+        }
+    }
+    read
 }
 
 fn variables_read(p: &Pipeline) -> Vec<(String, bool)> {

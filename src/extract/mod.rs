@@ -215,8 +215,11 @@ pub(crate) struct Extracted {
     /// The number of records the API reported (its last page's `total`), summed over
     /// the parents of a `for_each` resource.
     pub total: Option<u64>,
-    /// The sink said it had enough (a `--limit` or a dry run).
+    /// The sink said it had enough (a `--limit` or a dry run), or the page cap of a
+    /// recording ended the sequence.
     pub stopped: bool,
+    /// It was that cap (`sluice record` / `test`): the next date window is still read.
+    pub capped: bool,
     /// Responses an `ignore` rule held for: a page left out (the pages after it not read).
     pub ignored: u64,
     /// For a resource read as date windows: how far it got.
@@ -626,7 +629,13 @@ pub(crate) async fn extract_resource<S: RecordSink>(
         }
         match next {
             Some(next) => req = next,
-            None if capped => return Ok(Extracted { stopped: true, ..stats }),
+            None if capped => {
+                return Ok(Extracted {
+                    stopped: true,
+                    capped: true,
+                    ..stats
+                })
+            }
             None => {
                 tally.check(resource, page_no, &stats, &body, records.len(), stopped)?;
                 stats.total = tally.total;

@@ -119,7 +119,8 @@ impl Session {
                 records = stats.records,
                 "date window read"
             );
-            let stopped = stats.stopped;
+            // A recording's page cap ends a window, not the windows.
+            let stopped = stats.stopped && !stats.capped;
             total.add(&stats);
             total.windows = Some(Windows {
                 done: i as u32 + 1,

@@ -47,6 +47,7 @@ pub(crate) async fn extract_streamed<S: RecordSink>(
         tracing::debug!(resource = %resource.name, page = page_no, records = got.records, "page");
         if got.stopped || client.last_page_recorded(page_no) {
             stats.stopped = true;
+            stats.capped = !got.stopped;
             return Ok(stats);
         }
         let page = Page {

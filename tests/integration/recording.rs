@@ -7,7 +7,7 @@ use std::path::Path;
 
 use crate::support::api::ApiServer;
 use crate::support::files::{SF_TOKEN, SHOPIFY_TOKEN};
-use crate::support::reach::{SESSION_PASSWORD, SESSION_USER};
+use crate::support::reach::{SESSION_PASSWORD, SESSION_USER, SLACK_TOKEN};
 use crate::support::Sluice;
 
 /// Record `spec` against `api` with `env` into `dir`, then check the recording holds no
@@ -98,6 +98,34 @@ fn record_then_test_round_trips_the_example_specs_offline_and_byte_for_byte() {
             &[],
         ),
         (
+            "examples/specs/github_issues.yaml",
+            vec![("GITHUB_API", b.clone()), ("GITHUB_TOKEN", "gh-token".into())],
+            &[],
+        ),
+        (
+            "examples/specs/hackernews_top.yaml",
+            vec![("HN_API", format!("{b}/hn/v0"))],
+            &["--parents", "4"],
+        ),
+        (
+            "examples/specs/region_instances.yaml",
+            vec![
+                ("CLOUD_API", b.clone()),
+                ("CLOUD_TOKEN", "cloud-token".into()),
+                ("CLOUD_ACCOUNT", "acct-42".into()),
+            ],
+            &[],
+        ),
+        (
+            "examples/specs/report_windows.yaml",
+            vec![
+                ("REPORT_API", b.clone()),
+                ("REPORT_TOKEN", "report-token".into()),
+                ("REPORT_END", "2022-03-31".into()),
+            ],
+            &[],
+        ),
+        (
             "examples/specs/salesforce_bulk.yaml",
             vec![
                 ("SALESFORCE_URL", format!("{b}/sfbulk")),
@@ -120,6 +148,15 @@ fn record_then_test_round_trips_the_example_specs_offline_and_byte_for_byte() {
         ),
         ("examples/specs/episode_feed.yaml", vec![("FEED_URL", b.clone())], &[]),
         (
+            "examples/specs/slack_messages.yaml",
+            vec![
+                ("SLACK_API", format!("{b}/slack/api")),
+                ("SLACK_TOKEN", SLACK_TOKEN.into()),
+                ("SLACK_CHANNEL", "C0123456".into()),
+            ],
+            &[],
+        ),
+        (
             "examples/specs/session_orders.yaml",
             vec![
                 ("SHOP_API", format!("{b}/session/api")),
@@ -129,8 +166,9 @@ fn record_then_test_round_trips_the_example_specs_offline_and_byte_for_byte() {
             &[],
         ),
     ];
-    // The servers of the specs after these number their export jobs and sessions.
-    let stateless = 8;
+    // The servers of the specs after these number their export jobs and sessions, or
+    // answer a first request with a rate limit.
+    let stateless = 12;
     for (i, (spec, env, extra)) in examples.iter().enumerate() {
         let dir = tempfile::tempdir().unwrap();
         let first = dir.path().join("first");
@@ -169,6 +207,12 @@ fn record_then_test_round_trips_the_example_specs_offline_and_byte_for_byte() {
         let run = test(spec, &first, "human");
         assert_eq!(run.code, 0, "{spec}: {}\n{}", run.stdout, run.stderr);
         assert!(run.stdout.contains(": ok: "), "{spec}: {}", run.stdout);
+        if spec.contains("report_windows") {
+            // Every date window to REPORT_END is recorded and read, each to the page cap
+            // (3 pages of 10 days: 30 of January's 31, February's 28, 30 of March's 31).
+            let line = "9 of 9 recorded exchanges served, rows loaded: daily_report 88";
+            assert!(run.stdout.contains(line), "{spec}: `{line}` not in {}", run.stdout);
+        }
         assert_eq!(api.requests().len(), before, "{spec}: sluice test asked the API");
     }
 }
