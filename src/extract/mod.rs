@@ -239,6 +239,15 @@ pub(crate) struct Windows {
 }
 
 impl Extracted {
+    /// This sequence, ended by a recording's page cap.
+    fn ended_by_cap(self) -> Extracted {
+        Extracted {
+            stopped: true,
+            capped: true,
+            ..self
+        }
+    }
+
     /// Add the counts of one more request sequence (a window, a parent's requests).
     pub(crate) fn add(&mut self, other: &Extracted) {
         self.pages += other.pages;
@@ -629,13 +638,7 @@ pub(crate) async fn extract_resource<S: RecordSink>(
         }
         match next {
             Some(next) => req = next,
-            None if capped => {
-                return Ok(Extracted {
-                    stopped: true,
-                    capped: true,
-                    ..stats
-                })
-            }
+            None if capped => return Ok(stats.ended_by_cap()),
             None => {
                 tally.check(resource, page_no, &stats, &body, records.len(), stopped)?;
                 stats.total = tally.total;
