@@ -215,10 +215,10 @@ pub(crate) struct Extracted {
     /// The number of records the API reported (its last page's `total`), summed over
     /// the parents of a `for_each` resource.
     pub total: Option<u64>,
-    /// The sink said it had enough (a `--limit` or a dry run), or the page cap of a
-    /// recording ended the sequence.
+    /// The sink said it had enough (a `--limit` or a dry run).
     pub stopped: bool,
-    /// It was that cap (`sluice record` / `test`): the next date window is still read.
+    /// The page cap of a recording (`sluice record` / `test`) ended the sequence: the next
+    /// date window is still read.
     pub capped: bool,
     /// Responses an `ignore` rule held for: a page left out (the pages after it not read).
     pub ignored: u64,
@@ -239,15 +239,6 @@ pub(crate) struct Windows {
 }
 
 impl Extracted {
-    /// This sequence, ended by a recording's page cap.
-    fn ended_by_cap(self) -> Extracted {
-        Extracted {
-            stopped: true,
-            capped: true,
-            ..self
-        }
-    }
-
     /// Add the counts of one more request sequence (a window, a parent's requests).
     pub(crate) fn add(&mut self, other: &Extracted) {
         self.pages += other.pages;
@@ -489,8 +480,8 @@ pub(crate) async fn extract_sequence<S: RecordSink>(
     for req in downloads {
         let got = extract_resource(&client, pipeline, resource, req, sink).await?;
         total.add(&got);
-        if got.stopped {
-            total.stopped = true;
+        if got.stopped || got.capped {
+            (total.stopped, total.capped) = (got.stopped, got.capped);
             break;
         }
     }
@@ -638,7 +629,7 @@ pub(crate) async fn extract_resource<S: RecordSink>(
         }
         match next {
             Some(next) => req = next,
-            None if capped => return Ok(stats.ended_by_cap()),
+            None if capped => return Ok(Extracted { capped: true, ..stats }),
             None => {
                 tally.check(resource, page_no, &stats, &body, records.len(), stopped)?;
                 stats.total = tally.total;

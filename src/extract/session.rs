@@ -119,8 +119,7 @@ impl Session {
                 records = stats.records,
                 "date window read"
             );
-            // A recording's page cap ends a window, not the windows.
-            let stopped = stats.stopped && !stats.capped;
+            let stopped = stats.stopped;
             total.add(&stats);
             total.windows = Some(Windows {
                 done: i as u32 + 1,

@@ -46,8 +46,7 @@ pub(crate) async fn extract_streamed<S: RecordSink>(
         tally.page(resource, &Value::Null, got.records as usize);
         tracing::debug!(resource = %resource.name, page = page_no, records = got.records, "page");
         if got.stopped || client.last_page_recorded(page_no) {
-            stats.stopped = true;
-            stats.capped = !got.stopped;
+            (stats.stopped, stats.capped) = (got.stopped, !got.stopped);
             return Ok(stats);
         }
         let page = Page {
