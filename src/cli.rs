@@ -321,6 +321,10 @@ struct Target {
     /// Incremental resources read everything again, from their `initial`.
     #[arg(long)]
     full_refresh: bool,
+    /// Go on with a run that stopped before its end (a signal, a deadline, a kill) from
+    /// its checkpoint: this run, or the newest checkpointed one. Put it after the spec.
+    #[arg(long, value_name = "RUN_ID", num_args = 0..=1, default_missing_value = "", conflicts_with_all = ["resources", "limit", "full_refresh"])]
+    resume: Option<String>,
 }
 
 impl Target {
@@ -334,6 +338,7 @@ impl Target {
                 limit: self.limit,
                 keep_failed: self.keep_failed,
                 full_refresh: self.full_refresh,
+                resume: self.resume.map(|id| Some(id).filter(|id| !id.is_empty())),
                 ..Default::default()
             },
         ))
@@ -1131,10 +1136,15 @@ fn block_on<F: std::future::Future<Output = u8>>(f: F) -> u8 {
 
 /// Print an error and its causes, secrets masked, and give the failure exit code.
 fn fail(pipeline: &str, e: &(dyn std::error::Error + 'static), secrets: &crate::util::Secrets) -> u8 {
-    if let Some(crate::run::RunError::Interrupted { signal, .. }) = e.downcast_ref::<crate::run::RunError>() {
+    let stopped = match e.downcast_ref::<crate::run::RunError>() {
+        Some(crate::run::RunError::Interrupted { signal, .. }) => Some(*signal),
+        Some(crate::run::RunError::Suspended { signal, .. }) if *signal > 0 => Some(*signal),
+        _ => None,
+    };
+    if let Some(signal) = stopped {
         eprintln!("pipeline `{pipeline}`: {e}");
         // The shell's convention: 128 + the signal.
-        return 128 + *signal as u8;
+        return 128 + signal as u8;
     }
     let msg = format!("error: pipeline `{pipeline}`: {}", crate::util::error_chain(e));
     eprintln!("{}", secrets.mask(&msg));

@@ -74,10 +74,49 @@ pub(crate) struct Client {
     oauth: Option<std::sync::Arc<TokenAuth>>,
     /// No request starts once less than the reserve is left before this instant.
     deadline: Option<Deadline>,
+    /// Asked to stop at the next page boundary (a signal): no request starts after.
+    stop: Stop,
     /// Per resource, its response rules (see [`Client::with_rules`]).
     rules: std::sync::Arc<std::collections::HashMap<String, Vec<crate::spec::pipeline::ResponseRule>>>,
     /// Recording the exchanges, or answering them from a recording.
     tap: Option<std::sync::Arc<crate::replay::Tap>>,
+}
+
+/// A request to stop a run at the next page boundary (SIGINT or SIGTERM), shared by
+/// every request of the run: none starts after it, and one under way is cut off.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Stop(std::sync::Arc<(std::sync::atomic::AtomicI32, tokio::sync::Notify)>);
+
+impl Stop {
+    /// Ask to stop, for `signal`.
+    pub(crate) fn set(&self, signal: i32) {
+        self.0 .0.store(signal, std::sync::atomic::Ordering::SeqCst);
+        self.0 .1.notify_waiters();
+    }
+
+    /// The signal that asked to stop.
+    pub(crate) fn signal(&self) -> Option<i32> {
+        Some(self.0 .0.load(std::sync::atomic::Ordering::SeqCst)).filter(|s| *s != 0)
+    }
+
+    /// Resolves once asked to stop.
+    pub(crate) async fn asked(&self) -> i32 {
+        loop {
+            let notified = self.0 .1.notified();
+            if let Some(s) = self.signal() {
+                return s;
+            }
+            notified.await;
+        }
+    }
+
+    fn stopped(signal: i32, resource: &str, page: u64) -> ExtractError {
+        ExtractError::Stopped {
+            resource: resource.to_string(),
+            page,
+            signal,
+        }
+    }
 }
 
 /// A time by which the work must be over (a Lambda invocation's deadline), and how much
@@ -265,6 +304,7 @@ impl Client {
             auth_hint: auth::hint(&source.auth),
             oauth,
             deadline: None,
+            stop: Stop::default(),
             rules: Default::default(),
             tap: None,
         })
@@ -311,8 +351,18 @@ impl Client {
         self
     }
 
-    /// Refuse to start a request when less than the deadline's reserve is left.
+    /// Stop at the next page boundary when `stop` is set.
+    pub(crate) fn with_stop(mut self, stop: Stop) -> Self {
+        self.stop = stop;
+        self
+    }
+
+    /// Refuse to start a request when less than the deadline's reserve is left, or once
+    /// asked to stop.
     fn before_deadline(&self, resource: &str, page: u64) -> Result<(), ExtractError> {
+        if let Some(signal) = self.stop.signal() {
+            return Err(Stop::stopped(signal, resource, page));
+        }
         match self.deadline {
             Some(d) if d.too_close().is_some() => Err(d.stopped(resource, page)),
             _ => Ok(()),
@@ -328,11 +378,17 @@ impl Client {
         resource: &str,
         page: u64,
     ) -> Result<T, ExtractError> {
-        match self.deadline {
-            None => Ok(work.await),
-            Some(d) => tokio::time::timeout(d.usable(), work)
-                .await
-                .map_err(|_| d.stopped(resource, page)),
+        let cut = async {
+            match self.deadline {
+                None => Ok(work.await),
+                Some(d) => tokio::time::timeout(d.usable(), work)
+                    .await
+                    .map_err(|_| d.stopped(resource, page)),
+            }
+        };
+        tokio::select! {
+            done = cut => done,
+            signal = self.stop.asked() => Err(Stop::stopped(signal, resource, page)),
         }
     }
 

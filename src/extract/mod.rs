@@ -145,6 +145,8 @@ pub(crate) enum ExtractError {
         left_ms: u64,
         reserve_ms: u64,
     },
+    #[error("resource `{resource}`, page {page}: stopped by {}", if *signal == 0 { "the invocation deadline" } else { crate::util::signal_name(*signal) })]
+    Stopped { resource: String, page: u64, signal: i32 },
     #[error("{source} (the request for record {record} of `{parent}`)")]
     ForParent {
         parent: String,
@@ -168,6 +170,19 @@ pub(crate) enum ExtractError {
         #[source]
         source: crate::stage::StageError,
     },
+}
+
+impl ExtractError {
+    /// A stop at a page boundary (the invocation deadline, a signal), not a failure: the
+    /// run can go on from its checkpoint. The signal, or 0 for the deadline.
+    pub(crate) fn suspension(&self) -> Option<i32> {
+        match self {
+            ExtractError::Deadline { .. } => Some(0),
+            ExtractError::Stopped { signal, .. } => Some(*signal),
+            ExtractError::ForParent { source, .. } | ExtractError::InJob { source, .. } => source.suspension(),
+            _ => None,
+        }
+    }
 }
 
 /// The records of one page: parsed values, or (on the fast path) the raw JSON text of
@@ -203,6 +218,51 @@ pub(crate) trait RecordSink: Send {
     fn page(&mut self, records: &Records<'_>) -> impl Future<Output = Result<bool, ExtractError>> + Send;
     /// The number of records the API reported it holds, when a page said.
     fn total(&mut self, _records: u64) {}
+    /// Where the records handed next come from, for a checkpoint to say where to go on.
+    fn at(&mut self, _place: Place<'_>) {}
+}
+
+/// Where the records a sink gets next come from.
+pub(crate) enum Place<'a> {
+    /// Date window `index` begins; the windows before it counted so much.
+    Window(u32, &'a Extracted),
+    /// The next records are those of the page asked for with `req`; the pages before it
+    /// in its request sequence counted so much.
+    Page {
+        req: &'a Request,
+        pages: u64,
+        records: u64,
+        fullest: u64,
+    },
+    /// The next records are those of parent `i` (0-based) of a `for_each` resource.
+    Parent(u64),
+    /// Parent `i`'s records are all handed over, with its counts (`None`: skipped).
+    ParentDone(u64, Option<&'a Extracted>),
+}
+
+impl Extracted {
+    /// The counts a checkpoint keeps.
+    pub(crate) fn counts(&self) -> crate::stage::checkpoint::Counts {
+        crate::stage::checkpoint::Counts {
+            pages: self.pages,
+            records: self.records,
+            skipped: self.skipped,
+            ignored: self.ignored,
+            total: self.total,
+        }
+    }
+
+    /// The counts of a checkpoint, to go on from.
+    pub(crate) fn from_counts(c: &crate::stage::checkpoint::Counts) -> Self {
+        Extracted {
+            pages: c.pages,
+            records: c.records,
+            skipped: c.skipped,
+            ignored: c.ignored,
+            total: c.total,
+            ..Default::default()
+        }
+    }
 }
 
 /// Counts of one extracted resource.
@@ -473,12 +533,13 @@ pub(crate) async fn extract_sequence<S: RecordSink>(
 ) -> Result<Extracted, ExtractError> {
     let (Some(job), Some(resolved)) = (&resource.job, base.job) else {
         let first = first_request(base, resource, values)?;
-        return extract_resource(base.client, pipeline, resource, first, sink).await;
+        let from = base.resume.and_then(|at| at.page.as_ref());
+        return extract_resource(base.client, pipeline, resource, first, from, sink).await;
     };
     let (client, downloads) = job::run_job(base, resource, job, resolved, values).await?;
     let mut total = Extracted::default();
     for req in downloads {
-        let got = extract_resource(&client, pipeline, resource, req, sink).await?;
+        let got = extract_resource(&client, pipeline, resource, req, None, sink).await?;
         total.add(&got);
         if got.stopped || got.capped {
             (total.stopped, total.capped) = (got.stopped, got.capped);
@@ -488,12 +549,14 @@ pub(crate) async fn extract_sequence<S: RecordSink>(
     Ok(total)
 }
 
-/// Extract one resource into `sink`, starting with request `req`.
+/// Extract one resource into `sink`, starting with request `req` (or, going on from a
+/// checkpoint, with page `from`, its headers those of `req`).
 pub(crate) async fn extract_resource<S: RecordSink>(
     client: &Client,
     pipeline: &Pipeline,
     resource: &Resource,
     mut req: Request,
+    from: Option<&crate::stage::checkpoint::PageAt>,
     sink: &mut S,
 ) -> Result<Extracted, ExtractError> {
     if resource.format.streamed() {
@@ -503,6 +566,19 @@ pub(crate) async fn extract_resource<S: RecordSink>(
     let mut seen: HashSet<String> = HashSet::new();
     let mut stats = Extracted::default();
     let mut tally = Tally::default();
+    if let Some(from) = from {
+        req.url = Url::parse(&from.url).map_err(|e| {
+            ExtractError::Config(format!(
+                "resource `{}`: the checkpoint's page `{}`: {e}",
+                resource.name, from.url
+            ))
+        })?;
+        req.body = from.body.clone();
+        (stats.pages, stats.records, tally.fullest) = (from.pages, from.records, from.fullest);
+    }
+    // The pages of an export job's downloads are not where a checkpoint can go on: its
+    // sequence is read again from the job.
+    let placed = resource.job.is_none();
     // The next page is fetched while this one is staged (for paginators whose next request
     // is known from the page itself).
     let mut prefetched: Option<tokio::task::JoinHandle<Result<Response, ExtractError>>> = None;
@@ -577,6 +653,14 @@ pub(crate) async fn extract_resource<S: RecordSink>(
                 client.fetch(method, &next, &name, page_no + 1).await
             }));
         }
+        if placed {
+            sink.at(Place::Page {
+                req: &req,
+                pages: stats.pages - 1,
+                records: stats.records - records.len() as u64,
+                fullest,
+            });
+        }
         if !sink.page(&records).await? {
             if let Some(h) = prefetched {
                 h.abort();
@@ -612,6 +696,20 @@ pub(crate) async fn extract_resource<S: RecordSink>(
                 };
                 let resp = decompressed(resp, resource, page_no, &u, client.max_response_size())?;
                 let (body, records) = read_page(resource, page_no, &u, &resp)?;
+                if placed {
+                    let req = Request {
+                        url: u.clone(),
+                        body: sent.clone(),
+                        headers: Vec::new(),
+                    };
+                    let (pages, read, fullest) = (stats.pages, stats.records, tally.fullest);
+                    sink.at(Place::Page {
+                        req: &req,
+                        pages,
+                        records: read,
+                        fullest,
+                    });
+                }
                 stats.pages += 1;
                 stats.records += records.len() as u64;
                 tally.page(resource, &body, records.len());
@@ -688,6 +786,8 @@ pub(crate) struct Requests<'a> {
     pub start: Option<&'a Value>,
     pub end: Option<&'a Value>,
     pub now: chrono::DateTime<chrono::Utc>,
+    /// Where a checkpoint says this request sequence goes on.
+    pub resume: Option<&'a crate::stage::checkpoint::At>,
 }
 
 /// Extract a `for_each` resource: one request (with its own pagination) per parent
@@ -706,14 +806,19 @@ pub(crate) async fn extract_children<S: RecordSink>(
         .as_ref()
         .map_or("for_each.values", |f| f.parent.as_str());
     let concurrency = pipeline.source().concurrency;
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Box<RawValue>>>(concurrency * 2);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Handed>(concurrency * 2);
     // A recording (and its test) makes the requests of so many parents.
     let budget = base.client.tap().and_then(|t| t.parents).unwrap_or(u64::MAX);
+    // Going on from a checkpoint: the parents done are not asked again, and those under
+    // way drop the records already staged.
+    let resumed = base.resume.and_then(|at| at.parents.as_ref());
+    let base = &Requests { resume: None, ..*base };
     let fetching = async move {
         let mut total = Extracted::default();
         let mut calls = parents
             .take(usize::try_from(budget).unwrap_or(usize::MAX))
             .enumerate()
+            .filter(|(i, _)| std::future::ready(resumed.is_none_or(|r| !r.is_done(*i as u64))))
             // Once the sink has had enough (or failed), no further request starts.
             .take_while(|_| std::future::ready(!tx.is_closed()))
             .map(|(i, parent)| {
@@ -736,7 +841,9 @@ pub(crate) async fn extract_children<S: RecordSink>(
                         job: None,
                     };
                     let mut sink = ChannelSink {
-                        tx,
+                        tx: tx.clone(),
+                        parent: i as u64,
+                        skip: resumed.and_then(|r| r.partial.get(&(i as u64)).copied()).unwrap_or(0),
                         attach: attachment(resource, &parent),
                         resource: &resource.name,
                     };
@@ -745,13 +852,16 @@ pub(crate) async fn extract_children<S: RecordSink>(
                         Err(ExtractError::Config(e)) => Err(in_resource(ExtractError::Config(e))),
                         other => other,
                     };
-                    match got {
+                    let got = match got {
                         // Its first request ignored by a rule (`on_missing: skip` is the
                         // 404 one): this parent is skipped.
-                        Ok(stats) if stats.ignored > 0 && stats.pages == 0 => Ok(None),
-                        Ok(stats) => Ok(Some(stats)),
-                        Err(e) => Err(wrap(e)),
-                    }
+                        Ok(stats) if stats.ignored > 0 && stats.pages == 0 => None,
+                        Ok(stats) => Some(stats),
+                        Err(e) => return Err(wrap(e)),
+                    };
+                    // After its records, on the same channel: the writer knows it is done.
+                    let _ = tx.send(Handed::Done(i as u64, got.clone())).await;
+                    Ok(got)
                 }
             })
             .buffer_unordered(concurrency);
@@ -764,7 +874,15 @@ pub(crate) async fn extract_children<S: RecordSink>(
         Ok::<_, ExtractError>(total)
     };
     let writing = async move {
-        while let Some(batch) = rx.recv().await {
+        while let Some(handed) = rx.recv().await {
+            let (parent, batch) = match handed {
+                Handed::Records(parent, batch) => (parent, batch),
+                Handed::Done(parent, stats) => {
+                    sink.at(Place::ParentDone(parent, stats.as_ref()));
+                    continue;
+                }
+            };
+            sink.at(Place::Parent(parent));
             let records = Records::Raw(batch.iter().map(|b| &**b).collect());
             if !sink.page(&records).await? {
                 break;
@@ -818,9 +936,19 @@ fn child_line(raw: &str, attach: Option<&str>) -> Result<Box<RawValue>, String> 
     RawValue::from_string(format!("{{\"{PARENT_FIELD}\":{attach}{comma}{rest}")).map_err(|e| e.to_string())
 }
 
+/// What the requests of a `for_each` resource hand its writer: a parent's records, and
+/// the end of a parent's requests (its counts; `None` when it was skipped).
+enum Handed {
+    Records(u64, Vec<Box<RawValue>>),
+    Done(u64, Option<Extracted>),
+}
+
 /// Hands the pages of one child request to the writer of the whole resource.
 struct ChannelSink<'a> {
-    tx: tokio::sync::mpsc::Sender<Vec<Box<RawValue>>>,
+    tx: tokio::sync::mpsc::Sender<Handed>,
+    parent: u64,
+    /// Records already staged (before a checkpoint), dropped.
+    skip: u64,
     attach: Option<String>,
     resource: &'a str,
 }
@@ -831,15 +959,23 @@ impl RecordSink for ChannelSink<'_> {
         let owned = |text: &str| {
             child_line(text, attach).map_err(|e| ExtractError::Config(format!("resource `{}`: {e}", self.resource)))
         };
+        let dropped = usize::try_from(self.skip).unwrap_or(usize::MAX).min(records.len());
+        self.skip -= dropped as u64;
         let batch = match records {
-            Records::Raw(raw) => raw.iter().map(|r| owned(r.get())).collect::<Result<Vec<_>, _>>()?,
-            Records::Values(values) => values
+            Records::Raw(raw) => raw[dropped..]
+                .iter()
+                .map(|r| owned(r.get()))
+                .collect::<Result<Vec<_>, _>>()?,
+            Records::Values(values) => values[dropped..]
                 .iter()
                 .map(|v| owned(&v.to_string()))
                 .collect::<Result<Vec<_>, _>>()?,
         };
+        if batch.is_empty() {
+            return Ok(!self.tx.is_closed());
+        }
         // A closed channel: the writer has had enough.
-        Ok(self.tx.send(batch).await.is_ok())
+        Ok(self.tx.send(Handed::Records(self.parent, batch)).await.is_ok())
     }
 }
 

@@ -47,6 +47,8 @@ pub(crate) struct Session {
     /// Read only the first date window of each stepped resource (`run` commits each
     /// window before it reads the next).
     pub one_window: bool,
+    /// Where each resource a checkpoint stopped goes on.
+    pub resume: HashMap<String, crate::stage::checkpoint::At>,
 }
 
 impl Session {
@@ -61,6 +63,7 @@ impl Session {
             starts: HashMap::new(),
             now: Utc::now(),
             one_window: false,
+            resume: HashMap::new(),
         })
     }
 
@@ -89,15 +92,20 @@ impl Session {
             (parents, _) => parents,
         };
         let windowed = r.incremental.as_ref().filter(|i| i.windowed);
+        let resume = self.resume.get(&r.name);
         let (Some(inc), Some(&start)) = (windowed, self.starts.get(&r.name)) else {
             let start = self.starts.get(&r.name).copied();
-            return self.extract_window(p, r, parents, start.map(|s| (s, None)), sink).await;
+            return self
+                .extract_window(p, r, parents, start.map(|s| (s, None)), resume, sink)
+                .await;
         };
         let config = |e: String| ExtractError::Config(format!("resource `{}`: `incremental.end`: {e}", r.name));
         let end = inc.end_position(crate::resolve::var).map_err(config)?;
         let all = inc.windows(start, end, self.now);
         let settled = crate::incremental::settled(&inc.format, self.now);
-        let take = if self.one_window { 1 } else { all.len() };
+        // Going on from a checkpoint: from the window it stopped in.
+        let first = resume.map_or(0, |at| at.window as usize);
+        let take = if self.one_window { first + 1 } else { all.len() };
         let mut total = Extracted {
             windows: Some(Windows::default()),
             ..Default::default()
@@ -105,10 +113,12 @@ impl Session {
         if all.is_empty() {
             tracing::info!(resource = %r.name, start = %inc.format.text(start), "no date window to read: the start is past the end");
         }
-        for (i, &(a, b)) in all.iter().take(take).enumerate() {
+        for (i, &(a, b)) in all.iter().enumerate().take(take).skip(first) {
             let last = b - inc.granularity;
+            sink.at(super::Place::Window(i as u32, &total));
+            let resume = resume.filter(|_| i == first);
             let stats = self
-                .extract_window(p, r, parents.take(), Some((a, Some(last))), sink)
+                .extract_window(p, r, parents.take(), Some((a, Some(last))), resume, sink)
                 .await?;
             tracing::info!(
                 resource = %r.name,
@@ -141,6 +151,7 @@ impl Session {
         r: &Resource,
         parents: Option<ParentRecords<'_>>,
         window: Option<(Position, Option<Position>)>,
+        resume: Option<&crate::stage::checkpoint::At>,
         sink: &mut S,
     ) -> Result<Extracted, ExtractError> {
         let (mut params, mut body) = (
@@ -177,6 +188,7 @@ impl Session {
             start,
             end,
             now: self.now,
+            resume,
         };
         match parents {
             None => {

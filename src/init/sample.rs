@@ -790,7 +790,7 @@ impl Sampler<'_> {
             repeats: false,
             stopped: None,
         };
-        let run = crate::extract::extract_resource(self.client, &p, r, first, &mut sink);
+        let run = crate::extract::extract_resource(self.client, &p, r, first, None, &mut sink);
         let result = tokio::time::timeout(self.budget.left(), run).await;
         self.budget.bytes += sink.bytes;
         self.budget.requests += sink.pages;

@@ -3,11 +3,14 @@
 //! marker keeps `gc` away while it runs, and a failed run's parts are removed.
 
 use super::preflight::prepare;
+use super::resume::Progress;
 use super::{parents_first, select, RunError, RunInfo};
 use crate::extract::session::Session;
 use crate::extract::{ExtractError, ParentRecords, RecordSink, Records};
+use crate::extract::{Extracted, Place};
 use crate::resolve::{Needs, Resolved};
 use crate::spec::pipeline::{Pipeline, Resource};
+use crate::stage::checkpoint::{Checkpoint, Checkpointer, ResourceCheckpoint};
 use crate::stage::manifest::{Manifest, ObjectManifest, ResourceManifest};
 use crate::stage::writer::PartWriter;
 use crate::stage::{manifest_key, Backend, StageError, Store};
@@ -38,6 +41,111 @@ pub(crate) struct ExtractOptions {
     pub one_window: bool,
     /// Record the exchanges (`sluice record`), or answer them from a recording (`sluice test`).
     pub tap: Option<std::sync::Arc<crate::replay::Tap>>,
+    /// Go on with a checkpointed run: this one, or (`Some(None)`) the newest.
+    pub resume: Option<Option<String>>,
+    /// Set by a signal: the run stops at the next page boundary.
+    pub stop: crate::extract::http::Stop,
+}
+
+impl ExtractOptions {
+    /// Whether the run keeps a checkpoint to go on from: not one cut short by `--limit`,
+    /// nor a recording or its test.
+    pub(crate) fn checkpointed(&self) -> bool {
+        self.limit.is_none() && self.tap.is_none()
+    }
+}
+
+/// How long a run asked to stop has to store what it read and its checkpoint.
+const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The run to extract: a new one, or the checkpointed one `--resume` names (its parts
+/// checked, those it does not list removed), with its checkpointer.
+pub(super) async fn begin<'s>(
+    p: &Pipeline,
+    opts: &ExtractOptions,
+    store: &'s Store,
+    journal: &crate::stage::writer::Journal,
+) -> Result<(RunInfo, Option<Checkpoint>, Option<Checkpointer<'s, Store>>), RunError> {
+    let Some(which) = &opts.resume else {
+        let run = RunInfo::new();
+        let now = Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true);
+        let c = Checkpoint {
+            run_id: run.run_id.clone(),
+            pipeline: p.name().to_string(),
+            spec_hash: p.spec_hash().to_string(),
+            sluice_version: env!("CARGO_PKG_VERSION").to_string(),
+            run_time: run.run_time.to_rfc3339_opts(SecondsFormat::Micros, true),
+            now: run.run_time.to_rfc3339_opts(SecondsFormat::Micros, true),
+            started_at: now.clone(),
+            saved_at: now,
+            selected: opts.resources.clone(),
+            starts: Default::default(),
+            resources: Default::default(),
+        };
+        let checkpointer = opts.checkpointed().then(|| Checkpointer::new(store, c, 0));
+        return Ok((run, None, checkpointer));
+    };
+    if !opts.checkpointed() {
+        return Err(StageError::Config("`--resume` goes on with a whole run: it cannot take `--limit`".into()).into());
+    }
+    let (c, save) = super::resume::checkpoint_to_resume(p, store, which.as_deref()).await?;
+    super::resume::prepare_resume(p, store, &c, journal).await?;
+    let run = super::resume::run_of(&c)?;
+    Ok((run, Some(c.clone()), Some(Checkpointer::new(store, c, save))))
+}
+
+/// `work`, or, once a signal came, the run stopping at its next page boundary (within
+/// [`STOP_GRACE`]); a run without a checkpoint stops at once.
+pub(super) async fn stopping<T>(
+    work: impl std::future::Future<Output = Result<T, RunError>>,
+    opts: &ExtractOptions,
+) -> Result<T, RunError> {
+    tokio::pin!(work);
+    let signal = tokio::select! {
+        r = &mut work => return r,
+        signal = crate::util::interrupted() => signal,
+    };
+    let interrupted = RunError::Interrupted {
+        signal,
+        removed: !opts.keep_failed,
+    };
+    if !opts.checkpointed() {
+        return Err(interrupted);
+    }
+    tracing::warn!(
+        "{}: storing what was read and the checkpoint, then stopping",
+        crate::util::signal_name(signal)
+    );
+    opts.stop.set(signal);
+    tokio::time::timeout(STOP_GRACE, work).await.unwrap_or(Err(interrupted))
+}
+
+/// After a run that did not finish: a failed one's parts and checkpoint removed (unless
+/// `--keep-failed`); a suspended one's kept, to go on from.
+pub(super) async fn after_failure<T>(
+    result: &Result<T, RunError>,
+    journal: &crate::stage::writer::Journal,
+    opts: &ExtractOptions,
+    store: &Store,
+    checkpointer: Option<&Checkpointer<'_, Store>>,
+    run_id: &str,
+    p: &Pipeline,
+    secrets: &Secrets,
+) {
+    match result {
+        Ok(_) | Err(RunError::Suspended { .. }) => return,
+        Err(RunError::Interrupted { .. }) => remove_markers(store, p.name(), run_id, secrets).await,
+        Err(_) => {}
+    }
+    remove_failed(journal, opts, store, secrets).await;
+    if let (Some(c), false) = (checkpointer, opts.keep_failed) {
+        if let Err(e) = c.remove().await {
+            tracing::warn!(
+                "cannot remove the failed run's checkpoint: {}",
+                secrets.mask(&e.to_string())
+            );
+        }
+    }
 }
 
 /// What an extraction staged.
@@ -82,6 +190,26 @@ pub(super) struct StageSink<'a> {
     bar: crate::progress::ExtractBar,
     /// For an incremental resource: the highest cursor staged so far.
     highest: Option<Highest>,
+    /// Records already staged before a checkpoint, dropped.
+    skip: u64,
+    /// Where it has got, and the checkpoint that follows each stored part.
+    progress: Progress,
+    checkpoint: Option<&'a Checkpointer<'a, Store>>,
+    secrets: &'a Secrets,
+}
+
+impl StageSink<'_> {
+    /// Save where the resource has got (every record staged so far is stored).
+    async fn save(&self) -> Result<(), StageError> {
+        let Some(c) = self.checkpoint else { return Ok(()) };
+        let highest = self.highest.as_ref().and_then(|h| Some(h.format.text(h.max?)));
+        let resource = ResourceCheckpoint {
+            done: None,
+            objects: self.writer.stored().to_vec(),
+            at: Some(self.progress.at(highest, self.secrets)),
+        };
+        c.set(&self.resource, resource).await
+    }
 }
 
 impl RecordSink for StageSink<'_> {
@@ -89,14 +217,28 @@ impl RecordSink for StageSink<'_> {
         self.bar.total(records);
     }
 
+    fn at(&mut self, place: Place<'_>) {
+        self.progress.place(place);
+    }
+
     async fn page(&mut self, records: &Records<'_>) -> Result<bool, ExtractError> {
         let (before, mut bytes) = (self.written, 0);
         let mut more = true;
+        let stage_error = |resource: &str, source| ExtractError::Stage {
+            resource: resource.to_string(),
+            source,
+        };
         for i in 0..records.len() {
             if self.limit.is_some_and(|l| self.written >= l) {
                 more = false;
                 break;
             }
+            if self.skip > 0 {
+                self.skip -= 1;
+                self.progress.staged();
+                continue;
+            }
+            let parts = self.writer.stored().len();
             let written = match records {
                 Records::Raw(raw) => {
                     bytes += raw[i].get().len() as u64;
@@ -118,6 +260,10 @@ impl RecordSink for StageSink<'_> {
                 seen.map_err(|e| ExtractError::Config(format!("resource `{}`: {e}", self.resource)))?;
             }
             self.written += 1;
+            self.progress.staged();
+            if self.writer.stored().len() > parts {
+                self.save().await.map_err(|e| stage_error(&self.resource, e))?;
+            }
         }
         self.bar.page(self.written - before, bytes);
         Ok(more && self.limit.is_none_or(|l| self.written < l))
@@ -129,7 +275,7 @@ impl RecordSink for StageSink<'_> {
 pub(crate) struct Highest {
     /// How the cursor reads, and the format of the state.
     read: crate::spec::pipeline::CursorFormat,
-    format: crate::spec::pipeline::CursorFormat,
+    pub(super) format: crate::spec::pipeline::CursorFormat,
     cursor: crate::spec::jsonpath::JsonPath,
     pub max: Option<crate::incremental::Position>,
 }
@@ -176,7 +322,7 @@ pub(crate) async fn extract(p: &Pipeline, opts: &ExtractOptions, secrets: &Secre
     let resolved = prepare(p, needs, secrets).await?;
     let store = Store::open(p.staging(), resolved.staging()).await?;
     let journal = crate::stage::writer::Journal::default();
-    let run = RunInfo::new();
+    let (run, resumed, checkpointer) = begin(p, opts, &store, &journal).await?;
     let run_id = run.run_id.clone();
     let mut announce = HashMap::new();
     let extraction = Extraction {
@@ -186,17 +332,12 @@ pub(crate) async fn extract(p: &Pipeline, opts: &ExtractOptions, secrets: &Secre
         opts,
         secrets,
         journal: &journal,
+        checkpoint: checkpointer.as_ref(),
+        resumed: resumed.as_ref(),
     };
-    let result = tokio::select! {
-        r = extraction.run(run, &mut announce) => r,
-        signal = crate::util::interrupted() => Err(RunError::Interrupted { signal, removed: !opts.keep_failed }),
-    };
-    if result.is_err() {
-        remove_failed(&journal, opts, &store, secrets).await;
-        if matches!(result, Err(RunError::Interrupted { .. })) {
-            remove_markers(&store, p.name(), &run_id, secrets).await;
-        }
-    }
+    let result = stopping(extraction.run(run, &mut announce), opts).await;
+    let c = checkpointer.as_ref();
+    after_failure(&result, &journal, opts, &store, c, &run_id, p, secrets).await;
     result
 }
 
@@ -248,6 +389,11 @@ pub(super) struct Extraction<'a> {
     pub opts: &'a ExtractOptions,
     pub secrets: &'a Secrets,
     pub journal: &'a crate::stage::writer::Journal,
+    /// Saves the run's checkpoint (none for a run that cannot go on: `--limit`, a
+    /// recording).
+    pub checkpoint: Option<&'a Checkpointer<'a, Store>>,
+    /// The checkpoint this run goes on from.
+    pub resumed: Option<&'a Checkpoint>,
 }
 
 /// Each resource is one shared job, so that a child can wait for its parent's.
@@ -261,9 +407,20 @@ impl Extraction<'_> {
     pub(super) async fn run(&self, run: RunInfo, announce: &mut Announce) -> Result<ExtractReport, RunError> {
         let (p, opts, secrets) = (self.p, self.opts, self.secrets);
         let mut http = Session::new(p, self.resolved, secrets)?;
-        http.client = http.client.with_deadline(opts.deadline).with_tap(opts.tap.clone());
-        let resources = select(p, &opts.resources)?;
-        if resources.iter().any(|r| r.incremental.is_some()) {
+        http.client = http
+            .client
+            .with_deadline(opts.deadline)
+            .with_tap(opts.tap.clone())
+            .with_stop(opts.stop.clone());
+        let resources = select(p, self.resumed.map_or(&opts.resources, |c| &c.selected))?;
+        if let Some(c) = self.resumed {
+            http.starts = super::resume::starts_of(p, c)?;
+            http.resume = c
+                .resources
+                .iter()
+                .filter_map(|(name, r)| Some((name.clone(), r.at.clone().filter(|_| r.done.is_none())?)))
+                .collect();
+        } else if resources.iter().any(|r| r.incremental.is_some()) {
             let saved = match opts.full_refresh {
                 true => Default::default(),
                 false => crate::load::state::positions(p, self.resolved.warehouse_url(), secrets).await?,
@@ -271,7 +428,13 @@ impl Extraction<'_> {
             http.starts = crate::extract::session::incremental_starts(&resources, &saved)?;
             http.starts.extend(opts.starts.iter().map(|(k, v)| (k.clone(), *v)));
         }
-        http.now = opts.now.unwrap_or(run.run_time);
+        http.now = match self.resumed {
+            Some(c) => super::resume::now_of(c)?,
+            None => opts.now.unwrap_or(run.run_time),
+        };
+        if let (Some(c), None) = (self.checkpoint, self.resumed) {
+            c.start(super::resume::starts_text(p, &http.starts), http.now).await;
+        }
         http.one_window = opts.one_window;
         let started = Utc::now();
         tracing::info!(pipeline = p.name(), run_id = %run.run_id, staging = %self.store.describe(), "extract started");
@@ -305,12 +468,21 @@ impl Extraction<'_> {
         };
         let Ok(results) = results else {
             remove_marker(marker, secrets).await;
+            // What the last checkpoint says was stored is where the next run goes on.
+            if let Some(c) = self.checkpoint {
+                return Err(suspended(&c.current().await, 0));
+            }
             let cause = format!(
                 "staging did not finish {} ms before the invocation deadline",
                 half_reserve.as_millis()
             );
             return Err(all_stopped_by_deadline(&resources, vec![cause]));
         };
+        if let Some(signal) = self.suspended(&results) {
+            remove_marker(marker, secrets).await;
+            let c = self.checkpoint.expect("only a checkpointed run is suspended");
+            return Err(suspended(&c.current().await, signal));
+        }
         let manifests = match self.staged(&resources, results).await {
             Ok(m) => m,
             Err(e) => {
@@ -332,6 +504,11 @@ impl Extraction<'_> {
         let key = manifest_key(p.name(), &run.run_id);
         let bytes = serde_json::to_vec_pretty(&manifest).expect("manifest serializes");
         self.store.put_bytes(&key, bytes).await?;
+        if let Some(c) = self.checkpoint {
+            if let Err(e) = c.remove().await {
+                tracing::warn!("cannot remove the run's checkpoint: {}", secrets.mask(&e.to_string()));
+            }
+        }
         remove_marker(marker, secrets).await;
         tracing::info!(run_id = %run.run_id, manifest = %key, "extract finished");
         Ok(ExtractReport {
@@ -356,13 +533,31 @@ impl Extraction<'_> {
         let parents = match parent {
             None => None,
             Some((name, job)) => {
-                let staged = job.await.map_err(|_| ExtractError::ParentFailed {
-                    resource: r.name.clone(),
-                    parent: name.to_string(),
+                let staged = job.await.map_err(|e| match e.suspension() {
+                    // Stopped before it began: the next run begins it.
+                    Some(signal) => ExtractError::Stopped {
+                        resource: r.name.clone(),
+                        page: 0,
+                        signal,
+                    },
+                    None => ExtractError::ParentFailed {
+                        resource: r.name.clone(),
+                        parent: name.to_string(),
+                    },
                 })?;
                 Some(staged_records(store, staged.objects, name))
             }
         };
+        let resumed = self.resumed.and_then(|c| c.resources.get(&r.name));
+        if let Some(done) = resumed.and_then(|c| c.done.clone()) {
+            if let Some(to) = to_load {
+                for o in &done.objects {
+                    let _ = to.send(o.clone());
+                }
+            }
+            return Ok(done);
+        }
+        let at = resumed.and_then(|c| c.at.as_ref());
         let t0 = Instant::now();
         let key = p.staging().key.clone();
         let (pipeline, name, run_id, run_time) =
@@ -370,17 +565,53 @@ impl Extraction<'_> {
         let writer = PartWriter::new(store, p.staging().part_size, move |part| {
             key.render(&pipeline, &name, &run_id, run_time, part)
         })
-        .notify(to_load)
+        .after(resumed.map(|c| c.objects.clone()).unwrap_or_default())
+        .notify(to_load.clone())
         .journal(self.journal.clone());
+        if let Some(to) = &to_load {
+            for o in writer.stored() {
+                let _ = to.send(o.clone());
+            }
+        }
+        let mut highest = r.incremental.as_ref().and_then(Highest::new);
+        if let (Some(h), Some(text)) = (&mut highest, at.and_then(|a| a.highest.as_ref())) {
+            h.max = h.format.read(&Value::String(text.clone())).ok();
+        }
         let mut sink = StageSink {
             writer,
             resource: r.name.clone(),
             limit: self.opts.limit,
             written: 0,
             bar: crate::progress::ExtractBar::new(&r.name),
-            highest: r.incremental.as_ref().and_then(Highest::new),
+            highest,
+            skip: at.filter(|a| a.parents.is_none()).map_or(0, |a| a.skip),
+            progress: Progress::from(
+                at,
+                r.for_each.is_some() || self.resolved.source().partitions.contains_key(&r.name),
+            ),
+            checkpoint: self.checkpoint,
+            secrets: self.secrets,
         };
-        let stats = http.extract(p, r, parents, &mut sink).await?;
+        let stats = match http.extract(p, r, parents, &mut sink).await {
+            Ok(stats) => stats,
+            // Stopped at a page boundary: what was read is stored, and the checkpoint says
+            // where to go on.
+            Err(e) if e.suspension().is_some() && self.checkpoint.is_some() => {
+                let stored = sink.writer.seal().await;
+                stored.and(sink.save().await).map_err(|source| ExtractError::Stage {
+                    resource: r.name.clone(),
+                    source,
+                })?;
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        };
+        let mut base = sink.progress.base();
+        base.add(&stats);
+        let stats = Extracted {
+            windows: stats.windows,
+            ..base
+        };
         let objects = sink.writer.finish().await.map_err(|source| ExtractError::Stage {
             resource: r.name.clone(),
             source,
@@ -415,7 +646,7 @@ impl Extraction<'_> {
             seconds = format!("{:.2}", t0.elapsed().as_secs_f64()),
             "resource extracted"
         );
-        Ok(ResourceManifest {
+        let manifest = ResourceManifest {
             name: r.name.clone(),
             pages: stats.pages,
             records,
@@ -424,7 +655,33 @@ impl Extraction<'_> {
             ignored: stats.ignored,
             incremental,
             objects,
-        })
+        };
+        if let Some(c) = self.checkpoint {
+            let done = ResourceCheckpoint {
+                done: Some(manifest.clone()),
+                ..Default::default()
+            };
+            c.set(&r.name, done).await.map_err(|source| ExtractError::Stage {
+                resource: r.name.clone(),
+                source,
+            })?;
+        }
+        Ok(manifest)
+    }
+
+    /// When some resource stopped at a page boundary and none failed otherwise: the
+    /// signal that stopped it (0 for the invocation deadline).
+    fn suspended(&self, results: &[Result<ResourceManifest, std::sync::Arc<ExtractError>>]) -> Option<i32> {
+        self.checkpoint?;
+        let mut signal = None;
+        for r in results {
+            match r.as_ref().map_err(|e| e.suspension()) {
+                Ok(_) => {}
+                Err(Some(s)) => signal = Some(signal.unwrap_or(s).max(s)),
+                Err(None) => return None,
+            }
+        }
+        signal
     }
 
     /// The resources' manifests when every one was staged whole and every part is still
@@ -471,6 +728,17 @@ impl Extraction<'_> {
             }
         }
         Ok(manifests)
+    }
+}
+
+/// The run stopped at a page boundary and `c` says where it goes on.
+fn suspended(c: &Checkpoint, signal: i32) -> RunError {
+    let (records, parts) = c.staged();
+    RunError::Suspended {
+        run_id: c.run_id.clone(),
+        signal,
+        records,
+        parts,
     }
 }
 

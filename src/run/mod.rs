@@ -12,12 +12,13 @@ use crate::util::Secrets;
 use chrono::{DateTime, SecondsFormat, Utc};
 
 mod extract;
-use extract::{remove_failed, remove_markers, Announce, Extraction};
+use extract::{after_failure, begin, stopping, Announce, Extraction};
 mod dry;
 mod gc;
 mod load;
 mod preflight;
 mod replay;
+mod resume;
 mod state;
 
 pub(crate) use dry::{extract_dry_run, run_dry};
@@ -83,6 +84,14 @@ pub(crate) enum RunError {
     Env(#[from] crate::resolve::EnvError),
     #[error("preflight check of the {check} failed, so nothing was read from the API: {detail}")]
     Preflight { check: &'static str, detail: String },
+    #[error("stopped by {} at a page boundary: run `{run_id}` is checkpointed, {records} records staged in {parts} parts; `sluice extract --resume {run_id}` (or `sluice run --resume {run_id}`) goes on from there", if *signal == 0 { "the invocation deadline" } else { crate::util::signal_name(*signal) })]
+    Suspended {
+        run_id: String,
+        /// The signal, or 0 for the invocation deadline.
+        signal: i32,
+        records: u64,
+        parts: usize,
+    },
     #[error("interrupted by {}: nothing was committed{}", crate::util::signal_name(*signal), if *removed { "; what the run staged was removed (--keep-failed keeps it)" } else { "" })]
     Interrupted {
         signal: i32,
@@ -149,6 +158,9 @@ pub(crate) async fn run(
     opts: &ExtractOptions,
     secrets: &Secrets,
 ) -> Result<(ExtractReport, crate::load::LoadReport), RunError> {
+    if opts.resume.is_some() {
+        return run_resumed(p, opts, secrets).await;
+    }
     let stepped = |r: &Resource| r.incremental.as_ref().is_some_and(|i| i.step.is_some());
     if !select(p, &opts.resources)?.into_iter().any(stepped) {
         return run_once(p, opts, secrets).await;
@@ -227,6 +239,32 @@ pub(crate) async fn run(
     Ok((extracted, loaded))
 }
 
+/// `run --resume`: the checkpointed run's extraction finished, then loaded; then, when
+/// date windows are left, the next rounds as `run` reads them.
+async fn run_resumed(
+    p: &Pipeline,
+    opts: &ExtractOptions,
+    secrets: &Secrets,
+) -> Result<(ExtractReport, crate::load::LoadReport), RunError> {
+    let extracted = extract::extract(p, opts, secrets).await?;
+    let which = RunSelector::Id(extracted.run.run_id.clone());
+    let mut loaded = load(p, &which, crate::load::LoadOptions::default(), secrets).await?;
+    let left = extracted
+        .manifest
+        .resources
+        .iter()
+        .any(|r| r.incremental.as_ref().is_some_and(|i| i.windows_left > 0));
+    if left {
+        let fresh = ExtractOptions {
+            resume: None,
+            ..opts.clone()
+        };
+        let (_, more) = Box::pin(run(p, &fresh, secrets)).await?;
+        add_up(&mut loaded, more);
+    }
+    Ok((extracted, loaded))
+}
+
 /// `names` and every resource whose `for_each` chain leads to one of them, in spec order.
 fn descendants(p: &Pipeline, names: &[String]) -> Vec<String> {
     let mut out: Vec<String> = names.to_vec();
@@ -276,7 +314,10 @@ async fn run_once(
     // The load starts on each staged part as soon as it is stored, while the extraction
     // goes on; it commits only once the extraction has finished (manifest written).
     let resources = select(p, &opts.resources)?;
-    let run = RunInfo::new();
+    let resolved = prepare(p, Needs::RUN, secrets).await?;
+    let store = Store::open(p.staging(), resolved.staging()).await?;
+    let journal = crate::stage::writer::Journal::default();
+    let (run, _, checkpointer) = begin(p, opts, &store, &journal).await?;
     let run_id = run.run_id.clone();
     let mut announce = Announce::new();
     let mut feeds = Vec::new();
@@ -298,9 +339,6 @@ async fn run_once(
         extraction: Some(done_rx),
         limited: opts.limit.is_some(),
     };
-    let resolved = prepare(p, Needs::RUN, secrets).await?;
-    let store = Store::open(p.staging(), resolved.staging()).await?;
-    let journal = crate::stage::writer::Journal::default();
     let extracting = async {
         let extraction = Extraction {
             p,
@@ -309,6 +347,8 @@ async fn run_once(
             opts,
             secrets,
             journal: &journal,
+            checkpoint: checkpointer.as_ref(),
+            resumed: None,
         };
         let result = extraction.run(run, &mut announce).await;
         drop(announce);
@@ -330,21 +370,20 @@ async fn run_once(
         crate::load::LoadOptions::default(),
         secrets,
     );
-    let both = async { tokio::join!(extracting, loading) };
-    let (extracted, loaded) = tokio::select! {
-        both = both => both,
-        // The load's transaction is dropped uncommitted: the database rolls it back.
-        signal = crate::util::interrupted() => {
-            let e = RunError::Interrupted { signal, removed: !opts.keep_failed };
-            remove_failed(&journal, opts, &store, secrets).await;
-            remove_markers(&store, p.name(), &run_id, secrets).await;
-            return Err(e);
+    // On a signal the extraction stops at a page boundary and checkpoints; the load,
+    // told the extraction failed, rolls back. (Dropped, its transaction is rolled back.)
+    let both = stopping(async { Ok(tokio::join!(extracting, loading)) }, opts).await;
+    let c = checkpointer.as_ref();
+    let (extracted, loaded) = match both {
+        Ok(both) => both,
+        Err(e) => {
+            let e = Err(e);
+            after_failure(&e, &journal, opts, &store, c, &run_id, p, secrets).await;
+            return e;
         }
     };
-    if extracted.is_err() {
-        // Only now: the load may still have been reading what was staged.
-        remove_failed(&journal, opts, &store, secrets).await;
-    }
+    // Only now: the load may still have been reading what was staged.
+    after_failure(&extracted, &journal, opts, &store, c, &run_id, p, secrets).await;
     // An extraction error explains a load that stopped because of it.
     let extracted = extracted?;
     Ok((extracted, loaded?))

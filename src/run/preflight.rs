@@ -50,6 +50,7 @@ pub(crate) async fn check(p: &Pipeline, api: bool, secrets: &Secrets) -> Result<
                 start: None,
                 end: None,
                 now,
+                resume: None,
             };
             let first = first_request(&base, r, &values)?;
             http.client.fetch(r.method, &first, &r.name, 1).await?;

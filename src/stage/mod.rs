@@ -9,6 +9,7 @@
 //! Objects are gzip JSON Lines of the raw records. A run's manifest is written last; a
 //! run without a manifest is incomplete and is never loaded.
 
+pub mod checkpoint;
 pub mod local;
 pub(crate) mod manifest;
 pub mod s3;

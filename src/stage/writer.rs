@@ -102,6 +102,23 @@ impl<'a, S: Backend> PartWriter<'a, S> {
         self
     }
 
+    /// Go on after the parts `objects` a run stored before (its checkpoint's).
+    pub(crate) fn after(mut self, objects: Vec<ObjectManifest>) -> Self {
+        self.next_part = objects.len() as u32;
+        self.objects = objects;
+        self
+    }
+
+    /// The parts stored so far, in order.
+    pub(crate) fn stored(&self) -> &[ObjectManifest] {
+        &self.objects
+    }
+
+    /// Store the part being written now, however small (a checkpoint follows).
+    pub(crate) async fn seal(&mut self) -> Result<(), StageError> {
+        self.close_part().await
+    }
+
     /// Also note each stored key in `journal`.
     pub(crate) fn journal(mut self, journal: Journal) -> Self {
         self.journal = Some(journal);

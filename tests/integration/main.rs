@@ -21,6 +21,7 @@ mod nested;
 mod pagination;
 mod reach;
 mod recording;
+mod resume;
 mod spec;
 mod staysright;
 mod trust;
