@@ -55,6 +55,8 @@ pub(crate) enum Invocation {
         step: Step,
         resources: Vec<String>,
         run_id: Option<String>,
+        /// Go on with this checkpointed run (steps extract and run).
+        resume: Option<String>,
     },
     /// A manifest landed in S3: load its run.
     Manifest { bucket: String, key: String },
@@ -151,9 +153,9 @@ pub(crate) fn parse_event(event: &Value) -> Result<Invocation, Failure> {
         )));
     };
     for key in obj.keys() {
-        if !["pipeline", "step", "resources", "run_id"].contains(&key.as_str()) {
+        if !["pipeline", "step", "resources", "run_id", "resume"].contains(&key.as_str()) {
             return Err(Failure::bad_event(format!(
-                "unknown event field `{key}`; an event has `pipeline`, `step` and optionally `resources` and `run_id`"
+                "unknown event field `{key}`; an event has `pipeline`, `step` and optionally `resources`, `run_id` and `resume`"
             )));
         }
     }
@@ -190,6 +192,16 @@ pub(crate) fn parse_event(event: &Value) -> Result<Invocation, Failure> {
         }
         Some(_) => return Err(Failure::bad_event("`run_id` must be a string")),
     };
+    let resume = match obj.get("resume") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(id)) if step != Step::Load && resources.is_empty() => Some(id.clone()),
+        Some(Value::String(_)) => {
+            return Err(Failure::bad_event(
+                "`resume` is for steps \"extract\" and \"run\" without `resources`: it goes on with the checkpointed run it names, as it was started",
+            ))
+        }
+        Some(_) => return Err(Failure::bad_event("`resume` must be a run id (a string)")),
+    };
     if step == Step::Load && !resources.is_empty() {
         return Err(Failure::bad_event(
             "`resources` is for steps \"extract\" and \"run\"; a load takes the whole staged run",
@@ -200,6 +212,7 @@ pub(crate) fn parse_event(event: &Value) -> Result<Invocation, Failure> {
         step,
         resources,
         run_id,
+        resume,
     })
 }
 
@@ -511,16 +524,23 @@ impl Handler {
 
     async fn serve(&self, invocation: &Invocation, deadline: Option<Instant>) -> Result<Value, Failure> {
         let secrets = Secrets::default();
-        let (p, step, resources, run_id) = match invocation {
+        let (p, step, resources, run_id, resume) = match invocation {
             Invocation::Step {
                 pipeline,
                 step,
                 resources,
                 run_id,
-            } => (self.pipeline(pipeline)?, *step, resources.clone(), run_id.clone()),
+                resume,
+            } => (
+                self.pipeline(pipeline)?,
+                *step,
+                resources.clone(),
+                run_id.clone(),
+                resume.clone(),
+            ),
             Invocation::Manifest { bucket, key } => {
                 let (p, run) = self.manifest_run(bucket, key, &secrets)?;
-                (p, Step::Load, Vec::new(), Some(run))
+                (p, Step::Load, Vec::new(), Some(run), None)
             }
         };
         self.serves_event(p, step)?;
@@ -536,15 +556,20 @@ impl Handler {
         let opts = ExtractOptions {
             resources,
             deadline,
+            resume: resume.map(Some),
             ..Default::default()
         };
         let summary = match step {
-            Step::Extract => {
-                let report = crate::run::extract(p, &opts, &secrets)
-                    .await
-                    .map_err(|e| run_failure(&e, &secrets))?;
-                json!({"pipeline": p.name(), "step": "extract", "extracted": extract_summary(&report)})
-            }
+            Step::Extract => match crate::run::extract(p, &opts, &secrets).await {
+                Ok(report) => json!({
+                    "pipeline": p.name(),
+                    "step": "extract",
+                    "status": "done",
+                    "run_id": report.run.run_id,
+                    "extracted": extract_summary(&report),
+                }),
+                Err(e) => return continued(p, "extract", e, &secrets),
+            },
             Step::Load => {
                 if let Some(left) = deadline.and_then(|d| d.too_close()) {
                     return Err(Failure {
@@ -574,12 +599,15 @@ impl Handler {
                 }
             }
             Step::Run => {
-                let (extracted, loaded) = crate::run::run(p, &opts, &secrets)
-                    .await
-                    .map_err(|e| run_failure(&e, &secrets))?;
+                let (extracted, loaded) = match crate::run::run(p, &opts, &secrets).await {
+                    Ok(done) => done,
+                    Err(e) => return continued(p, "run", e, &secrets),
+                };
                 json!({
                     "pipeline": p.name(),
                     "step": "run",
+                    "status": "done",
+                    "run_id": extracted.run.run_id,
                     "extracted": extract_summary(&extracted),
                     "loaded": load_summary(&loaded),
                 })
@@ -621,6 +649,27 @@ fn on_lambda_targets(p: &Pipeline, step: Step, secrets: &Secrets) -> Result<(), 
         )));
     }
     Ok(())
+}
+
+/// An extraction the deadline stopped at a page boundary, checkpointed: the answer says
+/// to go on (`{"status": "continue", "run_id": …}`, invoked again with `"resume"`);
+/// any other error is the invocation's failure.
+fn continued(p: &Pipeline, step: &str, e: crate::run::RunError, secrets: &Secrets) -> Result<Value, Failure> {
+    match e {
+        crate::run::RunError::Suspended {
+            run_id, records, parts, ..
+        } => {
+            tracing::info!(run_id = %run_id, records, parts, "stopped before the deadline, checkpointed: invoke again with \"resume\" to go on");
+            Ok(json!({
+                "pipeline": p.name(),
+                "step": step,
+                "status": "continue",
+                "run_id": run_id,
+                "staged": {"records": records, "parts": parts},
+            }))
+        }
+        e => Err(run_failure(&e, secrets)),
+    }
 }
 
 fn run_failure(e: &crate::run::RunError, secrets: &Secrets) -> Failure {
@@ -779,7 +828,8 @@ mod tests {
                 pipeline: "coincap".into(),
                 step: Step::Extract,
                 resources: vec!["exchanges".into()],
-                run_id: None
+                run_id: None,
+                resume: None
             }
         );
         let s3 = json!({"Records": [{"eventSource": "aws:s3", "s3": {"bucket": {"name": "lake"}, "object": {"key": "sluice/my+pipe/_manifests/x%2By.json"}}}]});

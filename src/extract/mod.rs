@@ -670,60 +670,8 @@ pub(crate) async fn extract_resource<S: RecordSink>(
         }
         tracing::debug!(resource = %resource.name, page = page_no, records = records.len(), "page");
         if let Some(rest) = all_known {
-            if rest.len() as u64 + 1 > resource.max_pages {
-                return Err(ExtractError::TooManyPages {
-                    resource: resource.name.clone(),
-                    max: resource.max_pages,
-                });
-            }
-            let (sent, sent_headers) = (&req.body, &req.headers);
-            let mut fetched = stream::iter(rest.into_iter().enumerate())
-                .map(|(i, u)| async move {
-                    let page_no = i as u64 + 2;
-                    let page = Request {
-                        url: u.clone(),
-                        body: sent.clone(),
-                        headers: sent_headers.clone(),
-                    };
-                    let resp = client.fetch(resource.method, &page, &resource.name, page_no).await;
-                    (page_no, u, resp)
-                })
-                .buffered(concurrency);
-            let (mut last, mut last_records) = (body, records.len());
-            while let Some((page_no, u, resp)) = fetched.next().await {
-                let Some(resp) = unless_ignored(resp, false, &mut stats)? else {
-                    continue;
-                };
-                let resp = decompressed(resp, resource, page_no, &u, client.max_response_size())?;
-                let (body, records) = read_page(resource, page_no, &u, &resp)?;
-                if placed {
-                    let req = Request {
-                        url: u.clone(),
-                        body: sent.clone(),
-                        headers: Vec::new(),
-                    };
-                    let (pages, read, fullest) = (stats.pages, stats.records, tally.fullest);
-                    sink.at(Place::Page {
-                        req: &req,
-                        pages,
-                        records: read,
-                        fullest,
-                    });
-                }
-                stats.pages += 1;
-                stats.records += records.len() as u64;
-                tally.page(resource, &body, records.len());
-                if !sink.page(&records).await? {
-                    stats.stopped = true;
-                    return Ok(stats);
-                }
-                (last, last_records) = (body, records.len());
-            }
-            // Pages fetched at once end where the first page said; only the last may say
-            // there is more (no `stop_when` here: it turns fetching at once off).
-            tally.check(resource, stats.pages, &stats, &last, last_records, false)?;
-            stats.total = tally.total;
-            return Ok(stats);
+            let first = (&req, body, records.len(), placed);
+            return fetch_rest(client, concurrency, resource, rest, first, stats, tally, sink).await;
         }
         match next {
             Some(next) => req = next,
@@ -735,6 +683,78 @@ pub(crate) async fn extract_resource<S: RecordSink>(
             }
         }
     }
+}
+
+/// The pages after the first fetched at once (`concurrency` at a time), when the first
+/// page told how many there are; handed to `sink` in order. `first`: its request, body
+/// and records, and whether pages are placed for a checkpoint.
+#[allow(clippy::too_many_arguments)]
+async fn fetch_rest<S: RecordSink>(
+    client: &Client,
+    concurrency: usize,
+    resource: &Resource,
+    rest: Vec<Url>,
+    first: (&Request, Value, usize, bool),
+    mut stats: Extracted,
+    mut tally: Tally,
+    sink: &mut S,
+) -> Result<Extracted, ExtractError> {
+    let (req, body, records, placed) = first;
+    let records_len = records;
+    if rest.len() as u64 + 1 > resource.max_pages {
+        return Err(ExtractError::TooManyPages {
+            resource: resource.name.clone(),
+            max: resource.max_pages,
+        });
+    }
+    let (sent, sent_headers) = (&req.body, &req.headers);
+    let mut fetched = stream::iter(rest.into_iter().enumerate())
+        .map(|(i, u)| async move {
+            let page_no = i as u64 + 2;
+            let page = Request {
+                url: u.clone(),
+                body: sent.clone(),
+                headers: sent_headers.clone(),
+            };
+            let resp = client.fetch(resource.method, &page, &resource.name, page_no).await;
+            (page_no, u, resp)
+        })
+        .buffered(concurrency);
+    let (mut last, mut last_records) = (body, records_len);
+    while let Some((page_no, u, resp)) = fetched.next().await {
+        let Some(resp) = unless_ignored(resp, false, &mut stats)? else {
+            continue;
+        };
+        let resp = decompressed(resp, resource, page_no, &u, client.max_response_size())?;
+        let (body, records) = read_page(resource, page_no, &u, &resp)?;
+        if placed {
+            let req = Request {
+                url: u.clone(),
+                body: sent.clone(),
+                headers: Vec::new(),
+            };
+            let (pages, read, fullest) = (stats.pages, stats.records, tally.fullest);
+            sink.at(Place::Page {
+                req: &req,
+                pages,
+                records: read,
+                fullest,
+            });
+        }
+        stats.pages += 1;
+        stats.records += records.len() as u64;
+        tally.page(resource, &body, records.len());
+        if !sink.page(&records).await? {
+            stats.stopped = true;
+            return Ok(stats);
+        }
+        (last, last_records) = (body, records.len());
+    }
+    // Pages fetched at once end where the first page said; only the last may say
+    // there is more (no `stop_when` here: it turns fetching at once off).
+    tally.check(resource, stats.pages, &stats, &last, last_records, false)?;
+    stats.total = tally.total;
+    Ok(stats)
 }
 
 /// A response, or `None` for one an `ignore` rule held for: logged (`ends` when the pages

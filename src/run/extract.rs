@@ -128,8 +128,7 @@ pub(super) async fn after_failure<T>(
     opts: &ExtractOptions,
     store: &Store,
     checkpointer: Option<&Checkpointer<'_, Store>>,
-    run_id: &str,
-    p: &Pipeline,
+    (p, run_id): (&Pipeline, &str),
     secrets: &Secrets,
 ) {
     match result {
@@ -337,7 +336,7 @@ pub(crate) async fn extract(p: &Pipeline, opts: &ExtractOptions, secrets: &Secre
     };
     let result = stopping(extraction.run(run, &mut announce), opts).await;
     let c = checkpointer.as_ref();
-    after_failure(&result, &journal, opts, &store, c, &run_id, p, secrets).await;
+    after_failure(&result, &journal, opts, &store, c, (p, &run_id), secrets).await;
     result
 }
 

@@ -378,12 +378,12 @@ async fn run_once(
         Ok(both) => both,
         Err(e) => {
             let e = Err(e);
-            after_failure(&e, &journal, opts, &store, c, &run_id, p, secrets).await;
+            after_failure(&e, &journal, opts, &store, c, (p, &run_id), secrets).await;
             return e;
         }
     };
     // Only now: the load may still have been reading what was staged.
-    after_failure(&extracted, &journal, opts, &store, c, &run_id, p, secrets).await;
+    after_failure(&extracted, &journal, opts, &store, c, (p, &run_id), secrets).await;
     // An extraction error explains a load that stopped because of it.
     let extracted = extracted?;
     Ok((extracted, loaded?))

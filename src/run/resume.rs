@@ -149,18 +149,13 @@ pub(crate) async fn checkpoint_to_resume(
         .collect();
     let run_id = match run_id {
         Some(id) => id.to_string(),
-        None => all
-            .keys()
-            .filter(|id| !complete.contains(*id))
-            .next_back()
-            .cloned()
-            .ok_or_else(|| {
-                StageError::Config(format!(
-                    "pipeline `{}` has no checkpointed run in {} to go on with",
-                    p.name(),
-                    store.describe()
-                ))
-            })?,
+        None => all.keys().rfind(|id| !complete.contains(*id)).cloned().ok_or_else(|| {
+            StageError::Config(format!(
+                "pipeline `{}` has no checkpointed run in {} to go on with",
+                p.name(),
+                store.describe()
+            ))
+        })?,
     };
     if complete.contains(&run_id) {
         return Err(StageError::Config(format!(
@@ -241,10 +236,7 @@ pub(super) async fn prepare_resume(
     }
     let (records, parts) = c.staged();
     tracing::info!(run_id = %c.run_id, records, parts, removed_unlisted = removed, saved_at = %c.saved_at, "going on from the checkpoint");
-    journal
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .extend(listed.into_iter());
+    journal.lock().unwrap_or_else(|e| e.into_inner()).extend(listed);
     Ok(())
 }
 

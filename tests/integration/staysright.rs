@@ -373,13 +373,13 @@ fn bad_numbers_are_errors_not_panics_or_wraps() {
 }
 
 #[test]
-fn an_interrupted_run_commits_nothing_and_removes_what_it_staged() {
-    let env = Env::new();
-    env.page("p1", records(400, "a"), Some("p2"));
-    env.page("p2", records(1, "b"), None);
-    let spec = env.spec("stop", "p1", "append", DEFAULT);
-    let logs = tempfile::tempdir().unwrap();
+fn an_interrupted_run_commits_nothing_checkpoints_and_goes_on_with_resume() {
     for (signal, code) in [("TERM", 143), ("INT", 130)] {
+        let env = Env::new();
+        env.page("p1", records(400, "a"), Some("p2"));
+        env.page("p2", records(1, "b"), None);
+        let spec = env.spec("stop", "p1", "append", DEFAULT);
+        let logs = tempfile::tempdir().unwrap();
         env.api.fault("/dyn/p2", Fault::Stall(Duration::from_secs(5)), 1);
         let mut bg = env.sluice(["run", &spec]).spawn(logs.path());
         std::thread::sleep(Duration::from_millis(2000));
@@ -388,24 +388,34 @@ fn an_interrupted_run_commits_nothing_and_removes_what_it_staged() {
         assert_eq!(wait(&mut bg), code, "{}", bg.stderr());
         let said = bg.stderr();
         assert!(
-            said.contains(&format!("interrupted by SIG{signal}: nothing was committed")),
+            said.contains(&format!("stopped by SIG{signal} at a page boundary: run `"))
+                && said.contains("is checkpointed, 400 records staged"),
             "{said}"
         );
-        let left: Vec<String> = files(&env.staging())
-            .into_iter()
-            .filter(|f| !f.starts_with(".tmp"))
-            .collect();
-        assert!(left.is_empty(), "{left:?}");
         let c = rusqlite::Connection::open(env.db("stop")).unwrap();
-        let rows: i64 = c
+        let tables: i64 = c
             .query_row("SELECT count(*) FROM sqlite_master WHERE name = 'item'", [], |r| {
                 r.get(0)
             })
             .unwrap();
-        if rows > 0 {
+        if tables > 0 {
             let n: i64 = c.query_row("SELECT count(*) FROM item", [], |r| r.get(0)).unwrap();
-            assert_eq!(n, 0);
+            assert_eq!(n, 0, "nothing was committed");
         }
+        assert!(files(&env.staging().join("stop/_manifests")).is_empty());
+        // It goes on from the checkpoint: the second page only, then the load.
+        let before = env.api.requests().len();
+        let resumed = env.sluice(["run", &spec, "--resume"]).run().success();
+        let asked: Vec<String> = env.api.requests()[before..].iter().map(|r| r.target.clone()).collect();
+        assert_eq!(
+            asked,
+            vec!["/dyn/p1".to_string(), "/dyn/p2".to_string()],
+            "{}",
+            resumed.stderr
+        );
+        let n: i64 = c.query_row("SELECT count(*) FROM item", [], |r| r.get(0)).unwrap();
+        assert_eq!(n, 401, "{}", resumed.stderr);
+        assert!(files(&env.staging().join("stop/_checkpoints")).is_empty());
     }
 }
 

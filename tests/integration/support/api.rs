@@ -193,6 +193,11 @@ impl ApiServer {
         });
     }
 
+    /// Inject no more faults.
+    pub fn rules_clear(&self) {
+        self.state.rules.lock().unwrap().clear();
+    }
+
     /// Serve `body` at `/dyn/{name}`, with extra response headers.
     pub fn put(&self, name: &str, body: impl Into<Vec<u8>>, headers: &[(&str, &str)]) {
         let headers = headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
