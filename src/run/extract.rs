@@ -137,7 +137,8 @@ pub(super) async fn after_failure<T>(
         Err(_) => {}
     }
     remove_failed(journal, opts, store, secrets).await;
-    if let (Some(c), false) = (checkpointer, opts.keep_failed) {
+    // A failed run does not go on: its checkpoint goes, whatever `--keep-failed` keeps.
+    if let Some(c) = checkpointer {
         if let Err(e) = c.remove().await {
             tracing::warn!(
                 "cannot remove the failed run's checkpoint: {}",
