@@ -163,21 +163,20 @@ pub(crate) async fn checkpoint_to_resume(
         ))
         .into());
     }
-    let (c, save) = crate::stage::checkpoint::read_checkpoint(store, p.name(), &run_id)
-        .await?
-        .ok_or_else(|| {
-            let known: Vec<&String> = all.keys().collect();
-            StageError::Config(format!(
-                "run `{run_id}` of pipeline `{}` has no checkpoint in {}; checkpointed runs: {}",
-                p.name(),
-                store.describe(),
-                if known.is_empty() {
-                    "none".to_string()
-                } else {
-                    format!("{known:?}")
-                }
-            ))
-        })?;
+    let newest = all.get(&run_id).map(|(_, save)| *save).ok_or_else(|| {
+        let known: Vec<&String> = all.keys().collect();
+        StageError::Config(format!(
+            "run `{run_id}` of pipeline `{}` has no checkpoint in {}; checkpointed runs: {}",
+            p.name(),
+            store.describe(),
+            if known.is_empty() {
+                "none".to_string()
+            } else {
+                format!("{known:?}")
+            }
+        ))
+    })?;
+    let (c, save) = crate::stage::checkpoint::read_checkpoint(store, p.name(), &run_id, newest).await?;
     if c.pipeline != p.name() {
         return Err(StageError::Config(format!(
             "the checkpoint of run `{run_id}` is pipeline `{}`'s, not `{}`'s",

@@ -187,23 +187,20 @@ pub async fn checkpoints(
     Ok(out)
 }
 
-/// Read the newest checkpoint of run `run_id`, and its save number.
+/// Read save `save` of run `run_id`'s checkpoint (the newest, as [`checkpoints`] lists).
 pub async fn read_checkpoint(
     store: &impl Backend,
     pipeline: &str,
     run_id: &str,
-) -> Result<Option<(Checkpoint, u64)>, StageError> {
-    let all = checkpoints(store, pipeline).await?;
-    let Some((_, save)) = all.get(run_id) else {
-        return Ok(None);
-    };
-    let key = checkpoint_key(pipeline, run_id, *save);
+    save: u64,
+) -> Result<(Checkpoint, u64), StageError> {
+    let key = checkpoint_key(pipeline, run_id, save);
     let bytes = store.get_bytes(&key).await?;
     let c = serde_json::from_slice(&bytes).map_err(|e| StageError::BadManifest {
         key,
         detail: e.to_string(),
     })?;
-    Ok(Some((c, *save)))
+    Ok((c, save))
 }
 
 /// Saves a run's checkpoint as it changes, one save at a time.
