@@ -234,7 +234,8 @@ enum Command {
     Gc {
         /// The spec file.
         spec: String,
-        /// Only runs that started longer ago than this (`30m`, `12h`, `7d`).
+        /// Only runs that started (a checkpointed run: last saved) longer ago than this
+        /// (`30m`, `12h`, `7d`).
         #[arg(long, value_name = "DURATION", default_value = "1d", value_parser = parse_age)]
         older_than: std::time::Duration,
     },

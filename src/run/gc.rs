@@ -20,7 +20,8 @@ pub(crate) struct GcReport {
 }
 
 /// Remove the staged objects of incomplete runs (runs without a manifest) that started
-/// more than `older_than` ago. Only what is this pipeline's own: an object whose key this
+/// more than `older_than` ago, and their checkpoints; a checkpointed run is kept while its
+/// checkpoint was saved within `older_than` (`--resume` goes on with it). Only what is this pipeline's own: an object whose key this
 /// spec's template parses back strictly (its name, one of its resources, its run time
 /// format, a run id). A complete run is never touched, nor a run whose extraction still
 /// renews its in-progress marker.
@@ -43,8 +44,22 @@ pub(crate) async fn gc(p: &Pipeline, older_than: std::time::Duration, secrets: &
         location: store.describe(),
         ..GcReport::default()
     };
-    let started_before_cutoff = |run_id: &str| {
-        chrono::NaiveDateTime::parse_from_str(&run_id[..16], "%Y%m%dT%H%M%SZ").is_ok_and(|t| t.and_utc() <= cutoff)
+    // A checkpointed run's age is its newest save's; another's, its start.
+    let checkpoints = crate::stage::checkpoint::checkpoints(&store, p.name()).await?;
+    let mut saved = std::collections::HashMap::new();
+    for (run_id, (_, save)) in &checkpoints {
+        let c = crate::stage::checkpoint::read_checkpoint(&store, p.name(), run_id, *save).await;
+        let at = c
+            .ok()
+            .and_then(|(c, _)| chrono::DateTime::parse_from_rfc3339(&c.saved_at).ok());
+        saved.insert(run_id.clone(), at.map(|t| t.with_timezone(&Utc)));
+    }
+    let started_before_cutoff = |run_id: &str| match saved.get(run_id) {
+        Some(Some(at)) => *at <= cutoff,
+        // An unreadable checkpoint does not keep its run.
+        Some(None) | None => {
+            chrono::NaiveDateTime::parse_from_str(&run_id[..16], "%Y%m%dT%H%M%SZ").is_ok_and(|t| t.and_utc() <= cutoff)
+        }
     };
     for object in store.list(&p.staging().key.list_prefix(p.name())).await? {
         let Some(run_id) = p.run_of_key(&object) else {
@@ -71,6 +86,19 @@ pub(crate) async fn gc(p: &Pipeline, older_than: std::time::Duration, secrets: &
             for k in keys {
                 store.delete(k).await?;
             }
+        }
+    }
+    // The checkpoints of the runs removed (and of complete runs, which need none).
+    for (run_id, (keys, _)) in &checkpoints {
+        if running(run_id) || !(complete.contains(run_id) || started_before_cutoff(run_id)) {
+            continue;
+        }
+        for k in keys {
+            store.delete(k).await?;
+            report.objects += 1;
+        }
+        if !complete.contains(run_id) && !report.runs.contains(run_id) {
+            report.runs.push(run_id.clone());
         }
     }
     report.runs.sort();

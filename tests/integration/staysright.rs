@@ -419,6 +419,62 @@ fn an_interrupted_run_commits_nothing_checkpoints_and_goes_on_with_resume() {
     }
 }
 
+/// `gc` judges a checkpointed run by its newest save, not by when it started: saved
+/// within `--older-than`, its parts and checkpoint stay (and `--resume` goes on);
+/// saved before, both go.
+#[test]
+fn gc_keeps_a_checkpointed_run_by_its_newest_save_and_removes_an_old_ones_checkpoint() {
+    let env = Env::new();
+    env.page("p1", records(400, "a"), Some("p2"));
+    env.page("p2", records(1, "b"), None);
+    let spec = env.spec("kept", "p1", "append", DEFAULT);
+    let logs = tempfile::tempdir().unwrap();
+    let interrupt = || {
+        env.api.fault("/dyn/p2", Fault::Stall(Duration::from_secs(5)), 1);
+        let mut bg = env.sluice(["extract", &spec]).spawn(logs.path());
+        std::thread::sleep(Duration::from_millis(2000));
+        bg.signal("TERM");
+        assert_eq!(wait(&mut bg), 143, "{}", bg.stderr());
+    };
+    let checkpoints = env.staging().join("kept/_checkpoints");
+    // Every save of the checkpoint, its `saved_at` set to `at`.
+    let saved_at = |at: &str| {
+        for run in std::fs::read_dir(&checkpoints).unwrap() {
+            for save in std::fs::read_dir(run.unwrap().path()).unwrap() {
+                let path = save.unwrap().path();
+                let mut c: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+                c["saved_at"] = json!(at);
+                std::fs::remove_file(&path).unwrap();
+                std::fs::write(&path, serde_json::to_vec(&c).unwrap()).unwrap();
+            }
+        }
+    };
+    interrupt();
+    let parts = files(&env.staging().join("kept/items"));
+    assert!(!parts.is_empty());
+    // Saved "just now" (ahead of the cutoff): kept even at `--older-than 0s`.
+    let ahead = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
+    saved_at(&ahead);
+    let gc = env.sluice(["gc", &spec, "--older-than", "0s"]).run().success();
+    assert!(gc.stdout.contains("removed 0 objects"), "{}", gc.stdout);
+    assert_eq!(files(&env.staging().join("kept/items")), parts);
+    assert_eq!(files(&checkpoints).len(), 1);
+    env.sluice(["extract", &spec, "--resume"]).run().success();
+    assert!(files(&checkpoints).is_empty());
+
+    // A run that started a moment ago but was last saved long ago is old: its parts and
+    // its checkpoint go, and there is nothing left to go on with.
+    interrupt();
+    let before = files(&env.staging().join("kept/items")).len();
+    saved_at("2020-01-01T00:00:00Z");
+    let gc = env.sluice(["gc", &spec, "--older-than", "1d"]).run().success();
+    assert!(gc.stdout.contains("removed incomplete run"), "{}", gc.stdout);
+    assert!(files(&checkpoints).is_empty(), "{}", gc.stdout);
+    assert!(files(&env.staging().join("kept/items")).len() < before, "{}", gc.stdout);
+    let resumed = env.sluice(["extract", &spec, "--resume"]).run();
+    assert_ne!(resumed.code, 0, "{resumed:?}");
+}
+
 /// `sluice args…` under `/usr/bin/time -v`: the run and its peak resident memory in MiB.
 fn measured(env: &Env, args: &[&str]) -> (Run, u64) {
     assert!(
