@@ -30,6 +30,9 @@ pub(super) struct Progress {
     sequence_staged: u64,
     parents: Option<ParentsAt>,
     current: Option<u64>,
+    /// The window the checkpoint gone on from stopped in, until it is reached again: its
+    /// place (the page, what its sequence staged) holds.
+    resumed_window: Option<u32>,
 }
 
 impl Progress {
@@ -48,12 +51,16 @@ impl Progress {
             page_staged: at.skip,
             sequence_staged: at.skip + at.page.as_ref().map_or(0, |p| p.records),
             parents: at.parents.clone().or_else(|| for_each.then(ParentsAt::default)),
+            resumed_window: Some(at.window),
             ..Default::default()
         }
     }
 
     pub(super) fn place(&mut self, place: Place<'_>) {
         match place {
+            Place::Window(i, total) if self.resumed_window.take() == Some(i) => {
+                self.windows = total.counts();
+            }
             Place::Window(i, total) => {
                 *self = Progress {
                     window: i,
@@ -289,4 +296,41 @@ pub(super) fn starts_text(p: &Pipeline, starts: &HashMap<String, Position>) -> B
             Some((name.clone(), inc.format.text(*pos)))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::extract::Extracted;
+
+    /// Gone on from page 3 of window 1, whose URL holds a secret: reaching window 1 again
+    /// keeps what its request sequence staged before, so that a checkpoint, which cannot
+    /// name the page, skips every record of the sequence staged, not only those since.
+    #[test]
+    fn a_resumed_window_keeps_what_its_sequence_staged_before() {
+        let secrets = Secrets::default();
+        secrets.add("s3cr3t-token");
+        let at = At {
+            window: 1,
+            page: Some(PageAt {
+                url: "https://api.test/items?page=3&key=s3cr3t-token".into(),
+                records: 200,
+                pages: 2,
+                ..Default::default()
+            }),
+            skip: 40,
+            ..Default::default()
+        };
+        let mut progress = Progress::from(Some(&at), false);
+        progress.place(Place::Window(1, &Extracted::default()));
+        for _ in 0..10 {
+            progress.staged();
+        }
+        let now = progress.at(None, &secrets);
+        assert_eq!((now.window, now.page, now.skip), (1, None, 250));
+        // The next window starts afresh.
+        progress.place(Place::Window(2, &Extracted::default()));
+        progress.staged();
+        assert_eq!(progress.at(None, &secrets).skip, 1);
+    }
 }
