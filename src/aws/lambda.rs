@@ -57,6 +57,9 @@ pub(crate) enum Invocation {
         run_id: Option<String>,
         /// Go on with this checkpointed run (steps extract and run).
         resume: Option<String>,
+        /// A backfill: its windows (step `windows`), or one of them (step `extract`,
+        /// with the `run_id` the windows named).
+        backfill: Option<(crate::run::Backfill, Option<usize>)>,
     },
     /// A manifest landed in S3: load its run.
     Manifest { bucket: String, key: String },
@@ -67,6 +70,8 @@ pub(crate) enum Step {
     Extract,
     Load,
     Run,
+    /// The windows of a backfill, each the event that extracts it.
+    Windows,
 }
 
 impl Step {
@@ -75,6 +80,7 @@ impl Step {
             Step::Extract => "extract",
             Step::Load => "load",
             Step::Run => "run",
+            Step::Windows => "windows",
         }
     }
 }
@@ -153,9 +159,9 @@ pub(crate) fn parse_event(event: &Value) -> Result<Invocation, Failure> {
         )));
     };
     for key in obj.keys() {
-        if !["pipeline", "step", "resources", "run_id", "resume"].contains(&key.as_str()) {
+        if !["pipeline", "step", "resources", "run_id", "resume", "backfill", "window"].contains(&key.as_str()) {
             return Err(Failure::bad_event(format!(
-                "unknown event field `{key}`; an event has `pipeline`, `step` and optionally `resources`, `run_id` and `resume`"
+                "unknown event field `{key}`; an event has `pipeline`, `step` and optionally `resources`, `run_id`, `resume`, `backfill` and `window`"
             )));
         }
     }
@@ -167,12 +173,14 @@ pub(crate) fn parse_event(event: &Value) -> Result<Invocation, Failure> {
         Some("extract") => Step::Extract,
         Some("load") => Step::Load,
         Some("run") => Step::Run,
+        Some("windows") => Step::Windows,
         _ => {
             return Err(Failure::bad_event(
-                "the event's `step` must be \"extract\", \"load\" or \"run\"",
+                "the event's `step` must be \"extract\", \"load\", \"run\" or \"windows\"",
             ))
         }
     };
+    let backfill = backfill_of(obj, step)?;
     let resources = match obj.get("resources") {
         None | Some(Value::Null) => Vec::new(),
         Some(Value::Array(items)) => items
@@ -185,9 +193,10 @@ pub(crate) fn parse_event(event: &Value) -> Result<Invocation, Failure> {
     let run_id = match obj.get("run_id") {
         None | Some(Value::Null) => None,
         Some(Value::String(id)) if step == Step::Load => Some(id.clone()),
+        Some(Value::String(id)) if matches!(backfill, Some((_, Some(_)))) => Some(id.clone()),
         Some(Value::String(_)) => {
             return Err(Failure::bad_event(
-                "`run_id` is for step \"load\" (which run to load); extract and run start a new run",
+                "`run_id` is for step \"load\" (which run to load) and a backfill's `window`; extract and run start a new run",
             ))
         }
         Some(_) => return Err(Failure::bad_event("`run_id` must be a string")),
@@ -207,13 +216,59 @@ pub(crate) fn parse_event(event: &Value) -> Result<Invocation, Failure> {
             "`resources` is for steps \"extract\" and \"run\"; a load takes the whole staged run",
         ));
     }
+    if backfill.is_some() && (!resources.is_empty() || resume.is_some()) {
+        return Err(Failure::bad_event(
+            "a backfill's window reads what its round reads: no `resources` or `resume` beside `backfill`",
+        ));
+    }
+    if matches!(backfill, Some((_, Some(_)))) && run_id.is_none() {
+        return Err(Failure::bad_event(
+            "a backfill's `window` is extracted as the run the windows named: give its `run_id`",
+        ));
+    }
     Ok(Invocation::Step {
         pipeline: pipeline.to_string(),
         step,
         resources,
         run_id,
         resume,
+        backfill,
     })
+}
+
+/// `backfill: {from, to}` (steps `windows`, and `extract` with `window`: its index).
+fn backfill_of(
+    obj: &serde_json::Map<String, Value>,
+    step: Step,
+) -> Result<Option<(crate::run::Backfill, Option<usize>)>, Failure> {
+    let window = match obj.get("window") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(
+            v.as_u64()
+                .ok_or_else(|| Failure::bad_event("`window` must be a window's index (0, 1, …)"))? as usize,
+        ),
+    };
+    let Some(b) = obj.get("backfill").filter(|b| !b.is_null()) else {
+        if step == Step::Windows || window.is_some() {
+            return Err(Failure::bad_event(
+                "step \"windows\" and `window` need `backfill`: {\"from\": \"2024-01-01\", \"to\": \"2024-12-31\"}",
+            ));
+        }
+        return Ok(None);
+    };
+    let bound = |k: &str| b.get(k).and_then(Value::as_str).map(str::to_string);
+    let (Some(from), Some(to), true) = (bound("from"), bound("to"), b.as_object().is_some_and(|o| o.len() == 2)) else {
+        return Err(Failure::bad_event(
+            "`backfill` must be {\"from\": \"2024-01-01\", \"to\": \"2024-12-31\"} (dates or RFC 3339 timestamps; `to` inclusive)",
+        ));
+    };
+    match (step, window) {
+        (Step::Windows, None) | (Step::Extract, Some(_)) => Ok(Some((crate::run::Backfill { from, to }, window))),
+        (Step::Windows, Some(_)) => Err(Failure::bad_event("step \"windows\" lists every window: no `window`")),
+        _ => Err(Failure::bad_event(
+            "`backfill` is for step \"windows\" (the windows), or \"extract\" with its `window`",
+        )),
+    }
 }
 
 /// The bundled specs: `SLUICE_SPECS` (a folder or one file), else
@@ -524,26 +579,31 @@ impl Handler {
 
     async fn serve(&self, invocation: &Invocation, deadline: Option<Instant>) -> Result<Value, Failure> {
         let secrets = Secrets::default();
-        let (p, step, resources, run_id, resume) = match invocation {
+        let (p, step, resources, run_id, resume, backfill) = match invocation {
             Invocation::Step {
                 pipeline,
                 step,
                 resources,
                 run_id,
                 resume,
+                backfill,
             } => (
                 self.pipeline(pipeline)?,
                 *step,
                 resources.clone(),
                 run_id.clone(),
                 resume.clone(),
+                backfill.clone(),
             ),
             Invocation::Manifest { bucket, key } => {
                 let (p, run) = self.manifest_run(bucket, key, &secrets)?;
-                (p, Step::Load, Vec::new(), Some(run), None)
+                (p, Step::Load, Vec::new(), Some(run), None, None)
             }
         };
         self.serves_event(p, step)?;
+        if let (Step::Windows, Some((b, _))) = (step, &backfill) {
+            return windows(p, b, &secrets);
+        }
         on_lambda_targets(p, step, &secrets)?;
         let deadline = deadline.map(|at| {
             let left = at.saturating_duration_since(Instant::now());
@@ -553,11 +613,17 @@ impl Handler {
             }
         });
         tracing::info!(pipeline = p.name(), step = step.name(), "invocation started");
-        let opts = ExtractOptions {
-            resources,
-            deadline,
-            resume: resume.map(Some),
-            ..Default::default()
+        let opts = match (&backfill, &run_id) {
+            (Some((b, Some(window))), Some(run_id)) => ExtractOptions {
+                deadline,
+                ..b.round(p, *window, run_id).map_err(|e| run_failure(&e, &secrets))?
+            },
+            _ => ExtractOptions {
+                resources,
+                deadline,
+                resume: resume.map(Some),
+                ..Default::default()
+            },
         };
         let summary = match step {
             Step::Extract => match crate::run::extract(p, &opts, &secrets).await {
@@ -598,6 +664,7 @@ impl Handler {
                     Err(e) => return Err(run_failure(&e, &secrets)),
                 }
             }
+            Step::Windows => unreachable!("answered above"),
             Step::Run => {
                 let (extracted, loaded) = match crate::run::run(p, &opts, &secrets).await {
                     Ok(done) => done,
@@ -615,6 +682,31 @@ impl Handler {
         };
         Ok(summary)
     }
+}
+
+/// The windows of backfill `b`, in order, each as the event that extracts it (as the run
+/// it names: their ids sort in window order).
+fn windows(p: &Pipeline, b: &crate::run::Backfill, secrets: &Secrets) -> Result<Value, Failure> {
+    let rounds = b
+        .rounds(p, &crate::run::RunInfo::new())
+        .map_err(|e| Failure {
+            kind: "Sluice.BadEvent",
+            message: secrets.mask(&e.to_string()),
+        })?;
+    tracing::info!(pipeline = p.name(), from = %b.from, to = %b.to, windows = rounds.len(), "backfill cut into windows");
+    let events: Vec<Value> = rounds
+        .iter()
+        .map(|r| {
+            json!({
+                "pipeline": p.name(),
+                "step": "extract",
+                "backfill": {"from": b.from, "to": b.to},
+                "window": r.index,
+                "run_id": r.run_id,
+            })
+        })
+        .collect();
+    Ok(json!({"pipeline": p.name(), "step": "windows", "windows": events}))
 }
 
 /// On Lambda, staging is S3 and the warehouse a server: a folder or an SQLite file would
@@ -829,9 +921,15 @@ mod tests {
                 step: Step::Extract,
                 resources: vec!["exchanges".into()],
                 run_id: None,
-                resume: None
+                resume: None,
+                backfill: None
             }
         );
+        let window = json!({"pipeline": "r", "step": "extract", "backfill": {"from": "2023-01-01", "to": "2023-12-31"}, "window": 4, "run_id": "20230101T000000Z-000004"});
+        let Invocation::Step { backfill: Some((b, Some(4))), run_id: Some(run_id), .. } = parse_event(&window).unwrap() else {
+            panic!("a window event")
+        };
+        assert_eq!((b.from.as_str(), b.to.as_str(), run_id.as_str()), ("2023-01-01", "2023-12-31", "20230101T000000Z-000004"));
         let s3 = json!({"Records": [{"eventSource": "aws:s3", "s3": {"bucket": {"name": "lake"}, "object": {"key": "sluice/my+pipe/_manifests/x%2By.json"}}}]});
         assert_eq!(
             parse_event(&s3).unwrap(),
@@ -857,6 +955,22 @@ mod tests {
                 "unknown event field `limit`",
             ),
             (json!([1]), "not an object"),
+            (
+                json!({"pipeline": "x", "step": "windows"}),
+                "need `backfill`",
+            ),
+            (
+                json!({"pipeline": "x", "step": "windows", "backfill": {"from": "2023-01-01"}}),
+                "`backfill` must be",
+            ),
+            (
+                json!({"pipeline": "x", "step": "extract", "backfill": {"from": "2023-01-01", "to": "2023-02-01"}, "window": 0}),
+                "give its `run_id`",
+            ),
+            (
+                json!({"pipeline": "x", "step": "load", "backfill": {"from": "2023-01-01", "to": "2023-02-01"}}),
+                "`backfill` is for step",
+            ),
         ] {
             let f = parse_event(&bad).unwrap_err();
             assert_eq!(f.kind, "Sluice.BadEvent");

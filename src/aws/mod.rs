@@ -1,6 +1,6 @@
 //! sluice on AWS. [`Plan`] is the one description of what a deployment creates — the
-//! staging bucket and, per pipeline, an extract and a load function, a schedule and the
-//! trigger that loads a run when its manifest lands — from which `sluice deploy aws`
+//! staging bucket and, per pipeline, an extract and a load function, the state machine
+//! that drives them ([`workflow`]) and its schedule — from which `sluice deploy aws`
 //! writes the CloudFormation template ([`template`]) and `sluice diagram` labels the
 //! architecture page. [`lambda`] is the handler every function runs, [`logs`] what it
 //! writes (log lines, metrics); [`package`] builds the zip they run from, [`elf`] checks
@@ -11,6 +11,7 @@ pub(crate) mod lambda;
 pub(crate) mod logs;
 pub(crate) mod package;
 pub(crate) mod template;
+pub(crate) mod workflow;
 
 use crate::spec::Pipeline;
 
@@ -51,7 +52,7 @@ pub(crate) const EXTRACT: Function = Function {
 pub(crate) const LOAD: Function = Function {
     logical_id: "LoadFunction",
     step: "load",
-    started_by: "manifest in S3",
+    started_by: "its state machine",
 };
 
 /// The staging bucket's logical id (when the stack creates it).
@@ -96,19 +97,9 @@ impl Deployed {
         self.schedule.as_ref().map(|_| format!("{}Schedule", self.id))
     }
 
-    /// The logical id of the rule that loads a run when its manifest lands.
-    pub(crate) fn manifest_rule(&self) -> String {
-        format!("{}ManifestRule", self.id)
-    }
-
-    /// The key prefix (under the staging prefix) of this pipeline's manifests.
-    pub(crate) fn manifest_prefix(&self) -> String {
-        format!("{}/{MANIFESTS}/", self.name)
-    }
-
-    /// The scheduled event: what the schedule sends the extract function.
-    pub(crate) fn scheduled_event(&self) -> serde_json::Value {
-        serde_json::json!({"pipeline": self.name, "step": EXTRACT.step})
+    /// The logical id of the state machine that runs the pipeline's steps.
+    pub(crate) fn state_machine_id(&self) -> String {
+        format!("{}StateMachine", self.id)
     }
 }
 

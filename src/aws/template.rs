@@ -1,8 +1,8 @@
 //! `sluice deploy aws`: the CloudFormation template of a [`Plan`] — the staging bucket (or
 //! an existing one); per pipeline an extract and a load function, each with a role that
-//! reaches only that pipeline's objects, a schedule and the rule that loads a run when
-//! its manifest lands; the secrets as a parameter, the VPC settings for RDS, a
-//! dead-letter queue and error alarms.
+//! reaches only that pipeline's objects, the state machine that drives them
+//! ([`super::workflow`]) and the schedule that starts it; the secrets as a parameter, the
+//! VPC settings for RDS, a dead-letter queue and error alarms.
 
 use serde_json::{json, Map, Value};
 
@@ -12,7 +12,7 @@ use super::{
 
 /// The `Metadata` telling checkov why a check does not apply to a resource, each
 /// `(check, reason)`: the template's only exceptions, said where they apply.
-fn checkov_skips(skips: &[(&str, &str)]) -> Value {
+pub(crate) fn checkov_skips(skips: &[(&str, &str)]) -> Value {
     json!({"checkov": {"skip": skips.iter().map(|(id, comment)| json!({"id": id, "comment": comment})).collect::<Vec<_>>()}})
 }
 
@@ -163,7 +163,7 @@ fn function(resources: &mut Map<String, Value>, d: &Deployed, f: &Function, in_v
         ("extract: API to S3 staging, then the run's manifest", "ExtractTimeout")
     } else {
         (
-            "load: a staged run into the warehouse, when its manifest lands",
+            "load: a staged run into the warehouse, after its extraction",
             "LoadTimeout",
         )
     };
@@ -262,64 +262,28 @@ fn alarm_actions() -> Value {
     json!({"Fn::If": ["HasAlarmTopic", [r("AlarmTopicArn")], r("AWS::NoValue")]})
 }
 
-/// A rule starting function `function_id` (as target `target`), and the permission that
-/// lets EventBridge invoke it.
-fn rule(
-    resources: &mut Map<String, Value>,
-    id: &str,
-    (function_id, target_id): (&str, &str),
-    mut props: Value,
-    input: Option<&Value>,
-) {
-    let mut target = json!({"Id": target_id, "Arn": get_att(function_id, "Arn")});
-    if let Some(input) = input {
-        target["Input"] = Value::String(input.to_string());
-    }
-    props["State"] = json!("ENABLED");
-    props["Targets"] = json!([target]);
-    resources.insert(
-        id.to_string(),
-        json!({"Type": "AWS::Events::Rule", "Properties": props}),
-    );
-    resources.insert(
-        format!("{id}Permission"),
-        json!({
-            "Type": "AWS::Lambda::Permission",
-            "Properties": {
-                "Action": "lambda:InvokeFunction",
-                "FunctionName": r(function_id),
-                "Principal": "events.amazonaws.com",
-                "SourceArn": get_att(id, "Arn")
-            }
-        }),
-    );
-}
-
-/// One pipeline's functions, its schedule and its manifest trigger.
+/// One pipeline's functions, its state machine and the schedule that starts it.
 fn pipeline(resources: &mut Map<String, Value>, d: &Deployed) {
     function(resources, d, &EXTRACT, d.extract_reads_warehouse);
     function(resources, d, &LOAD, true);
+    super::workflow::resources(resources, d);
     if let (Some(id), Some(expression)) = (d.schedule_rule(), &d.schedule) {
-        let props = json!({
-            "Description": format!("sluice: extract pipeline {} on its schedule", d.name),
-            "ScheduleExpression": expression
-        });
-        let target = (d.function_id(&EXTRACT), EXTRACT.step);
-        rule(resources, &id, (&target.0, target.1), props, Some(&d.scheduled_event()));
+        let machine = d.state_machine_id();
+        resources.insert(
+            id,
+            json!({"Type": "AWS::Events::Rule", "Properties": {
+                "Description": format!("sluice: run pipeline {} on its schedule (its state machine)", d.name),
+                "ScheduleExpression": expression,
+                "State": "ENABLED",
+                "Targets": [{
+                    "Id": "run",
+                    "Arn": r(&machine),
+                    "RoleArn": get_att(&format!("{}ScheduleRole", d.id), "Arn"),
+                    "Input": "{}"
+                }]
+            }}),
+        );
     }
-    let props = json!({
-        "Description": format!("sluice: load each run of pipeline {} when its manifest lands", d.name),
-        "EventPattern": {
-            "source": ["aws.s3"],
-            "detail-type": ["Object Created"],
-            "detail": {
-                "bucket": {"name": [bucket_name()]},
-                "object": {"key": [{"prefix": {"Fn::Sub": format!("${{StagingPrefix}}/{}", d.manifest_prefix())}}]}
-            }
-        }
-    });
-    let target = d.function_id(&LOAD);
-    rule(resources, &d.manifest_rule(), (&target, LOAD.step), props, None);
     if let Some(expression) = &d.schedule {
         let (period, periods) = freshness_window(expression);
         resources.insert(
@@ -518,6 +482,8 @@ pub(crate) fn render(plan: &Plan) -> String {
             let id = d.function_id(f);
             outputs.insert(format!("{id}Name"), json!({"Value": r(&id)}));
         }
+        let machine = d.state_machine_id();
+        outputs.insert(format!("{machine}Arn"), json!({"Value": r(&machine)}));
     }
     outputs.insert("DeadLetterQueueUrl".into(), json!({"Value": r("DeadLetterQueue")}));
     let mut code_key = json!({"Type": "String", "Description": "Key of the package in CodeBucket: the file `sluice package` wrote, named by its content (sluice-lambda-<hash>.zip), so that a new package is a new key and updates the functions"});
@@ -526,7 +492,7 @@ pub(crate) fn render(plan: &Plan) -> String {
     }
     let template = json!({
         "AWSTemplateFormatVersion": "2010-09-09",
-        "Description": format!("sluice pipelines {} on AWS Lambda: extract on a schedule, S3 staging, load when a run's manifest lands (written by sluice deploy aws)", names.join(", ")),
+        "Description": format!("sluice pipelines {} on AWS Lambda: a state machine per pipeline extracts on its schedule (going on across invocations) into S3 staging, then loads (written by sluice deploy aws)", names.join(", ")),
         "Parameters": {
             "CodeBucket": {"Type": "String", "Description": "S3 bucket holding the package that `sluice package` wrote"},
             "CodeKey": code_key,

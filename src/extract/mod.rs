@@ -669,6 +669,16 @@ pub(crate) async fn extract_resource<S: RecordSink>(
             return Ok(stats);
         }
         tracing::debug!(resource = %resource.name, page = page_no, records = records.len(), "page");
+        // This page is staged whole: a checkpoint from here goes on at the next one.
+        if let (true, Some(next)) = (placed, &next) {
+            let (pages, records, fullest) = (stats.pages, stats.records, tally.fullest);
+            sink.at(Place::Page {
+                req: next,
+                pages,
+                records,
+                fullest,
+            });
+        }
         if let Some(rest) = all_known {
             let first = (&req, body, records.len(), placed);
             return fetch_rest(client, concurrency, resource, rest, first, stats, tally, sink).await;

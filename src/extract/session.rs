@@ -42,6 +42,8 @@ pub(crate) struct Session {
     pub source: crate::resolve::ResolvedSource,
     /// Where each incremental resource starts this run.
     pub starts: HashMap<String, Position>,
+    /// Where these resources end (inclusive), instead of their `incremental.end`.
+    pub ends: HashMap<String, Position>,
     /// The run's time: `{now}`, and the end of a range without `end`.
     pub now: DateTime<Utc>,
     /// Read only the first date window of each stepped resource (`run` commits each
@@ -61,6 +63,7 @@ impl Session {
             base_url,
             source: resolved.source().clone(),
             starts: HashMap::new(),
+            ends: HashMap::new(),
             now: Utc::now(),
             one_window: false,
             resume: HashMap::new(),
@@ -100,7 +103,10 @@ impl Session {
                 .await;
         };
         let config = |e: String| ExtractError::Config(format!("resource `{}`: `incremental.end`: {e}", r.name));
-        let end = inc.end_position(crate::resolve::var).map_err(config)?;
+        let end = match self.ends.get(&r.name) {
+            Some(end) => Some(*end),
+            None => inc.end_position(crate::resolve::var).map_err(config)?,
+        };
         let all = inc.windows(start, end, self.now);
         let settled = crate::incremental::settled(&inc.format, self.now);
         // Going on from a checkpoint: from the window it stopped in.

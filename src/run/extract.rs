@@ -37,8 +37,13 @@ pub(crate) struct ExtractOptions {
     /// Where these incremental resources start, instead of their saved state (the next
     /// window of a `run` that commits window by window).
     pub starts: HashMap<String, crate::incremental::Position>,
+    /// Where these incremental resources end (inclusive), instead of their `end` (a
+    /// backfill's window).
+    pub ends: HashMap<String, crate::incremental::Position>,
     /// Read only the first date window of each stepped resource.
     pub one_window: bool,
+    /// The run to be, named beforehand (a backfill's window); else a new one.
+    pub run: Option<RunInfo>,
     /// Record the exchanges (`sluice record`), or answer them from a recording (`sluice test`).
     pub tap: Option<std::sync::Arc<crate::replay::Tap>>,
     /// Go on with a checkpointed run: this one, or (`Some(None)`) the newest.
@@ -67,8 +72,12 @@ pub(super) async fn begin<'s>(
     journal: &crate::stage::writer::Journal,
 ) -> Result<(RunInfo, Option<Checkpoint>, Option<Checkpointer<'s, Store>>), RunError> {
     let Some(which) = &opts.resume else {
-        let run = RunInfo::new();
+        let run = opts.run.clone().unwrap_or_default();
         let now = Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true);
+        let started_at = match &opts.run {
+            Some(named) => named.run_time.to_rfc3339_opts(SecondsFormat::Millis, true),
+            None => now.clone(),
+        };
         let c = Checkpoint {
             run_id: run.run_id.clone(),
             pipeline: p.name().to_string(),
@@ -76,10 +85,12 @@ pub(super) async fn begin<'s>(
             sluice_version: env!("CARGO_PKG_VERSION").to_string(),
             run_time: run.run_time.to_rfc3339_opts(SecondsFormat::Micros, true),
             now: run.run_time.to_rfc3339_opts(SecondsFormat::Micros, true),
-            started_at: now.clone(),
+            started_at,
             saved_at: now,
             selected: opts.resources.clone(),
             starts: Default::default(),
+            ends: Default::default(),
+            one_window: opts.one_window,
             resources: Default::default(),
         };
         let checkpointer = opts.checkpointed().then(|| Checkpointer::new(store, c, 0));
@@ -414,7 +425,8 @@ impl Extraction<'_> {
             .with_stop(opts.stop.clone());
         let resources = select(p, self.resumed.map_or(&opts.resources, |c| &c.selected))?;
         if let Some(c) = self.resumed {
-            http.starts = super::resume::starts_of(p, c)?;
+            http.starts = super::resume::starts_of(p, &c.starts)?;
+            http.ends = super::resume::starts_of(p, &c.ends)?;
             http.resume = c
                 .resources
                 .iter()
@@ -427,15 +439,17 @@ impl Extraction<'_> {
             };
             http.starts = crate::extract::session::incremental_starts(&resources, &saved)?;
             http.starts.extend(opts.starts.iter().map(|(k, v)| (k.clone(), *v)));
+            http.ends = opts.ends.clone();
         }
         http.now = match self.resumed {
             Some(c) => super::resume::now_of(c)?,
             None => opts.now.unwrap_or(run.run_time),
         };
         if let (Some(c), None) = (self.checkpoint, self.resumed) {
-            c.start(super::resume::starts_text(p, &http.starts), http.now).await;
+            let (starts, ends) = (&http.starts, &http.ends);
+            c.start(super::resume::starts_text(p, starts), super::resume::starts_text(p, ends), http.now).await;
         }
-        http.one_window = opts.one_window;
+        http.one_window = opts.one_window || self.resumed.is_some_and(|c| c.one_window);
         let started = Utc::now();
         tracing::info!(pipeline = p.name(), run_id = %run.run_id, staging = %self.store.describe(), "extract started");
         // Inside the deadline's reserve already: no resource is begun (nor anything staged).
@@ -496,7 +510,14 @@ impl Extraction<'_> {
             spec_hash: p.spec_hash().to_string(),
             sluice_version: env!("CARGO_PKG_VERSION").to_string(),
             run_time: Some(run.run_time.to_rfc3339_opts(SecondsFormat::Micros, true)),
-            started_at: started.to_rfc3339_opts(SecondsFormat::Millis, true),
+            // When its records began to be read: a resumed run's first start; the runs of
+            // a backfill all at once, when they were named (so that loading them in window
+            // order never takes one for older than the next).
+            started_at: match (self.resumed, &opts.run) {
+                (Some(c), _) => c.started_at.clone(),
+                (None, Some(named)) => named.run_time.to_rfc3339_opts(SecondsFormat::Millis, true),
+                (None, None) => started.to_rfc3339_opts(SecondsFormat::Millis, true),
+            },
             finished_at: Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
             limited: opts.limit.is_some(),
             resources: manifests,

@@ -18,9 +18,11 @@ mod gc;
 mod load;
 mod preflight;
 mod replay;
+mod backfill;
 mod resume;
 mod state;
 
+pub(crate) use backfill::Backfill;
 pub(crate) use dry::{extract_dry_run, run_dry};
 pub(crate) use extract::{extract, ExtractOptions, ExtractReport};
 pub(crate) use gc::gc;

@@ -271,10 +271,10 @@ pub(super) fn now_of(c: &Checkpoint) -> Result<chrono::DateTime<chrono::Utc>, Ru
         .with_timezone(&chrono::Utc))
 }
 
-/// Where the incremental resources started, as the checkpoint keeps them.
-pub(super) fn starts_of(p: &Pipeline, c: &Checkpoint) -> Result<HashMap<String, Position>, RunError> {
+/// Where the incremental resources started (or ended), as a checkpoint keeps them.
+pub(super) fn starts_of(p: &Pipeline, starts: &BTreeMap<String, String>) -> Result<HashMap<String, Position>, RunError> {
     let mut out = HashMap::new();
-    for (name, text) in &c.starts {
+    for (name, text) in starts {
         let Some(inc) = p.resource(name).and_then(|r| r.incremental.as_ref()) else {
             continue;
         };

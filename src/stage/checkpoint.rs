@@ -40,6 +40,12 @@ pub struct Checkpoint {
     /// Where each incremental resource started, as its state reads.
     #[serde(default)]
     pub starts: BTreeMap<String, String>,
+    /// Where the incremental resources given an end ended (a backfill's window).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub ends: BTreeMap<String, String>,
+    /// Only the first date window of each stepped resource is read (`run`'s rounds).
+    #[serde(default)]
+    pub one_window: bool,
     /// Per resource begun: what it staged and where it goes on.
     pub resources: BTreeMap<String, ResourceCheckpoint>,
 }
@@ -238,9 +244,15 @@ impl<'a, S: Backend> Checkpointer<'a, S> {
     }
 
     /// Where the run's incremental resources start, and its `{now}` (not saved yet).
-    pub async fn start(&self, starts: BTreeMap<String, String>, now: chrono::DateTime<chrono::Utc>) {
+    pub async fn start(
+        &self,
+        starts: BTreeMap<String, String>,
+        ends: BTreeMap<String, String>,
+        now: chrono::DateTime<chrono::Utc>,
+    ) {
         let mut state = self.state.lock().await;
         state.0.starts = starts;
+        state.0.ends = ends;
         state.0.now = now.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
     }
 

@@ -26,3 +26,4 @@ mod spec;
 mod staysright;
 mod trust;
 mod warehouse;
+mod workflow;

@@ -467,7 +467,7 @@ impl<'a> Lane<'a> {
         shorten(&mut prefix, 3);
         key.extend(prefix);
         let manifest = match &self.deployed {
-            Some(d) => vec!["manifest lands:".to_string(), d.manifest_rule()],
+            Some(d) => vec!["manifest, then".to_string(), d.state_machine_id()],
             None => vec!["objects + manifest".to_string()],
         };
         let mut modes: Vec<String> = Vec::new();

@@ -8,6 +8,7 @@ pub mod lambda;
 pub mod pg;
 pub mod reach;
 pub mod s3;
+pub mod sfn;
 pub mod tools;
 
 use std::path::{Path, PathBuf};
