@@ -159,7 +159,17 @@ pub(crate) fn parse_event(event: &Value) -> Result<Invocation, Failure> {
         )));
     };
     for key in obj.keys() {
-        if !["pipeline", "step", "resources", "run_id", "resume", "backfill", "window"].contains(&key.as_str()) {
+        if ![
+            "pipeline",
+            "step",
+            "resources",
+            "run_id",
+            "resume",
+            "backfill",
+            "window",
+        ]
+        .contains(&key.as_str())
+        {
             return Err(Failure::bad_event(format!(
                 "unknown event field `{key}`; an event has `pipeline`, `step` and optionally `resources`, `run_id`, `resume`, `backfill` and `window`"
             )));
@@ -687,12 +697,10 @@ impl Handler {
 /// The windows of backfill `b`, in order, each as the event that extracts it (as the run
 /// it names: their ids sort in window order).
 fn windows(p: &Pipeline, b: &crate::run::Backfill, secrets: &Secrets) -> Result<Value, Failure> {
-    let rounds = b
-        .rounds(p, &crate::run::RunInfo::new())
-        .map_err(|e| Failure {
-            kind: "Sluice.BadEvent",
-            message: secrets.mask(&e.to_string()),
-        })?;
+    let rounds = b.rounds(p, &crate::run::RunInfo::new()).map_err(|e| Failure {
+        kind: "Sluice.BadEvent",
+        message: secrets.mask(&e.to_string()),
+    })?;
     tracing::info!(pipeline = p.name(), from = %b.from, to = %b.to, windows = rounds.len(), "backfill cut into windows");
     let events: Vec<Value> = rounds
         .iter()
@@ -926,10 +934,18 @@ mod tests {
             }
         );
         let window = json!({"pipeline": "r", "step": "extract", "backfill": {"from": "2023-01-01", "to": "2023-12-31"}, "window": 4, "run_id": "20230101T000000Z-000004"});
-        let Invocation::Step { backfill: Some((b, Some(4))), run_id: Some(run_id), .. } = parse_event(&window).unwrap() else {
+        let Invocation::Step {
+            backfill: Some((b, Some(4))),
+            run_id: Some(run_id),
+            ..
+        } = parse_event(&window).unwrap()
+        else {
             panic!("a window event")
         };
-        assert_eq!((b.from.as_str(), b.to.as_str(), run_id.as_str()), ("2023-01-01", "2023-12-31", "20230101T000000Z-000004"));
+        assert_eq!(
+            (b.from.as_str(), b.to.as_str(), run_id.as_str()),
+            ("2023-01-01", "2023-12-31", "20230101T000000Z-000004")
+        );
         let s3 = json!({"Records": [{"eventSource": "aws:s3", "s3": {"bucket": {"name": "lake"}, "object": {"key": "sluice/my+pipe/_manifests/x%2By.json"}}}]});
         assert_eq!(
             parse_event(&s3).unwrap(),
@@ -955,10 +971,7 @@ mod tests {
                 "unknown event field `limit`",
             ),
             (json!([1]), "not an object"),
-            (
-                json!({"pipeline": "x", "step": "windows"}),
-                "need `backfill`",
-            ),
+            (json!({"pipeline": "x", "step": "windows"}), "need `backfill`"),
             (
                 json!({"pipeline": "x", "step": "windows", "backfill": {"from": "2023-01-01"}}),
                 "`backfill` must be",

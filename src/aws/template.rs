@@ -12,7 +12,7 @@ use super::{
 
 /// The `Metadata` telling checkov why a check does not apply to a resource, each
 /// `(check, reason)`: the template's only exceptions, said where they apply.
-pub(crate) fn checkov_skips(skips: &[(&str, &str)]) -> Value {
+fn checkov_skips(skips: &[(&str, &str)]) -> Value {
     json!({"checkov": {"skip": skips.iter().map(|(id, comment)| json!({"id": id, "comment": comment})).collect::<Vec<_>>()}})
 }
 

@@ -79,7 +79,11 @@ fn extracted(again: &str, done: &str) -> Value {
 pub(crate) fn definition(d: &Deployed) -> Value {
     let name = d.name.as_str();
     let load = |outer: bool| {
-        let mut state = invoke(LOAD_ARN, json!({"pipeline": name, "step": "load", "run_id.$": "$.run_id"}), outer);
+        let mut state = invoke(
+            LOAD_ARN,
+            json!({"pipeline": name, "step": "load", "run_id.$": "$.run_id"}),
+            outer,
+        );
         state["OutputPath"] = json!("$.Payload");
         state["End"] = json!(true);
         state
@@ -207,7 +211,8 @@ pub(crate) fn resources(resources: &mut Map<String, Value>, d: &Deployed) {
             "Effect": "Allow", "Principal": {"Service": service}, "Action": "sts:AssumeRole"
         }]})
     };
-    let boundary = json!({"Fn::If": ["HasPermissionsBoundary", {"Ref": "PermissionsBoundary"}, {"Ref": "AWS::NoValue"}]});
+    let boundary =
+        json!({"Fn::If": ["HasPermissionsBoundary", {"Ref": "PermissionsBoundary"}, {"Ref": "AWS::NoValue"}]});
     resources.insert(
         format!("{id}Role"),
         json!({"Type": "AWS::IAM::Role", "Properties": {
@@ -226,10 +231,6 @@ pub(crate) fn resources(resources: &mut Map<String, Value>, d: &Deployed) {
     resources.insert(
         id.clone(),
         json!({"Type": "AWS::StepFunctions::StateMachine",
-            "Metadata": super::template::checkov_skips(&[
-                ("CKV_AWS_284", "each step's function traces its run in its own logs and metrics; X-Ray would need a role allowed on every resource"),
-                ("CKV_AWS_285", "Step Functions keeps every execution's history (90 days) and each function logs what it did; log delivery would need a role allowed on every resource"),
-            ]),
             "Properties": {
                 "StateMachineName": name_of(d),
                 "StateMachineType": "STANDARD",

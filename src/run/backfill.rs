@@ -38,8 +38,16 @@ fn bad(message: String) -> RunError {
 /// A bound as an instant.
 fn instant(which: &str, text: &str) -> Result<DateTime<Utc>, RunError> {
     crate::value::parse_timestamp(text)
-        .or_else(|| crate::value::parse_date(text).and_then(|d| d.and_hms_opt(0, 0, 0)).map(|t| t.and_utc()))
-        .ok_or_else(|| bad(format!("the backfill's `{which}`, `{text}`, is not a date (2024-01-01) or an RFC 3339 timestamp")))
+        .or_else(|| {
+            crate::value::parse_date(text)
+                .and_then(|d| d.and_hms_opt(0, 0, 0))
+                .map(|t| t.and_utc())
+        })
+        .ok_or_else(|| {
+            bad(format!(
+                "the backfill's `{which}`, `{text}`, is not a date (2024-01-01) or an RFC 3339 timestamp"
+            ))
+        })
 }
 
 impl Backfill {
@@ -47,7 +55,10 @@ impl Backfill {
     pub(crate) fn rounds(&self, p: &Pipeline, run: &RunInfo) -> Result<Vec<Round>, RunError> {
         let (from, to) = (instant("from", &self.from)?, instant("to", &self.to)?);
         if from > to {
-            return Err(bad(format!("the backfill's `from` ({}) is after its `to` ({})", self.from, self.to)));
+            return Err(bad(format!(
+                "the backfill's `from` ({}) is after its `to` ({})",
+                self.from, self.to
+            )));
         }
         let mut per_resource = Vec::new();
         for r in p.resources() {
@@ -56,7 +67,11 @@ impl Backfill {
             };
             let position = |t: DateTime<Utc>| {
                 inc.format.of_instant(t).ok_or_else(|| {
-                    bad(format!("resource `{}`: a `{}` cursor has no dates to backfill", r.name, inc.format.name()))
+                    bad(format!(
+                        "resource `{}`: a `{}` cursor has no dates to backfill",
+                        r.name,
+                        inc.format.name()
+                    ))
                 })
             };
             let windows = inc.windows(position(from)?, Some(position(to)?), run.run_time);
@@ -105,7 +120,12 @@ impl Backfill {
         };
         let rounds = self.rounds(p, &run)?;
         let round = rounds.get(index).ok_or_else(|| {
-            bad(format!("the backfill from {} to {} has {} windows; there is no window {index}", self.from, self.to, rounds.len()))
+            bad(format!(
+                "the backfill from {} to {} has {} windows; there is no window {index}",
+                self.from,
+                self.to,
+                rounds.len()
+            ))
         })?;
         Ok(ExtractOptions {
             resources: round.resources.clone(),

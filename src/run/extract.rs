@@ -447,7 +447,12 @@ impl Extraction<'_> {
         };
         if let (Some(c), None) = (self.checkpoint, self.resumed) {
             let (starts, ends) = (&http.starts, &http.ends);
-            c.start(super::resume::starts_text(p, starts), super::resume::starts_text(p, ends), http.now).await;
+            c.start(
+                super::resume::starts_text(p, starts),
+                super::resume::starts_text(p, ends),
+                http.now,
+            )
+            .await;
         }
         http.one_window = opts.one_window || self.resumed.is_some_and(|c| c.one_window);
         let started = Utc::now();

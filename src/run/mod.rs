@@ -13,12 +13,12 @@ use chrono::{DateTime, SecondsFormat, Utc};
 
 mod extract;
 use extract::{after_failure, begin, stopping, Announce, Extraction};
+mod backfill;
 mod dry;
 mod gc;
 mod load;
 mod preflight;
 mod replay;
-mod backfill;
 mod resume;
 mod state;
 

@@ -272,7 +272,10 @@ pub(super) fn now_of(c: &Checkpoint) -> Result<chrono::DateTime<chrono::Utc>, Ru
 }
 
 /// Where the incremental resources started (or ended), as a checkpoint keeps them.
-pub(super) fn starts_of(p: &Pipeline, starts: &BTreeMap<String, String>) -> Result<HashMap<String, Position>, RunError> {
+pub(super) fn starts_of(
+    p: &Pipeline,
+    starts: &BTreeMap<String, String>,
+) -> Result<HashMap<String, Position>, RunError> {
     let mut out = HashMap::new();
     for (name, text) in starts {
         let Some(inc) = p.resource(name).and_then(|r| r.incremental.as_ref()) else {

@@ -757,19 +757,66 @@ fn the_template_stages_safely_with_least_privilege_and_a_schedule_per_spec() {
     let boundary = &r["CoincapLoadRole"]["Properties"]["PermissionsBoundary"]["Fn::If"];
     assert_eq!(boundary[0], "HasPermissionsBoundary");
 
-    // One schedule per spec, sending the extract event; one manifest rule per spec.
+    // One schedule per spec, starting its state machine, which alone invokes the two
+    // functions (the load no longer waits on the manifest's S3 event).
     for (id, name, expression) in [
         ("Rickandmorty", "rickandmorty", "rate(1 day)"),
         ("Coincap", "coincap", "rate(5 minutes)"),
     ] {
         let rule = &r[format!("{id}Schedule").as_str()]["Properties"];
         assert_eq!(rule["ScheduleExpression"], expression);
-        let input: Value = serde_json::from_str(rule["Targets"][0]["Input"].as_str().unwrap()).unwrap();
-        assert_eq!(input, json!({"pipeline": name, "step": "extract"}));
-        let manifests = &r[format!("{id}ManifestRule").as_str()]["Properties"]["EventPattern"];
+        let target = &rule["Targets"][0];
+        assert_eq!(target["Input"], "{}");
+        assert_eq!(target["Arn"]["Ref"], format!("{id}StateMachine"));
+        assert_eq!(target["RoleArn"]["Fn::GetAtt"][0], format!("{id}ScheduleRole"));
+        assert_eq!(actions(&t, &format!("{id}ScheduleRole")), ["states:StartExecution"]);
+        let may =
+            &r[format!("{id}ScheduleRole").as_str()]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"][0];
+        assert_eq!(may["Resource"]["Ref"], format!("{id}StateMachine"));
+        assert!(r[format!("{id}ManifestRule").as_str()].is_null());
+        assert!(
+            r[format!("{id}SchedulePermission").as_str()].is_null(),
+            "EventBridge invokes no function"
+        );
+        let machine = &r[format!("{id}StateMachine").as_str()]["Properties"];
+        assert_eq!(machine["StateMachineType"], "STANDARD");
         assert_eq!(
-            manifests["detail"]["object"]["key"][0]["prefix"]["Fn::Sub"],
-            format!("${{StagingPrefix}}/{name}/_manifests/")
+            machine["Definition"]["States"]["Extract"]["Parameters"]["Payload"]["pipeline"],
+            name
+        );
+        let subs = &machine["DefinitionSubstitutions"];
+        assert_eq!(
+            subs["ExtractFunctionArn"]["Fn::GetAtt"][0],
+            format!("{id}ExtractFunction")
+        );
+        assert_eq!(subs["LoadFunctionArn"]["Fn::GetAtt"][0], format!("{id}LoadFunction"));
+        // Its role: exactly its own two functions, its own executions, the queue.
+        let role = format!("{id}StateMachineRole");
+        assert_eq!(
+            actions(&t, &role),
+            [
+                "lambda:InvokeFunction",
+                "states:StartExecution",
+                "states:ListExecutions",
+                "sqs:SendMessage"
+            ]
+        );
+        let statements = &r[role.as_str()]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"];
+        let functions: Vec<&str> = statements[0]["Resource"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .map(|f| f["Fn::GetAtt"][0].as_str().unwrap())
+            .collect();
+        assert_eq!(functions, [format!("{id}ExtractFunction"), format!("{id}LoadFunction")]);
+        let own = serde_yaml::to_string(&statements[1]["Resource"]).unwrap();
+        assert!(
+            own.contains(&format!(":stateMachine:${{AWS::StackName}}-{name}")),
+            "{own}"
+        );
+        assert_eq!(
+            machine["StateMachineName"]["Fn::Sub"],
+            format!("${{AWS::StackName}}-{name}")
         );
     }
     // Secrets only as ARNs the functions resolve.
@@ -779,14 +826,6 @@ fn the_template_stages_safely_with_least_privilege_and_a_schedule_per_spec() {
     assert_eq!(
         r["CoincapLoadFunction"]["Properties"]["VpcConfig"]["Fn::If"][0],
         "InVpc"
-    );
-    assert_eq!(
-        r["RickandmortySchedule"]["Properties"]["Targets"][0]["Arn"]["Fn::GetAtt"][0],
-        "RickandmortyExtractFunction"
-    );
-    assert_eq!(
-        r["CoincapManifestRule"]["Properties"]["Targets"][0]["Arn"]["Fn::GetAtt"][0],
-        "CoincapLoadFunction"
     );
 }
 
@@ -804,7 +843,7 @@ fn the_diagram_draws_what_deploy_creates() {
         "CoincapExtractFunction",
         "CoincapLoadFunction",
         "CoincapSchedule",
-        "CoincapManifestRule",
+        "CoincapStateMachine",
     ] {
         assert!(t["Resources"][id].is_mapping(), "the template creates {id}");
         assert!(xml.contains(id), "the diagram shows {id}");
@@ -1171,6 +1210,19 @@ fn the_stack_deploys_into_moto_and_every_pipeline_runs_under_its_own_roles() {
         assert_eq!(a["sid"], "ReadSecrets");
         assert!(a["resource"].to_string().contains(":secretsmanager:us-east-1:"), "{a}");
     }
+    // Each pipeline's state machine, and the roles it and its schedule run as.
+    for id in ["Jsonplaceholder", "Rickandmorty", "Coincap"] {
+        for r in ["StateMachine", "StateMachineRole"] {
+            let physical = &stack.out["stack"][format!("{id}{r}")];
+            assert!(
+                physical.as_str().is_some_and(|p| !p.is_empty()),
+                "{id}{r}: {}",
+                stack.out["stack"]
+            );
+        }
+    }
+    let machine = stack.out["stack"]["CoincapStateMachine"].as_str().unwrap();
+    assert!(machine.ends_with(":stateMachine:sluice-coincap"), "{machine}");
     let functions = stack.out["functions"].as_object().unwrap();
     let description = functions["CoincapLoadFunction"]["description"].as_str().unwrap();
     assert!(

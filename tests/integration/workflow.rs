@@ -34,7 +34,10 @@ fn deployed(spec: &Path, machine: &str) -> Value {
         &[
             ("ExtractFunctionArn", "extract"),
             ("LoadFunctionArn", "load"),
-            ("DeadLetterQueueUrl", "https://sqs.us-east-1.amazonaws.com/123456789012/dlq"),
+            (
+                "DeadLetterQueueUrl",
+                "https://sqs.us-east-1.amazonaws.com/123456789012/dlq",
+            ),
         ],
     )
 }
@@ -65,7 +68,10 @@ fn payloads(ex: &Executor, function: &str) -> Vec<Value> {
 
 fn ended(ex: &Executor, name: &str) -> (Ended, Vec<String>) {
     let all = ex.executions.lock().unwrap();
-    let e = all.iter().find(|e| e.name == name).unwrap_or_else(|| panic!("no execution {name}"));
+    let e = all
+        .iter()
+        .find(|e| e.name == name)
+        .unwrap_or_else(|| panic!("no execution {name}"));
     (e.ended.clone().expect("it ended"), e.states.clone())
 }
 
@@ -74,9 +80,15 @@ const PAGES: u64 = 10;
 /// A spec reading `PAGES` pages of 20 records from `/dyn/p1`, `/dyn/p2`, ….
 fn pages_spec(api: &ApiServer, dir: &Path) -> std::path::PathBuf {
     for p in 1..=PAGES {
-        let records: Vec<Value> = (1..=20).map(|i| json!({"id": (p - 1) * 20 + i, "v": format!("page {p}")})).collect();
+        let records: Vec<Value> = (1..=20)
+            .map(|i| json!({"id": (p - 1) * 20 + i, "v": format!("page {p}")}))
+            .collect();
         let next = (p < PAGES).then(|| format!("{}/dyn/p{}", api.base, p + 1));
-        api.put(&format!("p{p}"), json!({"results": records, "next": next}).to_string(), &[]);
+        api.put(
+            &format!("p{p}"),
+            json!({"results": records, "next": next}).to_string(),
+            &[],
+        );
     }
     let spec = dir.join("pages.yaml");
     std::fs::write(
@@ -154,7 +166,10 @@ fn a_run_of_five_invocations_goes_on_in_an_execution_named_by_its_run_id_then_lo
     assert_eq!(first, vec![json!({"pipeline": "pages", "step": "extract"})]);
     let (end, states) = ended(&ex, "scheduled-1");
     assert!(matches!(end, Ended::Succeeded(_)), "{end:?}");
-    assert_eq!(states, ["Start", "Under way", "Alone", "Extract", "Extracted", "Hand over"]);
+    assert_eq!(
+        states,
+        ["Start", "Under way", "Alone", "Extract", "Extracted", "Hand over"]
+    );
     let run_id = {
         let all = ex.executions.lock().unwrap();
         assert_eq!(all.len(), 2, "{all:?}");
@@ -170,14 +185,17 @@ fn a_run_of_five_invocations_goes_on_in_an_execution_named_by_its_run_id_then_lo
     ex.run();
 
     let (end, states) = ended(&ex, &run_id);
-    let Ended::Succeeded(out) = end else {
-        panic!("{end:?}")
-    };
+    let Ended::Succeeded(out) = end else { panic!("{end:?}") };
     assert_eq!(out["loaded"]["run_id"], json!(run_id), "{out}");
     let extracts = payloads(&ex, "extract");
     let resume = json!({"pipeline": "pages", "step": "extract", "resume": run_id});
     let answers: Vec<_> = ex.invoked.lock().unwrap().iter().map(|i| i.answer.clone()).collect();
-    assert_eq!(extracts.len(), 5, "{answers:#?}\n{:#?}", api.requests().iter().map(|r| r.target.clone()).collect::<Vec<_>>());
+    assert_eq!(
+        extracts.len(),
+        5,
+        "{answers:#?}\n{:#?}",
+        api.requests().iter().map(|r| r.target.clone()).collect::<Vec<_>>()
+    );
     assert!(extracts[1..].iter().all(|p| *p == resume), "{extracts:#?}");
     assert_eq!(
         payloads(&ex, "load"),
@@ -189,7 +207,11 @@ fn a_run_of_five_invocations_goes_on_in_an_execution_named_by_its_run_id_then_lo
     );
     // Every record once; each cut page asked for again: 10 pages and 4 again.
     assert_eq!(
-        pg::scalar(&db, "SELECT count(*) || '/' || count(DISTINCT id) || '/' || min(id) || '/' || max(id) FROM pages.item").as_deref(),
+        pg::scalar(
+            &db,
+            "SELECT count(*) || '/' || count(DISTINCT id) || '/' || min(id) || '/' || max(id) FROM pages.item"
+        )
+        .as_deref(),
         Some("200/200/1/200")
     );
     let asked = api.requests().iter().filter(|r| r.target.starts_with("/dyn/p")).count();
@@ -236,13 +258,19 @@ fn a_backfill_of_12_windows_extracts_three_at_a_time_and_loads_them_in_order() {
     // Slow pages, so that the windows overlap.
     api.fault("/report/daily", Fault::Stall(Duration::from_millis(150)), 1000);
     let ex = Executor::new(machine, &[("extract", &extract, LONG), ("load", &load, LONG)]);
-    assert!(ex.start("backfill-2023", json!({"backfill": {"from": "2023-01-01", "to": "2023-12-31"}})));
+    assert!(ex.start(
+        "backfill-2023",
+        json!({"backfill": {"from": "2023-01-01", "to": "2023-12-31"}})
+    ));
     ex.run();
     let (end, _) = ended(&ex, "backfill-2023");
     assert!(matches!(end, Ended::Succeeded(_)), "{end:?}\n{}", sandboxes[0].stdout());
 
     let extracts = payloads(&ex, "extract");
-    assert_eq!(extracts[0], json!({"pipeline": "adreport", "step": "windows", "backfill": {"from": "2023-01-01", "to": "2023-12-31"}}));
+    assert_eq!(
+        extracts[0],
+        json!({"pipeline": "adreport", "step": "windows", "backfill": {"from": "2023-01-01", "to": "2023-12-31"}})
+    );
     let windows = &extracts[1..];
     assert_eq!(windows.len(), 12, "{windows:#?}");
     assert_eq!(ex.most_at_once(), 3);
@@ -252,7 +280,10 @@ fn a_backfill_of_12_windows_extracts_three_at_a_time_and_loads_them_in_order() {
         .collect();
     run_ids.sort();
     // Loaded in window order, which is the run ids' order.
-    let loads: Vec<String> = payloads(&ex, "load").iter().map(|p| p["run_id"].as_str().unwrap().to_string()).collect();
+    let loads: Vec<String> = payloads(&ex, "load")
+        .iter()
+        .map(|p| p["run_id"].as_str().unwrap().to_string())
+        .collect();
     assert_eq!(loads, run_ids.iter().map(|(_, r)| r.clone()).collect::<Vec<_>>());
     let mut sorted = loads.clone();
     sorted.sort();
@@ -270,16 +301,39 @@ fn a_backfill_of_12_windows_extracts_three_at_a_time_and_loads_them_in_order() {
         .iter_days()
         .take_while(|d| d.year() == 2023)
         .collect();
-    assert_eq!(rows.len(), 365, "{:#?}", ex.invoked.lock().unwrap().iter().filter(|i| i.function == "load").map(|i| i.answer.clone()).collect::<Vec<_>>());
+    assert_eq!(
+        rows.len(),
+        365,
+        "{:#?}",
+        ex.invoked
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|i| i.function == "load")
+            .map(|i| i.answer.clone())
+            .collect::<Vec<_>>()
+    );
     for (row, day) in rows.iter().zip(&days) {
         let want = report_row(*day);
         assert_eq!(
-            (row[0].as_str(), row[1].parse::<i64>().unwrap(), row[2].parse::<i64>().unwrap()),
-            (want["date"].as_str().unwrap(), want["impressions"].as_i64().unwrap(), want["clicks"].as_i64().unwrap())
+            (
+                row[0].as_str(),
+                row[1].parse::<i64>().unwrap(),
+                row[2].parse::<i64>().unwrap()
+            ),
+            (
+                want["date"].as_str().unwrap(),
+                want["impressions"].as_i64().unwrap(),
+                want["clicks"].as_i64().unwrap()
+            )
         );
     }
     assert_eq!(
-        pg::scalar(&db, "SELECT count(*) FROM _sluice.runs WHERE pipeline = 'adreport' AND status = 'loaded'").as_deref(),
+        pg::scalar(
+            &db,
+            "SELECT count(*) FROM _sluice.runs WHERE pipeline = 'adreport' AND status = 'loaded'"
+        )
+        .as_deref(),
         Some("12")
     );
     assert_eq!(
@@ -311,7 +365,10 @@ fn a_backfill_of_12_windows_extracts_three_at_a_time_and_loads_them_in_order() {
     assert_eq!(letters[0]["error"]["Error"], json!(error));
     assert_eq!(letters[0]["input"], json!({"resume": "20990101T000000Z-000000"}));
     // A backfill whose range is back to front fails before any extraction.
-    assert!(ex.start("backwards", json!({"backfill": {"from": "2023-02-01", "to": "2023-01-01"}})));
+    assert!(ex.start(
+        "backwards",
+        json!({"backfill": {"from": "2023-02-01", "to": "2023-01-01"}})
+    ));
     ex.run();
     let (end, _) = ended(&ex, "backwards");
     assert!(

@@ -66,13 +66,20 @@ pub struct Executor<'a> {
 }
 
 fn at<'v>(v: &'v Value, path: &str) -> Option<&'v Value> {
-    let rest = path.strip_prefix('$').unwrap_or_else(|| panic!("a path not from `$`: {path}"));
+    let rest = path
+        .strip_prefix('$')
+        .unwrap_or_else(|| panic!("a path not from `$`: {path}"));
     if rest.is_empty() {
         return Some(v);
     }
-    let rest = rest.strip_prefix('.').unwrap_or_else(|| panic!("a path form this executor does not know: {path}"));
+    let rest = rest
+        .strip_prefix('.')
+        .unwrap_or_else(|| panic!("a path form this executor does not know: {path}"));
     rest.split('.').try_fold(v, |v, key| {
-        assert!(!key.contains('[') && !key.is_empty(), "a path form this executor does not know: {path}");
+        assert!(
+            !key.contains('[') && !key.is_empty(),
+            "a path form this executor does not know: {path}"
+        );
         v.get(key)
     })
 }
@@ -83,7 +90,10 @@ impl<'a> Executor<'a> {
         Executor {
             definition,
             arn: "arn:aws:states:us-east-1:123456789012:stateMachine:sluice-test".into(),
-            functions: functions.iter().map(|(arn, r, t)| (arn.to_string(), (*r, *t))).collect(),
+            functions: functions
+                .iter()
+                .map(|(arn, r, t)| (arn.to_string(), (*r, *t)))
+                .collect(),
             executions: Mutex::default(),
             queued: Mutex::default(),
             invoked: Mutex::default(),
@@ -222,7 +232,10 @@ impl<'a> Executor<'a> {
                     None => state.get("Result").cloned().unwrap_or(effective.clone()),
                 }),
                 "Task" => {
-                    let params = state.get("Parameters").map(|p| fill(p, &effective, ctx)).unwrap_or(effective.clone());
+                    let params = state
+                        .get("Parameters")
+                        .map(|p| fill(p, &effective, ctx))
+                        .unwrap_or(effective.clone());
                     self.task(state["Resource"].as_str().unwrap(), params)
                 }
                 _ => self.map(state, &effective, ctx, exec),
@@ -236,7 +249,12 @@ impl<'a> Executor<'a> {
                 }
                 Err(e) => e,
             };
-            let retrier = state["Retry"].as_array().into_iter().flatten().enumerate().find(|(_, r)| matches(r, &e.name));
+            let retrier = state["Retry"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .enumerate()
+                .find(|(_, r)| matches(r, &e.name));
             let Some((i, r)) = retrier else { return Err(e) };
             let n = attempts.entry(i).or_default();
             let max = r.get("MaxAttempts").and_then(Value::as_u64).unwrap_or(3);
@@ -287,7 +305,10 @@ impl<'a> Executor<'a> {
 
     fn invoke(&self, params: Value) -> Result<Value, Error> {
         let function = params["FunctionName"].as_str().expect("FunctionName").to_string();
-        let (runtime, time) = self.functions.get(&function).unwrap_or_else(|| panic!("no function {function}"));
+        let (runtime, time) = self
+            .functions
+            .get(&function)
+            .unwrap_or_else(|| panic!("no function {function}"));
         let payload = params["Payload"].clone();
         {
             let mut throttle = self.throttle.lock().unwrap();
@@ -384,7 +405,10 @@ fn choose(state: &Value, input: &Value) -> String {
             return rule["Next"].as_str().unwrap().to_string();
         }
     }
-    state["Default"].as_str().expect("no rule held and no Default").to_string()
+    state["Default"]
+        .as_str()
+        .expect("no rule held and no Default")
+        .to_string()
 }
 
 /// Whether a Retry or Catch entry takes error `name`.
@@ -412,7 +436,11 @@ fn put(input: Value, path: Option<&str>, value: Value) -> Value {
     if path == "$" {
         return value;
     }
-    let keys: Vec<&str> = path.strip_prefix("$.").expect("a ResultPath from `$.`").split('.').collect();
+    let keys: Vec<&str> = path
+        .strip_prefix("$.")
+        .expect("a ResultPath from `$.`")
+        .split('.')
+        .collect();
     let mut root = input;
     let mut cur = &mut root;
     for (i, k) in keys.iter().enumerate() {
@@ -456,13 +484,23 @@ fn fill(template: &Value, input: &Value, ctx: &Value) -> Value {
                 match k.strip_suffix(".$") {
                     Some(key) => {
                         let expr = v.as_str().unwrap();
-                        let value = if let Some(inner) = expr.strip_prefix("States.ArrayLength(").and_then(|e| e.strip_suffix(')')) {
+                        let value = if let Some(inner) = expr
+                            .strip_prefix("States.ArrayLength(")
+                            .and_then(|e| e.strip_suffix(')'))
+                        {
                             json!(at(input, inner).and_then(Value::as_array).map_or(0, Vec::len))
                         } else if let Some(rest) = expr.strip_prefix("$$") {
-                            at(ctx, &format!("${rest}")).cloned().unwrap_or_else(|| panic!("no context {expr}"))
+                            at(ctx, &format!("${rest}"))
+                                .cloned()
+                                .unwrap_or_else(|| panic!("no context {expr}"))
                         } else {
-                            assert!(!expr.starts_with("States."), "an intrinsic this executor does not know: {expr}");
-                            at(input, expr).cloned().unwrap_or_else(|| panic!("{expr} is not in {input}"))
+                            assert!(
+                                !expr.starts_with("States."),
+                                "an intrinsic this executor does not know: {expr}"
+                            );
+                            at(input, expr)
+                                .cloned()
+                                .unwrap_or_else(|| panic!("{expr} is not in {input}"))
                         };
                         out.insert(key.to_string(), value);
                     }
@@ -483,10 +521,16 @@ fn fill(template: &Value, input: &Value, ctx: &Value) -> Value {
 pub fn definition(template: &serde_yaml::Value, id: &str, values: &[(&str, &str)]) -> Value {
     let props = &template["Resources"][id]["Properties"];
     let mut text = serde_json::to_string(&serde_json::to_value(&props["Definition"]).unwrap()).unwrap();
-    let subs = props["DefinitionSubstitutions"].as_mapping().expect("DefinitionSubstitutions");
+    let subs = props["DefinitionSubstitutions"]
+        .as_mapping()
+        .expect("DefinitionSubstitutions");
     for (k, _) in subs {
         let k = k.as_str().unwrap();
-        let v = values.iter().find(|(n, _)| *n == k).unwrap_or_else(|| panic!("no value for ${{{k}}}")).1;
+        let v = values
+            .iter()
+            .find(|(n, _)| *n == k)
+            .unwrap_or_else(|| panic!("no value for ${{{k}}}"))
+            .1;
         text = text.replace(&format!("${{{k}}}"), v);
     }
     assert!(!text.contains("${"), "a placeholder left: {text}");
