@@ -390,8 +390,8 @@ pub(crate) struct RawRuntime {
     #[serde(default)]
     pub ephemeral_storage: Option<ByteSize>,
     /// On AWS, how many extractions of this pipeline may run at once (the extract
-    /// function's reserved concurrency). Default 1, so that a slow run never overlaps
-    /// the next schedule's.
+    /// function's reserved concurrency): the date windows a backfill extracts at once.
+    /// Default 1. A schedule never starts a run while another is under way.
     #[serde(default)]
     pub concurrency: Option<u32>,
 }
