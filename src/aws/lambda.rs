@@ -4,7 +4,11 @@
 //! Events:
 //! - `{"pipeline": "coincap", "step": "extract" | "load" | "run", "resources": [...],
 //!   "run_id": "..."}` — a schedule or a direct invocation (`resources` and `run_id`
-//!   optional; `run_id` only for `load`);
+//!   optional; `run_id` only for `load`), `"resume": "<run id>"` to go on with a
+//!   checkpointed run;
+//! - a backfill's, from the state machine: `{"step": "windows", "backfill": {"from",
+//!   "to"}}` answers its windows, each the event `{"step": "extract", "backfill": …,
+//!   "window": i, "run_id": …}` that extracts it;
 //! - an S3 event notification, direct (`Records[].s3`) or through EventBridge
 //!   (`detail-type: Object Created`), for a manifest `…/<pipeline>/_manifests/<run>.json`:
 //!   loads exactly that run.
