@@ -552,6 +552,16 @@ fn the_template_passes_cfn_lint_for_both_reference_pipelines() {
     std::fs::write(&path, text).unwrap();
     let (code, said) = cfn_lint(&path);
     assert_ne!(code & 2, 0, "{said}");
+    // It reads the state machine's definition too: a state of no known type.
+    let (path, _) = template(&["coincap"], dir.path());
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.contains("Type: Choice"));
+    std::fs::write(&path, text.replace("Type: Choice", "Type: Chooser")).unwrap();
+    let (code, said) = cfn_lint(&path);
+    assert!(
+        code != 0 && said.contains("E3601") && said.contains("'Chooser'"),
+        "{said}"
+    );
 }
 
 /// checkov's JSON report on a template.
