@@ -1064,6 +1064,39 @@ fn check_guards(
     Ok(())
 }
 
+/// A page split in one pass: the records of the array at top-level `field` as their raw
+/// text, every other top-level value parsed (keys in sorted order, the last of a repeated
+/// one kept). `None` when the page has no such field; an error when it is not an object
+/// or the field is not an array.
+fn split_page<'a>(body: &'a [u8], field: &str) -> serde_json::Result<Option<(Value, Vec<&'a RawValue>)>> {
+    use serde::de::{Deserializer, MapAccess, Visitor};
+    struct Split<'f>(&'f str);
+    impl<'de> Visitor<'de> for Split<'_> {
+        type Value = Option<(Value, Vec<&'de RawValue>)>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut rest = std::collections::BTreeMap::new();
+            let mut records = None;
+            while let Some(key) = map.next_key::<String>()? {
+                if key == self.0 {
+                    records = Some(map.next_value::<Vec<&'de RawValue>>()?);
+                    rest.insert(key, Value::Array(Vec::new()));
+                } else {
+                    let value = map.next_value::<Value>()?;
+                    rest.insert(key, value);
+                }
+            }
+            Ok(records.map(|r| (Value::Object(rest.into_iter().collect()), r)))
+        }
+    }
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let split = de.deserialize_map(Split(field))?;
+    de.end()?;
+    Ok(split)
+}
+
 fn read_page<'a>(
     resource: &Resource,
     page: u64,
@@ -1086,23 +1119,7 @@ fn read_page<'a>(
     {
         let split = match field {
             None => serde_json::from_slice::<Vec<&RawValue>>(&resp.body).map(|r| Some((Value::Array(Vec::new()), r))),
-            Some(field) => {
-                serde_json::from_slice::<std::collections::BTreeMap<String, &RawValue>>(&resp.body).map(|top| {
-                    let array = top
-                        .get(field)
-                        .and_then(|raw| serde_json::from_str::<Vec<&RawValue>>(raw.get()).ok())?;
-                    let mut rest = serde_json::Map::new();
-                    for (k, v) in &top {
-                        let value = if k == field {
-                            Value::Array(Vec::new())
-                        } else {
-                            serde_json::from_str(v.get()).ok()?
-                        };
-                        rest.insert(k.clone(), value);
-                    }
-                    Some((Value::Object(rest), array))
-                })
-            }
+            Some(field) => split_page(&resp.body, field),
         };
         // Not the expected shape (no such field, an array where an object was expected,
         // an error answer, …): the general path below says what is wrong, and only bytes

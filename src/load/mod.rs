@@ -17,6 +17,7 @@ pub mod expect;
 mod merge;
 mod objects;
 mod open;
+mod plan;
 mod postgres;
 pub mod record;
 mod resource;

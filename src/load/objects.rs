@@ -8,6 +8,7 @@ use std::io::{BufRead, BufReader, Read};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
+use super::plan::Plan;
 use super::record::{map_record, RecordError, RecordRows, RunMeta};
 use super::{record, BadRecord, LoadError};
 use crate::spec::pipeline::{OnError, Resource, WriteMode};
@@ -287,6 +288,8 @@ struct Mapper<'a, S> {
     resource: &'a Resource,
     meta: &'a RunMeta,
     fields: Option<Vec<String>>,
+    /// The single-pass plan, unless a path needs the general evaluator.
+    plan: Option<Plan>,
     sink: &'a mut S,
     out: MapOutcome,
     // Buffers reused from record to record.
@@ -306,6 +309,7 @@ impl<'a, S: RowSink> Mapper<'a, S> {
             resource,
             meta,
             fields: record::needed_fields(tables, &resource.filter),
+            plan: Plan::new(tables, &resource.filter),
             sink,
             out: MapOutcome {
                 records: 0,
@@ -365,6 +369,19 @@ impl<'a, S: RowSink> Mapper<'a, S> {
         // which would be held for the whole load.
         if self.sample.is_none() && text.len() <= SAMPLE_MAX {
             self.sample = Some((self.seq, text.to_string()));
+        }
+        if let Some(cap) = self
+            .plan
+            .as_ref()
+            .and_then(|plan| plan.read(text).map(|cap| (plan, cap)))
+        {
+            let (plan, cap) = cap;
+            if !plan.keeps(&self.resource.filter, &cap) {
+                return Ok(false);
+            }
+            return plan
+                .map(&self.resource.tables, &cap, self.meta, &mut self.mapped)
+                .map(|()| true);
         }
         let record = record::parse_record(text, self.fields.as_deref())
             .map_err(|e| whole_record_error(format!("the staged record is not valid JSON ({e})"), &self.line))?;

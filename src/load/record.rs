@@ -115,6 +115,14 @@ pub fn map_row(
     map_row_matching(table, value, parent, None, meta, &mut Vec::new())
 }
 
+/// What a column's path (or `parent_path`) found in the value a row is mapped from.
+pub(super) enum Found<'a> {
+    /// The node a singular path selects; `None`: it matched nothing.
+    One(Option<Val<'a>>),
+    /// The nodes a path that may select several selected (given as a JSON array).
+    Many(Vec<Value>),
+}
+
 /// [`map_row`], also telling for each column whether its path matched a node of `value`
 /// (`matched[i]`; false for columns that read no path). `index` is the element's
 /// position, for nested tables.
@@ -125,6 +133,31 @@ fn map_row_matching(
     index: Option<usize>,
     meta: &RunMeta,
     matched: &mut Vec<bool>,
+) -> Result<Vec<Cell>, ColumnError> {
+    map_row_with(table, parent, index, meta, matched, |_, source| match source {
+        ValueSource::Path(p) if p.is_singular() => Found::One(p.first(value).map(|v| Val::from_json(Some(v)))),
+        ValueSource::Path(p) => Found::Many(p.query(value).into_iter().cloned().collect()),
+        ValueSource::ParentRecord(p) => Found::One(
+            value
+                .get(PARENT_FIELD)
+                .and_then(|staged| staged.get(p.as_str()))
+                .map(|v| Val::from_json(Some(v))),
+        ),
+        _ => Found::One(None),
+    })
+}
+
+/// Map a row of `table`, asking `lookup(column, source)` what each column that reads the
+/// record (`path`, `parent_path`) finds; the rest (parent values, constants, run
+/// metadata, a column's default, transforms, coercion, NOT NULL) is the same however
+/// the record was read.
+pub(super) fn map_row_with<'a>(
+    table: &Table,
+    parent: Option<&[Cell]>,
+    index: Option<usize>,
+    meta: &RunMeta,
+    matched: &mut Vec<bool>,
+    mut lookup: impl FnMut(usize, &ValueSource) -> Found<'a>,
 ) -> Result<Vec<Cell>, ColumnError> {
     matched.clear();
     matched.resize(table.columns.len(), false);
@@ -142,33 +175,25 @@ fn map_row_matching(
                 row.push(parent.and_then(|p| p.get(*i)).cloned().unwrap_or(Cell::Null));
                 continue;
             }
-            ValueSource::Path(p) if p.is_singular() => {
-                let found = p.first(value);
-                matched[i] = found.is_some();
-                match (found, &col.default) {
-                    (None, Some(d)) => Val::Text(Cow::Borrowed(d.as_str())),
-                    _ => Val::from_json(found),
+            source @ (ValueSource::Path(_) | ValueSource::ParentRecord(_)) => match lookup(i, source) {
+                Found::One(found) => {
+                    matched[i] = found.is_some();
+                    match (found, &col.default) {
+                        (None, Some(d)) => Val::Text(Cow::Borrowed(d.as_str())),
+                        (found, _) => found.unwrap_or(Val::Null),
+                    }
                 }
-            }
-            ValueSource::Path(p) => {
-                // A path that selects several nodes gives them as a JSON array.
-                let nodes = p.query(value);
-                matched[i] = !nodes.is_empty();
-                if let (true, Some(d)) = (nodes.is_empty(), &col.default) {
-                    Val::Text(Cow::Borrowed(d.as_str()))
-                } else {
-                    gathered = Value::Array(nodes.into_iter().cloned().collect());
-                    Val::Json(&gathered)
+                Found::Many(nodes) => {
+                    matched[i] = !nodes.is_empty();
+                    match (nodes.is_empty(), &col.default) {
+                        (true, Some(d)) => Val::Text(Cow::Borrowed(d.as_str())),
+                        _ => {
+                            gathered = Value::Array(nodes);
+                            Val::Json(&gathered)
+                        }
+                    }
                 }
-            }
-            ValueSource::ParentRecord(p) => {
-                let found = value.get(PARENT_FIELD).and_then(|staged| staged.get(p.as_str()));
-                matched[i] = found.is_some();
-                match (found, &col.default) {
-                    (None, Some(d)) => Val::Text(Cow::Borrowed(d.as_str())),
-                    _ => Val::from_json(found),
-                }
-            }
+            },
             ValueSource::Const(s) => Val::Text(Cow::Borrowed(s.as_str())),
             ValueSource::Meta(MetaValue::RunId) => Val::Text(Cow::Borrowed(meta.run_id.as_str())),
             ValueSource::Meta(MetaValue::Pipeline) => Val::Text(Cow::Borrowed(meta.pipeline.as_str())),
@@ -196,8 +221,10 @@ pub struct RecordRows {
     pub rows: Vec<Vec<Vec<Cell>>>,
     /// Per table: rows mapped, and per column the rows whose path matched.
     pub coverage: Vec<Coverage>,
-    matched: Vec<Vec<bool>>,
-    seen: Vec<bool>,
+    /// Per table, the `matched` flags of its rows of the current record, row after row.
+    pub(super) matched: Vec<Vec<bool>>,
+    /// A row's flags, reused.
+    pub(super) seen: Vec<bool>,
 }
 
 /// How often a table's column paths matched, over the rows of accepted records.
@@ -218,21 +245,7 @@ pub struct RecordError {
 /// rows (root and nested) are in `out`, or none is to be kept. The one place that turns a
 /// record into rows, for loads and dry runs alike.
 pub fn map_record(tables: &[Table], record: &Value, meta: &RunMeta, out: &mut RecordRows) -> Result<(), RecordError> {
-    if out.rows.len() != tables.len() {
-        out.rows.resize_with(tables.len(), Vec::new);
-        out.matched.resize_with(tables.len(), Vec::new);
-        out.coverage = tables
-            .iter()
-            .map(|t| Coverage {
-                rows: 0,
-                matched: vec![0; t.columns.len()],
-            })
-            .collect();
-    }
-    for (rows, matched) in out.rows.iter_mut().zip(&mut out.matched) {
-        rows.clear();
-        matched.clear();
-    }
+    out.begin(tables);
     let mut seen = std::mem::take(&mut out.seen);
     let root = map_row_matching(&tables[0], record, None, None, meta, &mut seen)
         .map_err(|error| RecordError { table: 0, error });
@@ -248,18 +261,43 @@ pub fn map_record(tables: &[Table], record: &Value, meta: &RunMeta, out: &mut Re
     out.seen = seen;
     children?;
     out.rows[0].push(root);
-    // Counted only now that the record is accepted whole.
-    for (i, t) in tables.iter().enumerate() {
-        let width = t.columns.len();
-        let coverage = &mut out.coverage[i];
-        for row in out.matched[i].chunks(width.max(1)) {
-            coverage.rows += 1;
-            for (count, hit) in coverage.matched.iter_mut().zip(row) {
-                *count += u64::from(*hit);
+    out.accept(tables);
+    Ok(())
+}
+
+impl RecordRows {
+    /// Ready for the next record of a resource with `tables`: no rows yet.
+    pub(super) fn begin(&mut self, tables: &[Table]) {
+        if self.rows.len() != tables.len() {
+            self.rows.resize_with(tables.len(), Vec::new);
+            self.matched.resize_with(tables.len(), Vec::new);
+            self.coverage = tables
+                .iter()
+                .map(|t| Coverage {
+                    rows: 0,
+                    matched: vec![0; t.columns.len()],
+                })
+                .collect();
+        }
+        for (rows, matched) in self.rows.iter_mut().zip(&mut self.matched) {
+            rows.clear();
+            matched.clear();
+        }
+    }
+
+    /// Count the record's rows in the coverage, now that it is accepted whole.
+    pub(super) fn accept(&mut self, tables: &[Table]) {
+        for (i, t) in tables.iter().enumerate() {
+            let width = t.columns.len();
+            let coverage = &mut self.coverage[i];
+            for row in self.matched[i].chunks(width.max(1)) {
+                coverage.rows += 1;
+                for (count, hit) in coverage.matched.iter_mut().zip(row) {
+                    *count += u64::from(*hit);
+                }
             }
         }
     }
-    Ok(())
 }
 
 /// The rows of the tables nested in `tables[parent]`, for one parent element (`value`,

@@ -136,6 +136,25 @@ impl JsonPath {
         }
     }
 
+    /// For a path of plain field steps, perhaps ending in one `[*]` (`$.a.b`, `$.a[*]`,
+    /// `$`): the field names, and whether it ends in `[*]`. What a load's single-pass plan
+    /// can follow (see `load::plan`); `None` for indexes, filters and the like.
+    pub fn field_steps(&self) -> Option<(Vec<&str>, bool)> {
+        let steps = self.simple.as_deref()?;
+        let (fields, wildcard) = match steps.split_last() {
+            Some((Step::Wildcard, rest)) => (rest, true),
+            _ => (steps, false),
+        };
+        let names = fields
+            .iter()
+            .map(|s| match s {
+                Step::Field(f) => Some(f.as_str()),
+                _ => None,
+            })
+            .collect::<Option<Vec<_>>>()?;
+        Some((names, wildcard))
+    }
+
     /// For `$[*]` or `$.field[*]`: the field holding the records (`Some(None)` for a
     /// top-level array), so a page can be split without parsing its records.
     pub fn array_field(&self) -> Option<Option<&str>> {

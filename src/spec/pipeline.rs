@@ -580,7 +580,12 @@ pub enum FilterTest {
 impl RecordFilter {
     /// Whether `record` meets the condition.
     pub fn holds(&self, record: &serde_json::Value) -> bool {
-        let v = self.path.first(record).filter(|v| !v.is_null());
+        self.holds_for(self.path.first(record))
+    }
+
+    /// Whether the condition holds of what the path found in a record (`None`: nothing).
+    pub fn holds_for(&self, found: Option<&serde_json::Value>) -> bool {
+        let v = found.filter(|v| !v.is_null());
         match &self.test {
             FilterTest::Equals(e) => match v {
                 Some(v) => scalar_eq(v, e),

@@ -43,7 +43,7 @@ struct OpenPart {
 /// may pretty-print its pages), everything else is kept byte for byte. Never fails, so a
 /// record the JSON grammar delimited is staged whatever its strings hold.
 pub(crate) fn compact_json(raw: &str, out: &mut Vec<u8>) {
-    if !raw.contains(['\n', '\r']) {
+    if memchr::memchr2(b'\n', b'\r', raw.as_bytes()).is_none() {
         out.extend_from_slice(raw.as_bytes());
         return;
     }
