@@ -1,4 +1,5 @@
-//! Hot paths of a load, measured with criterion: parsing and mapping a page of records,
+//! Hot paths of a load, measured with criterion: reading and mapping a page of records
+//! (the single-pass plan against the general evaluator),
 //! coercing values, and encoding binary COPY rows. `cargo bench`.
 
 // A test or bench binary exports nothing: its `pub` is for its own modules.
@@ -8,7 +9,8 @@ use std::borrow::Cow;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use serde_json::Value;
-use sluice::load::record::{encode_row, map_row, RunMeta};
+use sluice::load::plan::Plan;
+use sluice::load::record::{encode_row, map_record, map_row, needed_fields, parse_record, RecordRows, RunMeta};
 use sluice::value::ColumnType;
 use sluice::value::{coerce, Cell, Val};
 
@@ -41,9 +43,38 @@ fn benches(c: &mut Criterion) {
     };
     let lines = page_of_characters();
 
+    // A staged record to rows, character + appearance (about 6 rows a record): the
+    // single-pass plan against the general evaluator (a parsed record's fields, then the
+    // paths), which mapping falls back to for paths the plan cannot follow.
     let mut g = c.benchmark_group("page");
     g.throughput(Throughput::Elements(1000));
-    g.bench_function("parse 1000 staged records", |b| {
+    let fields = needed_fields(&resource.tables, &resource.filter);
+    g.bench_function("general: parse + map 1000 records", |b| {
+        let mut rows = RecordRows::default();
+        b.iter(|| {
+            let mut n = 0;
+            for line in lines.lines() {
+                let record = parse_record(line, fields.as_deref()).unwrap();
+                map_record(&resource.tables, &record, &meta, &mut rows).unwrap();
+                n += rows.rows[1].len();
+            }
+            n
+        })
+    });
+    let plan = Plan::new(&resource.tables, &resource.filter).expect("the plan follows the character paths");
+    g.bench_function("plan: read + map 1000 records", |b| {
+        let mut rows = RecordRows::default();
+        b.iter(|| {
+            let mut n = 0;
+            for line in lines.lines() {
+                let captured = plan.read(line).unwrap();
+                plan.map(&resource.tables, &captured, &meta, &mut rows).unwrap();
+                n += rows.rows[1].len();
+            }
+            n
+        })
+    });
+    g.bench_function("parse 1000 records whole (serde_json::Value)", |b| {
         b.iter(|| {
             lines
                 .lines()
@@ -52,7 +83,7 @@ fn benches(c: &mut Criterion) {
         })
     });
     let parsed: Vec<Value> = lines.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    g.bench_function("map + encode 1000 records (character + appearance)", |b| {
+    g.bench_function("map + encode 1000 parsed records (character + appearance)", |b| {
         let mut out = Vec::with_capacity(1 << 20);
         b.iter(|| {
             out.clear();

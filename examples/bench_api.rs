@@ -5,10 +5,12 @@
 //!     cargo run --release --example bench_api -- generate DIR RECORDS PER_PAGE BASE_URL
 //!     cargo run --release --example bench_api -- serve DIR PORT
 //!     cargo run --release --example bench_api -- csv BYTES PORT   (GET /file.csv, made as sent)
+//!     cargo run --release --example bench_api -- parse DIR        (seconds to parse the pages)
 
 // A test or bench binary exports nothing: its `pub` is for its own modules.
 #![allow(unreachable_pub)]
 
+use std::borrow::Cow;
 use std::convert::Infallible;
 use std::io::Write;
 use std::path::PathBuf;
@@ -71,6 +73,69 @@ fn generate(dir: PathBuf, records: u64, per_page: u64, base: &str) {
         std::fs::write(dir.join(format!("page-{page}.json")), out).unwrap();
     }
     println!("{pages} pages of up to {per_page} records in {}", dir.display());
+}
+
+/// A character as serde derive reads it, its strings borrowed from the page.
+#[derive(serde::Deserialize)]
+#[allow(dead_code)]
+struct Character<'a> {
+    id: u64,
+    #[serde(borrow)]
+    name: Cow<'a, str>,
+    #[serde(borrow)]
+    status: Cow<'a, str>,
+    #[serde(borrow)]
+    species: Cow<'a, str>,
+    #[serde(borrow, rename = "type")]
+    kind: Cow<'a, str>,
+    #[serde(borrow)]
+    gender: Cow<'a, str>,
+    #[serde(borrow)]
+    origin: Place<'a>,
+    #[serde(borrow)]
+    location: Place<'a>,
+    #[serde(borrow)]
+    image: Cow<'a, str>,
+    #[serde(borrow)]
+    episode: Vec<Cow<'a, str>>,
+    #[serde(borrow)]
+    url: Cow<'a, str>,
+    #[serde(borrow)]
+    created: Cow<'a, str>,
+}
+
+#[derive(serde::Deserialize)]
+#[allow(dead_code)]
+struct Place<'a> {
+    #[serde(borrow)]
+    name: Cow<'a, str>,
+    #[serde(borrow)]
+    url: Cow<'a, str>,
+}
+
+#[derive(serde::Deserialize)]
+struct Page<'a> {
+    #[serde(borrow)]
+    results: Vec<Character<'a>>,
+}
+
+/// The parse limit: the seconds it takes to parse every page of `dir` into borrowed
+/// structs (serde derive), the least a JSON reader of these pages does. Reading the files
+/// is not counted.
+fn parse(dir: PathBuf) {
+    let mut pages: Vec<PathBuf> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+    pages.sort();
+    let (mut took, mut records) = (std::time::Duration::ZERO, 0usize);
+    for path in pages {
+        let body = std::fs::read(&path).unwrap();
+        let start = std::time::Instant::now();
+        let page: Page = serde_json::from_slice(&body).unwrap();
+        records += page.results.len();
+        drop(page);
+        took += start.elapsed();
+    }
+    eprintln!("{records} records parsed");
+    println!("{:.2}", took.as_secs_f64());
 }
 
 fn serve(dir: PathBuf, port: u16) {
@@ -198,8 +263,9 @@ fn main() {
         ),
         Some("serve") if args.len() == 3 => serve(PathBuf::from(&args[1]), args[2].parse().unwrap()),
         Some("csv") if args.len() == 3 => serve_csv(args[1].parse().unwrap(), args[2].parse().unwrap()),
+        Some("parse") if args.len() == 2 => parse(PathBuf::from(&args[1])),
         _ => {
-            eprintln!("usage: bench_api generate DIR RECORDS PER_PAGE BASE_URL | bench_api serve DIR PORT | bench_api csv BYTES PORT");
+            eprintln!("usage: bench_api generate DIR RECORDS PER_PAGE BASE_URL | bench_api serve DIR PORT | bench_api csv BYTES PORT | bench_api parse DIR");
             std::process::exit(2);
         }
     }

@@ -17,7 +17,7 @@ pub mod expect;
 mod merge;
 mod objects;
 mod open;
-mod plan;
+pub mod plan;
 mod postgres;
 pub mod record;
 mod resource;
@@ -252,14 +252,10 @@ async fn load_into<W: Warehouse>(
     let run_id = feed.run_id.clone();
     let limited = feed.limited;
     w.create_ledger().await?;
-    // Nested rows may wait in spill files in a folder of this load's own, removed when it
-    // ends; what killed loads left is removed first.
-    let tmp = std::env::temp_dir();
-    crate::util::sweep_orphans(&tmp);
-    let spill = crate::util::temp_dir()
-        .map_err(|e| LoadError::Io(format!("create a spill folder in {}: {e}", tmp.display())))?;
+    // What killed processes left in the temporary folder is removed first.
+    crate::util::sweep_orphans(&std::env::temp_dir());
     let started = Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
-    let result = load_in_transaction(w, p, store, feed, opts, &started, spill.path()).await;
+    let result = load_in_transaction(w, p, store, feed, opts, &started).await;
     if let Err(e) = &result {
         w.rollback().await;
         // The data transaction rolled back; record the failure on its own (unless the
@@ -301,7 +297,6 @@ async fn load_in_transaction<W: Warehouse>(
     feed: RunFeed,
     opts: LoadOptions,
     started: &str,
-    spill_dir: &std::path::Path,
 ) -> Result<(Vec<TableStats>, Vec<String>), LoadError> {
     // One load of a pipeline at a time.
     w.begin(p.name()).await?;
@@ -359,7 +354,7 @@ async fn load_in_transaction<W: Warehouse>(
             skipped.push(why);
             continue;
         }
-        stats.extend(resource::load_resource(w, p, store, resource, objects, &meta, spill_dir).await?);
+        stats.extend(resource::load_resource(w, p, store, resource, objects, &meta).await?);
     }
     let (mut highest, mut ignored) = (feed.highest, feed.ignored);
     if let Some(extraction) = feed.extraction {

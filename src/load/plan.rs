@@ -89,7 +89,7 @@ struct Elements {
 /// A resource's plan: the tree of what it reads, and per table where each column's value
 /// is found.
 #[derive(Debug)]
-pub(super) struct Plan {
+pub struct Plan {
     root: Node,
     /// Per table: its slots, and per column the slot it reads (`None`: no path).
     widths: Vec<usize>,
@@ -103,7 +103,10 @@ pub(super) struct Plan {
 impl Plan {
     /// The plan of `tables` (and the resource's `filter`), or `None` when a path is one
     /// it cannot follow.
-    pub(super) fn new(tables: &[Table], filter: &[RecordFilter]) -> Option<Plan> {
+    pub fn new(tables: &[Table], filter: &[RecordFilter]) -> Option<Plan> {
+        if tables.is_empty() {
+            return None;
+        }
         let mut scopes: Vec<Node> = Vec::with_capacity(tables.len());
         let mut widths = Vec::with_capacity(tables.len());
         let mut columns = Vec::with_capacity(tables.len());
@@ -165,7 +168,7 @@ impl Plan {
 
     /// Read `line` along the plan; `None` when the plan cannot be sure of this record
     /// (then the general evaluator reads it).
-    pub(super) fn read<'de>(&self, line: &'de str) -> Option<Captured<'de>> {
+    pub fn read<'de>(&self, line: &'de str) -> Option<Captured<'de>> {
         let mut cap = Captured {
             leaves: Vec::with_capacity(self.widths[0]),
             frames: Vec::new(),
@@ -182,7 +185,7 @@ impl Plan {
     }
 
     /// Whether the captured record passes every filter.
-    pub(super) fn keeps(&self, filter: &[RecordFilter], cap: &Captured<'_>) -> bool {
+    pub fn keeps(&self, filter: &[RecordFilter], cap: &Captured<'_>) -> bool {
         filter
             .iter()
             .zip(&self.filters)
@@ -196,7 +199,7 @@ impl Plan {
 
     /// Map the captured record into every table, as [`super::record::map_record`] maps a
     /// parsed one: the same rows, refused whole at the same first error.
-    pub(super) fn map(
+    pub fn map(
         &self,
         tables: &[Table],
         cap: &Captured<'_>,
@@ -260,7 +263,7 @@ impl Plan {
 
 /// A value the plan took from a record.
 #[derive(Debug)]
-pub(super) enum Leaf<'de> {
+enum Leaf<'de> {
     /// The path matched nothing.
     Missing,
     Null,
@@ -272,7 +275,7 @@ pub(super) enum Leaf<'de> {
 /// What the plan took from one record: per frame (the record, then each element of a
 /// nested table, in document order) its table's slots.
 #[derive(Debug)]
-pub(super) struct Captured<'de> {
+pub struct Captured<'de> {
     leaves: Vec<Leaf<'de>>,
     frames: Vec<Frame>,
 }
@@ -771,5 +774,40 @@ mod tests {
             "{plain}        - {{name: a, type: text, path: $.a.b}}\n        - {{name: b, type: text, path: $.a.c}}\n"
         ));
         assert!(Plan::new(&p.resources[0].tables, &p.resources[0].filter).is_some());
+    }
+}
+
+#[cfg(test)]
+mod reach {
+    use super::Plan;
+
+    /// The resources of the shipped specs whose paths the plan cannot follow.
+    fn general(dir: &str) -> (usize, Vec<String>) {
+        let mut resources = 0;
+        let mut left = Vec::new();
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
+        let mut specs: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+        specs.sort();
+        for path in specs {
+            let text = std::fs::read_to_string(&path).unwrap();
+            let p = crate::spec::compile_text(&path.display().to_string(), &text).unwrap();
+            // A resource without a table (only the parent of a `for_each`) loads nothing.
+            for r in p.resources.iter().filter(|r| !r.tables.is_empty()) {
+                resources += 1;
+                if Plan::new(&r.tables, &r.filter).is_none() {
+                    left.push(format!("{}:{}", path.file_name().unwrap().to_string_lossy(), r.name));
+                }
+            }
+        }
+        (resources, left)
+    }
+
+    #[test]
+    fn the_shipped_specs_are_mapped_by_the_plan() {
+        let (n, left) = general("pipelines");
+        assert!(n >= 4 && left.is_empty(), "{n} resources, left to the general evaluator: {left:?}");
+        let (n, left) = general("examples/specs");
+        assert!(n >= 14, "{n}");
+        assert_eq!(left, Vec::<String>::new());
     }
 }

@@ -1,9 +1,8 @@
-//! The PostgreSQL warehouse: rows stream into binary COPY (root rows directly, nested rows
-//! from spill files, since one connection runs one COPY at a time); merges upsert from
+//! The PostgreSQL warehouse: rows stream into binary COPY (a table at a time, switching as
+//! chunks of another table come, since one connection runs one COPY at a time); merges upsert from
 //! temporary tables; locks are advisory locks held until the transaction ends.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{BufWriter, Read, Write};
 
 use bytes::Bytes;
 use futures_util::SinkExt;
@@ -12,7 +11,7 @@ use tokio_postgres::Client;
 use super::ddl::Dialect;
 use super::merge::{merge_columns, on_conflict, staging_columns, temp_name};
 use super::objects::{
-    io_error, jsonb_record, map_objects, mapping_threads, MapOutcome, Objects, Reject, RowSink, CHUNK,
+    jsonb_record, map_objects, mapping_threads, MapOutcome, Objects, Reject, RowSink, CHUNK,
 };
 use super::record::{encode_row, RunMeta, COPY_HEADER, COPY_TRAILER};
 use super::warehouse::{LedgerRow, LiveTable, LoadedRun, Saved, Warehouse};
@@ -110,77 +109,66 @@ fn copy_sql(schema: &str, t: &Table, i: usize) -> String {
     format!("COPY {target} ({}) FROM STDIN (FORMAT binary)", cols.join(", "))
 }
 
-/// Rows as binary COPY: root rows in chunks to the COPY stream, nested rows to spill
-/// files, copied after the root COPY ends.
+/// Rows as binary COPY, each table's in chunks of its own; a full chunk goes, tagged
+/// with its table, to the connection, which COPYs into one table at a time.
 struct CopySink {
-    sender: tokio::sync::mpsc::Sender<Vec<u8>>,
-    /// Root rows waiting to be sent.
-    chunk: Vec<u8>,
-    /// One spill file per nested table.
-    spills: Vec<(tempfile::NamedTempFile, BufWriter<std::fs::File>)>,
-    encoded: Vec<u8>,
+    sender: tokio::sync::mpsc::Sender<(usize, Vec<u8>)>,
+    /// Per table, the rows waiting to be sent.
+    chunks: Vec<Vec<u8>>,
 }
 
 impl CopySink {
-    fn new(
-        tables: usize,
-        spill_dir: &std::path::Path,
-        sender: tokio::sync::mpsc::Sender<Vec<u8>>,
-    ) -> Result<Self, LoadError> {
-        let mut spills = Vec::new();
-        for _ in 1..tables {
-            let f = crate::util::temp_file_in(spill_dir).map_err(|e| io_error("create a spill file", e))?;
-            let mut w = BufWriter::with_capacity(CHUNK, f.reopen().map_err(|e| io_error("open a spill file", e))?);
-            w.write_all(COPY_HEADER)
-                .map_err(|e| io_error("write a spill file", e))?;
-            spills.push((f, w));
-        }
-        Ok(CopySink {
+    fn new(tables: usize, sender: tokio::sync::mpsc::Sender<(usize, Vec<u8>)>) -> Self {
+        CopySink {
             sender,
-            chunk: Vec::with_capacity(CHUNK + 4096),
-            spills,
-            encoded: Vec::new(),
-        })
+            chunks: (0..tables).map(|_| Vec::new()).collect(),
+        }
     }
 }
 
 impl RowSink for CopySink {
-    /// The spill files, one per nested table.
-    type Done = Vec<tempfile::NamedTempFile>;
+    type Done = ();
 
-    /// Send the last root rows (the COPY side ends the stream once every thread is done)
-    /// and end the spill files.
-    fn finish(self) -> Result<Self::Done, LoadError> {
-        if !self.chunk.is_empty() {
-            let _ = self.sender.blocking_send(self.chunk);
+    /// Send the rows that wait (the COPY side ends the streams once every thread is done).
+    fn finish(self) -> Result<(), LoadError> {
+        for (table, chunk) in self.chunks.into_iter().enumerate() {
+            if !chunk.is_empty() && self.sender.blocking_send((table, chunk)).is_err() {
+                break;
+            }
         }
-        let mut files = Vec::new();
-        for (f, mut w) in self.spills {
-            w.write_all(COPY_TRAILER)
-                .map_err(|e| io_error("write a spill file", e))?;
-            w.flush().map_err(|e| io_error("write a spill file", e))?;
-            files.push(f);
-        }
-        Ok(files)
+        Ok(())
     }
 
     fn row(&mut self, table: usize, cells: &[Cell], run_id: Option<&str>, ordinals: &[i64]) -> Result<bool, LoadError> {
-        if table == 0 {
-            encode_row(cells, run_id, ordinals, &mut self.chunk);
-            if self.chunk.len() >= CHUNK {
-                let full = std::mem::replace(&mut self.chunk, Vec::with_capacity(CHUNK + 4096));
-                return Ok(self.sender.blocking_send(full).is_ok());
-            }
-        } else {
-            self.encoded.clear();
-            encode_row(cells, run_id, ordinals, &mut self.encoded);
-            self.spills[table - 1]
-                .1
-                .write_all(&self.encoded)
-                .map_err(|e| io_error("write a spill file", e))?;
+        let chunk = &mut self.chunks[table];
+        if chunk.capacity() == 0 {
+            chunk.reserve(CHUNK + 4096);
+        }
+        encode_row(cells, run_id, ordinals, chunk);
+        if chunk.len() >= CHUNK {
+            let full = std::mem::take(chunk);
+            return Ok(self.sender.blocking_send((table, full)).is_ok());
         }
         Ok(true)
     }
+}
+
+/// The most chunks the COPY side holds waiting for their table's turn (4 MiB).
+const HELD_CHUNKS: usize = 16;
+
+/// The COPY into one table under way on the connection.
+type Copying = std::pin::Pin<Box<tokio_postgres::CopyInSink<Bytes>>>;
+
+/// End a COPY: the trailer, then the server's answer.
+async fn end_copy(t: &Table, mut sink: Copying) -> Result<(), LoadError> {
+    sink.send(Bytes::from_static(COPY_TRAILER))
+        .await
+        .map_err(db(format!("COPY into `{}`", t.name)))?;
+    sink.as_mut()
+        .finish()
+        .await
+        .map_err(db(format!("COPY into `{}`", t.name)))?;
+    Ok(())
 }
 
 impl Warehouse for Postgres {
@@ -386,74 +374,87 @@ impl Warehouse for Postgres {
         resource: &Resource,
         objects: Objects,
         meta: &RunMeta,
-        spill_dir: &std::path::Path,
     ) -> Result<MapOutcome, LoadError> {
         let client = &self.client;
-        let root = &resource.tables[0];
-        let root_copy = client
-            .copy_in(&copy_sql(schema, root, 0))
-            .await
-            .map_err(db(format!("start COPY into `{}`", root.name)))?;
-        let (sender, receiver) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
+        let (sender, receiver) = tokio::sync::mpsc::channel::<(usize, Vec<u8>)>(4);
         let sinks = (0..mapping_threads())
-            .map(|_| CopySink::new(resource.tables.len(), spill_dir, sender.clone()))
-            .collect::<Result<Vec<_>, _>>()?;
+            .map(|_| CopySink::new(resource.tables.len(), sender.clone()))
+            .collect();
         drop(sender);
-        futures_util::pin_mut!(root_copy);
         let copying = async {
             // Owned here so that a COPY failure drops it at once: the mappers' next send
             // then fails and they stop, which in turn stops the feeding.
             let mut receiver = receiver;
             let mut bar = crate::progress::LoadBar::new(&resource.name);
-            root_copy
-                .send(Bytes::from_static(COPY_HEADER))
-                .await
-                .map_err(db(format!("COPY into `{}`", root.name)))?;
-            while let Some(chunk) = receiver.recv().await {
-                bar.sent(chunk.len() as u64);
-                root_copy
-                    .send(Bytes::from(chunk))
-                    .await
-                    .map_err(db(format!("COPY into `{}`", root.name)))?;
-            }
-            // Every thread is done (a failed one fails the load before the COPY ends).
-            root_copy
-                .send(Bytes::from_static(COPY_TRAILER))
-                .await
-                .map_err(db(format!("COPY into `{}`", root.name)))?;
-            Ok::<(), LoadError>(())
-        };
-        let (mapped, copy_result) = tokio::join!(map_objects(resource, objects, meta, sinks), copying);
-        let (outcome, spills) = mapped?;
-        copy_result?;
-        root_copy
-            .finish()
-            .await
-            .map_err(db(format!("COPY into `{}`", root.name)))?;
-        for (i, spill) in spills.iter().flat_map(|files| files.iter().enumerate()) {
-            let t = &resource.tables[i + 1];
-            let sink = client
-                .copy_in(&copy_sql(schema, t, i + 1))
-                .await
-                .map_err(db(format!("start COPY into `{}`", t.name)))?;
-            futures_util::pin_mut!(sink);
-            let mut file = spill
-                .reopen()
-                .map_err(|e| LoadError::Io(format!("reopen a spill file: {e}")))?;
-            let mut buf = vec![0u8; CHUNK];
+            // One COPY at a time on a connection: the table under way goes on while it has
+            // chunks waiting, then the one with the most waiting gets its turn (ending the
+            // COPY under way and starting that table's). Nested rows so go to the server
+            // while the records are mapped, not after, in few COPY statements.
+            let tables = resource.tables.len();
+            let mut waiting: Vec<std::collections::VecDeque<Vec<u8>>> = vec![Default::default(); tables];
+            let (mut held, mut closed) = (0usize, false);
+            let mut open: Option<(usize, Copying)> = None;
             loop {
-                let n = file
-                    .read(&mut buf)
-                    .map_err(|e| LoadError::Io(format!("read a spill file: {e}")))?;
-                if n == 0 {
-                    break;
+                while !closed && held < HELD_CHUNKS {
+                    let next = if held == 0 {
+                        receiver.recv().await
+                    } else {
+                        match receiver.try_recv() {
+                            Ok(next) => Some(next),
+                            Err(tokio::sync::mpsc::error::TryRecvError::Empty) => break,
+                            Err(tokio::sync::mpsc::error::TryRecvError::Disconnected) => None,
+                        }
+                    };
+                    match next {
+                        Some((table, chunk)) => {
+                            waiting[table].push_back(chunk);
+                            held += 1;
+                        }
+                        None => closed = true,
+                    }
                 }
-                sink.send(Bytes::copy_from_slice(&buf[..n]))
+                let table = match &open {
+                    Some((under_way, _)) if !waiting[*under_way].is_empty() => *under_way,
+                    _ => match (0..tables).filter(|t| !waiting[*t].is_empty()).max_by_key(|t| waiting[*t].len()) {
+                        Some(t) => t,
+                        None => break,
+                    },
+                };
+                let chunk = waiting[table].pop_front().expect("a table with chunks waiting");
+                held -= 1;
+                bar.sent(chunk.len() as u64);
+                let t = &resource.tables[table];
+                let sink = match &mut open {
+                    Some((under_way, sink)) if *under_way == table => sink,
+                    _ => {
+                        if let Some((ended, sink)) = open.take() {
+                            end_copy(&resource.tables[ended], sink).await?;
+                        }
+                        let mut sink = Box::pin(
+                            client
+                                .copy_in(&copy_sql(schema, t, table))
+                                .await
+                                .map_err(db(format!("start COPY into `{}`", t.name)))?,
+                        );
+                        sink.send(Bytes::from_static(COPY_HEADER))
+                            .await
+                            .map_err(db(format!("COPY into `{}`", t.name)))?;
+                        &mut open.insert((table, sink)).1
+                    }
+                };
+                sink.send(Bytes::from(chunk))
                     .await
                     .map_err(db(format!("COPY into `{}`", t.name)))?;
             }
-            sink.finish().await.map_err(db(format!("COPY into `{}`", t.name)))?;
-        }
+            // Every thread is done (a failed one fails the load before it commits).
+            if let Some((ended, sink)) = open.take() {
+                end_copy(&resource.tables[ended], sink).await?;
+            }
+            Ok::<(), LoadError>(())
+        };
+        let (mapped, copy_result) = tokio::join!(map_objects(resource, objects, meta, sinks), copying);
+        let (outcome, _) = mapped?;
+        copy_result?;
         Ok(outcome)
     }
 

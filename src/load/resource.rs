@@ -22,7 +22,6 @@ pub(super) async fn load_resource<W: Warehouse>(
     resource: &Resource,
     objects: ObjectFeed,
     meta: &RunMeta,
-    spill_dir: &std::path::Path,
 ) -> Result<Vec<TableStats>, LoadError> {
     let t0 = Instant::now();
     let schema = &p.warehouse().schema;
@@ -93,7 +92,7 @@ pub(super) async fn load_resource<W: Warehouse>(
         }
         Ok::<Option<Instant>, LoadError>(first)
     };
-    let writing = w.write_rows(schema, resource, object_rx, meta, spill_dir);
+    let writing = w.write_rows(schema, resource, object_rx, meta);
     let (feed_result, outcome) = tokio::join!(feeding, writing);
     let outcome = outcome?;
     let t0 = feed_result?.unwrap_or(t0);

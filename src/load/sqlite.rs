@@ -575,7 +575,6 @@ impl Warehouse for Sqlite {
         resource: &Resource,
         objects: Objects,
         meta: &RunMeta,
-        _spill_dir: &std::path::Path,
     ) -> Result<MapOutcome, LoadError> {
         let conn = self
             .conn

@@ -118,7 +118,6 @@ pub(super) trait Warehouse: Send {
         resource: &Resource,
         objects: Objects,
         meta: &RunMeta,
-        spill_dir: &std::path::Path,
     ) -> impl Future<Output = Result<MapOutcome, LoadError>> + Send;
     /// Upsert a merge table's staged rows on its primary key, the last row of a key
     /// winning; (inserted, updated).
