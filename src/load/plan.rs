@@ -805,7 +805,10 @@ mod reach {
     #[test]
     fn the_shipped_specs_are_mapped_by_the_plan() {
         let (n, left) = general("pipelines");
-        assert!(n >= 4 && left.is_empty(), "{n} resources, left to the general evaluator: {left:?}");
+        assert!(
+            n >= 4 && left.is_empty(),
+            "{n} resources, left to the general evaluator: {left:?}"
+        );
         let (n, left) = general("examples/specs");
         assert!(n >= 14, "{n}");
         assert_eq!(left, Vec::<String>::new());

@@ -10,9 +10,7 @@ use tokio_postgres::Client;
 
 use super::ddl::Dialect;
 use super::merge::{merge_columns, on_conflict, staging_columns, temp_name};
-use super::objects::{
-    jsonb_record, map_objects, mapping_threads, MapOutcome, Objects, Reject, RowSink, CHUNK,
-};
+use super::objects::{jsonb_record, map_objects, mapping_threads, MapOutcome, Objects, Reject, RowSink, CHUNK};
 use super::record::{encode_row, RunMeta, COPY_HEADER, COPY_TRAILER};
 use super::warehouse::{LedgerRow, LiveTable, LoadedRun, Saved, Warehouse};
 use super::{connect, LoadError};
@@ -415,7 +413,10 @@ impl Warehouse for Postgres {
                 }
                 let table = match &open {
                     Some((under_way, _)) if !waiting[*under_way].is_empty() => *under_way,
-                    _ => match (0..tables).filter(|t| !waiting[*t].is_empty()).max_by_key(|t| waiting[*t].len()) {
+                    _ => match (0..tables)
+                        .filter(|t| !waiting[*t].is_empty())
+                        .max_by_key(|t| waiting[*t].len())
+                    {
                         Some(t) => t,
                         None => break,
                     },

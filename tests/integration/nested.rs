@@ -146,3 +146,89 @@ fn tables_nest_at_any_depth_and_zip_turns_parallel_arrays_into_rows() {
     );
     assert!(run.stderr.contains("table `roster`"), "{}", run.stderr);
 }
+
+/// Items with 1 to 9 tags each, as the `/dyn/items` body, and the spec that loads them
+/// (`tag` keyed on item and tag).
+fn many_items(api: &ApiServer, dir: &std::path::Path, n: u64, repeat_at: Option<u64>) -> String {
+    let items: Vec<Value> = (1..=n)
+        .map(|id| {
+            let mut tags: Vec<String> = (0..1 + id % 9).map(|j| format!("tag-{j}-of-item-{id}")).collect();
+            if Some(id) == repeat_at {
+                tags.push(tags[0].clone());
+            }
+            json!({"id": id, "name": format!("item {id}"), "tags": tags})
+        })
+        .collect();
+    api.put("items", Value::Array(items).to_string(), &[]);
+    write(
+        dir,
+        "items.yaml",
+        "version: 1\nname: items\nsource: {base_url: \"${API_BASE}\"}\nstaging: {location: \"${SLUICE_STAGING}\"}\nwarehouse: {url: \"${DATABASE_URL}\", schema: items}\nresources:\n  - name: items\n    path: /dyn/items\n    records: $[*]\n    table:\n      name: item\n      primary_key: [id]\n      columns:\n        - {name: id, type: integer, path: $.id}\n        - {name: name, type: text, path: $.name}\n      nested:\n        - name: tag\n          each: $.tags[*]\n          primary_key: [item_id, tag]\n          columns:\n            - {name: item_id, from_parent: id}\n            - {name: tag, type: text, path: $}\n            - {name: position, meta: index}\n",
+    )
+}
+
+#[test]
+fn nested_rows_streamed_beside_their_parents_in_many_copies_load_exactly() {
+    // About 100,000 tag rows (some 30 chunks of COPY data) beside 20,000 items (some 4): the
+    // connection switches between the two tables' COPYs many times.
+    let api = ApiServer::start();
+    let db = pg::fresh_database();
+    let dir = tempfile::tempdir().unwrap();
+    let n = 20_000u64;
+    let spec = many_items(&api, dir.path(), n, None);
+    Sluice::new(["run", &spec])
+        .env("API_BASE", &api.base)
+        .env("SLUICE_STAGING", dir.path())
+        .env("DATABASE_URL", &db)
+        .run()
+        .success();
+    let tags: u64 = (1..=n).map(|id| 1 + id % 9).sum();
+    let positions: u64 = (1..=n).map(|id| (0..1 + id % 9).sum::<u64>()).sum();
+    let item_sum: u64 = (1..=n).map(|id| id * (1 + id % 9)).sum();
+    assert_eq!(
+        pg::query(
+            &db,
+            "SELECT (SELECT count(*) FROM items.item)::text, count(*)::text, sum(position)::text, sum(item_id)::text, \
+             count(*) FILTER (WHERE tag = 'tag-' || position || '-of-item-' || item_id)::text FROM items.tag"
+        )[0],
+        [n, tags, positions, item_sum, tags]
+            .map(|v| Some(v.to_string()))
+            .to_vec()
+    );
+    let orphans = pg::scalar(
+        &db,
+        "SELECT count(*) FROM items.tag t WHERE NOT EXISTS (SELECT 1 FROM items.item i WHERE i.id = t.item_id)",
+    );
+    assert_eq!(orphans.as_deref(), Some("0"));
+}
+
+#[test]
+fn a_nested_copy_that_fails_after_others_ended_leaves_the_database_as_it_was() {
+    // The repeated tag of item 19,000 breaks `tag`'s key in one of its last COPYs, after
+    // COPYs of both tables have ended: the load fails and nothing of it stays.
+    let api = ApiServer::start();
+    let db = pg::fresh_database();
+    let dir = tempfile::tempdir().unwrap();
+    let spec = many_items(&api, dir.path(), 20_000, Some(19_000));
+    let failed = Sluice::new(["run", &spec])
+        .env("API_BASE", &api.base)
+        .env("SLUICE_STAGING", dir.path())
+        .env("DATABASE_URL", &db)
+        .run()
+        .failure(1);
+    let stderr = &failed.stderr;
+    assert!(stderr.contains("tag") && stderr.contains("duplicate key"), "{stderr}");
+    // The tables the load made went with it.
+    assert_eq!(
+        pg::scalar(
+            &db,
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'items'"
+        )
+        .as_deref(),
+        Some("0")
+    );
+    assert_eq!(
+        pg::scalar(&db, "SELECT status FROM _sluice.runs ORDER BY load_id DESC LIMIT 1").as_deref(),
+        Some("failed")
+    );
+}
