@@ -164,14 +164,11 @@ pub fn apply(t: Transform, v: Val<'_>) -> Result<Val<'_>, String> {
         (Transform::Lowercase, Val::Text(s)) => Val::Text(Cow::Owned(s.to_lowercase())),
         (Transform::Uppercase, Val::Text(s)) => Val::Text(Cow::Owned(s.to_uppercase())),
         (Transform::Trim | Transform::Lowercase | Transform::Uppercase, v) => v,
-        (Transform::UrlLastSegment, Val::Text(s)) => {
-            let trimmed = s.trim_end_matches('/');
-            let no_query = trimmed.split(['?', '#']).next().unwrap_or("");
-            match no_query.rsplit('/').next() {
-                Some(seg) if !seg.is_empty() && !no_query.is_empty() => Val::Text(Cow::Owned(seg.to_string())),
-                _ => Val::Null,
-            }
-        }
+        (Transform::UrlLastSegment, Val::Text(s)) => match s {
+            // Borrowed text gives a borrowed segment.
+            Cow::Borrowed(b) => last_segment(b).map_or(Val::Null, |seg| Val::Text(Cow::Borrowed(seg))),
+            Cow::Owned(o) => last_segment(&o).map_or(Val::Null, |seg| Val::Text(Cow::Owned(seg.to_string()))),
+        },
         (Transform::UrlLastSegment, v) => return Err(format!("url_last_segment needs text, got {}", v.display())),
         (Transform::EpochMs | Transform::EpochS, v) => {
             let text = match &v {
@@ -197,6 +194,16 @@ pub fn apply(t: Transform, v: Val<'_>) -> Result<Val<'_>, String> {
             Val::Time(time)
         }
     })
+}
+
+/// The last path segment of a URL, without its query or fragment; `None` when it is empty.
+fn last_segment(url: &str) -> Option<&str> {
+    let trimmed = url.trim_end_matches('/');
+    let no_query = trimmed.split(['?', '#']).next().unwrap_or("");
+    match no_query.rsplit('/').next() {
+        Some(seg) if !seg.is_empty() && !no_query.is_empty() => Some(seg),
+        _ => None,
+    }
 }
 
 /// Coerce a (transformed) value to a column type. A value PostgreSQL could not store
@@ -264,7 +271,8 @@ fn convert(v: &Val<'_>, ty: ColumnType) -> Result<Cell, String> {
     }
     let (text, is_string): (Cow<str>, bool) = match v {
         Val::Text(s) => (Cow::Borrowed(s.as_ref()), true),
-        Val::Json(Value::Number(n)) => (Cow::Owned(n.to_string()), false),
+        // Exact: the number's own digits.
+        Val::Json(Value::Number(n)) => (Cow::Borrowed(n.as_str()), false),
         Val::Json(Value::Bool(b)) => (Cow::Borrowed(if *b { "true" } else { "false" }), false),
         Val::Json(j @ (Value::Array(_) | Value::Object(_))) => {
             if ty == T::Text {
@@ -442,6 +450,24 @@ mod tests {
             text("3")
         );
         assert_eq!(apply(Transform::UrlLastSegment, text("")).unwrap(), Val::Null);
+        // Text a transform made (owned) gives the same segments as text of the record.
+        for url in [
+            "https://x/api/location/3",
+            "https://x/a/7/?q=1#f",
+            "https://x/",
+            "",
+            "/",
+        ] {
+            assert_eq!(
+                apply(Transform::UrlLastSegment, Val::Text(Cow::Owned(url.to_string()))).unwrap(),
+                apply(Transform::UrlLastSegment, text(url)).unwrap(),
+                "{url}"
+            );
+        }
+        assert_eq!(
+            apply(Transform::UrlLastSegment, text("https://x/a/7?q=1#f")).unwrap(),
+            text("7")
+        );
         assert_eq!(apply(Transform::EmptyAsNull, text("")).unwrap(), Val::Null);
         assert_eq!(apply(Transform::Trim, text("  a ")).unwrap(), text("a"));
         assert_eq!(apply(Transform::Lowercase, text("AbC")).unwrap(), text("abc"));

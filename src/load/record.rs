@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use crate::spec::pipeline::{MetaValue, Table, ValueSource, PARENT_FIELD};
-use crate::value::{apply, coerce, Cell, Val};
+use crate::value::{apply, coerce, Cell, ColumnType, Val};
 
 /// The top-level fields of a record that mapping a resource reads, or `None` when a path
 /// needs the whole record (`$`, a wildcard or a filter at the top).
@@ -161,7 +161,6 @@ pub(super) fn map_row_with<'a>(
 ) -> Result<Vec<Cell>, ColumnError> {
     matched.clear();
     matched.resize(table.columns.len(), false);
-    let position = index.map(|i| Value::from(i as u64));
     let mut row = Vec::with_capacity(table.columns.len());
     for (i, col) in table.columns.iter().enumerate() {
         let err = |v: &Val, reason: String| ColumnError {
@@ -169,7 +168,7 @@ pub(super) fn map_row_with<'a>(
             value: v.display(),
             reason,
         };
-        let gathered;
+        let (gathered, position);
         let mut v = match &col.value {
             ValueSource::Parent(i) => {
                 row.push(parent.and_then(|p| p.get(*i)).cloned().unwrap_or(Cell::Null));
@@ -198,7 +197,21 @@ pub(super) fn map_row_with<'a>(
             ValueSource::Meta(MetaValue::RunId) => Val::Text(Cow::Borrowed(meta.run_id.as_str())),
             ValueSource::Meta(MetaValue::Pipeline) => Val::Text(Cow::Borrowed(meta.pipeline.as_str())),
             ValueSource::Meta(MetaValue::RunTime) => Val::Time(meta.run_time),
-            ValueSource::Meta(MetaValue::Index) => Val::from_json(position.as_ref()),
+            ValueSource::Meta(MetaValue::Index) => match (index, col.column_type, col.transforms.is_empty()) {
+                // What coercing the JSON number gives, without making one.
+                (Some(i), ColumnType::Integer, true) if i32::try_from(i).is_ok() => {
+                    row.push(Cell::Int(i as i32));
+                    continue;
+                }
+                (Some(i), ColumnType::Bigint, true) if i64::try_from(i).is_ok() => {
+                    row.push(Cell::Big(i as i64));
+                    continue;
+                }
+                _ => {
+                    position = index.map(|i| Value::from(i as u64));
+                    Val::from_json(position.as_ref())
+                }
+            },
         };
         for t in &col.transforms {
             let before = v.clone();
