@@ -10,7 +10,7 @@ use tokio_postgres::Client;
 
 use super::ddl::Dialect;
 use super::merge::{merge_columns, on_conflict, staging_columns, temp_name};
-use super::objects::{jsonb_record, map_objects, mapping_threads, MapOutcome, Objects, Reject, RowSink, CHUNK};
+use super::objects::{jsonb_record, map_objects, mapping_threads, MapOutcome, Objects, Reject, RowSink};
 use super::record::{encode_row, RunMeta, COPY_HEADER, COPY_TRAILER};
 use super::warehouse::{LedgerRow, LiveTable, LoadedRun, Saved, Warehouse};
 use super::{connect, LoadError};
@@ -140,10 +140,10 @@ impl RowSink for CopySink {
     fn row(&mut self, table: usize, cells: &[Cell], run_id: Option<&str>, ordinals: &[i64]) -> Result<bool, LoadError> {
         let chunk = &mut self.chunks[table];
         if chunk.capacity() == 0 {
-            chunk.reserve(CHUNK + 4096);
+            chunk.reserve(COPY_CHUNK + 4096);
         }
         encode_row(cells, run_id, ordinals, chunk);
-        if chunk.len() >= CHUNK {
+        if chunk.len() >= COPY_CHUNK {
             let full = std::mem::take(chunk);
             return Ok(self.sender.blocking_send((table, full)).is_ok());
         }
@@ -151,8 +151,11 @@ impl RowSink for CopySink {
     }
 }
 
-/// The most chunks the COPY side holds waiting for their table's turn (4 MiB).
-const HELD_CHUNKS: usize = 16;
+/// The size of a chunk of COPY data.
+const COPY_CHUNK: usize = 512 << 10;
+
+/// The most chunks the COPY side holds waiting for their table's turn (6 MiB).
+const HELD_CHUNKS: usize = 12;
 
 /// The COPY into one table under way on the connection.
 type Copying = std::pin::Pin<Box<tokio_postgres::CopyInSink<Bytes>>>;
@@ -384,17 +387,21 @@ impl Warehouse for Postgres {
             // then fails and they stop, which in turn stops the feeding.
             let mut receiver = receiver;
             let mut bar = crate::progress::LoadBar::new(&resource.name);
-            // One COPY at a time on a connection: the table under way goes on while it has
-            // chunks waiting, then the one with the most waiting gets its turn (ending the
-            // COPY under way and starting that table's). Nested rows so go to the server
-            // while the records are mapped, not after, in few COPY statements.
+            // One COPY at a time on a connection: the table under way goes on while its
+            // chunks come; once the other tables' chunks fill what is held (or all are
+            // in), the one with the most waiting gets its turn (ending the COPY under way
+            // and starting that table's). Nested rows so go to the server while the
+            // records are mapped, not after, in few COPY statements.
             let tables = resource.tables.len();
             let mut waiting: Vec<std::collections::VecDeque<Vec<u8>>> = vec![Default::default(); tables];
             let (mut held, mut closed) = (0usize, false);
             let mut open: Option<(usize, Copying)> = None;
             loop {
                 while !closed && held < HELD_CHUNKS {
-                    let next = if held == 0 {
+                    // Wait for more while the table under way has none waiting: a switch
+                    // comes only once the other tables' chunks fill what is held.
+                    let starved = open.as_ref().is_some_and(|(t, _)| waiting[*t].is_empty());
+                    let next = if held == 0 || starved {
                         receiver.recv().await
                     } else {
                         match receiver.try_recv() {
