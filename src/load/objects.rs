@@ -22,15 +22,13 @@ use crate::value::Cell;
 pub(super) type Objects = tokio::sync::mpsc::Receiver<(ObjectManifest, LocalObject)>;
 
 pub(super) trait RowSink: Send + 'static {
-    /// What is left once every row is in (PostgreSQL: the spill files of nested rows).
-    type Done: Send + 'static;
     /// One row of table `table` (an index into the resource's tables), with the run id
     /// when the table has that column and, when it merges, the values of its staging
     /// table's ordinal columns (`resource::staging_columns`). `false` when the receiving
     /// side stopped (it reports why).
     fn row(&mut self, table: usize, cells: &[Cell], run_id: Option<&str>, ordinals: &[i64]) -> Result<bool, LoadError>;
     /// After the last row: send what waits, and close.
-    fn finish(self) -> Result<Self::Done, LoadError>;
+    fn finish(self) -> Result<(), LoadError>;
 }
 
 /// How many threads map a resource's objects: the cores, up to four.
@@ -139,13 +137,13 @@ impl Shared {
 }
 
 /// Map every record of a resource's staged objects into rows, one sink per thread,
-/// verifying each object against its manifest. The outcome, and what each sink left.
+/// verifying each object against its manifest. What they found, combined.
 pub(super) async fn map_objects<S: RowSink>(
     resource: &Resource,
     objects: Objects,
     meta: &RunMeta,
     sinks: Vec<S>,
-) -> Result<(MapOutcome, Vec<S::Done>), LoadError> {
+) -> Result<MapOutcome, LoadError> {
     let shared = Arc::new(Shared {
         objects: Mutex::new((objects, 0)),
         failed: AtomicBool::new(false),
@@ -159,19 +157,17 @@ pub(super) async fn map_objects<S: RowSink>(
                 if mapped.is_err() {
                     shared.failed.store(true, Ordering::Relaxed);
                 }
-                Ok::<_, LoadError>((mapped?, sink.finish()?))
+                let part = mapped?;
+                sink.finish()?;
+                Ok::<_, LoadError>(part)
             })
         })
         .collect();
     let mut parts = Vec::new();
-    let mut done = Vec::new();
     let mut failure = None;
     for thread in threads {
         match thread.await {
-            Ok(Ok((part, left))) => {
-                parts.push(part);
-                done.push(left);
-            }
+            Ok(Ok(part)) => parts.push(part),
             Ok(Err(e)) => {
                 failure.get_or_insert(e);
             }
@@ -182,7 +178,7 @@ pub(super) async fn map_objects<S: RowSink>(
     }
     match failure {
         Some(e) => Err(e),
-        None => Ok((combine(resource, parts)?, done)),
+        None => combine(resource, parts),
     }
 }
 

@@ -125,8 +125,6 @@ impl CopySink {
 }
 
 impl RowSink for CopySink {
-    type Done = ();
-
     /// Send the rows that wait (the COPY side ends the streams once every thread is done).
     fn finish(self) -> Result<(), LoadError> {
         for (table, chunk) in self.chunks.into_iter().enumerate() {
@@ -461,7 +459,7 @@ impl Warehouse for Postgres {
             Ok::<(), LoadError>(())
         };
         let (mapped, copy_result) = tokio::join!(map_objects(resource, objects, meta, sinks), copying);
-        let (outcome, _) = mapped?;
+        let outcome = mapped?;
         copy_result?;
         Ok(outcome)
     }

@@ -292,8 +292,6 @@ impl PackSink {
 }
 
 impl RowSink for PackSink {
-    type Done = ();
-
     fn finish(mut self) -> Result<(), LoadError> {
         if !self.chunk.is_empty() {
             // A writer that stopped reports why.
@@ -598,7 +596,7 @@ impl Warehouse for Sqlite {
         let (conn, written) = written.map_err(|e| LoadError::Io(format!("the writing thread failed: {e}")))?;
         self.conn = Some(conn);
         written?;
-        Ok(mapped?.0)
+        mapped
     }
 
     async fn merge(&mut self, _schema: &str, t: &Table, staging: &str) -> Result<(u64, u64), LoadError> {
