@@ -366,12 +366,7 @@ impl<'a, S: RowSink> Mapper<'a, S> {
         if self.sample.is_none() && text.len() <= SAMPLE_MAX {
             self.sample = Some((self.seq, text.to_string()));
         }
-        if let Some(cap) = self
-            .plan
-            .as_ref()
-            .and_then(|plan| plan.read(text).map(|cap| (plan, cap)))
-        {
-            let (plan, cap) = cap;
+        if let Some((plan, cap)) = self.plan.as_ref().and_then(|plan| Some((plan, plan.read(text)?))) {
             if !plan.keeps(&self.resource.filter, &cap) {
                 return Ok(false);
             }

@@ -155,8 +155,82 @@ const COPY_CHUNK: usize = 512 << 10;
 /// The most chunks the COPY side holds waiting for their table's turn (6 MiB).
 const HELD_CHUNKS: usize = 12;
 
+/// Whose turn it is on the connection, which runs one COPY at a time: the table under way
+/// goes on while its chunks come; once the other tables' chunks fill what is held (or all
+/// are in), the one with the most waiting gets its turn (ending the COPY under way and
+/// starting that table's). Nested rows so go to the server while the records are mapped,
+/// not after, in few COPY statements.
+struct Turns {
+    waiting: Vec<std::collections::VecDeque<Vec<u8>>>,
+    held: usize,
+    closed: bool,
+}
+
+impl Turns {
+    fn new(tables: usize) -> Self {
+        Turns {
+            waiting: vec![Default::default(); tables],
+            held: 0,
+            closed: false,
+        }
+    }
+
+    /// The next chunk to send, and its table, with `under_way` the table whose COPY is
+    /// open; `None` once every chunk is sent.
+    async fn next(
+        &mut self,
+        receiver: &mut tokio::sync::mpsc::Receiver<(usize, Vec<u8>)>,
+        under_way: Option<usize>,
+    ) -> Option<(usize, Vec<u8>)> {
+        use tokio::sync::mpsc::error::TryRecvError;
+        while !self.closed && self.held < HELD_CHUNKS {
+            // Wait for more while the table under way has none waiting: a switch comes
+            // only once the other tables' chunks fill what is held.
+            let starved = under_way.is_some_and(|t| self.waiting[t].is_empty());
+            let next = if self.held == 0 || starved {
+                receiver.recv().await
+            } else {
+                match receiver.try_recv() {
+                    Ok(next) => Some(next),
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => None,
+                }
+            };
+            match next {
+                Some((table, chunk)) => {
+                    self.waiting[table].push_back(chunk);
+                    self.held += 1;
+                }
+                None => self.closed = true,
+            }
+        }
+        let table = match under_way {
+            Some(t) if !self.waiting[t].is_empty() => t,
+            _ => (0..self.waiting.len())
+                .filter(|t| !self.waiting[*t].is_empty())
+                .max_by_key(|t| self.waiting[*t].len())?,
+        };
+        self.held -= 1;
+        Some((table, self.waiting[table].pop_front()?))
+    }
+}
+
 /// The COPY into one table under way on the connection.
 type Copying = std::pin::Pin<Box<tokio_postgres::CopyInSink<Bytes>>>;
+
+/// Start a COPY into table `i` of a resource, `t`, and send the header.
+async fn start_copy(client: &Client, schema: &str, t: &Table, i: usize) -> Result<Copying, LoadError> {
+    let mut sink = Box::pin(
+        client
+            .copy_in(&copy_sql(schema, t, i))
+            .await
+            .map_err(db(format!("start COPY into `{}`", t.name)))?,
+    );
+    sink.send(Bytes::from_static(COPY_HEADER))
+        .await
+        .map_err(db(format!("COPY into `{}`", t.name)))?;
+    Ok(sink)
+}
 
 /// End a COPY: the trailer, then the server's answer.
 async fn end_copy(t: &Table, mut sink: Copying) -> Result<(), LoadError> {
@@ -385,49 +459,9 @@ impl Warehouse for Postgres {
             // then fails and they stop, which in turn stops the feeding.
             let mut receiver = receiver;
             let mut bar = crate::progress::LoadBar::new(&resource.name);
-            // One COPY at a time on a connection: the table under way goes on while its
-            // chunks come; once the other tables' chunks fill what is held (or all are
-            // in), the one with the most waiting gets its turn (ending the COPY under way
-            // and starting that table's). Nested rows so go to the server while the
-            // records are mapped, not after, in few COPY statements.
-            let tables = resource.tables.len();
-            let mut waiting: Vec<std::collections::VecDeque<Vec<u8>>> = vec![Default::default(); tables];
-            let (mut held, mut closed) = (0usize, false);
+            let mut turns = Turns::new(resource.tables.len());
             let mut open: Option<(usize, Copying)> = None;
-            loop {
-                while !closed && held < HELD_CHUNKS {
-                    // Wait for more while the table under way has none waiting: a switch
-                    // comes only once the other tables' chunks fill what is held.
-                    let starved = open.as_ref().is_some_and(|(t, _)| waiting[*t].is_empty());
-                    let next = if held == 0 || starved {
-                        receiver.recv().await
-                    } else {
-                        match receiver.try_recv() {
-                            Ok(next) => Some(next),
-                            Err(tokio::sync::mpsc::error::TryRecvError::Empty) => break,
-                            Err(tokio::sync::mpsc::error::TryRecvError::Disconnected) => None,
-                        }
-                    };
-                    match next {
-                        Some((table, chunk)) => {
-                            waiting[table].push_back(chunk);
-                            held += 1;
-                        }
-                        None => closed = true,
-                    }
-                }
-                let table = match &open {
-                    Some((under_way, _)) if !waiting[*under_way].is_empty() => *under_way,
-                    _ => match (0..tables)
-                        .filter(|t| !waiting[*t].is_empty())
-                        .max_by_key(|t| waiting[*t].len())
-                    {
-                        Some(t) => t,
-                        None => break,
-                    },
-                };
-                let chunk = waiting[table].pop_front().expect("a table with chunks waiting");
-                held -= 1;
+            while let Some((table, chunk)) = turns.next(&mut receiver, open.as_ref().map(|(t, _)| *t)).await {
                 bar.sent(chunk.len() as u64);
                 let t = &resource.tables[table];
                 let sink = match &mut open {
@@ -436,16 +470,7 @@ impl Warehouse for Postgres {
                         if let Some((ended, sink)) = open.take() {
                             end_copy(&resource.tables[ended], sink).await?;
                         }
-                        let mut sink = Box::pin(
-                            client
-                                .copy_in(&copy_sql(schema, t, table))
-                                .await
-                                .map_err(db(format!("start COPY into `{}`", t.name)))?,
-                        );
-                        sink.send(Bytes::from_static(COPY_HEADER))
-                            .await
-                            .map_err(db(format!("COPY into `{}`", t.name)))?;
-                        &mut open.insert((table, sink)).1
+                        &mut open.insert((table, start_copy(client, schema, t, table).await?)).1
                     }
                 };
                 sink.send(Bytes::from(chunk))
