@@ -16,6 +16,8 @@
 #        BENCH_RUNS=1 bench/run.sh       (one round)
 #        BENCH_NESTED=0 bench/run.sh     (skip the nested-table spec)
 #        BENCH_SQLITE=0 bench/run.sh     (skip SQLite)
+#        BENCH_S3=0 bench/run.sh         (skip the rounds that stage to S3: an S3-compatible
+#                                         server on loopback, `bench_api s3`, then PostgreSQL)
 #        bench/run.sh file:100 file:1000 (one CSV download of 100 MB, then 1 GB, into
 #                                         PostgreSQL: peak RSS stays flat)
 set -euo pipefail
@@ -43,8 +45,10 @@ chmod 777 "$work"
 as_pg=()
 [ "$(id -u)" = 0 ] && { chown postgres: "$work"; as_pg=(runuser -u postgres --); }
 server=""
+s3server=""
 cleanup() {
   [ -n "$server" ] && kill "$server" 2>/dev/null || true
+  [ -n "$s3server" ] && kill "$s3server" 2>/dev/null || true
   "${as_pg[@]}" "$pg_ctl" stop -m immediate -D "$work/pg" >/dev/null 2>&1 || true
   rm -rf "$work"
 }
@@ -52,6 +56,12 @@ trap cleanup EXIT
 
 "${as_pg[@]}" "$initdb" --no-sync -A trust -U postgres -E UTF8 --locale=C -D "$work/pg" >/dev/null
 "${as_pg[@]}" "$pg_ctl" start -w -D "$work/pg" -l "$work/pg.log" -o "-c port=$pg_port -c listen_addresses=127.0.0.1 -c unix_socket_directories=$work -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_wal_size=8GB -c shared_buffers=512MB" >/dev/null
+s3port=$((port + 2))
+if [ "${BENCH_S3:-1}" != 0 ]; then
+  mkdir -p "$work/s3/bench"
+  "$api" s3 "$work/s3" "$s3port" >/dev/null &
+  s3server=$!
+fi
 psql_at() { psql -X -q -v ON_ERROR_STOP=1 "postgres://postgres@127.0.0.1:$pg_port/$1" "${@:2}"; }
 seconds() { python3 -c "import sys,time; t=time.perf_counter(); import subprocess; subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL); print(f'{time.perf_counter()-t:.2f}')" "$@"; }
 # Wall seconds and peak RSS (MB) from a /usr/bin/time -v log.
@@ -82,10 +92,17 @@ file_bench() {
   printf '%-8s %-12s %9s %9s %12s %9s | %s MB of CSV in one download\n' "$rows" "csv_file" "$wall" "$(python3 -c "print(int($rows/$wall))")" "$rss" "$rows" "$mb"
 }
 
-# One `sluice run` of bench/$2.yaml into $3 (postgres | sqlite), round $4, recorded as $5.
+# One `sluice run` of bench/$2.yaml into $3 (postgres | sqlite | s3: PostgreSQL, staging
+# to S3), round $4, recorded as $5.
 sluice_run() {
-  local n=$1 spec=$2 wh=$3 round=$4 label=$5 url db rows
+  local n=$1 spec=$2 wh=$3 round=$4 label=$5 url db rows staging env=()
   db="bench_${spec}_${n}_$round"
+  staging="$work/staging"
+  if [ "$wh" = s3 ]; then
+    db="${db}_s3"; wh=postgres; staging="s3://bench/$db"
+    env=(AWS_ACCESS_KEY_ID=bench-access AWS_SECRET_ACCESS_KEY=bench-secret AWS_REGION=us-east-1
+      AWS_ENDPOINT_URL_S3="http://127.0.0.1:$s3port" AWS_EC2_METADATA_DISABLED=true)
+  fi
   local schema=bench; [ "$spec" = character_nested ] && schema=bench_nested
   local rows_sql="SELECT (SELECT count(*) FROM $schema.character)"
   [ "$spec" = character_nested ] && rows_sql="$rows_sql + (SELECT count(*) FROM $schema.appearance)"
@@ -95,8 +112,8 @@ sluice_run() {
   else
     url="sqlite://$work/$db.db"
   fi
-  rm -rf "$work/staging"
-  DATABASE_URL="$url" SLUICE_STAGING="$work/staging" BENCH_API="http://127.0.0.1:$port/api" \
+  rm -rf "$work/staging" "$work/s3/bench/"*
+  env "${env[@]}" DATABASE_URL="$url" SLUICE_STAGING="$staging" BENCH_API="http://127.0.0.1:$port/api" \
     /usr/bin/time -v "$sluice" -q run "bench/$spec.yaml" >"$work/run.out" 2>"$work/time.log" || { cat "$work/time.log" >&2; exit 1; }
   local wall rss
   wall=$(wall_of "$work/time.log"); rss=$(rss_of "$work/time.log")
@@ -106,7 +123,7 @@ sluice_run() {
     rows=$(python3 -c "import sqlite3, sys; print(sqlite3.connect(sys.argv[1]).execute(sys.argv[2]).fetchone()[0])" "$work/$db.db" "${rows_sql//$schema./}")
   fi
   record "$n" "$label" "$wall" "$rss" "$rows"
-  if [ "$spec" = character ] && [ "$wh" = postgres ]; then
+  if [ "$spec" = character ] && [ "$wh" = postgres ] && [ ${#env[@]} = 0 ]; then
     # The COPY limit: the same rows, as CSV, into an empty table with the same primary key.
     [ -f "$work/rows-$n.csv" ] || psql_at "$db" -c "\\copy (SELECT * FROM bench.character) TO '$work/rows-$n.csv' WITH (FORMAT csv)"
     psql_at "$db" -c "CREATE TABLE bench.copytest (LIKE bench.character INCLUDING ALL)"
@@ -139,10 +156,12 @@ for n in "${sizes[@]}"; do
     record "$n" parse "$("$api" parse "$data" 2>/dev/null)" - "$n"
     for spec in character character_nested; do
       [ "$spec" = character_nested ] && [ "${BENCH_NESTED:-1}" = 0 ] && continue
-      for wh in postgres sqlite; do
+      for wh in postgres sqlite s3; do
         [ "$wh" = sqlite ] && [ "${BENCH_SQLITE:-1}" = 0 ] && continue
+        [ "$wh" = s3 ] && [ "${BENCH_S3:-1}" = 0 ] && continue
         label=flat; [ "$spec" = character_nested ] && label=nested
         [ "$wh" = sqlite ] && label="lite-$label"
+        [ "$wh" = s3 ] && label="s3-$label"
         sluice_run "$n" "$spec" "$wh" "$round" "$label"
       done
     done
@@ -157,7 +176,7 @@ python3 - "$results" <<'EOF'
 import sys, statistics
 rows = [line.rstrip("\n").split("\t") for line in open(sys.argv[1])]
 sizes = list(dict.fromkeys(r[0] for r in rows))
-order = ["copy", "parse", "fetch", "write", "flat", "nested", "lite-flat", "lite(load)", "lite-nested"]
+order = ["copy", "parse", "fetch", "write", "flat", "nested", "lite-flat", "lite(load)", "lite-nested", "s3-flat", "s3-nested"]
 print(f"{'records':>9} {'what':<12} {'median_s':>9} {'x copy':>7} {'records/s':>10} {'peak_MB':>8} {'rows':>9} {'runs':>14}")
 for n in sizes:
     mine = [r for r in rows if r[0] == n]
@@ -175,5 +194,6 @@ for n in sizes:
         rate = f"{int(int(n) / med):,}" if med > 0 and what not in ("fetch", "write") else "-"
         print(f"{int(n):>9,} {what:<12} {med:>9.2f} {ratio:>7} {rate:>10} {peak:>8} {got[0][4]:>9} {' '.join(f'{w:.2f}' for w in walls):>14}")
 print("(flat = bench/character.yaml, 12 columns, into PostgreSQL; nested adds the appearance table; lite = the same into SQLite;")
-print(" lite(load) = `sluice load` alone of the flat run's staged parts into SQLite. Targets at 1M: flat <= 1.3x copy, nested <= 2.0x, peak RSS <= 48 MB.)")
+print(" lite(load) = `sluice load` alone of the flat run's staged parts into SQLite; s3 = PostgreSQL, staging to S3 on loopback.")
+print(" Targets at 1M: flat <= 1.3x copy, nested <= 2.0x, peak RSS <= 48 MB, <= 64 MB staging to S3, and the same at 3M.)")
 EOF

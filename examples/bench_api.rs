@@ -6,6 +6,9 @@
 //!     cargo run --release --example bench_api -- serve DIR PORT
 //!     cargo run --release --example bench_api -- csv BYTES PORT   (GET /file.csv, made as sent)
 //!     cargo run --release --example bench_api -- parse DIR        (seconds to parse the pages)
+//!     cargo run --release --example bench_api -- s3 DIR PORT      (an S3-compatible server, s3s-fs
+//!                                                                  over DIR, SigV4 with the key pair
+//!                                                                  bench-access / bench-secret)
 
 // A test or bench binary exports nothing: its `pub` is for its own modules.
 #![allow(unreachable_pub)]
@@ -184,6 +187,35 @@ fn serve(dir: PathBuf, port: u16) {
     });
 }
 
+/// Serve an S3-compatible store over `dir` (each bucket a folder) on loopback, checking
+/// signatures, for the benchmark's S3 staging rounds.
+fn serve_s3(dir: PathBuf, port: u16) {
+    let fs = s3s_fs::FileSystem::new(&dir).unwrap();
+    let mut builder = s3s::service::S3ServiceBuilder::new(fs);
+    builder.set_auth(s3s::auth::SimpleAuth::from_single("bench-access", "bench-secret"));
+    let service = builder.build();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+        println!("serving S3 over {} on http://127.0.0.1:{port}", dir.display());
+        loop {
+            let Ok((socket, _)) = listener.accept().await else {
+                continue;
+            };
+            let service = service.clone();
+            tokio::spawn(async move {
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(socket), service)
+                    .await;
+            });
+        }
+    });
+}
+
 /// One CSV row of the file benchmark.
 fn csv_row(id: u64, out: &mut Vec<u8>) {
     let statuses = ["paid", "refunded", "open"];
@@ -264,8 +296,9 @@ fn main() {
         Some("serve") if args.len() == 3 => serve(PathBuf::from(&args[1]), args[2].parse().unwrap()),
         Some("csv") if args.len() == 3 => serve_csv(args[1].parse().unwrap(), args[2].parse().unwrap()),
         Some("parse") if args.len() == 2 => parse(PathBuf::from(&args[1])),
+        Some("s3") if args.len() == 3 => serve_s3(PathBuf::from(&args[1]), args[2].parse().unwrap()),
         _ => {
-            eprintln!("usage: bench_api generate DIR RECORDS PER_PAGE BASE_URL | bench_api serve DIR PORT | bench_api csv BYTES PORT | bench_api parse DIR");
+            eprintln!("usage: bench_api generate DIR RECORDS PER_PAGE BASE_URL | bench_api serve DIR PORT | bench_api csv BYTES PORT | bench_api parse DIR | bench_api s3 DIR PORT");
             std::process::exit(2);
         }
     }
