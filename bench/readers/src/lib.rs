@@ -190,13 +190,14 @@ pub fn simd_dom(buf: &mut Vec<u8>, line: &str, nested: bool) -> Option<usize> {
         n += at.is_some() as usize;
     }
     if nested {
-        n += v.get("episode")?.as_array()?.len();
+        n += v.get("episode")?.as_array()?.iter().filter_map(|e| e.as_str()).count();
     }
     Some(n)
 }
 
 /// simd-json: its tape, read through the tape's values.
 pub fn simd_tape(buf: &mut Vec<u8>, line: &str, nested: bool) -> Option<usize> {
+    use simd_json::prelude::ValueAsScalar;
     buf.clear();
     buf.extend_from_slice(line.as_bytes());
     let tape = simd_json::to_tape(buf).ok()?;
@@ -210,7 +211,7 @@ pub fn simd_tape(buf: &mut Vec<u8>, line: &str, nested: bool) -> Option<usize> {
         n += at.is_some() as usize;
     }
     if nested {
-        n += v.get("episode")?.as_array()?.iter().count();
+        n += v.get("episode")?.as_array()?.iter().filter(|e| e.as_str().is_some()).count();
     }
     Some(n)
 }
