@@ -141,7 +141,20 @@ fn parse(dir: PathBuf) {
     println!("{:.2}", took.as_secs_f64());
 }
 
-fn serve(dir: PathBuf, port: u16) {
+/// Serve `service` over HTTP/1.1 keep-alive on loopback `port`, one task a connection, on
+/// one worker thread, saying where.
+fn serve_http<S, B>(port: u16, what: String, service: S)
+where
+    S: hyper::service::Service<hyper::Request<hyper::body::Incoming>, Response = hyper::Response<B>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -149,59 +162,7 @@ fn serve(dir: PathBuf, port: u16) {
         .unwrap();
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
-        println!(
-            "serving {} on http://127.0.0.1:{port}/api/character?page=N",
-            dir.display()
-        );
-        loop {
-            let Ok((socket, _)) = listener.accept().await else {
-                continue;
-            };
-            let dir = dir.clone();
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                    let dir = dir.clone();
-                    async move {
-                        let page = req
-                            .uri()
-                            .query()
-                            .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("page=")))
-                            .and_then(|p| p.parse::<u64>().ok())
-                            .unwrap_or(1);
-                        let resp = match tokio::fs::read(dir.join(format!("page-{page}.json"))).await {
-                            Ok(body) => hyper::Response::builder()
-                                .header("content-type", "application/json")
-                                .body(Full::new(Bytes::from(body))),
-                            Err(_) => hyper::Response::builder()
-                                .status(404)
-                                .body(Full::new(Bytes::from_static(b"{\"error\":\"There is nothing here\"}"))),
-                        };
-                        Ok::<_, Infallible>(resp.unwrap())
-                    }
-                });
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(socket), service)
-                    .await;
-            });
-        }
-    });
-}
-
-/// Serve an S3-compatible store over `dir` (each bucket a folder) on loopback, checking
-/// signatures, for the benchmark's S3 staging rounds.
-fn serve_s3(dir: PathBuf, port: u16) {
-    let fs = s3s_fs::FileSystem::new(&dir).unwrap();
-    let mut builder = s3s::service::S3ServiceBuilder::new(fs);
-    builder.set_auth(s3s::auth::SimpleAuth::from_single("bench-access", "bench-secret"));
-    let service = builder.build();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
-        println!("serving S3 over {} on http://127.0.0.1:{port}", dir.display());
+        println!("serving {what}");
         loop {
             let Ok((socket, _)) = listener.accept().await else {
                 continue;
@@ -214,6 +175,44 @@ fn serve_s3(dir: PathBuf, port: u16) {
             });
         }
     });
+}
+
+fn serve(dir: PathBuf, port: u16) {
+    let what = format!("{} on http://127.0.0.1:{port}/api/character?page=N", dir.display());
+    let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+        let dir = dir.clone();
+        async move {
+            let page = req
+                .uri()
+                .query()
+                .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("page=")))
+                .and_then(|p| p.parse::<u64>().ok())
+                .unwrap_or(1);
+            let resp = match tokio::fs::read(dir.join(format!("page-{page}.json"))).await {
+                Ok(body) => hyper::Response::builder()
+                    .header("content-type", "application/json")
+                    .body(Full::new(Bytes::from(body))),
+                Err(_) => hyper::Response::builder()
+                    .status(404)
+                    .body(Full::new(Bytes::from_static(b"{\"error\":\"There is nothing here\"}"))),
+            };
+            Ok::<_, Infallible>(resp.unwrap())
+        }
+    });
+    serve_http(port, what, service);
+}
+
+/// Serve an S3-compatible store over `dir` (each bucket a folder) on loopback, checking
+/// signatures, for the benchmark's S3 staging rounds.
+fn serve_s3(dir: PathBuf, port: u16) {
+    let fs = s3s_fs::FileSystem::new(&dir).unwrap();
+    let mut builder = s3s::service::S3ServiceBuilder::new(fs);
+    builder.set_auth(s3s::auth::SimpleAuth::from_single("bench-access", "bench-secret"));
+    serve_http(
+        port,
+        format!("S3 over {} on http://127.0.0.1:{port}", dir.display()),
+        builder.build(),
+    );
 }
 
 /// One CSV row of the file benchmark.
@@ -235,53 +234,38 @@ fn csv_row(id: u64, out: &mut Vec<u8>) {
 /// Serve `/file.csv`: a CSV file of `bytes` bytes (a header and whole rows), made as it is
 /// sent, so that the server holds one chunk whatever the size.
 fn serve_csv(bytes: u64, port: u16) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
-        println!("serving a {bytes}-byte CSV file on http://127.0.0.1:{port}/file.csv");
-        loop {
-            let Ok((socket, _)) = listener.accept().await else {
-                continue;
-            };
-            tokio::spawn(async move {
-                let service =
-                    hyper::service::service_fn(move |_req: hyper::Request<hyper::body::Incoming>| async move {
-                        let header = b"id,name,amount,created_at,status\n".to_vec();
-                        let chunks = futures_util::stream::unfold(
-                            (1u64, header.len() as u64, Some(header)),
-                            move |(id, sent, first)| async move {
-                                if first.is_none() && sent >= bytes {
-                                    return None;
-                                }
-                                let mut out = first.unwrap_or_default();
-                                let mut id = id;
-                                while out.len() < 256 << 10 && sent + (out.len() as u64) < bytes {
-                                    csv_row(id, &mut out);
-                                    id += 1;
-                                }
-                                let n = out.len() as u64;
-                                Some((
-                                    Ok::<_, Infallible>(hyper::body::Frame::data(Bytes::from(out))),
-                                    (id, sent + n, None),
-                                ))
-                            },
-                        );
-                        let resp = hyper::Response::builder()
-                            .header("content-type", "text/csv")
-                            .body(http_body_util::StreamBody::new(chunks))
-                            .unwrap();
-                        Ok::<_, Infallible>(resp)
-                    });
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(socket), service)
-                    .await;
-            });
-        }
+    let service = hyper::service::service_fn(move |_req: hyper::Request<hyper::body::Incoming>| async move {
+        let header = b"id,name,amount,created_at,status\n".to_vec();
+        let chunks = futures_util::stream::unfold(
+            (1u64, header.len() as u64, Some(header)),
+            move |(id, sent, first)| async move {
+                if first.is_none() && sent >= bytes {
+                    return None;
+                }
+                let mut out = first.unwrap_or_default();
+                let mut id = id;
+                while out.len() < 256 << 10 && sent + (out.len() as u64) < bytes {
+                    csv_row(id, &mut out);
+                    id += 1;
+                }
+                let n = out.len() as u64;
+                Some((
+                    Ok::<_, Infallible>(hyper::body::Frame::data(Bytes::from(out))),
+                    (id, sent + n, None),
+                ))
+            },
+        );
+        let resp = hyper::Response::builder()
+            .header("content-type", "text/csv")
+            .body(http_body_util::StreamBody::new(chunks))
+            .unwrap();
+        Ok::<_, Infallible>(resp)
     });
+    serve_http(
+        port,
+        format!("a {bytes}-byte CSV file on http://127.0.0.1:{port}/file.csv"),
+        service,
+    );
 }
 
 fn main() {
