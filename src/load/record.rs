@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use crate::spec::pipeline::{MetaValue, Table, ValueSource, PARENT_FIELD};
-use crate::value::{apply, coerce, Cell, ColumnType, Val};
+use crate::value::{apply, coerce, Cell, Val};
 
 /// The top-level fields of a record that mapping a resource reads, or `None` when a path
 /// needs the whole record (`$`, a wildcard or a filter at the top).
@@ -197,21 +197,11 @@ pub(super) fn map_row_with<'a>(
             ValueSource::Meta(MetaValue::RunId) => Val::Text(Cow::Borrowed(meta.run_id.as_str())),
             ValueSource::Meta(MetaValue::Pipeline) => Val::Text(Cow::Borrowed(meta.pipeline.as_str())),
             ValueSource::Meta(MetaValue::RunTime) => Val::Time(meta.run_time),
-            ValueSource::Meta(MetaValue::Index) => match (index, col.column_type, col.transforms.is_empty()) {
-                // What coercing the JSON number gives, without making one.
-                (Some(i), ColumnType::Integer, true) if i32::try_from(i).is_ok() => {
-                    row.push(Cell::Int(i as i32));
-                    continue;
-                }
-                (Some(i), ColumnType::Bigint, true) if i64::try_from(i).is_ok() => {
-                    row.push(Cell::Big(i as i64));
-                    continue;
-                }
-                _ => {
-                    position = index.map(|i| Value::from(i as u64));
-                    Val::from_json(position.as_ref())
-                }
-            },
+            ValueSource::Meta(MetaValue::Index) => {
+                // Made only for a column that asks for it.
+                position = index.map(|i| Value::from(i as u64));
+                Val::from_json(position.as_ref())
+            }
         };
         for t in &col.transforms {
             let before = v.clone();

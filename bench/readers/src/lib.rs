@@ -123,7 +123,6 @@ pub fn derive(line: &str, nested: bool) -> Option<usize> {
         c.created.is_some(),
         o.is_some_and(|p| p.name.is_some()),
     ];
-    let _ = l.and_then(|p| p.name.as_ref());
     Some(fields.iter().filter(|f| **f).count() + if nested { c.episode.len() } else { 0 })
 }
 
